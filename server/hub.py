@@ -1,0 +1,315 @@
+"""Composition root: the app factory, its lifespan, and this process's hub.
+
+The :class:`Hub` knows only the squads connected to this process. A push for a squad
+connected elsewhere goes to the process that holds it, on that process's own Redis channel
+(the squad's ``hub`` field names it), never as a broadcast every process must decode. The
+outbox in Redis stays the source of truth: a lost channel message is repaired by the phone's
+next resume, or by the gap check when the next frame arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from dispatch_field import protocol
+from dispatch_field.codes import CloseCode
+from server import keys
+from server.actions import Intake, SquadActions
+from server.assign.dispatcher import Dispatcher
+from server.city import City, Unit, load_city
+from server.field.session import FieldSession
+from server.notify import MemorySender
+from server.presence.positions import PositionWriter
+from server.requests import RequestStore
+from server.scripts import Scripts
+from server.settings import Settings, load_settings
+from server.squads import Presence, SquadStore
+
+log = logging.getLogger(__name__)
+_channel_codec = msgspec.msgpack.Decoder(tuple[str, int, bytes])
+_channel_encoder = msgspec.msgpack.Encoder()
+
+
+class Directory:
+    """The city's units as configured, plus units added through the API.
+
+    An added unit takes over routing for the (category, district) pairs it declares.
+    """
+
+    def __init__(self, redis: Redis, city: City) -> None:
+        self._redis = redis
+        self._base = city
+        self.city = city
+
+    async def add(self, unit: Unit) -> None:
+        await self._redis.hset(keys.units(), unit.code, msgspec.json.encode(unit))
+        self._rebuild([*self._added(), unit])
+
+    async def refresh(self) -> None:
+        raw = await self._redis.hgetall(keys.units())
+        added = [msgspec.json.decode(v, type=Unit) for v in raw.values()]
+        self._rebuild(added)
+
+    def _added(self) -> list[Unit]:
+        base = {u.code for u in self._base.units}
+        return [u for u in self.city.units if u.code not in base]
+
+    def _rebuild(self, added: list[Unit]) -> None:
+        by_code = {u.code: u for u in added}
+        units = (*self._base.units, *by_code.values())
+        self.city = City(msgspec.structs.replace(self._base.file, units=units))
+
+    def unit_codes(self) -> list[str]:
+        return [u.code for u in self.city.units]
+
+
+class Hub:
+    """This process's squad connections, and the route of every push."""
+
+    def __init__(self, hub_id: str, services: Services) -> None:
+        self.id = hub_id
+        self._services = services
+        self.sessions: dict[str, FieldSession] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def joined(self, session: FieldSession) -> Presence:
+        squad, unit = session.info.squad, session.info.unit
+        previous = self.sessions.get(squad)
+        if previous is not None and previous is not session:
+            previous.close(CloseCode.REPLACED, "a newer connection of this squad took over")
+        self.sessions[squad] = session
+        presence = await self._services.squads.connect(unit, squad, self.id, session.info.conn_id)
+        if presence.on_duty:
+            self.drain_soon(unit)
+        return presence
+
+    async def left(self, session: FieldSession) -> None:
+        squad = session.info.squad
+        if not squad:
+            return
+        if self.sessions.get(squad) is session:
+            del self.sessions[squad]
+        with contextlib.suppress(Exception):  # Redis down: presence sweeps catch up later
+            await self._services.squads.disconnect(session.info.unit, squad, session.info.conn_id)
+
+    async def push(self, unit: str, squad: str, seq: int, body: bytes, hub: str) -> None:
+        """Deliver a numbered frame that is already in the squad's outbox."""
+        if hub == self.id:
+            self.deliver(squad, seq, body)
+        elif hub:
+            message = _channel_encoder.encode((squad, seq, body))
+            await self._services.redis.publish(keys.hub_channel(hub), message)
+        # No hub: the squad is offline; the frame waits in its outbox for the resume.
+
+    def deliver(self, squad: str, seq: int, body: bytes) -> None:
+        session = self.sessions.get(squad)
+        if session is not None:
+            session.push_numbered(seq, body)
+
+    def receive_channel_message(self, data: bytes) -> None:
+        squad, seq, body = _channel_codec.decode(data)
+        self.deliver(squad, seq, body)
+
+    def drain_soon(self, unit: str) -> None:
+        """Move the unit's queue in the background (a squad became available)."""
+        self.spawn(self._services.dispatcher.drain(unit))
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    def close_silent(self, silent_for_s: float) -> int:
+        """Close sessions that sent nothing for ``silent_for_s``; they may resume later."""
+        limit = time.monotonic() - silent_for_s
+        silent = [s for s in self.sessions.values() if s.last_heard < limit]
+        for session in silent:
+            session.close(CloseCode.HEARTBEAT_TIMEOUT, "silent too long")
+        return len(silent)
+
+
+@dataclass
+class Services:
+    """Everything the routes and sessions use, created in the lifespan."""
+
+    settings: Settings
+    redis: Redis
+    directory: Directory
+    scripts: Scripts
+    requests: RequestStore
+    squads: SquadStore
+    positions: PositionWriter
+    sender: MemorySender
+    dispatcher: Dispatcher = field(init=False)
+    intake: Intake = field(init=False)
+    actions: SquadActions = field(init=False)
+    hub: Hub = field(init=False)
+
+    @property
+    def city(self) -> City:
+        return self.directory.city
+
+
+def new_hub_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def build_services(settings: Settings, redis: Redis, city: City) -> Services:
+    scripts = Scripts.register(redis)
+    requests = RequestStore(redis, scripts, events_maxlen=settings.events_maxlen,
+                            command_memory_s=settings.command_memory_s)
+    services = Services(
+        settings=settings, redis=redis, directory=Directory(redis, city), scripts=scripts,
+        requests=requests, squads=SquadStore(redis, scripts),
+        positions=PositionWriter(redis, settings.position_flush_ms / 1000), sender=MemorySender(),
+    )
+    services.hub = Hub(new_hub_id(), services)
+    services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
+    services.intake = Intake(services.directory, requests, services.dispatcher)
+    services.actions = SquadActions(redis, requests, services.dispatcher, services.sender,
+                                    settings, services.hub.push)
+    return services
+
+
+# ---- background loops ---------------------------------------------------------------------
+
+
+async def _every(interval_s: float, name: str, job: Any) -> None:
+    """Run ``job()`` every interval; failures are logged and the loop goes on (Redis may be
+    restarting)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("%s failed", name)
+
+
+async def _fire_due_timers(services: Services) -> None:
+    now_ms = int(time.time() * 1000)
+    lease_ms = int(services.settings.timer_lease_s * 1000)
+    for unit in services.directory.unit_codes():
+        due = await services.scripts.due(keys=[keys.timers(unit)], args=[now_ms, lease_ms, 100])
+        for member in due:
+            kind, _, ident = member.decode().partition(":")
+            if kind == "offer" and await services.dispatcher.expire_offer(unit, ident):
+                services.hub.drain_soon(unit)
+
+
+async def _sweep_queues(services: Services) -> None:
+    for unit in services.directory.unit_codes():
+        if await services.redis.zcard(keys.queue(unit)):
+            await services.dispatcher.drain(unit)
+
+
+async def _listen(services: Services) -> None:
+    """Pushes for squads on this process, published by other processes."""
+    while True:
+        try:
+            pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(keys.hub_channel(services.hub.id))
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    services.hub.receive_channel_message(message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - reconnect after a Redis restart
+            log.warning("hub channel lost; resubscribing", exc_info=True)
+            await asyncio.sleep(0.5)
+
+
+def _loops(services: Services) -> list[Coroutine[Any, Any, None]]:
+    s = services.settings
+    return [
+        services.positions.run(),
+        _listen(services),
+        _every(s.timer_poll_ms / 1000, "timers", lambda: _fire_due_timers(services)),
+        _every(s.queue_sweep_s, "queue sweep", lambda: _sweep_queues(services)),
+        _every(5.0, "unit directory", services.directory.refresh),
+        _every(min(5.0, s.offline_after_s / 3), "presence",
+               lambda: _async(services.hub.close_silent(s.offline_after_s))),
+    ]
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+# ---- the app ------------------------------------------------------------------------------
+
+
+async def field_socket(ws: WebSocket) -> None:
+    services: Services = ws.app.state.services
+    offered = ws.scope.get("subprotocols") or []
+    chosen = next((p for p in offered if p in protocol.SUBPROTOCOLS), None)
+    await ws.accept(subprotocol=chosen)
+    if chosen is None:
+        await ws.close(CloseCode.UNSUPPORTED_SUBPROTOCOL,
+                       f"use one of the subprotocols {', '.join(protocol.SUBPROTOCOLS)}")
+        return
+    await FieldSession(ws, services, chosen == protocol.SUBPROTOCOL_JSON).run()
+
+
+def create_app(settings: Settings | None = None, *, redis_url: str | None = None) -> Starlette:
+    """The ASGI app. Redis comes from ``redis_url``, else ``settings.redis_url``; the
+    embedded Redis is started by the runner (``server.__main__``), not here."""
+    from server.api.routes import api_routes, error_handlers
+    from server.web import static_dir
+
+    settings = settings or load_settings()
+    url = redis_url or settings.redis_url
+    if not url:
+        raise ValueError("create_app needs a Redis URL (the runner starts the embedded one)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = Redis.from_url(url, max_connections=200, health_check_interval=30)
+        city = load_city(settings.config_path)
+        services = build_services(settings, redis, city)
+        await services.directory.refresh()
+        app.state.services = services
+        loops = [asyncio.create_task(coro) for coro in _loops(services)]
+        log.info("hub %s ready", services.hub.id)
+        try:
+            yield
+        finally:
+            for session in list(services.hub.sessions.values()):
+                session.close(CloseCode.SERVER_RESTART, "hub shutting down: reconnect")
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await services.positions.flush()
+            await redis.aclose()
+
+    routes = [
+        *api_routes(),
+        WebSocketRoute("/ws/field", field_socket),
+        Mount("/", app=StaticFiles(directory=static_dir(), html=True), name="web"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=error_handlers())
+
+
+__all__ = ["Hub", "Services", "create_app", "Route"]

@@ -1,0 +1,154 @@
+"""Squads in Redis: registration, authentication, presence, duty, outbox and positions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from server import keys
+from server.scripts import Scripts
+
+SEQ_DIGITS = 12  # outbox members are a 12-digit seq followed by the frame body
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """What a connecting squad's hub needs to know."""
+
+    seq: int  # last numbered frame written to its outbox
+    acked: int  # last frame it acknowledged
+    on_duty: bool
+
+
+class SquadStore:
+    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+        self._redis = redis
+        self._scripts = scripts
+
+    async def create(self, unit: str, name: str, capacity: int, skills: list[str]) -> tuple[str, str]:
+        """Register a squad; returns (id, token). The token is shown once and stored hashed."""
+        number = await self._redis.incr(keys.squad_counter())
+        squad_id = f"S{number:05d}"
+        token = secrets.token_urlsafe(24)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(keys.squad(unit, squad_id), mapping={
+            "name": name, "unit": unit, "capacity": capacity, "duty": "0", "online": "0",
+            "hub": "", "conn": "", "token_hash": token_hash(token), "seq": 0, "acked": 0,
+            "created": time.time(),
+        })
+        pipe.hset(keys.free(unit), squad_id, capacity)
+        pipe.hset(keys.skills(unit), squad_id, "," + ",".join(skills) + "," if skills else "*")
+        await pipe.execute()
+        # Indexed last: the squad cannot log in before its records exist.
+        await self._redis.hset(keys.squad_units(), squad_id, unit)
+        return squad_id, token
+
+    async def unit_of(self, squad_id: str) -> str | None:
+        unit = await self._redis.hget(keys.squad_units(), squad_id)
+        return _text(unit) or None
+
+    async def authenticate(self, squad_id: str, token: str) -> str | None:
+        """The squad's unit if ``token`` is its token, else None (same time either way)."""
+        unit = await self.unit_of(squad_id)
+        stored = await self._redis.hget(keys.squad(unit or "-", squad_id), "token_hash")
+        ok = hmac.compare_digest(_text(stored) or "x" * 64, token_hash(token))
+        return unit if ok and unit else None
+
+    async def connect(self, unit: str, squad_id: str, hub_id: str, conn_id: str) -> Presence:
+        seq, acked, duty = await self._scripts.connect(
+            keys=[keys.squad(unit, squad_id), keys.available(unit)],
+            args=[squad_id, hub_id, conn_id],
+        )
+        return Presence(seq=int(seq), acked=int(acked), on_duty=_text(duty) == "1")
+
+    async def disconnect(self, unit: str, squad_id: str, conn_id: str) -> bool:
+        went = await self._scripts.disconnect(
+            keys=[keys.squad(unit, squad_id), keys.available(unit), keys.geo(unit)],
+            args=[squad_id, conn_id, time.time()],
+        )
+        return int(went) == 1
+
+    async def set_duty(self, unit: str, squad_id: str, on: bool, conn_id: str) -> int:
+        """1: available now, 0: not available, -1: this connection no longer owns the squad."""
+        result = await self._scripts.duty(
+            keys=[keys.squad(unit, squad_id), keys.available(unit)],
+            args=[squad_id, "1" if on else "0", conn_id],
+        )
+        return int(result)
+
+    async def ack(self, unit: str, squad_id: str, seq: int) -> int:
+        result = await self._scripts.ack(
+            keys=[keys.squad(unit, squad_id), keys.outbox(unit, squad_id)], args=[seq]
+        )
+        return int(result)
+
+    async def frames_after(self, unit: str, squad_id: str, seq: int) -> list[tuple[int, bytes]]:
+        """Kept numbered frames with a number above ``seq``, in order: (seq, body)."""
+        raw = await self._redis.zrangebyscore(keys.outbox(unit, squad_id), f"({seq}", "+inf")
+        return [(int(item[:SEQ_DIGITS]), bytes(item[SEQ_DIGITS:])) for item in raw]
+
+    async def active_jobs(self, unit: str, squad_id: str) -> list[dict[str, str]]:
+        """The squad's active assignments: id, request, state."""
+        jobs = await self._redis.smembers(keys.jobs(unit, squad_id))
+        return await self._jobs(unit, [_text(j) for j in jobs])
+
+    async def _jobs(self, unit: str, assignment_ids: list[str]) -> list[dict[str, str]]:
+        if not assignment_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for assignment_id in sorted(assignment_ids):
+            pipe.hmget(keys.assignment(unit, assignment_id), ["request", "state"])
+        rows = await pipe.execute()
+        return [
+            {"id": aid, "request": _text(request), "state": _text(state)}
+            for aid, (request, state) in zip(sorted(assignment_ids), rows, strict=True)
+        ]
+
+    async def describe(self, unit: str, squad_id: str) -> dict[str, Any] | None:
+        """The squad as the center sees it: state, position, active assignments."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.squad(unit, squad_id))
+        pipe.geopos(keys.geo(unit), squad_id)
+        pipe.zscore(keys.fix_times(unit), squad_id)
+        pipe.smembers(keys.jobs(unit, squad_id))
+        pipe.hget(keys.free(unit), squad_id)
+        pipe.hget(keys.skills(unit), squad_id)
+        raw, (where,), fix_time, jobs, free, skills = await pipe.execute()
+        if not raw:
+            return None
+        record = {_text(k): _text(v) for k, v in raw.items()}
+        assignments = await self._jobs(unit, [_text(j) for j in jobs])
+        skills_text = _text(skills)
+        return {
+            "id": squad_id,
+            "unit": unit,
+            "name": record.get("name", ""),
+            "online": record.get("online") == "1",
+            "on_duty": record.get("duty") == "1",
+            "capacity": int(record.get("capacity", "1")),
+            "free_capacity": int(_text(free) or 0),
+            "skills": [s for s in skills_text.split(",") if s] if skills_text != "*" else ["*"],
+            "position": (
+                {"lat": float(where[1]), "lon": float(where[0]), "fixed_at": float(fix_time)}
+                if where is not None and fix_time is not None else None
+            ),
+            "assignments": assignments,
+            "last_seq": int(record.get("seq", "0")),
+            "acked_seq": int(record.get("acked", "0")),
+        }

@@ -1,0 +1,156 @@
+"""Fixtures: a real Redis (the embedded 6.2 from the installed package, and the system's
+Redis 7 on a spare database when one answers on 6379), and real hub processes.
+
+Integration tests take ``redis_url``; they run once per reachable Redis version.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as redis_sync
+from redis.asyncio import Redis
+
+from server.embedded_redis import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEM_REDIS_DB = 13  # a spare database of the machine's Redis 7; never db 0
+TOKENS = {
+    "admin": "admin-token-123456",
+    "calltaker": "calltaker-token-123456",
+    "center": "center-token-123456",
+    "wall": "wall-token-123456",
+}
+TOKENS_ENV = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
+
+
+def _system_redis_url() -> str | None:
+    url = f"redis://127.0.0.1:6379/{SYSTEM_REDIS_DB}"
+    try:
+        client = redis_sync.Redis.from_url(url, socket_connect_timeout=0.3)
+        version = client.info("server")["redis_version"]
+        client.close()
+    except Exception:  # noqa: BLE001 - not reachable: those runs are skipped
+        return None
+    return url if int(version.split(".")[0]) >= 7 else None
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["redis6.2-embedded", "redis7-system"])
+def redis_base_url(request: pytest.FixtureRequest, embedded_redis: EmbeddedRedis) -> str:
+    if request.param == "redis6.2-embedded":
+        return embedded_redis.url
+    url = _system_redis_url()
+    if url is None:
+        pytest.skip("no Redis 7 reachable on 127.0.0.1:6379")
+    return url
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str) -> str:
+    """A clean database for each test."""
+    client = redis_sync.Redis.from_url(redis_base_url)
+    client.flushdb()
+    client.close()
+    return redis_base_url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class HubProcess:
+    """One ``python -m server`` process."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/field"
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, as a crash."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Hubs:
+    redis_url: str
+    tmp: Path
+    started: list[HubProcess] = field(default_factory=list)
+
+    def start(self, **settings: object) -> HubProcess:
+        """Start a hub process; ``settings`` become DISPATCH_<NAME> variables."""
+        port = free_port()
+        env = dict(os.environ, REDIS_URL=self.redis_url, DISPATCH_TOKENS=TOKENS_ENV,
+                   DISPATCH_DATA_DIR=str(self.tmp / "var"), PYTHONUNBUFFERED="1")
+        env.update({f"DISPATCH_{k.upper()}": str(v) for k, v in settings.items()})
+        log_path = self.tmp / f"hub-{port}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        )
+        hub = HubProcess(port, process, log_path)
+        self.started.append(hub)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"hub exited:\n{hub.log()}")
+            try:
+                if httpx.get(f"{hub.http}/api/v1/health", timeout=0.5).status_code == 200:
+                    return hub
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"hub did not start:\n{hub.log()}")
+
+
+@pytest.fixture
+def hubs(redis_url: str, tmp_path: Path) -> Iterator[Hubs]:
+    manager = Hubs(redis_url, tmp_path)
+    yield manager
+    for hub in manager.started:
+        hub.stop()
+
+
+def auth(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}

@@ -1,0 +1,89 @@
+"""Helpers for tests that drive real hub processes over HTTP and WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from dispatch_field.client import FieldClient
+from tests.conftest import TOKENS, HubProcess
+
+T = TypeVar("T")
+
+# A point in Xigong district (central Luoyang) and a water category.
+XIGONG = (34.670, 112.445)
+
+
+def auth(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout_s: float = 10.0,
+                     interval_s: float = 0.02) -> T:
+    """Poll ``check`` until it returns a truthy value (returned) or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout_s}s; last value: {value!r}")
+        await asyncio.sleep(interval_s)
+
+
+class Api:
+    """The hub's HTTP API, as the tests use it."""
+
+    def __init__(self, hub: HubProcess) -> None:
+        self.hub = hub
+        self.http = httpx.AsyncClient(base_url=hub.http, timeout=10)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def squad(self, unit: str = "water", name: str = "squad", **extra: Any) -> dict[str, Any]:
+        response = await self.http.post("/api/v1/squads", headers=auth("admin"),
+                                        json={"unit": unit, "name": name, **extra})
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    async def request(self, lat: float, lon: float, category: str = "water_main_burst",
+                      **extra: Any) -> dict[str, Any]:
+        response = await self.http.post("/api/v1/requests", headers=auth("calltaker"), json={
+            "caller_phone": "13800000000", "category": category,
+            "description": "pipe burst on the street", "lat": lat, "lon": lon, **extra,
+        })
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    async def get_request(self, request_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/api/v1/requests/{request_id}", headers=auth("center"))
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    async def get_squad(self, squad_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/api/v1/squads/{squad_id}", headers=auth("center"))
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+
+async def online_squad(api: Api, hub: HubProcess, lat: float, lon: float, *, unit: str = "water",
+                       name: str = "squad", json: bool = False, **extra: Any) -> FieldClient:
+    """Register a squad, connect it to ``hub``, put it on duty at (lat, lon), and wait until
+    the hub sees it available there."""
+    created = await api.squad(unit, name, **extra)
+    client = FieldClient(hub.ws, created["id"], created["token"], json=json, reconnect=False)
+    await client.start()
+    await client.duty(True)
+    await client.pos(lat, lon)
+
+    async def ready() -> bool:
+        seen = await api.get_squad(created["id"])
+        return bool(seen["on_duty"] and seen["online"] and seen["position"])
+
+    await eventually(ready)
+    return client

@@ -1,0 +1,167 @@
+"""End to end over real sockets: hub processes on a real Redis, squads on the reference client."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from geographiclib.geodesic import Geodesic
+
+from dispatch_field import protocol
+from dispatch_field.client import CommandRejected
+from server import keys
+from tests.helpers import XIGONG, Api, eventually, online_squad
+
+
+def geodesic_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return float(Geodesic.WGS84.Inverse(a[0], a[1], b[0], b[1], Geodesic.DISTANCE)["s12"])
+
+
+async def test_nearest_squad_gets_offer_and_timeline_shows_every_step(hubs):
+    hub = hubs.start()
+    api = Api(hub)
+    rng = random.Random(7)
+    spots = [(XIGONG[0] + rng.uniform(-0.03, 0.03), XIGONG[1] + rng.uniform(-0.03, 0.03))
+             for _ in range(8)]
+    clients = [await online_squad(api, hub, lat, lon, name=f"water-{i}")
+               for i, (lat, lon) in enumerate(spots)]
+    scene = (34.668, 112.447)
+    nearest = min(range(len(spots)), key=lambda i: geodesic_m(scene, spots[i]))
+
+    created = await api.request(*scene)
+    assert created["route"] == "linkage" and created["unit"] == "water"
+    assert created["squad"] == clients[nearest].squad
+    offer = await clients[nearest].next_frame(protocol.Offer)
+    assert offer.request.id == created["id"]
+    assert offer.assignment == created["assignment"]
+    for i, other in enumerate(clients):
+        if i != nearest:
+            assert other.frames.empty() or not any(
+                isinstance(f, protocol.Offer) for f in list(other.frames._queue))  # type: ignore[attr-defined]
+
+    squad = clients[nearest]
+    await squad.accept(offer.assignment)
+    await squad.enroute(offer.assignment)
+    await squad.arrive(offer.assignment)
+    await squad.resolve(offer.assignment, note="valve replaced")
+    detail = await api.get_request(created["id"])
+    assert detail["state"] == "resolved"
+    assert detail["result"] == "valve replaced"
+    assert [e["type"] for e in detail["timeline"]] == [
+        "received", "queued", "offered", "accepted", "en_route", "arrived", "resolved"]
+    assert detail["deadlines"]["accept_by"] > detail["received_at"]
+    seen = await api.get_squad(squad.squad)
+    assert seen["assignments"] == [] and seen["free_capacity"] == 1
+    for client in clients:
+        await client.close()
+    await api.close()
+
+
+async def test_offer_window_passes_and_next_squad_gets_it(hubs, redis):
+    hub = hubs.start(offer_window_s=0.8, timer_poll_ms=50)
+    api = Api(hub)
+    near = await online_squad(api, hub, XIGONG[0], XIGONG[1] + 0.001, name="near")
+    far = await online_squad(api, hub, XIGONG[0], XIGONG[1] + 0.02, name="far")
+    created = await api.request(*XIGONG)
+    first = await near.next_frame(protocol.Offer)
+    revoke = await near.next_frame(protocol.Revoke, timeout_s=5)
+    assert revoke.assignment == first.assignment and revoke.reason == "offer_window_passed"
+    second = await far.next_frame(protocol.Offer, timeout_s=5)
+    assert second.request.id == created["id"] and second.assignment != first.assignment
+    await far.accept(second.assignment)
+    detail = await api.get_request(created["id"])
+    assert detail["state"] == "accepted" and detail["squad"] == far.squad
+    types = [e["type"] for e in detail["timeline"]]
+    assert types == ["received", "queued", "offered", "offer_expired", "offered", "accepted"]
+    assert int(await redis.hget(keys.stats("water"), "non_responses")) == 1
+    with pytest.raises(CommandRejected) as refused:  # the revoked offer cannot be accepted
+        await near.accept(first.assignment)
+    assert refused.value.code in ("invalid_transition", "unknown_assignment")
+    assert (await api.get_squad(near.squad))["free_capacity"] == 1
+    await near.close()
+    await far.close()
+    await api.close()
+
+
+async def test_queued_request_goes_to_squad_coming_on_duty(hubs):
+    hub = hubs.start()
+    api = Api(hub)
+    created = await api.request(*XIGONG)
+    assert created["state"] == "queued"
+    squad = await api.squad("water", "late")
+    from dispatch_field.client import FieldClient
+
+    client = FieldClient(hub.ws, squad["id"], squad["token"], reconnect=False)
+    await client.start()
+    await client.pos(*XIGONG)
+    await asyncio.sleep(0.1)
+    assert (await api.get_request(created["id"]))["state"] == "queued"  # off duty: no offer
+    await client.duty(True)
+    offer = await client.next_frame(protocol.Offer, timeout_s=5)
+    assert offer.request.id == created["id"]
+    await client.close()
+    await api.close()
+
+
+async def test_position_inside_arrival_radius_records_arrival(hubs):
+    hub = hubs.start(arrival_radius_m=100)
+    api = Api(hub)
+    client = await online_squad(api, hub, XIGONG[0] + 0.02, XIGONG[1])
+    created = await api.request(*XIGONG)
+    offer = await client.next_frame(protocol.Offer)
+    await client.accept(offer.assignment)
+    await client.enroute(offer.assignment)
+    await client.pos(XIGONG[0] + 0.005, XIGONG[1])  # ~550 m away: not yet
+    await asyncio.sleep(0.1)
+    assert (await api.get_request(created["id"]))["state"] == "en_route"
+    await client.pos(XIGONG[0] + 0.0005, XIGONG[1])  # ~55 m
+
+    async def arrived() -> dict:
+        detail = await api.get_request(created["id"])
+        return detail if detail["state"] == "on_scene" else {}
+
+    detail = await eventually(arrived)
+    assert detail["timeline"][-1]["by"] == "system:auto-arrival"
+    await client.close()
+    await api.close()
+
+
+async def test_retried_command_is_applied_once(hubs):
+    hub = hubs.start()
+    api = Api(hub)
+    client = await online_squad(api, hub, *XIGONG)
+    created = await api.request(*XIGONG)
+    offer = await client.next_frame(protocol.Offer)
+    accept = protocol.Accept(assignment=offer.assignment, id="same-id-1")
+    assert (await client.command(accept)).id == "same-id-1"
+    assert (await client.command(accept)).id == "same-id-1"
+    detail = await api.get_request(created["id"])
+    assert [e["type"] for e in detail["timeline"]].count("accepted") == 1
+    await client.close()
+    await api.close()
+
+
+async def test_json_subprotocol_carries_the_same_frames(hubs):
+    hub = hubs.start()
+    api = Api(hub)
+    client = await online_squad(api, hub, *XIGONG, json=True)
+    created = await api.request(*XIGONG)
+    offer = await client.next_frame(protocol.Offer)
+    assert offer.request.id == created["id"] and offer.seq == 1
+    await client.accept(offer.assignment)
+    assert (await api.get_request(created["id"]))["state"] == "accepted"
+    await client.close()
+    await api.close()
+
+
+async def test_pushes_reach_a_squad_connected_to_another_process(hubs):
+    a, b = hubs.start(), hubs.start()
+    api_a, api_b = Api(a), Api(b)
+    client = await online_squad(api_a, a, *XIGONG)  # connected to A
+    created = await api_b.request(*XIGONG)  # taken through B
+    offer = await client.next_frame(protocol.Offer, timeout_s=5)
+    assert offer.request.id == created["id"]
+    for api in (api_a, api_b):
+        await api.close()
+    await client.close()
