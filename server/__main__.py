@@ -1,7 +1,7 @@
 """``python -m server --host H --port P``: one hub process.
 
 Without ``REDIS_URL`` it starts the embedded Redis (data in ``DISPATCH_DATA_DIR``) and stops
-it on exit. ``--demo`` also registers demo squads and prints their tokens.
+it on exit. The README's run command (``simulations.demo``) wraps this with a simulated city.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         embedded = EmbeddedRedis(os.path.join(settings.data_dir, "redis")).start()
         settings.redis_url = embedded.url
         print(f"embedded Redis 6.2 at {embedded.url} (data in {embedded.data_dir})", flush=True)
-    print(f"hub on http://{args.host}:{args.port}/  field socket ws://{args.host}:{args.port}/ws/field",
-          flush=True)
+    print(
+        f"hub on http://{args.host}:{args.port}/  field socket ws://{args.host}:{args.port}/ws/field",
+        flush=True,
+    )
     print("API tokens (role:token): " + (settings.tokens or ""), flush=True)
     from server.hub import create_app
 
@@ -46,10 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     # young objects often, old ones rarely.
     gc.set_threshold(50_000, 50, 100)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                    ws_ping_interval=settings.heartbeat_s, ws_ping_timeout=settings.heartbeat_s,
-                    ws_max_size=max(65536, settings.max_frame_bytes * 4), backlog=4096,
-                    timeout_graceful_shutdown=5)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            ws_ping_interval=settings.heartbeat_s,
+            ws_ping_timeout=settings.heartbeat_s,
+            ws_max_size=max(65536, settings.max_frame_bytes * 4),
+            backlog=4096,
+            timeout_graceful_shutdown=5,
+        )
     finally:
         if embedded is not None:
             embedded.stop()

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 import msgspec
-from dispatch_field import protocol
-from dispatch_field.codes import ErrorCode
 from msgspec import Meta
 from redis.asyncio import Redis
 
+from dispatch_field import protocol
+from dispatch_field.codes import ErrorCode
 from server import keys
 from server.assign.dispatcher import Dispatcher, Push
 from server.city import City
@@ -95,19 +95,26 @@ class Intake:
         """(route, district, unit) for a request; pure. Raises IntakeError."""
         category = self._city.category(new.category)
         if category is None:
-            raise IntakeError("unknown_category", f"no category {new.category!r}",
-                              {"category": "unknown category"})
+            raise IntakeError(
+                "unknown_category",
+                f"no category {new.category!r}",
+                {"category": "unknown category"},
+            )
         district = self._city.district_at(new.lat, new.lon)
         if category.route != "linkage":
             return category.route, district.code if district else "", keys.NO_UNIT
         if district is None:
             reason = "outside the city's districts"
-            raise IntakeError("outside_city", "the location is outside the city",
-                              {"lat": reason, "lon": reason})
+            raise IntakeError(
+                "outside_city", "the location is outside the city", {"lat": reason, "lon": reason}
+            )
         unit = self._city.unit_for(category.code, district.code)
         if unit is None:
-            raise IntakeError("no_unit", f"no unit handles {category.code} in {district.code}",
-                              {"category": f"not handled in district {district.code}"})
+            raise IntakeError(
+                "no_unit",
+                f"no unit handles {category.code} in {district.code}",
+                {"category": f"not handled in district {district.code}"},
+            )
         return "linkage", district.code, unit.code
 
     async def create(self, new: NewRequest, by: Actor) -> dict[str, Any]:
@@ -118,10 +125,18 @@ class Intake:
         now = time.time()
         limits = category.limits
         fields = {
-            "id": request_id, "category": new.category, "description": new.description,
-            "lat": repr(new.lat), "lon": repr(new.lon), "address": new.address,
-            "caller_phone": new.caller_phone, "district": district, "unit": unit,
-            "route": route, "received_at": repr(now), "state": State.RECEIVED.value,
+            "id": request_id,
+            "category": new.category,
+            "description": new.description,
+            "lat": repr(new.lat),
+            "lon": repr(new.lon),
+            "address": new.address,
+            "caller_phone": new.caller_phone,
+            "district": district,
+            "unit": unit,
+            "route": route,
+            "received_at": repr(now),
+            "state": State.RECEIVED.value,
         }
         if route == "linkage":
             fields |= {
@@ -132,20 +147,29 @@ class Intake:
         step = transition(RequestView(State.RECEIVED), Triaged(route))
         fields |= step.fields | {"state": step.state.value}
         events = [
-            event_json("received", request_id, now, by, category=new.category, unit=unit,
-                       district=district),
+            event_json(
+                "received", request_id, now, by, category=new.category, unit=unit, district=district
+            ),
             event_json(step.event, request_id, now, by, route=route),
         ]
-        await self._requests.create(request_id, unit, fields, events,
-                                    queue=step.state is State.QUEUED, received_at=now)
-        response: dict[str, Any] = {"id": request_id, "state": step.state.value,
-                                    "route": route, "unit": unit if route == "linkage" else None,
-                                    "district": district or None}
+        await self._requests.create(
+            request_id, unit, fields, events, queue=step.state is State.QUEUED, received_at=now
+        )
+        response: dict[str, Any] = {
+            "id": request_id,
+            "state": step.state.value,
+            "route": route,
+            "unit": unit if route == "linkage" else None,
+            "district": district or None,
+        }
         if step.state is State.QUEUED:
             result = await self._dispatcher.dispatch(unit, request_id)
             if result.squad:
-                response |= {"state": State.OFFERED.value, "squad": result.squad,
-                             "assignment": result.assignment}
+                response |= {
+                    "state": State.OFFERED.value,
+                    "squad": result.squad,
+                    "assignment": result.assignment,
+                }
         return response
 
 
@@ -165,8 +189,15 @@ def command_event(command: protocol.Command) -> Event:
 class SquadActions:
     """Steps reported by squads (and the automatic arrival), applied idempotently."""
 
-    def __init__(self, redis: Redis, requests: RequestStore, dispatcher: Dispatcher,
-                 sender: CitizenSender, settings: Settings, push: Push) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        requests: RequestStore,
+        dispatcher: Dispatcher,
+        sender: CitizenSender,
+        settings: Settings,
+        push: Push,
+    ) -> None:
         self._redis = redis
         self._requests = requests
         self._dispatcher = dispatcher
@@ -175,8 +206,9 @@ class SquadActions:
         self._push = push
         self._background: set[asyncio.Task[Any]] = set()
 
-    async def apply(self, unit: str, squad: str, command: protocol.Command,
-                    actor: Actor | None = None) -> CommandDone:
+    async def apply(
+        self, unit: str, squad: str, command: protocol.Command, actor: Actor | None = None
+    ) -> CommandDone:
         """Apply a squad's command. Raises CommandError; a retried id is a success."""
         request_id = await self._owned_request(unit, squad, command.assignment)
         now = time.time()
@@ -194,15 +226,27 @@ class SquadActions:
                     return CommandDone(request_id, view.state, False)
                 raise CommandError(ErrorCode.INVALID_TRANSITION, str(exc)) from None
             recorded = event_json(
-                step.event, request_id, at, actor or Actor("squad", squad),
-                assignment=command.assignment, squad=squad, note=getattr(command, "note", ""),
-                reason=getattr(command, "reason", ""), until=getattr(command, "until", None),
+                step.event,
+                request_id,
+                at,
+                actor or Actor("squad", squad),
+                assignment=command.assignment,
+                squad=squad,
+                note=getattr(command, "note", ""),
+                reason=getattr(command, "reason", ""),
+                until=getattr(command, "until", None),
                 received=round(now, 3) if at != now else None,
             )
             try:
                 await self._requests.commit(
-                    unit, request_id, version, step, [recorded], assignment=command.assignment,
-                    squad=squad, command_id=command.id,
+                    unit,
+                    request_id,
+                    version,
+                    step,
+                    [recorded],
+                    assignment=command.assignment,
+                    squad=squad,
+                    command_id=command.id,
                 )
             except DuplicateCommand:
                 return CommandDone(request_id, view.state, False)
@@ -216,11 +260,14 @@ class SquadActions:
     async def _owned_request(self, unit: str, squad: str, assignment: str) -> str:
         """The request behind ``assignment`` if it is this squad's; a squad can only act on
         its own assignments."""
-        owner, request_id = await self._redis.hmget(keys.assignment(unit, assignment),
-                                                    ["squad", "request"])
+        owner, request_id = await self._redis.hmget(
+            keys.assignment(unit, assignment), ["squad", "request"]
+        )
         if owner is None or owner.decode() != squad:
-            raise CommandError(ErrorCode.UNKNOWN_ASSIGNMENT,
-                               f"assignment {assignment!r} is not one of this squad's")
+            raise CommandError(
+                ErrorCode.UNKNOWN_ASSIGNMENT,
+                f"assignment {assignment!r} is not one of this squad's",
+            )
         return request_id.decode()
 
     def _event_time(self, command: protocol.Command, fields: dict[str, str], now: float) -> float:
@@ -243,7 +290,9 @@ class SquadActions:
     def _notify(self, fields: dict[str, str], event: str, command: protocol.Command) -> None:
         until = getattr(command, "until", None)
         text = citizen_text(
-            event, fields["id"], note=getattr(command, "note", "") or getattr(command, "reason", ""),
+            event,
+            fields["id"],
+            note=getattr(command, "note", "") or getattr(command, "reason", ""),
             until=time.strftime("%Y-%m-%d %H:%M", time.localtime(until)) if until else "",
         )
         phone = fields.get("caller_phone", "")

@@ -43,8 +43,9 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A redis-server child process. ``start()`` returns when it answers PING."""
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, *,
-                 appendonly: bool = True) -> None:
+    def __init__(
+        self, data_dir: str | Path, port: int | None = None, *, appendonly: bool = True
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -57,10 +58,25 @@ class EmbeddedRedis:
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir), "--save", "", "--daemonize", "no",
-            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
-            "--maxclients", "10000", "--logfile", str(self.data_dir / "redis.log"),
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--maxclients",
+            "10000",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)

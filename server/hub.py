@@ -176,18 +176,28 @@ def new_hub_id() -> str:
 
 def build_services(settings: Settings, redis: Redis, city: City) -> Services:
     scripts = Scripts.register(redis)
-    requests = RequestStore(redis, scripts, events_maxlen=settings.events_maxlen,
-                            command_memory_s=settings.command_memory_s)
+    requests = RequestStore(
+        redis,
+        scripts,
+        events_maxlen=settings.events_maxlen,
+        command_memory_s=settings.command_memory_s,
+    )
     services = Services(
-        settings=settings, redis=redis, directory=Directory(redis, city), scripts=scripts,
-        requests=requests, squads=SquadStore(redis, scripts),
-        positions=PositionWriter(redis, settings.position_flush_ms / 1000), sender=MemorySender(),
+        settings=settings,
+        redis=redis,
+        directory=Directory(redis, city),
+        scripts=scripts,
+        requests=requests,
+        squads=SquadStore(redis, scripts),
+        positions=PositionWriter(redis, settings.position_flush_ms / 1000),
+        sender=MemorySender(),
     )
     services.hub = Hub(new_hub_id(), services)
     services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
     services.intake = Intake(services.directory, requests, services.dispatcher)
-    services.actions = SquadActions(redis, requests, services.dispatcher, services.sender,
-                                    settings, services.hub.push)
+    services.actions = SquadActions(
+        redis, requests, services.dispatcher, services.sender, settings, services.hub.push
+    )
     return services
 
 
@@ -201,10 +211,18 @@ async def _every(interval_s: float, name: str, job: Any) -> None:
         await asyncio.sleep(interval_s)
         try:
             await job()
-        except asyncio.CancelledError:
-            raise
         except Exception:  # noqa: BLE001
-            log.exception("%s failed", name)
+            if not _cancelling():
+                log.exception("%s failed", name)
+        if _cancelling():  # the job's client library may have swallowed the cancellation
+            raise asyncio.CancelledError
+
+
+def _cancelling() -> bool:
+    """Whether this task is being cancelled: some client libraries turn the CancelledError
+    raised inside a read into their own connection error, which must not keep a loop alive."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _fire_due_timers(services: Services) -> None:
@@ -233,9 +251,11 @@ async def _listen(services: Services) -> None:
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     services.hub.receive_channel_message(message["data"])
-        except asyncio.CancelledError:
-            raise
+                if _cancelling():
+                    raise asyncio.CancelledError
         except Exception:  # noqa: BLE001 - reconnect after a Redis restart
+            if _cancelling():
+                raise asyncio.CancelledError from None
             log.warning("hub channel lost; resubscribing", exc_info=True)
             await asyncio.sleep(0.5)
 
@@ -248,8 +268,11 @@ def _loops(services: Services) -> list[Coroutine[Any, Any, None]]:
         _every(s.timer_poll_ms / 1000, "timers", lambda: _fire_due_timers(services)),
         _every(s.queue_sweep_s, "queue sweep", lambda: _sweep_queues(services)),
         _every(5.0, "unit directory", services.directory.refresh),
-        _every(min(5.0, s.offline_after_s / 3), "presence",
-               lambda: _async(services.hub.close_silent(s.offline_after_s))),
+        _every(
+            min(5.0, s.offline_after_s / 3),
+            "presence",
+            lambda: _async(services.hub.close_silent(s.offline_after_s)),
+        ),
     ]
 
 
@@ -266,8 +289,10 @@ async def field_socket(ws: WebSocket) -> None:
     chosen = next((p for p in offered if p in protocol.SUBPROTOCOLS), None)
     await ws.accept(subprotocol=chosen)
     if chosen is None:
-        await ws.close(CloseCode.UNSUPPORTED_SUBPROTOCOL,
-                       f"use one of the subprotocols {', '.join(protocol.SUBPROTOCOLS)}")
+        await ws.close(
+            CloseCode.UNSUPPORTED_SUBPROTOCOL,
+            f"use one of the subprotocols {', '.join(protocol.SUBPROTOCOLS)}",
+        )
         return
     await FieldSession(ws, services, chosen == protocol.SUBPROTOCOL_JSON).run()
 
@@ -299,7 +324,9 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
                 session.close(CloseCode.SERVER_RESTART, "hub shutting down: reconnect")
             for task in loops:
                 task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            _, stuck = await asyncio.wait(loops, timeout=3)
+            for task in stuck:
+                log.warning("background loop did not stop: %r", task.get_stack())
             with contextlib.suppress(Exception):
                 await services.positions.flush()
             await redis.aclose()

@@ -48,6 +48,11 @@ def queue(unit: str) -> str:
     return f"{_u(unit)}:queue"
 
 
+def open_requests(unit: str) -> str:
+    """Sorted set: the unit's requests not yet resolved, by time received (the wall map)."""
+    return f"{_u(unit)}:open"
+
+
 def timers(unit: str) -> str:
     """Sorted set: "kind:id" -> due time (epoch ms). Claimed with a lease by any process."""
     return f"{_u(unit)}:timers"

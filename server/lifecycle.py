@@ -189,7 +189,9 @@ def _squad_step(request: RequestView, kind: str, assignment: str, note: str) -> 
     allowed, target = _STEP_TARGET[kind]
     _require(request, allowed, kind)
     if kind == "accept":
-        return Step(target, "accepted", effects=Effects(cancel_offer_timer=True, notify_citizen=True))
+        return Step(
+            target, "accepted", effects=Effects(cancel_offer_timer=True, notify_citizen=True)
+        )
     if kind == "resolve":
         return Step(
             target,
@@ -197,16 +199,19 @@ def _squad_step(request: RequestView, kind: str, assignment: str, note: str) -> 
             {"result": note},
             Effects(release_squad=True, notify_citizen=True, squad_available=True),
         )
-    return Step(target, {"enroute": "en_route", "arrive": "arrived"}[kind], effects=Effects(
-        notify_citizen=True
-    ))
+    return Step(
+        target,
+        {"enroute": "en_route", "arrive": "arrived"}[kind],
+        effects=Effects(notify_citizen=True),
+    )
 
 
 def _require(request: RequestView, allowed: set[State] | frozenset[State], action: str) -> None:
     if request.state not in allowed:
         names = ", ".join(sorted(s.value for s in allowed))
-        raise InvalidTransition(f"cannot {action} a request that is {request.state.value} "
-                                f"(allowed from: {names})")
+        raise InvalidTransition(
+            f"cannot {action} a request that is {request.state.value} (allowed from: {names})"
+        )
 
 
 def _require_assignment(request: RequestView, assignment: str) -> None:

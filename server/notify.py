@@ -18,8 +18,10 @@ MESSAGES = {
     "en_route": ("处置队伍正赶往现场（{id}）。", "A squad is on its way ({id})."),
     "arrived": ("处置队伍已到达现场（{id}）。", "The squad has arrived ({id})."),
     "resolved": ("您的诉求 {id} 已办结：{note}", "Your request {id} was resolved: {note}"),
-    "deferred": ("您的诉求 {id} 将于 {until} 前办结：{note}",
-                 "Your request {id} will be completed by {until}: {note}"),
+    "deferred": (
+        "您的诉求 {id} 将于 {until} 前办结：{note}",
+        "Your request {id} will be completed by {until}: {note}",
+    ),
 }
 
 

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from dispatch_field import protocol
 from redis.asyncio import Redis
 
+from dispatch_field import protocol
 from server import keys
 from server.lifecycle import RequestView, State, Step
 from server.scripts import Scripts
@@ -61,8 +61,9 @@ def _text(value: bytes | str) -> str:
 
 
 class RequestStore:
-    def __init__(self, redis: Redis, scripts: Scripts, *, events_maxlen: int,
-                 command_memory_s: int) -> None:
+    def __init__(
+        self, redis: Redis, scripts: Scripts, *, events_maxlen: int, command_memory_s: int
+    ) -> None:
         self._redis = redis
         self._scripts = scripts
         self._events_maxlen = events_maxlen
@@ -72,8 +73,16 @@ class RequestStore:
         number = await self._redis.incr(keys.request_counter())
         return f"R{number:08d}"
 
-    async def create(self, request_id: str, unit: str, fields: dict[str, str],
-                     events: list[str], *, queue: bool, received_at: float) -> None:
+    async def create(
+        self,
+        request_id: str,
+        unit: str,
+        fields: dict[str, str],
+        events: list[str],
+        *,
+        queue: bool,
+        received_at: float,
+    ) -> None:
         """Store a new request with its first events; ``queue`` puts it in its unit's queue.
 
         The id -> unit index is written first: a crash between the two leaves an index entry
@@ -83,9 +92,16 @@ class RequestStore:
         result = await self._scripts.apply(
             keys=self._apply_keys(unit, request_id, "", "", None),
             args=self._apply_args(
-                expected=0, events=events, flags="Q" if queue else "", revoke=b"",
-                request_id=request_id, assignment="", squad="", queue_score=received_at,
-                fields=fields, assignment_state="",
+                expected=0,
+                events=events,
+                flags="QO" if queue else "",
+                revoke=b"",
+                request_id=request_id,
+                assignment="",
+                squad="",
+                queue_score=received_at,
+                fields=fields,
+                assignment_state="",
             ),
         )
         if _text(result[0]) != "ok":
@@ -100,6 +116,22 @@ class RequestStore:
         if not raw:
             return None
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def open_requests(self, unit: str, limit: int = 2000) -> list[dict[str, str]]:
+        """The unit's unresolved requests (oldest first) with what a map shows of them."""
+        ids = await self._redis.zrange(keys.open_requests(unit), 0, limit - 1)
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        shown = ("id", "category", "state", "lat", "lon", "squad", "received_at", "district")
+        for request_id in ids:
+            pipe.hmget(keys.request(unit, _text(request_id)), shown)
+        rows = await pipe.execute()
+        return [
+            {name: _text(value) for name, value in zip(shown, row, strict=True) if value}
+            for row in rows
+            if row[0] is not None
+        ]
 
     async def timeline(self, unit: str, request_id: str) -> list[dict[str, Any]]:
         raw = await self._redis.lrange(keys.timeline(unit, request_id), 0, -1)
@@ -124,24 +156,38 @@ class RequestStore:
         """
         effects = step.effects
         flags = "".join(
-            flag for flag, on in (
-                ("R", effects.release_squad), ("Q", effects.requeue),
-                ("T", effects.cancel_offer_timer), ("N", effects.non_response),
-                ("C", command_id is not None), ("A", bool(assignment)),
-            ) if on
+            flag
+            for flag, on in (
+                ("R", effects.release_squad),
+                ("Q", effects.requeue),
+                ("T", effects.cancel_offer_timer),
+                ("N", effects.non_response),
+                ("C", command_id is not None),
+                ("A", bool(assignment)),
+                ("X", step.state is State.RESOLVED),
+            )
+            if on
         )
         revoke = (
             protocol.encode(protocol.Revoke(assignment=assignment, reason=effects.revoke_reason))
-            if effects.revoke_reason else b""
+            if effects.revoke_reason
+            else b""
         )
         fields = dict(step.fields, state=step.state.value)
         assignment_state = "revoked" if effects.revoke_reason else step.state.value
         result = await self._scripts.apply(
             keys=self._apply_keys(unit, request_id, assignment, squad, command_id),
             args=self._apply_args(
-                expected=expected_version, events=events, flags=flags, revoke=revoke,
-                request_id=request_id, assignment=assignment, squad=squad,
-                queue_score=queue_score, fields=fields, assignment_state=assignment_state,
+                expected=expected_version,
+                events=events,
+                flags=flags,
+                revoke=revoke,
+                request_id=request_id,
+                assignment=assignment,
+                squad=squad,
+                queue_score=queue_score,
+                fields=fields,
+                assignment_state=assignment_state,
             ),
         )
         outcome = _text(result[0])
@@ -149,28 +195,62 @@ class RequestStore:
             raise DuplicateCommand(command_id)
         if outcome == "stale":
             raise StaleRequest(request_id)
-        return Commit(version=int(result[1]), revoke_seq=int(result[2]), revoke_body=revoke,
-                      hub=_text(result[3]))
+        return Commit(
+            version=int(result[1]),
+            revoke_seq=int(result[2]),
+            revoke_body=revoke,
+            hub=_text(result[3]),
+        )
 
-    def _apply_keys(self, unit: str, request_id: str, assignment: str, squad: str,
-                    command_id: str | None) -> list[str]:
+    def _apply_keys(
+        self, unit: str, request_id: str, assignment: str, squad: str, command_id: str | None
+    ) -> list[str]:
         squad = squad or "-"
         return [
-            keys.request(unit, request_id), keys.timeline(unit, request_id), keys.events(unit),
-            keys.queue(unit), keys.timers(unit), keys.free(unit), keys.stats(unit),
-            keys.assignment(unit, assignment or "-"), keys.squad(unit, squad),
-            keys.outbox(unit, squad), keys.jobs(unit, squad),
+            keys.request(unit, request_id),
+            keys.timeline(unit, request_id),
+            keys.events(unit),
+            keys.queue(unit),
+            keys.timers(unit),
+            keys.free(unit),
+            keys.stats(unit),
+            keys.assignment(unit, assignment or "-"),
+            keys.squad(unit, squad),
+            keys.outbox(unit, squad),
+            keys.jobs(unit, squad),
             keys.command(unit, squad, command_id or "-"),
+            keys.open_requests(unit),
         ]
 
-    def _apply_args(self, *, expected: int, events: list[str], flags: str, revoke: bytes,
-                    request_id: str, assignment: str, squad: str, queue_score: float,
-                    fields: dict[str, str], assignment_state: str) -> list[Any]:
+    def _apply_args(
+        self,
+        *,
+        expected: int,
+        events: list[str],
+        flags: str,
+        revoke: bytes,
+        request_id: str,
+        assignment: str,
+        squad: str,
+        queue_score: float,
+        fields: dict[str, str],
+        assignment_state: str,
+    ) -> list[Any]:
         pairs = [item for kv in fields.items() for item in kv]
         return [
-            expected, "\n".join(events), self._events_maxlen, flags, revoke, request_id,
-            assignment, squad, self._command_memory_s, queue_score, len(fields),
-            assignment_state, *pairs,
+            expected,
+            "\n".join(events),
+            self._events_maxlen,
+            flags,
+            revoke,
+            request_id,
+            assignment,
+            squad,
+            self._command_memory_s,
+            queue_score,
+            len(fields),
+            assignment_state,
+            *pairs,
         ]
 
 

@@ -65,7 +65,11 @@ class Settings(msgspec.Struct, kw_only=True):
                     "DISPATCH_TOKENS: each entry must be role:token with role one of "
                     f"{', '.join(ROLES)} and a token of at least 8 characters"
                 )
+            if token in result:
+                raise SettingsError("DISPATCH_TOKENS: a token may serve only one role")
             result[token] = role  # type: ignore[assignment]
+        if not result:
+            raise SettingsError("DISPATCH_TOKENS: no role:token entries (unset it to generate)")
         return result
 
 
@@ -81,6 +85,11 @@ _CONVENTIONAL = {
 }
 
 
+def env_name(setting: str) -> str:
+    """The environment variable of a setting."""
+    return _CONVENTIONAL.get(setting, f"DISPATCH_{setting.upper()}")
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build settings from ``env`` (default ``os.environ``), then ``overrides``.
 
@@ -89,14 +98,14 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     env = os.environ if env is None else env
     values: dict[str, object] = {}
     for name in Settings.__struct_fields__:
-        key = _CONVENTIONAL.get(name, f"DISPATCH_{name.upper()}")
-        if key in env and env[key] != "":
-            values[name] = env[key]
+        if env.get(env_name(name), "") != "":
+            values[name] = env[env_name(name)]
     values.update(overrides)
     try:
         settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"settings: {exc}") from None
+        field = str(exc).rpartition("$.")[2].rstrip("`")
+        raise SettingsError(f"{env_name(field)}: {exc}") from None
     if not settings.tokens:
         settings.tokens = generated_tokens()
     settings.role_tokens()  # fail at start, not at the first request

@@ -41,17 +41,30 @@ class SquadStore:
         self._redis = redis
         self._scripts = scripts
 
-    async def create(self, unit: str, name: str, capacity: int, skills: list[str]) -> tuple[str, str]:
+    async def create(
+        self, unit: str, name: str, capacity: int, skills: list[str]
+    ) -> tuple[str, str]:
         """Register a squad; returns (id, token). The token is shown once and stored hashed."""
         number = await self._redis.incr(keys.squad_counter())
         squad_id = f"S{number:05d}"
         token = secrets.token_urlsafe(24)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(keys.squad(unit, squad_id), mapping={
-            "name": name, "unit": unit, "capacity": capacity, "duty": "0", "online": "0",
-            "hub": "", "conn": "", "token_hash": token_hash(token), "seq": 0, "acked": 0,
-            "created": time.time(),
-        })
+        pipe.hset(
+            keys.squad(unit, squad_id),
+            mapping={
+                "name": name,
+                "unit": unit,
+                "capacity": capacity,
+                "duty": "0",
+                "online": "0",
+                "hub": "",
+                "conn": "",
+                "token_hash": token_hash(token),
+                "seq": 0,
+                "acked": 0,
+                "created": time.time(),
+            },
+        )
         pipe.hset(keys.free(unit), squad_id, capacity)
         pipe.hset(keys.skills(unit), squad_id, "," + ",".join(skills) + "," if skills else "*")
         await pipe.execute()
@@ -103,6 +116,36 @@ class SquadStore:
         raw = await self._redis.zrangebyscore(keys.outbox(unit, squad_id), f"({seq}", "+inf")
         return [(int(item[:SEQ_DIGITS]), bytes(item[SEQ_DIGITS:])) for item in raw]
 
+    async def positions(
+        self, unit: str, center: tuple[float, float], radius_km: float
+    ) -> list[dict[str, object]]:
+        """Every online squad of the unit with a position: id, lat, lon, available, busy."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.geosearch(
+            keys.geo(unit),
+            longitude=center[1],
+            latitude=center[0],
+            radius=radius_km,
+            unit="km",
+            withcoord=True,
+        )
+        pipe.smembers(keys.available(unit))
+        pipe.hgetall(keys.free(unit))
+        found, available, free = await pipe.execute()
+        ready = {_text(s) for s in available}
+        free_by_id = {_text(k): int(v) for k, v in free.items()}
+        return [
+            {
+                "id": sid,
+                "unit": unit,
+                "lat": round(lat, 6),
+                "lon": round(lon, 6),
+                "on_duty": sid in ready,
+                "busy": free_by_id.get(sid, 0) <= 0,
+            }
+            for sid, (lon, lat) in ((_text(item[0]), item[1]) for item in found)
+        ]
+
     async def active_jobs(self, unit: str, squad_id: str) -> list[dict[str, str]]:
         """The squad's active assignments: id, request, state."""
         jobs = await self._redis.smembers(keys.jobs(unit, squad_id))
@@ -146,7 +189,8 @@ class SquadStore:
             "skills": [s for s in skills_text.split(",") if s] if skills_text != "*" else ["*"],
             "position": (
                 {"lat": float(where[1]), "lon": float(where[0]), "fixed_at": float(fix_time)}
-                if where is not None and fix_time is not None else None
+                if where is not None and fix_time is not None
+                else None
             ),
             "assignments": assignments,
             "last_seq": int(record.get("seq", "0")),

@@ -121,13 +121,29 @@ class Hubs:
     def start(self, **settings: object) -> HubProcess:
         """Start a hub process; ``settings`` become DISPATCH_<NAME> variables."""
         port = free_port()
-        env = dict(os.environ, REDIS_URL=self.redis_url, DISPATCH_TOKENS=TOKENS_ENV,
-                   DISPATCH_DATA_DIR=str(self.tmp / "var"), PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            REDIS_URL=self.redis_url,
+            DISPATCH_TOKENS=TOKENS_ENV,
+            DISPATCH_DATA_DIR=str(self.tmp / "var"),
+            PYTHONUNBUFFERED="1",
+        )
         env.update({f"DISPATCH_{k.upper()}": str(v) for k, v in settings.items()})
         log_path = self.tmp / f"hub-{port}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--port",
+                str(port),
+                "--log-level",
+                os.environ.get("HUB_LOG_LEVEL", "warning"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
         )
         hub = HubProcess(port, process, log_path)
         self.started.append(hub)

@@ -22,8 +22,9 @@ def auth(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
-async def eventually(check: Callable[[], Awaitable[T]], timeout_s: float = 10.0,
-                     interval_s: float = 0.02) -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T]], timeout_s: float = 10.0, interval_s: float = 0.02
+) -> T:
     """Poll ``check`` until it returns a truthy value (returned) or time runs out."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -46,17 +47,27 @@ class Api:
         await self.http.aclose()
 
     async def squad(self, unit: str = "water", name: str = "squad", **extra: Any) -> dict[str, Any]:
-        response = await self.http.post("/api/v1/squads", headers=auth("admin"),
-                                        json={"unit": unit, "name": name, **extra})
+        response = await self.http.post(
+            "/api/v1/squads", headers=auth("admin"), json={"unit": unit, "name": name, **extra}
+        )
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
 
-    async def request(self, lat: float, lon: float, category: str = "water_main_burst",
-                      **extra: Any) -> dict[str, Any]:
-        response = await self.http.post("/api/v1/requests", headers=auth("calltaker"), json={
-            "caller_phone": "13800000000", "category": category,
-            "description": "pipe burst on the street", "lat": lat, "lon": lon, **extra,
-        })
+    async def request(
+        self, lat: float, lon: float, category: str = "water_main_burst", **extra: Any
+    ) -> dict[str, Any]:
+        response = await self.http.post(
+            "/api/v1/requests",
+            headers=auth("calltaker"),
+            json={
+                "caller_phone": "13800000000",
+                "category": category,
+                "description": "pipe burst on the street",
+                "lat": lat,
+                "lon": lon,
+                **extra,
+            },
+        )
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
 
@@ -71,8 +82,17 @@ class Api:
         return response.json()  # type: ignore[no-any-return]
 
 
-async def online_squad(api: Api, hub: HubProcess, lat: float, lon: float, *, unit: str = "water",
-                       name: str = "squad", json: bool = False, **extra: Any) -> FieldClient:
+async def online_squad(
+    api: Api,
+    hub: HubProcess,
+    lat: float,
+    lon: float,
+    *,
+    unit: str = "water",
+    name: str = "squad",
+    json: bool = False,
+    **extra: Any,
+) -> FieldClient:
     """Register a squad, connect it to ``hub``, put it on duty at (lat, lon), and wait until
     the hub sees it available there."""
     created = await api.squad(unit, name, **extra)
@@ -81,9 +101,14 @@ async def online_squad(api: Api, hub: HubProcess, lat: float, lon: float, *, uni
     await client.duty(True)
     await client.pos(lat, lon)
 
-    async def ready() -> bool:
-        seen = await api.get_squad(created["id"])
-        return bool(seen["on_duty"] and seen["online"] and seen["position"])
+    last: dict[str, Any] = {}
 
-    await eventually(ready)
+    async def ready() -> bool:
+        last.update(await api.get_squad(created["id"]))
+        return bool(last["on_duty"] and last["online"] and last["position"])
+
+    try:
+        await eventually(ready)
+    except AssertionError as exc:
+        raise AssertionError(f"squad never became available: {last}") from exc
     return client

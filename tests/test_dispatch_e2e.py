@@ -22,10 +22,14 @@ async def test_nearest_squad_gets_offer_and_timeline_shows_every_step(hubs):
     hub = hubs.start()
     api = Api(hub)
     rng = random.Random(7)
-    spots = [(XIGONG[0] + rng.uniform(-0.03, 0.03), XIGONG[1] + rng.uniform(-0.03, 0.03))
-             for _ in range(8)]
-    clients = [await online_squad(api, hub, lat, lon, name=f"water-{i}")
-               for i, (lat, lon) in enumerate(spots)]
+    spots = [
+        (XIGONG[0] + rng.uniform(-0.03, 0.03), XIGONG[1] + rng.uniform(-0.03, 0.03))
+        for _ in range(8)
+    ]
+    clients = [
+        await online_squad(api, hub, lat, lon, name=f"water-{i}")
+        for i, (lat, lon) in enumerate(spots)
+    ]
     scene = (34.668, 112.447)
     nearest = min(range(len(spots)), key=lambda i: geodesic_m(scene, spots[i]))
 
@@ -38,7 +42,8 @@ async def test_nearest_squad_gets_offer_and_timeline_shows_every_step(hubs):
     for i, other in enumerate(clients):
         if i != nearest:
             assert other.frames.empty() or not any(
-                isinstance(f, protocol.Offer) for f in list(other.frames._queue))  # type: ignore[attr-defined]
+                isinstance(f, protocol.Offer) for f in list(other.frames._queue)
+            )  # type: ignore[attr-defined]
 
     squad = clients[nearest]
     await squad.accept(offer.assignment)
@@ -49,7 +54,14 @@ async def test_nearest_squad_gets_offer_and_timeline_shows_every_step(hubs):
     assert detail["state"] == "resolved"
     assert detail["result"] == "valve replaced"
     assert [e["type"] for e in detail["timeline"]] == [
-        "received", "queued", "offered", "accepted", "en_route", "arrived", "resolved"]
+        "received",
+        "queued",
+        "offered",
+        "accepted",
+        "en_route",
+        "arrived",
+        "resolved",
+    ]
     assert detail["deadlines"]["accept_by"] > detail["received_at"]
     seen = await api.get_squad(squad.squad)
     assert seen["assignments"] == [] and seen["free_capacity"] == 1
@@ -165,3 +177,22 @@ async def test_pushes_reach_a_squad_connected_to_another_process(hubs):
     for api in (api_a, api_b):
         await api.close()
     await client.close()
+
+
+async def test_wall_map_shows_online_squads_and_open_requests(hubs):
+    hub = hubs.start()
+    api = Api(hub)
+    client = await online_squad(api, hub, *XIGONG)
+    created = await api.request(*XIGONG)
+    offer = await client.next_frame(protocol.Offer)
+    from tests.helpers import auth
+
+    shown = (await api.http.get("/api/v1/map", headers=auth("wall"))).json()
+    assert [(s["id"], s["busy"]) for s in shown["squads"]] == [(client.squad, True)]
+    assert [(r["id"], r["state"]) for r in shown["requests"]] == [(created["id"], "offered")]
+    for step in (client.accept, client.enroute, client.arrive, client.resolve):
+        await step(offer.assignment)
+    shown = (await api.http.get("/api/v1/map", headers=auth("wall"))).json()
+    assert shown["requests"] == [] and shown["squads"][0]["busy"] is False
+    await client.close()
+    await api.close()

@@ -95,8 +95,9 @@ class FieldClient:
         """Connect and wait for the first ``welcome``."""
         self._welcomed = asyncio.get_running_loop().create_future()
         self._runner = asyncio.create_task(self._run())
-        done, _ = await asyncio.wait({self._welcomed, self._runner}, timeout=timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {self._welcomed, self._runner}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
         if self._welcomed in done:
             return self._welcomed.result()
         if self._runner in done:
@@ -176,11 +177,13 @@ class FieldClient:
 
     async def defer(self, assignment: str, until: float, reason: str) -> protocol.Ok:
         return await self.command(
-            self._stamped(protocol.Defer, assignment=assignment, until=until, reason=reason))
+            self._stamped(protocol.Defer, assignment=assignment, until=until, reason=reason)
+        )
 
     async def dispute(self, assignment: str, reason: str) -> protocol.Ok:
         return await self.command(
-            self._stamped(protocol.Dispute, assignment=assignment, reason=reason))
+            self._stamped(protocol.Dispute, assignment=assignment, reason=reason)
+        )
 
     # ---- receiving -------------------------------------------------------------------------
 
@@ -203,7 +206,7 @@ class FieldClient:
                 if self._welcomed and not self._welcomed.done():
                     self._welcomed.set_exception(exc)
                 raise
-            except (OSError, ConnectionClosed, asyncio.TimeoutError) as exc:
+            except (OSError, ConnectionClosed, TimeoutError) as exc:
                 code = getattr(getattr(exc, "rcvd", None), "code", None)
                 if code is not None:
                     self.close_codes.append(code)
@@ -219,8 +222,13 @@ class FieldClient:
 
     async def _session(self) -> None:
         subprotocol = protocol.SUBPROTOCOL_JSON if self.json else protocol.SUBPROTOCOL_MSGPACK
-        async with connect(self.url, subprotocols=[subprotocol],  # type: ignore[list-item]
-                           open_timeout=10, max_size=2**20, ping_interval=20) as ws:
+        async with connect(
+            self.url,
+            subprotocols=[subprotocol],  # type: ignore[list-item]
+            open_timeout=10,
+            max_size=2**20,
+            ping_interval=20,
+        ) as ws:
             self._ws = ws
             hello = protocol.Hello(squad=self.squad, token=self.token, last_seq=self.last_seq)
             await ws.send(protocol.encode_json(hello) if self.json else protocol.encode(hello))

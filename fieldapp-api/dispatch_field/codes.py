@@ -37,9 +37,7 @@ class CloseCode(IntEnum):
 
 def should_reconnect(code: int) -> bool:
     """Reconnect policy for any close code a phone may see."""
-    if 4000 <= code < 4100 or code in (1001, 1006, 1011, 1012, 1013, 1009):
-        return True
-    return False
+    return 4000 <= code < 4100 or code in (1001, 1006, 1009, 1011, 1012, 1013)
 
 
 class ErrorCode(StrEnum):

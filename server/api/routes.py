@@ -7,6 +7,7 @@ Every error is ``{"error": {"code", "message", "fields"}}`` with a precise 4xx s
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -29,8 +30,9 @@ T = TypeVar("T")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str,
-                 fields: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, fields: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields or {}
 
@@ -99,9 +101,15 @@ async def health(request: Request) -> Response:
         redis_ok = bool(await services.redis.ping())
     except Exception:  # noqa: BLE001 - health reports, it does not fail
         redis_ok = False
-    return _json({"status": "ok" if redis_ok else "degraded", "hub": services.hub.id,
-                  "redis": redis_ok, "squads_connected": len(services.hub.sessions)},
-                 200 if redis_ok else 503)
+    return _json(
+        {
+            "status": "ok" if redis_ok else "degraded",
+            "hub": services.hub.id,
+            "redis": redis_ok,
+            "squads_connected": len(services.hub.sessions),
+        },
+        200 if redis_ok else 503,
+    )
 
 
 async def categories(request: Request) -> Response:
@@ -116,11 +124,18 @@ async def units(request: Request) -> Response:
 
 async def districts(request: Request) -> Response:
     _authorize(request, "calltaker", "center", "wall")
-    return _json([
-        {"code": d.code, "name_zh": d.name_zh, "name_en": d.name_en,
-         "boundary": msgspec.structs.asdict(d.boundary), "depots": d.depots}
-        for d in _services(request).city.districts
-    ])
+    return _json(
+        [
+            {
+                "code": d.code,
+                "name_zh": d.name_zh,
+                "name_en": d.name_en,
+                "boundary": msgspec.structs.asdict(d.boundary),
+                "depots": d.depots,
+            }
+            for d in _services(request).city.districts
+        ]
+    )
 
 
 # ---- administration -----------------------------------------------------------------------
@@ -136,12 +151,17 @@ async def create_unit(request: Request) -> Response:
     for code in new.categories:
         category = city.category(code)
         if category is None or category.route != "linkage":
-            raise ApiError(422, "unknown_category", f"{code} is not a linkage category",
-                           {"categories": f"unknown or not dispatched: {code}"})
+            raise ApiError(
+                422,
+                "unknown_category",
+                f"{code} is not a linkage category",
+                {"categories": f"unknown or not dispatched: {code}"},
+            )
     for code in new.districts:
         if city.district(code) is None:
-            raise ApiError(422, "unknown_district", f"no district {code}",
-                           {"districts": f"unknown: {code}"})
+            raise ApiError(
+                422, "unknown_district", f"no district {code}", {"districts": f"unknown: {code}"}
+            )
     unit = msgspec.convert(msgspec.structs.asdict(new), Unit)
     await services.directory.add(unit)
     return _json(msgspec.structs.asdict(unit), 201)
@@ -156,12 +176,25 @@ async def create_squad(request: Request) -> Response:
         raise ApiError(422, "unknown_unit", f"no unit {new.unit}", {"unit": "unknown unit"})
     for skill in new.skills:
         if skill not in unit.categories:
-            raise ApiError(422, "invalid", f"{unit.code} does not handle {skill}",
-                           {"skills": f"not a category of unit {unit.code}: {skill}"})
+            raise ApiError(
+                422,
+                "invalid",
+                f"{unit.code} does not handle {skill}",
+                {"skills": f"not a category of unit {unit.code}: {skill}"},
+            )
     capacity = new.capacity or unit.squad_capacity or services.settings.squad_capacity
     squad_id, token = await services.squads.create(unit.code, new.name, capacity, new.skills)
-    return _json({"id": squad_id, "unit": unit.code, "name": new.name, "capacity": capacity,
-                  "skills": new.skills or ["*"], "token": token}, 201)
+    return _json(
+        {
+            "id": squad_id,
+            "unit": unit.code,
+            "name": new.name,
+            "capacity": capacity,
+            "skills": new.skills or ["*"],
+            "token": token,
+        },
+        201,
+    )
 
 
 async def squad_detail(request: Request) -> Response:
@@ -188,8 +221,16 @@ async def create_request(request: Request) -> Response:
     return _json(created, 201)
 
 
-_NUMBERS = ("lat", "lon", "received_at", "accept_by", "arrive_by", "resolve_by", "promised_by",
-            "offered_at")
+_NUMBERS = (
+    "lat",
+    "lon",
+    "received_at",
+    "accept_by",
+    "arrive_by",
+    "resolve_by",
+    "promised_by",
+    "offered_at",
+)
 
 
 async def request_detail(request: Request) -> Response:
@@ -210,6 +251,29 @@ async def request_detail(request: Request) -> Response:
     return _json(body)
 
 
+async def live_map(request: Request) -> Response:
+    """What the wall map draws: every online squad and every open request."""
+    _authorize(request, "wall", "center", "calltaker")
+    services = _services(request)
+    units = services.directory.unit_codes()
+    radius = services.settings.search_radius_km * 4
+    squads: list[dict[str, Any]] = []
+    requests: list[dict[str, Any]] = []
+    for unit in units:
+        squads += await services.squads.positions(unit, services.city.center, radius)
+        for item in await services.requests.open_requests(unit):
+            requests.append(
+                item
+                | {
+                    "unit": unit,
+                    "lat": float(item["lat"]),
+                    "lon": float(item["lon"]),
+                    "received_at": float(item["received_at"]),
+                }
+            )
+    return _json({"at": time.time(), "squads": squads, "requests": requests})
+
+
 # ---- wiring -------------------------------------------------------------------------------
 
 
@@ -228,20 +292,23 @@ def api_routes() -> list[Route]:
         Route(f"{prefix}/squads/{{squad_id}}", squad_detail),
         Route(f"{prefix}/requests", create_request, methods=["POST"]),
         Route(f"{prefix}/requests/{{request_id}}", request_detail),
+        Route(f"{prefix}/map", live_map),
     ]
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return _json({"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}},
-                 exc.status)
+    return _json(
+        {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}}, exc.status
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _json({"error": {"code": code, "message": str(exc.detail), "fields": {}}},
-                 exc.status_code)
+    return _json(
+        {"error": {"code": code, "message": str(exc.detail), "fields": {}}}, exc.status_code
+    )
 
 
 def error_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dispatch_field import protocol
 from redis.asyncio import Redis
 
+from dispatch_field import protocol
 from server import keys
 from server.assign.ranking import parse_candidates, rank
 from server.lifecycle import InvalidTransition, OfferExpired, transition
@@ -50,8 +50,9 @@ class DispatchResult:
 
 
 class Dispatcher:
-    def __init__(self, redis: Redis, scripts: Scripts, requests: RequestStore,
-                 settings: Settings, push: Push) -> None:
+    def __init__(
+        self, redis: Redis, scripts: Scripts, requests: RequestStore, settings: Settings, push: Push
+    ) -> None:
         self._redis = redis
         self._scripts = scripts
         self._requests = requests
@@ -73,28 +74,50 @@ class Dispatcher:
         assignment = f"A{secrets.token_hex(6)}"
         now = time.time()
         respond_by = now + self._settings.offer_window_s
-        body = protocol.encode(protocol.Offer(
-            assignment=assignment,
-            request=protocol.RequestInfo(
-                id=request_id, category=fields["category"],
-                description=fields.get("description", ""), lat=lat, lon=lon,
-                address=fields.get("address", ""),
-            ),
-            respond_by=round(respond_by, 3),
-        ))
+        body = protocol.encode(
+            protocol.Offer(
+                assignment=assignment,
+                request=protocol.RequestInfo(
+                    id=request_id,
+                    category=fields["category"],
+                    description=fields.get("description", ""),
+                    lat=lat,
+                    lon=lon,
+                    address=fields.get("address", ""),
+                ),
+                respond_by=round(respond_by, 3),
+            )
+        )
         claim_keys = [
-            keys.request(unit, request_id), keys.queue(unit), keys.available(unit),
-            keys.free(unit), keys.tried(unit, request_id), keys.timers(unit),
-            keys.events(unit), keys.timeline(unit, request_id),
-            keys.assignment(unit, assignment), keys.stats(unit),
+            keys.request(unit, request_id),
+            keys.queue(unit),
+            keys.available(unit),
+            keys.free(unit),
+            keys.tried(unit, request_id),
+            keys.timers(unit),
+            keys.events(unit),
+            keys.timeline(unit, request_id),
+            keys.assignment(unit, assignment),
+            keys.stats(unit),
         ]
         for candidate in ranked:
-            claim_keys += [keys.squad(unit, candidate.squad), keys.outbox(unit, candidate.squad),
-                           keys.jobs(unit, candidate.squad)]
-        result = await self._scripts.claim(keys=claim_keys, args=[
-            request_id, assignment, int(now * 1000), int(respond_by * 1000), body,
-            self._settings.events_maxlen, *(c.squad for c in ranked),
-        ])
+            claim_keys += [
+                keys.squad(unit, candidate.squad),
+                keys.outbox(unit, candidate.squad),
+                keys.jobs(unit, candidate.squad),
+            ]
+        result = await self._scripts.claim(
+            keys=claim_keys,
+            args=[
+                request_id,
+                assignment,
+                int(now * 1000),
+                int(respond_by * 1000),
+                body,
+                self._settings.events_maxlen,
+                *(c.squad for c in ranked),
+            ],
+        )
         status = _text(result[0])
         if status == "stale":
             return DispatchResult(Outcome.NOT_QUEUED)
@@ -104,14 +127,27 @@ class Dispatcher:
         await self._push(unit, squad, seq, body, hub)
         return DispatchResult(Outcome.OFFERED, squad, assignment)
 
-    async def _candidates(self, unit: str, category: str, lat: float,
-                          lon: float) -> list[tuple[str, float, float]]:
+    async def _candidates(
+        self, unit: str, category: str, lat: float, lon: float
+    ) -> list[tuple[str, float, float]]:
         s = self._settings
         flat = await self._scripts.candidates(
-            keys=[keys.geo(unit), keys.available(unit), keys.free(unit), keys.skills(unit),
-                  keys.fix_times(unit)],
-            args=[lon, lat, s.search_radius_km, s.search_count, category,
-                  time.time() - s.position_max_age_s, s.rank_count],
+            keys=[
+                keys.geo(unit),
+                keys.available(unit),
+                keys.free(unit),
+                keys.skills(unit),
+                keys.fix_times(unit),
+            ],
+            args=[
+                lon,
+                lat,
+                s.search_radius_km,
+                s.search_count,
+                category,
+                time.time() - s.position_max_age_s,
+                s.rank_count,
+            ],
         )
         return parse_candidates(flat)
 
@@ -155,12 +191,19 @@ class Dispatcher:
             except InvalidTransition:
                 await self._redis.zrem(keys.timers(unit), f"offer:{assignment}")
                 return False
-            event = event_json(step.event, request_id, time.time(), SYSTEM, squad=squad,
-                               assignment=assignment)
+            event = event_json(
+                step.event, request_id, time.time(), SYSTEM, squad=squad, assignment=assignment
+            )
             try:
                 commit = await self._requests.commit(
-                    unit, request_id, version, step, [event], assignment=assignment,
-                    squad=squad, queue_score=float(fields.get("received_at", "0")),
+                    unit,
+                    request_id,
+                    version,
+                    step,
+                    [event],
+                    assignment=assignment,
+                    squad=squad,
+                    queue_score=float(fields.get("received_at", "0")),
                 )
             except StaleRequest:
                 continue
@@ -168,8 +211,9 @@ class Dispatcher:
                 await self._push(unit, squad, commit.revoke_seq, commit.revoke_body, commit.hub)
             await self.dispatch(unit, request_id)
             return True
-        log.warning("offer %s of request %s kept changing; the timer will retry", assignment,
-                    request_id)
+        log.warning(
+            "offer %s of request %s kept changing; the timer will retry", assignment, request_id
+        )
         return False
 
 

@@ -22,16 +22,16 @@ class Candidate:
 
 def parse_candidates(flat: Sequence[bytes | str]) -> list[tuple[str, float, float]]:
     """The flat ``id, lon, lat, ...`` list from candidates.lua as (id, lat, lon) triples."""
+
     def text(v: bytes | str) -> str:
         return v.decode() if isinstance(v, bytes) else v
 
-    return [
-        (text(flat[i]), float(flat[i + 2]), float(flat[i + 1])) for i in range(0, len(flat), 3)
-    ]
+    return [(text(flat[i]), float(flat[i + 2]), float(flat[i + 1])) for i in range(0, len(flat), 3)]
 
 
-def rank(scene_lat: float, scene_lon: float,
-         squads: Sequence[tuple[str, float, float]]) -> list[Candidate]:
+def rank(
+    scene_lat: float, scene_lon: float, squads: Sequence[tuple[str, float, float]]
+) -> list[Candidate]:
     """Squads (id, lat, lon) nearest first by geodesic distance; ties by id, so the order is
     deterministic."""
     ranked = [

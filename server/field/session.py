@@ -12,6 +12,7 @@ through another route arrived first) is filled from the outbox in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
-from dispatch_field import protocol
-from dispatch_field.codes import CloseCode, ErrorCode
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from dispatch_field import protocol
+from dispatch_field.codes import CloseCode, ErrorCode
 from server.actions import CommandError
 from server.assign.ranking import haversine_m
 from server.requests import Actor
@@ -130,17 +131,19 @@ class FieldSession:
                 writer.cancel()
             try:
                 await asyncio.wait_for(writer, timeout=5)
-            except (asyncio.CancelledError, asyncio.TimeoutError, Exception):
+            except (TimeoutError, asyncio.CancelledError, Exception):
                 writer.cancel()
             await self._services.hub.left(self)
 
     async def _greet(self) -> None:
         try:
             frame = await asyncio.wait_for(self._receive(), self._settings.hello_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Closed(CloseCode.HELLO_TIMEOUT, "no hello in time") from None
         if not isinstance(frame, protocol.Hello):
-            self.push(protocol.Error(code=ErrorCode.HELLO_FIRST, message="first frame must be hello"))
+            self.push(
+                protocol.Error(code=ErrorCode.HELLO_FIRST, message="first frame must be hello")
+            )
             raise Closed(CloseCode.HELLO_REQUIRED, "first frame must be hello")
         unit = await self._services.squads.authenticate(frame.squad, frame.token)
         if unit is None:
@@ -151,8 +154,11 @@ class FieldSession:
         # A phone ahead of the outbox (Redis lost data) starts again from the hub's count.
         after = min(frame.last_seq, presence.seq)
         self._sent_seq = after
-        self.push(protocol.Welcome(squad=frame.squad, last_seq=presence.seq,
-                                   server_time=round(time.time(), 3)))
+        self.push(
+            protocol.Welcome(
+                squad=frame.squad, last_seq=presence.seq, server_time=round(time.time(), 3)
+            )
+        )
         self._enqueue(_Replay(after))
         await self._load_scenes()
 
@@ -166,9 +172,14 @@ class FieldSession:
             if data is None:
                 data = message.get("text") or ""
             self.last_heard = time.monotonic()
-            if len(data) > self._settings.max_frame_bytes:
-                self.push(protocol.Error(code=ErrorCode.TOO_LARGE, message=(
-                    f"frame of {len(data)} bytes; the limit is {self._settings.max_frame_bytes}")))
+            limit = self._settings.max_frame_bytes
+            if len(data) > limit:
+                self.push(
+                    protocol.Error(
+                        code=ErrorCode.TOO_LARGE,
+                        message=f"frame of {len(data)} bytes; the limit is {limit}",
+                    )
+                )
                 continue
             try:
                 return protocol.decode_phone(data)
@@ -185,7 +196,9 @@ class FieldSession:
             case protocol.Ack():
                 await services.squads.ack(info.unit, info.squad, frame.seq)
             case protocol.Duty():
-                owned = await services.squads.set_duty(info.unit, info.squad, frame.on, info.conn_id)
+                owned = await services.squads.set_duty(
+                    info.unit, info.squad, frame.on, info.conn_id
+                )
                 if owned < 0:
                     raise Closed(CloseCode.REPLACED, "another connection took over")
                 if owned == 1:
@@ -223,7 +236,9 @@ class FieldSession:
     async def _track_scene(self, assignment: str, request_id: str) -> None:
         fields = await self._services.requests.read(self.info.unit, request_id)
         if fields:
-            self._scenes[assignment] = _Scene(request_id, float(fields["lat"]), float(fields["lon"]))
+            self._scenes[assignment] = _Scene(
+                request_id, float(fields["lat"]), float(fields["lon"])
+            )
 
     async def _check_arrival(self, lat: float, lon: float) -> None:
         radius = self._settings.arrival_radius_m
@@ -272,10 +287,8 @@ class FieldSession:
         closing = self._closing
         assert closing is not None
         if self._ws.application_state == WebSocketState.CONNECTED:
-            try:
+            with contextlib.suppress(Exception):  # the peer may already be gone
                 await self._ws.close(closing.code, closing.reason)
-            except Exception:  # noqa: BLE001 - the peer may already be gone
-                pass
 
 
 def _decode_error(data: bytes | str, exc: msgspec.DecodeError) -> protocol.Error:
@@ -288,6 +301,9 @@ def _decode_error(data: bytes | str, exc: msgspec.DecodeError) -> protocol.Error
     if not isinstance(loose, dict):
         return protocol.Error(code=ErrorCode.MALFORMED, message="a frame must be a map")
     command_id = loose.get("id") if isinstance(loose.get("id"), str) else None
-    code = ErrorCode.UNKNOWN_TYPE if message.endswith("at `$.t`") and "t" in loose else (
-        ErrorCode.INVALID)
+    code = (
+        ErrorCode.UNKNOWN_TYPE
+        if message.endswith("at `$.t`") and "t" in loose
+        else (ErrorCode.INVALID)
+    )
     return protocol.Error(code=code, message=message, id=command_id)

@@ -2,11 +2,12 @@
 -- request's version, set its fields, record the events, and carry out the step's effects.
 -- KEYS[1] request  KEYS[2] timeline  KEYS[3] events  KEYS[4] queue  KEYS[5] timers
 -- KEYS[6] free  KEYS[7] stats  KEYS[8] assignment  KEYS[9] squad hash  KEYS[10] outbox
--- KEYS[11] jobs  KEYS[12] command (idempotency key; unused without flag C)
+-- KEYS[11] jobs  KEYS[12] command (idempotency key; unused without flag C)  KEYS[13] open requests
 -- ARGV[1] expected version ('0': the request must not exist yet)
 -- ARGV[2] events as JSON, one per line  ARGV[3] events maxlen
 -- ARGV[4] flags: R release squad, Q requeue, T cancel offer timer, N non-response,
---                C remember command, A assignment state = ARGV[12]
+--                C remember command, A assignment state = ARGV[12],
+--                O open (add to the unit's open requests), X closed (remove)
 -- ARGV[5] revoke frame body ('' = none)  ARGV[6] request id  ARGV[7] assignment id
 -- ARGV[8] squad id  ARGV[9] command memory (s)  ARGV[10] queue score
 -- ARGV[11] number of field/value pairs  ARGV[12] assignment state
@@ -39,6 +40,8 @@ if has('R') and redis.call('SREM', KEYS[11], aid) == 1 then
 end
 if has('N') then redis.call('HINCRBY', KEYS[7], 'non_responses', 1) end
 if has('Q') then redis.call('ZADD', KEYS[4], ARGV[10], rid) end
+if has('O') then redis.call('ZADD', KEYS[13], ARGV[10], rid) end
+if has('X') then redis.call('ZREM', KEYS[13], rid) end
 local seq = 0
 if ARGV[5] ~= '' then
   seq = redis.call('HINCRBY', KEYS[9], 'seq', 1)

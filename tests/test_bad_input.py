@@ -1,0 +1,214 @@
+"""Bad input of every kind gets a clear, specific error and leaves state intact."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from dispatch_field import protocol
+from dispatch_field.codes import CloseCode
+from server import keys
+from tests.helpers import XIGONG, Api, auth, online_squad
+
+GOOD = {
+    "caller_phone": "13800000000",
+    "category": "water_main_burst",
+    "description": "pipe burst",
+    "lat": XIGONG[0],
+    "lon": XIGONG[1],
+}
+
+
+def _with(**changes: object) -> dict[str, object]:
+    body = dict(GOOD)
+    for name, value in changes.items():
+        if value is None:
+            body.pop(name)
+        else:
+            body[name] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        (_with(caller_phone=None), 422, "invalid", "caller_phone"),
+        (_with(category=None), 422, "invalid", "category"),
+        (_with(lat=None), 422, "invalid", "lat"),
+        (_with(lat=91.5), 422, "invalid", "lat"),
+        (_with(lon=-181), 422, "invalid", "lon"),
+        (_with(lat="north"), 422, "invalid", "lat"),
+        (_with(caller_phone="call me"), 422, "invalid", "caller_phone"),
+        (_with(description=""), 422, "invalid", "description"),
+        (_with(priority="high"), 422, "invalid", "priority"),
+        (_with(category="alien_landing"), 422, "unknown_category", "category"),
+        (_with(lat=39.9, lon=116.4), 422, "outside_city", "lat"),  # Beijing
+    ],
+)
+async def test_bad_request_bodies_are_refused_with_the_field(
+    hubs, redis, body, status, code, field
+):
+    hub = hubs.start()
+    api = Api(hub)
+    response = await api.http.post("/api/v1/requests", headers=auth("calltaker"), json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and field in error["fields"] and error["message"]
+    # Nothing half-written: no request id was taken, no request stored.
+    assert not await redis.exists(keys.request_counter())
+    assert not await redis.hlen(keys.request_units())
+    await api.close()
+
+
+async def test_http_auth_roles_ids_and_malformed_json(hubs, redis):
+    hub = hubs.start()
+    api = Api(hub)
+    http = api.http
+    assert (await http.post("/api/v1/requests", json=GOOD)).status_code == 401
+    bad_token = {"Authorization": "Bearer not-a-token-at-all"}
+    assert (await http.post("/api/v1/requests", json=GOOD, headers=bad_token)).status_code == 401
+    refused = await http.post("/api/v1/requests", json=GOOD, headers=auth("wall"))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    assert (
+        await http.post(
+            "/api/v1/squads", json={"unit": "water", "name": "x"}, headers=auth("calltaker")
+        )
+    ).status_code == 403
+    assert (await http.get("/api/v1/squads/S00001", headers=auth("calltaker"))).status_code == 403
+    malformed = await http.post("/api/v1/requests", content=b"{not json", headers=auth("calltaker"))
+    assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "malformed_json"
+    for path in ("/api/v1/requests/R99999999", "/api/v1/squads/S99999"):
+        missing = await http.get(path, headers=auth("center"))
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    unknown_unit = await http.post(
+        "/api/v1/squads", json={"unit": "bakery", "name": "x"}, headers=auth("admin")
+    )
+    assert unknown_unit.status_code == 422 and "unit" in unknown_unit.json()["error"]["fields"]
+    wrong_skill = await http.post(
+        "/api/v1/squads",
+        headers=auth("admin"),
+        json={"unit": "water", "name": "x", "skills": ["gas_leak_smell"]},
+    )
+    assert wrong_skill.status_code == 422 and "skills" in wrong_skill.json()["error"]["fields"]
+    assert not await redis.exists(keys.squad_counter())
+    assert (await http.get("/api/v1/health")).status_code == 200  # no auth needed
+    await api.close()
+
+
+async def test_police_matter_is_transferred_and_not_dispatched(hubs):
+    hub = hubs.start()
+    api = Api(hub)
+    squad = await online_squad(api, hub, *XIGONG)
+    created = await api.request(*XIGONG, category="police")
+    assert (created["state"], created["route"], created["unit"]) == ("transferred", "police", None)
+    detail = await api.get_request(created["id"])
+    assert [e["type"] for e in detail["timeline"]] == ["received", "transferred"]
+    assert squad.frames.qsize() == 1  # only its welcome: no offer
+    await squad.close()
+    await api.close()
+
+
+async def _raw(hub, subprotocol=protocol.SUBPROTOCOL_MSGPACK):
+    return connect(hub.ws, subprotocols=[subprotocol])
+
+
+async def _next(ws) -> protocol.HubFrame:
+    return protocol.decode_hub(await ws.recv())
+
+
+async def test_frames_before_hello_and_bad_tokens_close_with_terminal_codes(hubs):
+    hub = hubs.start()
+    api = Api(hub)
+    squad = await api.squad("water", "x")
+    async with await _raw(hub) as ws:
+        await ws.send(protocol.encode(protocol.Pos(lat=1, lon=1, ts=1)))
+        error = await _next(ws)
+        assert isinstance(error, protocol.Error) and error.code == "hello_first"
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == CloseCode.HELLO_REQUIRED
+    async with await _raw(hub) as ws:
+        await ws.send(protocol.encode(protocol.Hello(squad=squad["id"], token="wrong-token")))
+        error = await _next(ws)
+        assert isinstance(error, protocol.Error) and error.code == "auth_failed"
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == CloseCode.AUTH_FAILED
+    async with connect(hub.ws, subprotocols=["chat"]) as ws:  # type: ignore[list-item]
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == CloseCode.UNSUPPORTED_SUBPROTOCOL
+    seen = await api.get_squad(squad["id"])
+    assert not seen["online"]
+    await api.close()
+
+
+async def test_bad_frames_get_errors_and_the_session_goes_on(hubs):
+    hub = hubs.start(max_frame_bytes=512)
+    api = Api(hub)
+    holder = await online_squad(api, hub, *XIGONG, name="holder")
+    created = await api.request(*XIGONG)
+    offer = await holder.next_frame(protocol.Offer)
+    other = await api.squad("water", "other")
+    async with await _raw(hub) as ws:
+        await ws.send(protocol.encode(protocol.Hello(squad=other["id"], token=other["token"])))
+        assert isinstance(await _next(ws), protocol.Welcome)
+        now = time.time()
+        cases: list[tuple[bytes | str, str, str | None]] = [
+            (b"\xc1\x00garbage", "malformed", None),
+            (msgspec.msgpack.encode([1, 2, 3]), "malformed", None),
+            (msgspec.msgpack.encode({"t": "teleport"}), "unknown_type", None),
+            (
+                msgspec.msgpack.encode({"t": "pos", "lat": 123.0, "lon": 1.0, "ts": 1.0}),
+                "invalid",
+                None,
+            ),
+            (msgspec.msgpack.encode({"t": "accept", "id": "c1"}), "invalid", "c1"),
+            (b"\x81\xa1t\xa3pos" + b"\x00" * 600, "too_large", None),
+            ('{"t":"pos","lat":1}', "invalid", None),  # JSON text on a msgpack socket
+            (
+                protocol.encode(protocol.Hello(squad=other["id"], token=other["token"])),
+                "unexpected",
+                None,
+            ),
+            (
+                protocol.encode(protocol.Accept(assignment=offer.assignment, id="steal")),
+                "unknown_assignment",
+                "steal",
+            ),
+        ]
+        for data, code, command_id in cases:
+            await ws.send(data)
+            error = await _next(ws)
+            assert isinstance(error, protocol.Error), (data, error)
+            assert (error.code, error.id) == (code, command_id), (data, error)
+        lat_error = msgspec.msgpack.encode({"t": "pos", "lat": 123.0, "lon": 1.0, "ts": 1.0})
+        await ws.send(lat_error)
+        assert "$.lat" in (await _next(ws)).message  # type: ignore[union-attr]
+    # The holder's own bad steps: wrong order and impossible times.
+    async with await _raw(hub) as ws:
+        pass
+    from dispatch_field.client import CommandRejected
+
+    for bad, code in [
+        (protocol.Resolve(assignment=offer.assignment, id="r1"), "invalid_transition"),
+        (protocol.Accept(assignment=offer.assignment, id="a1", at=now + 3600), "invalid_time"),
+        (protocol.Accept(assignment=offer.assignment, id="a2", at=now - 86400), "invalid_time"),
+    ]:
+        with pytest.raises(CommandRejected) as refused:
+            await holder.command(bad)
+        assert refused.value.code == code
+    # State intact: the request is still offered to the holder, who can accept it now.
+    detail = await api.get_request(created["id"])
+    assert (detail["state"], detail["squad"]) == ("offered", holder.squad)
+    await holder.accept(offer.assignment)
+    with pytest.raises(CommandRejected) as refused:
+        await holder.defer(offer.assignment, until=time.time() - 10, reason="later")
+    assert refused.value.code == "invalid_time"
+    assert (await api.get_request(created["id"]))["state"] == "accepted"
+    await holder.close()
+    await api.close()
