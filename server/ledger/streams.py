@@ -88,7 +88,7 @@ class GroupReader:
                             start_id=self._claim_cursor.get(unit, "0-0"), count=count)
         results = await pipe.execute(raise_on_error=False)
         for unit, result in zip(units, results, strict=True):
-            if self._failed(unit, result):
+            if self._missing_group(unit, result):
                 continue
             self._claim_cursor[unit] = _text(result[0])
             if result[1] or (len(result) > 2 and result[2]):
@@ -105,7 +105,7 @@ class GroupReader:
         results = await pipe.execute(raise_on_error=False)
         forget = redis.pipeline(transaction=False)
         for unit, consumers in zip(units, results, strict=True):
-            if self._failed(unit, consumers):
+            if self._missing_group(unit, consumers):
                 continue
             for info in consumers:
                 name = _text(info["name"])
@@ -122,7 +122,7 @@ class GroupReader:
         results = await pipe.execute(raise_on_error=False)
         entries: list[StreamEntry] = []
         for unit, result in zip(units, results, strict=True):
-            if self._failed(unit, result):
+            if self._missing_group(unit, result):
                 continue
             for _stream, items in result or ():
                 entries.extend(
@@ -130,9 +130,10 @@ class GroupReader:
                 )
         return entries
 
-    def _failed(self, unit: str, result: Any) -> bool:
-        """True for a per-stream error that only means "no group yet" (the stream was
-        deleted, or Redis restarted empty): the group is created again next pass."""
+    def _missing_group(self, unit: str, result: Any) -> bool:
+        """Whether ``result`` (one stream's reply in a pipeline) is the error "no such group"
+        (the stream was deleted, or Redis restarted empty): that stream is skipped and its
+        group created again next pass. Any other error is raised."""
         if not isinstance(result, Exception):
             return False
         if isinstance(result, ResponseError) and "NOGROUP" in str(result):
