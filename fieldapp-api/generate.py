@@ -105,6 +105,13 @@ SAMPLES: tuple[Any, ...] = (
     protocol.Welcome(squad="S00012", last_seq=42, server_time=1767225600.125),
     protocol.Offer(assignment="A3f9c1d7e20b4", request=_REQUEST, respond_by=1767225660.0, seq=42),
     protocol.Revoke(assignment="A3f9c1d7e20b4", reason="offer_window_passed", seq=43),
+    protocol.Resync(
+        reason="outbox_trimmed",
+        last_seq=57,
+        assignments=[
+            protocol.Assignment(assignment="A3f9c1d7e20b4", state="accepted", request=_REQUEST)
+        ],
+    ),
     protocol.Ok(id="S00012-19b7c2e4a10-1"),
     protocol.Error(code=codes.ErrorCode.INVALID_TRANSITION,
                    message=("cannot resolve a request that is accepted "

@@ -35,6 +35,7 @@ from server.city import City, Unit, load_city
 from server.field.session import FieldSession
 from server.notify import MemorySender
 from server.presence.positions import PositionWriter
+from server.presence.tracker import PresenceTracker
 from server.requests import RequestStore
 from server.scripts import Scripts
 from server.settings import Settings, load_settings
@@ -104,8 +105,29 @@ class Hub:
             return
         if self.sessions.get(squad) is session:
             del self.sessions[squad]
-        with contextlib.suppress(Exception):  # Redis down: presence sweeps catch up later
-            await self._services.squads.disconnect(session.info.unit, squad, session.info.conn_id)
+        unit = session.info.unit
+        try:
+            if await self._services.squads.disconnect(unit, squad, session.info.conn_id):
+                await self._services.redis.srem(keys.hub_squads(self.id), f"{unit}/{squad}")
+                await self._services.presence.went_offline(unit, squad)
+        except Exception:  # noqa: BLE001 - Redis down: reconcile() catches up
+            log.warning("could not record %s offline; will retry", squad)
+
+    async def reconcile(self, *, everyone: bool = False) -> int:
+        """Squads Redis believes are connected here but are not (a disconnect that could not
+        be recorded, e.g. during a Redis restart): take them offline now. ``everyone``: all of
+        this process's squads (it is shutting down)."""
+        services = self._services
+        stale = 0
+        for member in await services.redis.smembers(keys.hub_squads(self.id)):
+            unit, _, squad = member.decode().partition("/")
+            if squad in self.sessions and not everyone:
+                continue
+            if await services.squads.disconnect(unit, squad, self.id, by_hub=True):
+                await services.presence.went_offline(unit, squad)
+                stale += 1
+            await services.redis.srem(keys.hub_squads(self.id), member)
+        return stale
 
     async def push(self, unit: str, squad: str, seq: int, body: bytes, hub: str) -> None:
         """Deliver a numbered frame that is already in the squad's outbox."""
@@ -164,6 +186,7 @@ class Services:
     intake: Intake = field(init=False)
     actions: SquadActions = field(init=False)
     hub: Hub = field(init=False)
+    presence: PresenceTracker = field(init=False)
 
     @property
     def city(self) -> City:
@@ -181,6 +204,7 @@ def build_services(settings: Settings, redis: Redis, city: City) -> Services:
         scripts,
         events_maxlen=settings.events_maxlen,
         command_memory_s=settings.command_memory_s,
+        outbox_max_frames=settings.outbox_max_frames,
     )
     services = Services(
         settings=settings,
@@ -197,6 +221,9 @@ def build_services(settings: Settings, redis: Redis, city: City) -> Services:
     services.intake = Intake(services.directory, requests, services.dispatcher)
     services.actions = SquadActions(
         redis, requests, services.dispatcher, services.sender, settings, services.hub.push
+    )
+    services.presence = PresenceTracker(
+        redis, services.squads, requests, services.dispatcher, settings, services.hub.id
     )
     return services
 
@@ -232,7 +259,11 @@ async def _fire_due_timers(services: Services) -> None:
         due = await services.scripts.due(keys=[keys.timers(unit)], args=[now_ms, lease_ms, 100])
         for member in due:
             kind, _, ident = member.decode().partition(":")
-            if kind == "offer" and await services.dispatcher.expire_offer(unit, ident):
+            if kind == "offer":
+                freed = await services.dispatcher.expire_offer(unit, ident)
+            else:
+                freed = await services.presence.on_timer(unit, kind, ident)
+            if freed:
                 services.hub.drain_soon(unit)
 
 
@@ -270,9 +301,12 @@ def _loops(services: Services) -> list[Coroutine[Any, Any, None]]:
         _every(5.0, "unit directory", services.directory.refresh),
         _every(
             min(5.0, s.offline_after_s / 3),
-            "presence",
+            "silent sessions",
             lambda: _async(services.hub.close_silent(s.offline_after_s)),
         ),
+        _every(s.hub_beat_s, "hub heartbeat", services.presence.beat),
+        _every(s.hub_beat_s * 2, "dead hubs", services.presence.reap_dead_hubs),
+        _every(15.0, "reconcile", services.hub.reconcile),
     ]
 
 
@@ -315,6 +349,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
         services = build_services(settings, redis, city)
         await services.directory.refresh()
         app.state.services = services
+        await services.presence.beat()
         loops = [asyncio.create_task(coro) for coro in _loops(services)]
         log.info("hub %s ready", services.hub.id)
         try:
@@ -329,6 +364,8 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
                 log.warning("background loop did not stop: %r", task.get_stack())
             with contextlib.suppress(Exception):
                 await services.positions.flush()
+                await services.hub.reconcile(everyone=True)
+                await services.presence.leave()
             await redis.aclose()
 
     routes = [

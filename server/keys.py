@@ -140,6 +140,16 @@ def hub_channel(hub_id: str) -> str:
     return f"{PREFIX}:hub:{hub_id}"
 
 
+def hubs() -> str:
+    """Sorted set: hub process id -> last time it said it was alive (epoch s)."""
+    return f"{PREFIX}:hubs"
+
+
+def hub_squads(hub_id: str) -> str:
+    """Set: "unit/squad" of every squad connected to that hub process."""
+    return f"{PREFIX}:hub:{hub_id}:squads"
+
+
 def center_channel() -> str:
     """Pub/sub channel of the supervision center's live feed."""
     return f"{PREFIX}:center"

@@ -69,7 +69,10 @@ class Offered:
 
 @dataclass(frozen=True, slots=True)
 class OfferExpired:
+    """The offer went unanswered: its window passed, or the squad went offline."""
+
     assignment: str
+    reason: str = "offer_window_passed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +146,7 @@ def transition(request: RequestView, event: Event) -> Step:
         case Offered(squad=squad, assignment=assignment):
             _require(request, {State.QUEUED}, "offer")
             return Step(State.OFFERED, "offered", {"squad": squad, "assignment": assignment})
-        case OfferExpired(assignment=assignment):
+        case OfferExpired(assignment=assignment, reason=reason):
             _require_assignment(request, assignment)
             _require(request, {State.OFFERED}, "expire offer")
             return Step(
@@ -154,7 +157,7 @@ def transition(request: RequestView, event: Event) -> Step:
                     release_squad=True,
                     requeue=True,
                     cancel_offer_timer=True,
-                    revoke_reason="offer_window_passed",
+                    revoke_reason=reason,
                     non_response=True,
                     squad_available=True,
                 ),

@@ -62,12 +62,19 @@ def _text(value: bytes | str) -> str:
 
 class RequestStore:
     def __init__(
-        self, redis: Redis, scripts: Scripts, *, events_maxlen: int, command_memory_s: int
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        *,
+        events_maxlen: int,
+        command_memory_s: int,
+        outbox_max_frames: int,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
         self._events_maxlen = events_maxlen
         self._command_memory_s = command_memory_s
+        self._outbox_max_frames = outbox_max_frames
 
     async def next_id(self) -> str:
         number = await self._redis.incr(keys.request_counter())
@@ -106,6 +113,13 @@ class RequestStore:
         )
         if _text(result[0]) != "ok":
             raise StaleRequest(request_id)  # the id was taken: a counter reset
+
+    async def note(self, unit: str, request_id: str, event: str) -> None:
+        """Record an event that changes nothing in the request (e.g. its squad went offline)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(keys.timeline(unit, request_id), event)
+        pipe.xadd(keys.events(unit), {"e": event}, maxlen=self._events_maxlen, approximate=True)
+        await pipe.execute()
 
     async def unit_of(self, request_id: str) -> str | None:
         unit = await self._redis.hget(keys.request_units(), request_id)
@@ -250,6 +264,7 @@ class RequestStore:
             queue_score,
             len(fields),
             assignment_state,
+            self._outbox_max_frames,
             *pairs,
         ]
 

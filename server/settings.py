@@ -35,10 +35,18 @@ class Settings(msgspec.Struct, kw_only=True):
     offer_window_s: float = 60.0  # time a squad has to accept an offer
     arrival_radius_m: float = 150.0  # an en-route squad this close to the scene has arrived
     heartbeat_s: float = 15.0  # WebSocket ping interval
-    offline_after_s: float = 45.0  # silence after which a squad is offline
+    offline_after_s: float = 45.0  # silence (or no socket) after which a squad is offline and
+    # its unanswered offers move on
+    offline_alert_s: float = 120.0  # a squad holding accepted work offline this long: the
+    # center is told (an event on each of its requests)
+    outbox_max_frames: int = 1000  # retention of unacknowledged frames per squad; a resume
+    # from before the oldest kept frame gets a resync frame
+    hub_beat_s: float = 2.0  # each hub process records that it is alive this often
+    hub_dead_after_s: float = 10.0  # a hub silent this long is dead: its squads go offline
     hello_timeout_s: float = 10.0  # time allowed for the first frame
     max_frame_bytes: int = 4096  # larger frames get a too_large error
     send_queue_frames: int = 256  # per-connection bound; overflow closes SLOW_CONSUMER
+    close_timeout_s: float = 2.0  # a closing phone that takes nothing is cut off after this
     position_max_age_s: float = 120.0  # older fixes do not count for dispatch
     position_flush_ms: float = 10.0  # positions are batched into one Redis pipeline
     search_radius_km: float = 60.0  # candidate search radius around the scene

@@ -34,6 +34,7 @@ class Presence:
     seq: int  # last numbered frame written to its outbox
     acked: int  # last frame it acknowledged
     on_duty: bool
+    trimmed: int = 0  # highest seq dropped from the outbox before it was acknowledged
 
 
 class SquadStore:
@@ -84,18 +85,28 @@ class SquadStore:
         return unit if ok and unit else None
 
     async def connect(self, unit: str, squad_id: str, hub_id: str, conn_id: str) -> Presence:
-        seq, acked, duty = await self._scripts.connect(
+        seq, acked, duty, trimmed = await self._scripts.connect(
             keys=[keys.squad(unit, squad_id), keys.available(unit)],
             args=[squad_id, hub_id, conn_id],
         )
-        return Presence(seq=int(seq), acked=int(acked), on_duty=_text(duty) == "1")
+        await self._redis.sadd(keys.hub_squads(hub_id), f"{unit}/{squad_id}")
+        return Presence(
+            seq=int(seq), acked=int(acked), on_duty=_text(duty) == "1", trimmed=int(trimmed)
+        )
 
-    async def disconnect(self, unit: str, squad_id: str, conn_id: str) -> bool:
+    async def disconnect(
+        self, unit: str, squad_id: str, owner: str, *, by_hub: bool = False
+    ) -> bool:
+        """Mark the squad offline if ``owner`` (its connection id, or with ``by_hub`` its hub
+        process id) still owns it. Returns True if it went offline now."""
         went = await self._scripts.disconnect(
             keys=[keys.squad(unit, squad_id), keys.available(unit), keys.geo(unit)],
-            args=[squad_id, conn_id, time.time()],
+            args=[squad_id, owner, time.time(), "hub" if by_hub else "conn"],
         )
         return int(went) == 1
+
+    async def is_online(self, unit: str, squad_id: str) -> bool:
+        return _text(await self._redis.hget(keys.squad(unit, squad_id), "online")) == "1"
 
     async def set_duty(self, unit: str, squad_id: str, on: bool, conn_id: str) -> int:
         """1: available now, 0: not available, -1: this connection no longer owns the squad."""
@@ -156,11 +167,12 @@ class SquadStore:
             return []
         pipe = self._redis.pipeline(transaction=False)
         for assignment_id in sorted(assignment_ids):
-            pipe.hmget(keys.assignment(unit, assignment_id), ["request", "state"])
+            pipe.hmget(keys.assignment(unit, assignment_id), ["request", "state", "respond_by"])
         rows = await pipe.execute()
         return [
-            {"id": aid, "request": _text(request), "state": _text(state)}
-            for aid, (request, state) in zip(sorted(assignment_ids), rows, strict=True)
+            {"id": aid, "request": _text(request), "state": _text(state),
+             "respond_by": _text(respond_by)}
+            for aid, (request, state, respond_by) in zip(sorted(assignment_ids), rows, strict=True)
         ]
 
     async def describe(self, unit: str, squad_id: str) -> dict[str, Any] | None:

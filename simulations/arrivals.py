@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from server.city import City, District
-
 from simulations.movement import LatLon, offset_m
 
 # Relative call volume by local hour (0-23): a hotline is quiet at night and peaks when people

@@ -16,22 +16,24 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from server.city import City, load_city
-
 from simulations.api import ApiError, HubApi, parse_tokens
 from simulations.arrivals import ArrivalProcess, PlannedRequest, plan_request
 from simulations.clock import SimClock, local_hour_now
+from simulations.movement import LatLon, offset_m
 from simulations.people import Behaviour
-from simulations.squad import AgentSetup, SquadAgent, Seat, Tally
+from simulations.squad import AgentSetup, Seat, SquadAgent, Tally
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,9 @@ def hub_time_settings(speed: float) -> dict[str, str]:
 @dataclass(frozen=True)
 class SimConfig:
     speed: float = 5.0
-    rate_per_hour: float = 30.0  # calls per simulated hour, averaged over the day
+    # Calls per simulated hour, averaged over the day. With the demo's 14 squads per unit and
+    # jobs of 1-3 hours, about this many keep the busiest units near capacity at the peaks.
+    rate_per_hour: float = 24.0
     duration_s: float | None = None  # real seconds; None: until stopped
     seed: int | None = None
     start_hour: float | None = None  # local hour the simulated day starts; None: now
@@ -117,19 +121,35 @@ class SimRun:
 # ---- squads ----------------------------------------------------------------------------------
 
 
+GOLDEN_ANGLE = math.pi * (3 - math.sqrt(5))
+
+
+def parking_spot(depot: LatLon, k: int) -> LatLon:
+    """The ``k``-th squad's home near ``depot``: a sunflower spiral a few hundred metres
+    across, so squads sharing a depot do not sit on one pixel of the wall map."""
+    radius = 180.0 * math.sqrt(k + 1)
+    angle = k * GOLDEN_ANGLE
+    return offset_m(depot, radius * math.cos(angle), radius * math.sin(angle))
+
+
 def seat_plan(city: City, per_unit_per_district: int,
-              districts: Sequence[str] | None = None) -> list[tuple[str, str, tuple[float, float],
-                                                                    str]]:
-    """(unit, district, depot, name) of every squad to register, depots taken in turn."""
+              districts: Sequence[str] | None = None) -> list[tuple[str, str, LatLon, str]]:
+    """(unit, district, home, name) of every squad to register: depots taken in turn, each
+    squad parked at its own spot around its depot."""
     plan = []
+    parked: Counter[LatLon] = Counter()
+    placed: Counter[str] = Counter()  # per district: rotate over all its depots
     for unit in city.units:
         for code in unit.districts:
             district = city.district(code)
             if district is None or (districts is not None and code not in districts):
                 continue
             for i in range(per_unit_per_district):
-                depot = district.depots[i % len(district.depots)]
-                plan.append((unit.code, code, depot, f"{unit.code}-{code}-{i + 1}"))
+                depot = district.depots[placed[code] % len(district.depots)]
+                placed[code] += 1
+                home = parking_spot(depot, parked[depot])
+                parked[depot] += 1
+                plan.append((unit.code, code, home, f"{unit.code}-{code}-{i + 1}"))
     return plan
 
 
@@ -287,8 +307,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by this module's CLI and the demo's."""
     parser.add_argument("--speed", type=float, default=5.0,
                         help="run K times faster than real time (default 5)")
-    parser.add_argument("--rate", type=float, default=30.0,
-                        help="calls per simulated hour, day average (default 30)")
+    parser.add_argument("--rate", type=float, default=SimConfig.rate_per_hour,
+                        help="calls per simulated hour, day average (default %(default)g)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--start-hour", type=float, default=None,
                         help="local hour the simulated day starts (default: now in Luoyang)")
@@ -353,5 +373,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["MadeRequest", "Sample", "SimConfig", "SimRun", "Simulation", "asdict",
-           "hub_time_settings", "register_squads", "seat_plan"]
+__all__ = ["MadeRequest", "Sample", "SimConfig", "SimRun", "Simulation", "hub_time_settings",
+           "register_squads", "seat_plan"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ class Config:
     seed: int = 1
     warmup: float = 0.0  # 0: one position interval plus a second
     drain: float = 10.0
+    workdir: str | None = None  # keep Redis data and hub logs here (default: a temp dir)
+    samples: bool = False  # add every (time, latency) of intake -> offer to the report
     hub_settings: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -164,7 +167,7 @@ def start_profiles(hubs: Sequence[HubProcess], seconds: float,
     Path(directory).mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen([binary, "record", "--pid", str(hub.process.pid), "--duration",
-                          str(max(1, round(seconds))), "--rate", "200", "--nonblocking",
+                          str(max(1, round(seconds))), "--rate", "100",
                           "--format", "raw", "--output", f"{directory}/hub{i}.txt"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for i, hub in enumerate(hubs)
@@ -206,9 +209,10 @@ class Api:
                                                   headers=self.headers["calltaker"])
         except httpx.HTTPError:
             return st.Intake(sent_at, 0)
+        answered_at = time.monotonic()
         body = response.json() if response.status_code == 201 else {}
         return st.Intake(sent_at, response.status_code, body.get("id", ""),
-                         body.get("squad") or "", body.get("assignment") or "")
+                         body.get("squad") or "", body.get("assignment") or "", answered_at)
 
     async def offers_of(self, index: int, request_id: str) -> list[tuple[str, str]]:
         """(assignment, squad) of every offer in a request's timeline."""
@@ -374,20 +378,28 @@ async def run(config: Config) -> dict[str, Any]:
     request_plans = plan_requests(city, round(config.rate * config.duration), squad_plans, rng)
     tokens = {role: f"{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
     tokens_env = ",".join(f"{role}:{token}" for role, token in tokens.items())
-    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp_name:
-        tmp = Path(tmp_name)
-        with EmbeddedRedis(tmp / "redis") as redis_server:
-            log(f"embedded Redis at {redis_server.url}")
-            hubs = [start_hub(i, redis_server.url, tmp, tokens_env, config.hub_settings)
-                    for i in range(config.hubs)]
-            try:
-                await asyncio.gather(*(wait_healthy(h) for h in hubs))
-                assert redis_server.process is not None
-                return await _run_with(config, city, hubs, redis_server, squad_plans,
-                                       request_plans, tokens)
-            finally:
-                for hub in hubs:
-                    hub.stop()
+    with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
+        log(f"embedded Redis at {redis_server.url}")
+        hubs = [start_hub(i, redis_server.url, tmp, tokens_env, config.hub_settings)
+                for i in range(config.hubs)]
+        try:
+            await asyncio.gather(*(wait_healthy(h) for h in hubs))
+            assert redis_server.process is not None
+            return await _run_with(config, city, hubs, redis_server, squad_plans,
+                                   request_plans, tokens)
+        finally:
+            for hub in hubs:
+                hub.stop()
+
+
+@contextlib.contextmanager
+def _workdir(path: str | None) -> Iterator[Path]:
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as name:
+        yield Path(name)
 
 
 async def _run_with(config: Config, city: City, hubs: list[HubProcess],
@@ -543,6 +555,7 @@ def build_report(config: Config, observed: Observed, results: list[dict[str, Any
         "requests_sent": len(observed.intakes),
         "requests_failed": len(observed.intakes) - accepted,
         "requests_queued_at_intake": queued_at_intake,
+        "intake_response_ms": st.summarize(st.response_latencies_ms(observed.intakes)),
         "dispatch_samples": len(dispatch),
         "dispatch_max_ms": round(max(dispatch), 3) if dispatch else None,
         "ack_samples": len(ack),
@@ -561,7 +574,9 @@ def build_report(config: Config, observed: Observed, results: list[dict[str, Any
         "client_cpu_percent": observed.client_cpu,
         "timings": observed.timings,
         "config": asdict(config),
-    }
+    } | ({"dispatch_series": st.dispatch_series(
+        observed.intakes, offers, observed.intakes[0].sent_at if observed.intakes else 0.0)}
+         if config.samples else {})
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -585,6 +600,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=0.0)
     parser.add_argument("--drain", type=float, default=10.0)
+    parser.add_argument("--workdir", help="keep Redis data and hub logs in this directory")
+    parser.add_argument("--samples", action="store_true",
+                        help="include every intake -> offer latency with its send time")
     parser.add_argument("--hub-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a hub setting, as DISPATCH_NAME (repeatable)")
     args = parser.parse_args(argv)
@@ -594,7 +612,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     return Config(squads=args.squads, pos_interval=args.pos_interval, rate=args.rate,
                   duration=args.duration, hubs=args.hubs, clients=args.clients, out=args.out,
                   profile=args.profile, seed=args.seed, warmup=args.warmup, drain=args.drain,
-                  hub_settings=settings)
+                  workdir=args.workdir, samples=args.samples, hub_settings=settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -81,10 +81,9 @@ class Connection(asyncio.Protocol):
         self.welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         cfg = self.runner.config
-        transport.write(ws.handshake_request(cfg.host, self.link.spec.port, "/ws/field",
+        self.transport.write(ws.handshake_request(cfg.host, self.link.spec.port, "/ws/field",
                                              protocol.SUBPROTOCOL_MSGPACK, self.key))
 
     def data_received(self, data: bytes) -> None:

@@ -66,6 +66,7 @@ class Intake:
     request_id: str = ""
     squad: str = ""  # the squad the API says the offer went to ("" if it queued)
     assignment: str = ""
+    answered_at: float = 0.0  # monotonic, when the response was read (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,23 @@ def dispatch_latencies_ms(intakes: Sequence[Intake], offers: Sequence[OfferSeen]
         if seen is not None:
             latencies.append((seen - intake.sent_at) * 1000.0)
     return latencies
+
+
+def dispatch_series(intakes: Sequence[Intake], offers: Sequence[OfferSeen],
+                    start: float) -> list[tuple[float, float]]:
+    """(seconds since ``start`` the request was sent, intake -> offer ms), in sending order."""
+    received = {(o.assignment, o.squad): o.received_at for o in offers}
+    series = []
+    for intake in intakes:
+        seen = received.get((intake.assignment, intake.squad)) if intake.assignment else None
+        if seen is not None:
+            series.append((round(intake.sent_at - start, 3), round((seen - intake.sent_at) * 1e3, 3)))
+    return series
+
+
+def response_latencies_ms(intakes: Sequence[Intake]) -> list[float]:
+    """Intake sent -> HTTP response read, for answered requests."""
+    return [(i.answered_at - i.sent_at) * 1000.0 for i in intakes if i.answered_at]
 
 
 def missing_offers(expected: Iterable[tuple[str, str]],

@@ -20,7 +20,6 @@ from typing import Any
 from dispatch_field import protocol
 from dispatch_field.client import CommandRejected, FieldClient, TerminalClose, new_command_id
 from server.city import City
-
 from simulations.api import HubApi
 from simulations.clock import SimClock
 from simulations.movement import LatLon, Trip, kmh_to_mps, street_route
@@ -278,8 +277,9 @@ class SquadAgent:
         self.setup.tally.signal_losses += 1
         self.client.reconnect = False
         await self.client.drop()
-        deadline = time.monotonic() + 5
-        while self.client.connected and time.monotonic() < deadline:
+        for _ in range(500):  # the client has no public "disconnected" event to await
+            if not self.client.connected:
+                break
             await asyncio.sleep(0.01)
         await self.clock.sleep(min(duration_s, MAX_OUTAGE_S))
         self.client.reconnect = True

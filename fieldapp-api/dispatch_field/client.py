@@ -6,7 +6,9 @@
   disconnected are queued, stamped with the time they happened (``at``), and sent on resume;
   the ids make the replay idempotent.
 * Reconnects after a transient close (4000-4099, 1001, 1006, ...) with exponential backoff
-  and jitter; stops on a terminal close (4100-4199).
+  and jitter, to the next of its hub URLs (failover); stops on a terminal close (4100-4199).
+* A ``resync`` (the hub could not replay the gap) replaces the phone's view of its work.
+* A command refused with ``busy`` (the hub's Redis is restarting) is sent again later.
 
 Frames the app should see (``welcome``, ``offer``, ``revoke``, uncorrelated ``error``) go to
 ``frames``, an asyncio queue.
@@ -20,7 +22,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -60,7 +62,7 @@ def new_command_id(squad: str) -> str:
 class FieldClient:
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         squad: str,
         token: str,
         *,
@@ -70,7 +72,9 @@ class FieldClient:
         backoff_s: tuple[float, float] = (0.2, 10.0),
         on_frame: Callable[[protocol.HubFrame], Awaitable[None] | None] | None = None,
     ) -> None:
-        self.url, self.squad, self.token = url, squad, token
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self._url_index = 0
+        self.squad, self.token = squad, token
         self.json = json
         self.reconnect = reconnect
         self.auto_ack = auto_ack
@@ -81,6 +85,7 @@ class FieldClient:
         self.welcomes = 0  # how many times the hub greeted us (1 + reconnects)
         self.close_codes: list[int] = []
         self.duplicates = 0  # numbered frames received again (absorbed)
+        self.resyncs = 0
         self._ws: ClientConnection | None = None
         self._pending: dict[str, tuple[protocol.Command, asyncio.Future[protocol.Ok]]] = {}
         self._connected = asyncio.Event()
@@ -216,6 +221,7 @@ class FieldClient:
                 self._ws = None
             if not self.reconnect or self._closing:
                 return
+            self._url_index = (self._url_index + 1) % len(self.urls)  # fail over
             attempt += 1
             low, high = self.backoff_s
             await asyncio.sleep(random.uniform(0, min(high, low * 2 ** min(attempt, 10))))
@@ -223,7 +229,7 @@ class FieldClient:
     async def _session(self) -> None:
         subprotocol = protocol.SUBPROTOCOL_JSON if self.json else protocol.SUBPROTOCOL_MSGPACK
         async with connect(
-            self.url,
+            self.urls[self._url_index],
             subprotocols=[subprotocol],  # type: ignore[list-item]
             open_timeout=10,
             max_size=2**20,
@@ -260,6 +266,14 @@ class FieldClient:
                 _, future = self._pending.pop(command_id)
                 if not future.done():
                     future.set_result(frame)
+            case protocol.Error(code="busy", id=command_id) if command_id in self._pending:
+                command, _ = self._pending[command_id]
+                loop = asyncio.get_running_loop()
+                loop.call_later(0.5, lambda: asyncio.ensure_future(self.send(command)))
+            case protocol.Resync():
+                self.last_seq = frame.last_seq
+                self.resyncs += 1
+                await self._deliver(frame)
             case protocol.Error(id=command_id) if command_id in self._pending:
                 _, future = self._pending.pop(command_id)
                 if not future.done():

@@ -7,7 +7,7 @@ the offending field, and the JSON Schema published in ``fieldapp-api/schema.json
 
 Every frame is a map whose ``t`` field names its type.
 
-Numbered frames (``offer``, ``revoke``, ``resync``) carry ``seq``, a per-squad counter. The hub
+Numbered frames (``offer``, ``revoke``) carry ``seq``, a per-squad counter. The hub
 keeps each numbered frame until the phone acknowledges it (``ack`` is cumulative) and replays
 every kept frame after ``hello.last_seq`` before sending anything new. The hub stores the body
 of a numbered frame without ``seq`` (encoded with ``seq=0``, which ``omit_defaults`` leaves out)
@@ -164,7 +164,27 @@ class Error(_Frame, tag="error"):
     id: str | None = None
 
 
-HubFrame = Welcome | Offer | Revoke | Ok | Error
+class Assignment(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One of the squad's current assignments, as a ``resync`` lists it."""
+
+    assignment: str
+    state: str  # offered, accepted, en_route, on_scene, deferred
+    request: RequestInfo
+    respond_by: float = 0.0  # for an offer: accept before this
+
+
+class Resync(_Frame, tag="resync"):
+    """The gap since the phone's ``last_seq`` cannot be replayed (frames were dropped from the
+    outbox before they were acknowledged, or the hub lost data). ``assignments`` is the
+    squad's complete current work: the phone replaces its own list with it and continues from
+    ``last_seq``. Numbered frames after ``last_seq`` follow as usual."""
+
+    reason: str
+    last_seq: int
+    assignments: list[Assignment]
+
+
+HubFrame = Welcome | Offer | Revoke | Ok | Error | Resync
 NUMBERED: Final = (Offer, Revoke)
 
 # ---- codecs -------------------------------------------------------------------------------

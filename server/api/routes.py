@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 from msgspec import Meta
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -311,8 +312,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _redis_error(request: Request, exc: Exception) -> Response:
+    # Nothing was acknowledged: the caller may retry the same request.
+    body = {"error": {"code": "unavailable", "message": "live state unreachable: retry",
+                      "fields": {}}}
+    response = _json(body, 503)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def error_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
-    return {ApiError: _api_error, HTTPException: _http_error}
+    return {ApiError: _api_error, HTTPException: _http_error, RedisError: _redis_error}
 
 
 __all__ = ["ApiError", "JSONResponse", "api_routes", "error_handlers"]

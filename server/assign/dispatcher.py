@@ -115,6 +115,7 @@ class Dispatcher:
                 int(respond_by * 1000),
                 body,
                 self._settings.events_maxlen,
+                self._settings.outbox_max_frames,
                 *(c.squad for c in ranked),
             ],
         )
@@ -171,7 +172,9 @@ class Dispatcher:
                 if unit not in self._drain_again:
                     return offered
 
-    async def expire_offer(self, unit: str, assignment: str) -> bool:
+    async def expire_offer(
+        self, unit: str, assignment: str, reason: str = "offer_window_passed"
+    ) -> bool:
         """The offer window of ``assignment`` passed: revoke it, count a non-response against
         the unit, offer the request to the next squad. Idempotent: an offer that was accepted
         or already expired is left alone. Returns True if it expired the offer now."""
@@ -187,12 +190,18 @@ class Dispatcher:
                 return False
             view, version = view_of(fields)
             try:
-                step = transition(view, OfferExpired(assignment))
+                step = transition(view, OfferExpired(assignment, reason))
             except InvalidTransition:
                 await self._redis.zrem(keys.timers(unit), f"offer:{assignment}")
                 return False
             event = event_json(
-                step.event, request_id, time.time(), SYSTEM, squad=squad, assignment=assignment
+                step.event,
+                request_id,
+                time.time(),
+                SYSTEM,
+                squad=squad,
+                assignment=assignment,
+                reason=reason,
             )
             try:
                 commit = await self._requests.commit(

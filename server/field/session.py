@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dispatch_field import protocol
@@ -84,6 +85,7 @@ class FieldSession:
         self._sent_seq = 0
         self._scenes: dict[str, _Scene] = {}
         self._closing: Closed | None = None
+        self._reader: asyncio.Task[None] | None = None
         self.last_heard = time.monotonic()
 
     # ---- pushing (called by the hub; never blocks) ------------------------------------------
@@ -102,38 +104,63 @@ class FieldSession:
         except asyncio.QueueFull:
             self.close(CloseCode.SLOW_CONSUMER, "send queue full: reconnect and resume")
 
+    @property
+    def close_code(self) -> int | None:
+        """The code this session is closing (or closed) with, None while it is open."""
+        return self._closing.code if self._closing else None
+
     def close(self, code: int, reason: str) -> None:
-        """Ask the session to end with ``code``; the writer sends the close frame."""
+        """End the session with ``code``: the writer sends what was queued before and the
+        close frame; the reader stops."""
         if self._closing is None:
             self._closing = Closed(code, reason)
             if self._queue.full():  # a slow phone: drop its backlog, the outbox keeps it
                 while not self._queue.empty():
                     self._queue.get_nowait()
             self._queue.put_nowait(b"")  # wake the writer
+            reader = self._reader
+            if reader is not None and reader is not asyncio.current_task():
+                reader.cancel()  # stop reading at once: the session is over
 
     # ---- the connection ----------------------------------------------------------------------
 
     async def run(self) -> None:
+        self._reader = asyncio.current_task()
         writer = asyncio.create_task(self._writer())
         try:
             await self._greet()
             while self._closing is None:
-                await self._handle(await self._receive())
+                frame = await self._receive()
+                try:
+                    await self._handle(frame)
+                except RedisError:
+                    # Redis is restarting: the command was not applied; the phone retries it
+                    # with the same id. Positions and acks are superseded by the next ones.
+                    log.warning("Redis unavailable for %s's %s frame", self.info.squad, type(frame))
+                    if isinstance(frame, protocol.COMMANDS):
+                        self.push(protocol.Error(code=ErrorCode.BUSY, id=frame.id,
+                                                 message="the hub cannot apply this now: retry"))
         except Closed as closed:
             self.close(closed.code, closed.reason)
         except WebSocketDisconnect:
             pass
+        except asyncio.CancelledError:
+            if self._closing is None:
+                raise  # not our close(): the server is stopping this task
         except Exception:
             log.exception("field session of %s failed", self.info.squad or "?")
             self.close(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
         finally:
-            if self._closing is None:
-                writer.cancel()
-            try:
-                await asyncio.wait_for(writer, timeout=5)
-            except (TimeoutError, asyncio.CancelledError, Exception):
-                writer.cancel()
-            await self._services.hub.left(self)
+            await self._finish(writer)
+
+    async def _finish(self, writer: asyncio.Task[None]) -> None:
+        if self._closing is None:
+            writer.cancel()
+        # A phone that stopped reading cannot take even the close frame: give up after a while.
+        done, _ = await asyncio.wait({writer}, timeout=self._settings.close_timeout_s)
+        if not done:
+            writer.cancel()
+        await self._services.hub.left(self)
 
     async def _greet(self) -> None:
         try:
@@ -151,16 +178,46 @@ class FieldSession:
             raise Closed(CloseCode.AUTH_FAILED, "authentication failed")
         self.info.squad, self.info.unit = frame.squad, unit
         presence = await self._services.hub.joined(self)
-        # A phone ahead of the outbox (Redis lost data) starts again from the hub's count.
-        after = min(frame.last_seq, presence.seq)
-        self._sent_seq = after
-        self.push(
-            protocol.Welcome(
-                squad=frame.squad, last_seq=presence.seq, server_time=round(time.time(), 3)
-            )
+        welcome = protocol.Welcome(
+            squad=frame.squad, last_seq=presence.seq, server_time=round(time.time(), 3)
         )
-        self._enqueue(_Replay(after))
+        if presence.trimmed <= frame.last_seq <= presence.seq:
+            self._sent_seq = frame.last_seq
+            self.push(welcome)
+        else:
+            # The gap cannot be replayed: frames after last_seq were dropped unacknowledged
+            # (retention), or the phone is ahead of the hub (Redis lost data). Say so, and send
+            # the complete current work instead of a silent gap.
+            reason = "outbox_trimmed" if frame.last_seq < presence.trimmed else "hub_behind"
+            self._sent_seq = presence.seq
+            self.push(welcome)
+            self.push(await self._resync(reason, presence.seq))
+        self._enqueue(_Replay(self._sent_seq))
         await self._load_scenes()
+
+    async def _resync(self, reason: str, last_seq: int) -> protocol.Resync:
+        services, info = self._services, self.info
+        listed = []
+        for job in await services.squads.active_jobs(info.unit, info.squad):
+            fields = await services.requests.read(info.unit, job["request"])
+            if fields is None:
+                continue
+            listed.append(
+                protocol.Assignment(
+                    assignment=job["id"],
+                    state=job["state"],
+                    respond_by=float(job.get("respond_by") or 0) / 1000,
+                    request=protocol.RequestInfo(
+                        id=job["request"],
+                        category=fields["category"],
+                        description=fields.get("description", ""),
+                        lat=float(fields["lat"]),
+                        lon=float(fields["lon"]),
+                        address=fields.get("address", ""),
+                    ),
+                )
+            )
+        return protocol.Resync(reason=reason, last_seq=last_seq, assignments=listed)
 
     async def _receive(self) -> protocol.PhoneFrame:
         """The next valid frame; invalid ones are answered with an error frame and skipped."""
@@ -251,6 +308,16 @@ class FieldSession:
     # ---- the writer --------------------------------------------------------------------------
 
     async def _writer(self) -> None:
+        try:
+            await self._write_loop()
+        except Exception:
+            if self._closing is None:
+                log.exception("writer of %s failed", self.info.squad or "?")
+                self._closing = Closed(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
+            await self._send_close()
+
+    async def _write_loop(self) -> None:
+        greeted = False
         while True:
             item = await self._queue.get()
             if isinstance(item, bytes):
@@ -260,6 +327,9 @@ class FieldSession:
                 pass  # numbered frames wait in the outbox for the resume
             elif isinstance(item, _Replay):
                 await self._send_kept(item.after)
+                greeted = True
+            elif not greeted:
+                pass  # pushed while greeting: already in the outbox, the replay sends it
             elif item.seq > self._sent_seq:
                 if item.seq > self._sent_seq + 1:
                     await self._send_kept(self._sent_seq)  # fill the gap from the outbox
@@ -273,9 +343,9 @@ class FieldSession:
     async def _send_kept(self, after: int) -> None:
         frames = await self._services.squads.frames_after(self.info.unit, self.info.squad, after)
         for seq, body in frames:
-            if seq > self._sent_seq or seq > after:
+            if seq > self._sent_seq:
                 await self._send(protocol.stamp_seq(body, seq))
-                self._sent_seq = max(self._sent_seq, seq)
+                self._sent_seq = seq
 
     async def _send(self, data: bytes) -> None:
         if self._json:

@@ -11,7 +11,7 @@
 -- ARGV[5] revoke frame body ('' = none)  ARGV[6] request id  ARGV[7] assignment id
 -- ARGV[8] squad id  ARGV[9] command memory (s)  ARGV[10] queue score
 -- ARGV[11] number of field/value pairs  ARGV[12] assignment state
--- ARGV[13..] field/value pairs for the request hash
+-- ARGV[13] outbox retention (frames)  ARGV[14..] field/value pairs for the request hash
 -- Returns {'ok', version, revoke seq, hub} | {'stale', version} | {'dup', outcome}
 local flags = ARGV[4]
 local function has(flag) return string.find(flags, flag, 1, true) ~= nil end
@@ -25,7 +25,7 @@ if version ~= tonumber(ARGV[1]) then
 end
 local pairs_n = tonumber(ARGV[11])
 if pairs_n > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 13, 12 + pairs_n * 2))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 14, 13 + pairs_n * 2))
 end
 version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 local rid, aid, sid = ARGV[6], ARGV[7], ARGV[8]
@@ -46,6 +46,13 @@ local seq = 0
 if ARGV[5] ~= '' then
   seq = redis.call('HINCRBY', KEYS[9], 'seq', 1)
   redis.call('ZADD', KEYS[10], seq, string.format('%012d', seq) .. ARGV[5])
+  -- Retention (same in claim.lua): keep the newest frames, remember the highest dropped seq.
+  local excess = redis.call('ZCARD', KEYS[10]) - tonumber(ARGV[13])
+  if excess > 0 then
+    local dropped = redis.call('ZRANGE', KEYS[10], excess - 1, excess - 1, 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', KEYS[10], 0, excess - 1)
+    redis.call('HSET', KEYS[9], 'trimmed', dropped[2])
+  end
 end
 if has('C') then redis.call('SET', KEYS[12], 'ok', 'EX', ARGV[9]) end
 local hub = ''

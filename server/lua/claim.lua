@@ -7,7 +7,7 @@
 -- KEYS[11..] three per candidate, in ARGV order: squad hash, outbox, jobs
 -- ARGV[1] request id  ARGV[2] assignment id  ARGV[3] now (epoch ms)  ARGV[4] respond_by (ms)
 -- ARGV[5] offer body (MessagePack, seq omitted)  ARGV[6] events maxlen
--- ARGV[7..] candidate squad ids
+-- ARGV[7] outbox retention (frames)  ARGV[8..] candidate squad ids
 -- Returns {'ok', squad, seq, hub} | {'stale', state} | {'none'}
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'queued' then
@@ -18,12 +18,13 @@ local function eligible(id)
     and tonumber(redis.call('HGET', KEYS[4], id) or '0') > 0
 end
 local pick = nil
+local FIRST = 8
 for pass = 1, 2 do
-  for i = 7, #ARGV do
+  for i = FIRST, #ARGV do
     local id = ARGV[i]
     local was_tried = redis.call('SISMEMBER', KEYS[5], id) == 1
     if (pass == 1) ~= was_tried and eligible(id) then
-      pick = i - 6
+      pick = i - FIRST + 1
       break
     end
   end
@@ -33,13 +34,21 @@ if not pick then
   return {'none'}
 end
 local rid, aid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local sid = ARGV[6 + pick]
+local sid = ARGV[FIRST + pick - 1]
 local squad_key = KEYS[10 + (pick - 1) * 3 + 1]
 local outbox_key = KEYS[10 + (pick - 1) * 3 + 2]
 local jobs_key = KEYS[10 + (pick - 1) * 3 + 3]
 redis.call('HINCRBY', KEYS[4], sid, -1)
 local seq = redis.call('HINCRBY', squad_key, 'seq', 1)
 redis.call('ZADD', outbox_key, seq, string.format('%012d', seq) .. ARGV[5])
+-- Retention (same in apply.lua): keep the newest frames; remember the highest dropped seq,
+-- so a resume from before it gets a resync instead of a silent gap.
+local excess = redis.call('ZCARD', outbox_key) - tonumber(ARGV[7])
+if excess > 0 then
+  local dropped = redis.call('ZRANGE', outbox_key, excess - 1, excess - 1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYRANK', outbox_key, 0, excess - 1)
+  redis.call('HSET', squad_key, 'trimmed', dropped[2])
+end
 redis.call('SADD', jobs_key, aid)
 redis.call('SADD', KEYS[5], sid)
 redis.call('HSET', KEYS[9], 'request', rid, 'squad', sid, 'state', 'offered',

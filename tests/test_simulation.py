@@ -1,0 +1,380 @@
+"""The simulated city: its pure models (arrivals, movement, people, report statistics) without
+I/O, a short run against a real hub whose report must be complete and correct, and the
+README's demo command as a process."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.city import load_city
+from server.embedded_redis import free_port
+from simulations.api import HubApi
+from simulations.arrivals import (
+    HOUR_PROFILE,
+    ArrivalProcess,
+    category_weights,
+    hour_weight,
+    plan_request,
+    sample_point,
+)
+from simulations.city import SimConfig, Simulation, hub_time_settings, register_squads, seat_plan
+from simulations.clock import SimClock
+from simulations.movement import Trip, distance_m, kmh_to_mps, offset_m, street_route
+from simulations.people import Behaviour, plan_job
+from simulations.report import collect_and_write, fmt_duration
+from simulations.stats import (
+    outcome_of,
+    percentiles,
+    state_from_timeline,
+    summarize,
+    verdict,
+)
+from tests.conftest import ROOT, TOKENS
+
+CITY = load_city()
+XIGONG = (34.670, 112.445)
+
+
+# ---- arrivals --------------------------------------------------------------------------------
+
+
+def test_arrivals_follow_the_hour_profile_on_average() -> None:
+    days, rate = 60, 40.0
+    process = ArrivalProcess(rate, lambda t: (t / 3600) % 24, random.Random(3))
+    by_hour: Counter[int] = Counter()
+    t = 0.0
+    while (t := process.next_after(t)) < days * 86400:
+        by_hour[int(t / 3600) % 24] += 1
+    total = sum(by_hour.values())
+    expected_total = rate * 24 * days
+    assert abs(total - expected_total) < 4 * math.sqrt(expected_total)
+    for hour in range(24):
+        expected = rate * days * hour_weight(hour)
+        assert abs(by_hour[hour] - expected) < 5 * math.sqrt(expected) + 5, hour
+    busiest = max(range(24), key=lambda h: by_hour[h])
+    assert HOUR_PROFILE[busiest] >= 0.9 * max(HOUR_PROFILE)  # a peak hour, not the night
+
+
+def test_arrivals_repeat_with_the_same_seed() -> None:
+    def first_ten(seed: int) -> list[float]:
+        process = ArrivalProcess(30.0, lambda t: 8.0, random.Random(seed))
+        times, t = [], 0.0
+        for _ in range(10):
+            t = process.next_after(t)
+            times.append(t)
+        return times
+
+    assert first_ten(5) == first_ten(5)
+    assert first_ten(5) != first_ten(6)
+    assert first_ten(5) == sorted(first_ten(5))
+
+
+def test_sampled_points_lie_inside_their_district() -> None:
+    rng = random.Random(1)
+    for district in CITY.districts:
+        for _ in range(300):
+            lat, lon = sample_point(rng, district)
+            assert district.contains(lat, lon), (district.code, lat, lon)
+
+
+def test_planned_requests_are_valid_and_mostly_common_categories() -> None:
+    rng = random.Random(2)
+    planned = [plan_request(rng, CITY, ("xigong", "luolong")) for _ in range(2000)]
+    for p in planned:
+        assert p.district in ("xigong", "luolong")
+        assert CITY.district_at(p.lat, p.lon).code == p.district  # type: ignore[union-attr]
+        assert CITY.category(p.category) is not None
+        assert p.description and p.caller_phone.isdigit() and len(p.caller_phone) == 11
+    counts = Counter(p.category for p in planned)
+    weights = category_weights(CITY)
+    assert counts["water_outage"] > counts["gas_leak_smell"] * 5
+    assert set(counts) <= set(weights)
+
+
+# ---- movement --------------------------------------------------------------------------------
+
+
+def test_street_route_is_an_l_between_straight_and_root_two() -> None:
+    rng = random.Random(4)
+    start = XIGONG
+    for _ in range(50):
+        end = offset_m(start, rng.uniform(-8000, 8000), rng.uniform(-8000, 8000))
+        route = street_route(start, end, rng)
+        assert route[0] == start and route[-1] == end and len(route) == 3
+        corner = route[1]
+        assert corner in ((end[0], start[1]), (start[0], end[1]))
+        length = sum(distance_m(a, b) for a, b in zip(route, route[1:], strict=False))
+        straight = distance_m(start, end)
+        # Parallels shrink northwards, so an L in lat/lon can be a hair over root two.
+        assert straight - 1 <= length <= straight * math.sqrt(2) * 1.01
+    assert len(street_route(start, offset_m(start, 100, 100), rng)) == 2  # last block: straight
+
+
+def test_trip_moves_at_its_speed_and_ends_at_the_destination() -> None:
+    end = offset_m(XIGONG, 3000, 4000)
+    trip = Trip((XIGONG, (end[0], XIGONG[1]), end), kmh_to_mps(30), start_t=100.0)
+    assert trip.length_m == pytest.approx(7000, rel=0.01)
+    assert trip.duration_s == pytest.approx(7000 / (30 / 3.6), rel=0.01)  # 14 minutes
+    assert trip.position_at(0) == XIGONG and trip.position_at(trip.end_t + 5) == end
+    halfway = trip.position_at(100 + trip.duration_s / 2)
+    # 3.5 km along: the whole 3 km north leg, then 500 m east
+    assert distance_m(halfway, offset_m(XIGONG, 3000, 500)) < 20
+    before = trip.time_at_remaining(300)
+    assert distance_m(trip.position_at(before), end) == pytest.approx(300, rel=0.02)
+    assert Trip.staying(XIGONG, 0).position_at(1e6) == XIGONG
+
+
+def test_squads_park_around_their_depots() -> None:
+    plan = seat_plan(CITY, 2)
+    homes = [home for _, _, home, _ in plan]
+    assert len(set(homes)) == len(homes)  # nobody on another squad's spot
+    for unit, district, home, _ in plan:
+        depots = CITY.district(district).depots  # type: ignore[union-attr]
+        assert min(distance_m(home, d) for d in depots) < 1500, (unit, district)
+    units = {u for u, _, _, _ in plan}
+    assert units == {u.code for u in CITY.units}
+
+
+# ---- people ----------------------------------------------------------------------------------
+
+
+def test_job_plans_follow_the_behaviour_shares() -> None:
+    rng = random.Random(9)
+    category = CITY.category("water_main_burst")
+    assert category is not None
+    behaviour = Behaviour(slow_share=0.2, dispute_share=0.1, defer_share=0.2)
+    plans = [plan_job(rng, category, "water", behaviour, offer_window_s=60) for _ in range(4000)]
+    late = sum(p.accept_delay_s > 60 for p in plans) / len(plans)
+    assert 0.19 < late < 0.26  # the slow share plus a thin natural tail
+    assert 0.08 < sum(p.dispute_after_s is not None for p in plans) / len(plans) < 0.12
+    deferred = [p.deferral for p in plans if p.deferral is not None]
+    assert 0.15 < len(deferred) / len(plans) < 0.21  # defer_share of the undisputed
+    assert all(d.promise_s > 0 and d.finish_s > 0 for d in deferred)
+    assert 0.1 < sum(not d.kept for d in deferred) / len(deferred) < 0.3
+    assert all(15 <= p.speed_kmh <= 50 for p in plans)
+    median_work = sorted(p.work_s for p in plans)[len(plans) // 2]
+    assert median_work == pytest.approx(category.work_s, rel=0.1)
+
+
+def test_calm_people_never_dispute_defer_or_lose_signal() -> None:
+    rng = random.Random(10)
+    category = CITY.category("streetlight_out")
+    assert category is not None
+    calm = Behaviour(slow_share=0, signal_loss_share=0, dispute_share=0, defer_share=0)
+    for _ in range(500):
+        plan = plan_job(rng, category, "municipal", calm, offer_window_s=60)
+        assert plan.signal_loss is None and plan.deferral is None
+        assert plan.dispute_after_s is None
+
+
+def test_clock_compresses_time_by_the_speed() -> None:
+    now = [1000.0]
+    clock = SimClock(20, start_hour=23.5, real_now=lambda: now[0])
+    now[0] += 90  # 90 real seconds = 30 simulated minutes
+    assert clock.now() == pytest.approx(1800)
+    assert clock.hour_at(clock.now()) == pytest.approx(0.0)
+    assert clock.label() == "00:00 +1d"
+    assert clock.real_at(1800) == pytest.approx(1090)
+    assert hub_time_settings(20) == {"DISPATCH_OFFER_WINDOW_S": "3"}
+
+
+# ---- report statistics -----------------------------------------------------------------------
+
+
+def _detail(events: list[tuple[str, float]], state: str, category: str = "water_main_burst",
+            **extra: Any) -> dict[str, Any]:
+    return {"id": "R1", "category": category, "unit": "water", "district": "xigong",
+            "route": "linkage", "state": state, "received_at": 1000.0,
+            "timeline": [{"type": kind, "at": 1000.0 + at, "by": "squad:S1"}
+                         for kind, at in events], **extra}
+
+
+def test_outcome_converts_real_durations_to_simulated_and_judges_limits() -> None:
+    # water_main_burst: accept 300 s, arrive 1800 s, resolve 14400 s (simulated)
+    events = [("received", 0), ("queued", 0), ("offered", 0.1), ("accepted", 2.0),
+              ("en_route", 3.0), ("arrived", 100.0), ("resolved", 400.0)]
+    outcome = outcome_of(_detail(events, "resolved"), CITY, speed=10, now=2000)
+    assert outcome.took == {"accept": 20.0, "arrive": 1000.0, "resolve": 4000.0}
+    assert outcome.verdicts == {"accept": "met", "arrive": "met", "resolve": "met"}
+    assert outcome.consistent and outcome.final
+
+    slow = [("received", 0), ("queued", 0), ("offered", 0.1), ("offer_expired", 6),
+            ("queued", 6), ("offered", 6), ("accepted", 40)]
+    late = outcome_of(_detail(slow, "accepted"), CITY, speed=10, now=1000 + 100)
+    assert late.verdicts == {"accept": "missed", "arrive": "pending", "resolve": "pending"}
+    assert late.non_responses == 1 and late.offers == 2
+    assert not late.final
+
+
+def test_open_request_misses_a_limit_once_it_has_passed() -> None:
+    assert verdict(None, elapsed_s=100, limit_s=300) == "pending"
+    assert verdict(None, elapsed_s=301, limit_s=300) == "missed"
+    assert verdict(300, elapsed_s=10_000, limit_s=300) == "met"
+
+
+def test_state_from_timeline_and_promises() -> None:
+    events = [("received", 0), ("queued", 0), ("offered", 0), ("accepted", 1), ("arrived", 2),
+              ("deferred", 3), ("resolved", 50)]
+    assert state_from_timeline([{"type": k} for k, _ in events]) == "resolved"
+    kept = outcome_of(_detail(events, "resolved", promised_by=1060.0), CITY, 1, 2000)
+    broken = outcome_of(_detail(events, "resolved", promised_by=1040.0), CITY, 1, 2000)
+    assert kept.promise_kept is True and broken.promise_kept is False
+    disputed = [("received", 0), ("queued", 0), ("offered", 0), ("disputed", 1)]
+    assert state_from_timeline([{"type": k} for k, _ in disputed]) == "disputed"
+
+
+def test_summary_counts_add_up() -> None:
+    details = [
+        _detail([("received", 0), ("queued", 0)], "queued"),
+        _detail([("received", 0), ("queued", 0), ("offered", 0), ("accepted", 1)], "accepted"),
+        _detail([("received", 0), ("transferred", 0)], "transferred", category="police",
+                route="police", unit=None),
+        _detail([("received", 0), ("queued", 0)], "offered"),  # disagrees with its timeline
+    ]
+    outcomes = [outcome_of(d, CITY, 5, 1100) for d in details]
+    summary = summarize(outcomes, CITY)
+    assert summary["requests"] == 4 and summary["linkage"] == 3
+    assert sum(summary["by_state"].values()) == 4
+    for counts in summary["limits"].values():
+        assert sum(counts.values()) == 3
+    assert summary["per_unit"][0]["requests"] == 3
+    assert summary["inconsistent"] == ["R1"]
+    assert percentiles([]) == {"count": 0, "p50": None, "p90": None, "max": None}
+    assert percentiles(range(11)) == {"count": 11, "p50": 5, "p90": 9, "max": 10}
+    assert fmt_duration(30) == "30 s" and fmt_duration(600) == "10.0 min"
+
+
+# ---- a short run against a real hub ----------------------------------------------------------
+
+
+def _once(request: pytest.FixtureRequest) -> None:
+    """The run needs one Redis, not each: skip all but the embedded one."""
+    param = request.node.callspec.params.get("redis_base_url")
+    if param != "redis6.2-embedded":
+        pytest.skip("the simulation runs once, on the embedded Redis")
+
+
+async def test_short_run_writes_a_complete_and_correct_report(
+        hubs: Any, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    _once(request)
+    speed = 60.0
+    settings = {k.removeprefix("DISPATCH_").lower(): v
+                for k, v in hub_time_settings(speed).items()}
+    hub = hubs.start(**settings, timer_poll_ms=50, queue_sweep_s=0.5)
+    api = HubApi(hub.http, TOKENS)
+    districts = ("xigong", "laocheng", "jianxi")
+    try:
+        seats = await register_squads(api, CITY, 1, districts)
+        config = SimConfig(
+            speed=speed, rate_per_hour=120, duration_s=25, seed=7, start_hour=9.0,
+            districts=districts,
+            behaviour=Behaviour(slow_share=0.15, signal_loss_share=0.25, dispute_share=0.08,
+                                defer_share=0.15, work_scale=0.05),
+        )
+        run = await Simulation(api, CITY, seats, config, progress=None).run()
+        files = await collect_and_write(api, CITY, run, tmp_path / "report")
+    finally:
+        await api.close()
+
+    made = {r.id: r for r in run.requests}
+    assert len(made) >= 15 and run.refused == 0
+    assert run.tally.errors == 0
+    document = json.loads(files.summary.read_text())
+    summary = document["summary"]
+    assert document["run"]["requests_made"] == len(made)
+    assert summary["requests"] == len(made) and summary["missing"] == []
+    assert summary["inconsistent"] == []
+    assert sum(summary["by_state"].values()) == len(made)
+    assert summary["linkage"] + summary["transferred"] == len(made)
+    for counts in summary["limits"].values():
+        assert sum(counts.values()) == summary["linkage"]
+    assert sum(row["requests"] for row in summary["per_unit"]) == summary["linkage"]
+    assert summary["resolved"] > 0 and summary["offers"] >= summary["linkage"] - (
+        summary["by_state"].get("queued", 0))
+
+    records = json.loads(files.requests.read_text())
+    assert {r["id"] for r in records} == set(made)
+    for record in records:
+        _check_record(record, made[record["id"]].route)
+
+    page = files.html.read_text(encoding="utf-8")
+    assert 'id="per-unit"' in page
+    for row in summary["per_unit"]:
+        assert f"<td>{row['unit']}</td>" in page
+    assert page.count("data:image/png;base64,") == len(files.images) == 4
+    assert "http://" not in page and "https://" not in page  # opens offline
+    for image in files.images:
+        assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _check_record(record: dict[str, Any], route: str) -> None:
+    """A request's state agrees with its timeline, and its times with its state."""
+    assert record["consistent"], record
+    took, state = record["took_s"], record["state"]
+    if route != "linkage":
+        assert state == "transferred" and record["limits"] is None
+        return
+    assert set(record["limits"].values()) <= {"met", "missed", "pending"}
+    if state == "resolved":
+        assert took["resolve"] is not None
+    if state in ("on_scene", "resolved") and not record["deferred"]:
+        assert took["arrive"] is not None
+    if state in ("queued", "offered") and record["non_responses"] == 0:
+        assert took["accept"] is None
+    steps = [took[k] for k in ("accept", "arrive", "resolve") if took[k] is not None]
+    assert steps == sorted(steps)
+    for name, value in took.items():
+        limit = getattr(CITY.category(record["category"]).limits, f"{name}_s")
+        if value is not None and abs(value - limit) > 0.1:  # times are rounded to 0.1 s
+            assert (record["limits"][name] == "met") == (value <= limit)
+
+
+# ---- the README's run command ----------------------------------------------------------------
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _run_demo(port: int, data_dir: Path, seconds: float) -> str:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulations.demo", "--port", str(port), "--data-dir",
+         str(data_dir), "--speed", "20", "--no-report"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    time.sleep(seconds)
+    process.send_signal(signal.SIGINT)  # Ctrl-C: the demo shuts everything down itself
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output.decode(errors="replace")
+    return output.decode()
+
+
+def test_demo_serves_a_live_city_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    first = _run_demo(port, tmp_path, 8)
+    state = json.loads((tmp_path / "demo.json").read_text())
+    assert f"/wall.html?token={state['tokens']['wall']}" in first
+    online = re.search(r"squads (\d+)/(\d+) online", first)
+    assert online and online.group(1) == online.group(2) == str(len(state["squads"]))
+    assert "requests" in first and not _port_open(port)
+    # A restart on the same data keeps the tokens and the squads (they resume their jobs).
+    second = _run_demo(port, tmp_path, 6)
+    again = json.loads((tmp_path / "demo.json").read_text())
+    assert again == state
+    assert "Traceback" not in first + second
