@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from dispatch_field import protocol
 from dispatch_field.codes import ErrorCode
 from server import keys
+from server.redis_text import text
 from server.assign.dispatcher import Dispatcher, Push
 from server.city import City
 from server.lifecycle import (
@@ -263,12 +264,12 @@ class SquadActions:
         owner, request_id = await self._redis.hmget(
             keys.assignment(unit, assignment), ["squad", "request"]
         )
-        if owner is None or owner.decode() != squad:
+        if text(owner) != squad:
             raise CommandError(
                 ErrorCode.UNKNOWN_ASSIGNMENT,
                 f"assignment {assignment!r} is not one of this squad's",
             )
-        return request_id.decode()
+        return text(request_id)
 
     def _event_time(self, command: protocol.Command, fields: dict[str, str], now: float) -> float:
         """When the step happened. A phone's ``at`` counts (an arrival recorded in a tunnel

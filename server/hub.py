@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
 from server import keys
+from server.redis_text import text
 from server.actions import Intake, SquadActions
 from server.assign.dispatcher import Dispatcher
 from server.city import City, Unit, load_city
@@ -120,7 +121,7 @@ class Hub:
         services = self._services
         stale = 0
         for member in await services.redis.smembers(keys.hub_squads(self.id)):
-            unit, _, squad = member.decode().partition("/")
+            unit, _, squad = text(member).partition("/")
             if squad in self.sessions and not everyone:
                 continue
             if await services.squads.disconnect(unit, squad, self.id, by_hub=True):
@@ -258,7 +259,7 @@ async def _fire_due_timers(services: Services) -> None:
     for unit in services.directory.unit_codes():
         due = await services.scripts.due(keys=[keys.timers(unit)], args=[now_ms, lease_ms, 100])
         for member in due:
-            kind, _, ident = member.decode().partition(":")
+            kind, _, ident = text(member).partition(":")
             if kind == "offer":
                 freed = await services.dispatcher.expire_offer(unit, ident)
             else:

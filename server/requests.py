@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from server import keys
+from server.redis_text import text
 from server.lifecycle import RequestView, State, Step
 from server.scripts import Scripts
 
@@ -54,10 +55,6 @@ def event_json(kind: str, request_id: str, at: float, actor: Actor, **extra: Any
     payload = {"type": kind, "request": request_id, "at": round(at, 3), "by": actor.label()}
     payload.update({k: v for k, v in extra.items() if v not in (None, "")})
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class RequestStore:
@@ -111,7 +108,7 @@ class RequestStore:
                 assignment_state="",
             ),
         )
-        if _text(result[0]) != "ok":
+        if text(result[0]) != "ok":
             raise StaleRequest(request_id)  # the id was taken: a counter reset
 
     async def note(self, unit: str, request_id: str, event: str) -> None:
@@ -123,13 +120,13 @@ class RequestStore:
 
     async def unit_of(self, request_id: str) -> str | None:
         unit = await self._redis.hget(keys.request_units(), request_id)
-        return _text(unit) if unit is not None else None
+        return text(unit) if unit is not None else None
 
     async def read(self, unit: str, request_id: str) -> dict[str, str] | None:
         raw = await self._redis.hgetall(keys.request(unit, request_id))
         if not raw:
             return None
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {text(k): text(v) for k, v in raw.items()}
 
     async def open_requests(self, unit: str, limit: int = 2000) -> list[dict[str, str]]:
         """The unit's unresolved requests (oldest first) with what a map shows of them."""
@@ -139,10 +136,10 @@ class RequestStore:
         pipe = self._redis.pipeline(transaction=False)
         shown = ("id", "category", "state", "lat", "lon", "squad", "received_at", "district")
         for request_id in ids:
-            pipe.hmget(keys.request(unit, _text(request_id)), shown)
+            pipe.hmget(keys.request(unit, text(request_id)), shown)
         rows = await pipe.execute()
         return [
-            {name: _text(value) for name, value in zip(shown, row, strict=True) if value}
+            {name: text(value) for name, value in zip(shown, row, strict=True) if value}
             for row in rows
             if row[0] is not None
         ]
@@ -204,7 +201,7 @@ class RequestStore:
                 assignment_state=assignment_state,
             ),
         )
-        outcome = _text(result[0])
+        outcome = text(result[0])
         if outcome == "dup":
             raise DuplicateCommand(command_id)
         if outcome == "stale":
@@ -213,7 +210,7 @@ class RequestStore:
             version=int(result[1]),
             revoke_seq=int(result[2]),
             revoke_body=revoke,
-            hub=_text(result[3]),
+            hub=text(result[3]),
         )
 
     def _apply_keys(

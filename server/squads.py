@@ -7,11 +7,12 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
 from server import keys
+from server.redis_text import text
 from server.scripts import Scripts
 
 SEQ_DIGITS = 12  # outbox members are a 12-digit seq followed by the frame body
@@ -19,12 +20,6 @@ SEQ_DIGITS = 12  # outbox members are a 12-digit seq followed by the frame body
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +70,13 @@ class SquadStore:
 
     async def unit_of(self, squad_id: str) -> str | None:
         unit = await self._redis.hget(keys.squad_units(), squad_id)
-        return _text(unit) or None
+        return text(unit) or None
 
     async def authenticate(self, squad_id: str, token: str) -> str | None:
         """The squad's unit if ``token`` is its token, else None (same time either way)."""
         unit = await self.unit_of(squad_id)
         stored = await self._redis.hget(keys.squad(unit or "-", squad_id), "token_hash")
-        ok = hmac.compare_digest(_text(stored) or "x" * 64, token_hash(token))
+        ok = hmac.compare_digest(text(stored) or "x" * 64, token_hash(token))
         return unit if ok and unit else None
 
     async def connect(self, unit: str, squad_id: str, hub_id: str, conn_id: str) -> Presence:
@@ -91,7 +86,7 @@ class SquadStore:
         )
         await self._redis.sadd(keys.hub_squads(hub_id), f"{unit}/{squad_id}")
         return Presence(
-            seq=int(seq), acked=int(acked), on_duty=_text(duty) == "1", trimmed=int(trimmed)
+            seq=int(seq), acked=int(acked), on_duty=text(duty) == "1", trimmed=int(trimmed)
         )
 
     async def disconnect(
@@ -106,7 +101,7 @@ class SquadStore:
         return int(went) == 1
 
     async def is_online(self, unit: str, squad_id: str) -> bool:
-        return _text(await self._redis.hget(keys.squad(unit, squad_id), "online")) == "1"
+        return text(await self._redis.hget(keys.squad(unit, squad_id), "online")) == "1"
 
     async def set_duty(self, unit: str, squad_id: str, on: bool, conn_id: str) -> int:
         """1: available now, 0: not available, -1: this connection no longer owns the squad."""
@@ -125,7 +120,8 @@ class SquadStore:
     async def frames_after(self, unit: str, squad_id: str, seq: int) -> list[tuple[int, bytes]]:
         """Kept numbered frames with a number above ``seq``, in order: (seq, body)."""
         raw = await self._redis.zrangebyscore(keys.outbox(unit, squad_id), f"({seq}", "+inf")
-        return [(int(item[:SEQ_DIGITS]), bytes(item[SEQ_DIGITS:])) for item in raw]
+        members = cast(list[bytes], raw)  # the client does not decode: frames are binary
+        return [(int(member[:SEQ_DIGITS]), member[SEQ_DIGITS:]) for member in members]
 
     async def positions(
         self, unit: str, center: tuple[float, float], radius_km: float
@@ -143,8 +139,8 @@ class SquadStore:
         pipe.smembers(keys.available(unit))
         pipe.hgetall(keys.free(unit))
         found, available, free = await pipe.execute()
-        ready = {_text(s) for s in available}
-        free_by_id = {_text(k): int(v) for k, v in free.items()}
+        ready = {text(s) for s in available}
+        free_by_id = {text(k): int(v) for k, v in free.items()}
         return [
             {
                 "id": sid,
@@ -154,13 +150,13 @@ class SquadStore:
                 "on_duty": sid in ready,
                 "busy": free_by_id.get(sid, 0) <= 0,
             }
-            for sid, (lon, lat) in ((_text(item[0]), item[1]) for item in found)
+            for sid, (lon, lat) in ((text(item[0]), item[1]) for item in found)
         ]
 
     async def active_jobs(self, unit: str, squad_id: str) -> list[dict[str, str]]:
         """The squad's active assignments: id, request, state."""
         jobs = await self._redis.smembers(keys.jobs(unit, squad_id))
-        return await self._jobs(unit, [_text(j) for j in jobs])
+        return await self._jobs(unit, [text(j) for j in jobs])
 
     async def _jobs(self, unit: str, assignment_ids: list[str]) -> list[dict[str, str]]:
         if not assignment_ids:
@@ -170,8 +166,12 @@ class SquadStore:
             pipe.hmget(keys.assignment(unit, assignment_id), ["request", "state", "respond_by"])
         rows = await pipe.execute()
         return [
-            {"id": aid, "request": _text(request), "state": _text(state),
-             "respond_by": _text(respond_by)}
+            {
+                "id": aid,
+                "request": text(request),
+                "state": text(state),
+                "respond_by": text(respond_by),
+            }
             for aid, (request, state, respond_by) in zip(sorted(assignment_ids), rows, strict=True)
         ]
 
@@ -187,9 +187,9 @@ class SquadStore:
         raw, (where,), fix_time, jobs, free, skills = await pipe.execute()
         if not raw:
             return None
-        record = {_text(k): _text(v) for k, v in raw.items()}
-        assignments = await self._jobs(unit, [_text(j) for j in jobs])
-        skills_text = _text(skills)
+        record = {text(k): text(v) for k, v in raw.items()}
+        assignments = await self._jobs(unit, [text(j) for j in jobs])
+        skills_text = text(skills)
         return {
             "id": squad_id,
             "unit": unit,
@@ -197,7 +197,7 @@ class SquadStore:
             "online": record.get("online") == "1",
             "on_duty": record.get("duty") == "1",
             "capacity": int(record.get("capacity", "1")),
-            "free_capacity": int(_text(free) or 0),
+            "free_capacity": int(text(free) or 0),
             "skills": [s for s in skills_text.split(",") if s] if skills_text != "*" else ["*"],
             "position": (
                 {"lat": float(where[1]), "lon": float(where[0]), "fixed_at": float(fix_time)}

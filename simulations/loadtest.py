@@ -416,8 +416,9 @@ async def _run_with(config: Config, city: City, hubs: list[HubProcess],
         clients = Clients(specs, config.client_processes,
                           lc.ClientConfig(pos_interval_s=config.pos_interval))
         try:
-            return await _measure(config, city, hubs, redis_server, redis, api, clients,
-                                  request_plans, timings)
+            with lc.no_gc_pauses():
+                return await _measure(config, city, hubs, redis_server, redis, api, clients,
+                                      request_plans, timings)
         finally:
             if not clients.stop.is_set():
                 clients.stop.set()

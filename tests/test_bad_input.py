@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
@@ -211,4 +212,20 @@ async def test_bad_frames_get_errors_and_the_session_goes_on(hubs):
     assert refused.value.code == "invalid_time"
     assert (await api.get_request(created["id"]))["state"] == "accepted"
     await holder.close()
+    await api.close()
+
+
+async def test_reference_client_stops_on_a_terminal_close(hubs):
+    from dispatch_field.client import FieldClient, TerminalClose
+
+    hub = hubs.start()
+    api = Api(hub)
+    squad = await api.squad("water", "x")
+    client = FieldClient(hub.ws, squad["id"], "a-wrong-token", backoff_s=(0.01, 0.05))
+    with pytest.raises(TerminalClose) as closed:
+        await client.start()
+    assert closed.value.code == CloseCode.AUTH_FAILED
+    await asyncio.sleep(0.3)
+    assert client.close_codes == [CloseCode.AUTH_FAILED]  # it did not try again
+    await client.close()
     await api.close()

@@ -100,8 +100,9 @@ class FieldClient:
         """Connect and wait for the first ``welcome``."""
         self._welcomed = asyncio.get_running_loop().create_future()
         self._runner = asyncio.create_task(self._run())
+        waiting: set[asyncio.Future[Any]] = {self._welcomed, self._runner}
         done, _ = await asyncio.wait(
-            {self._welcomed, self._runner}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
         )
         if self._welcomed in done:
             return self._welcomed.result()
@@ -212,10 +213,7 @@ class FieldClient:
                     self._welcomed.set_exception(exc)
                 raise
             except (OSError, ConnectionClosed, TimeoutError) as exc:
-                code = getattr(getattr(exc, "rcvd", None), "code", None)
-                if code is not None:
-                    self.close_codes.append(code)
-                log.debug("%s disconnected: %r", self.squad, exc)
+                log.debug("%s could not connect: %r", self.squad, exc)
             finally:
                 self._connected.clear()
                 self._ws = None
@@ -241,14 +239,15 @@ class FieldClient:
             try:
                 async for data in ws:
                     await self._received(protocol.decode_hub(data))
+            except ConnectionClosed:
+                pass
             except msgspec.DecodeError:
                 log.exception("undecodable frame from the hub")
                 raise
-            rcvd = ws.close_rcvd
-            if rcvd is not None:
-                self.close_codes.append(rcvd.code)
-                if not should_reconnect(rcvd.code) and rcvd.code != 1000:
-                    raise TerminalClose(rcvd.code, rcvd.reason)
+            code = ws.close_code if ws.close_code is not None else 1006
+            self.close_codes.append(code)
+            if code != 1000 and not should_reconnect(code):
+                raise TerminalClose(code, ws.close_reason or "")
 
     async def _received(self, frame: protocol.HubFrame) -> None:
         match frame:

@@ -314,8 +314,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _redis_error(request: Request, exc: Exception) -> Response:
     # Nothing was acknowledged: the caller may retry the same request.
-    body = {"error": {"code": "unavailable", "message": "live state unreachable: retry",
-                      "fields": {}}}
+    body = {
+        "error": {"code": "unavailable", "message": "live state unreachable: retry", "fields": {}}
+    }
     response = _json(body, 503)
     response.headers["Retry-After"] = "1"
     return response

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from server import keys
+from server.redis_text import text
 from server.assign.ranking import parse_candidates, rank
 from server.lifecycle import InvalidTransition, OfferExpired, transition
 from server.requests import Actor, RequestStore, StaleRequest, event_json, view_of
@@ -119,12 +120,12 @@ class Dispatcher:
                 *(c.squad for c in ranked),
             ],
         )
-        status = _text(result[0])
+        status = text(result[0])
         if status == "stale":
             return DispatchResult(Outcome.NOT_QUEUED)
         if status == "none":
             return DispatchResult(Outcome.WAITING)
-        squad, seq, hub = _text(result[1]), int(result[2]), _text(result[3])
+        squad, seq, hub = text(result[1]), int(result[2]), text(result[3])
         await self._push(unit, squad, seq, body, hub)
         return DispatchResult(Outcome.OFFERED, squad, assignment)
 
@@ -167,7 +168,7 @@ class Dispatcher:
                 self._drain_again.discard(unit)
                 waiting = await self._redis.zrange(keys.queue(unit), 0, limit - 1)
                 for raw in waiting:
-                    result = await self.dispatch(unit, _text(raw))
+                    result = await self.dispatch(unit, text(raw))
                     offered += result.outcome is Outcome.OFFERED
                 if unit not in self._drain_again:
                     return offered
@@ -179,7 +180,7 @@ class Dispatcher:
         the unit, offer the request to the next squad. Idempotent: an offer that was accepted
         or already expired is left alone. Returns True if it expired the offer now."""
         record = await self._redis.hgetall(keys.assignment(unit, assignment))
-        info = {_text(k): _text(v) for k, v in record.items()}
+        info = {text(k): text(v) for k, v in record.items()}
         request_id, squad = info.get("request", ""), info.get("squad", "")
         if info.get("state") != "offered":
             await self._redis.zrem(keys.timers(unit), f"offer:{assignment}")
@@ -224,7 +225,3 @@ class Dispatcher:
             "offer %s of request %s kept changing; the timer will retry", assignment, request_id
         )
         return False
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from geopy.distance import geodesic
 
+from server.redis_text import text
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -22,10 +24,6 @@ class Candidate:
 
 def parse_candidates(flat: Sequence[bytes | str]) -> list[tuple[str, float, float]]:
     """The flat ``id, lon, lat, ...`` list from candidates.lua as (id, lat, lon) triples."""
-
-    def text(v: bytes | str) -> str:
-        return v.decode() if isinstance(v, bytes) else v
-
     return [(text(flat[i]), float(flat[i + 2]), float(flat[i + 1])) for i in range(0, len(flat), 3)]
 
 

@@ -138,8 +138,13 @@ class FieldSession:
                     # with the same id. Positions and acks are superseded by the next ones.
                     log.warning("Redis unavailable for %s's %s frame", self.info.squad, type(frame))
                     if isinstance(frame, protocol.COMMANDS):
-                        self.push(protocol.Error(code=ErrorCode.BUSY, id=frame.id,
-                                                 message="the hub cannot apply this now: retry"))
+                        self.push(
+                            protocol.Error(
+                                code=ErrorCode.BUSY,
+                                id=frame.id,
+                                message="the hub cannot apply this now: retry",
+                            )
+                        )
         except Closed as closed:
             self.close(closed.code, closed.reason)
         except WebSocketDisconnect:

@@ -23,6 +23,7 @@ import time
 from redis.asyncio import Redis
 
 from server import keys
+from server.redis_text import text
 from server.assign.dispatcher import Dispatcher
 from server.requests import Actor, RequestStore, event_json
 from server.settings import Settings
@@ -105,12 +106,12 @@ class PresenceTracker:
         dead = await self._redis.zrangebyscore(keys.hubs(), "-inf", limit)
         offline = 0
         for raw in dead:
-            hub = raw.decode()
+            hub = text(raw)
             if hub == self._hub_id or not await self._redis.zrem(keys.hubs(), hub):
                 continue  # ourselves (a stall, not a death), or another process took it
             log.warning("hub %s stopped beating: taking its squads offline", hub)
             for member in await self._redis.smembers(keys.hub_squads(hub)):
-                unit, _, squad = member.decode().partition("/")
+                unit, _, squad = text(member).partition("/")
                 if await self._squads.disconnect(unit, squad, hub, by_hub=True):
                     await self.went_offline(unit, squad)
                     offline += 1
