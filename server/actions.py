@@ -20,7 +20,6 @@ from redis.asyncio import Redis
 from dispatch_field import protocol
 from dispatch_field.codes import ErrorCode
 from server import keys
-from server.redis_text import text
 from server.assign.dispatcher import Dispatcher, Push
 from server.city import City
 from server.lifecycle import (
@@ -35,6 +34,7 @@ from server.lifecycle import (
     transition,
 )
 from server.notify import CitizenSender, Notification, citizen_text
+from server.redis_text import text
 from server.requests import Actor, DuplicateCommand, RequestStore, StaleRequest, event_json, view_of
 from server.settings import Settings
 

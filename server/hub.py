@@ -29,7 +29,6 @@ from starlette.websockets import WebSocket
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
 from server import keys
-from server.redis_text import text
 from server.actions import Intake, SquadActions
 from server.assign.dispatcher import Dispatcher
 from server.city import City, Unit, load_city
@@ -37,6 +36,7 @@ from server.field.session import FieldSession
 from server.notify import MemorySender
 from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
+from server.redis_text import text
 from server.requests import RequestStore
 from server.scripts import Scripts
 from server.settings import Settings, load_settings

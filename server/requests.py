@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from server import keys
-from server.redis_text import text
 from server.lifecycle import RequestView, State, Step
+from server.redis_text import text
 from server.scripts import Scripts
 
 

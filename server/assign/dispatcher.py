@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from server import keys
-from server.redis_text import text
 from server.assign.ranking import parse_candidates, rank
 from server.lifecycle import InvalidTransition, OfferExpired, transition
+from server.redis_text import text
 from server.requests import Actor, RequestStore, StaleRequest, event_json, view_of
 from server.scripts import Scripts
 from server.settings import Settings

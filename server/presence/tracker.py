@@ -23,8 +23,8 @@ import time
 from redis.asyncio import Redis
 
 from server import keys
-from server.redis_text import text
 from server.assign.dispatcher import Dispatcher
+from server.redis_text import text
 from server.requests import Actor, RequestStore, event_json
 from server.settings import Settings
 from server.squads import SquadStore
