@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -33,6 +33,7 @@ from server.actions import Intake, SquadActions
 from server.assign.dispatcher import Dispatcher
 from server.city import City, Unit, load_city
 from server.field.session import FieldSession
+from server.ledger import Ledger, default_database_url
 from server.notify import MemorySender
 from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
@@ -188,6 +189,7 @@ class Services:
     actions: SquadActions = field(init=False)
     hub: Hub = field(init=False)
     presence: PresenceTracker = field(init=False)
+    ledger: Ledger | None = None
 
     @property
     def city(self) -> City:
@@ -345,13 +347,24 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = Redis.from_url(url, max_connections=200, health_check_interval=30)
+        # A blocking pool: a burst (thousands of phones reconnecting) waits for a connection
+        # instead of failing; Redis answers in microseconds, so a few dozen are plenty.
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=settings.redis_connections, timeout=10, health_check_interval=30
+        )
+        redis = Redis(connection_pool=pool)
         city = load_city(settings.config_path)
         services = build_services(settings, redis, city)
         await services.directory.refresh()
         app.state.services = services
         await services.presence.beat()
+        services.ledger = await Ledger.open(
+            settings.database_url or default_database_url(settings.data_dir)
+        )
         loops = [asyncio.create_task(coro) for coro in _loops(services)]
+        loops.append(asyncio.create_task(
+            services.ledger.consume(redis, services.directory.unit_codes, services.hub.id)
+        ))
         log.info("hub %s ready", services.hub.id)
         try:
             yield
@@ -367,6 +380,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
                 await services.positions.flush()
                 await services.hub.reconcile(everyone=True)
                 await services.presence.leave()
+            await services.ledger.close()
             await redis.aclose()
 
     routes = [

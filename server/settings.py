@@ -32,6 +32,7 @@ class Settings(msgspec.Struct, kw_only=True):
 
     # --- tunables: DISPATCH_<NAME> ---
     data_dir: str = "./var"  # embedded Redis data (AOF) and the SQLite ledger
+    redis_connections: int = 64  # pool size per hub process; callers wait for a free one
     offer_window_s: float = 60.0  # time a squad has to accept an offer
     arrival_radius_m: float = 150.0  # an en-route squad this close to the scene has arrived
     heartbeat_s: float = 15.0  # WebSocket ping interval

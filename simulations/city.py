@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
+
 from server.city import City, load_city
 from simulations.api import ApiError, HubApi, parse_tokens
 from simulations.arrivals import ArrivalProcess, PlannedRequest, plan_request
@@ -243,7 +245,7 @@ class Simulation:
     async def _call_in(self, planned: PlannedRequest, sim_t: float) -> None:
         try:
             created = await self.api.create_request(planned)
-        except ApiError as exc:
+        except (ApiError, httpx.HTTPError) as exc:
             self.run_info.refused += 1
             log.warning("intake refused %s: %s", planned.category, exc)
             return

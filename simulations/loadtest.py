@@ -52,6 +52,7 @@ from simulations.loadtest_plan import RequestPlan, SquadPlan, plan_requests, pla
 
 ROOT = Path(__file__).resolve().parents[1]
 FLUSH_SLACK_S = 0.05  # fixes of the last instants may still sit in a hub's flush buffer
+REQUEST_TIMEOUT_S = 10.0  # an intake not answered by then counts as failed
 API_SAMPLE = 20  # squads read back through GET /api/v1/squads/{id}
 
 
@@ -89,6 +90,14 @@ def proc_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine spent busy since boot (Linux /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_rss_mb(pid: int) -> float:
@@ -167,7 +176,7 @@ def start_profiles(hubs: Sequence[HubProcess], seconds: float,
     Path(directory).mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen([binary, "record", "--pid", str(hub.process.pid), "--duration",
-                          str(max(1, round(seconds))), "--rate", "100",
+                          str(max(1, round(seconds))), "--rate", "100", "--native",
                           "--format", "raw", "--output", f"{directory}/hub{i}.txt"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for i, hub in enumerate(hubs)
@@ -182,7 +191,7 @@ class Api:
 
     def __init__(self, hubs: Sequence[HubProcess], tokens: dict[str, str]) -> None:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        self.clients = [httpx.AsyncClient(base_url=h.url, timeout=30.0, limits=limits)
+        self.clients = [httpx.AsyncClient(base_url=h.url, timeout=REQUEST_TIMEOUT_S, limits=limits)
                         for h in hubs]
         self.headers = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
 
@@ -281,10 +290,11 @@ async def sample_ingest(redis: Redis, units: Sequence[str], window_s: float,
 class CpuMark:
     at: float
     cpu: dict[int, float]
+    machine: float
 
 
 def cpu_mark(pids: Sequence[int]) -> CpuMark:
-    return CpuMark(time.monotonic(), {pid: proc_cpu_s(pid) for pid in pids})
+    return CpuMark(time.monotonic(), {pid: proc_cpu_s(pid) for pid in pids}, machine_busy_s())
 
 
 def cpu_between(before: CpuMark, after: CpuMark, pids: Sequence[int]) -> list[float]:
@@ -367,6 +377,9 @@ class Observed:
     redis_cpu: float
     client_cpu: list[float]
     api_fresh: float | None
+    driver_cpu: float  # this process: registration, requests, sampling
+    machine_cpu: float  # all processes of the machine, % of one core (2 cores: up to 200)
+    other_cpu: float  # processes that are not part of this test
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -376,7 +389,7 @@ async def run(config: Config) -> dict[str, Any]:
     rng = random.Random(config.seed)
     squad_plans = plan_squads(city, config.squads, rng)
     request_plans = plan_requests(city, round(config.rate * config.duration), squad_plans, rng)
-    tokens = {role: f"{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
+    tokens: dict[str, str] = {role: f"{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
     tokens_env = ",".join(f"{role}:{token}" for role, token in tokens.items())
     with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
         log(f"embedded Redis at {redis_server.url}")
@@ -447,7 +460,7 @@ async def _measure(config: Config, city: City, hubs: list[HubProcess],
 
     assert redis_server.process is not None
     hub_pids = [h.process.pid for h in hubs]
-    pids = [*hub_pids, redis_server.process.pid, *clients.pids]
+    pids = [*hub_pids, redis_server.process.pid, *clients.pids, os.getpid()]
     window = min(1.0, config.pos_interval / 2)
     stop_sampling = asyncio.Event()
     sampler = asyncio.create_task(
@@ -467,12 +480,14 @@ async def _measure(config: Config, city: City, hubs: list[HubProcess],
     samples = await sampler
     for profiler in profilers:
         profiler.wait(timeout=30)
-    cpu = cpu_between(before, after, pids)
+    cpu = cpu_between(before, after, pids)  # hubs, Redis, clients, this process
+    machine = st.cpu_percent(before.machine, after.machine, after.at - before.at)
     k = len(hubs)
     observed = Observed(
         intakes=intakes, ingest_samples=samples[1:] or samples, ingest_window_s=window,
         pos_sent=pos_after - pos_before, measure_s=after.at - before.at, hub_cpu=cpu[:k],
-        redis_cpu=cpu[k], client_cpu=cpu[k + 1:], timings=timings,
+        redis_cpu=cpu[k], client_cpu=cpu[k + 1:-1], driver_cpu=cpu[-1], timings=timings,
+        machine_cpu=machine, other_cpu=round(max(0.0, machine - sum(cpu)), 1),
         api_fresh=await api_freshness(api, clients.specs, config.pos_interval),
     )
     return await _finish(config, city, hubs, redis, api, clients, observed)
@@ -573,6 +588,9 @@ def build_report(config: Config, observed: Observed, results: list[dict[str, Any
         "connect_failures": dict(failures),
         "redis_cpu_percent": observed.redis_cpu,
         "client_cpu_percent": observed.client_cpu,
+        "driver_cpu_percent": observed.driver_cpu,
+        "machine_cpu_percent": observed.machine_cpu,
+        "other_processes_cpu_percent": observed.other_cpu,
         "timings": observed.timings,
         "config": asdict(config),
     } | ({"dispatch_series": st.dispatch_series(

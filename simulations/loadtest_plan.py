@@ -67,7 +67,7 @@ def near(city: City, lat: float, lon: float, rng: random.Random,
 def depots_of(city: City, unit: str) -> list[tuple[float, float]]:
     found = city.unit(unit)
     codes = found.districts if found else ()
-    return [tuple(d) for code in codes if (dist := city.district(code)) for d in dist.depots]
+    return [(d[0], d[1]) for code in codes if (dist := city.district(code)) for d in dist.depots]
 
 
 def plan_squads(city: City, total: int, rng: random.Random) -> list[SquadPlan]:

@@ -17,13 +17,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 _LINE = re.compile(r":\d+\)$")
+# Leaf frames of a thread waiting for I/O (``py-spy record --native``): not CPU time.
+IDLE_LEAVES = ("epoll_wait", "epoll_pwait", "select (", "poll (")
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    total: int
+    total: int  # samples on CPU (idle ones are counted apart)
     self_samples: Counter[str]
     inclusive: Counter[str]
+    idle: int = 0
 
 
 def frame_name(frame: str) -> str:
@@ -32,7 +35,7 @@ def frame_name(frame: str) -> str:
 
 
 def parse(lines: Iterable[str]) -> Profile:
-    total = 0
+    total = idle = 0
     self_samples: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     for line in lines:
@@ -41,15 +44,19 @@ def parse(lines: Iterable[str]) -> Profile:
             continue
         count = int(count_text)
         frames = [frame_name(f) for f in stack.split(";")]
+        if frames[-1].startswith(IDLE_LEAVES):
+            idle += count
+            continue
         total += count
         self_samples[frames[-1]] += count
         for name in set(frames):
             inclusive[name] += count
-    return Profile(total, self_samples, inclusive)
+    return Profile(total, self_samples, inclusive, idle)
 
 
 def table(profile: Profile, top: int, match: str = "") -> list[str]:
-    rows = [f"{'self %':>7} {'incl %':>7}  function ({profile.total} samples)"]
+    rows = [f"{'self %':>7} {'incl %':>7}  function ({profile.total} samples on CPU, "
+            f"{profile.idle} idle)"]
     ranked = sorted(profile.inclusive, key=lambda n: (-profile.inclusive[n], n))
     shown = [n for n in ranked if match in n][:top]
     for name in shown:

@@ -99,7 +99,8 @@ def dispatch_series(intakes: Sequence[Intake], offers: Sequence[OfferSeen],
     for intake in intakes:
         seen = received.get((intake.assignment, intake.squad)) if intake.assignment else None
         if seen is not None:
-            series.append((round(intake.sent_at - start, 3), round((seen - intake.sent_at) * 1e3, 3)))
+            latency = round((seen - intake.sent_at) * 1e3, 3)
+            series.append((round(intake.sent_at - start, 3), latency))
     return series
 
 

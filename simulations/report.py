@@ -35,6 +35,7 @@ from simulations.stats import (  # noqa: E402
     LIMITS,
     Outcome,
     outcome_of,
+    percentiles,
     state_from_timeline,
     summarize,
 )
@@ -94,7 +95,9 @@ async def collect_and_write(api: HubApi, city: City, run: SimRun, out_dir: Path)
 
 def write_report(run: SimRun, details: Sequence[Mapping[str, Any]], city: City, out_dir: Path,
                  *, missing: Sequence[str] = (), now: float | None = None) -> ReportFiles:
-    now = time.time() if now is None else now
+    # Judged as of the end of the run: after it, no squad works, so a limit or promise
+    # running out while the report is made says nothing about the squads.
+    now = (run.ended_at or time.time()) if now is None else now
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = [outcome_of(d, city, run.speed, now) for d in details]
     summary = summarize(outcomes, city)
@@ -141,10 +144,11 @@ def _times_figure(outcomes: Sequence[Outcome]) -> Figure:
         if minutes:
             ax.hist(minutes, bins=min(30, max(5, len(minutes) // 3)),
                     color=LIMIT_COLOURS[name], alpha=0.8)
-            for q, style in ((0.5, "-"), (0.9, "--")):
-                value = sorted(minutes)[min(len(minutes) - 1, int(q * len(minutes)))]
+            spread = percentiles(minutes)  # the same quantiles as the tables
+            for key, style in (("p50", "-"), ("p90", "--")):
+                value = float(spread[key] or 0.0)
                 ax.axvline(value, color="black", linestyle=style, linewidth=1,
-                           label=f"p{int(q * 100)} {value:.1f} min")
+                           label=f"{key} {value:.1f} min")
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "none yet", ha="center", va="center", transform=ax.transAxes)
@@ -228,12 +232,13 @@ def fmt_rate(rate: float | None) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], table_id: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    head = f"<thead><tr>{cells}</tr></thead>" if headers else ""
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
         for row in rows)
     ident = f' id="{table_id}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table{ident}>{head}<tbody>{body}</tbody></table>"
 
 
 def _image(path: Path) -> str:
@@ -309,7 +314,8 @@ body {{ font: 14px/1.45 system-ui, "Noto Sans CJK SC", sans-serif; margin: 2em a
 table {{ border-collapse: collapse; margin: .5em 0 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
 th {{ background: #f0f3f7; }} td:first-child, th:first-child {{ text-align: left; }}
-#per-unit td:nth-child(2) {{ text-align: left; }}
+#per-unit td:nth-child(2) {{ text-align: left; white-space: nowrap; }}
+#per-unit td {{ white-space: nowrap; }}
 img {{ max-width: 100%; display: block; margin: 1em 0; }}
 .warn {{ color: #c62828; font-weight: bold; }} small {{ color: #666; }}
 </style></head><body>
@@ -318,7 +324,7 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }}
 <p><small>times are simulated (real durations × speed); limits are the categories' limits,
 counted from receipt. 时间均为模拟时间，时限按受理时起算。</small></p>
 {problems}
-<h2>Run 运行概况</h2>{_table(["", ""], facts)}
+<h2>Run 运行概况</h2>{_table([], facts)}
 <h2>Limits 时限达标</h2>{_limits_table(summary, city)}
 <h2>Per unit 各单位</h2>{_units_table(summary)}
 <h2>States 状态</h2>{states}

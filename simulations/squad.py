@@ -129,7 +129,13 @@ class SquadAgent:
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.setup.tally.errors += 1
+            log.warning("%s: %r", self.seat.id, task.exception())
 
     # ---- frames and positions ---------------------------------------------------------------
 

@@ -196,3 +196,68 @@ async def test_wall_map_shows_online_squads_and_open_requests(hubs):
     assert shown["requests"] == [] and shown["squads"][0]["busy"] is False
     await client.close()
     await api.close()
+
+
+async def test_search_widens_past_busy_near_squads(hubs):
+    hub = hubs.start(search_count=2)  # examine 2 positions first, as 256 in a large fleet
+    api = Api(hub)
+    near = [
+        await online_squad(api, hub, XIGONG[0], XIGONG[1] + i * 0.001, name=f"n{i}")
+        for i in range(4)
+    ]
+    far = await online_squad(api, hub, XIGONG[0] + 0.05, XIGONG[1], name="far")
+    for _ in near:  # every near squad gets busy
+        assert (await api.request(*XIGONG))["state"] == "offered"
+    created = await api.request(*XIGONG)
+    assert created["squad"] == far.squad
+    for client in (*near, far):
+        await client.close()
+    await api.close()
+
+
+async def test_every_event_reaches_the_ledger_and_can_be_queried(hubs):
+    from tests.helpers import auth
+
+    hub = hubs.start()
+    api = Api(hub)
+    client = await online_squad(api, hub, *XIGONG)
+    created = await api.request(*XIGONG)
+    police = await api.request(*XIGONG, category="police")
+    offer = await client.next_frame(protocol.Offer)
+    for step in (client.accept, client.enroute, client.arrive):
+        await step(offer.assignment)
+    await client.resolve(offer.assignment, note="fixed")
+    center = auth("center")
+
+    async def recorded() -> list:
+        response = await api.http.get(
+            "/api/v1/ledger/requests", headers=center, params={"unit": "water", "state": "resolved"}
+        )
+        return response.json()
+
+    rows = await eventually(recorded)
+    assert [r["id"] for r in rows] == [created["id"]]
+    assert rows[0]["category"] == "water_main_burst" and rows[0]["resolved_at"]
+    events = (
+        await api.http.get(f"/api/v1/ledger/requests/{created['id']}/events", headers=center)
+    ).json()
+    assert [e["type"] for e in events] == [
+        "received",
+        "queued",
+        "offered",
+        "accepted",
+        "en_route",
+        "arrived",
+        "resolved",
+    ]
+    csv = (await api.http.get("/api/v1/ledger/export.csv", headers=center)).text
+    lines = csv.strip().splitlines()
+    assert lines[0].startswith("id,") and len(lines) == 3  # header, water, police
+    assert any(line.startswith(police["id"]) for line in lines)
+    bad = await api.http.get("/api/v1/ledger/requests", headers=center, params={"limit": "0"})
+    assert bad.status_code == 422 and "limit" in bad.json()["error"]["fields"]
+    assert (
+        await api.http.get("/api/v1/ledger/requests", headers=auth("calltaker"))
+    ).status_code == 403
+    await client.close()
+    await api.close()

@@ -27,7 +27,9 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select, text
 
 from server import keys
+from server.city import load_city
 from server.embedded_redis import EmbeddedRedis
+from server.hub import build_services
 from server.ledger import (
     GROUP,
     Ledger,
@@ -52,7 +54,7 @@ from server.lifecycle import (
     transition,
 )
 from server.requests import Actor, RequestStore, event_json, view_of
-from server.scripts import Scripts
+from server.settings import Settings
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CALLTAKER = Actor("calltaker", "seat-1")
@@ -92,8 +94,8 @@ class Desk:
     """Drives requests through their lifecycle with the server's own code, as the hub does."""
 
     def __init__(self, redis: Redis) -> None:
-        self.store = RequestStore(redis, Scripts.register(redis), events_maxlen=100_000,
-                                  command_memory_s=60)
+        # The hub's own composition root builds the store, with the default settings.
+        self.store: RequestStore = build_services(Settings(), redis, load_city()).requests
 
     async def receive(self, unit: str = "water", category: str = "water_main_burst",
                       district: str = "xigong", *, at: float | None = None,
@@ -379,7 +381,11 @@ async def test_two_consumers_record_each_entry_exactly_once(
         done.set()
 
     try:
-        await asyncio.gather(produce(), consumer(ledger, "hub-a"), consumer(other, "hub-b"))
+        # A failure in one task cancels the others; a hang fails the test instead of the run.
+        async with asyncio.timeout(60), asyncio.TaskGroup() as group:
+            group.create_task(produce())
+            group.create_task(consumer(ledger, "hub-a"))
+            group.create_task(consumer(other, "hub-b"))
         await drain(ledger, redis, units, "hub-a")  # whatever came after the last pass
     finally:
         await other.close()

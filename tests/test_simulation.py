@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,7 @@ def test_clock_compresses_time_by_the_speed() -> None:
 # ---- report statistics -----------------------------------------------------------------------
 
 
-def _detail(events: list[tuple[str, float]], state: str, category: str = "water_main_burst",
+def _detail(events: Sequence[tuple[str, float]], state: str, category: str = "water_main_burst",
             **extra: Any) -> dict[str, Any]:
     return {"id": "R1", "category": category, "unit": "water", "district": "xigong",
             "route": "linkage", "state": state, "received_at": 1000.0,
@@ -280,7 +281,7 @@ async def test_short_run_writes_a_complete_and_correct_report(
     try:
         seats = await register_squads(api, CITY, 1, districts)
         config = SimConfig(
-            speed=speed, rate_per_hour=120, duration_s=25, seed=7, start_hour=9.0,
+            speed=speed, rate_per_hour=80, duration_s=25, seed=7, start_hour=9.0,
             districts=districts,
             behaviour=Behaviour(slow_share=0.15, signal_loss_share=0.25, dispute_share=0.08,
                                 defer_share=0.15, work_scale=0.05),
@@ -337,8 +338,10 @@ def _check_record(record: dict[str, Any], route: str) -> None:
         assert took["accept"] is None
     steps = [took[k] for k in ("accept", "arrive", "resolve") if took[k] is not None]
     assert steps == sorted(steps)
+    category = CITY.category(record["category"])
+    assert category is not None
     for name, value in took.items():
-        limit = getattr(CITY.category(record["category"]).limits, f"{name}_s")
+        limit = getattr(category.limits, f"{name}_s")
         if value is not None and abs(value - limit) > 0.1:  # times are rounded to 0.1 s
             assert (record["limits"][name] == "met") == (value <= limit)
 

@@ -23,6 +23,7 @@ from server import keys
 from server.actions import IntakeError, NewRequest
 from server.city import Unit
 from server.hub import Services
+from server.ledger import Ledger, export_csv, find_requests, request_events
 from server.requests import Actor
 from server.settings import Role
 
@@ -80,15 +81,19 @@ _FIELD_PATH = re.compile(r"at `\$\.([A-Za-z_][\w]*)")
 _MISSING = re.compile(r"(?:missing required field|unknown field) `([^`]+)`")
 
 
+def _invalid(exc: msgspec.ValidationError) -> ApiError:
+    """A 422 naming the field msgspec found at fault."""
+    message = str(exc)
+    match = _FIELD_PATH.search(message) or _MISSING.search(message)
+    return ApiError(422, "invalid", message, {match.group(1): message} if match else {})
+
+
 async def _body(request: Request, kind: type[T]) -> T:
     raw = await request.body()
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _FIELD_PATH.search(message) or _MISSING.search(message)
-        fields = {match.group(1): message} if match else {}
-        raise ApiError(422, "invalid", message, fields) from None
+        raise _invalid(exc) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
 
@@ -275,6 +280,60 @@ async def live_map(request: Request) -> Response:
     return _json({"at": time.time(), "squads": squads, "requests": requests})
 
 
+# ---- ledger ------------------------------------------------------------------------------
+
+
+class LedgerQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """Filters of the ledger endpoints (query string)."""
+
+    unit: Code | None = None
+    category: Code | None = None
+    district: Code | None = None
+    state: Annotated[str, Meta(pattern=r"^[a-z_]+$")] | None = None
+    since: Annotated[float, Meta(ge=0)] | None = None
+    until: Annotated[float, Meta(ge=0)] | None = None
+    limit: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    offset: Annotated[int, Meta(ge=0)] = 0
+
+
+def _ledger_query(request: Request) -> LedgerQuery:
+    try:
+        return msgspec.convert(dict(request.query_params), LedgerQuery, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _ledger(request: Request) -> Ledger:
+    ledger = _services(request).ledger
+    if ledger is None:
+        raise ApiError(503, "unavailable", "the ledger is not open")
+    return ledger
+
+
+async def ledger_requests(request: Request) -> Response:
+    """Requests from the ledger, filtered by unit, category, district, state and time."""
+    _authorize(request, "center")
+    query = msgspec.structs.asdict(_ledger_query(request))
+    return _json(await find_requests(_ledger(request), **query))
+
+
+async def ledger_events(request: Request) -> Response:
+    _authorize(request, "center")
+    return _json(await request_events(_ledger(request), request.path_params["request_id"]))
+
+
+async def ledger_export(request: Request) -> Response:
+    _authorize(request, "center")
+    query = msgspec.structs.asdict(_ledger_query(request))
+    query["limit"] = None if "limit" not in request.query_params else query["limit"]
+    text = await export_csv(_ledger(request), **query)
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="ledger.csv"'},
+    )
+
+
 # ---- wiring -------------------------------------------------------------------------------
 
 
@@ -294,6 +353,9 @@ def api_routes() -> list[Route]:
         Route(f"{prefix}/requests", create_request, methods=["POST"]),
         Route(f"{prefix}/requests/{{request_id}}", request_detail),
         Route(f"{prefix}/map", live_map),
+        Route(f"{prefix}/ledger/requests", ledger_requests),
+        Route(f"{prefix}/ledger/requests/{{request_id}}/events", ledger_events),
+        Route(f"{prefix}/ledger/export.csv", ledger_export),
     ]
 
 

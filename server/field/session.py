@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from uvicorn.protocols.utils import ClientDisconnected
 
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode, ErrorCode
@@ -315,6 +316,8 @@ class FieldSession:
     async def _writer(self) -> None:
         try:
             await self._write_loop()
+        except (WebSocketDisconnect, ClientDisconnected):
+            return  # the phone went away mid-send: the outbox keeps what it missed
         except Exception:
             if self._closing is None:
                 log.exception("writer of %s failed", self.info.squad or "?")

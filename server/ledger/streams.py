@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from server import keys
+from server.redis_text import text
 
 GROUP = "ledger"
 CLAIM_IDLE_MS = 30_000  # an entry pending this long on one consumer is taken over
@@ -90,7 +91,7 @@ class GroupReader:
         for unit, result in zip(units, results, strict=True):
             if self._missing_group(unit, result):
                 continue
-            self._claim_cursor[unit] = _text(result[0])
+            self._claim_cursor[unit] = text(result[0])
             if result[1] or (len(result) > 2 and result[2]):
                 self.backlog = True
         await self._forget_idle_consumers(redis, units)
@@ -108,7 +109,7 @@ class GroupReader:
             if self._missing_group(unit, consumers):
                 continue
             for info in consumers:
-                name = _text(info["name"])
+                name = text(info["name"])
                 if name != self.consumer and not info["pending"] and info["idle"] > FORGET_IDLE_MS:
                     forget.xgroup_delconsumer(keys.events(unit), GROUP, name)
         if forget.command_stack:
@@ -126,7 +127,7 @@ class GroupReader:
                 continue
             for _stream, items in result or ():
                 entries.extend(
-                    StreamEntry(unit, _text(entry_id), _decode(data)) for entry_id, data in items
+                    StreamEntry(unit, text(entry_id), _decode(data)) for entry_id, data in items
                 )
         return entries
 
@@ -163,8 +164,5 @@ def with_no_unit(units: Iterable[str]) -> list[str]:
 
 
 def _decode(data: dict[Any, Any] | None) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in (data or {}).items()}
+    return {text(k): text(v) for k, v in (data or {}).items()}
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -43,7 +43,7 @@
   };
 
   const view = {
-    lang: localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh",
+    lang: takeLanguage(),
     token: takeToken(),
     units: new Map(), // code -> {name_zh, name_en, colour}
     categories: new Map(),
@@ -66,6 +66,13 @@
     squads: L.layerGroup().addTo(map),
     requests: L.layerGroup().addTo(map),
   };
+
+  /* ?lang=en|zh sets a wall's language once (remembered like the toggle); default zh-CN. */
+  function takeLanguage() {
+    const asked = new URLSearchParams(location.search).get("lang");
+    if (asked === "en" || asked === "zh") localStorage.setItem(LANG_KEY, asked);
+    return localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
+  }
 
   function takeToken() {
     const params = new URLSearchParams(location.search);
@@ -167,7 +174,7 @@
     if (all.length) {
       const bounds = all.reduce((a, b) => a.extend(b), L.latLngBounds(all[0].getSouthWest(), all[0].getNorthEast()));
       // The side panel covers the right of the screen: keep the city clear of it.
-      map.fitBounds(bounds, { paddingTopLeft: [20, 70], paddingBottomRight: [310, 20] });
+      map.fitBounds(bounds, { paddingTopLeft: [20, 70], paddingBottomRight: [330, 20] });
     }
   }
 
@@ -348,7 +355,8 @@
     document.getElementById("lang").textContent = t("switch");
     document.title = t("title");
     for (const d of view.districts) {
-      if (d.layer) d.layer.setTooltipContent(view.lang === "zh" ? d.name_zh : d.name_en);
+      // "Laocheng District" -> "Laocheng": the urban districts are small on a city-wide view.
+      if (d.layer) d.layer.setTooltipContent(view.lang === "zh" ? d.name_zh : d.name_en.replace(/ District$/, ""));
     }
     if (view.lastMap) render(view.lastMap);
   }

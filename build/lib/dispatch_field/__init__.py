@@ -1,0 +1,1 @@
+"""The field protocol and the asyncio reference client for squads' phones."""

@@ -1,0 +1,303 @@
+"""The operations users perform: a call-taker records a request, a squad reports a step.
+
+Both are thin: they validate against the city and the clock, ask the pure state machine for
+the step, commit it through :class:`server.requests.RequestStore`, then carry out what cannot
+be part of the atomic commit (pushes, citizen notifications, moving the queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+import msgspec
+from msgspec import Meta
+from redis.asyncio import Redis
+
+from dispatch_field import protocol
+from dispatch_field.codes import ErrorCode
+from server import keys
+from server.assign.dispatcher import Dispatcher, Push
+from server.city import City
+from server.lifecycle import (
+    Deferred,
+    Disputed,
+    Event,
+    InvalidTransition,
+    RequestView,
+    SquadStep,
+    State,
+    Triaged,
+    transition,
+)
+from server.notify import CitizenSender, Notification, citizen_text
+from server.redis_text import text
+from server.requests import Actor, DuplicateCommand, RequestStore, StaleRequest, event_json, view_of
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class NewRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /api/v1/requests``."""
+
+    caller_phone: Annotated[str, Meta(pattern=r"^\+?[0-9]{3,20}$")]
+    category: Annotated[str, Meta(min_length=1, max_length=64)]
+    description: Annotated[str, Meta(min_length=1, max_length=2000)]
+    lat: Annotated[float, Meta(ge=-90.0, le=90.0)]
+    lon: Annotated[float, Meta(ge=-180.0, le=180.0)]
+    address: Annotated[str, Meta(max_length=500)] = ""
+
+
+class HasCity(Protocol):
+    """The current city (units may be added while the hub runs)."""
+
+    @property
+    def city(self) -> City: ...
+
+
+class IntakeError(Exception):
+    """Refused intake: ``code`` and the offending ``fields`` (name -> reason)."""
+
+    def __init__(self, code: str, message: str, fields: dict[str, str]) -> None:
+        super().__init__(message)
+        self.code, self.message, self.fields = code, message, fields
+
+
+class CommandError(Exception):
+    """Refused squad command, answered with an ``error`` frame."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDone:
+    request_id: str
+    state: State
+    squad_available: bool  # capacity came free: the unit's queue may move
+
+
+class Intake:
+    def __init__(self, cities: HasCity, requests: RequestStore, dispatcher: Dispatcher) -> None:
+        self._cities = cities
+        self._requests = requests
+        self._dispatcher = dispatcher
+
+    @property
+    def _city(self) -> City:
+        return self._cities.city
+
+    def triage(self, new: NewRequest) -> tuple[str, str, str]:
+        """(route, district, unit) for a request; pure. Raises IntakeError."""
+        category = self._city.category(new.category)
+        if category is None:
+            raise IntakeError(
+                "unknown_category",
+                f"no category {new.category!r}",
+                {"category": "unknown category"},
+            )
+        district = self._city.district_at(new.lat, new.lon)
+        if category.route != "linkage":
+            return category.route, district.code if district else "", keys.NO_UNIT
+        if district is None:
+            reason = "outside the city's districts"
+            raise IntakeError(
+                "outside_city", "the location is outside the city", {"lat": reason, "lon": reason}
+            )
+        unit = self._city.unit_for(category.code, district.code)
+        if unit is None:
+            raise IntakeError(
+                "no_unit",
+                f"no unit handles {category.code} in {district.code}",
+                {"category": f"not handled in district {district.code}"},
+            )
+        return "linkage", district.code, unit.code
+
+    async def create(self, new: NewRequest, by: Actor) -> dict[str, Any]:
+        route, district, unit = self.triage(new)
+        category = self._city.category(new.category)
+        assert category is not None  # triage checked it
+        request_id = await self._requests.next_id()
+        now = time.time()
+        limits = category.limits
+        fields = {
+            "id": request_id,
+            "category": new.category,
+            "description": new.description,
+            "lat": repr(new.lat),
+            "lon": repr(new.lon),
+            "address": new.address,
+            "caller_phone": new.caller_phone,
+            "district": district,
+            "unit": unit,
+            "route": route,
+            "received_at": repr(now),
+            "state": State.RECEIVED.value,
+        }
+        if route == "linkage":
+            fields |= {
+                "accept_by": repr(now + limits.accept_s),
+                "arrive_by": repr(now + limits.arrive_s),
+                "resolve_by": repr(now + limits.resolve_s),
+            }
+        step = transition(RequestView(State.RECEIVED), Triaged(route))
+        fields |= step.fields | {"state": step.state.value}
+        events = [
+            event_json(
+                "received", request_id, now, by, category=new.category, unit=unit, district=district
+            ),
+            event_json(step.event, request_id, now, by, route=route),
+        ]
+        await self._requests.create(
+            request_id, unit, fields, events, queue=step.state is State.QUEUED, received_at=now
+        )
+        response: dict[str, Any] = {
+            "id": request_id,
+            "state": step.state.value,
+            "route": route,
+            "unit": unit if route == "linkage" else None,
+            "district": district or None,
+        }
+        if step.state is State.QUEUED:
+            result = await self._dispatcher.dispatch(unit, request_id)
+            if result.squad:
+                response |= {
+                    "state": State.OFFERED.value,
+                    "squad": result.squad,
+                    "assignment": result.assignment,
+                }
+        return response
+
+
+def command_event(command: protocol.Command) -> Event:
+    match command:
+        case protocol.Accept() | protocol.Enroute() | protocol.Arrive():
+            return SquadStep(command.__struct_config__.tag, command.assignment)  # type: ignore[arg-type]
+        case protocol.Resolve():
+            return SquadStep("resolve", command.assignment, command.note)
+        case protocol.Defer():
+            return Deferred(command.assignment, command.until, command.reason)
+        case protocol.Dispute():
+            return Disputed(command.assignment, command.reason)
+    raise TypeError(command)
+
+
+class SquadActions:
+    """Steps reported by squads (and the automatic arrival), applied idempotently."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        requests: RequestStore,
+        dispatcher: Dispatcher,
+        sender: CitizenSender,
+        settings: Settings,
+        push: Push,
+    ) -> None:
+        self._redis = redis
+        self._requests = requests
+        self._dispatcher = dispatcher
+        self._sender = sender
+        self._settings = settings
+        self._push = push
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def apply(
+        self, unit: str, squad: str, command: protocol.Command, actor: Actor | None = None
+    ) -> CommandDone:
+        """Apply a squad's command. Raises CommandError; a retried id is a success."""
+        request_id = await self._owned_request(unit, squad, command.assignment)
+        now = time.time()
+        event = command_event(command)
+        for _ in range(8):  # compare-and-set retries against concurrent steps
+            fields = await self._requests.read(unit, request_id)
+            if fields is None:
+                raise CommandError(ErrorCode.UNKNOWN_ASSIGNMENT, "the request no longer exists")
+            view, version = view_of(fields)
+            at = self._event_time(command, fields, now)
+            try:
+                step = transition(view, event)
+            except InvalidTransition as exc:
+                if await self._seen(unit, squad, command.id):
+                    return CommandDone(request_id, view.state, False)
+                raise CommandError(ErrorCode.INVALID_TRANSITION, str(exc)) from None
+            recorded = event_json(
+                step.event,
+                request_id,
+                at,
+                actor or Actor("squad", squad),
+                assignment=command.assignment,
+                squad=squad,
+                note=getattr(command, "note", ""),
+                reason=getattr(command, "reason", ""),
+                until=getattr(command, "until", None),
+                received=round(now, 3) if at != now else None,
+            )
+            try:
+                await self._requests.commit(
+                    unit,
+                    request_id,
+                    version,
+                    step,
+                    [recorded],
+                    assignment=command.assignment,
+                    squad=squad,
+                    command_id=command.id,
+                )
+            except DuplicateCommand:
+                return CommandDone(request_id, view.state, False)
+            except StaleRequest:
+                continue
+            if step.effects.notify_citizen:
+                self._notify(fields, step.event, command)
+            return CommandDone(request_id, step.state, step.effects.squad_available)
+        raise CommandError(ErrorCode.BUSY, "the request kept changing: retry with the same id")
+
+    async def _owned_request(self, unit: str, squad: str, assignment: str) -> str:
+        """The request behind ``assignment`` if it is this squad's; a squad can only act on
+        its own assignments."""
+        owner, request_id = await self._redis.hmget(
+            keys.assignment(unit, assignment), ["squad", "request"]
+        )
+        if text(owner) != squad:
+            raise CommandError(
+                ErrorCode.UNKNOWN_ASSIGNMENT,
+                f"assignment {assignment!r} is not one of this squad's",
+            )
+        return text(request_id)
+
+    def _event_time(self, command: protocol.Command, fields: dict[str, str], now: float) -> float:
+        """When the step happened. A phone's ``at`` counts (an arrival recorded in a tunnel
+        counts at its real time) within bounds: not in the future beyond the allowed clock
+        skew, not before the request was received. ``until`` of a promise must be later."""
+        at = now if command.at is None else command.at
+        if at > now + self._settings.clock_skew_s:
+            raise CommandError(ErrorCode.INVALID_TIME, "'at' is in the future")
+        at = min(at, now)
+        if at < float(fields.get("received_at", "0")):
+            raise CommandError(ErrorCode.INVALID_TIME, "'at' is before the request was received")
+        if isinstance(command, protocol.Defer) and command.until <= at:
+            raise CommandError(ErrorCode.INVALID_TIME, "'until' must be later than now")
+        return at
+
+    async def _seen(self, unit: str, squad: str, command_id: str) -> bool:
+        return bool(await self._redis.exists(keys.command(unit, squad, command_id)))
+
+    def _notify(self, fields: dict[str, str], event: str, command: protocol.Command) -> None:
+        until = getattr(command, "until", None)
+        text = citizen_text(
+            event,
+            fields["id"],
+            note=getattr(command, "note", "") or getattr(command, "reason", ""),
+            until=time.strftime("%Y-%m-%d %H:%M", time.localtime(until)) if until else "",
+        )
+        phone = fields.get("caller_phone", "")
+        if text and phone:
+            task = asyncio.create_task(self._sender.send(Notification(phone, fields["id"], text)))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)

@@ -1,0 +1,386 @@
+"""HTTP API under ``/api/v1``: JSON, bearer tokens with roles.
+
+Every error is ``{"error": {"code", "message", "fields"}}`` with a precise 4xx status;
+``fields`` maps each offending field to the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from msgspec import Meta
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server import keys
+from server.actions import IntakeError, NewRequest
+from server.city import Unit
+from server.ledger import Ledger, export_csv, find_requests, request_events
+from server.hub import Services
+from server.requests import Actor
+from server.settings import Role
+
+Code = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, fields: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields or {}
+
+
+class NewSquad(msgspec.Struct, forbid_unknown_fields=True):
+    unit: Code
+    name: Annotated[str, Meta(min_length=1, max_length=100)]
+    capacity: Annotated[int, Meta(ge=1, le=20)] | None = None
+    skills: list[Code] = []
+
+
+class NewUnit(msgspec.Struct, forbid_unknown_fields=True):
+    code: Code
+    name_zh: Annotated[str, Meta(min_length=1, max_length=100)]
+    name_en: Annotated[str, Meta(min_length=1, max_length=100)]
+    categories: Annotated[list[Code], Meta(min_length=1)]
+    districts: Annotated[list[Code], Meta(min_length=1)]
+    squad_capacity: Annotated[int, Meta(ge=1, le=20)] = 1
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def _authorize(request: Request, *roles: Role) -> Actor:
+    """The caller's actor, if its bearer token has one of ``roles`` (admin may do anything)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthenticated", "a bearer token is required")
+    role = _services(request).settings.role_tokens().get(token.strip())
+    if role is None:
+        raise ApiError(401, "unauthenticated", "unknown token")
+    if role != "admin" and role not in roles:
+        raise ApiError(403, "forbidden", f"role {role} may not do this; needs {' or '.join(roles)}")
+    return Actor(role)
+
+
+_FIELD_PATH = re.compile(r"at `\$\.([A-Za-z_][\w]*)")
+_MISSING = re.compile(r"(?:missing required field|unknown field) `([^`]+)`")
+
+
+async def _body(request: Request, kind: type[T]) -> T:
+    raw = await request.body()
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _FIELD_PATH.search(message) or _MISSING.search(message)
+        fields = {match.group(1): message} if match else {}
+        raise ApiError(422, "invalid", message, fields) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+
+
+# ---- reference data -----------------------------------------------------------------------
+
+
+async def health(request: Request) -> Response:
+    services = _services(request)
+    try:
+        redis_ok = bool(await services.redis.ping())
+    except Exception:  # noqa: BLE001 - health reports, it does not fail
+        redis_ok = False
+    return _json(
+        {
+            "status": "ok" if redis_ok else "degraded",
+            "hub": services.hub.id,
+            "redis": redis_ok,
+            "squads_connected": len(services.hub.sessions),
+        },
+        200 if redis_ok else 503,
+    )
+
+
+async def categories(request: Request) -> Response:
+    _authorize(request, "calltaker", "center", "wall")
+    return _json([msgspec.structs.asdict(c) for c in _services(request).city.categories])
+
+
+async def units(request: Request) -> Response:
+    _authorize(request, "calltaker", "center", "wall")
+    return _json([msgspec.structs.asdict(u) for u in _services(request).city.units])
+
+
+async def districts(request: Request) -> Response:
+    _authorize(request, "calltaker", "center", "wall")
+    return _json(
+        [
+            {
+                "code": d.code,
+                "name_zh": d.name_zh,
+                "name_en": d.name_en,
+                "boundary": msgspec.structs.asdict(d.boundary),
+                "depots": d.depots,
+            }
+            for d in _services(request).city.districts
+        ]
+    )
+
+
+# ---- administration -----------------------------------------------------------------------
+
+
+async def create_unit(request: Request) -> Response:
+    _authorize(request, "admin")
+    new = await _body(request, NewUnit)
+    services = _services(request)
+    city = services.city
+    if city.unit(new.code) is not None:
+        raise ApiError(409, "exists", f"unit {new.code} exists", {"code": "already taken"})
+    for code in new.categories:
+        category = city.category(code)
+        if category is None or category.route != "linkage":
+            raise ApiError(
+                422,
+                "unknown_category",
+                f"{code} is not a linkage category",
+                {"categories": f"unknown or not dispatched: {code}"},
+            )
+    for code in new.districts:
+        if city.district(code) is None:
+            raise ApiError(
+                422, "unknown_district", f"no district {code}", {"districts": f"unknown: {code}"}
+            )
+    unit = msgspec.convert(msgspec.structs.asdict(new), Unit)
+    await services.directory.add(unit)
+    return _json(msgspec.structs.asdict(unit), 201)
+
+
+async def create_squad(request: Request) -> Response:
+    _authorize(request, "admin")
+    new = await _body(request, NewSquad)
+    services = _services(request)
+    unit = services.city.unit(new.unit)
+    if unit is None:
+        raise ApiError(422, "unknown_unit", f"no unit {new.unit}", {"unit": "unknown unit"})
+    for skill in new.skills:
+        if skill not in unit.categories:
+            raise ApiError(
+                422,
+                "invalid",
+                f"{unit.code} does not handle {skill}",
+                {"skills": f"not a category of unit {unit.code}: {skill}"},
+            )
+    capacity = new.capacity or unit.squad_capacity or services.settings.squad_capacity
+    squad_id, token = await services.squads.create(unit.code, new.name, capacity, new.skills)
+    return _json(
+        {
+            "id": squad_id,
+            "unit": unit.code,
+            "name": new.name,
+            "capacity": capacity,
+            "skills": new.skills or ["*"],
+            "token": token,
+        },
+        201,
+    )
+
+
+async def squad_detail(request: Request) -> Response:
+    _authorize(request, "center")
+    services = _services(request)
+    squad_id = request.path_params["squad_id"]
+    unit = await services.squads.unit_of(squad_id)
+    described = await services.squads.describe(unit, squad_id) if unit else None
+    if described is None:
+        raise ApiError(404, "not_found", f"no squad {squad_id}")
+    return _json(described)
+
+
+# ---- requests -----------------------------------------------------------------------------
+
+
+async def create_request(request: Request) -> Response:
+    actor = _authorize(request, "calltaker")
+    new = await _body(request, NewRequest)
+    try:
+        created = await _services(request).intake.create(new, actor)
+    except IntakeError as exc:
+        raise ApiError(422, exc.code, exc.message, exc.fields) from None
+    return _json(created, 201)
+
+
+_NUMBERS = (
+    "lat",
+    "lon",
+    "received_at",
+    "accept_by",
+    "arrive_by",
+    "resolve_by",
+    "promised_by",
+    "offered_at",
+)
+
+
+async def request_detail(request: Request) -> Response:
+    _authorize(request, "calltaker", "center")
+    services = _services(request)
+    request_id = request.path_params["request_id"]
+    unit = await services.requests.unit_of(request_id)
+    fields = await services.requests.read(unit, request_id) if unit else None
+    if unit is None or fields is None:
+        raise ApiError(404, "not_found", f"no request {request_id}")
+    body: dict[str, Any] = {k: v for k, v in fields.items() if k != "v"}
+    for name in _NUMBERS:
+        if body.get(name):
+            body[name] = float(body[name])
+    body["unit"] = None if unit == keys.NO_UNIT else unit
+    body["deadlines"] = {k: body.pop(k, None) for k in ("accept_by", "arrive_by", "resolve_by")}
+    body["timeline"] = await services.requests.timeline(unit, request_id)
+    return _json(body)
+
+
+async def live_map(request: Request) -> Response:
+    """What the wall map draws: every online squad and every open request."""
+    _authorize(request, "wall", "center", "calltaker")
+    services = _services(request)
+    units = services.directory.unit_codes()
+    radius = services.settings.search_radius_km * 4
+    squads: list[dict[str, Any]] = []
+    requests: list[dict[str, Any]] = []
+    for unit in units:
+        squads += await services.squads.positions(unit, services.city.center, radius)
+        for item in await services.requests.open_requests(unit):
+            requests.append(
+                item
+                | {
+                    "unit": unit,
+                    "lat": float(item["lat"]),
+                    "lon": float(item["lon"]),
+                    "received_at": float(item["received_at"]),
+                }
+            )
+    return _json({"at": time.time(), "squads": squads, "requests": requests})
+
+
+# ---- ledger ------------------------------------------------------------------------------
+
+
+class LedgerQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """Filters of the ledger endpoints (query string)."""
+
+    unit: Code | None = None
+    category: Code | None = None
+    district: Code | None = None
+    state: Annotated[str, Meta(pattern=r"^[a-z_]+$")] | None = None
+    since: Annotated[float, Meta(ge=0)] | None = None
+    until: Annotated[float, Meta(ge=0)] | None = None
+    limit: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    offset: Annotated[int, Meta(ge=0)] = 0
+
+
+def _ledger_query(request: Request) -> LedgerQuery:
+    try:
+        return msgspec.convert(dict(request.query_params), LedgerQuery, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _FIELD_PATH.search(message) or _MISSING.search(message)
+        raise ApiError(422, "invalid", message, {match.group(1): message} if match else {})
+
+
+def _ledger(request: Request) -> Ledger:
+    ledger = _services(request).ledger
+    if ledger is None:
+        raise ApiError(503, "unavailable", "the ledger is not open")
+    return ledger
+
+
+async def ledger_requests(request: Request) -> Response:
+    """Requests from the ledger, filtered by unit, category, district, state and time."""
+    _authorize(request, "center")
+    query = msgspec.structs.asdict(_ledger_query(request))
+    return _json(await find_requests(_ledger(request), **query))
+
+
+async def ledger_events(request: Request) -> Response:
+    _authorize(request, "center")
+    return _json(await request_events(_ledger(request), request.path_params["request_id"]))
+
+
+async def ledger_export(request: Request) -> Response:
+    _authorize(request, "center")
+    query = msgspec.structs.asdict(_ledger_query(request))
+    query["limit"] = None if "limit" not in request.query_params else query["limit"]
+    text = await export_csv(_ledger(request), **query)
+    return Response(text, media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": 'attachment; filename="ledger.csv"'})
+
+
+# ---- wiring -------------------------------------------------------------------------------
+
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def api_routes() -> list[Route]:
+    prefix = "/api/v1"
+    return [
+        Route(f"{prefix}/health", health),
+        Route(f"{prefix}/categories", categories),
+        Route(f"{prefix}/units", units, methods=["GET"]),
+        Route(f"{prefix}/units", create_unit, methods=["POST"]),
+        Route(f"{prefix}/districts", districts),
+        Route(f"{prefix}/squads", create_squad, methods=["POST"]),
+        Route(f"{prefix}/squads/{{squad_id}}", squad_detail),
+        Route(f"{prefix}/requests", create_request, methods=["POST"]),
+        Route(f"{prefix}/requests/{{request_id}}", request_detail),
+        Route(f"{prefix}/map", live_map),
+        Route(f"{prefix}/ledger/requests", ledger_requests),
+        Route(f"{prefix}/ledger/requests/{{request_id}}/events", ledger_events),
+        Route(f"{prefix}/ledger/export.csv", ledger_export),
+    ]
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _json(
+        {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}}, exc.status
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _json(
+        {"error": {"code": code, "message": str(exc.detail), "fields": {}}}, exc.status_code
+    )
+
+
+async def _redis_error(request: Request, exc: Exception) -> Response:
+    # Nothing was acknowledged: the caller may retry the same request.
+    body = {
+        "error": {"code": "unavailable", "message": "live state unreachable: retry", "fields": {}}
+    }
+    response = _json(body, 503)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def error_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
+    return {ApiError: _api_error, HTTPException: _http_error, RedisError: _redis_error}
+
+
+__all__ = ["ApiError", "JSONResponse", "api_routes", "error_handlers"]

@@ -1,0 +1,227 @@
+"""Dispatch: offer a queued request to the nearest suitable squad, expire unanswered offers,
+and move a unit's queue when a squad becomes available.
+
+Every step is safe to run from any number of processes at once: the claim is one atomic Lua
+script that re-checks the request's state and the squad's capacity, and lifecycle steps are
+compare-and-set on the request's version. A process that dies between two steps leaves the
+request queued (found by the next queue sweep) or offered with a timer in Redis (claimed by
+another process when due).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from redis.asyncio import Redis
+
+from dispatch_field import protocol
+from server import keys
+from server.assign.ranking import parse_candidates, rank
+from server.lifecycle import InvalidTransition, OfferExpired, transition
+from server.redis_text import text
+from server.requests import Actor, RequestStore, StaleRequest, event_json, view_of
+from server.scripts import Scripts
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# push(unit, squad, seq, body, hub): deliver a numbered frame that is already in the outbox.
+Push = Callable[[str, str, int, bytes, str], Awaitable[None]]
+
+SYSTEM = Actor("system")
+
+
+class Outcome(StrEnum):
+    OFFERED = "offered"
+    WAITING = "waiting"  # no suitable squad now: stays in the unit's queue
+    NOT_QUEUED = "not_queued"  # someone else moved it (offered elsewhere, resolved, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchResult:
+    outcome: Outcome
+    squad: str = ""
+    assignment: str = ""
+
+
+class Dispatcher:
+    def __init__(
+        self, redis: Redis, scripts: Scripts, requests: RequestStore, settings: Settings, push: Push
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._requests = requests
+        self._settings = settings
+        self._push = push
+        self._draining: dict[str, asyncio.Lock] = {}
+        self._drain_again: set[str] = set()
+
+    async def dispatch(self, unit: str, request_id: str) -> DispatchResult:
+        """Offer the request to the nearest suitable squad, if it is queued and one exists."""
+        fields = await self._requests.read(unit, request_id)
+        if fields is None or fields.get("state") != "queued":
+            return DispatchResult(Outcome.NOT_QUEUED)
+        lat, lon = float(fields["lat"]), float(fields["lon"])
+        found = await self._candidates(unit, fields["category"], lat, lon)
+        if not found:
+            return DispatchResult(Outcome.WAITING)
+        ranked = rank(lat, lon, found)
+        assignment = f"A{secrets.token_hex(6)}"
+        now = time.time()
+        respond_by = now + self._settings.offer_window_s
+        body = protocol.encode(
+            protocol.Offer(
+                assignment=assignment,
+                request=protocol.RequestInfo(
+                    id=request_id,
+                    category=fields["category"],
+                    description=fields.get("description", ""),
+                    lat=lat,
+                    lon=lon,
+                    address=fields.get("address", ""),
+                ),
+                respond_by=round(respond_by, 3),
+            )
+        )
+        claim_keys = [
+            keys.request(unit, request_id),
+            keys.queue(unit),
+            keys.available(unit),
+            keys.free(unit),
+            keys.tried(unit, request_id),
+            keys.timers(unit),
+            keys.events(unit),
+            keys.timeline(unit, request_id),
+            keys.assignment(unit, assignment),
+            keys.stats(unit),
+        ]
+        for candidate in ranked:
+            claim_keys += [
+                keys.squad(unit, candidate.squad),
+                keys.outbox(unit, candidate.squad),
+                keys.jobs(unit, candidate.squad),
+            ]
+        result = await self._scripts.claim(
+            keys=claim_keys,
+            args=[
+                request_id,
+                assignment,
+                int(now * 1000),
+                int(respond_by * 1000),
+                body,
+                self._settings.events_maxlen,
+                self._settings.outbox_max_frames,
+                *(c.squad for c in ranked),
+            ],
+        )
+        status = text(result[0])
+        if status == "stale":
+            return DispatchResult(Outcome.NOT_QUEUED)
+        if status == "none":
+            return DispatchResult(Outcome.WAITING)
+        squad, seq, hub = text(result[1]), int(result[2]), text(result[3])
+        await self._push(unit, squad, seq, body, hub)
+        return DispatchResult(Outcome.OFFERED, squad, assignment)
+
+    async def _candidates(
+        self, unit: str, category: str, lat: float, lon: float
+    ) -> list[tuple[str, float, float]]:
+        s = self._settings
+        flat = await self._scripts.candidates(
+            keys=[
+                keys.geo(unit),
+                keys.available(unit),
+                keys.free(unit),
+                keys.skills(unit),
+                keys.fix_times(unit),
+            ],
+            args=[
+                lon,
+                lat,
+                s.search_radius_km,
+                s.search_count,
+                category,
+                time.time() - s.position_max_age_s,
+                s.rank_count,
+            ],
+        )
+        return parse_candidates(flat)
+
+    async def drain(self, unit: str, limit: int = 200) -> int:
+        """Try the unit's waiting requests, oldest first; returns how many were offered.
+
+        Calls that arrive while a drain of the same unit runs are folded into one more pass.
+        """
+        lock = self._draining.setdefault(unit, asyncio.Lock())
+        if lock.locked():
+            self._drain_again.add(unit)
+            return 0
+        offered = 0
+        async with lock:
+            while True:
+                self._drain_again.discard(unit)
+                waiting = await self._redis.zrange(keys.queue(unit), 0, limit - 1)
+                for raw in waiting:
+                    result = await self.dispatch(unit, text(raw))
+                    offered += result.outcome is Outcome.OFFERED
+                if unit not in self._drain_again:
+                    return offered
+
+    async def expire_offer(
+        self, unit: str, assignment: str, reason: str = "offer_window_passed"
+    ) -> bool:
+        """The offer window of ``assignment`` passed: revoke it, count a non-response against
+        the unit, offer the request to the next squad. Idempotent: an offer that was accepted
+        or already expired is left alone. Returns True if it expired the offer now."""
+        record = await self._redis.hgetall(keys.assignment(unit, assignment))
+        info = {text(k): text(v) for k, v in record.items()}
+        request_id, squad = info.get("request", ""), info.get("squad", "")
+        if info.get("state") != "offered":
+            await self._redis.zrem(keys.timers(unit), f"offer:{assignment}")
+            return False
+        for _ in range(5):  # CAS retries against concurrent steps on the same request
+            fields = await self._requests.read(unit, request_id)
+            if fields is None:
+                return False
+            view, version = view_of(fields)
+            try:
+                step = transition(view, OfferExpired(assignment, reason))
+            except InvalidTransition:
+                await self._redis.zrem(keys.timers(unit), f"offer:{assignment}")
+                return False
+            event = event_json(
+                step.event,
+                request_id,
+                time.time(),
+                SYSTEM,
+                squad=squad,
+                assignment=assignment,
+                reason=reason,
+            )
+            try:
+                commit = await self._requests.commit(
+                    unit,
+                    request_id,
+                    version,
+                    step,
+                    [event],
+                    assignment=assignment,
+                    squad=squad,
+                    queue_score=float(fields.get("received_at", "0")),
+                )
+            except StaleRequest:
+                continue
+            if commit.revoke_seq:
+                await self._push(unit, squad, commit.revoke_seq, commit.revoke_body, commit.hub)
+            await self.dispatch(unit, request_id)
+            return True
+        log.warning(
+            "offer %s of request %s kept changing; the timer will retry", assignment, request_id
+        )
+        return False

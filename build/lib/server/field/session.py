@@ -1,0 +1,387 @@
+"""One squad phone's WebSocket: the reader loop and a writer task with a bounded queue.
+
+Outgoing frames go through the session's own queue and writer, so a slow phone never blocks
+the code that pushes to it: when its queue is full it is closed with ``SLOW_CONSUMER`` and
+resumes from its outbox later.
+
+Numbered frames carry their outbox ``seq``. The writer sends them in order exactly once per
+connection: a frame at or below the last one sent is skipped, and a gap (a frame pushed
+through another route arrived first) is filled from the outbox in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import msgspec
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from uvicorn.protocols.utils import ClientDisconnected
+
+from dispatch_field import protocol
+from dispatch_field.codes import CloseCode, ErrorCode
+from server.actions import CommandError
+from server.assign.ranking import haversine_m
+from server.requests import Actor
+
+if TYPE_CHECKING:
+    from server.hub import Services
+
+log = logging.getLogger(__name__)
+
+_loose = msgspec.msgpack.Decoder()
+_loose_json = msgspec.json.Decoder()
+AUTO_ARRIVAL = Actor("system", "auto-arrival")
+
+
+class Closed(Exception):
+    """The connection is ending with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+@dataclass(slots=True)
+class _Replay:
+    after: int
+
+
+@dataclass(slots=True)
+class _Numbered:
+    seq: int
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Scene:
+    request: str
+    lat: float
+    lon: float
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    squad: str = ""
+    unit: str = ""
+    conn_id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+
+class FieldSession:
+    def __init__(self, ws: WebSocket, services: Services, json_mode: bool) -> None:
+        self._ws = ws
+        self._services = services
+        self._settings = services.settings
+        self._json = json_mode
+        self.info = SessionInfo()
+        self._queue: asyncio.Queue[bytes | _Numbered | _Replay] = asyncio.Queue(
+            maxsize=self._settings.send_queue_frames
+        )
+        self._sent_seq = 0
+        self._scenes: dict[str, _Scene] = {}
+        self._closing: Closed | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.last_heard = time.monotonic()
+
+    # ---- pushing (called by the hub; never blocks) ------------------------------------------
+
+    def push_numbered(self, seq: int, body: bytes) -> None:
+        self._enqueue(_Numbered(seq, body))
+
+    def push(self, frame: protocol.HubFrame) -> None:
+        self._enqueue(protocol.encode(frame))
+
+    def _enqueue(self, item: bytes | _Numbered | _Replay) -> None:
+        if self._closing is not None:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.close(CloseCode.SLOW_CONSUMER, "send queue full: reconnect and resume")
+
+    @property
+    def close_code(self) -> int | None:
+        """The code this session is closing (or closed) with, None while it is open."""
+        return self._closing.code if self._closing else None
+
+    def close(self, code: int, reason: str) -> None:
+        """End the session with ``code``: the writer sends what was queued before and the
+        close frame; the reader stops."""
+        if self._closing is None:
+            self._closing = Closed(code, reason)
+            if self._queue.full():  # a slow phone: drop its backlog, the outbox keeps it
+                while not self._queue.empty():
+                    self._queue.get_nowait()
+            self._queue.put_nowait(b"")  # wake the writer
+            reader = self._reader
+            if reader is not None and reader is not asyncio.current_task():
+                reader.cancel()  # stop reading at once: the session is over
+
+    # ---- the connection ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._reader = asyncio.current_task()
+        writer = asyncio.create_task(self._writer())
+        try:
+            await self._greet()
+            while self._closing is None:
+                frame = await self._receive()
+                try:
+                    await self._handle(frame)
+                except RedisError:
+                    # Redis is restarting: the command was not applied; the phone retries it
+                    # with the same id. Positions and acks are superseded by the next ones.
+                    log.warning("Redis unavailable for %s's %s frame", self.info.squad, type(frame))
+                    if isinstance(frame, protocol.COMMANDS):
+                        self.push(
+                            protocol.Error(
+                                code=ErrorCode.BUSY,
+                                id=frame.id,
+                                message="the hub cannot apply this now: retry",
+                            )
+                        )
+        except Closed as closed:
+            self.close(closed.code, closed.reason)
+        except WebSocketDisconnect:
+            pass
+        except asyncio.CancelledError:
+            if self._closing is None:
+                raise  # not our close(): the server is stopping this task
+        except Exception:
+            log.exception("field session of %s failed", self.info.squad or "?")
+            self.close(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
+        finally:
+            await self._finish(writer)
+
+    async def _finish(self, writer: asyncio.Task[None]) -> None:
+        if self._closing is None:
+            writer.cancel()
+        # A phone that stopped reading cannot take even the close frame: give up after a while.
+        done, _ = await asyncio.wait({writer}, timeout=self._settings.close_timeout_s)
+        if not done:
+            writer.cancel()
+        await self._services.hub.left(self)
+
+    async def _greet(self) -> None:
+        try:
+            frame = await asyncio.wait_for(self._receive(), self._settings.hello_timeout_s)
+        except TimeoutError:
+            raise Closed(CloseCode.HELLO_TIMEOUT, "no hello in time") from None
+        if not isinstance(frame, protocol.Hello):
+            self.push(
+                protocol.Error(code=ErrorCode.HELLO_FIRST, message="first frame must be hello")
+            )
+            raise Closed(CloseCode.HELLO_REQUIRED, "first frame must be hello")
+        unit = await self._services.squads.authenticate(frame.squad, frame.token)
+        if unit is None:
+            self.push(protocol.Error(code=ErrorCode.AUTH_FAILED, message="unknown squad or token"))
+            raise Closed(CloseCode.AUTH_FAILED, "authentication failed")
+        self.info.squad, self.info.unit = frame.squad, unit
+        presence = await self._services.hub.joined(self)
+        welcome = protocol.Welcome(
+            squad=frame.squad, last_seq=presence.seq, server_time=round(time.time(), 3)
+        )
+        if presence.trimmed <= frame.last_seq <= presence.seq:
+            self._sent_seq = frame.last_seq
+            self.push(welcome)
+        else:
+            # The gap cannot be replayed: frames after last_seq were dropped unacknowledged
+            # (retention), or the phone is ahead of the hub (Redis lost data). Say so, and send
+            # the complete current work instead of a silent gap.
+            reason = "outbox_trimmed" if frame.last_seq < presence.trimmed else "hub_behind"
+            self._sent_seq = presence.seq
+            self.push(welcome)
+            self.push(await self._resync(reason, presence.seq))
+        self._enqueue(_Replay(self._sent_seq))
+        await self._load_scenes()
+
+    async def _resync(self, reason: str, last_seq: int) -> protocol.Resync:
+        services, info = self._services, self.info
+        listed = []
+        for job in await services.squads.active_jobs(info.unit, info.squad):
+            fields = await services.requests.read(info.unit, job["request"])
+            if fields is None:
+                continue
+            listed.append(
+                protocol.Assignment(
+                    assignment=job["id"],
+                    state=job["state"],
+                    respond_by=float(job.get("respond_by") or 0) / 1000,
+                    request=protocol.RequestInfo(
+                        id=job["request"],
+                        category=fields["category"],
+                        description=fields.get("description", ""),
+                        lat=float(fields["lat"]),
+                        lon=float(fields["lon"]),
+                        address=fields.get("address", ""),
+                    ),
+                )
+            )
+        return protocol.Resync(reason=reason, last_seq=last_seq, assignments=listed)
+
+    async def _receive(self) -> protocol.PhoneFrame:
+        """The next valid frame; invalid ones are answered with an error frame and skipped."""
+        while True:
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            data: bytes | str | None = message.get("bytes")
+            if data is None:
+                data = message.get("text") or ""
+            self.last_heard = time.monotonic()
+            limit = self._settings.max_frame_bytes
+            if len(data) > limit:
+                self.push(
+                    protocol.Error(
+                        code=ErrorCode.TOO_LARGE,
+                        message=f"frame of {len(data)} bytes; the limit is {limit}",
+                    )
+                )
+                continue
+            try:
+                return protocol.decode_phone(data)
+            except msgspec.DecodeError as exc:
+                self.push(_decode_error(data, exc))
+
+    async def _handle(self, frame: protocol.PhoneFrame) -> None:
+        services, info = self._services, self.info
+        match frame:
+            case protocol.Pos():
+                services.positions.add(info.unit, info.squad, frame.lat, frame.lon, time.time())
+                if self._scenes:
+                    await self._check_arrival(frame.lat, frame.lon)
+            case protocol.Ack():
+                await services.squads.ack(info.unit, info.squad, frame.seq)
+            case protocol.Duty():
+                owned = await services.squads.set_duty(
+                    info.unit, info.squad, frame.on, info.conn_id
+                )
+                if owned < 0:
+                    raise Closed(CloseCode.REPLACED, "another connection took over")
+                if owned == 1:
+                    services.hub.drain_soon(info.unit)
+            case protocol.Hello():
+                self.push(protocol.Error(code=ErrorCode.UNEXPECTED, message="already greeted"))
+            case _:
+                await self._command(frame)
+
+    async def _command(self, command: protocol.Command, actor: Actor | None = None) -> None:
+        services, info = self._services, self.info
+        try:
+            done = await services.actions.apply(info.unit, info.squad, command, actor)
+        except CommandError as exc:
+            if actor is None:
+                self.push(protocol.Error(code=exc.code, message=exc.message, id=command.id))
+            return
+        if actor is None:
+            self.push(protocol.Ok(id=command.id))
+        if done.state.value == "en_route":
+            await self._track_scene(command.assignment, done.request_id)
+        else:
+            self._scenes.pop(command.assignment, None)
+        if done.squad_available:
+            services.hub.drain_soon(info.unit)
+
+    # ---- automatic arrival ---------------------------------------------------------------------
+
+    async def _load_scenes(self) -> None:
+        """Scenes of this squad's en-route assignments (after a reconnect too)."""
+        for job in await self._services.squads.active_jobs(self.info.unit, self.info.squad):
+            if job.get("state") == "en_route":
+                await self._track_scene(job["id"], job["request"])
+
+    async def _track_scene(self, assignment: str, request_id: str) -> None:
+        fields = await self._services.requests.read(self.info.unit, request_id)
+        if fields:
+            self._scenes[assignment] = _Scene(
+                request_id, float(fields["lat"]), float(fields["lon"])
+            )
+
+    async def _check_arrival(self, lat: float, lon: float) -> None:
+        radius = self._settings.arrival_radius_m
+        for assignment, scene in list(self._scenes.items()):
+            if haversine_m(lat, lon, scene.lat, scene.lon) <= radius:
+                self._scenes.pop(assignment, None)
+                arrive = protocol.Arrive(assignment=assignment, id=f"auto-arrive-{assignment}")
+                await self._command(arrive, AUTO_ARRIVAL)
+
+    # ---- the writer --------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        try:
+            await self._write_loop()
+        except (WebSocketDisconnect, ClientDisconnected):
+            return  # the phone went away mid-send: the outbox keeps what it missed
+        except Exception:
+            if self._closing is None:
+                log.exception("writer of %s failed", self.info.squad or "?")
+                self._closing = Closed(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
+            await self._send_close()
+
+    async def _write_loop(self) -> None:
+        greeted = False
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, bytes):
+                if item:
+                    await self._send(item)
+            elif self._closing is not None:
+                pass  # numbered frames wait in the outbox for the resume
+            elif isinstance(item, _Replay):
+                await self._send_kept(item.after)
+                greeted = True
+            elif not greeted:
+                pass  # pushed while greeting: already in the outbox, the replay sends it
+            elif item.seq > self._sent_seq:
+                if item.seq > self._sent_seq + 1:
+                    await self._send_kept(self._sent_seq)  # fill the gap from the outbox
+                if item.seq > self._sent_seq:
+                    await self._send(protocol.stamp_seq(item.body, item.seq))
+                    self._sent_seq = item.seq
+            if self._closing is not None and self._queue.empty():
+                await self._send_close()
+                return
+
+    async def _send_kept(self, after: int) -> None:
+        frames = await self._services.squads.frames_after(self.info.unit, self.info.squad, after)
+        for seq, body in frames:
+            if seq > self._sent_seq:
+                await self._send(protocol.stamp_seq(body, seq))
+                self._sent_seq = seq
+
+    async def _send(self, data: bytes) -> None:
+        if self._json:
+            await self._ws.send_text(protocol.msgpack_to_json(data))
+        else:
+            await self._ws.send_bytes(data)
+
+    async def _send_close(self) -> None:
+        closing = self._closing
+        assert closing is not None
+        if self._ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):  # the peer may already be gone
+                await self._ws.close(closing.code, closing.reason)
+
+
+def _decode_error(data: bytes | str, exc: msgspec.DecodeError) -> protocol.Error:
+    """An error frame for a frame that did not decode, naming the field and its command id."""
+    message = str(exc)
+    try:
+        loose = _loose_json.decode(data) if isinstance(data, str) else _loose.decode(data)
+    except msgspec.DecodeError:
+        return protocol.Error(code=ErrorCode.MALFORMED, message=message)
+    if not isinstance(loose, dict):
+        return protocol.Error(code=ErrorCode.MALFORMED, message="a frame must be a map")
+    command_id = loose.get("id") if isinstance(loose.get("id"), str) else None
+    code = (
+        ErrorCode.UNKNOWN_TYPE
+        if message.endswith("at `$.t`") and "t" in loose
+        else (ErrorCode.INVALID)
+    )
+    return protocol.Error(code=code, message=message, id=command_id)

@@ -1,0 +1,394 @@
+"""Composition root: the app factory, its lifespan, and this process's hub.
+
+The :class:`Hub` knows only the squads connected to this process. A push for a squad
+connected elsewhere goes to the process that holds it, on that process's own Redis channel
+(the squad's ``hub`` field names it), never as a broadcast every process must decode. The
+outbox in Redis stays the source of truth: a lost channel message is repaired by the phone's
+next resume, or by the gap check when the next frame arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from redis.asyncio import BlockingConnectionPool, Redis
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from dispatch_field import protocol
+from dispatch_field.codes import CloseCode
+from server import keys
+from server.actions import Intake, SquadActions
+from server.assign.dispatcher import Dispatcher
+from server.city import City, Unit, load_city
+from server.field.session import FieldSession
+from server.ledger import Ledger, default_database_url
+from server.notify import MemorySender
+from server.presence.positions import PositionWriter
+from server.presence.tracker import PresenceTracker
+from server.redis_text import text
+from server.requests import RequestStore
+from server.scripts import Scripts
+from server.settings import Settings, load_settings
+from server.squads import Presence, SquadStore
+
+log = logging.getLogger(__name__)
+_channel_codec = msgspec.msgpack.Decoder(tuple[str, int, bytes])
+_channel_encoder = msgspec.msgpack.Encoder()
+
+
+class Directory:
+    """The city's units as configured, plus units added through the API.
+
+    An added unit takes over routing for the (category, district) pairs it declares.
+    """
+
+    def __init__(self, redis: Redis, city: City) -> None:
+        self._redis = redis
+        self._base = city
+        self.city = city
+
+    async def add(self, unit: Unit) -> None:
+        await self._redis.hset(keys.units(), unit.code, msgspec.json.encode(unit))
+        self._rebuild([*self._added(), unit])
+
+    async def refresh(self) -> None:
+        raw = await self._redis.hgetall(keys.units())
+        added = [msgspec.json.decode(v, type=Unit) for v in raw.values()]
+        self._rebuild(added)
+
+    def _added(self) -> list[Unit]:
+        base = {u.code for u in self._base.units}
+        return [u for u in self.city.units if u.code not in base]
+
+    def _rebuild(self, added: list[Unit]) -> None:
+        by_code = {u.code: u for u in added}
+        units = (*self._base.units, *by_code.values())
+        self.city = City(msgspec.structs.replace(self._base.file, units=units))
+
+    def unit_codes(self) -> list[str]:
+        return [u.code for u in self.city.units]
+
+
+class Hub:
+    """This process's squad connections, and the route of every push."""
+
+    def __init__(self, hub_id: str, services: Services) -> None:
+        self.id = hub_id
+        self._services = services
+        self.sessions: dict[str, FieldSession] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def joined(self, session: FieldSession) -> Presence:
+        squad, unit = session.info.squad, session.info.unit
+        previous = self.sessions.get(squad)
+        if previous is not None and previous is not session:
+            previous.close(CloseCode.REPLACED, "a newer connection of this squad took over")
+        self.sessions[squad] = session
+        presence = await self._services.squads.connect(unit, squad, self.id, session.info.conn_id)
+        if presence.on_duty:
+            self.drain_soon(unit)
+        return presence
+
+    async def left(self, session: FieldSession) -> None:
+        squad = session.info.squad
+        if not squad:
+            return
+        if self.sessions.get(squad) is session:
+            del self.sessions[squad]
+        unit = session.info.unit
+        try:
+            if await self._services.squads.disconnect(unit, squad, session.info.conn_id):
+                await self._services.redis.srem(keys.hub_squads(self.id), f"{unit}/{squad}")
+                await self._services.presence.went_offline(unit, squad)
+        except Exception:  # noqa: BLE001 - Redis down: reconcile() catches up
+            log.warning("could not record %s offline; will retry", squad)
+
+    async def reconcile(self, *, everyone: bool = False) -> int:
+        """Squads Redis believes are connected here but are not (a disconnect that could not
+        be recorded, e.g. during a Redis restart): take them offline now. ``everyone``: all of
+        this process's squads (it is shutting down)."""
+        services = self._services
+        stale = 0
+        for member in await services.redis.smembers(keys.hub_squads(self.id)):
+            unit, _, squad = text(member).partition("/")
+            if squad in self.sessions and not everyone:
+                continue
+            if await services.squads.disconnect(unit, squad, self.id, by_hub=True):
+                await services.presence.went_offline(unit, squad)
+                stale += 1
+            await services.redis.srem(keys.hub_squads(self.id), member)
+        return stale
+
+    async def push(self, unit: str, squad: str, seq: int, body: bytes, hub: str) -> None:
+        """Deliver a numbered frame that is already in the squad's outbox."""
+        if hub == self.id:
+            self.deliver(squad, seq, body)
+        elif hub:
+            message = _channel_encoder.encode((squad, seq, body))
+            await self._services.redis.publish(keys.hub_channel(hub), message)
+        # No hub: the squad is offline; the frame waits in its outbox for the resume.
+
+    def deliver(self, squad: str, seq: int, body: bytes) -> None:
+        session = self.sessions.get(squad)
+        if session is not None:
+            session.push_numbered(seq, body)
+
+    def receive_channel_message(self, data: bytes) -> None:
+        squad, seq, body = _channel_codec.decode(data)
+        self.deliver(squad, seq, body)
+
+    def drain_soon(self, unit: str) -> None:
+        """Move the unit's queue in the background (a squad became available)."""
+        self.spawn(self._services.dispatcher.drain(unit))
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    def close_silent(self, silent_for_s: float) -> int:
+        """Close sessions that sent nothing for ``silent_for_s``; they may resume later."""
+        limit = time.monotonic() - silent_for_s
+        silent = [s for s in self.sessions.values() if s.last_heard < limit]
+        for session in silent:
+            session.close(CloseCode.HEARTBEAT_TIMEOUT, "silent too long")
+        return len(silent)
+
+
+@dataclass
+class Services:
+    """Everything the routes and sessions use, created in the lifespan."""
+
+    settings: Settings
+    redis: Redis
+    directory: Directory
+    scripts: Scripts
+    requests: RequestStore
+    squads: SquadStore
+    positions: PositionWriter
+    sender: MemorySender
+    dispatcher: Dispatcher = field(init=False)
+    intake: Intake = field(init=False)
+    actions: SquadActions = field(init=False)
+    hub: Hub = field(init=False)
+    presence: PresenceTracker = field(init=False)
+    ledger: Ledger | None = None
+
+    @property
+    def city(self) -> City:
+        return self.directory.city
+
+
+def new_hub_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def build_services(settings: Settings, redis: Redis, city: City) -> Services:
+    scripts = Scripts.register(redis)
+    requests = RequestStore(
+        redis,
+        scripts,
+        events_maxlen=settings.events_maxlen,
+        command_memory_s=settings.command_memory_s,
+        outbox_max_frames=settings.outbox_max_frames,
+    )
+    services = Services(
+        settings=settings,
+        redis=redis,
+        directory=Directory(redis, city),
+        scripts=scripts,
+        requests=requests,
+        squads=SquadStore(redis, scripts),
+        positions=PositionWriter(redis, settings.position_flush_ms / 1000),
+        sender=MemorySender(),
+    )
+    services.hub = Hub(new_hub_id(), services)
+    services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
+    services.intake = Intake(services.directory, requests, services.dispatcher)
+    services.actions = SquadActions(
+        redis, requests, services.dispatcher, services.sender, settings, services.hub.push
+    )
+    services.presence = PresenceTracker(
+        redis, services.squads, requests, services.dispatcher, settings, services.hub.id
+    )
+    return services
+
+
+# ---- background loops ---------------------------------------------------------------------
+
+
+async def _every(interval_s: float, name: str, job: Any) -> None:
+    """Run ``job()`` every interval; failures are logged and the loop goes on (Redis may be
+    restarting)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except Exception:  # noqa: BLE001
+            if not _cancelling():
+                log.exception("%s failed", name)
+        if _cancelling():  # the job's client library may have swallowed the cancellation
+            raise asyncio.CancelledError
+
+
+def _cancelling() -> bool:
+    """Whether this task is being cancelled: some client libraries turn the CancelledError
+    raised inside a read into their own connection error, which must not keep a loop alive."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _fire_due_timers(services: Services) -> None:
+    now_ms = int(time.time() * 1000)
+    lease_ms = int(services.settings.timer_lease_s * 1000)
+    for unit in services.directory.unit_codes():
+        due = await services.scripts.due(keys=[keys.timers(unit)], args=[now_ms, lease_ms, 100])
+        for member in due:
+            kind, _, ident = text(member).partition(":")
+            if kind == "offer":
+                freed = await services.dispatcher.expire_offer(unit, ident)
+            else:
+                freed = await services.presence.on_timer(unit, kind, ident)
+            if freed:
+                services.hub.drain_soon(unit)
+
+
+async def _sweep_queues(services: Services) -> None:
+    for unit in services.directory.unit_codes():
+        if await services.redis.zcard(keys.queue(unit)):
+            await services.dispatcher.drain(unit)
+
+
+async def _listen(services: Services) -> None:
+    """Pushes for squads on this process, published by other processes."""
+    while True:
+        try:
+            pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(keys.hub_channel(services.hub.id))
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    services.hub.receive_channel_message(message["data"])
+                if _cancelling():
+                    raise asyncio.CancelledError
+        except Exception:  # noqa: BLE001 - reconnect after a Redis restart
+            if _cancelling():
+                raise asyncio.CancelledError from None
+            log.warning("hub channel lost; resubscribing", exc_info=True)
+            await asyncio.sleep(0.5)
+
+
+def _loops(services: Services) -> list[Coroutine[Any, Any, None]]:
+    s = services.settings
+    return [
+        services.positions.run(),
+        _listen(services),
+        _every(s.timer_poll_ms / 1000, "timers", lambda: _fire_due_timers(services)),
+        _every(s.queue_sweep_s, "queue sweep", lambda: _sweep_queues(services)),
+        _every(5.0, "unit directory", services.directory.refresh),
+        _every(
+            min(5.0, s.offline_after_s / 3),
+            "silent sessions",
+            lambda: _async(services.hub.close_silent(s.offline_after_s)),
+        ),
+        _every(s.hub_beat_s, "hub heartbeat", services.presence.beat),
+        _every(s.hub_beat_s * 2, "dead hubs", services.presence.reap_dead_hubs),
+        _every(15.0, "reconcile", services.hub.reconcile),
+    ]
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+# ---- the app ------------------------------------------------------------------------------
+
+
+async def field_socket(ws: WebSocket) -> None:
+    services: Services = ws.app.state.services
+    offered = ws.scope.get("subprotocols") or []
+    chosen = next((p for p in offered if p in protocol.SUBPROTOCOLS), None)
+    await ws.accept(subprotocol=chosen)
+    if chosen is None:
+        await ws.close(
+            CloseCode.UNSUPPORTED_SUBPROTOCOL,
+            f"use one of the subprotocols {', '.join(protocol.SUBPROTOCOLS)}",
+        )
+        return
+    await FieldSession(ws, services, chosen == protocol.SUBPROTOCOL_JSON).run()
+
+
+def create_app(settings: Settings | None = None, *, redis_url: str | None = None) -> Starlette:
+    """The ASGI app. Redis comes from ``redis_url``, else ``settings.redis_url``; the
+    embedded Redis is started by the runner (``server.__main__``), not here."""
+    from server.api.routes import api_routes, error_handlers
+    from server.web import static_dir
+
+    settings = settings or load_settings()
+    url = redis_url or settings.redis_url
+    if not url:
+        raise ValueError("create_app needs a Redis URL (the runner starts the embedded one)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # A blocking pool: a burst (thousands of phones reconnecting) waits for a connection
+        # instead of failing; Redis answers in microseconds, so a few dozen are plenty.
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=settings.redis_connections, timeout=10, health_check_interval=30
+        )
+        redis = Redis(connection_pool=pool)
+        city = load_city(settings.config_path)
+        services = build_services(settings, redis, city)
+        await services.directory.refresh()
+        app.state.services = services
+        await services.presence.beat()
+        services.ledger = await Ledger.open(
+            settings.database_url or default_database_url(settings.data_dir)
+        )
+        loops = [asyncio.create_task(coro) for coro in _loops(services)]
+        loops.append(asyncio.create_task(
+            services.ledger.consume(redis, services.directory.unit_codes, services.hub.id)
+        ))
+        log.info("hub %s ready", services.hub.id)
+        try:
+            yield
+        finally:
+            for session in list(services.hub.sessions.values()):
+                session.close(CloseCode.SERVER_RESTART, "hub shutting down: reconnect")
+            for task in loops:
+                task.cancel()
+            _, stuck = await asyncio.wait(loops, timeout=3)
+            for task in stuck:
+                log.warning("background loop did not stop: %r", task.get_stack())
+            with contextlib.suppress(Exception):
+                await services.positions.flush()
+                await services.hub.reconcile(everyone=True)
+                await services.presence.leave()
+            await services.ledger.close()
+            await redis.aclose()
+
+    routes = [
+        *api_routes(),
+        WebSocketRoute("/ws/field", field_socket),
+        Mount("/", app=StaticFiles(directory=static_dir(), html=True), name="web"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=error_handlers())
+
+
+__all__ = ["Hub", "Services", "create_app", "Route"]

@@ -1,0 +1,158 @@
+"""Every Redis key the project uses, as small functions.
+
+Keys of one unit share the hash tag ``{u:<unit>}``: a unit's squads, requests, assignments,
+outboxes, queue, timers and events live in one Cluster slot, so every Lua script touches
+keys of a single slot and the same code runs on Redis Cluster. The few global keys (id
+counters and id -> unit indexes) are only used by single-key commands.
+"""
+
+from __future__ import annotations
+
+PREFIX = "ld"  # linkage dispatch
+
+
+def _u(unit: str) -> str:
+    return f"{PREFIX}:{{u:{unit}}}"
+
+
+# --- per unit ----------------------------------------------------------------------------
+
+
+def geo(unit: str) -> str:
+    """GEO set: last position of every online squad of the unit."""
+    return f"{_u(unit)}:geo"
+
+
+def fix_times(unit: str) -> str:
+    """Sorted set: squad -> time of its last position fix (epoch s)."""
+    return f"{_u(unit)}:fixt"
+
+
+def available(unit: str) -> str:
+    """Set: squads on duty and online."""
+    return f"{_u(unit)}:avail"
+
+
+def free(unit: str) -> str:
+    """Hash: squad -> free capacity (capacity minus active assignments)."""
+    return f"{_u(unit)}:free"
+
+
+def skills(unit: str) -> str:
+    """Hash: squad -> ",cat,cat," (or "*" for every category of the unit)."""
+    return f"{_u(unit)}:skills"
+
+
+def queue(unit: str) -> str:
+    """Sorted set: requests waiting for a squad, by time received."""
+    return f"{_u(unit)}:queue"
+
+
+def open_requests(unit: str) -> str:
+    """Sorted set: the unit's requests not yet resolved, by time received (the wall map)."""
+    return f"{_u(unit)}:open"
+
+
+def timers(unit: str) -> str:
+    """Sorted set: "kind:id" -> due time (epoch ms). Claimed with a lease by any process."""
+    return f"{_u(unit)}:timers"
+
+
+def events(unit: str) -> str:
+    """Stream: every event of the unit's requests and squads, in order."""
+    return f"{_u(unit)}:events"
+
+
+def stats(unit: str) -> str:
+    """Hash: counters (non_responses, offers, ...)."""
+    return f"{_u(unit)}:stats"
+
+
+def squad(unit: str, squad_id: str) -> str:
+    """Hash: name, capacity, duty, online, hub, conn, token_hash, seq, acked, created."""
+    return f"{_u(unit)}:sq:{squad_id}"
+
+
+def outbox(unit: str, squad_id: str) -> str:
+    """Sorted set: numbered frames kept until acknowledged; score = seq,
+    member = 12-digit seq + frame body (see dispatch_field.protocol.stamp_seq)."""
+    return f"{_u(unit)}:sq:{squad_id}:out"
+
+
+def jobs(unit: str, squad_id: str) -> str:
+    """Set: the squad's active assignment ids."""
+    return f"{_u(unit)}:sq:{squad_id}:jobs"
+
+
+def command(unit: str, squad_id: str, command_id: str) -> str:
+    """String: outcome of a command id, kept for retries."""
+    return f"{_u(unit)}:sq:{squad_id}:cmd:{command_id}"
+
+
+def request(unit: str, request_id: str) -> str:
+    """Hash: the request's fields and state (see server.requests)."""
+    return f"{_u(unit)}:rq:{request_id}"
+
+
+def timeline(unit: str, request_id: str) -> str:
+    """List: the request's events as JSON, oldest first."""
+    return f"{_u(unit)}:rq:{request_id}:tl"
+
+
+def tried(unit: str, request_id: str) -> str:
+    """Set: squads already offered this request (passed over first next time)."""
+    return f"{_u(unit)}:rq:{request_id}:tried"
+
+
+def assignment(unit: str, assignment_id: str) -> str:
+    """Hash: request, squad, state, respond_by."""
+    return f"{_u(unit)}:as:{assignment_id}"
+
+
+# --- global (single-key commands only) ----------------------------------------------------
+
+
+def request_counter() -> str:
+    return f"{PREFIX}:next:request"
+
+
+def squad_counter() -> str:
+    return f"{PREFIX}:next:squad"
+
+
+def request_units() -> str:
+    """Hash: request id -> unit (requests that left the flow: "-")."""
+    return f"{PREFIX}:index:request_unit"
+
+
+def squad_units() -> str:
+    """Hash: squad id -> unit."""
+    return f"{PREFIX}:index:squad_unit"
+
+
+def units() -> str:
+    """Hash: unit code -> JSON of units added through the API."""
+    return f"{PREFIX}:units"
+
+
+def hub_channel(hub_id: str) -> str:
+    """Pub/sub channel of one hub process: pushes for squads connected to it."""
+    return f"{PREFIX}:hub:{hub_id}"
+
+
+def hubs() -> str:
+    """Sorted set: hub process id -> last time it said it was alive (epoch s)."""
+    return f"{PREFIX}:hubs"
+
+
+def hub_squads(hub_id: str) -> str:
+    """Set: "unit/squad" of every squad connected to that hub process."""
+    return f"{PREFIX}:hub:{hub_id}:squads"
+
+
+def center_channel() -> str:
+    """Pub/sub channel of the supervision center's live feed."""
+    return f"{PREFIX}:center"
+
+
+NO_UNIT = "-"  # the unit tag of requests that left the linkage flow

@@ -1,0 +1,35 @@
+"""The ledger (台账): the categorized, queryable SQL record of every request and event.
+
+Each hub process runs :meth:`Ledger.consume`, which copies the units' Redis event streams
+into SQL (SQLite by default, PostgreSQL when configured) through a consumer group, at least
+once and idempotently. :mod:`server.ledger.queries` reads it back.
+
+Modules: ``tables`` (schema), ``fold`` (pure: entries -> rows), ``streams`` (the consumer
+group), ``writer`` (:class:`Ledger`), ``queries``.
+"""
+
+from server.ledger.queries import export_csv, find_requests, request_events
+from server.ledger.streams import GROUP, StreamEntry, ack
+from server.ledger.tables import events, metadata, requests
+from server.ledger.writer import (
+    DEFAULT_CONSUMER,
+    Ledger,
+    async_database_url,
+    default_database_url,
+)
+
+__all__ = [
+    "DEFAULT_CONSUMER",
+    "GROUP",
+    "Ledger",
+    "StreamEntry",
+    "ack",
+    "async_database_url",
+    "default_database_url",
+    "events",
+    "export_csv",
+    "find_requests",
+    "metadata",
+    "request_events",
+    "requests",
+]

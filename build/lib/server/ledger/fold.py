@@ -1,0 +1,205 @@
+"""From stream entries to ledger rows: pure functions, no I/O.
+
+An entry of a unit's event stream becomes a :class:`LedgerEvent` (one ``events`` row). The
+``requests`` row is then *folded*: :func:`fold` applies a request's events, and optionally a
+snapshot of its Redis hash, onto the row as it stands in the database. The fold converges
+whatever order and however often the events arrive, because several consumers share the
+streams and a taken-over entry may be written after newer ones:
+
+- the state (and the squad holding the request) follows the newest event by stream order
+  (``event_key``); an older event never overwrites it;
+- ``accepted_at`` / ``arrived_at`` / ``resolved_at`` keep the earliest time seen, and
+  ``updated_at`` the latest;
+- static fields (caller, place, deadlines) come from the request hash, newest version
+  (``v``) wins; the ``received`` event's own fields fill them when no hash was read;
+- a promise (``deferred``) sets ``resolve_by`` unless a newer promise already did.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# The request's state after each event type (the names server.lifecycle records). Other
+# types (notices, squad events, ...) are recorded as events but leave the state alone.
+STATE_AFTER: dict[str, str] = {
+    "received": "received",
+    "queued": "queued",
+    "transferred": "transferred",
+    "offered": "offered",
+    "offer_expired": "queued",
+    "accepted": "accepted",
+    "en_route": "en_route",
+    "arrived": "on_scene",
+    "resolved": "resolved",
+    "deferred": "deferred",
+    "disputed": "disputed",
+}
+# Moments kept as the earliest time seen: a request re-offered after a dispute keeps the
+# first acceptance, which is what the deadline rules measure.
+FIRST_MOMENT: dict[str, str] = {
+    "accepted": "accepted_at",
+    "arrived": "arrived_at",
+    "resolved": "resolved_at",
+}
+# Events after which no squad holds the request.
+SQUAD_RELEASED = frozenset({"received", "queued", "transferred", "offer_expired", "disputed"})
+# Events that change the request hash's static fields: the writer reads the hash for them.
+SNAPSHOT_EVENTS = frozenset({"received", "deferred"})
+
+_SNAPSHOT_TEXT = ("category", "district", "route", "caller_phone", "description", "address",
+                  "result")
+_SNAPSHOT_TIME = ("lat", "lon", "received_at", "accept_by", "arrive_by", "resolve_by")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEvent:
+    """One stream entry, ready to be an ``events`` row."""
+
+    unit: str
+    stream_id: str
+    sort_key: str
+    request_id: str | None
+    type: str
+    at: float | None
+    by: str | None
+    data: str  # always JSON text
+    payload: Mapping[str, Any]
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit, "stream_id": self.stream_id, "sort_key": self.sort_key,
+            "request_id": self.request_id, "type": self.type, "at": self.at, "by": self.by,
+            "data": self.data,
+        }
+
+
+def sort_key(stream_id: str) -> str:
+    """``"<ms>-<seq>"`` zero-padded so that text order is stream order ("1-10" > "1-9")."""
+    ms, _, seq = stream_id.partition("-")
+    return f"{int(ms):015d}-{int(seq or 0):020d}"
+
+
+def parse_entry(unit: str, stream_id: str, fields: Mapping[str, str]) -> LedgerEvent | None:
+    """The event in a stream entry; None when the entry's data is gone (trimmed or deleted
+    while pending), so there is nothing to record.
+
+    Never raises on a bad payload: an entry that is not an event object is recorded with
+    type ``"unreadable"`` and its fields kept, so one bad entry cannot block the stream.
+    """
+    if not fields:
+        return None
+    raw = fields.get("e")
+    payload = _json_object(raw) if raw is not None else None
+    if payload is None:
+        data = json.dumps({"unreadable": dict(fields)}, ensure_ascii=False)
+        return LedgerEvent(unit, stream_id, sort_key(stream_id), None, "unreadable", None, None,
+                           data, {})
+    assert raw is not None  # a payload was decoded from it
+    return LedgerEvent(
+        unit=unit, stream_id=stream_id, sort_key=sort_key(stream_id),
+        request_id=_text_or_none(payload.get("request")),
+        type=_text_or_none(payload.get("type")) or "unknown",
+        at=_number(payload.get("at")), by=_text_or_none(payload.get("by")),
+        data=raw, payload=payload,
+    )
+
+
+def fold(request_id: str, unit: str, row: Mapping[str, Any] | None,
+         events: Iterable[LedgerEvent], snapshot: Mapping[str, str] | None) -> dict[str, Any]:
+    """The ``requests`` row after ``events`` and the hash ``snapshot`` (None: not read, or
+    the hash is gone), starting from ``row`` (None: no row yet). Idempotent and
+    order-insensitive (see the module docstring)."""
+    folded: dict[str, Any] = dict(row) if row else {}
+    folded["id"] = request_id
+    folded.setdefault("unit", unit)
+    for event in sorted(events, key=lambda e: e.sort_key):
+        _apply_event(folded, event)
+    if snapshot:
+        _apply_snapshot(folded, snapshot)
+    return folded
+
+
+def _apply_event(row: dict[str, Any], event: LedgerEvent) -> None:
+    payload, at = event.payload, event.at
+    if at is not None:
+        row["updated_at"] = _latest(row.get("updated_at"), at)
+        moment = FIRST_MOMENT.get(event.type)
+        if moment:
+            row[moment] = _earliest(row.get(moment), at)
+    if event.type == "received":
+        _fill(row, "received_at", at)
+        _fill(row, "category", _text_or_none(payload.get("category")))
+        _fill(row, "district", _text_or_none(payload.get("district")))
+    _fill(row, "route", _text_or_none(payload.get("route")))
+    if event.type == "resolved" and payload.get("note"):
+        row["result"] = str(payload["note"])
+    until = _number(payload.get("until")) if event.type == "deferred" else None
+    if until is not None and (row.get("promise_key") or "") < event.sort_key:
+        row["resolve_by"], row["promise_key"] = until, event.sort_key  # the newest promise
+    state = STATE_AFTER.get(event.type)
+    if state is None or (row.get("event_key") or "") >= event.sort_key:
+        return  # not a state change, or an older one than what the row shows
+    row["state"], row["event_key"] = state, event.sort_key
+    if event.type in SQUAD_RELEASED:
+        row["squad"] = None
+    elif payload.get("squad"):
+        row["squad"] = str(payload["squad"])
+
+
+def _apply_snapshot(row: dict[str, Any], snapshot: Mapping[str, str]) -> None:
+    version = int(_number(snapshot.get("v")) or 0)
+    if row.get("version") is not None and version < row["version"]:
+        return  # a newer snapshot is already in the row
+    for column in _SNAPSHOT_TEXT:
+        _set_if_given(row, column, _text_or_none(snapshot.get(column)))
+    for column in _SNAPSHOT_TIME:
+        _set_if_given(row, column, _number(snapshot.get(column)))
+    row["version"] = version
+
+
+def _fill(row: dict[str, Any], column: str, value: Any) -> None:
+    if row.get(column) is None and value is not None:
+        row[column] = value
+
+
+def _set_if_given(row: dict[str, Any], column: str, value: Any) -> None:
+    if value is not None:
+        row[column] = value
+
+
+def _earliest(current: float | None, value: float) -> float:
+    return value if current is None else min(current, value)
+
+
+def _latest(current: float | None, value: float) -> float:
+    return value if current is None else max(current, value)
+
+
+def _json_object(raw: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _text_or_none(value: Any) -> str | None:
+    """Text of a present, non-empty value ("" means "none" in request hashes)."""
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for absent or malformed values (never raises)."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

@@ -1,0 +1,95 @@
+"""Reading the ledger: requests by unit, category, district, state and time range; one
+request's events; a CSV export. Plain SQLAlchemy Core selects, the same on SQLite and
+PostgreSQL. Times are epoch seconds (a ``datetime`` is accepted for ``since`` / ``until``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.ledger import tables
+from server.ledger.writer import Ledger
+
+Filter = str | Collection[str] | None  # one value, or any of several
+Moment = float | datetime | None
+
+
+async def find_requests(source: AsyncEngine | Ledger, *, unit: Filter = None,
+                        category: Filter = None, district: Filter = None, state: Filter = None,
+                        since: Moment = None, until: Moment = None, limit: int | None = 100,
+                        offset: int = 0) -> list[dict[str, Any]]:
+    """Requests matching every given filter, oldest received first. ``since`` (inclusive)
+    and ``until`` (exclusive) bound the time received. ``limit=None``: all of them."""
+    query = (_select_requests(unit=unit, category=category, district=district, state=state,
+                              since=since, until=until)
+             .offset(offset).limit(limit))
+    async with _engine(source).connect() as conn:
+        return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def request_events(source: AsyncEngine | Ledger, request_id: str) -> list[dict[str, Any]]:
+    """The request's events in the order they were recorded; ``data`` is the decoded JSON."""
+    events = tables.events
+    query = (select(events.c.unit, events.c.stream_id, events.c.request_id, events.c.type,
+                    events.c.at, events.c.by, events.c.data)
+             .where(events.c.request_id == request_id)
+             .order_by(events.c.sort_key, events.c.unit))
+    async with _engine(source).connect() as conn:
+        rows = [dict(row) for row in (await conn.execute(query)).mappings()]
+    for row in rows:
+        row["data"] = json.loads(row["data"])
+    return rows
+
+
+async def export_csv(source: AsyncEngine | Ledger, *, unit: Filter = None,
+                     category: Filter = None, district: Filter = None, state: Filter = None,
+                     since: Moment = None, until: Moment = None, limit: int | None = None,
+                     offset: int = 0) -> str:
+    """CSV of the matching requests (all of them unless ``limit``): a header row naming the
+    columns, then one row per request, in :func:`find_requests` order."""
+    rows = await find_requests(source, unit=unit, category=category, district=district,
+                               state=state, since=since, until=until, limit=limit,
+                               offset=offset)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=tables.REQUEST_COLUMNS, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _select_requests(*, unit: Filter, category: Filter, district: Filter, state: Filter,
+                     since: Moment, until: Moment) -> Select[Any]:
+    requests = tables.requests
+    conditions: list[ColumnElement[bool]] = []
+    for column, wanted in ((requests.c.unit, unit), (requests.c.category, category),
+                           (requests.c.district, district), (requests.c.state, state)):
+        if isinstance(wanted, str):
+            conditions.append(column == wanted)
+        elif wanted is not None:
+            conditions.append(column.in_(list(wanted)))
+    if since is not None:
+        conditions.append(requests.c.received_at >= _epoch(since))
+    if until is not None:
+        conditions.append(requests.c.received_at < _epoch(until))
+    columns = [requests.c[name] for name in tables.REQUEST_COLUMNS]
+    # Rows whose "received" event is not recorded yet have no time: they come last on
+    # both databases (SQLite and PostgreSQL place NULLs differently by default).
+    return (select(*columns).where(*conditions)
+            .order_by(requests.c.received_at.is_(None), requests.c.received_at, requests.c.id))
+
+
+def _epoch(moment: float | datetime) -> float:
+    return moment.timestamp() if isinstance(moment, datetime) else float(moment)
+
+
+def _engine(source: AsyncEngine | Ledger) -> AsyncEngine:
+    return source.engine if isinstance(source, Ledger) else source

@@ -1,0 +1,88 @@
+"""The ledger's SQL schema (SQLAlchemy Core): one row per request, one row per event.
+
+Portable on purpose: only generic types (``String`` without a length is ``VARCHAR`` on
+PostgreSQL and ``TEXT`` affinity on SQLite, so no value is ever too long to store). Times are
+epoch seconds as ``Float``, the form Redis and the event stream carry.
+
+Two bookkeeping columns make the request row converge whatever order events are written in
+(several consumers share the streams, and a taken-over entry may arrive late):
+
+- ``event_key``: sort key of the newest event whose state was applied; an older event never
+  overwrites a newer state.
+- ``version``: the request hash's ``v`` when its static fields were last copied; an older
+  snapshot never overwrites a newer one.
+- ``promise_key``: sort key of the ``deferred`` event whose promise is in ``resolve_by``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("unit", String, nullable=False),
+    Column("category", String),
+    Column("district", String),
+    Column("route", String),
+    Column("state", String),
+    Column("caller_phone", String),
+    Column("description", Text),
+    Column("address", Text),
+    Column("lat", Float),
+    Column("lon", Float),
+    Column("squad", String),
+    Column("result", Text),
+    Column("received_at", Float),
+    Column("accept_by", Float),
+    Column("arrive_by", Float),
+    Column("resolve_by", Float),
+    Column("accepted_at", Float),  # first acceptance
+    Column("arrived_at", Float),  # first arrival on the scene
+    Column("resolved_at", Float),
+    Column("updated_at", Float),  # time of the newest event recorded
+    Column("event_key", String),
+    Column("version", Integer),
+    Column("promise_key", String),
+    Index("ix_requests_unit", "unit"),
+    Index("ix_requests_category", "category"),
+    Index("ix_requests_district", "district"),
+    Index("ix_requests_state", "state"),
+    Index("ix_requests_received_at", "received_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("unit", String, nullable=False),
+    Column("stream_id", String, nullable=False),  # as Redis wrote it: "<ms>-<seq>"
+    Column("sort_key", String, nullable=False),  # stream_id zero-padded: sorts as text
+    Column("request_id", String),  # None for events that concern no request
+    Column("type", String, nullable=False),
+    Column("at", Float),
+    Column("by", String),
+    Column("data", Text, nullable=False),  # the event's JSON, as recorded
+    UniqueConstraint("unit", "stream_id", name="uq_events_unit_stream_id"),
+    Index("ix_events_request_id", "request_id"),
+    Index("ix_events_unit_at", "unit", "at"),
+    Index("ix_events_type", "type"),
+)
+
+# Columns a caller sees; the bookkeeping ones stay inside the ledger.
+REQUEST_COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in requests.columns if c.name not in ("event_key", "version", "promise_key")
+)

@@ -1,0 +1,264 @@
+"""The ledger writer: event streams in Redis -> SQL, at least once, idempotently.
+
+Every hub process runs :meth:`Ledger.consume` with its own consumer name. A pass reads a
+batch (see :mod:`server.ledger.streams`), writes it in ONE transaction, then acknowledges
+it. A crash between commit and XACK re-delivers the entries, which is harmless: events are
+unique on (unit, stream_id) and inserted with "on conflict do nothing", and the request row
+is folded idempotently (:mod:`server.ledger.fold`). Entries are never acknowledged before
+they are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import Table, bindparam, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Insert
+
+from server import keys
+from server.ledger import tables
+from server.ledger.fold import SNAPSHOT_EVENTS, LedgerEvent, fold, parse_entry
+from server.ledger.streams import CLAIM_IDLE_MS, GroupReader, StreamEntry, ack, with_no_unit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONSUMER = "ledger"
+MAX_BACKOFF_S = 5.0
+_SUPPORTED = ("sqlite", "postgresql")
+
+
+def default_database_url(data_dir: str | Path) -> str:
+    """The SQLite file of the ledger in ``data_dir`` (the default without DATABASE_URL)."""
+    return f"sqlite+aiosqlite:///{Path(data_dir).resolve() / 'ledger.sqlite3'}"
+
+
+def async_database_url(database_url: str) -> str:
+    """``database_url`` with an asyncio driver: ``postgresql://`` (or ``postgres://``) ->
+    ``postgresql+asyncpg://``, ``sqlite://`` -> ``sqlite+aiosqlite://``; others unchanged."""
+    url = make_url(database_url)
+    driver = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+              "sqlite": "sqlite+aiosqlite"}.get(url.drivername)
+    return (url.set(drivername=driver) if driver else url).render_as_string(hide_password=False)
+
+
+class Ledger:
+    """The SQL ledger. Create with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        if engine.dialect.name not in _SUPPORTED:
+            raise ValueError(f"the ledger supports {', '.join(_SUPPORTED)}, "
+                             f"not {engine.dialect.name}")
+        self.engine = engine
+        self._readers: dict[str, GroupReader] = {}
+
+    @classmethod
+    async def open(cls, database_url: str) -> Ledger:
+        """Connect and create the tables if missing. Safe when several processes open the
+        same database at once."""
+        url = make_url(async_database_url(database_url))
+        if url.get_backend_name() == "sqlite":
+            engine = _sqlite_engine(url.render_as_string(hide_password=False), url.database)
+        else:
+            engine = create_async_engine(url, pool_pre_ping=True)
+        ledger = cls(engine)
+        try:
+            await ledger._create_tables()
+        except BaseException:
+            await engine.dispose()
+            raise
+        return ledger
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def _create_tables(self) -> None:
+        # create_all checks, then creates: two processes starting together can both see a
+        # table missing, and the slower one fails; its retry finds the tables.
+        for attempt in range(5):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(tables.metadata.create_all)
+                return
+            except DBAPIError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    async def consume(self, redis: Redis, units: Callable[[], list[str]], consumer: str, *,
+                      block_ms: int = 500, batch: int = 500,
+                      claim_idle_ms: int = CLAIM_IDLE_MS) -> None:
+        """Record every unit's events until cancelled. ``units`` is called each pass (units
+        may be added while the hub runs); ``keys.NO_UNIT`` is always read too. Sleeps
+        ``block_ms`` when nothing was waiting. A failure (database or Redis unreachable) is
+        logged and the pass retried with exponential backoff; it never ends the loop."""
+        failures = 0
+        while True:
+            try:
+                done = await self.process_once(redis, units(), consumer, batch=batch,
+                                               claim_idle_ms=claim_idle_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep recording once things recover
+                failures += 1
+                wait = min(MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10))
+                log.warning("ledger pass failed (%s: %s); retry %d in %.1f s",
+                            type(exc).__name__, exc, failures, wait, exc_info=failures == 1)
+                await asyncio.sleep(wait)
+                continue
+            if failures:
+                log.info("ledger recording again after %d failed passes", failures)
+                failures = 0
+            if not done:
+                await asyncio.sleep(block_ms / 1000)
+
+    async def process_once(self, redis: Redis, units: Iterable[str],
+                           consumer: str = DEFAULT_CONSUMER, *, batch: int = 500,
+                           claim_idle_ms: int = CLAIM_IDLE_MS) -> int:
+        """One pass: read up to ``batch`` entries per unit, write them, acknowledge them.
+        Returns how many entries were recorded (0: nothing was waiting). On an exception
+        nothing of the pass is acknowledged; the entries are read again next pass."""
+        reader = self._reader(consumer)
+        entries = await self.read(redis, units, consumer, batch=batch,
+                                  claim_idle_ms=claim_idle_ms)
+        if not entries:
+            return 0
+        try:
+            await self.write(redis, entries)
+            await ack(redis, entries)
+        except BaseException:
+            reader.backlog = True  # still pending on this consumer
+            raise
+        return len(entries)
+
+    # ---- the steps of a pass (public so that tests can stop between them) ----------------
+
+    async def read(self, redis: Redis, units: Iterable[str], consumer: str = DEFAULT_CONSUMER,
+                   *, batch: int = 500, claim_idle_ms: int = CLAIM_IDLE_MS,
+                   ) -> list[StreamEntry]:
+        """The next entries for ``consumer`` (its pending ones first); they stay pending
+        until :func:`server.ledger.streams.ack`."""
+        reader = self._reader(consumer)
+        return await reader.read(redis, with_no_unit(units), batch, claim_idle_ms=claim_idle_ms)
+
+    async def write(self, redis: Redis, entries: Sequence[StreamEntry]) -> None:
+        """Record ``entries`` in one transaction: insert their events (a repeat is ignored)
+        and fold them into their requests' rows. Reads the request hashes for the events
+        that set static fields before the transaction opens."""
+        parsed = _unique(e for e in (parse_entry(x.unit, x.stream_id, x.fields)
+                                     for x in entries) if e is not None)
+        if not parsed:
+            return  # only entries whose data is gone: nothing to record, just acknowledge
+        by_request = _by_request(parsed)
+        snapshots = await _read_snapshots(redis, by_request)
+        async with self.engine.begin() as conn:
+            await conn.execute(self._insert_ignore(tables.events),
+                               [e.row() for e in sorted(parsed, key=_event_order)])
+            if by_request:
+                await self._fold_requests(conn, by_request, snapshots)
+
+    async def _fold_requests(self, conn: AsyncConnection,
+                             by_request: dict[str, tuple[str, list[LedgerEvent]]],
+                             snapshots: dict[str, dict[str, str]]) -> None:
+        """Lock the rows (creating the missing ones), fold, write them back. Ids in sorted
+        order so that two writers on PostgreSQL lock in the same order (no deadlock)."""
+        ids = sorted(by_request)
+        requests = tables.requests
+        await conn.execute(self._insert_ignore(requests),
+                           [{"id": rid, "unit": by_request[rid][0]} for rid in ids])
+        rows = {
+            row["id"]: dict(row)
+            for row in (await conn.execute(
+                select(requests).where(requests.c.id.in_(ids)).order_by(requests.c.id)
+                .with_for_update()  # PostgreSQL; SQLite holds the database write lock already
+            )).mappings()
+        }
+        folded = [
+            fold(rid, by_request[rid][0], rows.get(rid), by_request[rid][1], snapshots.get(rid))
+            for rid in ids
+        ]
+        columns = [c.name for c in requests.columns if c.name != "id"]
+        statement = (update(requests).where(requests.c.id == bindparam("b_id"))
+                     .values({name: bindparam(f"b_{name}") for name in columns}))
+        await conn.execute(statement, [
+            {"b_id": row["id"], **{f"b_{name}": row.get(name) for name in columns}}
+            for row in folded
+        ])
+
+    def _insert_ignore(self, table: Table) -> Insert:
+        """INSERT that skips rows whose unique key exists (the dialect's ON CONFLICT)."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    def _reader(self, consumer: str) -> GroupReader:
+        reader = self._readers.get(consumer)
+        if reader is None:
+            reader = self._readers[consumer] = GroupReader(consumer)
+        return reader
+
+
+def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
+    """SQLite in WAL mode (readers never wait for the writer) with a generous busy timeout:
+    several hub processes may write the same file, one transaction at a time."""
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
+        cursor.close()
+
+    return engine
+
+
+def _unique(events: Iterable[LedgerEvent]) -> list[LedgerEvent]:
+    """One event per (unit, stream_id): a takeover may hand an entry over twice."""
+    return list({(e.unit, e.stream_id): e for e in events}.values())
+
+
+def _event_order(event: LedgerEvent) -> tuple[str, str]:
+    return event.unit, event.sort_key
+
+
+def _by_request(events: Iterable[LedgerEvent]) -> dict[str, tuple[str, list[LedgerEvent]]]:
+    """Request id -> (its unit, its events)."""
+    grouped: dict[str, tuple[str, list[LedgerEvent]]] = {}
+    for event_ in events:
+        if event_.request_id:
+            grouped.setdefault(event_.request_id, (event_.unit, []))[1].append(event_)
+    return grouped
+
+
+async def _read_snapshots(redis: Redis, by_request: dict[str, tuple[str, list[LedgerEvent]]],
+                          ) -> dict[str, dict[str, str]]:
+    """The hashes of the requests whose events set static fields (received, deferred).
+    A hash that is gone is simply absent: the events' own fields are used instead."""
+    wanted = [(rid, unit) for rid, (unit, events) in by_request.items()
+              if any(e.type in SNAPSHOT_EVENTS for e in events)]
+    if not wanted:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for rid, unit in wanted:
+        pipe.hgetall(keys.request(unit, rid))
+    results = await pipe.execute()
+    return {
+        rid: {_text(k): _text(v) for k, v in raw.items()}
+        for (rid, _unit), raw in zip(wanted, results, strict=True) if raw
+    }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

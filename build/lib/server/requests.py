@@ -1,0 +1,278 @@
+"""Citizen requests in Redis: creation, reads, and committing lifecycle steps.
+
+A request lives in its unit's hash (``keys.request``) with a version ``v`` bumped by every
+change. :meth:`RequestStore.commit` carries out one :class:`server.lifecycle.Step` with
+``apply.lua``: compare-and-set on the version, fields, timeline and event stream, and the
+step's effects on squads and queue, in one atomic script.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from dispatch_field import protocol
+from server import keys
+from server.lifecycle import RequestView, State, Step
+from server.redis_text import text
+from server.scripts import Scripts
+
+
+class StaleRequest(Exception):
+    """The request changed since it was read; read again and recompute the step."""
+
+
+class DuplicateCommand(Exception):
+    """The command id was applied before: the retry is a no-op."""
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Outcome of a committed step."""
+
+    version: int
+    revoke_seq: int  # seq of the revoke frame put in the squad's outbox, 0 if none
+    revoke_body: bytes  # that frame's body (seq omitted), b"" if none
+    hub: str  # hub process holding the squad's socket ('' if offline or no squad)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who made a step: recorded in the timeline."""
+
+    kind: str  # "calltaker", "squad", "system", "center"
+    id: str = ""
+
+    def label(self) -> str:
+        return f"{self.kind}:{self.id}" if self.id else self.kind
+
+
+def event_json(kind: str, request_id: str, at: float, actor: Actor, **extra: Any) -> str:
+    """One timeline/stream event. Never contains a newline (apply.lua splits on them)."""
+    payload = {"type": kind, "request": request_id, "at": round(at, 3), "by": actor.label()}
+    payload.update({k: v for k, v in extra.items() if v not in (None, "")})
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+class RequestStore:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        *,
+        events_maxlen: int,
+        command_memory_s: int,
+        outbox_max_frames: int,
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._events_maxlen = events_maxlen
+        self._command_memory_s = command_memory_s
+        self._outbox_max_frames = outbox_max_frames
+
+    async def next_id(self) -> str:
+        number = await self._redis.incr(keys.request_counter())
+        return f"R{number:08d}"
+
+    async def create(
+        self,
+        request_id: str,
+        unit: str,
+        fields: dict[str, str],
+        events: list[str],
+        *,
+        queue: bool,
+        received_at: float,
+    ) -> None:
+        """Store a new request with its first events; ``queue`` puts it in its unit's queue.
+
+        The id -> unit index is written first: a crash between the two leaves an index entry
+        that leads to nothing (a 404), never a request that cannot be found.
+        """
+        await self._redis.hset(keys.request_units(), request_id, unit)
+        result = await self._scripts.apply(
+            keys=self._apply_keys(unit, request_id, "", "", None),
+            args=self._apply_args(
+                expected=0,
+                events=events,
+                flags="QO" if queue else "",
+                revoke=b"",
+                request_id=request_id,
+                assignment="",
+                squad="",
+                queue_score=received_at,
+                fields=fields,
+                assignment_state="",
+            ),
+        )
+        if text(result[0]) != "ok":
+            raise StaleRequest(request_id)  # the id was taken: a counter reset
+
+    async def note(self, unit: str, request_id: str, event: str) -> None:
+        """Record an event that changes nothing in the request (e.g. its squad went offline)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(keys.timeline(unit, request_id), event)
+        pipe.xadd(keys.events(unit), {"e": event}, maxlen=self._events_maxlen, approximate=True)
+        await pipe.execute()
+
+    async def unit_of(self, request_id: str) -> str | None:
+        unit = await self._redis.hget(keys.request_units(), request_id)
+        return text(unit) if unit is not None else None
+
+    async def read(self, unit: str, request_id: str) -> dict[str, str] | None:
+        raw = await self._redis.hgetall(keys.request(unit, request_id))
+        if not raw:
+            return None
+        return {text(k): text(v) for k, v in raw.items()}
+
+    async def open_requests(self, unit: str, limit: int = 2000) -> list[dict[str, str]]:
+        """The unit's unresolved requests (oldest first) with what a map shows of them."""
+        ids = await self._redis.zrange(keys.open_requests(unit), 0, limit - 1)
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        shown = ("id", "category", "state", "lat", "lon", "squad", "received_at", "district")
+        for request_id in ids:
+            pipe.hmget(keys.request(unit, text(request_id)), shown)
+        rows = await pipe.execute()
+        return [
+            {name: text(value) for name, value in zip(shown, row, strict=True) if value}
+            for row in rows
+            if row[0] is not None
+        ]
+
+    async def timeline(self, unit: str, request_id: str) -> list[dict[str, Any]]:
+        raw = await self._redis.lrange(keys.timeline(unit, request_id), 0, -1)
+        return [json.loads(item) for item in raw]
+
+    async def commit(
+        self,
+        unit: str,
+        request_id: str,
+        expected_version: int,
+        step: Step,
+        events: list[str],
+        *,
+        assignment: str = "",
+        squad: str = "",
+        command_id: str | None = None,
+        queue_score: float = 0.0,
+    ) -> Commit:
+        """Carry out ``step`` if the request is still at ``expected_version``.
+
+        Raises StaleRequest if it moved on, DuplicateCommand if ``command_id`` was seen.
+        """
+        effects = step.effects
+        flags = "".join(
+            flag
+            for flag, on in (
+                ("R", effects.release_squad),
+                ("Q", effects.requeue),
+                ("T", effects.cancel_offer_timer),
+                ("N", effects.non_response),
+                ("C", command_id is not None),
+                ("A", bool(assignment)),
+                ("X", step.state is State.RESOLVED),
+            )
+            if on
+        )
+        revoke = (
+            protocol.encode(protocol.Revoke(assignment=assignment, reason=effects.revoke_reason))
+            if effects.revoke_reason
+            else b""
+        )
+        fields = dict(step.fields, state=step.state.value)
+        assignment_state = "revoked" if effects.revoke_reason else step.state.value
+        result = await self._scripts.apply(
+            keys=self._apply_keys(unit, request_id, assignment, squad, command_id),
+            args=self._apply_args(
+                expected=expected_version,
+                events=events,
+                flags=flags,
+                revoke=revoke,
+                request_id=request_id,
+                assignment=assignment,
+                squad=squad,
+                queue_score=queue_score,
+                fields=fields,
+                assignment_state=assignment_state,
+            ),
+        )
+        outcome = text(result[0])
+        if outcome == "dup":
+            raise DuplicateCommand(command_id)
+        if outcome == "stale":
+            raise StaleRequest(request_id)
+        return Commit(
+            version=int(result[1]),
+            revoke_seq=int(result[2]),
+            revoke_body=revoke,
+            hub=text(result[3]),
+        )
+
+    def _apply_keys(
+        self, unit: str, request_id: str, assignment: str, squad: str, command_id: str | None
+    ) -> list[str]:
+        squad = squad or "-"
+        return [
+            keys.request(unit, request_id),
+            keys.timeline(unit, request_id),
+            keys.events(unit),
+            keys.queue(unit),
+            keys.timers(unit),
+            keys.free(unit),
+            keys.stats(unit),
+            keys.assignment(unit, assignment or "-"),
+            keys.squad(unit, squad),
+            keys.outbox(unit, squad),
+            keys.jobs(unit, squad),
+            keys.command(unit, squad, command_id or "-"),
+            keys.open_requests(unit),
+        ]
+
+    def _apply_args(
+        self,
+        *,
+        expected: int,
+        events: list[str],
+        flags: str,
+        revoke: bytes,
+        request_id: str,
+        assignment: str,
+        squad: str,
+        queue_score: float,
+        fields: dict[str, str],
+        assignment_state: str,
+    ) -> list[Any]:
+        pairs = [item for kv in fields.items() for item in kv]
+        return [
+            expected,
+            "\n".join(events),
+            self._events_maxlen,
+            flags,
+            revoke,
+            request_id,
+            assignment,
+            squad,
+            self._command_memory_s,
+            queue_score,
+            len(fields),
+            assignment_state,
+            self._outbox_max_frames,
+            *pairs,
+        ]
+
+
+def view_of(fields: dict[str, str]) -> tuple[RequestView, int]:
+    """The state machine's view of a stored request, and its version."""
+    return (
+        RequestView(
+            state=State(fields.get("state", "received")),
+            squad=fields.get("squad", ""),
+            assignment=fields.get("assignment", ""),
+        ),
+        int(fields.get("v", "0")),
+    )

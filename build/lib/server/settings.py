@@ -1,0 +1,121 @@
+"""Settings, read from the environment once at start-up.
+
+Every tunable has a documented default here and can be overridden with an environment
+variable ``DISPATCH_<NAME>`` (``offer_window_s`` -> ``DISPATCH_OFFER_WINDOW_S``). Connection
+settings use their conventional names: ``REDIS_URL``, ``DATABASE_URL``, ``DISPATCH_CONFIG``,
+``DISPATCH_TOKENS``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+
+Role = Literal["admin", "calltaker", "center", "wall"]
+ROLES: tuple[Role, ...] = ("admin", "calltaker", "center", "wall")
+
+
+class SettingsError(ValueError):
+    """An environment variable could not be read as the setting it names."""
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    # --- connections (conventional names, not DISPATCH_-prefixed) ---
+    redis_url: str | None = None  # REDIS_URL; None: start the embedded Redis
+    database_url: str | None = None  # DATABASE_URL; None: SQLite file in data_dir
+    config_path: str | None = None  # DISPATCH_CONFIG; None: the shipped Luoyang city
+    tokens: str | None = None  # DISPATCH_TOKENS "role:token,..."; None: generated
+
+    # --- tunables: DISPATCH_<NAME> ---
+    data_dir: str = "./var"  # embedded Redis data (AOF) and the SQLite ledger
+    redis_connections: int = 64  # pool size per hub process; callers wait for a free one
+    offer_window_s: float = 60.0  # time a squad has to accept an offer
+    arrival_radius_m: float = 150.0  # an en-route squad this close to the scene has arrived
+    heartbeat_s: float = 15.0  # WebSocket ping interval
+    offline_after_s: float = 45.0  # silence (or no socket) after which a squad is offline and
+    # its unanswered offers move on
+    offline_alert_s: float = 120.0  # a squad holding accepted work offline this long: the
+    # center is told (an event on each of its requests)
+    outbox_max_frames: int = 1000  # retention of unacknowledged frames per squad; a resume
+    # from before the oldest kept frame gets a resync frame
+    hub_beat_s: float = 2.0  # each hub process records that it is alive this often
+    hub_dead_after_s: float = 10.0  # a hub silent this long is dead: its squads go offline
+    hello_timeout_s: float = 10.0  # time allowed for the first frame
+    max_frame_bytes: int = 4096  # larger frames get a too_large error
+    send_queue_frames: int = 256  # per-connection bound; overflow closes SLOW_CONSUMER
+    close_timeout_s: float = 2.0  # a closing phone that takes nothing is cut off after this
+    position_max_age_s: float = 120.0  # older fixes do not count for dispatch
+    position_flush_ms: float = 10.0  # positions are batched into one Redis pipeline
+    search_radius_km: float = 60.0  # candidate search radius around the scene
+    search_count: int = 256  # nearest positions examined per search
+    rank_count: int = 8  # candidates ranked by geodesic distance and offered in order
+    squad_capacity: int = 1  # default concurrent assignments of a new squad
+    timer_poll_ms: float = 200.0  # how often this process looks for due timers
+    timer_lease_s: float = 10.0  # a claimed timer returns to others if not done by then
+    queue_sweep_s: float = 2.0  # how often waiting requests are tried again
+    events_maxlen: int = 1_000_000  # approximate bound of each unit's event stream
+    command_memory_s: int = 86_400  # how long a command id is remembered for retries
+    clock_skew_s: float = 300.0  # how far in the future a phone's ``at`` may be
+    demo: bool = False  # create demo squads and print their tokens at start
+
+    def role_tokens(self) -> dict[str, Role]:
+        """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS."""
+        result: dict[str, Role] = {}
+        for pair in (self.tokens or "").split(","):
+            if not pair.strip():
+                continue
+            role, sep, token = pair.strip().partition(":")
+            if not sep or role not in ROLES or len(token) < 8:
+                raise SettingsError(
+                    "DISPATCH_TOKENS: each entry must be role:token with role one of "
+                    f"{', '.join(ROLES)} and a token of at least 8 characters"
+                )
+            if token in result:
+                raise SettingsError("DISPATCH_TOKENS: a token may serve only one role")
+            result[token] = role  # type: ignore[assignment]
+        if not result:
+            raise SettingsError("DISPATCH_TOKENS: no role:token entries (unset it to generate)")
+        return result
+
+
+def generated_tokens() -> str:
+    return ",".join(f"{role}:{secrets.token_urlsafe(18)}" for role in ROLES)
+
+
+_CONVENTIONAL = {
+    "redis_url": "REDIS_URL",
+    "database_url": "DATABASE_URL",
+    "config_path": "DISPATCH_CONFIG",
+    "tokens": "DISPATCH_TOKENS",
+}
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a setting."""
+    return _CONVENTIONAL.get(setting, f"DISPATCH_{setting.upper()}")
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from ``env`` (default ``os.environ``), then ``overrides``.
+
+    Without DISPATCH_TOKENS, tokens are generated (and printed by the runner).
+    """
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for name in Settings.__struct_fields__:
+        if env.get(env_name(name), "") != "":
+            values[name] = env[env_name(name)]
+    values.update(overrides)
+    try:
+        settings = msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rpartition("$.")[2].rstrip("`")
+        raise SettingsError(f"{env_name(field)}: {exc}") from None
+    if not settings.tokens:
+        settings.tokens = generated_tokens()
+    settings.role_tokens()  # fail at start, not at the first request
+    return settings

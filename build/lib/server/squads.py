@@ -1,0 +1,210 @@
+"""Squads in Redis: registration, authentication, presence, duty, outbox and positions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from server import keys
+from server.redis_text import text
+from server.scripts import Scripts
+
+SEQ_DIGITS = 12  # outbox members are a 12-digit seq followed by the frame body
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """What a connecting squad's hub needs to know."""
+
+    seq: int  # last numbered frame written to its outbox
+    acked: int  # last frame it acknowledged
+    on_duty: bool
+    trimmed: int = 0  # highest seq dropped from the outbox before it was acknowledged
+
+
+class SquadStore:
+    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+        self._redis = redis
+        self._scripts = scripts
+
+    async def create(
+        self, unit: str, name: str, capacity: int, skills: list[str]
+    ) -> tuple[str, str]:
+        """Register a squad; returns (id, token). The token is shown once and stored hashed."""
+        number = await self._redis.incr(keys.squad_counter())
+        squad_id = f"S{number:05d}"
+        token = secrets.token_urlsafe(24)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            keys.squad(unit, squad_id),
+            mapping={
+                "name": name,
+                "unit": unit,
+                "capacity": capacity,
+                "duty": "0",
+                "online": "0",
+                "hub": "",
+                "conn": "",
+                "token_hash": token_hash(token),
+                "seq": 0,
+                "acked": 0,
+                "created": time.time(),
+            },
+        )
+        pipe.hset(keys.free(unit), squad_id, capacity)
+        pipe.hset(keys.skills(unit), squad_id, "," + ",".join(skills) + "," if skills else "*")
+        await pipe.execute()
+        # Indexed last: the squad cannot log in before its records exist.
+        await self._redis.hset(keys.squad_units(), squad_id, unit)
+        return squad_id, token
+
+    async def unit_of(self, squad_id: str) -> str | None:
+        unit = await self._redis.hget(keys.squad_units(), squad_id)
+        return text(unit) or None
+
+    async def authenticate(self, squad_id: str, token: str) -> str | None:
+        """The squad's unit if ``token`` is its token, else None (same time either way)."""
+        unit = await self.unit_of(squad_id)
+        stored = await self._redis.hget(keys.squad(unit or "-", squad_id), "token_hash")
+        ok = hmac.compare_digest(text(stored) or "x" * 64, token_hash(token))
+        return unit if ok and unit else None
+
+    async def connect(self, unit: str, squad_id: str, hub_id: str, conn_id: str) -> Presence:
+        seq, acked, duty, trimmed = await self._scripts.connect(
+            keys=[keys.squad(unit, squad_id), keys.available(unit)],
+            args=[squad_id, hub_id, conn_id],
+        )
+        await self._redis.sadd(keys.hub_squads(hub_id), f"{unit}/{squad_id}")
+        return Presence(
+            seq=int(seq), acked=int(acked), on_duty=text(duty) == "1", trimmed=int(trimmed)
+        )
+
+    async def disconnect(
+        self, unit: str, squad_id: str, owner: str, *, by_hub: bool = False
+    ) -> bool:
+        """Mark the squad offline if ``owner`` (its connection id, or with ``by_hub`` its hub
+        process id) still owns it. Returns True if it went offline now."""
+        went = await self._scripts.disconnect(
+            keys=[keys.squad(unit, squad_id), keys.available(unit), keys.geo(unit)],
+            args=[squad_id, owner, time.time(), "hub" if by_hub else "conn"],
+        )
+        return int(went) == 1
+
+    async def is_online(self, unit: str, squad_id: str) -> bool:
+        return text(await self._redis.hget(keys.squad(unit, squad_id), "online")) == "1"
+
+    async def set_duty(self, unit: str, squad_id: str, on: bool, conn_id: str) -> int:
+        """1: available now, 0: not available, -1: this connection no longer owns the squad."""
+        result = await self._scripts.duty(
+            keys=[keys.squad(unit, squad_id), keys.available(unit)],
+            args=[squad_id, "1" if on else "0", conn_id],
+        )
+        return int(result)
+
+    async def ack(self, unit: str, squad_id: str, seq: int) -> int:
+        result = await self._scripts.ack(
+            keys=[keys.squad(unit, squad_id), keys.outbox(unit, squad_id)], args=[seq]
+        )
+        return int(result)
+
+    async def frames_after(self, unit: str, squad_id: str, seq: int) -> list[tuple[int, bytes]]:
+        """Kept numbered frames with a number above ``seq``, in order: (seq, body)."""
+        raw = await self._redis.zrangebyscore(keys.outbox(unit, squad_id), f"({seq}", "+inf")
+        members = cast(list[bytes], raw)  # the client does not decode: frames are binary
+        return [(int(member[:SEQ_DIGITS]), member[SEQ_DIGITS:]) for member in members]
+
+    async def positions(
+        self, unit: str, center: tuple[float, float], radius_km: float
+    ) -> list[dict[str, object]]:
+        """Every online squad of the unit with a position: id, lat, lon, available, busy."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.geosearch(
+            keys.geo(unit),
+            longitude=center[1],
+            latitude=center[0],
+            radius=radius_km,
+            unit="km",
+            withcoord=True,
+        )
+        pipe.smembers(keys.available(unit))
+        pipe.hgetall(keys.free(unit))
+        found, available, free = await pipe.execute()
+        ready = {text(s) for s in available}
+        free_by_id = {text(k): int(v) for k, v in free.items()}
+        return [
+            {
+                "id": sid,
+                "unit": unit,
+                "lat": round(lat, 6),
+                "lon": round(lon, 6),
+                "on_duty": sid in ready,
+                "busy": free_by_id.get(sid, 0) <= 0,
+            }
+            for sid, (lon, lat) in ((text(item[0]), item[1]) for item in found)
+        ]
+
+    async def active_jobs(self, unit: str, squad_id: str) -> list[dict[str, str]]:
+        """The squad's active assignments: id, request, state."""
+        jobs = await self._redis.smembers(keys.jobs(unit, squad_id))
+        return await self._jobs(unit, [text(j) for j in jobs])
+
+    async def _jobs(self, unit: str, assignment_ids: list[str]) -> list[dict[str, str]]:
+        if not assignment_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for assignment_id in sorted(assignment_ids):
+            pipe.hmget(keys.assignment(unit, assignment_id), ["request", "state", "respond_by"])
+        rows = await pipe.execute()
+        return [
+            {
+                "id": aid,
+                "request": text(request),
+                "state": text(state),
+                "respond_by": text(respond_by),
+            }
+            for aid, (request, state, respond_by) in zip(sorted(assignment_ids), rows, strict=True)
+        ]
+
+    async def describe(self, unit: str, squad_id: str) -> dict[str, Any] | None:
+        """The squad as the center sees it: state, position, active assignments."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.squad(unit, squad_id))
+        pipe.geopos(keys.geo(unit), squad_id)
+        pipe.zscore(keys.fix_times(unit), squad_id)
+        pipe.smembers(keys.jobs(unit, squad_id))
+        pipe.hget(keys.free(unit), squad_id)
+        pipe.hget(keys.skills(unit), squad_id)
+        raw, (where,), fix_time, jobs, free, skills = await pipe.execute()
+        if not raw:
+            return None
+        record = {text(k): text(v) for k, v in raw.items()}
+        assignments = await self._jobs(unit, [text(j) for j in jobs])
+        skills_text = text(skills)
+        return {
+            "id": squad_id,
+            "unit": unit,
+            "name": record.get("name", ""),
+            "online": record.get("online") == "1",
+            "on_duty": record.get("duty") == "1",
+            "capacity": int(record.get("capacity", "1")),
+            "free_capacity": int(text(free) or 0),
+            "skills": [s for s in skills_text.split(",") if s] if skills_text != "*" else ["*"],
+            "position": (
+                {"lat": float(where[1]), "lon": float(where[0]), "fixed_at": float(fix_time)}
+                if where is not None and fix_time is not None
+                else None
+            ),
+            "assignments": assignments,
+            "last_seq": int(record.get("seq", "0")),
+            "acked_seq": int(record.get("acked", "0")),
+        }

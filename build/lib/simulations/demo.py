@@ -1,0 +1,166 @@
+"""The README's run command: a hub with a small simulated Luoyang running on it.
+
+    python -m simulations.demo [--host 127.0.0.1] [--port 8000] [--speed 5] [--data-dir var]
+
+Starts the embedded Redis (data in ``<data-dir>/redis``) and one hub process on the
+simulation's clock, registers the demo squads (``[demo] squads_per_unit_per_district`` of the
+city file, at the depots), prints the URLs and tokens, and runs the city until Ctrl-C or
+SIGTERM. Then it writes the run's report and stops the hub and Redis.
+
+Tokens and squads are kept in ``<data-dir>/demo.json``: a restart with the same data keeps
+the wall map's URL, and the squads pick up the jobs they held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from server.city import City, load_city
+from simulations.api import HubApi
+from simulations.city import (
+    Simulation,
+    add_run_arguments,
+    config_from,
+    default_out_dir,
+    hub_time_settings,
+    register_squads,
+    stop_on_signals,
+)
+from simulations.processes import HubProcess, start_redis
+from simulations.squad import Seat
+
+ROLES = ("admin", "calltaker", "center", "wall")
+log = logging.getLogger("simulations.demo")
+
+
+# ---- what the demo keeps between runs --------------------------------------------------------
+
+
+def new_tokens() -> dict[str, str]:
+    return {role: secrets.token_urlsafe(18) for role in ROLES}
+
+
+def tokens_env(tokens: dict[str, str]) -> str:
+    return ",".join(f"{role}:{token}" for role, token in tokens.items())
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return state
+
+
+def save_state(path: Path, tokens: dict[str, str], seats: list[Seat]) -> None:
+    path.write_text(json.dumps({"tokens": tokens, "squads": [asdict(s) for s in seats]},
+                               ensure_ascii=False, indent=1))
+
+
+def seats_of(state: dict[str, Any]) -> list[Seat]:
+    return [Seat(s["id"], s["token"], s["unit"], s["district"], tuple(s["depot"]),  # type: ignore[arg-type]
+                 s.get("name", "")) for s in state.get("squads", [])]
+
+
+async def known_seats(api: HubApi, state: dict[str, Any]) -> list[Seat]:
+    """The saved squads, if the hub (its Redis) still knows them; else none."""
+    seats = seats_of(state)
+    if not seats or await api.get_squad(seats[0].id) is None:
+        return []
+    return seats
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def print_banner(hub: HubProcess, tokens: dict[str, str], seats: list[Seat], city: City,
+                 speed: float, redis_url: str) -> None:
+    base = hub.http_url
+    lines = [
+        f"{city.name_zh} {city.name_en}: simulated city at x{speed:g} "
+        f"({len(seats)} squads, offer window {60 / speed:.3g} s real)",
+        f"  wall map      {base}/wall.html?token={tokens['wall']}",
+        f"  API           {base}/api/v1/health",
+        f"  field socket  ws://{hub.host}:{hub.port}/ws/field",
+        f"  Redis         {redis_url}",
+        f"  hub log       {hub.log_path}",
+        "  tokens        " + "  ".join(f"{r}:{t}" for r, t in tokens.items()),
+    ]
+    lines += [f"  squad         {s.id} ({s.name}) token {s.token}" for s in seats[:2]]
+    lines.append("Ctrl-C stops the city, writes the report, then stops the hub and Redis.")
+    print("\n".join(lines), flush=True)
+
+
+async def run_city(args: argparse.Namespace, hub: HubProcess, tokens: dict[str, str],
+                   state_path: Path, redis_url: str) -> int:
+    city = load_city()
+    api = HubApi(hub.http_url, tokens)
+    try:
+        await api.wait_healthy(30)
+        seats = await known_seats(api, load_state(state_path))
+        resume = bool(seats)
+        if not seats:
+            seats = await register_squads(api, city, city.demo.squads_per_unit_per_district)
+            save_state(state_path, tokens, seats)
+        print_banner(hub, tokens, seats, city, args.speed, redis_url)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        simulation = Simulation(api, city, seats, config_from(args), resume=resume)
+        run = await simulation.run(stop)
+        if not args.no_report:
+            from simulations.report import collect_and_write
+
+            files = await collect_and_write(api, city, run, Path(args.out or default_out_dir()))
+            print(f"report: {files.html}", flush=True)
+    finally:
+        await api.close()
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m simulations.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--data-dir", default="var")
+    parser.add_argument("--no-report", action="store_true", help="skip the end-of-run report")
+    add_run_arguments(parser)
+    # A demo at 3 a.m. Luoyang time would show an empty city: start at the morning rush.
+    parser.set_defaults(start_hour=8.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    state_path = data_dir / "demo.json"
+    tokens = load_state(state_path).get("tokens") or new_tokens()
+    redis = start_redis(data_dir / "redis")
+    env = {"REDIS_URL": redis.url, "DISPATCH_TOKENS": tokens_env(tokens),
+           "DISPATCH_DATA_DIR": str(data_dir), **hub_time_settings(args.speed)}
+    hub = HubProcess(args.host, args.port, env, data_dir / "hub.log")
+    try:
+        hub.start()
+        return asyncio.run(run_city(args, hub, tokens, state_path, redis.url))
+    except KeyboardInterrupt:  # Ctrl-C before the city's own handler was installed
+        return 130
+    except TimeoutError as exc:
+        print(f"error: {exc}\n{hub.log_tail()}", file=sys.stderr)
+        return 1
+    finally:
+        hub.stop()
+        redis.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,650 @@
+"""Load test of the hub: N squads connected, positions streaming, R requests/s through the API.
+
+    python -m simulations.loadtest --squads 10000 --pos-interval 1 --rate 100 --duration 30 \
+        [--hubs K] [--clients C] [--out report.json] [--profile DIR]
+
+It starts everything itself on 127.0.0.1: an embedded Redis (never the system one), K hub
+processes (``python -m server``), C load-generator processes holding the squads' sockets
+(:mod:`simulations.loadtest_client`). Squads are registered through the API, split round-robin
+over the hubs, and requests are posted round-robin, open-loop at a fixed rate. Squads accept
+every offer at once and resolve within milliseconds, so capacity frees.
+
+Phases: start -> register -> connect -> warm-up (positions flowing) -> measure (requests for
+``--duration`` s, positions ingested, CPU) -> drain (offers and commands still in flight) ->
+checks (every offer the API named reached its squad) -> report.
+
+All latencies use timestamps taken in the client processes and in this one, on the same
+machine clock (see :mod:`simulations.loadtest_stats`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from server import keys
+from server.city import City, load_city
+from server.embedded_redis import EmbeddedRedis, free_port
+from server.settings import ROLES
+from simulations import loadtest_client as lc
+from simulations import loadtest_stats as st
+from simulations.loadtest_plan import RequestPlan, SquadPlan, plan_requests, plan_squads
+
+ROOT = Path(__file__).resolve().parents[1]
+FLUSH_SLACK_S = 0.05  # fixes of the last instants may still sit in a hub's flush buffer
+API_SAMPLE = 20  # squads read back through GET /api/v1/squads/{id}
+
+
+@dataclass(frozen=True)
+class Config:
+    squads: int = 1000
+    pos_interval: float = 1.0
+    rate: float = 50.0
+    duration: float = 10.0
+    hubs: int = 1
+    clients: int = 0  # 0: one per 6,000 squads
+    out: str | None = None
+    profile: str | None = None  # directory for py-spy profiles of the hubs
+    seed: int = 1
+    warmup: float = 0.0  # 0: one position interval plus a second
+    drain: float = 10.0
+    workdir: str | None = None  # keep Redis data and hub logs here (default: a temp dir)
+    samples: bool = False  # add every (time, latency) of intake -> offer to the report
+    hub_settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def client_processes(self) -> int:
+        return self.clients or max(1, math.ceil(self.squads / 6000))
+
+
+def log(message: str) -> None:
+    print(f"[loadtest {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---- processes ----------------------------------------------------------------------------
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine spent busy since boot (Linux /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as f:
+        pages = int(f.read().split()[1])
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+@dataclass
+class HubProcess:
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def start_hub(index: int, redis_url: str, tmp: Path, tokens: str,
+              settings: dict[str, str]) -> HubProcess:
+    port = free_port()
+    env = dict(os.environ, REDIS_URL=redis_url, DISPATCH_TOKENS=tokens,
+               DISPATCH_DATA_DIR=str(tmp / f"hub{index}"), PYTHONUNBUFFERED="1")
+    env.update({f"DISPATCH_{k.upper()}": v for k, v in settings.items()})
+    log_path = tmp / f"hub{index}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )
+    return HubProcess(port, process, log_path)
+
+
+async def wait_healthy(hub: HubProcess, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=1.0) as http:
+        while True:
+            if hub.process.poll() is not None:
+                raise RuntimeError(f"hub on port {hub.port} exited:\n{hub.tail()}")
+            try:
+                if (await http.get(f"{hub.url}/api/v1/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"hub on port {hub.port} did not start:\n{hub.tail()}")
+            await asyncio.sleep(0.05)
+
+
+def py_spy() -> str | None:
+    return shutil.which("py-spy") or next(
+        (str(p) for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), None)
+
+
+def start_profiles(hubs: Sequence[HubProcess], seconds: float,
+                   directory: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy record of each hub (collapsed stacks), non-blocking so the hub is not paused."""
+    binary = py_spy()
+    if binary is None:
+        log("--profile: py-spy not found (pip install py-spy); no profile taken")
+        return []
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen([binary, "record", "--pid", str(hub.process.pid), "--duration",
+                          str(max(1, round(seconds))), "--rate", "100", "--native",
+                          "--format", "raw", "--output", f"{directory}/hub{i}.txt"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i, hub in enumerate(hubs)
+    ]
+
+
+# ---- the API --------------------------------------------------------------------------------
+
+
+class Api:
+    """One keep-alive HTTP client per hub; calls go to hub ``i % K``."""
+
+    def __init__(self, hubs: Sequence[HubProcess], tokens: dict[str, str]) -> None:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        self.clients = [httpx.AsyncClient(base_url=h.url, timeout=30.0, limits=limits)
+                        for h in hubs]
+        self.headers = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
+
+    def on(self, index: int) -> httpx.AsyncClient:
+        return self.clients[index % len(self.clients)]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.clients))
+
+    async def register(self, index: int, plan: SquadPlan) -> tuple[str, str]:
+        response = await self.on(index).post(
+            "/api/v1/squads", headers=self.headers["admin"],
+            json={"unit": plan.unit, "name": f"load squad {index}", "capacity": 1})
+        response.raise_for_status()
+        body = response.json()
+        return body["id"], body["token"]
+
+    async def intake(self, index: int, plan: RequestPlan) -> st.Intake:
+        payload = {"caller_phone": f"1380{index % 10**7:07d}", "category": plan.category,
+                   "description": "load test request", "lat": plan.lat, "lon": plan.lon}
+        sent_at = time.monotonic()
+        try:
+            response = await self.on(index).post("/api/v1/requests", json=payload,
+                                                  headers=self.headers["calltaker"])
+        except httpx.HTTPError:
+            return st.Intake(sent_at, 0)
+        answered_at = time.monotonic()
+        body = response.json() if response.status_code == 201 else {}
+        return st.Intake(sent_at, response.status_code, body.get("id", ""),
+                         body.get("squad") or "", body.get("assignment") or "", answered_at)
+
+    async def offers_of(self, index: int, request_id: str) -> list[tuple[str, str]]:
+        """(assignment, squad) of every offer in a request's timeline."""
+        response = await self.on(index).get(f"/api/v1/requests/{request_id}",
+                                            headers=self.headers["center"])
+        response.raise_for_status()
+        return [(e["assignment"], e["squad"]) for e in response.json()["timeline"]
+                if e.get("type") == "offered"]
+
+    async def fixed_at(self, index: int, squad: str) -> float | None:
+        response = await self.on(index).get(f"/api/v1/squads/{squad}",
+                                            headers=self.headers["center"])
+        response.raise_for_status()
+        position = response.json().get("position")
+        return float(position["fixed_at"]) if position else None
+
+    async def sessions(self) -> list[int]:
+        bodies = await asyncio.gather(*(c.get("/api/v1/health") for c in self.clients))
+        return [int(b.json().get("squads_connected", 0)) for b in bodies]
+
+
+async def register_all(api: Api, plans: Sequence[SquadPlan], hubs: Sequence[HubProcess],
+                       concurrency: int = 16) -> list[lc.SquadSpec]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int, plan: SquadPlan) -> lc.SquadSpec:
+        async with gate:
+            squad, token = await api.register(index, plan)
+        return lc.SquadSpec(squad, token, hubs[index % len(hubs)].port, plan.lat, plan.lon)
+
+    return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(plans))))
+
+
+async def drive_requests(api: Api, plans: Sequence[RequestPlan], rate: float) -> list[st.Intake]:
+    """Open loop: request i leaves at start + i / rate whatever happened to the others."""
+    start = time.monotonic() + 0.01
+    tasks = []
+    for index, plan in enumerate(plans):
+        delay = start + index / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(api.intake(index, plan)))
+    return list(await asyncio.gather(*tasks))
+
+
+# ---- measurements -------------------------------------------------------------------------
+
+
+async def sample_ingest(redis: Redis, units: Sequence[str], window_s: float,
+                        until: asyncio.Event) -> list[int]:
+    """Every ``window_s``: how many squads' last fix (hub time) lies in the last window."""
+    samples: list[int] = []
+    next_at = time.monotonic() + window_s
+    while not until.is_set():
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        next_at += window_s
+        end = time.time() - FLUSH_SLACK_S
+        pipe = redis.pipeline(transaction=False)
+        for unit in units:
+            pipe.zcount(keys.fix_times(unit), f"({end - window_s}", end)
+        samples.append(sum(await pipe.execute()))
+    return samples
+
+
+@dataclass
+class CpuMark:
+    at: float
+    cpu: dict[int, float]
+    machine: float
+
+
+def cpu_mark(pids: Sequence[int]) -> CpuMark:
+    return CpuMark(time.monotonic(), {pid: proc_cpu_s(pid) for pid in pids}, machine_busy_s())
+
+
+def cpu_between(before: CpuMark, after: CpuMark, pids: Sequence[int]) -> list[float]:
+    wall = after.at - before.at
+    return [st.cpu_percent(before.cpu[p], after.cpu[p], wall) for p in pids]
+
+
+class Clients:
+    """The load-generator processes and their shared counters."""
+
+    def __init__(self, specs: Sequence[lc.SquadSpec], count: int, config: lc.ClientConfig,
+                 ) -> None:
+        ctx = mp.get_context("spawn")
+        self.specs = specs
+        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.results: Any = ctx.Queue()
+        self.counters = [ctx.Array("q", lc.N_COUNTERS, lock=False) for _ in range(count)]
+        self.processes = [
+            ctx.Process(target=lc.client_main, name=f"loadtest-client-{i}", daemon=True,
+                        args=(specs[i::count], config, self.counters[i], self.go, self.stop,
+                              self.results, i))
+            for i in range(count)
+        ]
+        for process in self.processes:
+            process.start()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    def total(self, counter: int) -> int:
+        return sum(int(c[counter]) for c in self.counters)
+
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in self.processes)
+
+    async def collect(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        self.stop.set()
+        results: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(results) < len(self.processes) and time.monotonic() < deadline:
+            try:
+                index, result = await asyncio.to_thread(self.results.get, True, 1.0)
+            except Exception:  # noqa: BLE001 - queue.Empty: look again
+                continue
+            results[index] = result
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+        crashed = [r["crashed"] for r in results.values() if "crashed" in r]
+        if crashed or len(results) < len(self.processes):
+            raise RuntimeError(f"client processes failed: {crashed or 'no result in time'}")
+        return [results[i] for i in sorted(results)]
+
+
+async def wait_for(check: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            log(f"gave up waiting for {what} after {timeout_s:.0f}s")
+            return False
+        await asyncio.sleep(interval_s)
+    return True
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Observed:
+    """Everything the measure phase saw, before the report's arithmetic."""
+
+    intakes: list[st.Intake]
+    ingest_samples: list[int]
+    ingest_window_s: float
+    pos_sent: int
+    measure_s: float
+    hub_cpu: list[float]
+    redis_cpu: float
+    client_cpu: list[float]
+    api_fresh: float | None
+    machine_cpu: float  # all processes of the machine, % of one core (2 cores: up to 200)
+    other_cpu: float  # processes that are not part of this test
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+async def run(config: Config) -> dict[str, Any]:
+    lc.raise_open_files_limit()  # inherited by the hubs, Redis and the client processes
+    city = load_city()
+    rng = random.Random(config.seed)
+    squad_plans = plan_squads(city, config.squads, rng)
+    request_plans = plan_requests(city, round(config.rate * config.duration), squad_plans, rng)
+    tokens: dict[str, str] = {role: f"{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
+    tokens_env = ",".join(f"{role}:{token}" for role, token in tokens.items())
+    with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
+        log(f"embedded Redis at {redis_server.url}")
+        hubs = [start_hub(i, redis_server.url, tmp, tokens_env, config.hub_settings)
+                for i in range(config.hubs)]
+        try:
+            await asyncio.gather(*(wait_healthy(h) for h in hubs))
+            assert redis_server.process is not None
+            return await _run_with(config, city, hubs, redis_server, squad_plans,
+                                   request_plans, tokens)
+        finally:
+            for hub in hubs:
+                hub.stop()
+
+
+@contextlib.contextmanager
+def _workdir(path: str | None) -> Iterator[Path]:
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as name:
+        yield Path(name)
+
+
+async def _run_with(config: Config, city: City, hubs: list[HubProcess],
+                    redis_server: EmbeddedRedis, squad_plans: list[SquadPlan],
+                    request_plans: list[RequestPlan], tokens: dict[str, str]) -> dict[str, Any]:
+    api = Api(hubs, tokens)
+    redis = Redis.from_url(redis_server.url)
+    timings: dict[str, float] = {}
+    try:
+        started = time.monotonic()
+        specs = await register_all(api, squad_plans, hubs)
+        timings["register_s"] = round(time.monotonic() - started, 1)
+        log(f"registered {len(specs)} squads in {timings['register_s']}s")
+        clients = Clients(specs, config.client_processes,
+                          lc.ClientConfig(pos_interval_s=config.pos_interval))
+        try:
+            with lc.no_gc_pauses():
+                return await _measure(config, city, hubs, redis_server, redis, api, clients,
+                                      request_plans, timings)
+        finally:
+            if not clients.stop.is_set():
+                clients.stop.set()
+                for process in clients.processes:
+                    process.join(timeout=10)
+                    if process.is_alive():
+                        process.kill()
+    finally:
+        await api.close()
+        await redis.aclose()
+
+
+async def _measure(config: Config, city: City, hubs: list[HubProcess],
+                   redis_server: EmbeddedRedis, redis: Redis, api: Api, clients: Clients,
+                   request_plans: list[RequestPlan], timings: dict[str, float]) -> dict[str, Any]:
+    started = time.monotonic()
+    done = await wait_for(
+        lambda: clients.total(lc.CONNECTED) + clients.total(lc.FAILED) >= config.squads
+        or not clients.alive(),
+        timeout_s=120 + config.squads / 50, what="connections")
+    timings["connect_s"] = round(time.monotonic() - started, 1)
+    log(f"connected {clients.total(lc.CONNECTED)}/{config.squads} in {timings['connect_s']}s"
+        + ("" if done else " (timed out)"))
+    clients.go.set()
+    await asyncio.sleep(config.warmup or config.pos_interval + 1.0)
+
+    assert redis_server.process is not None
+    hub_pids = [h.process.pid for h in hubs]
+    pids = [*hub_pids, redis_server.process.pid, *clients.pids, os.getpid()]
+    window = min(1.0, config.pos_interval / 2)
+    stop_sampling = asyncio.Event()
+    sampler = asyncio.create_task(
+        sample_ingest(redis, [u.code for u in city.units], window, stop_sampling))
+    profilers = (start_profiles(hubs, config.duration, config.profile)
+                 if config.profile else [])
+    log(f"measuring for {config.duration}s: {len(request_plans)} requests")
+    pos_before, before = clients.total(lc.POS_SENT), cpu_mark(pids)
+    if request_plans:
+        intakes = await drive_requests(api, request_plans, config.rate)
+        await asyncio.sleep(max(0.0, before.at + config.duration - time.monotonic()))
+    else:
+        intakes = []
+        await asyncio.sleep(config.duration)
+    pos_after, after = clients.total(lc.POS_SENT), cpu_mark(pids)
+    stop_sampling.set()
+    samples = await sampler
+    for profiler in profilers:
+        profiler.wait(timeout=30)
+    cpu = cpu_between(before, after, pids)  # hubs, Redis, clients, this process
+    machine = st.cpu_percent(before.machine, after.machine, after.at - before.at)
+    k = len(hubs)
+    observed = Observed(
+        intakes=intakes, ingest_samples=samples[1:] or samples, ingest_window_s=window,
+        pos_sent=pos_after - pos_before, measure_s=after.at - before.at, hub_cpu=cpu[:k],
+        redis_cpu=cpu[k], client_cpu=cpu[k + 1:-1], timings=timings,
+        machine_cpu=machine, other_cpu=round(max(0.0, machine - sum(cpu)), 1),
+        api_fresh=await api_freshness(api, clients.specs, config.pos_interval),
+    )
+    return await _finish(config, city, hubs, redis, api, clients, observed)
+
+
+async def api_freshness(api: Api, specs: Sequence[lc.SquadSpec],
+                        pos_interval: float) -> float | None:
+    """Share of sampled squads whose position, read back through the API, is recent."""
+    squads = random.sample([s.squad for s in specs], min(API_SAMPLE, len(specs)))
+    if not squads:
+        return None
+    fixed = await asyncio.gather(*(api.fixed_at(i, s) for i, s in enumerate(squads)))
+    recent = time.time() - pos_interval - 2.0
+    return round(sum(1 for f in fixed if f is not None and f >= recent) / len(squads), 3)
+
+
+async def _finish(config: Config, city: City, hubs: list[HubProcess], redis: Redis, api: Api,
+                  clients: Clients, observed: Observed) -> dict[str, Any]:
+    expected = st.expected_offers(observed.intakes)
+    await wait_for(lambda: clients.total(lc.OFFERS) >= len(expected)
+                   and clients.total(lc.PENDING) == 0, config.drain, "offers in flight")
+    late = [i for i in observed.intakes if i.status == 201 and not i.assignment]
+    late_offers = [o for i, it in enumerate(late) for o in await api.offers_of(i, it.request_id)]
+    await wait_for(lambda: clients.total(lc.OFFERS) >= len(expected) + len(late_offers)
+                   and clients.total(lc.PENDING) == 0, config.drain, "late offers")
+    connected = clients.total(lc.CONNECTED)
+    sessions = await api.sessions()
+    hub_rss = [proc_rss_mb(h.process.pid) for h in hubs]
+    redis_checks = await check_redis(redis, [u.code for u in city.units])
+    results = await clients.collect()
+    return build_report(config, observed, results, expected + late_offers, connected,
+                        sessions, hub_rss, redis_checks, len(late))
+
+
+async def check_redis(redis: Redis, units: Sequence[str]) -> dict[str, int]:
+    """Offers the hubs made (stats counters) and squads whose free capacity went negative."""
+    pipe = redis.pipeline(transaction=False)
+    for unit in units:
+        pipe.hget(keys.stats(unit), "offers")
+        pipe.hvals(keys.free(unit))
+    replies = await pipe.execute()
+    offers = sum(int(r or 0) for r in replies[0::2])
+    negative = sum(1 for values in replies[1::2] for v in values if int(v) < 0)
+    return {"offers_made": offers, "free_negative": negative}
+
+
+def build_report(config: Config, observed: Observed, results: list[dict[str, Any]],
+                 expected: list[tuple[str, str]], connected: int, sessions: list[int],
+                 hub_rss: list[float], redis_checks: dict[str, int],
+                 queued_at_intake: int) -> dict[str, Any]:
+    offers = [st.OfferSeen(*o) for r in results for o in r["offers"]]
+    dispatch = st.dispatch_latencies_ms(observed.intakes, offers)
+    ack = [v for r in results for v in r["ack_ms"]]
+    steps = [v for r in results for v in r["step_ms"]]
+    errors: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    for r in results:
+        errors.update(r["errors"])
+        failures.update(r["failures"])
+    accepted = sum(1 for i in observed.intakes if i.status == 201)
+    return {
+        "squads_connected": connected,
+        "positions_per_s": st.ingest_rate(observed.ingest_samples, observed.ingest_window_s),
+        "dispatch_ms": st.summarize(dispatch),
+        "ack_ms": st.summarize(ack, (50, 99)),
+        "requests": accepted,
+        "frames_lost": len(st.missing_offers(expected, offers)),
+        "over_capacity": sum(r["over_capacity"] for r in results),
+        "hubs": config.hubs,
+        "hub_cpu_percent": observed.hub_cpu,
+        "hub_rss_mb": hub_rss,
+        # --- more detail ---
+        "squads": config.squads,
+        "pos_interval_s": config.pos_interval,
+        "rate": config.rate,
+        "duration_s": config.duration,
+        "client_processes": len(results),
+        "positions_sent_per_s": round(observed.pos_sent / observed.measure_s, 1),
+        "positions_api_fresh": observed.api_fresh,
+        "hub_sessions": sessions,
+        "requests_sent": len(observed.intakes),
+        "requests_failed": len(observed.intakes) - accepted,
+        "requests_queued_at_intake": queued_at_intake,
+        "intake_response_ms": st.summarize(st.response_latencies_ms(observed.intakes)),
+        "dispatch_samples": len(dispatch),
+        "dispatch_max_ms": round(max(dispatch), 3) if dispatch else None,
+        "ack_samples": len(ack),
+        "ack_max_ms": round(max(ack), 3) if ack else None,
+        "step_ms": st.summarize(steps, (50, 99)),
+        "offers_expected": len(expected),
+        "offers_received": len(offers),
+        "offers_made": redis_checks["offers_made"],
+        "free_negative": redis_checks["free_negative"],
+        "revokes": sum(r["revokes"] for r in results),
+        "duplicates": sum(r["duplicates"] for r in results),
+        "command_errors": dict(errors),
+        "disconnects": sum(r["disconnects"] for r in results),
+        "connect_failures": dict(failures),
+        "redis_cpu_percent": observed.redis_cpu,
+        "client_cpu_percent": observed.client_cpu,
+        "machine_cpu_percent": observed.machine_cpu,
+        "other_processes_cpu_percent": observed.other_cpu,
+        "timings": observed.timings,
+        "config": asdict(config),
+    } | ({"dispatch_series": st.dispatch_series(
+        observed.intakes, offers, observed.intakes[0].sent_at if observed.intakes else 0.0)}
+         if config.samples else {})
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(prog="python -m simulations.loadtest",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--squads", type=int, default=1000)
+    parser.add_argument("--pos-interval", type=float, default=1.0,
+                        help="seconds between two positions of a squad")
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of requests")
+    parser.add_argument("--hubs", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=0,
+                        help="load-generator processes (default: one per 6,000 squads)")
+    parser.add_argument("--out", help="write the JSON report here")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy record each hub during the measure phase (collapsed "
+                             "stacks in DIR/hubN.txt)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--warmup", type=float, default=0.0)
+    parser.add_argument("--drain", type=float, default=10.0)
+    parser.add_argument("--workdir", help="keep Redis data and hub logs in this directory")
+    parser.add_argument("--samples", action="store_true",
+                        help="include every intake -> offer latency with its send time")
+    parser.add_argument("--hub-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a hub setting, as DISPATCH_NAME (repeatable)")
+    args = parser.parse_args(argv)
+    if args.squads < 1 or args.hubs < 1 or args.duration <= 0 or args.rate < 0:
+        parser.error("need --squads >= 1, --hubs >= 1, --duration > 0, --rate >= 0")
+    settings = dict(s.split("=", 1) for s in args.hub_setting)
+    return Config(squads=args.squads, pos_interval=args.pos_interval, rate=args.rate,
+                  duration=args.duration, hubs=args.hubs, clients=args.clients, out=args.out,
+                  profile=args.profile, seed=args.seed, warmup=args.warmup, drain=args.drain,
+                  workdir=args.workdir, samples=args.samples, hub_settings=settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    try:
+        import uvloop
+
+        report = uvloop.run(run(config))
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        report = asyncio.run(run(config))
+    text = json.dumps(report, indent=2)
+    if config.out:
+        Path(config.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

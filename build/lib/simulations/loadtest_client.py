@@ -1,0 +1,329 @@
+"""A load-generator process: thousands of squad connections on one event loop.
+
+Each connection is an :class:`asyncio.Protocol` (no task, no stream reader per connection)
+around the sans-I/O codec of :mod:`simulations.loadtest_ws`; the behaviour is
+:class:`simulations.loadtest_squad.SquadAgent`. Positions go out from one timer wheel: every
+squad has a random phase within the position interval, and each tick sends the squads whose
+slot it is.
+
+The orchestrator talks to the process through shared counters (read at any time), two events
+(``go``: start positions, ``stop``) and a result queue (one message at the end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import random
+import resource
+import time
+from collections import Counter
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from typing import Any, TypeVar, cast
+
+import msgspec
+
+from dispatch_field import protocol
+from simulations import loadtest_ws as ws
+from simulations.loadtest_squad import SquadAgent, Tally
+
+# Shared counters (a multiprocessing Array of int64 per client process).
+CONNECTED, POS_SENT, OFFERS, PENDING, DISCONNECTS, FAILED = range(6)
+N_COUNTERS = 6
+WHEEL_SLOTS = 100
+JITTER_DEG = 0.0002  # a fix wanders about 20 m around the squad's home
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SquadSpec:
+    squad: str
+    token: str
+    port: int
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    host: str = "127.0.0.1"
+    pos_interval_s: float = 1.0
+    connect_concurrency: int = 64
+    connect_timeout_s: float = 60.0
+    reconnect: bool = True
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to the hard limit; returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+@contextlib.contextmanager
+def no_gc_pauses() -> Iterator[None]:
+    """Keep the garbage collector out of the measurement: a full collection in a load
+    generator holding thousands of connections takes tens of milliseconds, and would be
+    counted against the hub. What is allocated at set-up is frozen; cycles made meanwhile
+    are collected afterwards."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+class Connection(asyncio.Protocol):
+    """One squad's socket: handshake, hello, then frames both ways."""
+
+    def __init__(self, link: Link, runner: Runner) -> None:
+        self.link = link
+        self.runner = runner
+        self.transport: asyncio.Transport | None = None
+        self.key = ws.new_key()
+        self.mask = os.urandom(4)
+        self.parser = ws.FrameParser()
+        self.head = b""
+        self.upgraded = False
+        self.ready = False  # welcomed and open
+        self.welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        cfg = self.runner.config
+        self.transport.write(ws.handshake_request(cfg.host, self.link.spec.port, "/ws/field",
+                                             protocol.SUBPROTOCOL_MSGPACK, self.key))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        try:
+            if not self.upgraded:
+                data = self._upgrade(data)
+            for opcode, payload in self.parser.feed(data):
+                self._message(opcode, payload, now)
+        except (ws.WebSocketError, msgspec.DecodeError) as exc:
+            self._fail(exc)
+
+    def _upgrade(self, data: bytes) -> bytes:
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            return b""
+        head, rest = self.head[:end], self.head[end + 4:]
+        ws.check_handshake_response(head, self.key, protocol.SUBPROTOCOL_MSGPACK)
+        self.upgraded = True
+        self.send([self.link.agent.hello()])
+        return rest
+
+    def _message(self, opcode: int, payload: bytes, now: float) -> None:
+        if opcode == ws.OP_BINARY or opcode == ws.OP_TEXT:
+            frame = protocol.decode_hub(payload if opcode == ws.OP_BINARY else payload.decode())
+            self.send(self.link.agent.handle(frame, now))
+            if isinstance(frame, protocol.Welcome):
+                self._welcome()
+        elif opcode == ws.OP_PING:
+            self._write(ws.encode_frame(ws.OP_PONG, payload, self.mask))
+        elif opcode == ws.OP_CLOSE:
+            self.runner.close_codes[ws.close_code(payload)] += 1
+            self._write(ws.encode_frame(ws.OP_CLOSE, payload[:2], self.mask))
+            self.ready = False
+            if self.transport is not None:
+                self.transport.close()
+
+    def _welcome(self) -> None:
+        self.ready = True
+        self.send_position(time.time())
+        if not self.welcomed.done():
+            self.welcomed.set_result(None)
+
+    def send(self, frames: Sequence[protocol.PhoneFrame]) -> None:
+        if frames:
+            self._write(b"".join(
+                ws.encode_frame(ws.OP_BINARY, protocol.encode(f), self.mask) for f in frames))
+
+    def send_position(self, wall_now: float) -> None:
+        spec = self.link.spec
+        frame = protocol.Pos(lat=spec.lat + (random.random() - 0.5) * JITTER_DEG,
+                             lon=spec.lon + (random.random() - 0.5) * JITTER_DEG, ts=wall_now)
+        self._write(ws.encode_frame(ws.OP_BINARY, protocol.encode(frame), self.mask))
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _fail(self, exc: Exception) -> None:
+        self.runner.failures[type(exc).__name__] += 1
+        if not self.welcomed.done():
+            self.welcomed.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.welcomed.done():
+            self.welcomed.set_exception(exc or ConnectionError("closed before welcome"))
+        was_ready, self.ready = self.ready, False
+        self.runner.lost(self.link, self, was_ready)
+
+
+@dataclass(eq=False, slots=True)
+class Link:
+    """A squad of this process and its current connection."""
+
+    spec: SquadSpec
+    agent: SquadAgent
+    conn: Connection | None = None
+
+
+class Runner:
+    """The squads of one client process."""
+
+    def __init__(self, specs: Sequence[SquadSpec], config: ClientConfig,
+                 counters: Any) -> None:
+        self.config = config
+        self.tally = Tally()
+        self.links = [Link(s, SquadAgent(s.squad, s.token, self.tally)) for s in specs]
+        self.counters = counters
+        self.connected = 0
+        self.pos_sent = 0
+        self.disconnects = 0
+        self.failed = 0
+        self.stopping = False
+        self.failures: Counter[str] = Counter()
+        self.close_codes: Counter[int] = Counter()
+        self._handshakes = asyncio.Semaphore(config.connect_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def connect(self, link: Link, attempts: int = 5) -> None:
+        loop = asyncio.get_running_loop()
+        for attempt in range(attempts):
+            conn = Connection(link, self)
+            link.conn = conn
+            try:
+                async with self._handshakes:
+                    await loop.create_connection(lambda c=conn: c, self.config.host,  # type: ignore[misc]
+                                                 link.spec.port)
+                    await asyncio.wait_for(conn.welcomed, self.config.connect_timeout_s)
+                self.connected += 1
+                return
+            except (TimeoutError, OSError, ws.WebSocketError, ConnectionError) as exc:
+                self.failures[type(exc).__name__] += 1
+                if conn.transport is not None:
+                    conn.transport.abort()
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.0))
+        self.failed += 1
+
+    def lost(self, link: Link, conn: Connection, was_ready: bool) -> None:
+        if link.conn is not conn or not was_ready:
+            return
+        self.connected -= 1
+        if self.stopping:
+            return
+        self.disconnects += 1
+        if self.config.reconnect:
+            self._spawn(self.connect(link))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def connect_all(self) -> None:
+        await asyncio.gather(*(self.connect(link) for link in self.links))
+
+    async def positions(self) -> None:
+        """Send every squad's position once per interval, spread over ``WHEEL_SLOTS`` ticks."""
+        slots: list[list[Link]] = [[] for _ in range(WHEEL_SLOTS)]
+        for link in self.links:
+            slots[random.randrange(WHEEL_SLOTS)].append(link)
+        tick = self.config.pos_interval_s / WHEEL_SLOTS
+        next_at = time.monotonic()
+        index = 0
+        while True:
+            wall = time.time()
+            for link in slots[index]:
+                conn = link.conn
+                if conn is not None and conn.ready:
+                    conn.send_position(wall)
+                    self.pos_sent += 1
+            index = (index + 1) % WHEEL_SLOTS
+            next_at += tick
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def publish(self) -> None:
+        c = self.counters
+        c[CONNECTED], c[POS_SENT], c[OFFERS] = self.connected, self.pos_sent, len(self.tally.offers)
+        c[PENDING], c[DISCONNECTS], c[FAILED] = self.tally.pending, self.disconnects, self.failed
+
+    async def publish_every(self, interval_s: float) -> None:
+        while True:
+            self.publish()
+            await asyncio.sleep(interval_s)
+
+    def close_all(self) -> None:
+        self.stopping = True
+        for link in self.links:
+            if link.conn is not None and link.conn.transport is not None:
+                link.conn.transport.abort()
+
+    def result(self) -> dict[str, Any]:
+        tally = asdict(self.tally)
+        tally["errors"] = dict(self.tally.errors)
+        return tally | {
+            "connected": self.connected, "pos_sent": self.pos_sent,
+            "disconnects": self.disconnects, "failed": self.failed,
+            "failures": dict(self.failures), "close_codes": dict(self.close_codes),
+        }
+
+
+async def _wait(event: Event) -> None:
+    """Wait for a multiprocessing event without blocking the loop (one thread waits)."""
+    await asyncio.to_thread(event.wait)
+
+
+async def run_client(specs: Sequence[SquadSpec], config: ClientConfig, counters: Any,
+                     go: Event, stop: Event) -> dict[str, Any]:
+    runner = Runner(specs, config, counters)
+    reporter = asyncio.create_task(runner.publish_every(0.1))
+    await runner.connect_all()
+    with no_gc_pauses():
+        await _wait(go)
+        wheel = asyncio.create_task(runner.positions())
+        await _wait(stop)
+        wheel.cancel()
+    reporter.cancel()
+    runner.publish()
+    result = runner.result()
+    runner.close_all()
+    for task in (wheel, reporter):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return result
+
+
+def _run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def client_main(specs: Sequence[SquadSpec], config: ClientConfig, counters: Any, go: Event,
+                stop: Event, results: Queue[Any], index: int) -> None:
+    """Entry point of a client process: runs until ``stop``, then puts its result."""
+    raise_open_files_limit()
+    try:
+        result = _run_loop(run_client(specs, config, counters, go, stop))
+    except BaseException as exc:  # noqa: BLE001 - the orchestrator must hear of it
+        results.put((index, {"crashed": repr(exc)}))
+        raise
+    results.put((index, result))

@@ -1,0 +1,120 @@
+"""A load-test squad's behaviour: what it answers to each hub frame. No I/O.
+
+On an offer it acknowledges the frame and accepts at once, then reports en route, arrival and
+resolution, each step as soon as the previous one is confirmed with ``ok``, so its capacity
+frees within milliseconds. Everything it observes goes into a :class:`Tally` shared by all
+squads of a client process.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from dispatch_field import protocol
+
+# The step that follows each confirmed one (resolve ends the job).
+NEXT_STEP: dict[str, type[protocol.Command] | None] = {
+    "accept": protocol.Enroute,
+    "enroute": protocol.Arrive,
+    "arrive": protocol.Resolve,
+    "resolve": None,
+}
+
+
+@dataclass
+class Tally:
+    """What the squads of one client process observed (times are ``time.monotonic()``)."""
+
+    offers: list[tuple[str, str, str, float]] = field(default_factory=list)  # rq, squad, as, t
+    ack_ms: list[float] = field(default_factory=list)  # accept sent -> its ok received
+    step_ms: list[float] = field(default_factory=list)  # enroute/arrive/resolve -> ok
+    over_capacity: int = 0  # offers received while already holding an unresolved one
+    revokes: int = 0
+    duplicates: int = 0  # numbered frames received twice (absorbed by seq)
+    errors: Counter[str] = field(default_factory=Counter)
+    pending: int = 0  # commands sent and not answered yet
+
+
+@dataclass(slots=True)
+class _Sent:
+    kind: str
+    assignment: str
+    at: float
+
+
+class SquadAgent:
+    """One squad with capacity 1. ``handle`` returns the frames to send in reply."""
+
+    __slots__ = ("squad", "token", "last_seq", "holding", "_sent", "_tally", "_count")
+
+    def __init__(self, squad: str, token: str, tally: Tally) -> None:
+        self.squad, self.token = squad, token
+        self.last_seq = 0
+        self.holding: set[str] = set()  # assignments offered and not yet resolved by us
+        self._sent: dict[str, _Sent] = {}
+        self._tally = tally
+        self._count = 0
+
+    def hello(self) -> protocol.Hello:
+        return protocol.Hello(squad=self.squad, token=self.token, last_seq=self.last_seq)
+
+    def handle(self, frame: protocol.HubFrame, now: float) -> list[protocol.PhoneFrame]:
+        match frame:
+            case protocol.Offer():
+                return self._offered(frame, now)
+            case protocol.Ok():
+                return self._confirmed(frame.id, now)
+            case protocol.Revoke():
+                return self._revoked(frame)
+            case protocol.Error():
+                self._tally.errors[frame.code] += 1
+                if frame.id is not None and self._sent.pop(frame.id, None) is not None:
+                    self._tally.pending -= 1
+                return []
+            case protocol.Welcome():
+                self.last_seq = min(self.last_seq, frame.last_seq)
+                return [protocol.Duty(on=True)]
+        return []
+
+    def _offered(self, offer: protocol.Offer, now: float) -> list[protocol.PhoneFrame]:
+        if offer.seq <= self.last_seq:
+            self._tally.duplicates += 1
+            return [protocol.Ack(seq=self.last_seq)]
+        self.last_seq = offer.seq
+        self._tally.offers.append((offer.request.id, self.squad, offer.assignment, now))
+        if self.holding:
+            self._tally.over_capacity += 1
+        self.holding.add(offer.assignment)
+        return [protocol.Ack(seq=offer.seq), self._command(protocol.Accept, offer.assignment, now)]
+
+    def _confirmed(self, command_id: str, now: float) -> list[protocol.PhoneFrame]:
+        sent = self._sent.pop(command_id, None)
+        if sent is None:
+            return []
+        self._tally.pending -= 1
+        elapsed_ms = (now - sent.at) * 1000.0
+        (self._tally.ack_ms if sent.kind == "accept" else self._tally.step_ms).append(elapsed_ms)
+        step = NEXT_STEP[sent.kind]
+        return [] if step is None else [self._command(step, sent.assignment, now)]
+
+    def _revoked(self, revoke: protocol.Revoke) -> list[protocol.PhoneFrame]:
+        if revoke.seq <= self.last_seq:
+            self._tally.duplicates += 1
+            return [protocol.Ack(seq=self.last_seq)]
+        self.last_seq = revoke.seq
+        self._tally.revokes += 1
+        self.holding.discard(revoke.assignment)
+        return [protocol.Ack(seq=revoke.seq)]
+
+    def _command(self, kind: type[protocol.Command], assignment: str,
+                 now: float) -> protocol.Command:
+        self._count += 1
+        command = kind(assignment=assignment, id=f"{self.squad}-{self._count}")
+        name = command.__struct_config__.tag
+        assert isinstance(name, str)
+        if name == "resolve":  # from here the hub may offer this squad the next job
+            self.holding.discard(assignment)
+        self._sent[command.id] = _Sent(name, assignment, now)
+        self._tally.pending += 1
+        return command

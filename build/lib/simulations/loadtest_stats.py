@@ -1,0 +1,121 @@
+"""The load test's arithmetic: percentiles, rates, and matching offers to intake. Pure.
+
+Latencies are differences of ``time.monotonic()`` readings taken in different processes of
+the same machine: on Linux that is ``CLOCK_MONOTONIC``, one clock for the whole system.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) with linear interpolation between the closest ranks
+    (numpy's default); None for no values."""
+    if not values:
+        return None
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile {q} outside 0-100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize(values: Sequence[float], qs: Iterable[int] = (50, 95, 99),
+              digits: int = 3) -> dict[str, float | None]:
+    """{"p50": ..., "p95": ..., ...} of ``values``, rounded."""
+    result: dict[str, float | None] = {}
+    for q in qs:
+        value = percentile(values, q)
+        result[f"p{q}"] = None if value is None else round(value, digits)
+    return result
+
+
+def cpu_percent(cpu_s_before: float, cpu_s_after: float, wall_s: float) -> float:
+    """CPU use of a process over ``wall_s`` seconds, in percent of one core."""
+    if wall_s <= 0:
+        return 0.0
+    return round(100.0 * (cpu_s_after - cpu_s_before) / wall_s, 1)
+
+
+def rate(count_before: int, count_after: int, wall_s: float) -> float:
+    return round((count_after - count_before) / wall_s, 1) if wall_s > 0 else 0.0
+
+
+def ingest_rate(samples: Sequence[int], window_s: float) -> float:
+    """Fixes per second from samples of "squads whose last fix lies in the last ``window_s``".
+
+    With a window shorter than a squad's position interval, each squad has at most one fix in
+    it, so a sample counts the fixes the hub wrote during that window.
+    """
+    if not samples or window_s <= 0:
+        return 0.0
+    return round(sum(samples) / len(samples) / window_s, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """One POST /api/v1/requests as the load generator saw it."""
+
+    sent_at: float  # monotonic, just before the request was written
+    status: int  # HTTP status, 0 if no response
+    request_id: str = ""
+    squad: str = ""  # the squad the API says the offer went to ("" if it queued)
+    assignment: str = ""
+    answered_at: float = 0.0  # monotonic, when the response was read (0: none)
+
+
+@dataclass(frozen=True, slots=True)
+class OfferSeen:
+    """An offer frame as a squad's client received it."""
+
+    request_id: str
+    squad: str
+    assignment: str
+    received_at: float  # monotonic
+
+
+def dispatch_latencies_ms(intakes: Sequence[Intake], offers: Sequence[OfferSeen]) -> list[float]:
+    """Intake sent -> offer frame received by the squad the API named, for requests offered
+    at intake. An offer that reached another squad does not count (it is a lost frame)."""
+    received = {(o.assignment, o.squad): o.received_at for o in offers}
+    latencies = []
+    for intake in intakes:
+        seen = received.get((intake.assignment, intake.squad)) if intake.assignment else None
+        if seen is not None:
+            latencies.append((seen - intake.sent_at) * 1000.0)
+    return latencies
+
+
+def dispatch_series(intakes: Sequence[Intake], offers: Sequence[OfferSeen],
+                    start: float) -> list[tuple[float, float]]:
+    """(seconds since ``start`` the request was sent, intake -> offer ms), in sending order."""
+    received = {(o.assignment, o.squad): o.received_at for o in offers}
+    series = []
+    for intake in intakes:
+        seen = received.get((intake.assignment, intake.squad)) if intake.assignment else None
+        if seen is not None:
+            latency = round((seen - intake.sent_at) * 1e3, 3)
+            series.append((round(intake.sent_at - start, 3), latency))
+    return series
+
+
+def response_latencies_ms(intakes: Sequence[Intake]) -> list[float]:
+    """Intake sent -> HTTP response read, for answered requests."""
+    return [(i.answered_at - i.sent_at) * 1000.0 for i in intakes if i.answered_at]
+
+
+def missing_offers(expected: Iterable[tuple[str, str]],
+                   offers: Sequence[OfferSeen]) -> list[tuple[str, str]]:
+    """The (assignment, squad) pairs the hub reported that never reached that squad."""
+    received = {(o.assignment, o.squad) for o in offers}
+    return sorted(set(expected) - received)
+
+
+def expected_offers(intakes: Sequence[Intake]) -> list[tuple[str, str]]:
+    """(assignment, squad) of every offer the API named in an intake response."""
+    return [(i.assignment, i.squad) for i in intakes if i.assignment and i.squad]

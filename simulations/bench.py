@@ -1,0 +1,249 @@
+"""Micro-benchmarks of the hub's hot paths, one at a time, on this machine.
+
+    python -m simulations.bench [--json out.json] [--quick]
+
+* frames: ``protocol.decode_phone`` of ``pos`` and ``accept`` frames (MessagePack and JSON:
+  decode and validate in one pass), ``protocol.encode`` of an offer, ``protocol.stamp_seq``;
+* ranking: ``server.assign.ranking.rank`` of 8 candidates (geodesic), ``haversine_m``;
+* position ingest: ``PositionWriter.add`` + ``flush`` against a real (embedded) Redis, in
+  batches the size of one 10 ms flush at 18,000 fixes/s, and of 1,000;
+* candidate search: the ``candidates`` Lua script (as the dispatcher calls it) + ``rank``,
+  with 1,000 and 10,000 squads of one unit in the GEO index.
+
+Pure code is timed with ``timeit`` (best of three); Redis paths are timed one call after the
+other (each waits for its reply), so they give the rate of one coroutine, not of a loaded hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+from redis.asyncio import Redis
+
+from dispatch_field import protocol
+from server import keys
+from server.assign.ranking import haversine_m, parse_candidates, rank
+from server.embedded_redis import EmbeddedRedis
+from server.presence.positions import PositionWriter
+from server.scripts import Scripts
+from server.settings import Settings
+
+SCENE = (34.67, 112.445)  # Xigong district, central Luoyang
+UNIT = "water"
+CATEGORY = "water_main_burst"
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    per_s: float
+    us: float  # wall microseconds per operation (per call for Redis paths)
+    unit: str = "ops"
+    python_cpu_us: float | None = None  # CPU of this process per call (Redis paths)
+    redis_cpu_us: float | None = None  # CPU of redis-server per call (Redis paths)
+
+    def row(self) -> str:
+        split = "" if self.redis_cpu_us is None else (
+            f"   (python {self.python_cpu_us:.0f} µs + redis {self.redis_cpu_us:.0f} µs CPU)")
+        return (f"{self.name:<56} {self.per_s:>12,.0f} {self.unit + '/s':<11} "
+                f"{self.us:>9.2f} µs{split}")
+
+
+def process_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_sync(name: str, fn: Callable[[], object], quick: bool) -> Result:
+    timer = timeit.Timer(fn)
+    loops, _ = timer.autorange()
+    best = min(timer.repeat(repeat=1 if quick else 3, number=loops)) / loops
+    return Result(name, 1 / best, best * 1e6)
+
+
+async def time_async(name: str, fn: Callable[[], Awaitable[int]], seconds: float,
+                     redis_pid: int, unit: str = "ops") -> Result:
+    """Call ``fn`` (which returns how many items it handled) for about ``seconds``."""
+    await fn()  # warm-up: scripts loaded, connections open
+    items = calls = 0
+    cpu, redis_cpu, started = time.process_time(), process_cpu_s(redis_pid), time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        items += await fn()
+        calls += 1
+    cpu, redis_cpu = time.process_time() - cpu, process_cpu_s(redis_pid) - redis_cpu
+    per_call = 1e6 / max(calls, 1)
+    return Result(name, items / elapsed, elapsed * per_call, unit, round(cpu * per_call, 1),
+                  round(redis_cpu * per_call, 1))
+
+
+# ---- pure paths ---------------------------------------------------------------------------
+
+
+def frame_benches(quick: bool) -> list[Result]:
+    pos = protocol.Pos(lat=34.6712, lon=112.4431, ts=time.time(), acc=8.5)
+    accept = protocol.Accept(assignment="A3f9c2e1b4d5a", id="S00042-17")
+    offer = protocol.Offer(assignment="A3f9c2e1b4d5a", respond_by=time.time() + 60,
+                           request=protocol.RequestInfo(
+                               id="R00001234", category=CATEGORY, lat=34.67, lon=112.445,
+                               description="water main burst at the corner"))
+    pos_mp, pos_json = protocol.encode(pos), protocol.encode_json(pos)
+    accept_mp = protocol.encode(accept)
+    body = protocol.encode(offer)
+    return [
+        time_sync("decode_phone(pos) msgpack", lambda: protocol.decode_phone(pos_mp), quick),
+        time_sync("decode_phone(pos) json", lambda: protocol.decode_phone(pos_json), quick),
+        time_sync("decode_phone(accept) msgpack", lambda: protocol.decode_phone(accept_mp),
+                  quick),
+        time_sync("encode(offer) msgpack", lambda: protocol.encode(offer), quick),
+        time_sync("stamp_seq(offer body)", lambda: protocol.stamp_seq(body, 123456), quick),
+        time_sync("msgpack_to_json(offer) (json subprotocol)",
+                  lambda: protocol.msgpack_to_json(body), quick),
+    ]
+
+
+def ranking_benches(quick: bool) -> list[Result]:
+    rng = random.Random(7)
+    squads = [(f"S{i:05d}", SCENE[0] + rng.uniform(-0.05, 0.05),
+               SCENE[1] + rng.uniform(-0.05, 0.05)) for i in range(8)]
+    return [
+        time_sync("rank(8 candidates) geodesic", lambda: rank(*SCENE, squads), quick),
+        time_sync("haversine_m (arrival check per fix)",
+                  lambda: haversine_m(*SCENE, 34.68, 112.45), quick),
+    ]
+
+
+# ---- Redis paths --------------------------------------------------------------------------
+
+
+async def ingest_benches(redis: Redis, seconds: float, redis_pid: int) -> list[Result]:
+    writer = PositionWriter(redis, 0.01)
+    units = ["water", "power", "gas", "municipal", "sanitation"]
+    rng = random.Random(3)
+    squads = [(units[i % len(units)], f"S{i:05d}") for i in range(18_000)]
+    results = []
+    for batch in (180, 1_000):
+        cursor = 0
+
+        async def one_flush(batch: int = batch) -> int:
+            nonlocal cursor
+            now = time.time()
+            for _ in range(batch):
+                unit, squad = squads[cursor % len(squads)]
+                cursor += 1
+                writer.add(unit, squad, 34.6 + rng.random() * 0.1, 112.4 + rng.random() * 0.1,
+                           now)
+            return await writer.flush()
+
+        results.append(await time_async(
+            f"PositionWriter add+flush, {batch} fixes/flush (5 units)", one_flush, seconds,
+            redis_pid, "fixes"))
+    sample = squads[:180]
+    results.append(Result(*_add_only(writer, sample)))
+    await writer.flush()
+    return results
+
+
+def _add_only(writer: PositionWriter, sample: list[tuple[str, str]]) -> tuple[str, float, float]:
+    def add_all() -> None:
+        for unit, squad in sample:
+            writer.add(unit, squad, 34.6, 112.4, 1.0)
+
+    timer = timeit.Timer(add_all)
+    loops, _ = timer.autorange()
+    per_fix = min(timer.repeat(3, loops)) / loops / len(sample)
+    return "PositionWriter.add alone (per fix)", 1 / per_fix, per_fix * 1e6
+
+
+async def fill_unit(redis: Redis, squads: int, rng: random.Random) -> None:
+    """``squads`` available squads of one unit around the scene, fixed now."""
+    await redis.flushdb()
+    now = time.time()
+    pipe = redis.pipeline(transaction=False)
+    for i in range(squads):
+        squad = f"S{i:05d}"
+        lat = SCENE[0] + rng.gauss(0, 0.08)
+        lon = SCENE[1] + rng.gauss(0, 0.1)
+        pipe.geoadd(keys.geo(UNIT), (lon, lat, squad))
+        pipe.zadd(keys.fix_times(UNIT), {squad: now})
+        pipe.sadd(keys.available(UNIT), squad)
+        pipe.hset(keys.free(UNIT), squad, 1)
+        pipe.hset(keys.skills(UNIT), squad, "*")
+    await pipe.execute()
+
+
+async def search_benches(redis: Redis, scripts: Scripts, seconds: float,
+                         redis_pid: int) -> list[Result]:
+    settings = Settings()
+    rng = random.Random(11)
+    results = []
+    for squads in (1_000, 10_000):
+        await fill_unit(redis, squads, rng)
+
+        async def search() -> list[tuple[str, float, float]]:
+            lat, lon = SCENE[0] + rng.uniform(-0.05, 0.05), SCENE[1] + rng.uniform(-0.05, 0.05)
+            # The same call as Dispatcher._candidates.
+            flat = await scripts.candidates(
+                keys=[keys.geo(UNIT), keys.available(UNIT), keys.free(UNIT), keys.skills(UNIT),
+                      keys.fix_times(UNIT)],
+                args=[lon, lat, settings.search_radius_km, settings.search_count, CATEGORY,
+                      time.time() - settings.position_max_age_s, settings.rank_count])
+            return parse_candidates(flat)
+
+        async def lua_only() -> int:
+            return 1 if await search() else 0
+
+        async def search_and_rank() -> int:
+            found = await search()
+            return 1 if rank(*SCENE, found) else 0
+
+        results.append(await time_async(f"candidates.lua, {squads:,} squads in the index",
+                                        lua_only, seconds, redis_pid, "searches"))
+        results.append(await time_async(f"candidates.lua + rank, {squads:,} squads",
+                                        search_and_rank, seconds, redis_pid, "searches"))
+    return results
+
+
+async def redis_benches(seconds: float) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, EmbeddedRedis(tmp) as server:
+        redis = Redis.from_url(server.url)
+        assert server.process is not None
+        pid = server.process.pid
+        try:
+            scripts = Scripts.register(redis)
+            return [*await ingest_benches(redis, seconds, pid),
+                    *await search_benches(redis, scripts, seconds, pid)]
+        finally:
+            await redis.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.bench",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
+    args = parser.parse_args(argv)
+    seconds = 0.3 if args.quick else 2.0
+    results = [*frame_benches(args.quick), *ranking_benches(args.quick),
+               *asyncio.run(redis_benches(seconds))]
+    print(f"{'benchmark':<56} {'rate':>12} {'':<11} {'per op':>12}")
+    for result in results:
+        print(result.row())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in results], f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The load test: a short real run (one hub, then two) gives a complete, correct report; and
+the pure pieces it is built from (statistics, WebSocket codec, squad behaviour, plan).
+
+The runs start their own embedded Redis and hubs, so they do not take ``redis_url`` and run
+once per session whatever the Redis parametrization.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch_field import protocol
+from server.city import load_city
+from simulations import loadtest_stats as st
+from simulations import loadtest_ws as ws
+from simulations.loadtest_plan import plan_requests, plan_squads, unit_counts
+from simulations.loadtest_profile import parse
+from simulations.loadtest_squad import SquadAgent, Tally
+
+ROOT = Path(__file__).resolve().parents[1]
+SQUADS, RATE, DURATION = 50, 5, 5
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "squads_connected": int, "positions_per_s": float, "dispatch_ms": dict, "ack_ms": dict,
+    "requests": int, "frames_lost": int, "over_capacity": int, "hubs": int,
+    "hub_cpu_percent": list, "hub_rss_mb": list,
+}
+
+
+# ---- a short real run ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1hub", "2hubs"])
+def report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           ) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("loadtest") / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "simulations.loadtest", "--squads", str(SQUADS), "--rate",
+         str(RATE), "--duration", str(DURATION), "--hubs", str(request.param), "--out",
+         str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=150,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result: dict[str, Any] = json.loads(out.read_text())
+    result["_hubs_asked"] = request.param
+    return result
+
+
+def test_report_has_every_key_typed(report: dict[str, Any]) -> None:
+    for key, kind in REQUIRED.items():
+        assert isinstance(report[key], kind), (key, report[key])
+    assert set(report["dispatch_ms"]) == {"p50", "p95", "p99"}
+    assert set(report["ack_ms"]) == {"p50", "p99"}
+    for value in [*report["dispatch_ms"].values(), *report["ack_ms"].values()]:
+        assert isinstance(value, float) and value > 0
+    assert report["hubs"] == report["_hubs_asked"]
+    assert len(report["hub_cpu_percent"]) == len(report["hub_rss_mb"]) == report["hubs"]
+    assert all(isinstance(v, float) and v >= 0 for v in report["hub_cpu_percent"])
+    assert all(isinstance(v, float) and v > 0 for v in report["hub_rss_mb"])
+
+
+def test_report_is_correct(report: dict[str, Any]) -> None:
+    assert report["squads_connected"] == SQUADS
+    assert sum(report["hub_sessions"]) == SQUADS
+    assert report["requests"] == report["requests_sent"] == RATE * DURATION
+    assert report["frames_lost"] == 0
+    assert report["over_capacity"] == 0
+    assert report["free_negative"] == 0
+    assert report["offers_received"] == report["offers_made"] == report["offers_expected"]
+    assert report["dispatch_samples"] + report["requests_queued_at_intake"] == report["requests"]
+    assert report["ack_samples"] == report["offers_received"]
+    assert report["command_errors"] == {}
+    dispatch, ack = report["dispatch_ms"], report["ack_ms"]
+    assert dispatch["p50"] <= dispatch["p95"] <= dispatch["p99"]
+    assert ack["p50"] <= ack["p99"]
+    # Positions: ingested at about the rate sent (one per squad per second), read back fresh.
+    assert report["positions_per_s"] > 0.5 * SQUADS
+    assert report["positions_api_fresh"] == 1.0
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    assert st.percentile(values, 50) == pytest.approx(5.5)
+    assert st.percentile(values, 95) == pytest.approx(9.55)
+    assert st.percentile(values, 99) == pytest.approx(9.91)
+    assert st.percentile(values, 0) == 1.0 and st.percentile(values, 100) == 10.0
+    assert st.percentile(list(reversed(values)), 50) == pytest.approx(5.5)
+    assert st.percentile([4.0], 99) == 4.0
+    assert st.percentile([], 50) is None
+    with pytest.raises(ValueError):
+        st.percentile(values, 101)
+
+
+def test_summarize_orders_and_rounds() -> None:
+    values = [random.Random(1).expovariate(1.0) for _ in range(1000)]
+    summary = st.summarize(values)
+    assert list(summary) == ["p50", "p95", "p99"]
+    assert summary["p50"] <= summary["p95"] <= summary["p99"]  # type: ignore[operator]
+    assert st.summarize([], (50, 99)) == {"p50": None, "p99": None}
+    assert st.summarize([1.23456], (50,)) == {"p50": 1.235}
+
+
+def test_rates() -> None:
+    assert st.cpu_percent(10.0, 10.5, 1.0) == 50.0
+    assert st.cpu_percent(1.0, 2.0, 0.0) == 0.0
+    assert st.rate(100, 1100, 2.0) == 500.0
+    assert st.ingest_rate([900, 1000, 1100], 0.5) == 2000.0
+    assert st.ingest_rate([], 0.5) == 0.0
+
+
+def test_offers_are_matched_to_intake_by_assignment_and_squad() -> None:
+    intakes = [
+        st.Intake(10.0, 201, "R1", "S1", "A1", 10.004),
+        st.Intake(11.0, 201, "R2", "S2", "A2", 11.003),
+        st.Intake(12.0, 201, "R3"),  # queued at intake: no latency, no expectation
+        st.Intake(13.0, 201, "R4", "S4", "A4", 13.002),
+        st.Intake(14.0, 0),  # no response
+    ]
+    offers = [
+        st.OfferSeen("R1", "S1", "A1", 10.005),
+        st.OfferSeen("R2", "S9", "A2", 11.002),  # reached another squad: lost
+        st.OfferSeen("R3", "S3", "A3", 12.5),
+    ]
+    assert st.dispatch_latencies_ms(intakes, offers) == [pytest.approx(5.0)]
+    expected = st.expected_offers(intakes)
+    assert expected == [("A1", "S1"), ("A2", "S2"), ("A4", "S4")]
+    assert st.missing_offers([*expected, ("A3", "S3")], offers) == [("A2", "S2"), ("A4", "S4")]
+    assert st.response_latencies_ms(intakes) == [
+        pytest.approx(4.0), pytest.approx(3.0), pytest.approx(2.0)]
+    assert st.dispatch_series(intakes, offers, 10.0) == [(0.0, 5.0)]
+
+
+# ---- WebSocket codec ----------------------------------------------------------------------------
+
+
+def test_accept_value_matches_rfc_6455_example() -> None:
+    assert ws.accept_value("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_handshake_response_is_checked() -> None:
+    key = ws.new_key()
+    good = (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {ws.accept_value(key)}\r\n"
+            f"Sec-WebSocket-Protocol: {protocol.SUBPROTOCOL_MSGPACK}").encode()
+    ws.check_handshake_response(good, key, protocol.SUBPROTOCOL_MSGPACK)
+    with pytest.raises(ws.WebSocketError):
+        ws.check_handshake_response(good, ws.new_key(), protocol.SUBPROTOCOL_MSGPACK)
+    with pytest.raises(ws.WebSocketError):
+        ws.check_handshake_response(good, key, protocol.SUBPROTOCOL_JSON)
+    with pytest.raises(ws.WebSocketError):
+        ws.check_handshake_response(b"HTTP/1.1 403 Forbidden", key, protocol.SUBPROTOCOL_JSON)
+    request = ws.handshake_request("127.0.0.1", 8000, "/ws/field", "p", key).decode()
+    assert request.startswith("GET /ws/field HTTP/1.1\r\n") and request.endswith("\r\n\r\n")
+    assert f"Sec-WebSocket-Key: {key}\r\n" in request
+
+
+def _unmask(frame: bytes) -> tuple[int, bytes]:
+    """(opcode, payload) of a client frame, as a server reads it."""
+    size, offset = frame[1] & 0x7F, 2
+    if size == 126:
+        size, offset = struct.unpack_from("!H", frame, 2)[0], 4
+    elif size == 127:
+        size, offset = struct.unpack_from("!Q", frame, 2)[0], 10
+    mask, payload = frame[offset:offset + 4], frame[offset + 4:]
+    assert frame[1] & 0x80 and len(payload) == size
+    return frame[0] & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.parametrize("size", [0, 5, 125, 126, 65535, 65536])
+def test_client_frames_are_masked_and_sized(size: int) -> None:
+    payload = bytes(random.Random(size).randrange(256) for _ in range(size))
+    frame = ws.encode_frame(ws.OP_BINARY, payload, b"\x01\x02\x03\x04")
+    assert frame[0] == 0x82
+    assert _unmask(frame) == (ws.OP_BINARY, payload)
+
+
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    size = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if size < 126:
+        return head + bytes([size]) + payload
+    if size < 65536:
+        return head + bytes([126]) + struct.pack("!H", size) + payload
+    return head + bytes([127]) + struct.pack("!Q", size) + payload
+
+
+def test_parser_splits_reassembles_and_passes_control_frames() -> None:
+    offer = protocol.encode(protocol.Ok(id="x"))
+    big = b"y" * 70_000
+    stream = (_server_frame(ws.OP_BINARY, offer) + _server_frame(ws.OP_TEXT, b"ab", fin=False)
+              + _server_frame(ws.OP_PING, b"p") + _server_frame(ws.OP_CONT, b"cd")
+              + _server_frame(ws.OP_BINARY, big) + _server_frame(ws.OP_CLOSE, b"\x0f\xa0bye"))
+    parser = ws.FrameParser()
+    messages = []
+    for i in range(0, len(stream), 7):  # any split of the byte stream
+        messages += parser.feed(stream[i:i + 7])
+    assert messages == [(ws.OP_BINARY, offer), (ws.OP_PING, b"p"), (ws.OP_TEXT, b"abcd"),
+                        (ws.OP_BINARY, big), (ws.OP_CLOSE, b"\x0f\xa0bye")]
+    assert ws.close_code(messages[-1][1]) == 4000
+    assert ws.close_code(b"") == ws.NO_STATUS
+
+
+def test_parser_refuses_masked_and_extension_frames() -> None:
+    with pytest.raises(ws.WebSocketError):
+        ws.FrameParser().feed(ws.encode_frame(ws.OP_BINARY, b"x", b"abcd"))
+    with pytest.raises(ws.WebSocketError):
+        ws.FrameParser().feed(bytes([0xC2, 1]) + b"x")  # RSV1: compression not negotiated
+    with pytest.raises(ws.WebSocketError):
+        ws.FrameParser().feed(_server_frame(ws.OP_CONT, b"x"))
+
+
+# ---- squad behaviour ----------------------------------------------------------------------------
+
+
+def _offer(seq: int, assignment: str) -> protocol.Offer:
+    request = protocol.RequestInfo(id=f"R-{assignment}", category="water_main_burst",
+                                   description="d", lat=34.6, lon=112.4)
+    return protocol.Offer(seq=seq, assignment=assignment, respond_by=0.0, request=request)
+
+
+def test_squad_accepts_at_once_and_walks_the_steps() -> None:
+    tally = Tally()
+    squad = SquadAgent("S1", "token", tally)
+    assert isinstance(squad.handle(protocol.Welcome(squad="S1", last_seq=0), 0.0)[0],
+                      protocol.Duty)
+    ack, accept = squad.handle(_offer(1, "A1"), 1.0)
+    assert ack == protocol.Ack(seq=1)
+    assert isinstance(accept, protocol.Accept) and accept.assignment == "A1"
+    assert tally.offers == [("R-A1", "S1", "A1", 1.0)] and tally.pending == 1
+    steps = []
+    reply = squad.handle(protocol.Ok(id=accept.id), 1.002)
+    while reply:
+        (command,) = reply
+        steps.append(command.__struct_config__.tag)
+        reply = squad.handle(protocol.Ok(id=command.id), 1.003)  # type: ignore[union-attr]
+    assert steps == ["enroute", "arrive", "resolve"]
+    assert tally.ack_ms == [pytest.approx(2.0)]
+    assert len(tally.step_ms) == 3 and tally.pending == 0
+    assert not squad.holding and tally.over_capacity == 0
+
+
+def test_squad_counts_an_offer_beyond_its_capacity_and_duplicates() -> None:
+    tally = Tally()
+    squad = SquadAgent("S1", "token", tally)
+    squad.handle(_offer(1, "A1"), 1.0)
+    assert squad.handle(_offer(1, "A1"), 1.1) == [protocol.Ack(seq=1)]  # replayed: absorbed
+    assert tally.duplicates == 1 and tally.over_capacity == 0
+    squad.handle(_offer(2, "A2"), 1.2)  # A1 not resolved yet
+    assert tally.over_capacity == 1
+    squad.handle(protocol.Error(code="invalid_transition", message="m", id="S1-1"), 1.3)
+    assert tally.errors == {"invalid_transition": 1} and tally.pending == 1
+
+
+# ---- plan and profile ----------------------------------------------------------------------------
+
+
+def test_plan_spreads_squads_and_places_requests_in_the_city() -> None:
+    city = load_city()
+    counts = unit_counts(city, 1001)
+    assert sum(counts.values()) == 1001 and set(counts) == {u.code for u in city.units}
+    assert counts["water"] > counts["power"] > counts["gas"] > counts["telecom"] > 0
+    rng = random.Random(5)
+    squads = plan_squads(city, 300, rng)
+    assert len(squads) == 300 and all(city.district_at(s.lat, s.lon) for s in squads)
+    for plan in plan_requests(city, 200, squads, rng):
+        district = city.district_at(plan.lat, plan.lon)
+        assert district is not None
+        unit = city.unit_for(plan.category, district.code)
+        assert unit is not None and unit.code in {"water", "power", "gas", "municipal"}
+
+
+def test_profile_summary_separates_idle_samples() -> None:
+    lines = ["main (a.py:1);work (a.py:5);write (libc.so.6) 30",
+             "main (a.py:1);work (a.py:7) 10",
+             "main (a.py:1);epoll_pwait (libc.so.6) 60"]
+    profile = parse(lines)
+    assert (profile.total, profile.idle) == (40, 60)
+    assert profile.inclusive["work (a.py)"] == 40
+    assert profile.self_samples["write (libc.so.6)"] == 30
