@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from dispatch_field import protocol
 from dispatch_field.codes import ErrorCode
 from server import keys
-from server.assign.dispatcher import Dispatcher, Push
+from server.assign.dispatcher import Dispatcher
 from server.city import City
 from server.lifecycle import (
     Deferred,
@@ -194,17 +194,13 @@ class SquadActions:
         self,
         redis: Redis,
         requests: RequestStore,
-        dispatcher: Dispatcher,
         sender: CitizenSender,
         settings: Settings,
-        push: Push,
     ) -> None:
         self._redis = redis
         self._requests = requests
-        self._dispatcher = dispatcher
         self._sender = sender
         self._settings = settings
-        self._push = push
         self._background: set[asyncio.Task[Any]] = set()
 
     async def apply(

@@ -31,9 +31,11 @@ from dispatch_field.codes import CloseCode
 from server import keys
 from server.actions import Intake, SquadActions
 from server.assign.dispatcher import Dispatcher
-from server.city import City, Unit, load_city
+from server.city import City, load_city
+from server.directory import Directory
 from server.field.session import FieldSession
 from server.ledger import Ledger, default_database_url
+from server.loops import background_loops
 from server.notify import MemorySender
 from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
@@ -46,39 +48,6 @@ from server.squads import Presence, SquadStore
 log = logging.getLogger(__name__)
 _channel_codec = msgspec.msgpack.Decoder(tuple[str, int, bytes])
 _channel_encoder = msgspec.msgpack.Encoder()
-
-
-class Directory:
-    """The city's units as configured, plus units added through the API.
-
-    An added unit takes over routing for the (category, district) pairs it declares.
-    """
-
-    def __init__(self, redis: Redis, city: City) -> None:
-        self._redis = redis
-        self._base = city
-        self.city = city
-
-    async def add(self, unit: Unit) -> None:
-        await self._redis.hset(keys.units(), unit.code, msgspec.json.encode(unit))
-        self._rebuild([*self._added(), unit])
-
-    async def refresh(self) -> None:
-        raw = await self._redis.hgetall(keys.units())
-        added = [msgspec.json.decode(v, type=Unit) for v in raw.values()]
-        self._rebuild(added)
-
-    def _added(self) -> list[Unit]:
-        base = {u.code for u in self._base.units}
-        return [u for u in self.city.units if u.code not in base]
-
-    def _rebuild(self, added: list[Unit]) -> None:
-        by_code = {u.code: u for u in added}
-        units = (*self._base.units, *by_code.values())
-        self.city = City(msgspec.structs.replace(self._base.file, units=units))
-
-    def unit_codes(self) -> list[str]:
-        return [u.code for u in self.city.units]
 
 
 class Hub:
@@ -222,99 +191,11 @@ def build_services(settings: Settings, redis: Redis, city: City) -> Services:
     services.hub = Hub(new_hub_id(), services)
     services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
     services.intake = Intake(services.directory, requests, services.dispatcher)
-    services.actions = SquadActions(
-        redis, requests, services.dispatcher, services.sender, settings, services.hub.push
-    )
+    services.actions = SquadActions(redis, requests, services.sender, settings)
     services.presence = PresenceTracker(
         redis, services.squads, requests, services.dispatcher, settings, services.hub.id
     )
     return services
-
-
-# ---- background loops ---------------------------------------------------------------------
-
-
-async def _every(interval_s: float, name: str, job: Any) -> None:
-    """Run ``job()`` every interval; failures are logged and the loop goes on (Redis may be
-    restarting)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await job()
-        except Exception:  # noqa: BLE001
-            if not _cancelling():
-                log.exception("%s failed", name)
-        if _cancelling():  # the job's client library may have swallowed the cancellation
-            raise asyncio.CancelledError
-
-
-def _cancelling() -> bool:
-    """Whether this task is being cancelled: some client libraries turn the CancelledError
-    raised inside a read into their own connection error, which must not keep a loop alive."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-async def _fire_due_timers(services: Services) -> None:
-    now_ms = int(time.time() * 1000)
-    lease_ms = int(services.settings.timer_lease_s * 1000)
-    for unit in services.directory.unit_codes():
-        due = await services.scripts.due(keys=[keys.timers(unit)], args=[now_ms, lease_ms, 100])
-        for member in due:
-            kind, _, ident = text(member).partition(":")
-            if kind == "offer":
-                freed = await services.dispatcher.expire_offer(unit, ident)
-            else:
-                freed = await services.presence.on_timer(unit, kind, ident)
-            if freed:
-                services.hub.drain_soon(unit)
-
-
-async def _sweep_queues(services: Services) -> None:
-    for unit in services.directory.unit_codes():
-        if await services.redis.zcard(keys.queue(unit)):
-            await services.dispatcher.drain(unit)
-
-
-async def _listen(services: Services) -> None:
-    """Pushes for squads on this process, published by other processes."""
-    while True:
-        try:
-            pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
-            await pubsub.subscribe(keys.hub_channel(services.hub.id))
-            async for message in pubsub.listen():
-                if message["type"] == "message":
-                    services.hub.receive_channel_message(message["data"])
-                if _cancelling():
-                    raise asyncio.CancelledError
-        except Exception:  # noqa: BLE001 - reconnect after a Redis restart
-            if _cancelling():
-                raise asyncio.CancelledError from None
-            log.warning("hub channel lost; resubscribing", exc_info=True)
-            await asyncio.sleep(0.5)
-
-
-def _loops(services: Services) -> list[Coroutine[Any, Any, None]]:
-    s = services.settings
-    return [
-        services.positions.run(),
-        _listen(services),
-        _every(s.timer_poll_ms / 1000, "timers", lambda: _fire_due_timers(services)),
-        _every(s.queue_sweep_s, "queue sweep", lambda: _sweep_queues(services)),
-        _every(5.0, "unit directory", services.directory.refresh),
-        _every(
-            min(5.0, s.offline_after_s / 3),
-            "silent sessions",
-            lambda: _async(services.hub.close_silent(s.offline_after_s)),
-        ),
-        _every(s.hub_beat_s, "hub heartbeat", services.presence.beat),
-        _every(s.hub_beat_s * 2, "dead hubs", services.presence.reap_dead_hubs),
-        _every(15.0, "reconcile", services.hub.reconcile),
-    ]
-
-
-async def _async(value: object) -> object:
-    return value
 
 
 # ---- the app ------------------------------------------------------------------------------
@@ -361,10 +242,12 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
         services.ledger = await Ledger.open(
             settings.database_url or default_database_url(settings.data_dir)
         )
-        loops = [asyncio.create_task(coro) for coro in _loops(services)]
-        loops.append(asyncio.create_task(
-            services.ledger.consume(redis, services.directory.unit_codes, services.hub.id)
-        ))
+        loops = [asyncio.create_task(coro) for coro in background_loops(services)]
+        loops.append(
+            asyncio.create_task(
+                services.ledger.consume(redis, services.directory.unit_codes, services.hub.id)
+            )
+        )
         log.info("hub %s ready", services.hub.id)
         try:
             yield

@@ -567,6 +567,7 @@ def build_report(config: Config, observed: Observed, results: list[dict[str, Any
         "client_processes": len(results),
         "positions_sent_per_s": round(observed.pos_sent / observed.measure_s, 1),
         "positions_api_fresh": observed.api_fresh,
+        "hub_cpu_us_per_position": _cpu_per_position(observed),
         "hub_sessions": sessions,
         "requests_sent": len(observed.intakes),
         "requests_failed": len(observed.intakes) - accepted,
@@ -596,6 +597,15 @@ def build_report(config: Config, observed: Observed, results: list[dict[str, Any
     } | ({"dispatch_series": st.dispatch_series(
         observed.intakes, offers, observed.intakes[0].sent_at if observed.intakes else 0.0)}
          if config.samples else {})
+
+
+def _cpu_per_position(observed: Observed) -> float | None:
+    """Hub CPU per ingested fix, all hubs together: the whole cost when no requests run, an
+    upper bound otherwise. Unlike rates, it hardly depends on what else the machine runs."""
+    ingested = st.ingest_rate(observed.ingest_samples, observed.ingest_window_s)
+    if not ingested:
+        return None
+    return round(sum(observed.hub_cpu) / 100 / ingested * 1e6, 1)
 
 
 # ---- command line ---------------------------------------------------------------------------

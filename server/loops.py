@@ -1,0 +1,104 @@
+"""The hub's background loops: timers, queue sweeps, the hub channel, presence.
+
+Each loop survives failures (Redis restarting): it logs and carries on; it stops only when
+cancelled, even if a client library swallowed the cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from server import keys
+from server.redis_text import text
+
+if TYPE_CHECKING:
+    from server.hub import Services
+
+log = logging.getLogger(__name__)
+
+
+async def _every(interval_s: float, name: str, job: Any) -> None:
+    """Run ``job()`` every interval; failures are logged and the loop goes on (Redis may be
+    restarting)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except Exception:  # noqa: BLE001
+            if not _cancelling():
+                log.exception("%s failed", name)
+        if _cancelling():  # the job's client library may have swallowed the cancellation
+            raise asyncio.CancelledError
+
+
+def _cancelling() -> bool:
+    """Whether this task is being cancelled: some client libraries turn the CancelledError
+    raised inside a read into their own connection error, which must not keep a loop alive."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _fire_due_timers(services: Services) -> None:
+    now_ms = int(time.time() * 1000)
+    lease_ms = int(services.settings.timer_lease_s * 1000)
+    for unit in services.directory.unit_codes():
+        due = await services.scripts.due(keys=[keys.timers(unit)], args=[now_ms, lease_ms, 100])
+        for member in due:
+            kind, _, ident = text(member).partition(":")
+            if kind == "offer":
+                freed = await services.dispatcher.expire_offer(unit, ident)
+            else:
+                freed = await services.presence.on_timer(unit, kind, ident)
+            if freed:
+                services.hub.drain_soon(unit)
+
+
+async def _sweep_queues(services: Services) -> None:
+    for unit in services.directory.unit_codes():
+        if await services.redis.zcard(keys.queue(unit)):
+            await services.dispatcher.drain(unit)
+
+
+async def _listen(services: Services) -> None:
+    """Pushes for squads on this process, published by other processes."""
+    while True:
+        try:
+            pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(keys.hub_channel(services.hub.id))
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    services.hub.receive_channel_message(message["data"])
+                if _cancelling():
+                    raise asyncio.CancelledError
+        except Exception:  # noqa: BLE001 - reconnect after a Redis restart
+            if _cancelling():
+                raise asyncio.CancelledError from None
+            log.warning("hub channel lost; resubscribing", exc_info=True)
+            await asyncio.sleep(0.5)
+
+
+def background_loops(services: Services) -> list[Coroutine[Any, Any, None]]:
+    s = services.settings
+    return [
+        services.positions.run(),
+        _listen(services),
+        _every(s.timer_poll_ms / 1000, "timers", lambda: _fire_due_timers(services)),
+        _every(s.queue_sweep_s, "queue sweep", lambda: _sweep_queues(services)),
+        _every(5.0, "unit directory", services.directory.refresh),
+        _every(
+            min(5.0, s.offline_after_s / 3),
+            "silent sessions",
+            lambda: _async(services.hub.close_silent(s.offline_after_s)),
+        ),
+        _every(s.hub_beat_s, "hub heartbeat", services.presence.beat),
+        _every(s.hub_beat_s * 2, "dead hubs", services.presence.reap_dead_hubs),
+        _every(15.0, "reconcile", services.hub.reconcile),
+    ]
+
+
+async def _async(value: object) -> object:
+    return value
