@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from dispatch_field import protocol
 from dispatch_field.codes import ErrorCode
 from server import keys
-from server.assign.dispatcher import Dispatcher
+from server.assign.dispatcher import Dispatcher, Outcome
 from server.city import City
 from server.lifecycle import (
     Deferred,
@@ -170,6 +170,12 @@ class Intake:
                     "state": State.OFFERED.value,
                     "squad": result.squad,
                     "assignment": result.assignment,
+                }
+            elif result.outcome is Outcome.NOT_QUEUED:
+                # Another dispatcher (a queue sweep) moved it first: answer what it is now.
+                current = await self._requests.read(unit, request_id) or {}
+                response |= {
+                    k: v for k, v in current.items() if k in ("state", "squad", "assignment") and v
                 }
         return response
 

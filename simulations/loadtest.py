@@ -585,6 +585,7 @@ def build_report(config: Config, observed: Observed, results: list[dict[str, Any
         "revokes": sum(r["revokes"] for r in results),
         "duplicates": sum(r["duplicates"] for r in results),
         "command_errors": dict(errors),
+        "auto_arrivals": sum(r["auto_arrivals"] for r in results),
         "disconnects": sum(r["disconnects"] for r in results),
         "connect_failures": dict(failures),
         "redis_cpu_percent": observed.redis_cpu,

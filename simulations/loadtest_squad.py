@@ -33,6 +33,7 @@ class Tally:
     revokes: int = 0
     duplicates: int = 0  # numbered frames received twice (absorbed by seq)
     errors: Counter[str] = field(default_factory=Counter)
+    auto_arrivals: int = 0  # the hub saw us arrive (position near the scene) before we said so
     pending: int = 0  # commands sent and not answered yet
 
 
@@ -68,10 +69,7 @@ class SquadAgent:
             case protocol.Revoke():
                 return self._revoked(frame)
             case protocol.Error():
-                self._tally.errors[frame.code] += 1
-                if frame.id is not None and self._sent.pop(frame.id, None) is not None:
-                    self._tally.pending -= 1
-                return []
+                return self._refused(frame, now)
             case protocol.Welcome():
                 self.last_seq = min(self.last_seq, frame.last_seq)
                 return [protocol.Duty(on=True)]
@@ -97,6 +95,17 @@ class SquadAgent:
         (self._tally.ack_ms if sent.kind == "accept" else self._tally.step_ms).append(elapsed_ms)
         step = NEXT_STEP[sent.kind]
         return [] if step is None else [self._command(step, sent.assignment, now)]
+
+    def _refused(self, error: protocol.Error, now: float) -> list[protocol.PhoneFrame]:
+        sent = self._sent.pop(error.id, None) if error.id is not None else None
+        if sent is not None:
+            self._tally.pending -= 1
+        if sent is not None and sent.kind == "arrive" and error.code == "invalid_transition":
+            # A fix within the arrival radius already recorded the arrival: go on.
+            self._tally.auto_arrivals += 1
+            return [self._command(protocol.Resolve, sent.assignment, now)]
+        self._tally.errors[error.code] += 1
+        return []
 
     def _revoked(self, revoke: protocol.Revoke) -> list[protocol.PhoneFrame]:
         if revoke.seq <= self.last_seq:

@@ -261,6 +261,18 @@ def test_squad_counts_an_offer_beyond_its_capacity_and_duplicates() -> None:
     assert tally.errors == {"invalid_transition": 1} and tally.pending == 1
 
 
+def test_squad_goes_on_when_the_hub_recorded_its_arrival_itself() -> None:
+    tally = Tally()
+    squad = SquadAgent("S1", "token", tally)
+    _, accept = squad.handle(_offer(1, "A1"), 1.0)
+    (enroute,) = squad.handle(protocol.Ok(id=accept.id), 1.1)  # type: ignore[union-attr]
+    (arrive,) = squad.handle(protocol.Ok(id=enroute.id), 1.2)  # type: ignore[union-attr]
+    refused = protocol.Error(code="invalid_transition", message="m", id=arrive.id)  # type: ignore[union-attr]
+    (resolve,) = squad.handle(refused, 1.3)
+    assert isinstance(resolve, protocol.Resolve) and not squad.holding
+    assert tally.auto_arrivals == 1 and not tally.errors and tally.pending == 1
+
+
 # ---- plan and profile ----------------------------------------------------------------------------
 
 

@@ -67,6 +67,20 @@ class Dispatcher:
         fields = await self._requests.read(unit, request_id)
         if fields is None or fields.get("state") != "queued":
             return DispatchResult(Outcome.NOT_QUEUED)
+        # In a burst, concurrent dispatches may take every candidate this one found between
+        # its search and its claim: search again rather than wait for the queue sweep.
+        for _ in range(self.CLAIM_ATTEMPTS):
+            result = await self._try_offer(unit, request_id, fields)
+            if result is not None:
+                return result
+        return DispatchResult(Outcome.WAITING)
+
+    CLAIM_ATTEMPTS = 4
+
+    async def _try_offer(
+        self, unit: str, request_id: str, fields: dict[str, str]
+    ) -> DispatchResult | None:
+        """One search and claim. None: the candidates found were all taken meanwhile."""
         lat, lon = float(fields["lat"]), float(fields["lon"])
         found = await self._candidates(unit, fields["category"], lat, lon)
         if not found:
@@ -75,20 +89,7 @@ class Dispatcher:
         assignment = f"A{secrets.token_hex(6)}"
         now = time.time()
         respond_by = now + self._settings.offer_window_s
-        body = protocol.encode(
-            protocol.Offer(
-                assignment=assignment,
-                request=protocol.RequestInfo(
-                    id=request_id,
-                    category=fields["category"],
-                    description=fields.get("description", ""),
-                    lat=lat,
-                    lon=lon,
-                    address=fields.get("address", ""),
-                ),
-                respond_by=round(respond_by, 3),
-            )
-        )
+        body = self._offer_body(request_id, fields, assignment, respond_by)
         claim_keys = [
             keys.request(unit, request_id),
             keys.queue(unit),
@@ -124,10 +125,29 @@ class Dispatcher:
         if status == "stale":
             return DispatchResult(Outcome.NOT_QUEUED)
         if status == "none":
-            return DispatchResult(Outcome.WAITING)
+            return None
         squad, seq, hub = text(result[1]), int(result[2]), text(result[3])
         await self._push(unit, squad, seq, body, hub)
         return DispatchResult(Outcome.OFFERED, squad, assignment)
+
+    @staticmethod
+    def _offer_body(
+        request_id: str, fields: dict[str, str], assignment: str, respond_by: float
+    ) -> bytes:
+        return protocol.encode(
+            protocol.Offer(
+                assignment=assignment,
+                request=protocol.RequestInfo(
+                    id=request_id,
+                    category=fields["category"],
+                    description=fields.get("description", ""),
+                    lat=float(fields["lat"]),
+                    lon=float(fields["lon"]),
+                    address=fields.get("address", ""),
+                ),
+                respond_by=round(respond_by, 3),
+            )
+        )
 
     async def _candidates(
         self, unit: str, category: str, lat: float, lon: float
