@@ -42,7 +42,7 @@ from server.presence.tracker import PresenceTracker
 from server.redis_text import text
 from server.requests import RequestStore
 from server.scripts import Scripts
-from server.settings import Settings, load_settings
+from server.settings import Role, Settings, load_settings
 from server.squads import Presence, SquadStore
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ class Services:
     hub: Hub = field(init=False)
     presence: PresenceTracker = field(init=False)
     ledger: Ledger | None = None
+    tokens: dict[str, Role] = field(init=False)  # bearer token -> role, parsed once
 
     @property
     def city(self) -> City:
@@ -188,6 +189,7 @@ def build_services(settings: Settings, redis: Redis, city: City) -> Services:
         positions=PositionWriter(redis, settings.position_flush_ms / 1000),
         sender=MemorySender(),
     )
+    services.tokens = settings.role_tokens()
     services.hub = Hub(new_hub_id(), services)
     services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
     services.intake = Intake(services.directory, requests, services.dispatcher)

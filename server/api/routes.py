@@ -69,7 +69,7 @@ def _authorize(request: Request, *roles: Role) -> Actor:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "unauthenticated", "a bearer token is required")
-    role = _services(request).settings.role_tokens().get(token.strip())
+    role = _services(request).tokens.get(token.strip())
     if role is None:
         raise ApiError(401, "unauthenticated", "unknown token")
     if role != "admin" and role not in roles:
