@@ -14,7 +14,6 @@ import sys
 
 import uvicorn
 
-from server.embedded_redis import EmbeddedRedis
 from server.settings import SettingsError, load_settings
 
 
@@ -32,37 +31,31 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    embedded: EmbeddedRedis | None = None
-    if not settings.redis_url:
-        embedded = EmbeddedRedis(os.path.join(settings.data_dir, "redis")).start()
-        settings.redis_url = embedded.url
-        print(f"embedded Redis 6.2 at {embedded.url} (data in {embedded.data_dir})", flush=True)
     print(
         f"hub on http://{args.host}:{args.port}/  field socket ws://{args.host}:{args.port}/ws/field",
         flush=True,
     )
-    print("API tokens (role:token): " + (settings.tokens or ""), flush=True)
+    if os.environ.get("DISPATCH_TOKENS"):
+        print("API tokens: as given in DISPATCH_TOKENS", flush=True)  # never echo secrets
+    else:
+        print("API tokens (generated; role:token): " + (settings.tokens or ""), flush=True)
     from server.hub import create_app
 
     app = create_app(settings)
     # Long-lived connections make full collections the tail of the latency (SPEC): collect
     # young objects often, old ones rarely.
     gc.set_threshold(50_000, 50, 100)
-    try:
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            ws_ping_interval=settings.heartbeat_s,
-            ws_ping_timeout=settings.heartbeat_s,
-            ws_max_size=max(65536, settings.max_frame_bytes * 4),
-            backlog=4096,
-            timeout_graceful_shutdown=5,
-        )
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ws_ping_interval=settings.heartbeat_s,
+        ws_ping_timeout=settings.heartbeat_s,
+        ws_max_size=max(65536, settings.max_frame_bytes * 4),
+        backlog=4096,
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 

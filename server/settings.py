@@ -63,7 +63,10 @@ class Settings(msgspec.Struct, kw_only=True):
     demo: bool = False  # create demo squads and print their tokens at start
 
     def role_tokens(self) -> dict[str, Role]:
-        """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS."""
+        """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all
+        (not even generated ones: see load_settings) gives an empty mapping."""
+        if self.tokens is None:
+            return {}
         result: dict[str, Role] = {}
         for pair in (self.tokens or "").split(","):
             if not pair.strip():

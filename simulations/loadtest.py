@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from redis.asyncio import Redis
 
 from server import keys
@@ -48,11 +49,13 @@ from server.embedded_redis import EmbeddedRedis, free_port
 from server.settings import ROLES
 from simulations import loadtest_client as lc
 from simulations import loadtest_stats as st
+from simulations.loadtest_http import HttpError, HttpPool
 from simulations.loadtest_plan import RequestPlan, SquadPlan, plan_requests, plan_squads
 
 ROOT = Path(__file__).resolve().parents[1]
 FLUSH_SLACK_S = 0.05  # fixes of the last instants may still sit in a hub's flush buffer
 REQUEST_TIMEOUT_S = 10.0  # an intake not answered by then counts as failed
+_json_encoder = msgspec.json.Encoder()
 API_SAMPLE = 20  # squads read back through GET /api/v1/squads/{id}
 
 
@@ -187,19 +190,25 @@ def start_profiles(hubs: Sequence[HubProcess], seconds: float,
 
 
 class Api:
-    """One keep-alive HTTP client per hub; calls go to hub ``i % K``."""
+    """The hubs' HTTP API; call ``i`` goes to hub ``i % K``.
+
+    Timed intake requests use the lean client of :mod:`simulations.loadtest_http`; the rest
+    (set-up and checks, not timed) use httpx.
+    """
 
     def __init__(self, hubs: Sequence[HubProcess], tokens: dict[str, str]) -> None:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        self.clients = [httpx.AsyncClient(base_url=h.url, timeout=REQUEST_TIMEOUT_S, limits=limits)
+        self.clients = [httpx.AsyncClient(base_url=h.url, timeout=30.0, limits=limits)
                         for h in hubs]
+        self.pools = [HttpPool("127.0.0.1", h.port) for h in hubs]
         self.headers = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
 
     def on(self, index: int) -> httpx.AsyncClient:
         return self.clients[index % len(self.clients)]
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.clients))
+        await asyncio.gather(*(c.aclose() for c in self.clients),
+                             *(p.close() for p in self.pools))
 
     async def register(self, index: int, plan: SquadPlan) -> tuple[str, str]:
         response = await self.on(index).post(
@@ -210,18 +219,22 @@ class Api:
         return body["id"], body["token"]
 
     async def intake(self, index: int, plan: RequestPlan) -> st.Intake:
-        payload = {"caller_phone": f"1380{index % 10**7:07d}", "category": plan.category,
-                   "description": "load test request", "lat": plan.lat, "lon": plan.lon}
+        """POST one request; ``sent_at`` is when it was due to leave (a wait for a free
+        connection counts against the hub: no coordinated omission)."""
+        body = _json_encoder.encode({
+            "caller_phone": f"1380{index % 10**7:07d}", "category": plan.category,
+            "description": "load test request", "lat": plan.lat, "lon": plan.lon})
+        headers = self.headers["calltaker"] | {"Content-Type": "application/json"}
         sent_at = time.monotonic()
         try:
-            response = await self.on(index).post("/api/v1/requests", json=payload,
-                                                  headers=self.headers["calltaker"])
-        except httpx.HTTPError:
+            response = await asyncio.wait_for(self.pools[index % len(self.pools)].request(
+                "POST", "/api/v1/requests", headers, body), REQUEST_TIMEOUT_S)
+        except (HttpError, TimeoutError):
             return st.Intake(sent_at, 0)
         answered_at = time.monotonic()
-        body = response.json() if response.status_code == 201 else {}
-        return st.Intake(sent_at, response.status_code, body.get("id", ""),
-                         body.get("squad") or "", body.get("assignment") or "", answered_at)
+        reply = msgspec.json.decode(response.body) if response.status == 201 else {}
+        return st.Intake(sent_at, response.status, reply.get("id", ""),
+                         reply.get("squad") or "", reply.get("assignment") or "", answered_at)
 
     async def offers_of(self, index: int, request_id: str) -> list[tuple[str, str]]:
         """(assignment, squad) of every offer in a request's timeline."""
@@ -510,7 +523,14 @@ async def _finish(config: Config, city: City, hubs: list[HubProcess], redis: Red
     await wait_for(lambda: clients.total(lc.OFFERS) >= len(expected)
                    and clients.total(lc.PENDING) == 0, config.drain, "offers in flight")
     late = [i for i in observed.intakes if i.status == 201 and not i.assignment]
-    late_offers = [o for i, it in enumerate(late) for o in await api.offers_of(i, it.request_id)]
+    gate = asyncio.Semaphore(16)
+
+    async def offers_of(index: int, intake: st.Intake) -> list[tuple[str, str]]:
+        async with gate:
+            return await api.offers_of(index, intake.request_id)
+
+    found = await asyncio.gather(*(offers_of(i, it) for i, it in enumerate(late)))
+    late_offers = [offer for offers in found for offer in offers]
     await wait_for(lambda: clients.total(lc.OFFERS) >= len(expected) + len(late_offers)
                    and clients.total(lc.PENDING) == 0, config.drain, "late offers")
     connected = clients.total(lc.CONNECTED)

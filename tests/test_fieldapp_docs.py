@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import msgspec
 import pytest
+
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode, ErrorCode
 

@@ -7,6 +7,7 @@ once per session whatever the Redis parametrization.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import struct
@@ -21,6 +22,7 @@ from dispatch_field import protocol
 from server.city import load_city
 from simulations import loadtest_stats as st
 from simulations import loadtest_ws as ws
+from simulations.loadtest_http import HttpError, HttpPool, parse_head, request_bytes
 from simulations.loadtest_plan import plan_requests, plan_squads, unit_counts
 from simulations.loadtest_profile import parse
 from simulations.loadtest_squad import SquadAgent, Tally
@@ -217,6 +219,47 @@ def test_parser_refuses_masked_and_extension_frames() -> None:
         ws.FrameParser().feed(bytes([0xC2, 1]) + b"x")  # RSV1: compression not negotiated
     with pytest.raises(ws.WebSocketError):
         ws.FrameParser().feed(_server_frame(ws.OP_CONT, b"x"))
+
+
+# ---- HTTP client ------------------------------------------------------------------------------
+
+
+def test_http_request_and_response_head() -> None:
+    data = request_bytes("POST", "/api/v1/requests", "h:1", {"X-A": "b"}, b"{}")
+    assert data == (b"POST /api/v1/requests HTTP/1.1\r\nHost: h:1\r\nContent-Length: 2\r\n"
+                    b"X-A: b\r\n\r\n{}")
+    assert parse_head(b"HTTP/1.1 201 Created\r\ncontent-length: 17") == (201, 17, True)
+    assert parse_head(b"HTTP/1.1 200 OK\r\nConnection: close") == (200, 0, False)
+    with pytest.raises(HttpError):
+        parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked")
+    with pytest.raises(HttpError):
+        parse_head(b"garbage")
+
+
+async def test_http_pool_reuses_connections_and_queues_beyond_its_size() -> None:
+    accepted = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            await asyncio.sleep(0.01)
+            writer.write(b"HTTP/1.1 201 Created\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(body), body))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = HttpPool("127.0.0.1", port, max_connections=3)
+    try:
+        replies = await asyncio.gather(*(pool.request("POST", "/", {}, str(i).encode())
+                                         for i in range(20)))
+        assert [r.body for r in replies] == [str(i).encode() for i in range(20)]
+        assert {r.status for r in replies} == {201} and accepted == 3
+    finally:
+        await pool.close()
+        server.close()
 
 
 # ---- squad behaviour ----------------------------------------------------------------------------

@@ -1,1 +1,0 @@
-"""The field protocol and the asyncio reference client for squads' phones."""
