@@ -119,9 +119,15 @@ class Hub:
         squad, seq, body = _channel_codec.decode(data)
         self.deliver(squad, seq, body)
 
-    def drain_soon(self, unit: str) -> None:
-        """Move the unit's queue in the background (a squad became available)."""
-        self.spawn(self._services.dispatcher.drain(unit))
+    def drain_soon(self, unit: str, after_s: float = 0.0) -> None:
+        """Move the unit's queue in the background (a squad became available), now or once
+        ``after_s`` has passed (a first position must reach Redis first)."""
+        self.spawn(self._drain_after(unit, after_s))
+
+    async def _drain_after(self, unit: str, after_s: float) -> None:
+        if after_s:
+            await asyncio.sleep(after_s)
+        await self._services.dispatcher.drain(unit)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coroutine)

@@ -9,7 +9,7 @@ import pytest
 from geographiclib.geodesic import Geodesic
 
 from dispatch_field import protocol
-from dispatch_field.client import CommandRejected
+from dispatch_field.client import CommandRejected, FieldClient
 from server import keys
 from tests.helpers import XIGONG, Api, eventually, online_squad
 
@@ -260,4 +260,20 @@ async def test_every_event_reaches_the_ledger_and_can_be_queried(hubs):
         await api.http.get("/api/v1/ledger/requests", headers=auth("calltaker"))
     ).status_code == 403
     await client.close()
+    await api.close()
+
+
+async def test_a_waiting_request_goes_to_a_squad_as_soon_as_it_is_back_on_the_map(hubs):
+    hub = hubs.start(queue_sweep_s=3600)  # no sweep: only the squad's return can move it
+    api = Api(hub)
+    first = await online_squad(api, hub, *XIGONG)
+    await first.close()  # offline: off the map
+    created = await api.request(*XIGONG)
+    assert created["state"] == "queued"
+    again = FieldClient(hub.ws, first.squad, first.token, reconnect=False)
+    await again.start()  # still on duty, but no position yet
+    await again.pos(*XIGONG)
+    offer = await again.next_frame(protocol.Offer, timeout_s=5)
+    assert offer.request.id == created["id"]
+    await again.close()
     await api.close()

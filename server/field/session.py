@@ -87,6 +87,7 @@ class FieldSession:
         self._scenes: dict[str, _Scene] = {}
         self._closing: Closed | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._positioned = False  # a position was sent on this connection
         self.last_heard = time.monotonic()
 
     # ---- pushing (called by the hub; never blocks) ------------------------------------------
@@ -254,6 +255,11 @@ class FieldSession:
         match frame:
             case protocol.Pos():
                 services.positions.add(info.unit, info.squad, frame.lat, frame.lon, time.time())
+                if not self._positioned:  # back on the map: waiting requests may be its
+                    self._positioned = True
+                    services.hub.drain_soon(
+                        info.unit, after_s=self._settings.position_flush_ms / 500
+                    )
                 if self._scenes:
                     await self._check_arrival(frame.lat, frame.lon)
             case protocol.Ack():
