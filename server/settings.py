@@ -50,9 +50,11 @@ class Settings(msgspec.Struct, kw_only=True):
     close_timeout_s: float = 2.0  # a closing phone that takes nothing is cut off after this
     position_max_age_s: float = 120.0  # older fixes do not count for dispatch
     position_flush_ms: float = 10.0  # positions are batched into one Redis pipeline
-    search_radius_km: float = 60.0  # candidate search radius around the scene
+    search_radius_km: float = 60.0  # largest candidate search radius around the scene
+    search_first_radius_km: float = 1.0  # the search starts here and widens 4x at a time
     search_count: int = 256  # nearest positions examined per search
-    rank_count: int = 8  # candidates ranked by geodesic distance and offered in order
+    rank_count: int = 5  # candidates ranked by geodesic distance and tried in order (a claim
+    # race that takes all of them makes the dispatcher search again)
     squad_capacity: int = 1  # default concurrent assignments of a new squad
     timer_poll_ms: float = 200.0  # how often this process looks for due timers
     timer_lease_s: float = 10.0  # a claimed timer returns to others if not done by then

@@ -32,9 +32,11 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from server import keys
-from server.assign.ranking import haversine_m, parse_candidates, rank
+from server.assign.dispatcher import Dispatcher
+from server.assign.ranking import haversine_m, rank
 from server.embedded_redis import EmbeddedRedis
 from server.presence.positions import PositionWriter
+from server.requests import RequestStore
 from server.scripts import Scripts
 from server.settings import Settings
 
@@ -53,10 +55,14 @@ class Result:
     redis_cpu_us: float | None = None  # CPU of redis-server per call (Redis paths)
 
     def row(self) -> str:
-        split = "" if self.redis_cpu_us is None else (
-            f"   (python {self.python_cpu_us:.0f} µs + redis {self.redis_cpu_us:.0f} µs CPU)")
-        return (f"{self.name:<56} {self.per_s:>12,.0f} {self.unit + '/s':<11} "
-                f"{self.us:>9.2f} µs{split}")
+        split = (
+            ""
+            if self.redis_cpu_us is None
+            else (f"   (python {self.python_cpu_us:.0f} µs + redis {self.redis_cpu_us:.0f} µs CPU)")
+        )
+        return (
+            f"{self.name:<56} {self.per_s:>12,.0f} {self.unit + '/s':<11} {self.us:>9.2f} µs{split}"
+        )
 
 
 def process_cpu_s(pid: int) -> float:
@@ -72,8 +78,9 @@ def time_sync(name: str, fn: Callable[[], object], quick: bool) -> Result:
     return Result(name, 1 / best, best * 1e6)
 
 
-async def time_async(name: str, fn: Callable[[], Awaitable[int]], seconds: float,
-                     redis_pid: int, unit: str = "ops") -> Result:
+async def time_async(
+    name: str, fn: Callable[[], Awaitable[int]], seconds: float, redis_pid: int, unit: str = "ops"
+) -> Result:
     """Call ``fn`` (which returns how many items it handled) for about ``seconds``."""
     await fn()  # warm-up: scripts loaded, connections open
     items = calls = 0
@@ -83,8 +90,14 @@ async def time_async(name: str, fn: Callable[[], Awaitable[int]], seconds: float
         calls += 1
     cpu, redis_cpu = time.process_time() - cpu, process_cpu_s(redis_pid) - redis_cpu
     per_call = 1e6 / max(calls, 1)
-    return Result(name, items / elapsed, elapsed * per_call, unit, round(cpu * per_call, 1),
-                  round(redis_cpu * per_call, 1))
+    return Result(
+        name,
+        items / elapsed,
+        elapsed * per_call,
+        unit,
+        round(cpu * per_call, 1),
+        round(redis_cpu * per_call, 1),
+    )
 
 
 # ---- pure paths ---------------------------------------------------------------------------
@@ -93,33 +106,45 @@ async def time_async(name: str, fn: Callable[[], Awaitable[int]], seconds: float
 def frame_benches(quick: bool) -> list[Result]:
     pos = protocol.Pos(lat=34.6712, lon=112.4431, ts=time.time(), acc=8.5)
     accept = protocol.Accept(assignment="A3f9c2e1b4d5a", id="S00042-17")
-    offer = protocol.Offer(assignment="A3f9c2e1b4d5a", respond_by=time.time() + 60,
-                           request=protocol.RequestInfo(
-                               id="R00001234", category=CATEGORY, lat=34.67, lon=112.445,
-                               description="water main burst at the corner"))
+    offer = protocol.Offer(
+        assignment="A3f9c2e1b4d5a",
+        respond_by=time.time() + 60,
+        request=protocol.RequestInfo(
+            id="R00001234",
+            category=CATEGORY,
+            lat=34.67,
+            lon=112.445,
+            description="water main burst at the corner",
+        ),
+    )
     pos_mp, pos_json = protocol.encode(pos), protocol.encode_json(pos)
     accept_mp = protocol.encode(accept)
     body = protocol.encode(offer)
     return [
         time_sync("decode_phone(pos) msgpack", lambda: protocol.decode_phone(pos_mp), quick),
         time_sync("decode_phone(pos) json", lambda: protocol.decode_phone(pos_json), quick),
-        time_sync("decode_phone(accept) msgpack", lambda: protocol.decode_phone(accept_mp),
-                  quick),
+        time_sync("decode_phone(accept) msgpack", lambda: protocol.decode_phone(accept_mp), quick),
         time_sync("encode(offer) msgpack", lambda: protocol.encode(offer), quick),
         time_sync("stamp_seq(offer body)", lambda: protocol.stamp_seq(body, 123456), quick),
-        time_sync("msgpack_to_json(offer) (json subprotocol)",
-                  lambda: protocol.msgpack_to_json(body), quick),
+        time_sync(
+            "msgpack_to_json(offer) (json subprotocol)",
+            lambda: protocol.msgpack_to_json(body),
+            quick,
+        ),
     ]
 
 
 def ranking_benches(quick: bool) -> list[Result]:
     rng = random.Random(7)
-    squads = [(f"S{i:05d}", SCENE[0] + rng.uniform(-0.05, 0.05),
-               SCENE[1] + rng.uniform(-0.05, 0.05)) for i in range(8)]
+    squads = [
+        (f"S{i:05d}", SCENE[0] + rng.uniform(-0.05, 0.05), SCENE[1] + rng.uniform(-0.05, 0.05))
+        for i in range(8)
+    ]
     return [
         time_sync("rank(8 candidates) geodesic", lambda: rank(*SCENE, squads), quick),
-        time_sync("haversine_m (arrival check per fix)",
-                  lambda: haversine_m(*SCENE, 34.68, 112.45), quick),
+        time_sync(
+            "haversine_m (arrival check per fix)", lambda: haversine_m(*SCENE, 34.68, 112.45), quick
+        ),
     ]
 
 
@@ -141,13 +166,18 @@ async def ingest_benches(redis: Redis, seconds: float, redis_pid: int) -> list[R
             for _ in range(batch):
                 unit, squad = squads[cursor % len(squads)]
                 cursor += 1
-                writer.add(unit, squad, 34.6 + rng.random() * 0.1, 112.4 + rng.random() * 0.1,
-                           now)
+                writer.add(unit, squad, 34.6 + rng.random() * 0.1, 112.4 + rng.random() * 0.1, now)
             return await writer.flush()
 
-        results.append(await time_async(
-            f"PositionWriter add+flush, {batch} fixes/flush (5 units)", one_flush, seconds,
-            redis_pid, "fixes"))
+        results.append(
+            await time_async(
+                f"PositionWriter add+flush, {batch} fixes/flush (5 units)",
+                one_flush,
+                seconds,
+                redis_pid,
+                "fixes",
+            )
+        )
     sample = squads[:180]
     results.append(Result(*_add_only(writer, sample)))
     await writer.flush()
@@ -182,9 +212,18 @@ async def fill_unit(redis: Redis, squads: int, rng: random.Random) -> None:
     await pipe.execute()
 
 
-async def search_benches(redis: Redis, scripts: Scripts, seconds: float,
-                         redis_pid: int) -> list[Result]:
+async def search_benches(
+    redis: Redis, scripts: Scripts, seconds: float, redis_pid: int
+) -> list[Result]:
     settings = Settings()
+    requests = RequestStore(
+        redis, scripts, events_maxlen=1000, command_memory_s=60, outbox_max_frames=10
+    )
+
+    async def no_push(*_: object) -> None:
+        return None
+
+    dispatcher = Dispatcher(redis, scripts, requests, settings, no_push)
     rng = random.Random(11)
     results = []
     for squads in (1_000, 10_000):
@@ -192,13 +231,7 @@ async def search_benches(redis: Redis, scripts: Scripts, seconds: float,
 
         async def search() -> list[tuple[str, float, float]]:
             lat, lon = SCENE[0] + rng.uniform(-0.05, 0.05), SCENE[1] + rng.uniform(-0.05, 0.05)
-            # The same call as Dispatcher._candidates.
-            flat = await scripts.candidates(
-                keys=[keys.geo(UNIT), keys.available(UNIT), keys.free(UNIT), keys.skills(UNIT),
-                      keys.fix_times(UNIT)],
-                args=[lon, lat, settings.search_radius_km, settings.search_count, CATEGORY,
-                      time.time() - settings.position_max_age_s, settings.rank_count])
-            return parse_candidates(flat)
+            return await dispatcher.candidates(UNIT, CATEGORY, lat, lon)
 
         async def lua_only() -> int:
             return 1 if await search() else 0
@@ -207,10 +240,24 @@ async def search_benches(redis: Redis, scripts: Scripts, seconds: float,
             found = await search()
             return 1 if rank(*SCENE, found) else 0
 
-        results.append(await time_async(f"candidates.lua, {squads:,} squads in the index",
-                                        lua_only, seconds, redis_pid, "searches"))
-        results.append(await time_async(f"candidates.lua + rank, {squads:,} squads",
-                                        search_and_rank, seconds, redis_pid, "searches"))
+        results.append(
+            await time_async(
+                f"candidates.lua, {squads:,} squads in the index",
+                lua_only,
+                seconds,
+                redis_pid,
+                "searches",
+            )
+        )
+        results.append(
+            await time_async(
+                f"candidates.lua + rank, {squads:,} squads",
+                search_and_rank,
+                seconds,
+                redis_pid,
+                "searches",
+            )
+        )
     return results
 
 
@@ -221,21 +268,27 @@ async def redis_benches(seconds: float) -> list[Result]:
         pid = server.process.pid
         try:
             scripts = Scripts.register(redis)
-            return [*await ingest_benches(redis, seconds, pid),
-                    *await search_benches(redis, scripts, seconds, pid)]
+            return [
+                *await ingest_benches(redis, seconds, pid),
+                *await search_benches(redis, scripts, seconds, pid),
+            ]
         finally:
             await redis.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulations.bench",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations.bench", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
     args = parser.parse_args(argv)
     seconds = 0.3 if args.quick else 2.0
-    results = [*frame_benches(args.quick), *ranking_benches(args.quick),
-               *asyncio.run(redis_benches(seconds))]
+    results = [
+        *frame_benches(args.quick),
+        *ranking_benches(args.quick),
+        *asyncio.run(redis_benches(seconds)),
+    ]
     print(f"{'benchmark':<56} {'rate':>12} {'':<11} {'per op':>12}")
     for result in results:
         print(result.row())

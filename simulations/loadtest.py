@@ -229,10 +229,16 @@ class Api:
         try:
             response = await asyncio.wait_for(self.pools[index % len(self.pools)].request(
                 "POST", "/api/v1/requests", headers, body), REQUEST_TIMEOUT_S)
-        except (HttpError, TimeoutError):
-            return st.Intake(sent_at, 0)
+        except TimeoutError:
+            return st.Intake(sent_at, 0, error="timeout")
+        except HttpError:
+            return st.Intake(sent_at, 0, error="connection")
         answered_at = time.monotonic()
-        reply = msgspec.json.decode(response.body) if response.status == 201 else {}
+        reply = _reply(response.body)
+        if response.status != 201:
+            error = reply.get("error")
+            code = error.get("code", "") if isinstance(error, dict) else ""
+            return st.Intake(sent_at, response.status, answered_at=answered_at, error=code)
         return st.Intake(sent_at, response.status, reply.get("id", ""),
                          reply.get("squad") or "", reply.get("assignment") or "", answered_at)
 
@@ -254,6 +260,14 @@ class Api:
     async def sessions(self) -> list[int]:
         bodies = await asyncio.gather(*(c.get("/api/v1/health") for c in self.clients))
         return [int(b.json().get("squads_connected", 0)) for b in bodies]
+
+
+def _reply(body: bytes) -> dict[str, Any]:
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
 
 
 async def register_all(api: Api, plans: Sequence[SquadPlan], hubs: Sequence[HubProcess],
@@ -591,6 +605,7 @@ def build_report(config: Config, observed: Observed, results: list[dict[str, Any
         "hub_sessions": sessions,
         "requests_sent": len(observed.intakes),
         "requests_failed": len(observed.intakes) - accepted,
+        "request_failures": st.failures(observed.intakes),
         "requests_queued_at_intake": queued_at_intake,
         "intake_response_ms": st.summarize(st.response_latencies_ms(observed.intakes)),
         "dispatch_samples": len(dispatch),

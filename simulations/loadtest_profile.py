@@ -17,8 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 _LINE = re.compile(r":\d+\)$")
-# Leaf frames of a thread waiting for I/O (``py-spy record --native``): not CPU time.
-IDLE_LEAVES = ("epoll_wait", "epoll_pwait", "select (", "poll (")
+# Frames of a thread waiting (``py-spy record --native``): such samples are not CPU time.
+WAITS = ("epoll_wait (", "epoll_pwait (", "select (", "poll (", "pthread_cond_wait (",
+         "pthread_cond_timedwait (", "sem_timedwait (", "sem_clockwait (",
+         "PyThread_acquire_lock_timed (")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ def parse(lines: Iterable[str]) -> Profile:
             continue
         count = int(count_text)
         frames = [frame_name(f) for f in stack.split(";")]
-        if frames[-1].startswith(IDLE_LEAVES):
+        if any(frame.startswith(WAITS) for frame in frames[-4:]):
             idle += count
             continue
         total += count

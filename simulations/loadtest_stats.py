@@ -61,12 +61,13 @@ def ingest_rate(samples: Sequence[int], window_s: float) -> float:
 class Intake:
     """One POST /api/v1/requests as the load generator saw it."""
 
-    sent_at: float  # monotonic, just before the request was written
-    status: int  # HTTP status, 0 if no response
+    sent_at: float  # monotonic, when the request was due to leave
+    status: int  # HTTP status, 0 if no response (connection failed or timed out)
     request_id: str = ""
     squad: str = ""  # the squad the API says the offer went to ("" if it queued)
     assignment: str = ""
     answered_at: float = 0.0  # monotonic, when the response was read (0: none)
+    error: str = ""  # why it failed: the API's error code, "timeout" or "connection"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,16 @@ def dispatch_series(intakes: Sequence[Intake], offers: Sequence[OfferSeen],
 def response_latencies_ms(intakes: Sequence[Intake]) -> list[float]:
     """Intake sent -> HTTP response read, for answered requests."""
     return [(i.answered_at - i.sent_at) * 1000.0 for i in intakes if i.answered_at]
+
+
+def failures(intakes: Sequence[Intake]) -> dict[str, int]:
+    """How many intakes failed, by reason."""
+    counts: dict[str, int] = {}
+    for intake in intakes:
+        if intake.status != 201:
+            reason = f"{intake.status} {intake.error}".strip()
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
 
 
 def missing_offers(expected: Iterable[tuple[str, str]],

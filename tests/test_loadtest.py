@@ -126,7 +126,8 @@ def test_offers_are_matched_to_intake_by_assignment_and_squad() -> None:
         st.Intake(11.0, 201, "R2", "S2", "A2", 11.003),
         st.Intake(12.0, 201, "R3"),  # queued at intake: no latency, no expectation
         st.Intake(13.0, 201, "R4", "S4", "A4", 13.002),
-        st.Intake(14.0, 0),  # no response
+        st.Intake(14.0, 0, error="timeout"),  # no response
+        st.Intake(15.0, 422, answered_at=15.001, error="outside_city"),
     ]
     offers = [
         st.OfferSeen("R1", "S1", "A1", 10.005),
@@ -138,7 +139,8 @@ def test_offers_are_matched_to_intake_by_assignment_and_squad() -> None:
     assert expected == [("A1", "S1"), ("A2", "S2"), ("A4", "S4")]
     assert st.missing_offers([*expected, ("A3", "S3")], offers) == [("A2", "S2"), ("A4", "S4")]
     assert st.response_latencies_ms(intakes) == [
-        pytest.approx(4.0), pytest.approx(3.0), pytest.approx(2.0)]
+        pytest.approx(4.0), pytest.approx(3.0), pytest.approx(2.0), pytest.approx(1.0)]
+    assert st.failures(intakes) == {"0 timeout": 1, "422 outside_city": 1}
     assert st.dispatch_series(intakes, offers, 10.0) == [(0.0, 5.0)]
 
 

@@ -82,7 +82,7 @@ class Dispatcher:
     ) -> DispatchResult | None:
         """One search and claim. None: the candidates found were all taken meanwhile."""
         lat, lon = float(fields["lat"]), float(fields["lon"])
-        found = await self._candidates(unit, fields["category"], lat, lon)
+        found = await self.candidates(unit, fields["category"], lat, lon)
         if not found:
             return DispatchResult(Outcome.WAITING)
         ranked = rank(lat, lon, found)
@@ -149,9 +149,11 @@ class Dispatcher:
             )
         )
 
-    async def _candidates(
+    async def candidates(
         self, unit: str, category: str, lat: float, lon: float
     ) -> list[tuple[str, float, float]]:
+        """Squads of ``unit`` that could take a ``category`` request at (lat, lon) now, as
+        (id, lat, lon), nearest first by Redis's GEO distance (``rank`` orders them finally)."""
         s = self._settings
         flat = await self._scripts.candidates(
             keys=[
@@ -164,11 +166,12 @@ class Dispatcher:
             args=[
                 lon,
                 lat,
-                s.search_radius_km,
+                s.search_first_radius_km,
                 s.search_count,
                 category,
                 time.time() - s.position_max_age_s,
                 s.rank_count,
+                s.search_radius_km,
             ],
         )
         return parse_candidates(flat)
