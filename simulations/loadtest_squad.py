@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 from dispatch_field import protocol
 
+Step = protocol.Accept | protocol.Enroute | protocol.Arrive | protocol.Resolve
+
 # The step that follows each confirmed one (resolve ends the job).
-NEXT_STEP: dict[str, type[protocol.Command] | None] = {
+NEXT_STEP: dict[str, type[Step] | None] = {
     "accept": protocol.Enroute,
     "enroute": protocol.Arrive,
     "arrive": protocol.Resolve,
@@ -116,8 +118,7 @@ class SquadAgent:
         self.holding.discard(revoke.assignment)
         return [protocol.Ack(seq=revoke.seq)]
 
-    def _command(self, kind: type[protocol.Command], assignment: str,
-                 now: float) -> protocol.Command:
+    def _command(self, kind: type[Step], assignment: str, now: float) -> Step:
         self._count += 1
         command = kind(assignment=assignment, id=f"{self.squad}-{self._count}")
         name = command.__struct_config__.tag

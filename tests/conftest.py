@@ -7,20 +7,16 @@ Integration tests take ``redis_url``; they run once per reachable Redis version.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
-from server.embedded_redis import EmbeddedRedis, free_port
+from server.embedded_redis import EmbeddedRedis
+from simulations.cluster import HubProc, spawn_hub
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_REDIS_DB = 13  # a spare database of the machine's Redis 7; never db 0
@@ -77,87 +73,31 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@dataclass
-class HubProcess:
-    """One ``python -m server`` process."""
-
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/field"
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up at all, as a crash."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+HubProcess = HubProc  # the tests' name for one hub process
 
 
 @dataclass
 class Hubs:
+    """Hub processes on the test's Redis, stopped when the test ends."""
+
     redis_url: str
     tmp: Path
-    started: list[HubProcess] = field(default_factory=list)
+    started: list[HubProc] = field(default_factory=list)
 
-    def start(self, **settings: object) -> HubProcess:
+    def start(self, **settings: object) -> HubProc:
         """Start a hub process; ``settings`` become DISPATCH_<NAME> variables."""
-        port = free_port()
-        env = dict(
-            os.environ,
-            REDIS_URL=self.redis_url,
-            DISPATCH_TOKENS=TOKENS_ENV,
-            DISPATCH_DATA_DIR=str(self.tmp / "var"),
-            PYTHONUNBUFFERED="1",
+        log_path = self.tmp / f"hub-{len(self.started)}.log"
+        hub = spawn_hub(
+            self.redis_url,
+            TOKENS,
+            self.tmp / "var",
+            settings,
+            log_path=log_path,
+            log_level=os.environ.get("HUB_LOG_LEVEL", "warning"),
+            timeout_s=20,
         )
-        env.update({f"DISPATCH_{k.upper()}": str(v) for k, v in settings.items()})
-        log_path = self.tmp / f"hub-{port}.log"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "--port",
-                str(port),
-                "--log-level",
-                os.environ.get("HUB_LOG_LEVEL", "warning"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        hub = HubProcess(port, process, log_path)
         self.started.append(hub)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"hub exited:\n{hub.log()}")
-            try:
-                if httpx.get(f"{hub.http}/api/v1/health", timeout=0.5).status_code == 200:
-                    return hub
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"hub did not start:\n{hub.log()}")
+        return hub
 
 
 @pytest.fixture

@@ -152,7 +152,8 @@ async def test_kill_9_of_a_hub_with_100_squads_loses_no_offer(hubs):
         )
     )
     a.kill()  # offers in flight, squads mid-accept
-    assert sum(r["state"] == "offered" for r in requests) == 100
+    # Every request went to a squad at once (quick squads may have accepted already).
+    assert all(r["state"] in ("offered", "accepted") for r in requests)
 
     async def all_accepted() -> bool:
         details = await asyncio.gather(*(api_b.get_request(r["id"]) for r in requests))

@@ -75,7 +75,9 @@ class Dispatcher:
                 return result
         return DispatchResult(Outcome.WAITING)
 
-    CLAIM_ATTEMPTS = 4
+    # Each lost claim means another request won a squad, so retrying cannot livelock; the
+    # bound only caps the work one request does in an extreme burst.
+    CLAIM_ATTEMPTS = 16
 
     async def _try_offer(
         self, unit: str, request_id: str, fields: dict[str, str]
