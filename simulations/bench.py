@@ -4,11 +4,12 @@
 
 * frames: ``protocol.decode_phone`` of ``pos`` and ``accept`` frames (MessagePack and JSON:
   decode and validate in one pass), ``protocol.encode`` of an offer, ``protocol.stamp_seq``;
-* ranking: ``server.assign.ranking.rank`` of 8 candidates (geodesic), ``haversine_m``;
+* ranking: ``server.assign.ranking.rank`` of ``rank_count`` candidates (geodesic),
+  ``haversine_m``;
 * position ingest: ``PositionWriter.add`` + ``flush`` against a real (embedded) Redis, in
   batches the size of one 10 ms flush at 18,000 fixes/s, and of 1,000;
-* candidate search: the ``candidates`` Lua script (as the dispatcher calls it) + ``rank``,
-  with 1,000 and 10,000 squads of one unit in the GEO index.
+* candidate search: ``Dispatcher.candidates`` (the ``candidates`` Lua script) + ``rank``,
+  with 1,000 and 10,000 squads of one unit in the GEO index, all available.
 
 Pure code is timed with ``timeit`` (best of three); Redis paths are timed one call after the
 other (each waits for its reply), so they give the rate of one coroutine, not of a loaded hub.
@@ -34,10 +35,10 @@ from dispatch_field import protocol
 from server import keys
 from server.assign.dispatcher import Dispatcher
 from server.assign.ranking import haversine_m, rank
+from server.city import load_city
 from server.embedded_redis import EmbeddedRedis
+from server.hub import build_services
 from server.presence.positions import PositionWriter
-from server.requests import RequestStore
-from server.scripts import Scripts
 from server.settings import Settings
 
 SCENE = (34.67, 112.445)  # Xigong district, central Luoyang
@@ -136,12 +137,13 @@ def frame_benches(quick: bool) -> list[Result]:
 
 def ranking_benches(quick: bool) -> list[Result]:
     rng = random.Random(7)
+    count = Settings().rank_count  # as many as the dispatcher ranks per request
     squads = [
         (f"S{i:05d}", SCENE[0] + rng.uniform(-0.05, 0.05), SCENE[1] + rng.uniform(-0.05, 0.05))
-        for i in range(8)
+        for i in range(count)
     ]
     return [
-        time_sync("rank(8 candidates) geodesic", lambda: rank(*SCENE, squads), quick),
+        time_sync(f"rank({count} candidates) geodesic", lambda: rank(*SCENE, squads), quick),
         time_sync(
             "haversine_m (arrival check per fix)", lambda: haversine_m(*SCENE, 34.68, 112.45), quick
         ),
@@ -151,8 +153,7 @@ def ranking_benches(quick: bool) -> list[Result]:
 # ---- Redis paths --------------------------------------------------------------------------
 
 
-async def ingest_benches(redis: Redis, seconds: float, redis_pid: int) -> list[Result]:
-    writer = PositionWriter(redis, 0.01)
+async def ingest_benches(writer: PositionWriter, seconds: float, redis_pid: int) -> list[Result]:
     units = ["water", "power", "gas", "municipal", "sanitation"]
     rng = random.Random(3)
     squads = [(units[i % len(units)], f"S{i:05d}") for i in range(18_000)]
@@ -213,17 +214,8 @@ async def fill_unit(redis: Redis, squads: int, rng: random.Random) -> None:
 
 
 async def search_benches(
-    redis: Redis, scripts: Scripts, seconds: float, redis_pid: int
+    dispatcher: Dispatcher, redis: Redis, seconds: float, redis_pid: int
 ) -> list[Result]:
-    settings = Settings()
-    requests = RequestStore(
-        redis, scripts, events_maxlen=1000, command_memory_s=60, outbox_max_frames=10
-    )
-
-    async def no_push(*_: object) -> None:
-        return None
-
-    dispatcher = Dispatcher(redis, scripts, requests, settings, no_push)
     rng = random.Random(11)
     results = []
     for squads in (1_000, 10_000):
@@ -267,10 +259,12 @@ async def redis_benches(seconds: float) -> list[Result]:
         assert server.process is not None
         pid = server.process.pid
         try:
-            scripts = Scripts.register(redis)
+            # The hub's own objects, built by its composition root: the bench calls what the
+            # hub calls, with the arguments it uses.
+            services = build_services(Settings(), redis, load_city())
             return [
-                *await ingest_benches(redis, seconds, pid),
-                *await search_benches(redis, scripts, seconds, pid),
+                *await ingest_benches(services.positions, seconds, pid),
+                *await search_benches(services.dispatcher, redis, seconds, pid),
             ]
         finally:
             await redis.aclose()

@@ -132,44 +132,75 @@ class HubProcess:
         return "\n".join(text[-lines:])
 
 
-def start_hub(index: int, redis_url: str, tmp: Path, tokens: str,
-              settings: dict[str, str]) -> HubProcess:
+def start_hub(
+    index: int, redis_url: str, tmp: Path, tokens: str, settings: dict[str, str]
+) -> HubProcess:
     port = free_port()
-    env = dict(os.environ, REDIS_URL=redis_url, DISPATCH_TOKENS=tokens,
-               DISPATCH_DATA_DIR=str(tmp / f"hub{index}"), PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        REDIS_URL=redis_url,
+        DISPATCH_TOKENS=tokens,
+        DISPATCH_DATA_DIR=str(tmp / f"hub{index}"),
+        PYTHONUNBUFFERED="1",
+    )
     env.update({f"DISPATCH_{k.upper()}": v for k, v in settings.items()})
     log_path = tmp / f"hub{index}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     return HubProcess(port, process, log_path)
 
 
-async def wait_healthy(hub: HubProcess, timeout_s: float = 30.0) -> None:
+async def wait_healthy_port(
+    port: int, process: subprocess.Popen[bytes], timeout_s: float = 30.0
+) -> None:
+    """Wait until ``GET /api/v1/health`` on ``port`` answers 200; raise if ``process`` exits
+    or time runs out."""
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(timeout=1.0) as http:
         while True:
-            if hub.process.poll() is not None:
-                raise RuntimeError(f"hub on port {hub.port} exited:\n{hub.tail()}")
+            if process.poll() is not None:
+                raise RuntimeError(f"the server on port {port} exited")
             try:
-                if (await http.get(f"{hub.url}/api/v1/health")).status_code == 200:
+                if (await http.get(f"http://127.0.0.1:{port}/api/v1/health")).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"hub on port {hub.port} did not start:\n{hub.tail()}")
+                raise RuntimeError(f"the server on port {port} did not start")
             await asyncio.sleep(0.05)
+
+
+async def wait_healthy(hub: HubProcess, timeout_s: float = 30.0) -> None:
+    try:
+        await wait_healthy_port(hub.port, hub.process, timeout_s)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}:\n{hub.tail()}") from None
 
 
 def py_spy() -> str | None:
     return shutil.which("py-spy") or next(
-        (str(p) for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), None)
+        (str(p) for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), None
+    )
 
 
-def start_profiles(hubs: Sequence[HubProcess], seconds: float,
-                   directory: str) -> list[subprocess.Popen[bytes]]:
+def start_profiles(
+    hubs: Sequence[HubProcess], seconds: float, directory: str
+) -> list[subprocess.Popen[bytes]]:
     """py-spy record of each hub (collapsed stacks), non-blocking so the hub is not paused."""
     binary = py_spy()
     if binary is None:
@@ -177,10 +208,25 @@ def start_profiles(hubs: Sequence[HubProcess], seconds: float,
         return []
     Path(directory).mkdir(parents=True, exist_ok=True)
     return [
-        subprocess.Popen([binary, "record", "--pid", str(hub.process.pid), "--duration",
-                          str(max(1, round(seconds))), "--rate", "100", "--native",
-                          "--format", "raw", "--output", f"{directory}/hub{i}.txt"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [
+                binary,
+                "record",
+                "--pid",
+                str(hub.process.pid),
+                "--duration",
+                str(max(1, round(seconds))),
+                "--rate",
+                "100",
+                "--native",
+                "--format",
+                "raw",
+                "--output",
+                f"{directory}/hub{i}.txt",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for i, hub in enumerate(hubs)
     ]
 
@@ -197,8 +243,9 @@ class Api:
 
     def __init__(self, hubs: Sequence[HubProcess], tokens: dict[str, str]) -> None:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        self.clients = [httpx.AsyncClient(base_url=h.url, timeout=30.0, limits=limits)
-                        for h in hubs]
+        self.clients = [
+            httpx.AsyncClient(base_url=h.url, timeout=30.0, limits=limits) for h in hubs
+        ]
         self.pools = [HttpPool("127.0.0.1", h.port) for h in hubs]
         self.headers = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
 
@@ -206,13 +253,14 @@ class Api:
         return self.clients[index % len(self.clients)]
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.clients),
-                             *(p.close() for p in self.pools))
+        await asyncio.gather(*(c.aclose() for c in self.clients), *(p.close() for p in self.pools))
 
     async def register(self, index: int, plan: SquadPlan) -> tuple[str, str]:
         response = await self.on(index).post(
-            "/api/v1/squads", headers=self.headers["admin"],
-            json={"unit": plan.unit, "name": f"load squad {index}", "capacity": 1})
+            "/api/v1/squads",
+            headers=self.headers["admin"],
+            json={"unit": plan.unit, "name": f"load squad {index}", "capacity": 1},
+        )
         response.raise_for_status()
         body = response.json()
         return body["id"], body["token"]
@@ -220,14 +268,24 @@ class Api:
     async def intake(self, index: int, plan: RequestPlan) -> st.Intake:
         """POST one request; ``sent_at`` is when it was due to leave (a wait for a free
         connection counts against the hub: no coordinated omission)."""
-        body = _json_encoder.encode({
-            "caller_phone": f"1380{index % 10**7:07d}", "category": plan.category,
-            "description": "load test request", "lat": plan.lat, "lon": plan.lon})
+        body = _json_encoder.encode(
+            {
+                "caller_phone": f"1380{index % 10**7:07d}",
+                "category": plan.category,
+                "description": "load test request",
+                "lat": plan.lat,
+                "lon": plan.lon,
+            }
+        )
         headers = self.headers["calltaker"] | {"Content-Type": "application/json"}
         sent_at = time.monotonic()
         try:
-            response = await asyncio.wait_for(self.pools[index % len(self.pools)].request(
-                "POST", "/api/v1/requests", headers, body), REQUEST_TIMEOUT_S)
+            response = await asyncio.wait_for(
+                self.pools[index % len(self.pools)].request(
+                    "POST", "/api/v1/requests", headers, body
+                ),
+                REQUEST_TIMEOUT_S,
+            )
         except TimeoutError:
             return st.Intake(sent_at, 0, error="timeout")
         except HttpError:
@@ -238,20 +296,31 @@ class Api:
             error = reply.get("error")
             code = error.get("code", "") if isinstance(error, dict) else ""
             return st.Intake(sent_at, response.status, answered_at=answered_at, error=code)
-        return st.Intake(sent_at, response.status, reply.get("id", ""),
-                         reply.get("squad") or "", reply.get("assignment") or "", answered_at)
+        return st.Intake(
+            sent_at,
+            response.status,
+            reply.get("id", ""),
+            reply.get("squad") or "",
+            reply.get("assignment") or "",
+            answered_at,
+        )
 
     async def offers_of(self, index: int, request_id: str) -> list[tuple[str, str]]:
         """(assignment, squad) of every offer in a request's timeline."""
-        response = await self.on(index).get(f"/api/v1/requests/{request_id}",
-                                            headers=self.headers["center"])
+        response = await self.on(index).get(
+            f"/api/v1/requests/{request_id}", headers=self.headers["center"]
+        )
         response.raise_for_status()
-        return [(e["assignment"], e["squad"]) for e in response.json()["timeline"]
-                if e.get("type") == "offered"]
+        return [
+            (e["assignment"], e["squad"])
+            for e in response.json()["timeline"]
+            if e.get("type") == "offered"
+        ]
 
     async def fixed_at(self, index: int, squad: str) -> float | None:
-        response = await self.on(index).get(f"/api/v1/squads/{squad}",
-                                            headers=self.headers["center"])
+        response = await self.on(index).get(
+            f"/api/v1/squads/{squad}", headers=self.headers["center"]
+        )
         response.raise_for_status()
         position = response.json().get("position")
         return float(position["fixed_at"]) if position else None
@@ -278,8 +347,9 @@ def _reply(body: bytes) -> dict[str, Any]:
     return decoded if isinstance(decoded, dict) else {}
 
 
-async def register_all(api: Api, plans: Sequence[SquadPlan], hubs: Sequence[HubProcess],
-                       concurrency: int = 16) -> list[lc.SquadSpec]:
+async def register_all(
+    api: Api, plans: Sequence[SquadPlan], hubs: Sequence[HubProcess], concurrency: int = 16
+) -> list[lc.SquadSpec]:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(index: int, plan: SquadPlan) -> lc.SquadSpec:
@@ -305,8 +375,9 @@ async def drive_requests(api: Api, plans: Sequence[RequestPlan], rate: float) ->
 # ---- measurements -------------------------------------------------------------------------
 
 
-async def sample_ingest(redis: Redis, units: Sequence[str], window_s: float, slack_s: float,
-                        until: asyncio.Event) -> list[int]:
+async def sample_ingest(
+    redis: Redis, units: Sequence[str], window_s: float, slack_s: float, until: asyncio.Event
+) -> list[int]:
     """Every ``window_s``: how many squads' last fix (the hub's time of receipt) lies in the
     window that ended ``slack_s`` ago. The slack lets a fix reach Redis (flush interval plus
     event-loop lag); it must stay below the position interval minus the window, or a squad's
@@ -344,17 +415,32 @@ def cpu_between(before: CpuMark, after: CpuMark, pids: Sequence[int]) -> list[fl
 class Clients:
     """The load-generator processes and their shared counters."""
 
-    def __init__(self, specs: Sequence[lc.SquadSpec], count: int, config: lc.ClientConfig,
-                 ) -> None:
+    def __init__(
+        self,
+        specs: Sequence[lc.SquadSpec],
+        count: int,
+        config: lc.ClientConfig,
+    ) -> None:
         ctx = mp.get_context("spawn")
         self.specs = specs
         self.go, self.stop = ctx.Event(), ctx.Event()
         self.results: Any = ctx.Queue()
         self.counters = [ctx.Array("q", lc.N_COUNTERS, lock=False) for _ in range(count)]
         self.processes = [
-            ctx.Process(target=lc.client_main, name=f"loadtest-client-{i}", daemon=True,
-                        args=(specs[i::count], config, self.counters[i], self.go, self.stop,
-                              self.results, i))
+            ctx.Process(
+                target=lc.client_main,
+                name=f"loadtest-client-{i}",
+                daemon=True,
+                args=(
+                    specs[i::count],
+                    config,
+                    self.counters[i],
+                    self.go,
+                    self.stop,
+                    self.results,
+                    i,
+                ),
+            )
             for i in range(count)
         ]
         for process in self.processes:
@@ -433,13 +519,16 @@ async def run(config: Config) -> dict[str, Any]:
     tokens_env = ",".join(f"{role}:{token}" for role, token in tokens.items())
     with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
         log(f"embedded Redis at {redis_server.url}")
-        hubs = [start_hub(i, redis_server.url, tmp, tokens_env, config.hub_settings)
-                for i in range(config.hubs)]
+        hubs = [
+            start_hub(i, redis_server.url, tmp, tokens_env, config.hub_settings)
+            for i in range(config.hubs)
+        ]
         try:
             await asyncio.gather(*(wait_healthy(h) for h in hubs))
             assert redis_server.process is not None
-            return await _run_with(config, city, hubs, redis_server, squad_plans,
-                                   request_plans, tokens)
+            return await _run_with(
+                config, city, hubs, redis_server, squad_plans, request_plans, tokens
+            )
         finally:
             for hub in hubs:
                 hub.stop()
@@ -455,9 +544,15 @@ def _workdir(path: str | None) -> Iterator[Path]:
         yield Path(name)
 
 
-async def _run_with(config: Config, city: City, hubs: list[HubProcess],
-                    redis_server: EmbeddedRedis, squad_plans: list[SquadPlan],
-                    request_plans: list[RequestPlan], tokens: dict[str, str]) -> dict[str, Any]:
+async def _run_with(
+    config: Config,
+    city: City,
+    hubs: list[HubProcess],
+    redis_server: EmbeddedRedis,
+    squad_plans: list[SquadPlan],
+    request_plans: list[RequestPlan],
+    tokens: dict[str, str],
+) -> dict[str, Any]:
     api = Api(hubs, tokens)
     redis = Redis.from_url(redis_server.url)
     timings: dict[str, float] = {}
@@ -466,12 +561,14 @@ async def _run_with(config: Config, city: City, hubs: list[HubProcess],
         specs = await register_all(api, squad_plans, hubs)
         timings["register_s"] = round(time.monotonic() - started, 1)
         log(f"registered {len(specs)} squads in {timings['register_s']}s")
-        clients = Clients(specs, config.client_processes,
-                          lc.ClientConfig(pos_interval_s=config.pos_interval))
+        clients = Clients(
+            specs, config.client_processes, lc.ClientConfig(pos_interval_s=config.pos_interval)
+        )
         try:
             with lc.no_gc_pauses():
-                return await _measure(config, city, hubs, redis_server, redis, api, clients,
-                                      request_plans, timings)
+                return await _measure(
+                    config, city, hubs, redis_server, redis, api, clients, request_plans, timings
+                )
         finally:
             if not clients.stop.is_set():
                 clients.stop.set()
@@ -484,17 +581,31 @@ async def _run_with(config: Config, city: City, hubs: list[HubProcess],
         await redis.aclose()
 
 
-async def _measure(config: Config, city: City, hubs: list[HubProcess],
-                   redis_server: EmbeddedRedis, redis: Redis, api: Api, clients: Clients,
-                   request_plans: list[RequestPlan], timings: dict[str, float]) -> dict[str, Any]:
+async def _measure(
+    config: Config,
+    city: City,
+    hubs: list[HubProcess],
+    redis_server: EmbeddedRedis,
+    redis: Redis,
+    api: Api,
+    clients: Clients,
+    request_plans: list[RequestPlan],
+    timings: dict[str, float],
+) -> dict[str, Any]:
     started = time.monotonic()
     done = await wait_for(
-        lambda: clients.total(lc.CONNECTED) + clients.total(lc.FAILED) >= config.squads
-        or not clients.alive(),
-        timeout_s=120 + config.squads / 50, what="connections")
+        lambda: (
+            clients.total(lc.CONNECTED) + clients.total(lc.FAILED) >= config.squads
+            or not clients.alive()
+        ),
+        timeout_s=120 + config.squads / 50,
+        what="connections",
+    )
     timings["connect_s"] = round(time.monotonic() - started, 1)
-    log(f"connected {clients.total(lc.CONNECTED)}/{config.squads} in {timings['connect_s']}s"
-        + ("" if done else " (timed out)"))
+    log(
+        f"connected {clients.total(lc.CONNECTED)}/{config.squads} in {timings['connect_s']}s"
+        + ("" if done else " (timed out)")
+    )
     clients.go.set()
     await asyncio.sleep(config.warmup or config.pos_interval + 1.0)
 
@@ -505,9 +616,9 @@ async def _measure(config: Config, city: City, hubs: list[HubProcess],
     slack = min(1.0, 0.8 * (config.pos_interval - window))
     stop_sampling = asyncio.Event()
     sampler = asyncio.create_task(
-        sample_ingest(redis, [u.code for u in city.units], window, slack, stop_sampling))
-    profilers = (start_profiles(hubs, config.duration, config.profile)
-                 if config.profile else [])
+        sample_ingest(redis, [u.code for u in city.units], window, slack, stop_sampling)
+    )
+    profilers = start_profiles(hubs, config.duration, config.profile) if config.profile else []
     log(f"measuring for {config.duration}s: {len(request_plans)} requests")
     written_before = await api.positions_written()
     pos_before, before = clients.total(lc.POS_SENT), cpu_mark(pids)
@@ -527,19 +638,31 @@ async def _measure(config: Config, city: City, hubs: list[HubProcess],
     machine = st.cpu_percent(before.machine, after.machine, after.at - before.at)
     k = len(hubs)
     observed = Observed(
-        intakes=intakes, ingest_samples=samples[1:] or samples, ingest_window_s=window,
-        pos_sent=pos_after - pos_before, measure_s=after.at - before.at, hub_cpu=cpu[:k],
-        redis_cpu=cpu[k], client_cpu=cpu[k + 1:-1], driver_cpu=cpu[-1], timings=timings,
-        machine_cpu=machine, other_cpu=round(max(0.0, machine - sum(cpu)), 1),
+        intakes=intakes,
+        ingest_samples=samples[1:] or samples,
+        ingest_window_s=window,
+        pos_sent=pos_after - pos_before,
+        measure_s=after.at - before.at,
+        hub_cpu=cpu[:k],
+        redis_cpu=cpu[k],
+        client_cpu=cpu[k + 1 : -1],
+        driver_cpu=cpu[-1],
+        timings=timings,
+        machine_cpu=machine,
+        other_cpu=round(max(0.0, machine - sum(cpu)), 1),
         api_fresh=await api_freshness(api, clients.specs, config.pos_interval),
-        written=(None if written_before is None or written_after is None
-                 else written_after - written_before),
+        written=(
+            None
+            if written_before is None or written_after is None
+            else written_after - written_before
+        ),
     )
     return await _finish(config, city, hubs, redis, api, clients, observed)
 
 
-async def api_freshness(api: Api, specs: Sequence[lc.SquadSpec],
-                        pos_interval: float) -> float | None:
+async def api_freshness(
+    api: Api, specs: Sequence[lc.SquadSpec], pos_interval: float
+) -> float | None:
     """Share of sampled squads whose position, read back through the API, is recent."""
     squads = random.sample([s.squad for s in specs], min(API_SAMPLE, len(specs)))
     if not squads:
@@ -549,11 +672,21 @@ async def api_freshness(api: Api, specs: Sequence[lc.SquadSpec],
     return round(sum(1 for f in fixed if f is not None and f >= recent) / len(squads), 3)
 
 
-async def _finish(config: Config, city: City, hubs: list[HubProcess], redis: Redis, api: Api,
-                  clients: Clients, observed: Observed) -> dict[str, Any]:
+async def _finish(
+    config: Config,
+    city: City,
+    hubs: list[HubProcess],
+    redis: Redis,
+    api: Api,
+    clients: Clients,
+    observed: Observed,
+) -> dict[str, Any]:
     expected = st.expected_offers(observed.intakes)
-    await wait_for(lambda: clients.total(lc.OFFERS) >= len(expected)
-                   and clients.total(lc.PENDING) == 0, config.drain, "offers in flight")
+    await wait_for(
+        lambda: clients.total(lc.OFFERS) >= len(expected) and clients.total(lc.PENDING) == 0,
+        config.drain,
+        "offers in flight",
+    )
     late = [i for i in observed.intakes if i.status == 201 and not i.assignment]
     gate = asyncio.Semaphore(16)
 
@@ -563,15 +696,30 @@ async def _finish(config: Config, city: City, hubs: list[HubProcess], redis: Red
 
     found = await asyncio.gather(*(offers_of(i, it) for i, it in enumerate(late)))
     late_offers = [offer for offers in found for offer in offers]
-    await wait_for(lambda: clients.total(lc.OFFERS) >= len(expected) + len(late_offers)
-                   and clients.total(lc.PENDING) == 0, config.drain, "late offers")
+    await wait_for(
+        lambda: (
+            clients.total(lc.OFFERS) >= len(expected) + len(late_offers)
+            and clients.total(lc.PENDING) == 0
+        ),
+        config.drain,
+        "late offers",
+    )
     connected = clients.total(lc.CONNECTED)
     sessions = await api.sessions()
     hub_rss = [proc_rss_mb(h.process.pid) for h in hubs]
     redis_checks = await check_redis(redis, [u.code for u in city.units])
     results = await clients.collect()
-    return build_report(config, observed, results, expected + late_offers, connected,
-                        sessions, hub_rss, redis_checks, len(late))
+    return build_report(
+        config,
+        observed,
+        results,
+        expected + late_offers,
+        connected,
+        sessions,
+        hub_rss,
+        redis_checks,
+        len(late),
+    )
 
 
 async def check_redis(redis: Redis, units: Sequence[str]) -> dict[str, int]:
@@ -586,10 +734,17 @@ async def check_redis(redis: Redis, units: Sequence[str]) -> dict[str, int]:
     return {"offers_made": offers, "free_negative": negative}
 
 
-def build_report(config: Config, observed: Observed, results: list[dict[str, Any]],
-                 expected: list[tuple[str, str]], connected: int, sessions: list[int],
-                 hub_rss: list[float], redis_checks: dict[str, int],
-                 queued_at_intake: int) -> dict[str, Any]:
+def build_report(
+    config: Config,
+    observed: Observed,
+    results: list[dict[str, Any]],
+    expected: list[tuple[str, str]],
+    connected: int,
+    sessions: list[int],
+    hub_rss: list[float],
+    redis_checks: dict[str, int],
+    queued_at_intake: int,
+) -> dict[str, Any]:
     offers = [st.OfferSeen(*o) for r in results for o in r["offers"]]
     dispatch = st.dispatch_latencies_ms(observed.intakes, offers)
     ack = [v for r in results for v in r["ack_ms"]]
@@ -619,8 +774,9 @@ def build_report(config: Config, observed: Observed, results: list[dict[str, Any
         "client_processes": len(results),
         "positions_sent_per_s": round(observed.pos_sent / observed.measure_s, 1),
         "positions_source": "hub counter" if observed.written is not None else "redis fix times",
-        "positions_sampled_per_s": st.ingest_rate(observed.ingest_samples,
-                                                  observed.ingest_window_s),
+        "positions_sampled_per_s": st.ingest_rate(
+            observed.ingest_samples, observed.ingest_window_s
+        ),
         "positions_api_fresh": observed.api_fresh,
         "hub_cpu_us_per_position": _cpu_per_position(observed),
         "hub_sessions": sessions,
@@ -651,9 +807,15 @@ def build_report(config: Config, observed: Observed, results: list[dict[str, Any
         "other_processes_cpu_percent": observed.other_cpu,
         "timings": observed.timings,
         "config": asdict(config),
-    } | ({"dispatch_series": st.dispatch_series(
-        observed.intakes, offers, observed.intakes[0].sent_at if observed.intakes else 0.0)}
-         if config.samples else {})
+    } | (
+        {
+            "dispatch_series": st.dispatch_series(
+                observed.intakes, offers, observed.intakes[0].sent_at if observed.intakes else 0.0
+            )
+        }
+        if config.samples
+        else {}
+    )
 
 
 def _positions_per_s(observed: Observed) -> float:
@@ -677,36 +839,64 @@ def _cpu_per_position(observed: Observed) -> float | None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
-    parser = argparse.ArgumentParser(prog="python -m simulations.loadtest",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations.loadtest", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--squads", type=int, default=1000)
-    parser.add_argument("--pos-interval", type=float, default=1.0,
-                        help="seconds between two positions of a squad")
+    parser.add_argument(
+        "--pos-interval", type=float, default=1.0, help="seconds between two positions of a squad"
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of requests")
     parser.add_argument("--hubs", type=int, default=1)
-    parser.add_argument("--clients", type=int, default=0,
-                        help="load-generator processes (default: one per 6,000 squads)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        help="load-generator processes (default: one per 6,000 squads)",
+    )
     parser.add_argument("--out", help="write the JSON report here")
-    parser.add_argument("--profile", metavar="DIR",
-                        help="py-spy record each hub during the measure phase (collapsed "
-                             "stacks in DIR/hubN.txt)")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy record each hub during the measure phase (collapsed stacks in DIR/hubN.txt)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=0.0)
     parser.add_argument("--drain", type=float, default=10.0)
     parser.add_argument("--workdir", help="keep Redis data and hub logs in this directory")
-    parser.add_argument("--samples", action="store_true",
-                        help="include every intake -> offer latency with its send time")
-    parser.add_argument("--hub-setting", action="append", default=[], metavar="NAME=VALUE",
-                        help="a hub setting, as DISPATCH_NAME (repeatable)")
+    parser.add_argument(
+        "--samples",
+        action="store_true",
+        help="include every intake -> offer latency with its send time",
+    )
+    parser.add_argument(
+        "--hub-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a hub setting, as DISPATCH_NAME (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.squads < 1 or args.hubs < 1 or args.duration <= 0 or args.rate < 0:
         parser.error("need --squads >= 1, --hubs >= 1, --duration > 0, --rate >= 0")
     settings = dict(s.split("=", 1) for s in args.hub_setting)
-    return Config(squads=args.squads, pos_interval=args.pos_interval, rate=args.rate,
-                  duration=args.duration, hubs=args.hubs, clients=args.clients, out=args.out,
-                  profile=args.profile, seed=args.seed, warmup=args.warmup, drain=args.drain,
-                  workdir=args.workdir, samples=args.samples, hub_settings=settings)
+    return Config(
+        squads=args.squads,
+        pos_interval=args.pos_interval,
+        rate=args.rate,
+        duration=args.duration,
+        hubs=args.hubs,
+        clients=args.clients,
+        out=args.out,
+        profile=args.profile,
+        seed=args.seed,
+        warmup=args.warmup,
+        drain=args.drain,
+        workdir=args.workdir,
+        samples=args.samples,
+        hub_settings=settings,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

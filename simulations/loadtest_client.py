@@ -20,7 +20,7 @@ import random
 import resource
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
@@ -100,8 +100,11 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         cfg = self.runner.config
-        self.transport.write(ws.handshake_request(cfg.host, self.link.spec.port, "/ws/field",
-                                             protocol.SUBPROTOCOL_MSGPACK, self.key))
+        self.transport.write(
+            ws.handshake_request(
+                cfg.host, self.link.spec.port, "/ws/field", protocol.SUBPROTOCOL_MSGPACK, self.key
+            )
+        )
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
@@ -118,7 +121,7 @@ class Connection(asyncio.Protocol):
         end = self.head.find(b"\r\n\r\n")
         if end < 0:
             return b""
-        head, rest = self.head[:end], self.head[end + 4:]
+        head, rest = self.head[:end], self.head[end + 4 :]
         ws.check_handshake_response(head, self.key, protocol.SUBPROTOCOL_MSGPACK)
         self.upgraded = True
         self.send([self.link.agent.hello()])
@@ -147,13 +150,19 @@ class Connection(asyncio.Protocol):
 
     def send(self, frames: Sequence[protocol.PhoneFrame]) -> None:
         if frames:
-            self._write(b"".join(
-                ws.encode_frame(ws.OP_BINARY, protocol.encode(f), self.mask) for f in frames))
+            self._write(
+                b"".join(
+                    ws.encode_frame(ws.OP_BINARY, protocol.encode(f), self.mask) for f in frames
+                )
+            )
 
     def send_position(self, wall_now: float) -> None:
         spec = self.link.spec
-        frame = protocol.Pos(lat=spec.lat + (random.random() - 0.5) * JITTER_DEG,
-                             lon=spec.lon + (random.random() - 0.5) * JITTER_DEG, ts=wall_now)
+        frame = protocol.Pos(
+            lat=spec.lat + (random.random() - 0.5) * JITTER_DEG,
+            lon=spec.lon + (random.random() - 0.5) * JITTER_DEG,
+            ts=wall_now,
+        )
         self._write(ws.encode_frame(ws.OP_BINARY, protocol.encode(frame), self.mask))
 
     def _write(self, data: bytes) -> None:
@@ -174,6 +183,10 @@ class Connection(asyncio.Protocol):
         self.runner.lost(self.link, self, was_ready)
 
 
+def _factory(conn: Connection) -> Callable[[], Connection]:
+    return lambda: conn
+
+
 @dataclass(eq=False, slots=True)
 class Link:
     """A squad of this process and its current connection."""
@@ -186,8 +199,7 @@ class Link:
 class Runner:
     """The squads of one client process."""
 
-    def __init__(self, specs: Sequence[SquadSpec], config: ClientConfig,
-                 counters: Any) -> None:
+    def __init__(self, specs: Sequence[SquadSpec], config: ClientConfig, counters: Any) -> None:
         self.config = config
         self.tally = Tally()
         self.links = [Link(s, SquadAgent(s.squad, s.token, self.tally)) for s in specs]
@@ -209,8 +221,7 @@ class Runner:
             link.conn = conn
             try:
                 async with self._handshakes:
-                    await loop.create_connection(lambda c=conn: c, self.config.host,  # type: ignore[misc]
-                                                 link.spec.port)
+                    await loop.create_connection(_factory(conn), self.config.host, link.spec.port)
                     await asyncio.wait_for(conn.welcomed, self.config.connect_timeout_s)
                 self.connected += 1
                 return
@@ -218,7 +229,7 @@ class Runner:
                 self.failures[type(exc).__name__] += 1
                 if conn.transport is not None:
                     conn.transport.abort()
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.0))
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
         self.failed += 1
 
     def lost(self, link: Link, conn: Connection, was_ready: bool) -> None:
@@ -278,9 +289,12 @@ class Runner:
         tally = asdict(self.tally)
         tally["errors"] = dict(self.tally.errors)
         return tally | {
-            "connected": self.connected, "pos_sent": self.pos_sent,
-            "disconnects": self.disconnects, "failed": self.failed,
-            "failures": dict(self.failures), "close_codes": dict(self.close_codes),
+            "connected": self.connected,
+            "pos_sent": self.pos_sent,
+            "disconnects": self.disconnects,
+            "failed": self.failed,
+            "failures": dict(self.failures),
+            "close_codes": dict(self.close_codes),
         }
 
 
@@ -289,8 +303,9 @@ async def _wait(event: Event) -> None:
     await asyncio.to_thread(event.wait)
 
 
-async def run_client(specs: Sequence[SquadSpec], config: ClientConfig, counters: Any,
-                     go: Event, stop: Event) -> dict[str, Any]:
+async def run_client(
+    specs: Sequence[SquadSpec], config: ClientConfig, counters: Any, go: Event, stop: Event
+) -> dict[str, Any]:
     runner = Runner(specs, config, counters)
     reporter = asyncio.create_task(runner.publish_every(0.1))
     await runner.connect_all()
@@ -317,8 +332,15 @@ def _run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coroutine)
 
 
-def client_main(specs: Sequence[SquadSpec], config: ClientConfig, counters: Any, go: Event,
-                stop: Event, results: Queue[Any], index: int) -> None:
+def client_main(
+    specs: Sequence[SquadSpec],
+    config: ClientConfig,
+    counters: Any,
+    go: Event,
+    stop: Event,
+    results: Queue[Any],
+    index: int,
+) -> None:
     """Entry point of a client process: runs until ``stop``, then puts its result."""
     raise_open_files_limit()
     try:

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from dataclasses import dataclass
+
+# uvicorn closes a keep-alive connection idle for 5 s (its default); a request written on it
+# just then would fail. Idle connections older than this are closed instead of reused.
+MAX_IDLE_S = 4.0
 
 
 class HttpError(Exception):
@@ -26,8 +31,7 @@ class Response:
     body: bytes
 
 
-def request_bytes(method: str, path: str, host: str, headers: dict[str, str],
-                  body: bytes) -> bytes:
+def request_bytes(method: str, path: str, host: str, headers: dict[str, str], body: bytes) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
@@ -55,6 +59,7 @@ def parse_head(head: bytes) -> tuple[int, int, bool]:
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.idle_since = time.monotonic()
 
     async def exchange(self, data: bytes) -> tuple[Response, bool]:
         self.writer.write(data)
@@ -78,14 +83,20 @@ class HttpPool:
         self._open = 0
         self._waiting: deque[asyncio.Future[_Connection | None]] = deque()
 
-    async def request(self, method: str, path: str, headers: dict[str, str],
-                      body: bytes = b"") -> Response:
+    async def request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+    ) -> Response:
         data = request_bytes(method, path, f"{self.host}:{self.port}", headers, body)
         connection = await self._acquire()
         try:
             response, keep_alive = await connection.exchange(data)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                HttpError, ValueError) as exc:
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            HttpError,
+            ValueError,
+        ) as exc:
             self._discard(connection)
             raise HttpError(str(exc) or type(exc).__name__) from exc
         except BaseException:
@@ -98,11 +109,14 @@ class HttpPool:
         return response
 
     async def _acquire(self) -> _Connection:
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            connection = self._idle.pop()
+            if time.monotonic() - connection.idle_since < MAX_IDLE_S:
+                return connection
+            connection.close()
+            self._open -= 1
         if self._open >= self.max_connections:
-            waiter: asyncio.Future[_Connection | None] = (
-                asyncio.get_running_loop().create_future())
+            waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             try:
                 handed = await waiter
@@ -127,6 +141,7 @@ class HttpPool:
             if not waiter.done():
                 waiter.set_result(connection)
                 return
+        connection.idle_since = time.monotonic()
         self._idle.append(connection)
 
     def _discard(self, connection: _Connection) -> None:

@@ -52,8 +52,9 @@ def unit_counts(city: City, total: int, big: dict[str, float] | None = None) -> 
     return counts
 
 
-def near(city: City, lat: float, lon: float, rng: random.Random,
-         spread_km: float = SPREAD_KM) -> tuple[float, float]:
+def near(
+    city: City, lat: float, lon: float, rng: random.Random, spread_km: float = SPREAD_KM
+) -> tuple[float, float]:
     """A random point around (lat, lon) that lies inside one of the city's districts."""
     for _ in range(100):
         dlat = rng.gauss(0.0, spread_km) / KM_PER_DEG_LAT
@@ -99,8 +100,9 @@ def request_categories(city: City, squads: Sequence[SquadPlan]) -> tuple[list[st
     return categories, weights
 
 
-def plan_requests(city: City, total: int, squads: Sequence[SquadPlan],
-                  rng: random.Random) -> list[RequestPlan]:
+def plan_requests(
+    city: City, total: int, squads: Sequence[SquadPlan], rng: random.Random
+) -> list[RequestPlan]:
     """``total`` requests in the big units' categories, each inside a district the category's
     unit covers."""
     categories, weights = request_categories(city, squads)

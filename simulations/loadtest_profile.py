@@ -18,9 +18,17 @@ from dataclasses import dataclass
 
 _LINE = re.compile(r":\d+\)$")
 # Frames of a thread waiting (``py-spy record --native``): such samples are not CPU time.
-WAITS = ("epoll_wait (", "epoll_pwait (", "select (", "poll (", "pthread_cond_wait (",
-         "pthread_cond_timedwait (", "sem_timedwait (", "sem_clockwait (",
-         "PyThread_acquire_lock_timed (")
+WAITS = (
+    "epoll_wait (",
+    "epoll_pwait (",
+    "select (",
+    "poll (",
+    "pthread_cond_wait (",
+    "pthread_cond_timedwait (",
+    "sem_timedwait (",
+    "sem_clockwait (",
+    "PyThread_acquire_lock_timed (",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +65,17 @@ def parse(lines: Iterable[str]) -> Profile:
 
 
 def table(profile: Profile, top: int, match: str = "") -> list[str]:
-    rows = [f"{'self %':>7} {'incl %':>7}  function ({profile.total} samples on CPU, "
-            f"{profile.idle} idle)"]
+    rows = [
+        f"{'self %':>7} {'incl %':>7}  function ({profile.total} samples on CPU, "
+        f"{profile.idle} idle)"
+    ]
     ranked = sorted(profile.inclusive, key=lambda n: (-profile.inclusive[n], n))
     shown = [n for n in ranked if match in n][:top]
     for name in shown:
-        rows.append(f"{100 * profile.self_samples[name] / profile.total:7.1f} "
-                    f"{100 * profile.inclusive[name] / profile.total:7.1f}  {name}")
+        rows.append(
+            f"{100 * profile.self_samples[name] / profile.total:7.1f} "
+            f"{100 * profile.inclusive[name] / profile.total:7.1f}  {name}"
+        )
     rows.append("")
     rows.append(f"{'self %':>7}  top self time")
     for name, count in profile.self_samples.most_common(top):

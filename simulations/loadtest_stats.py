@@ -25,8 +25,9 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def summarize(values: Sequence[float], qs: Iterable[int] = (50, 95, 99),
-              digits: int = 3) -> dict[str, float | None]:
+def summarize(
+    values: Sequence[float], qs: Iterable[int] = (50, 95, 99), digits: int = 3
+) -> dict[str, float | None]:
     """{"p50": ..., "p95": ..., ...} of ``values``, rounded."""
     result: dict[str, float | None] = {}
     for q in qs:
@@ -92,8 +93,9 @@ def dispatch_latencies_ms(intakes: Sequence[Intake], offers: Sequence[OfferSeen]
     return latencies
 
 
-def dispatch_series(intakes: Sequence[Intake], offers: Sequence[OfferSeen],
-                    start: float) -> list[tuple[float, float]]:
+def dispatch_series(
+    intakes: Sequence[Intake], offers: Sequence[OfferSeen], start: float
+) -> list[tuple[float, float]]:
     """(seconds since ``start`` the request was sent, intake -> offer ms), in sending order."""
     received = {(o.assignment, o.squad): o.received_at for o in offers}
     series = []
@@ -120,8 +122,9 @@ def failures(intakes: Sequence[Intake]) -> dict[str, int]:
     return counts
 
 
-def missing_offers(expected: Iterable[tuple[str, str]],
-                   offers: Sequence[OfferSeen]) -> list[tuple[str, str]]:
+def missing_offers(
+    expected: Iterable[tuple[str, str]], offers: Sequence[OfferSeen]
+) -> list[tuple[str, str]]:
     """The (assignment, squad) pairs the hub reported that never reached that squad."""
     received = {(o.assignment, o.squad) for o in offers}
     return sorted(set(expected) - received)

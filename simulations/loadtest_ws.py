@@ -171,4 +171,4 @@ def _next_frame(buffer: bytearray, start: int) -> tuple[bool, int, bytes, int] |
     end = start + offset + size
     if len(buffer) < end:
         return None
-    return bool(first & 0x80), first & 0x0F, bytes(buffer[start + offset:end]), end
+    return bool(first & 0x80), first & 0x0F, bytes(buffer[start + offset : end]), end

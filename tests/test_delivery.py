@@ -279,3 +279,16 @@ async def _work(phone: FieldClient, confirmed: list[tuple[str, str]]) -> None:
             except Exception:  # noqa: BLE001 - not confirmed: not counted
                 break
             confirmed.append((offer.request.id, name))
+
+
+async def test_an_idle_reference_client_stays_online(hubs):
+    hub = hubs.start(offline_after_s=1.0)
+    api = Api(hub)
+    created = await api.squad("water", "idle")
+    phone = FieldClient(hub.ws, created["id"], created["token"], reconnect=False, keepalive_s=0.3)
+    await phone.start()
+    await asyncio.sleep(2.5)  # well past the offline time, sending nothing of its own
+    assert phone.connected and phone.close_codes == []
+    assert (await api.get_squad(created["id"]))["online"]
+    await phone.close()
+    await api.close()

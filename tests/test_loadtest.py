@@ -30,9 +30,16 @@ from simulations.loadtest_squad import SquadAgent, Tally
 ROOT = Path(__file__).resolve().parents[1]
 SQUADS, RATE, DURATION = 50, 5, 5
 REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "squads_connected": int, "positions_per_s": float, "dispatch_ms": dict, "ack_ms": dict,
-    "requests": int, "frames_lost": int, "over_capacity": int, "hubs": int,
-    "hub_cpu_percent": list, "hub_rss_mb": list,
+    "squads_connected": int,
+    "positions_per_s": float,
+    "dispatch_ms": dict,
+    "ack_ms": dict,
+    "requests": int,
+    "frames_lost": int,
+    "over_capacity": int,
+    "hubs": int,
+    "hub_cpu_percent": list,
+    "hub_rss_mb": list,
 }
 
 
@@ -40,14 +47,31 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["1hub", "2hubs"])
-def report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           ) -> dict[str, Any]:
+def report(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("loadtest") / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "simulations.loadtest", "--squads", str(SQUADS), "--rate",
-         str(RATE), "--duration", str(DURATION), "--hubs", str(request.param), "--out",
-         str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=150,
+        [
+            sys.executable,
+            "-m",
+            "simulations.loadtest",
+            "--squads",
+            str(SQUADS),
+            "--rate",
+            str(RATE),
+            "--duration",
+            str(DURATION),
+            "--hubs",
+            str(request.param),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     result: dict[str, Any] = json.loads(out.read_text())
@@ -139,7 +163,11 @@ def test_offers_are_matched_to_intake_by_assignment_and_squad() -> None:
     assert expected == [("A1", "S1"), ("A2", "S2"), ("A4", "S4")]
     assert st.missing_offers([*expected, ("A3", "S3")], offers) == [("A2", "S2"), ("A4", "S4")]
     assert st.response_latencies_ms(intakes) == [
-        pytest.approx(4.0), pytest.approx(3.0), pytest.approx(2.0), pytest.approx(1.0)]
+        pytest.approx(4.0),
+        pytest.approx(3.0),
+        pytest.approx(2.0),
+        pytest.approx(1.0),
+    ]
     assert st.failures(intakes) == {"0 timeout": 1, "422 outside_city": 1}
     assert st.dispatch_series(intakes, offers, 10.0) == [(0.0, 5.0)]
 
@@ -153,9 +181,11 @@ def test_accept_value_matches_rfc_6455_example() -> None:
 
 def test_handshake_response_is_checked() -> None:
     key = ws.new_key()
-    good = (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {ws.accept_value(key)}\r\n"
-            f"Sec-WebSocket-Protocol: {protocol.SUBPROTOCOL_MSGPACK}").encode()
+    good = (
+        f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {ws.accept_value(key)}\r\n"
+        f"Sec-WebSocket-Protocol: {protocol.SUBPROTOCOL_MSGPACK}"
+    ).encode()
     ws.check_handshake_response(good, key, protocol.SUBPROTOCOL_MSGPACK)
     with pytest.raises(ws.WebSocketError):
         ws.check_handshake_response(good, ws.new_key(), protocol.SUBPROTOCOL_MSGPACK)
@@ -175,7 +205,7 @@ def _unmask(frame: bytes) -> tuple[int, bytes]:
         size, offset = struct.unpack_from("!H", frame, 2)[0], 4
     elif size == 127:
         size, offset = struct.unpack_from("!Q", frame, 2)[0], 10
-    mask, payload = frame[offset:offset + 4], frame[offset + 4:]
+    mask, payload = frame[offset : offset + 4], frame[offset + 4 :]
     assert frame[1] & 0x80 and len(payload) == size
     return frame[0] & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
@@ -201,15 +231,25 @@ def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
 def test_parser_splits_reassembles_and_passes_control_frames() -> None:
     offer = protocol.encode(protocol.Ok(id="x"))
     big = b"y" * 70_000
-    stream = (_server_frame(ws.OP_BINARY, offer) + _server_frame(ws.OP_TEXT, b"ab", fin=False)
-              + _server_frame(ws.OP_PING, b"p") + _server_frame(ws.OP_CONT, b"cd")
-              + _server_frame(ws.OP_BINARY, big) + _server_frame(ws.OP_CLOSE, b"\x0f\xa0bye"))
+    stream = (
+        _server_frame(ws.OP_BINARY, offer)
+        + _server_frame(ws.OP_TEXT, b"ab", fin=False)
+        + _server_frame(ws.OP_PING, b"p")
+        + _server_frame(ws.OP_CONT, b"cd")
+        + _server_frame(ws.OP_BINARY, big)
+        + _server_frame(ws.OP_CLOSE, b"\x0f\xa0bye")
+    )
     parser = ws.FrameParser()
     messages = []
     for i in range(0, len(stream), 7):  # any split of the byte stream
-        messages += parser.feed(stream[i:i + 7])
-    assert messages == [(ws.OP_BINARY, offer), (ws.OP_PING, b"p"), (ws.OP_TEXT, b"abcd"),
-                        (ws.OP_BINARY, big), (ws.OP_CLOSE, b"\x0f\xa0bye")]
+        messages += parser.feed(stream[i : i + 7])
+    assert messages == [
+        (ws.OP_BINARY, offer),
+        (ws.OP_PING, b"p"),
+        (ws.OP_TEXT, b"abcd"),
+        (ws.OP_BINARY, big),
+        (ws.OP_CLOSE, b"\x0f\xa0bye"),
+    ]
     assert ws.close_code(messages[-1][1]) == 4000
     assert ws.close_code(b"") == ws.NO_STATUS
 
@@ -228,8 +268,9 @@ def test_parser_refuses_masked_and_extension_frames() -> None:
 
 def test_http_request_and_response_head() -> None:
     data = request_bytes("POST", "/api/v1/requests", "h:1", {"X-A": "b"}, b"{}")
-    assert data == (b"POST /api/v1/requests HTTP/1.1\r\nHost: h:1\r\nContent-Length: 2\r\n"
-                    b"X-A: b\r\n\r\n{}")
+    assert data == (
+        b"POST /api/v1/requests HTTP/1.1\r\nHost: h:1\r\nContent-Length: 2\r\nX-A: b\r\n\r\n{}"
+    )
     assert parse_head(b"HTTP/1.1 201 Created\r\ncontent-length: 17") == (201, 17, True)
     assert parse_head(b"HTTP/1.1 200 OK\r\nConnection: close") == (200, 0, False)
     with pytest.raises(HttpError):
@@ -248,15 +289,17 @@ async def test_http_pool_reuses_connections_and_queues_beyond_its_size() -> None
             length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
             body = await reader.readexactly(length)
             await asyncio.sleep(0.01)
-            writer.write(b"HTTP/1.1 201 Created\r\ncontent-length: %d\r\n\r\n%s"
-                         % (len(body), body))
+            writer.write(
+                b"HTTP/1.1 201 Created\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     pool = HttpPool("127.0.0.1", port, max_connections=3)
     try:
-        replies = await asyncio.gather(*(pool.request("POST", "/", {}, str(i).encode())
-                                         for i in range(20)))
+        replies = await asyncio.gather(
+            *(pool.request("POST", "/", {}, str(i).encode()) for i in range(20))
+        )
         assert [r.body for r in replies] == [str(i).encode() for i in range(20)]
         assert {r.status for r in replies} == {201} and accepted == 3
     finally:
@@ -268,16 +311,16 @@ async def test_http_pool_reuses_connections_and_queues_beyond_its_size() -> None
 
 
 def _offer(seq: int, assignment: str) -> protocol.Offer:
-    request = protocol.RequestInfo(id=f"R-{assignment}", category="water_main_burst",
-                                   description="d", lat=34.6, lon=112.4)
+    request = protocol.RequestInfo(
+        id=f"R-{assignment}", category="water_main_burst", description="d", lat=34.6, lon=112.4
+    )
     return protocol.Offer(seq=seq, assignment=assignment, respond_by=0.0, request=request)
 
 
 def test_squad_accepts_at_once_and_walks_the_steps() -> None:
     tally = Tally()
     squad = SquadAgent("S1", "token", tally)
-    assert isinstance(squad.handle(protocol.Welcome(squad="S1", last_seq=0), 0.0)[0],
-                      protocol.Duty)
+    assert isinstance(squad.handle(protocol.Welcome(squad="S1", last_seq=0), 0.0)[0], protocol.Duty)
     ack, accept = squad.handle(_offer(1, "A1"), 1.0)
     assert ack == protocol.Ack(seq=1)
     assert isinstance(accept, protocol.Accept) and accept.assignment == "A1"
@@ -310,9 +353,12 @@ def test_squad_goes_on_when_the_hub_recorded_its_arrival_itself() -> None:
     tally = Tally()
     squad = SquadAgent("S1", "token", tally)
     _, accept = squad.handle(_offer(1, "A1"), 1.0)
-    (enroute,) = squad.handle(protocol.Ok(id=accept.id), 1.1)  # type: ignore[union-attr]
-    (arrive,) = squad.handle(protocol.Ok(id=enroute.id), 1.2)  # type: ignore[union-attr]
-    refused = protocol.Error(code="invalid_transition", message="m", id=arrive.id)  # type: ignore[union-attr]
+    assert isinstance(accept, protocol.Accept)
+    (enroute,) = squad.handle(protocol.Ok(id=accept.id), 1.1)
+    assert isinstance(enroute, protocol.Enroute)
+    (arrive,) = squad.handle(protocol.Ok(id=enroute.id), 1.2)
+    assert isinstance(arrive, protocol.Arrive)
+    refused = protocol.Error(code="invalid_transition", message="m", id=arrive.id)
     (resolve,) = squad.handle(refused, 1.3)
     assert isinstance(resolve, protocol.Resolve) and not squad.holding
     assert tally.auto_arrivals == 1 and not tally.errors and tally.pending == 1
@@ -337,9 +383,11 @@ def test_plan_spreads_squads_and_places_requests_in_the_city() -> None:
 
 
 def test_profile_summary_separates_idle_samples() -> None:
-    lines = ["main (a.py:1);work (a.py:5);write (libc.so.6) 30",
-             "main (a.py:1);work (a.py:7) 10",
-             "main (a.py:1);epoll_pwait (libc.so.6) 60"]
+    lines = [
+        "main (a.py:1);work (a.py:5);write (libc.so.6) 30",
+        "main (a.py:1);work (a.py:7) 10",
+        "main (a.py:1);epoll_pwait (libc.so.6) 60",
+    ]
     profile = parse(lines)
     assert (profile.total, profile.idle) == (40, 60)
     assert profile.inclusive["work (a.py)"] == 40

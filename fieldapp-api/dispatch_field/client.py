@@ -71,7 +71,11 @@ class FieldClient:
         auto_ack: bool = True,
         backoff_s: tuple[float, float] = (0.2, 10.0),
         on_frame: Callable[[protocol.HubFrame], Awaitable[None] | None] | None = None,
+        keepalive_s: float = 15.0,
     ) -> None:
+        self.keepalive_s = keepalive_s  # an idle phone re-sends its ack this often (the hub
+        # closes a squad it has not heard from for DISPATCH_OFFLINE_AFTER_S)
+        self._last_sent = time.monotonic()
         self.urls = [url] if isinstance(url, str) else list(url)
         self._url_index = 0
         self.squad, self.token = squad, token
@@ -139,6 +143,16 @@ class FieldClient:
         data: bytes | str = protocol.encode_json(frame) if self.json else protocol.encode(frame)
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(data)
+            self._last_sent = time.monotonic()
+
+    async def _keep_alive(self) -> None:
+        """Say something (a repeated ``ack``, harmless) whenever the phone has been quiet."""
+        while True:
+            quiet = time.monotonic() - self._last_sent
+            if quiet >= self.keepalive_s:
+                await self.send(protocol.Ack(seq=self.last_seq))
+                quiet = 0.0
+            await asyncio.sleep(self.keepalive_s - quiet)
 
     async def send_raw(self, data: bytes | str) -> None:
         """Send bytes as they are (tests of bad frames)."""
@@ -236,6 +250,7 @@ class FieldClient:
             self._ws = ws
             hello = protocol.Hello(squad=self.squad, token=self.token, last_seq=self.last_seq)
             await ws.send(protocol.encode_json(hello) if self.json else protocol.encode(hello))
+            keep_alive = asyncio.create_task(self._keep_alive())
             try:
                 async for data in ws:
                     await self._received(protocol.decode_hub(data))
@@ -244,6 +259,8 @@ class FieldClient:
             except msgspec.DecodeError:
                 log.exception("undecodable frame from the hub")
                 raise
+            finally:
+                keep_alive.cancel()
             code = ws.close_code if ws.close_code is not None else 1006
             self.close_codes.append(code)
             if code != 1000 and not should_reconnect(code):
