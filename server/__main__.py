@@ -7,14 +7,25 @@ it on exit. The README's run command (``simulations.demo``) wraps this with a si
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
+import resource
 import sys
 
 import uvicorn
 
 from server.settings import SettingsError, load_settings
+
+
+def _raise_open_files_limit() -> None:
+    """Every phone is a socket: take the whole hard limit of open files (a soft limit of 1,024
+    would cap a hub near a thousand squads)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print("API tokens: as given in DISPATCH_TOKENS", flush=True)  # never echo secrets
     else:
         print("API tokens (generated; role:token): " + (settings.tokens or ""), flush=True)
+    _raise_open_files_limit()
     from server.hub import create_app
 
     app = create_app(settings)

@@ -164,7 +164,7 @@ class Intake:
             "district": district or None,
         }
         if step.state is State.QUEUED:
-            result = await self._dispatcher.dispatch(unit, request_id)
+            result = await self._dispatcher.dispatch(unit, request_id, fields)
             if result.squad:
                 response |= {
                     "state": State.OFFERED.value,

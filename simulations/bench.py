@@ -8,6 +8,8 @@
   ``haversine_m``;
 * position ingest: ``PositionWriter.add`` + ``flush`` against a real (embedded) Redis, in
   batches the size of one 10 ms flush at 18,000 fixes/s, and of 1,000;
+* Redis round trip: one command through redis-py's asyncio client (the hub's fixed cost per
+  command), with a plain and a blocking connection pool;
 * candidate search: ``Dispatcher.candidates`` (the ``candidates`` Lua script) + ``rank``,
   with 1,000 and 10,000 squads of one unit in the GEO index, all available.
 
@@ -29,7 +31,7 @@ import timeit
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 
 from dispatch_field import protocol
 from server import keys
@@ -80,9 +82,15 @@ def time_sync(name: str, fn: Callable[[], object], quick: bool) -> Result:
 
 
 async def time_async(
-    name: str, fn: Callable[[], Awaitable[int]], seconds: float, redis_pid: int, unit: str = "ops"
+    name: str,
+    fn: Callable[[], Awaitable[int]],
+    seconds: float,
+    redis_pid: int,
+    unit: str = "ops",
+    ops_per_call: int = 1,
 ) -> Result:
-    """Call ``fn`` (which returns how many items it handled) for about ``seconds``."""
+    """Call ``fn`` (which returns how many items it handled) for about ``seconds``; times are
+    per operation, a call being ``ops_per_call`` operations."""
     await fn()  # warm-up: scripts loaded, connections open
     items = calls = 0
     cpu, redis_cpu, started = time.process_time(), process_cpu_s(redis_pid), time.perf_counter()
@@ -90,7 +98,7 @@ async def time_async(
         items += await fn()
         calls += 1
     cpu, redis_cpu = time.process_time() - cpu, process_cpu_s(redis_pid) - redis_cpu
-    per_call = 1e6 / max(calls, 1)
+    per_call = 1e6 / max(calls * ops_per_call, 1)
     return Result(
         name,
         items / elapsed,
@@ -253,6 +261,33 @@ async def search_benches(
     return results
 
 
+async def client_benches(url: str, seconds: float, redis_pid: int) -> list[Result]:
+    """One Redis round trip (HGET, ten in flight) through redis-py's asyncio client: the fixed
+    cost every command of the hub pays, with a plain pool and with a blocking pool that
+    checks connection health (each adds an asyncio timeout per command)."""
+    pools = {
+        "ConnectionPool": ConnectionPool.from_url(url, max_connections=64),
+        "BlockingConnectionPool + checks": BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=10, health_check_interval=30
+        ),
+    }
+    results = []
+    for name, pool in pools.items():
+        client = Redis(connection_pool=pool)
+
+        async def ten_round_trips(client: Redis = client) -> int:
+            await asyncio.gather(*(client.hget("bench", "field") for _ in range(10)))
+            return 10
+
+        results.append(
+            await time_async(
+                f"redis-py round trip, {name}", ten_round_trips, seconds, redis_pid, "commands", 10
+            )
+        )
+        await client.aclose()
+    return results
+
+
 async def redis_benches(seconds: float) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, EmbeddedRedis(tmp) as server:
         redis = Redis.from_url(server.url)
@@ -263,6 +298,7 @@ async def redis_benches(seconds: float) -> list[Result]:
             # hub calls, with the arguments it uses.
             services = build_services(Settings(), redis, load_city())
             return [
+                *await client_benches(server.url, seconds, pid),
                 *await ingest_benches(services.positions, seconds, pid),
                 *await search_benches(services.dispatcher, redis, seconds, pid),
             ]

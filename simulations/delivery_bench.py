@@ -38,9 +38,6 @@ def _somewhere() -> dict[str, float]:
     return {"lat": SCENE[0] + _rng.uniform(0, 0.02), "lon": SCENE[1] + _rng.uniform(0, 0.02)}
 
 
-QUIET = True
-
-
 async def _squads(
     cluster: LocalCluster,
     http: httpx.AsyncClient,
@@ -137,7 +134,7 @@ async def push_latency(squads: int) -> dict[str, Any]:
 
 
 async def resume_rate(squads: int) -> dict[str, Any]:
-    with LocalCluster(hubs_wanted=1, settings={"offer_window_s": 600}, quiet=QUIET) as cluster:
+    with LocalCluster(hubs_wanted=1, settings={"offer_window_s": 600}) as cluster:
         hub = cluster.hubs[0]
         async with httpx.AsyncClient(timeout=30) as http:
             phones = await _squads(cluster, http, squads, [hub], auto_ack=False)

@@ -201,7 +201,8 @@ def py_spy() -> str | None:
 def start_profiles(
     hubs: Sequence[HubProcess], seconds: float, directory: str
 ) -> list[subprocess.Popen[bytes]]:
-    """py-spy record of each hub (collapsed stacks), non-blocking so the hub is not paused."""
+    """py-spy record of each hub (collapsed stacks, native frames so waits show as waits).
+    Sampling pauses the hub briefly: a profiled run is slower than a measured one."""
     binary = py_spy()
     if binary is None:
         log("--profile: py-spy not found (pip install py-spy); no profile taken")

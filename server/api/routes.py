@@ -113,6 +113,7 @@ async def health(request: Request) -> Response:
             "hub": services.hub.id,
             "redis": redis_ok,
             "squads_connected": len(services.hub.sessions),
+            "positions_written": services.positions.written,
         },
         200 if redis_ok else 503,
     )

@@ -62,9 +62,15 @@ class Dispatcher:
         self._draining: dict[str, asyncio.Lock] = {}
         self._drain_again: set[str] = set()
 
-    async def dispatch(self, unit: str, request_id: str) -> DispatchResult:
-        """Offer the request to the nearest suitable squad, if it is queued and one exists."""
-        fields = await self._requests.read(unit, request_id)
+    async def dispatch(
+        self, unit: str, request_id: str, fields: dict[str, str] | None = None
+    ) -> DispatchResult:
+        """Offer the request to the nearest suitable squad, if it is queued and one exists.
+
+        ``fields``: the request as the caller just wrote it (saves reading it back); the claim
+        re-checks its state atomically either way."""
+        if fields is None:
+            fields = await self._requests.read(unit, request_id)
         if fields is None or fields.get("state") != "queued":
             return DispatchResult(Outcome.NOT_QUEUED)
         # In a burst, concurrent dispatches may take every candidate this one found between
