@@ -118,11 +118,17 @@ class Intake:
             )
         return "linkage", district.code, unit.code
 
-    async def create(self, new: NewRequest, by: Actor) -> dict[str, Any]:
-        route, district, unit = self.triage(new)
+    async def create(
+        self, new: NewRequest, by: Actor, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Record and dispatch a request. With ``idempotency_key``, a retry of the same call
+        returns the request the first call made (with ``"replayed": True``), never a twin."""
+        route, district, unit = self.triage(new)  # bad input never takes an id
         category = self._city.category(new.category)
         assert category is not None  # triage checked it
-        request_id = await self._requests.next_id()
+        request_id, exists = await self._requests.reserve_id(by.label(), idempotency_key)
+        if exists:
+            return await self.describe(request_id) | {"replayed": True}
         now = time.time()
         limits = category.limits
         fields = {
@@ -153,9 +159,19 @@ class Intake:
             ),
             event_json(step.event, request_id, now, by, route=route),
         ]
-        await self._requests.create(
-            request_id, unit, fields, events, queue=step.state is State.QUEUED, received_at=now
-        )
+        try:
+            await self._requests.create(
+                request_id,
+                unit,
+                fields,
+                events,
+                queue=step.state is State.QUEUED,
+                received_at=now,
+            )
+        except StaleRequest:
+            if idempotency_key is None:
+                raise
+            return await self.describe(request_id) | {"replayed": True}  # a concurrent retry
         response: dict[str, Any] = {
             "id": request_id,
             "state": step.state.value,
@@ -178,6 +194,15 @@ class Intake:
                     k: v for k, v in current.items() if k in ("state", "squad", "assignment") and v
                 }
         return response
+
+    async def describe(self, request_id: str) -> dict[str, Any]:
+        """What intake answers about a stored request."""
+        unit = await self._requests.unit_of(request_id) or keys.NO_UNIT
+        fields = await self._requests.read(unit, request_id) or {}
+        shown = ("id", "state", "route", "district", "squad", "assignment")
+        result: dict[str, Any] = {k: fields[k] for k in shown if fields.get(k)}
+        result["unit"] = None if unit == keys.NO_UNIT else unit
+        return result
 
 
 def command_event(command: protocol.Command) -> Event:

@@ -125,6 +125,11 @@ def request_units() -> str:
     return f"{PREFIX}:index:request_unit"
 
 
+def idempotency(scope: str, key: str) -> str:
+    """String: the request id an intake ``Idempotency-Key`` reserved (kept a day)."""
+    return f"{PREFIX}:idem:{scope}:{key}"
+
+
 def squad_units() -> str:
     """Hash: squad id -> unit."""
     return f"{PREFIX}:index:squad_unit"

@@ -20,6 +20,8 @@ from server.lifecycle import RequestView, State, Step
 from server.redis_text import text
 from server.scripts import Scripts
 
+IDEMPOTENCY_TTL_S = 86_400  # how long an intake Idempotency-Key is remembered
+
 
 class StaleRequest(Exception):
     """The request changed since it was read; read again and recompute the step."""
@@ -72,6 +74,26 @@ class RequestStore:
         self._events_maxlen = events_maxlen
         self._command_memory_s = command_memory_s
         self._outbox_max_frames = outbox_max_frames
+
+    async def reserve_id(self, scope: str, key: str | None) -> tuple[str, bool]:
+        """The id for a new request: a fresh one, or with an idempotency ``key`` the id that
+        key reserved before. Returns (id, whether that request is stored already).
+
+        The reservation is written before the request, so a retry after a crash in between
+        creates the request under the same id instead of a twin.
+        """
+        if key is None:
+            return await self.next_id(), False
+        reservation = keys.idempotency(scope, key)
+        reserved = await self._redis.get(reservation)
+        if reserved is None:
+            fresh = await self.next_id()
+            if await self._redis.set(reservation, fresh, nx=True, ex=IDEMPOTENCY_TTL_S):
+                return fresh, False
+            reserved = await self._redis.get(reservation)  # a concurrent retry won
+        request_id = text(reserved)
+        unit = await self.unit_of(request_id)
+        return request_id, unit is not None and await self.read(unit, request_id) is not None
 
     async def next_id(self) -> str:
         number = await self._redis.incr(keys.request_counter())

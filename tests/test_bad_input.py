@@ -229,3 +229,42 @@ async def test_reference_client_stops_on_a_terminal_close(hubs):
     assert client.close_codes == [CloseCode.AUTH_FAILED]  # it did not try again
     await client.close()
     await api.close()
+
+
+async def test_intake_retries_with_an_idempotency_key_never_make_twins(hubs, redis):
+    hub = hubs.start()
+    api = Api(hub)
+    http, headers = api.http, auth("calltaker")
+    first = await http.post(
+        "/api/v1/requests", json=GOOD, headers=headers | {"Idempotency-Key": "call-1"}
+    )
+    again = await http.post(
+        "/api/v1/requests", json=GOOD, headers=headers | {"Idempotency-Key": "call-1"}
+    )
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    twins = await asyncio.gather(
+        *(
+            http.post(
+                "/api/v1/requests", json=GOOD, headers=headers | {"Idempotency-Key": "call-2"}
+            )
+            for _ in range(6)
+        )
+    )
+    assert len({t.json()["id"] for t in twins}) == 1
+    assert sorted(t.status_code for t in twins) == [200] * 5 + [201]
+    assert await redis.hlen(keys.request_units()) == 2  # call-1 and call-2, nothing else
+    # A crash after the key reserved an id but before the request was stored: the retry
+    # creates it under that id.
+    await redis.set(keys.idempotency("calltaker", "call-3"), "R00000777")
+    retried = await http.post(
+        "/api/v1/requests", json=GOOD, headers=headers | {"Idempotency-Key": "call-3"}
+    )
+    assert (retried.status_code, retried.json()["id"]) == (201, "R00000777")
+    assert (await api.get_request("R00000777"))["state"] in ("queued", "offered")
+    bad = await http.post(
+        "/api/v1/requests", json=GOOD, headers=headers | {"Idempotency-Key": "not a key!"}
+    )
+    assert bad.status_code == 422 and "Idempotency-Key" in bad.json()["error"]["fields"]
+    assert await redis.hlen(keys.request_units()) == 3
+    await api.close()

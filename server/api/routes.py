@@ -218,14 +218,23 @@ async def squad_detail(request: Request) -> Response:
 # ---- requests -----------------------------------------------------------------------------
 
 
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
 async def create_request(request: Request) -> Response:
+    """Record a request. An ``Idempotency-Key`` header makes a retry (after a timeout or a
+    503) return the request the first attempt made, with status 200, instead of a twin."""
     actor = _authorize(request, "calltaker")
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        reason = "1 to 100 characters of letters, digits and . _ : -"
+        raise ApiError(422, "invalid", f"Idempotency-Key: {reason}", {"Idempotency-Key": reason})
     new = await _body(request, NewRequest)
     try:
-        created = await _services(request).intake.create(new, actor)
+        created = await _services(request).intake.create(new, actor, key)
     except IntakeError as exc:
         raise ApiError(422, exc.code, exc.message, exc.fields) from None
-    return _json(created, 201)
+    return _json(created, 200 if created.pop("replayed", False) else 201)
 
 
 _NUMBERS = (
