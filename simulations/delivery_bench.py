@@ -38,6 +38,22 @@ def _somewhere() -> dict[str, float]:
     return {"lat": SCENE[0] + _rng.uniform(0, 0.02), "lon": SCENE[1] + _rng.uniform(0, 0.02)}
 
 
+async def _post_request(
+    http: httpx.AsyncClient, cluster: LocalCluster, hub: HubProc, where: dict[str, float]
+) -> httpx.Response:
+    """A citizen's request through ``hub``'s HTTP API, at ``where`` (lat, lon)."""
+    return await http.post(
+        f"{hub.http}/api/v1/requests",
+        headers=cluster.headers("calltaker"),
+        json={
+            "caller_phone": "13800000000",
+            "category": "water_outage",
+            "description": "bench",
+            **where,
+        },
+    )
+
+
 async def _squads(
     cluster: LocalCluster,
     http: httpx.AsyncClient,
@@ -84,16 +100,7 @@ async def _dispatch_latency(
 
     async def post() -> None:
         started = time.perf_counter()
-        response = await http.post(
-            f"{via.http}/api/v1/requests",
-            headers=cluster.headers("calltaker"),
-            json={
-                "caller_phone": "13800000000",
-                "category": "water_outage",
-                "description": "bench",
-                **_somewhere(),
-            },
-        )
+        response = await _post_request(http, cluster, via, _somewhere())
         body = response.json()
         if body.get("assignment"):
             sent[body["assignment"]] = started
@@ -139,17 +146,7 @@ async def resume_rate(squads: int) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=30) as http:
             phones = await _squads(cluster, http, squads, [hub], auto_ack=False)
             for _ in range(squads):  # one unacknowledged offer each
-                await http.post(
-                    f"{hub.http}/api/v1/requests",
-                    headers=cluster.headers("calltaker"),
-                    json={
-                        "caller_phone": "13800000000",
-                        "category": "water_outage",
-                        "description": "bench",
-                        "lat": SCENE[0],
-                        "lon": SCENE[1],
-                    },
-                )
+                await _post_request(http, cluster, hub, {"lat": SCENE[0], "lon": SCENE[1]})
             await asyncio.sleep(1.0)
             credentials = [(p.squad, p.token) for p in phones]
             for phone in phones:
@@ -182,16 +179,7 @@ async def routing_cpu(squads: int, pushes: int) -> list[dict[str, Any]]:
                 before = [h.cpu_seconds() for h in cluster.hubs]
                 for i in range(pushes):
                     hub = cluster.hubs[i % k]
-                    await http.post(
-                        f"{hub.http}/api/v1/requests",
-                        headers=cluster.headers("calltaker"),
-                        json={
-                            "caller_phone": "13800000000",
-                            "category": "water_outage",
-                            "description": "bench",
-                            **_somewhere(),
-                        },
-                    )
+                    await _post_request(http, cluster, hub, _somewhere())
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(1.0)
                 used = [h.cpu_seconds() - b for h, b in zip(cluster.hubs, before, strict=True)]
