@@ -152,8 +152,6 @@ async def test_kill_9_of_a_hub_with_100_squads_loses_no_offer(hubs):
         )
     )
     a.kill()  # offers in flight, squads mid-accept
-    # Every request went to a squad at once (quick squads may have accepted already).
-    assert all(r["state"] in ("offered", "accepted") for r in requests)
 
     async def all_accepted() -> bool:
         details = await asyncio.gather(*(api_b.get_request(r["id"]) for r in requests))
@@ -162,11 +160,9 @@ async def test_kill_9_of_a_hub_with_100_squads_loses_no_offer(hubs):
     await eventually(all_accepted, timeout_s=30, interval_s=0.3)
     assert all(p.welcomes >= 2 for p in phones)  # every squad came back, on B
     assert all(len(ids) == len(set(ids)) for ids in offers.values())  # none doubled
-    for request in requests:
+    for request in requests:  # each accepted offer reached the squad that accepted it
         detail = await api_b.get_request(request["id"])
-        assert request["assignment"] in offers.get(detail["squad"], []) or any(
-            e["type"] == "offer_expired" for e in detail["timeline"]
-        )
+        assert detail["assignment"] in offers.get(detail["squad"], [])
     for phone in phones:
         await phone.close()
     await api_a.close()
