@@ -45,10 +45,11 @@ from redis.asyncio import Redis
 
 from server import keys
 from server.city import City, load_city
-from server.embedded_redis import EmbeddedRedis, free_port
+from server.embedded_redis import EmbeddedRedis
 from server.settings import ROLES
 from simulations import loadtest_client as lc
 from simulations import loadtest_stats as st
+from simulations.cluster import HubProc, spawn_hub
 from simulations.loadtest_http import HttpError, HttpPool
 from simulations.loadtest_plan import RequestPlan, SquadPlan, plan_requests, plan_squads
 
@@ -108,63 +109,6 @@ def proc_rss_mb(pid: int) -> float:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-@dataclass
-class HubProcess:
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-
-def start_hub(
-    index: int, redis_url: str, tmp: Path, tokens: str, settings: dict[str, str]
-) -> HubProcess:
-    port = free_port()
-    env = dict(
-        os.environ,
-        REDIS_URL=redis_url,
-        DISPATCH_TOKENS=tokens,
-        DISPATCH_DATA_DIR=str(tmp / f"hub{index}"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update({f"DISPATCH_{k.upper()}": v for k, v in settings.items()})
-    log_path = tmp / f"hub{index}.log"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    return HubProcess(port, process, log_path)
-
-
 async def wait_healthy_port(
     port: int, process: subprocess.Popen[bytes], timeout_s: float = 30.0
 ) -> None:
@@ -185,13 +129,6 @@ async def wait_healthy_port(
             await asyncio.sleep(0.05)
 
 
-async def wait_healthy(hub: HubProcess, timeout_s: float = 30.0) -> None:
-    try:
-        await wait_healthy_port(hub.port, hub.process, timeout_s)
-    except RuntimeError as exc:
-        raise RuntimeError(f"{exc}:\n{hub.tail()}") from None
-
-
 def py_spy() -> str | None:
     return shutil.which("py-spy") or next(
         (str(p) for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), None
@@ -199,7 +136,7 @@ def py_spy() -> str | None:
 
 
 def start_profiles(
-    hubs: Sequence[HubProcess], seconds: float, directory: str
+    hubs: Sequence[HubProc], seconds: float, directory: str
 ) -> list[subprocess.Popen[bytes]]:
     """py-spy record of each hub (collapsed stacks, native frames so waits show as waits).
     Sampling pauses the hub briefly: a profiled run is slower than a measured one."""
@@ -242,10 +179,10 @@ class Api:
     (set-up and checks, not timed) use httpx.
     """
 
-    def __init__(self, hubs: Sequence[HubProcess], tokens: dict[str, str]) -> None:
+    def __init__(self, hubs: Sequence[HubProc], tokens: dict[str, str]) -> None:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         self.clients = [
-            httpx.AsyncClient(base_url=h.url, timeout=30.0, limits=limits) for h in hubs
+            httpx.AsyncClient(base_url=h.http, timeout=30.0, limits=limits) for h in hubs
         ]
         self.pools = [HttpPool("127.0.0.1", h.port) for h in hubs]
         self.headers = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
@@ -349,7 +286,7 @@ def _reply(body: bytes) -> dict[str, Any]:
 
 
 async def register_all(
-    api: Api, plans: Sequence[SquadPlan], hubs: Sequence[HubProcess], concurrency: int = 16
+    api: Api, plans: Sequence[SquadPlan], hubs: Sequence[HubProc], concurrency: int = 16
 ) -> list[lc.SquadSpec]:
     gate = asyncio.Semaphore(concurrency)
 
@@ -517,15 +454,23 @@ async def run(config: Config) -> dict[str, Any]:
     squad_plans = plan_squads(city, config.squads, rng)
     request_plans = plan_requests(city, round(config.rate * config.duration), squad_plans, rng)
     tokens: dict[str, str] = {role: f"{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
-    tokens_env = ",".join(f"{role}:{token}" for role, token in tokens.items())
     with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
         log(f"embedded Redis at {redis_server.url}")
-        hubs = [
-            start_hub(i, redis_server.url, tmp, tokens_env, config.hub_settings)
-            for i in range(config.hubs)
-        ]
+        hubs: list[HubProc] = []
         try:
-            await asyncio.gather(*(wait_healthy(h) for h in hubs))
+            hubs += await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        spawn_hub,
+                        redis_server.url,
+                        tokens,
+                        tmp / f"hub{i}",
+                        config.hub_settings,
+                        log_path=tmp / f"hub{i}.log",
+                    )
+                    for i in range(config.hubs)
+                )
+            )
             assert redis_server.process is not None
             return await _run_with(
                 config, city, hubs, redis_server, squad_plans, request_plans, tokens
@@ -548,7 +493,7 @@ def _workdir(path: str | None) -> Iterator[Path]:
 async def _run_with(
     config: Config,
     city: City,
-    hubs: list[HubProcess],
+    hubs: list[HubProc],
     redis_server: EmbeddedRedis,
     squad_plans: list[SquadPlan],
     request_plans: list[RequestPlan],
@@ -585,7 +530,7 @@ async def _run_with(
 async def _measure(
     config: Config,
     city: City,
-    hubs: list[HubProcess],
+    hubs: list[HubProc],
     redis_server: EmbeddedRedis,
     redis: Redis,
     api: Api,
@@ -676,7 +621,7 @@ async def api_freshness(
 async def _finish(
     config: Config,
     city: City,
-    hubs: list[HubProcess],
+    hubs: list[HubProc],
     redis: Redis,
     api: Api,
     clients: Clients,

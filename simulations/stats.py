@@ -12,13 +12,13 @@ can in time.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from server.city import City
+from simulations.loadtest_stats import percentile
 
 LIMITS = ("accept", "arrive", "resolve")
 FIRST_EVENT = {"accept": "accepted", "arrive": "arrived", "resolve": "resolved"}
@@ -26,10 +26,17 @@ Verdict = Literal["met", "missed", "pending"]
 
 # The state a request is in right after each timeline event (see server/lifecycle.py).
 STATE_AFTER_EVENT: Mapping[str, str] = {
-    "received": "received", "queued": "queued", "transferred": "transferred",
-    "offered": "offered", "offer_expired": "queued", "accepted": "accepted",
-    "en_route": "en_route", "arrived": "on_scene", "deferred": "deferred",
-    "disputed": "disputed", "resolved": "resolved",
+    "received": "received",
+    "queued": "queued",
+    "transferred": "transferred",
+    "offered": "offered",
+    "offer_expired": "queued",
+    "accepted": "accepted",
+    "en_route": "en_route",
+    "arrived": "on_scene",
+    "deferred": "deferred",
+    "disputed": "disputed",
+    "resolved": "resolved",
 }
 FINAL_STATES = frozenset({"resolved", "transferred"})
 AUTO_ARRIVAL_BY = "system:auto-arrival"
@@ -68,15 +75,24 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "category": self.category, "unit": self.unit,
-            "district": self.district, "route": self.route, "state": self.state,
-            "timeline_state": self.timeline_state, "consistent": self.consistent,
-            "received_at": self.received_at, "elapsed_s": round(self.elapsed_s, 1),
+            "id": self.id,
+            "category": self.category,
+            "unit": self.unit,
+            "district": self.district,
+            "route": self.route,
+            "state": self.state,
+            "timeline_state": self.timeline_state,
+            "consistent": self.consistent,
+            "received_at": self.received_at,
+            "elapsed_s": round(self.elapsed_s, 1),
             "took_s": {k: None if v is None else round(v, 1) for k, v in self.took.items()},
             "limits": dict(self.verdicts) if self.verdicts is not None else None,
-            "offers": self.offers, "non_responses": self.non_responses,
-            "deferred": self.deferred, "promise_kept": self.promise_kept,
-            "disputed": self.disputed, "auto_arrival": self.auto_arrival,
+            "offers": self.offers,
+            "non_responses": self.non_responses,
+            "deferred": self.deferred,
+            "promise_kept": self.promise_kept,
+            "disputed": self.disputed,
+            "auto_arrival": self.auto_arrival,
         }
 
 
@@ -106,22 +122,32 @@ def outcome_of(detail: Mapping[str, Any], city: City, speed: float, now: float) 
     timeline: Sequence[Mapping[str, Any]] = detail.get("timeline") or []
     received = float(detail["received_at"])
     types = [e.get("type") for e in timeline]
-    took = {name: _since(first_at(timeline, FIRST_EVENT[name]), received, speed)
-            for name in LIMITS}
+    took = {name: _since(first_at(timeline, FIRST_EVENT[name]), received, speed) for name in LIMITS}
     elapsed = max(0.0, now - received) * speed
     category = city.category(detail["category"])
     verdicts: dict[str, Verdict] | None = None
     if detail.get("route") == "linkage" and category is not None:
-        verdicts = {name: verdict(took[name], elapsed, getattr(category.limits, f"{name}_s"))
-                    for name in LIMITS}
+        verdicts = {
+            name: verdict(took[name], elapsed, getattr(category.limits, f"{name}_s"))
+            for name in LIMITS
+        }
     arrived = next((e for e in timeline if e.get("type") == "arrived"), None)
     return Outcome(
-        id=detail["id"], category=detail["category"], unit=detail.get("unit"),
-        district=detail.get("district") or "", route=detail.get("route") or "",
-        state=detail["state"], timeline_state=state_from_timeline(timeline),
-        received_at=received, elapsed_s=elapsed, took=took, verdicts=verdicts,
-        offers=types.count("offered"), non_responses=types.count("offer_expired"),
-        deferred="deferred" in types, promise_kept=_promise_kept(detail, timeline, now),
+        id=detail["id"],
+        category=detail["category"],
+        unit=detail.get("unit"),
+        district=detail.get("district") or "",
+        route=detail.get("route") or "",
+        state=detail["state"],
+        timeline_state=state_from_timeline(timeline),
+        received_at=received,
+        elapsed_s=elapsed,
+        took=took,
+        verdicts=verdicts,
+        offers=types.count("offered"),
+        non_responses=types.count("offer_expired"),
+        deferred="deferred" in types,
+        promise_kept=_promise_kept(detail, timeline, now),
         disputed="disputed" in types,
         auto_arrival=None if arrived is None else arrived.get("by") == AUTO_ARRIVAL_BY,
     )
@@ -131,8 +157,9 @@ def _since(at: float | None, received: float, speed: float) -> float | None:
     return None if at is None else max(0.0, at - received) * speed
 
 
-def _promise_kept(detail: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
-                  now: float) -> bool | None:
+def _promise_kept(
+    detail: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]], now: float
+) -> bool | None:
     """Kept if resolved by the last promised time; broken if resolved later or still open
     past it; None if nothing was promised or the promise is still running."""
     promised = detail.get("promised_by")
@@ -152,14 +179,12 @@ def percentiles(values: Iterable[float]) -> dict[str, float | int | None]:
     ordered = sorted(values)
     if not ordered:
         return {"count": 0, "p50": None, "p90": None, "max": None}
-    return {"count": len(ordered), "p50": _quantile(ordered, 0.5),
-            "p90": _quantile(ordered, 0.9), "max": ordered[-1]}
-
-
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    position = (len(ordered) - 1) * q
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return {
+        "count": len(ordered),
+        "p50": percentile(ordered, 50),
+        "p90": percentile(ordered, 90),
+        "max": ordered[-1],
+    }
 
 
 def limit_counts(outcomes: Iterable[Outcome]) -> dict[str, dict[str, int]]:
@@ -178,15 +203,17 @@ def on_time_rate(counts: Mapping[str, int]) -> float | None:
 
 
 def time_distributions(outcomes: Sequence[Outcome]) -> dict[str, dict[str, float | int | None]]:
-    return {name: percentiles(t for o in outcomes if (t := o.took[name]) is not None)
-            for name in LIMITS}
+    return {
+        name: percentiles(t for o in outcomes if (t := o.took[name]) is not None) for name in LIMITS
+    }
 
 
 def unit_row(unit: str, outcomes: Sequence[Outcome], city: City) -> dict[str, Any]:
     info = city.unit(unit)
     limits = limit_counts(outcomes)
     return {
-        "unit": unit, "name_zh": info.name_zh if info else unit,
+        "unit": unit,
+        "name_zh": info.name_zh if info else unit,
         "name_en": info.name_en if info else unit,
         "requests": len(outcomes),
         "resolved": sum(o.state == "resolved" for o in outcomes),
@@ -224,8 +251,10 @@ def summarize(outcomes: Sequence[Outcome], city: City) -> dict[str, Any]:
         "non_responses": sum(o.non_responses for o in outcomes),
         "disputes": sum(o.disputed for o in outcomes),
         "deferrals": sum(o.deferred for o in outcomes),
-        "promises": {"kept": sum(o.promise_kept is True for o in outcomes),
-                     "broken": sum(o.promise_kept is False for o in outcomes)},
+        "promises": {
+            "kept": sum(o.promise_kept is True for o in outcomes),
+            "broken": sum(o.promise_kept is False for o in outcomes),
+        },
         "arrivals": {"by_geofence": sum(arrivals), "by_command": len(arrivals) - sum(arrivals)},
         "inconsistent": [o.id for o in outcomes if not o.consistent],
     }
