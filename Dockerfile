@@ -12,14 +12,15 @@ RUN groupadd --system --gid 10001 dispatch \
     && useradd --system --uid 10001 --gid dispatch --create-home --home-dir /home/dispatch \
         --shell /usr/sbin/nologin dispatch
 
-# Packages server, server.*, dispatch_field (from fieldapp-api/dispatch_field), simulations.
-WORKDIR /src
-COPY pyproject.toml ./
+# The whole dependency tree from the lock file, every file checked against its hash; the
+# source is not built into a package: it is put on the path, as dev.py does.
+WORKDIR /app
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 COPY server ./server
 COPY fieldapp-api ./fieldapp-api
 COPY simulations ./simulations
-RUN pip install --no-cache-dir . \
-    && rm -rf /src
+ENV PYTHONPATH=/app:/app/fieldapp-api
 
 ENV DISPATCH_DATA_DIR=/data
 RUN mkdir -p /data && chown dispatch:dispatch /data

@@ -568,12 +568,36 @@ def _display(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def _meaning(path: Path, text: str) -> Any:
+    """What a document says, not how one emitter spelled it: JSON and YAML are parsed (a new
+    PyYAML may fold a long line differently and still say the same); Markdown is its text."""
+    if path.suffix == ".json":
+        return json.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            return json.loads(text)  # written as JSON text when PyYAML is missing
+        return yaml.safe_load(text)
+    return text
+
+
+def _same(path: Path, current: str, text: str) -> bool:
+    if current == text:
+        return True
+    try:
+        return bool(_meaning(path, current) == _meaning(path, text))
+    except Exception:  # noqa: BLE001 - a committed file that does not parse is stale
+        return False
+
+
 def stale() -> list[str]:
-    """A diff message per committed file that differs from what would be generated."""
+    """A diff message per committed file whose meaning differs from what would be
+    generated (parsed for JSON and YAML, text for the README)."""
     problems = []
     for path, text in expected().items():
         current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if current != text:
+        if not _same(path, current, text):
             diff = difflib.unified_diff(
                 current.splitlines(keepends=True), text.splitlines(keepends=True),
                 f"{path.name} (committed)", f"{path.name} (generated)", n=2)

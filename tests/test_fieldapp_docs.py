@@ -65,6 +65,27 @@ def test_check_reports_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "schema.json is stale" in err and '-{"title": "old"}' in err
 
 
+def test_documents_are_compared_by_meaning_not_by_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another PyYAML (or JSON indentation) spelling the same document is not stale; a
+    changed value is."""
+    import yaml
+
+    data = yaml.safe_load(generate.asyncapi_text())
+    respelled = tmp_path / "asyncapi.yaml"
+    respelled.write_text(yaml.safe_dump(data, width=40, sort_keys=True), encoding="utf-8")
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(json.loads(generate.schema_text())), encoding="utf-8")
+    monkeypatch.setattr(generate, "ASYNCAPI_PATH", respelled)
+    monkeypatch.setattr(generate, "SCHEMA_PATH", schema)
+    assert generate.stale() == []
+    data["info"]["version"] = "0.0.0-changed"
+    respelled.write_text(yaml.safe_dump(data), encoding="utf-8")
+    problems = generate.stale()
+    assert len(problems) == 1 and "asyncapi.yaml is stale" in problems[0]
+
+
 def test_readme_sections_cover_every_frame_and_code() -> None:
     readme = (API_DIR / "README.md").read_text(encoding="utf-8")
     for name in generate.SECTIONS:
