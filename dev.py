@@ -62,7 +62,8 @@ def lock(uv_args: list[str]) -> int:
     ensure_environment()
     command = [
         str(VENV / "bin" / "uv"), "pip", "compile", "pyproject.toml", "--extra", "test",
-        "--generate-hashes", "--universal", "--python-version", "3.11", "-o", str(LOCK.name), *uv_args,
+        "--generate-hashes", "--universal", "--python-version", "3.11",
+        "-o", str(LOCK.name), *uv_args,
     ]
     return subprocess.run(command, cwd=ROOT).returncode
 

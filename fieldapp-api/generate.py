@@ -65,7 +65,7 @@ STANDARD_CLOSE_CODES = {
     1009: ("MESSAGE_TOO_BIG", "A frame above the transport limit; do not send that frame again."),
     1011: ("INTERNAL_ERROR", "Unexpected condition in the server."),
     1012: ("SERVICE_RESTART", "The service is restarting."),
-    1013: ("TRY_AGAIN_LATER", "Temporary overload."),
+    1013: ("TRY_AGAIN_LATER", "The hub cannot reach its live state (Redis) now: try again."),
 }
 
 # Meanings of close codes whose definition in codes.py carries no comment.

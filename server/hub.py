@@ -21,6 +21,8 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -31,6 +33,7 @@ from dispatch_field.codes import CloseCode
 from server import keys
 from server.actions import Intake, SquadActions
 from server.assign.dispatcher import Dispatcher
+from server.availability import RedisAvailability, is_outage
 from server.city import City, load_city
 from server.directory import Directory
 from server.embedded_redis import EmbeddedRedis
@@ -82,8 +85,11 @@ class Hub:
             if await self._services.squads.disconnect(unit, squad, session.info.conn_id):
                 await self._services.redis.srem(keys.hub_squads(self.id), f"{unit}/{squad}")
                 await self._services.presence.went_offline(unit, squad)
-        except Exception:  # noqa: BLE001 - Redis down: reconcile() catches up
-            log.warning("could not record %s offline; will retry", squad)
+        except Exception as exc:  # noqa: BLE001 - Redis down: reconcile() catches up
+            if is_outage(exc):
+                self._services.availability.failed("squad offline", exc)
+            else:
+                log.exception("could not record %s offline; reconcile() will", squad)
 
     async def reconcile(self, *, everyone: bool = False) -> int:
         """Squads Redis believes are connected here but are not (a disconnect that could not
@@ -166,6 +172,7 @@ class Services:
     hub: Hub = field(init=False)
     presence: PresenceTracker = field(init=False)
     ledger: Ledger | None = None
+    availability: RedisAvailability = field(default_factory=RedisAvailability)
     tokens: dict[str, Role] = field(init=False)  # bearer token -> role, parsed once
 
     @property
@@ -265,8 +272,15 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
     """Services and background loops, from start-up to shutdown."""
     # A blocking pool: a burst (thousands of phones reconnecting) waits for a connection
     # instead of failing; Redis answers in microseconds, so a few dozen are plenty.
+    # A command on a connection that died (Redis restarted) reconnects and is sent again,
+    # with backoff, for about 1.5 s: every script is idempotent by its ids (a retried step
+    # finds its command id or version already moved and says so), so a retry is safe.
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=settings.redis_connections, timeout=10, health_check_interval=30
+        url,
+        max_connections=settings.redis_connections,
+        timeout=10,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.8, base=0.05), 5),
     )
     redis = Redis(connection_pool=pool)
     city = load_city(settings.config_path)

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from server import keys
+from server.availability import is_outage
 from server.redis_text import text
 
 if TYPE_CHECKING:
@@ -21,16 +22,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def _every(interval_s: float, name: str, job: Any) -> None:
-    """Run ``job()`` every interval; failures are logged and the loop goes on (Redis may be
-    restarting)."""
+async def _every(
+    interval_s: float, name: str, job: Any, services: Services, *, redis: bool = True
+) -> None:
+    """Run ``job()`` every interval; the loop goes on through failures. A Redis outage is
+    reported to ``services.availability`` (one warning for the whole outage); anything else
+    is logged with its traceback. ``redis``: the job talks to Redis, so its success says
+    Redis is back."""
+    availability = services.availability
     while True:
         await asyncio.sleep(interval_s)
         try:
             await job()
-        except Exception:  # noqa: BLE001
-            if not _cancelling():
+        except Exception as exc:  # noqa: BLE001
+            if _cancelling():
+                pass
+            elif is_outage(exc):
+                availability.failed(name, exc)
+            else:
                 log.exception("%s failed", name)
+        else:
+            if redis:
+                availability.succeeded()
         if _cancelling():  # the job's client library may have swallowed the cancellation
             raise asyncio.CancelledError
 
@@ -74,10 +87,13 @@ async def _listen(services: Services) -> None:
                     services.hub.receive_channel_message(message["data"])
                 if _cancelling():
                     raise asyncio.CancelledError
-        except Exception:  # noqa: BLE001 - reconnect after a Redis restart
+        except Exception as exc:  # noqa: BLE001 - reconnect after a Redis restart
             if _cancelling():
                 raise asyncio.CancelledError from None
-            log.warning("hub channel lost; resubscribing", exc_info=True)
+            if is_outage(exc):
+                services.availability.failed("hub channel", exc)
+            else:
+                log.warning("hub channel lost; resubscribing", exc_info=True)
             await asyncio.sleep(0.5)
 
 
@@ -86,17 +102,19 @@ def background_loops(services: Services) -> list[Coroutine[Any, Any, None]]:
     return [
         services.positions.run(),
         _listen(services),
-        _every(s.timer_poll_ms / 1000, "timers", lambda: _fire_due_timers(services)),
-        _every(s.queue_sweep_s, "queue sweep", lambda: _sweep_queues(services)),
-        _every(5.0, "unit directory", services.directory.refresh),
+        _every(s.timer_poll_ms / 1000, "timers", lambda: _fire_due_timers(services), services),
+        _every(s.queue_sweep_s, "queue sweep", lambda: _sweep_queues(services), services),
+        _every(5.0, "unit directory", services.directory.refresh, services),
         _every(
             min(5.0, s.offline_after_s / 3),
             "silent sessions",
             lambda: _async(services.hub.close_silent(s.offline_after_s)),
+            services,
+            redis=False,
         ),
-        _every(s.hub_beat_s, "hub heartbeat", services.presence.beat),
-        _every(s.hub_beat_s * 2, "dead hubs", services.presence.reap_dead_hubs),
-        _every(15.0, "reconcile", services.hub.reconcile),
+        _every(s.hub_beat_s, "hub heartbeat", services.presence.beat, services),
+        _every(s.hub_beat_s * 2, "dead hubs", services.presence.reap_dead_hubs, services),
+        _every(15.0, "reconcile", services.hub.reconcile, services),
     ]
 
 

@@ -8,7 +8,8 @@ Close codes use the private range 4000-4999 in two documented bands:
   configuration, app version). The phone shows the reason and stops.
 
 Standard codes may also appear: 1000 (normal), 1001 (hub going away: transient), 1009 (frame
-above the transport limit: terminal for that frame, the phone may reconnect).
+above the transport limit: terminal for that frame, the phone may reconnect), 1013 (try again
+later: the hub cannot reach its live state now; reconnect with backoff and resume).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ class CloseCode(IntEnum):
     def reconnect(self) -> bool:
         """Whether the phone should reconnect after this close."""
         return self.value < 4100
+
+
+# RFC 6455 "try again later", the one standard code the hub sends itself: its live state
+# (Redis) is unreachable now; the phone reconnects with backoff and resumes.
+TRY_AGAIN_LATER = 1013
 
 
 def should_reconnect(code: int) -> bool:

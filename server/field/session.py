@@ -25,13 +25,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
 from dispatch_field import protocol
-from dispatch_field.codes import CloseCode, ErrorCode
+from dispatch_field.codes import TRY_AGAIN_LATER, CloseCode, ErrorCode
 from server.actions import CommandError
 from server.assign.ranking import haversine_m
+from server.availability import is_outage
 from server.requests import Actor
 
 if TYPE_CHECKING:
     from server.hub import Services
+    from server.squads import Presence
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +137,12 @@ class FieldSession:
                 frame = await self._receive()
                 try:
                     await self._handle(frame)
-                except RedisError:
+                except RedisError as exc:
                     # Redis is restarting: the command was not applied; the phone retries it
                     # with the same id. Positions and acks are superseded by the next ones.
-                    log.warning("Redis unavailable for %s's %s frame", self.info.squad, type(frame))
+                    if not is_outage(exc):
+                        raise
+                    self._services.availability.failed("field frame", exc)
                     if isinstance(frame, protocol.COMMANDS):
                         self.push(
                             protocol.Error(
@@ -179,12 +183,15 @@ class FieldSession:
                 protocol.Error(code=ErrorCode.HELLO_FIRST, message="first frame must be hello")
             )
             raise Closed(CloseCode.HELLO_REQUIRED, "first frame must be hello")
-        unit = await self._services.squads.authenticate(frame.squad, frame.token)
-        if unit is None:
-            self.push(protocol.Error(code=ErrorCode.AUTH_FAILED, message="unknown squad or token"))
-            raise Closed(CloseCode.AUTH_FAILED, "authentication failed")
-        self.info.squad, self.info.unit = frame.squad, unit
-        presence = await self._services.hub.joined(self)
+        try:
+            presence = await self._join(frame)
+        except RedisError as exc:
+            if not is_outage(exc):
+                raise
+            # Nothing can be resumed without the live state: the phone tries again shortly
+            # (1013 is in its reconnect list) and resumes from its last_seq then.
+            self._services.availability.failed("hello", exc)
+            raise Closed(TRY_AGAIN_LATER, "live state unreachable: retry") from None
         welcome = protocol.Welcome(
             squad=frame.squad, last_seq=presence.seq, server_time=round(time.time(), 3)
         )
@@ -201,6 +208,15 @@ class FieldSession:
             self.push(await self._resync(reason, presence.seq))
         self._enqueue(_Replay(self._sent_seq))
         await self._load_scenes()
+
+    async def _join(self, frame: protocol.Hello) -> Presence:
+        """Authenticate the squad and record it online on this hub."""
+        unit = await self._services.squads.authenticate(frame.squad, frame.token)
+        if unit is None:
+            self.push(protocol.Error(code=ErrorCode.AUTH_FAILED, message="unknown squad or token"))
+            raise Closed(CloseCode.AUTH_FAILED, "authentication failed")
+        self.info.squad, self.info.unit = frame.squad, unit
+        return await self._services.hub.joined(self)
 
     async def _resync(self, reason: str, last_seq: int) -> protocol.Resync:
         services, info = self._services, self.info
@@ -324,10 +340,14 @@ class FieldSession:
             await self._write_loop()
         except (WebSocketDisconnect, ClientDisconnected):
             return  # the phone went away mid-send: the outbox keeps what it missed
-        except Exception:
+        except Exception as exc:
             if self._closing is None:
-                log.exception("writer of %s failed", self.info.squad or "?")
-                self._closing = Closed(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
+                if is_outage(exc):  # the outbox is unreachable: resume once Redis is back
+                    self._services.availability.failed("outbox replay", exc)
+                    self._closing = Closed(TRY_AGAIN_LATER, "live state unreachable")
+                else:
+                    log.exception("writer of %s failed", self.info.squad or "?")
+                    self._closing = Closed(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
             await self._send_close()
 
     async def _write_loop(self) -> None:

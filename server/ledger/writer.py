@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.dml import Insert
 
 from server import keys
+from server.availability import is_outage
 from server.ledger import tables
 from server.ledger.fold import SNAPSHOT_EVENTS, LedgerEvent, fold, parse_entry
 from server.ledger.streams import CLAIM_IDLE_MS, GroupReader, StreamEntry, ack, with_no_unit
@@ -112,8 +113,10 @@ class Ledger:
             except Exception as exc:  # noqa: BLE001 - keep recording once things recover
                 failures += 1
                 wait = min(MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10))
+                # A Redis outage needs no traceback (server.availability tells its story).
                 log.warning("ledger pass failed (%s: %s); retry %d in %.1f s",
-                            type(exc).__name__, exc, failures, wait, exc_info=failures == 1)
+                            type(exc).__name__, exc, failures, wait,
+                            exc_info=failures == 1 and not is_outage(exc))
                 await asyncio.sleep(wait)
                 continue
             if failures:
