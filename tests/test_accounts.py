@@ -456,3 +456,30 @@ async def test_command_line_accounts_sign_in_through_a_hub(hubs: Hubs, tmp_path:
         await ledger.close()
     assert [(e["by"].partition(":")[0], e["action"]) for e in history] == [
         ("cli", "created"), ("cli", "token_added"), ("cli", "disabled")]
+
+
+async def test_an_unreachable_accounts_database_is_a_503_not_a_500() -> None:
+    """In process: the middleware over a database nobody listens on."""
+    from types import SimpleNamespace
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from server.accounts.asgi import AuthMiddleware
+    from server.accounts.auth import Authenticator
+
+    engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    app = Starlette(routes=[Route("/", lambda _: PlainTextResponse("open"))],
+                    middleware=[Middleware(AuthMiddleware)])
+    app.state.services = SimpleNamespace(auth=Authenticator(
+        AccountStore(engine), {}, cache_s=30, failures_per_min=20))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+        assert (await client.get("/")).text == "open"  # no credentials: nothing to look up
+        answer = await client.get("/", headers={"Authorization": "Bearer some-token"})
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert answer.json()["error"]["code"] == "unavailable"
+    await engine.dispose()

@@ -7,14 +7,20 @@ Pure ASGI (no BaseHTTPMiddleware): nothing is buffered, WebSockets pass untouche
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection, cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.accounts.auth import NOBODY, Authenticator, AuthResult
 from server.accounts.model import SESSION_COOKIE
+
+log = logging.getLogger(__name__)
 
 SIGNIN_PAGE = "/signin.html"
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -34,20 +40,43 @@ def client_address(scope: Scope) -> str:
 
 class AuthMiddleware:
     """Authenticates every HTTP request that carries a bearer token or a session cookie
-    (the app's ``state.services.auth``). Never answers by itself: a route decides whether
-    it needs a principal."""
+    (the app's ``state.services.auth``). Answers by itself only when the accounts' database
+    cannot be read (503, retry: credentials verified recently keep working from the cache);
+    otherwise a route decides whether it needs a principal."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._warned_at = -math.inf
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             services = getattr(scope["app"].state, "services", None)
             authenticator: Authenticator | None = getattr(services, "auth", None)
-            result = NOBODY if authenticator is None else await _authenticate(scope,
-                                                                              authenticator)
+            try:
+                result = NOBODY if authenticator is None else await _authenticate(
+                    scope, authenticator)
+            except (SQLAlchemyError, OSError) as exc:
+                self._warn(exc)
+                await _unavailable(send)
+                return
             scope.setdefault("state", {})["auth"] = result
         await self.app(scope, receive, send)
+
+    def _warn(self, exc: Exception) -> None:
+        """One line a minute while the database is away, not one per request."""
+        now = time.monotonic()
+        if now - self._warned_at >= 60:
+            self._warned_at = now
+            log.warning("accounts database unreachable (%s: %s): answering 503",
+                        type(exc).__name__, exc)
+
+
+async def _unavailable(send: Send) -> None:
+    body = b'{"error":{"code":"unavailable","message":"accounts unreachable: retry","fields":{}}}'
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _authenticate(scope: Scope, authenticator: Authenticator) -> AuthResult:
