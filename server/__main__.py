@@ -13,9 +13,12 @@ import logging
 import os
 import resource
 import sys
+from pathlib import Path
 
 import uvicorn
 
+from server.log_filters import uvicorn_log_config
+from server.private_files import private_dir, write_private
 from server.settings import SettingsError, load_settings
 
 
@@ -49,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("DISPATCH_TOKENS"):
         print("API tokens: as given in DISPATCH_TOKENS", flush=True)  # never echo secrets
     else:
-        print("API tokens (generated; role:token): " + (settings.tokens or ""), flush=True)
+        # Not on the console: its output usually ends up in a log file.
+        kept = Path(private_dir(settings.data_dir)) / "generated-tokens.txt"
+        write_private(kept, (settings.tokens or "").replace(",", "\n") + "\n")
+        print(f"API tokens (generated; role:token): in {kept}", flush=True)
     _raise_open_files_limit()
     from server.hub import create_app
 
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         ws_max_size=max(65536, settings.max_frame_bytes * 4),
         backlog=4096,
         timeout_graceful_shutdown=5,
+        log_config=uvicorn_log_config(),  # no query strings in the access log
     )
     return 0
 

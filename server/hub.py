@@ -24,6 +24,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -31,6 +32,8 @@ from starlette.websockets import WebSocket
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
 from server import keys
+from server.accounts.asgi import AuthMiddleware, PageGate
+from server.accounts.auth import Authenticator, open_authenticator
 from server.actions import Intake, SquadActions
 from server.assign.dispatcher import Dispatcher
 from server.availability import RedisAvailability, is_outage
@@ -46,7 +49,8 @@ from server.presence.tracker import PresenceTracker
 from server.redis_text import text
 from server.requests import RequestStore
 from server.scripts import Scripts
-from server.settings import Role, Settings, load_settings
+from server.security_headers import SecurityHeaders
+from server.settings import Settings, load_settings
 from server.squads import Presence, SquadStore
 
 log = logging.getLogger(__name__)
@@ -173,7 +177,7 @@ class Services:
     presence: PresenceTracker = field(init=False)
     ledger: Ledger | None = None
     availability: RedisAvailability = field(default_factory=RedisAvailability)
-    tokens: dict[str, Role] = field(init=False)  # bearer token -> role, parsed once
+    auth: Authenticator | None = None  # accounts and sign-in, opened with the ledger
 
     @property
     def city(self) -> City:
@@ -203,7 +207,6 @@ def build_services(settings: Settings, redis: Redis, city: City) -> Services:
         positions=PositionWriter(redis, settings.position_flush_ms / 1000),
         sender=MemorySender(),
     )
-    services.tokens = settings.role_tokens()
     services.hub = Hub(new_hub_id(), services)
     services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
     services.intake = Intake(services.directory, requests, services.dispatcher)
@@ -234,6 +237,7 @@ async def field_socket(ws: WebSocket) -> None:
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app. With ``settings.redis_url`` unset, its lifespan starts the embedded Redis
     (data in ``data_dir``) and stops it at shutdown."""
+    from server.api.accounts import account_routes
     from server.api.routes import api_routes, error_handlers
     from server.web import static_dir
 
@@ -246,10 +250,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         *api_routes(),
+        *account_routes(),
         WebSocketRoute("/ws/field", field_socket),
-        Mount("/", app=StaticFiles(directory=static_dir(), html=True), name="web"),
+        Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=error_handlers())
+    middleware = [Middleware(SecurityHeaders), Middleware(AuthMiddleware)]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers=error_handlers(),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -260,7 +271,8 @@ async def _redis_url(settings: Settings) -> AsyncIterator[str]:
         return
     embedded = EmbeddedRedis(os.path.join(settings.data_dir, "redis"))
     await asyncio.to_thread(embedded.start)
-    log.warning("embedded Redis 6.2 at %s (AOF in %s)", embedded.url, embedded.data_dir)
+    # public_url: the URL without its password (never logged)
+    log.warning("embedded Redis 6.2 at %s (AOF in %s)", embedded.public_url, embedded.data_dir)
     try:
         yield embedded.url
     finally:
@@ -290,6 +302,9 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
     await services.presence.beat()
     services.ledger = await Ledger.open(
         settings.database_url or default_database_url(settings.data_dir)
+    )
+    services.auth = await open_authenticator(
+        services.ledger.engine, settings, lambda code: services.city.unit(code) is not None
     )
     loops = [asyncio.create_task(coro) for coro in background_loops(services)]
     loops.append(

@@ -45,8 +45,9 @@ class Commit:
 class Actor:
     """Who made a step: recorded in the timeline."""
 
-    kind: str  # "calltaker", "squad", "system", "center"
-    id: str = ""
+    kind: str  # "calltaker", "squad", "system", "center", "unit", ...: a role or a part
+    id: str = ""  # the person's username, the squad, or the part of the system
+    unit: str = ""  # a unit desk's unit: what it may see (not part of the label)
 
     def label(self) -> str:
         return f"{self.kind}:{self.id}" if self.id else self.kind

@@ -9,14 +9,20 @@ settings use their conventional names: ``REDIS_URL``, ``DATABASE_URL``, ``DISPAT
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
 
-Role = Literal["admin", "calltaker", "center", "wall"]
+Role = Literal["admin", "calltaker", "center", "unit", "wall"]
+# Roles that get a generated token when DISPATCH_TOKENS is unset (``unit`` needs a unit code:
+# it is given as ``unit=<code>:token``).
 ROLES: tuple[Role, ...] = ("admin", "calltaker", "center", "wall")
+
+
+_UNIT_CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
 class SettingsError(ValueError):
@@ -28,7 +34,8 @@ class Settings(msgspec.Struct, kw_only=True):
     redis_url: str | None = None  # REDIS_URL; None: start the embedded Redis
     database_url: str | None = None  # DATABASE_URL; None: SQLite file in data_dir
     config_path: str | None = None  # DISPATCH_CONFIG; None: the shipped Luoyang city
-    tokens: str | None = None  # DISPATCH_TOKENS "role:token,..."; None: generated
+    tokens: str | None = None  # DISPATCH_TOKENS "role:token,..." (a unit desk:
+    # "unit=<code>:token"); each entry is a bootstrap account; None: generated
 
     # --- tunables: DISPATCH_<NAME> ---
     data_dir: str = "./var"  # embedded Redis data (AOF) and the SQLite ledger
@@ -63,25 +70,49 @@ class Settings(msgspec.Struct, kw_only=True):
     command_memory_s: int = 86_400  # how long a command id is remembered for retries
     clock_skew_s: float = 300.0  # how far in the future a phone's ``at`` may be
     demo: bool = False  # create demo squads and print their tokens at start
+    session_hours: float = 12.0  # a browser sign-in (cookie ld_session) lasts this long
+    cookie_secure: bool = False  # DISPATCH_COOKIE_SECURE=1: the cookie only over HTTPS (set it
+    # behind a TLS proxy)
+    auth_cache_s: float = 30.0  # a verified token or session is trusted this long without a
+    # database read: a disabled account or revoked token stops working within this time
+    auth_failures_per_min: int = 20  # wrong tokens/passwords from one address per minute
+    # before it gets 429
 
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all
         (not even generated ones: see load_settings) gives an empty mapping."""
         if self.tokens is None:
             return {}
-        result: dict[str, Role] = {}
+        return {token: role for role, _unit, token in self.bootstrap_tokens()}
+
+    def bootstrap_tokens(self) -> list[tuple[Role, str, str]]:
+        """(role, unit code or "", token) of each DISPATCH_TOKENS entry, in order. An entry is
+        ``role:token``, or ``unit=<code>:token`` for one unit's desk. Raises SettingsError on
+        a malformed entry or a token given twice."""
+        if self.tokens is None:
+            return []
+        result: list[tuple[Role, str, str]] = []
+        seen: set[str] = set()
         for pair in (self.tokens or "").split(","):
             if not pair.strip():
                 continue
             role, sep, token = pair.strip().partition(":")
-            if not sep or role not in ROLES or len(token) < 8:
+            role, _, unit = role.partition("=")
+            if (
+                not sep
+                or role not in (*ROLES, "unit")
+                or len(token) < 8
+                or (role == "unit") != bool(_UNIT_CODE.match(unit))
+            ):
                 raise SettingsError(
                     "DISPATCH_TOKENS: each entry must be role:token with role one of "
-                    f"{', '.join(ROLES)} and a token of at least 8 characters"
+                    f"{', '.join(ROLES)} (or unit=<unit code>:token) and a token of at least "
+                    "8 characters"
                 )
-            if token in result:
+            if token in seen:
                 raise SettingsError("DISPATCH_TOKENS: a token may serve only one role")
-            result[token] = role  # type: ignore[assignment]
+            seen.add(token)
+            result.append((role, unit, token))  # type: ignore[arg-type]
         if not result:
             raise SettingsError("DISPATCH_TOKENS: no role:token entries (unset it to generate)")
         return result

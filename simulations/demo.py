@@ -4,11 +4,13 @@
 
 Starts the embedded Redis (data in ``<data-dir>/redis``) and one hub process on the
 simulation's clock, registers the demo squads (``[demo] squads_per_unit_per_district`` of the
-city file, at the depots), prints the URLs and tokens, and runs the city until Ctrl-C or
+city file, at the depots), creates the wall map's account (username ``wall``, a generated
+password), prints the sign-in URL and that account, and runs the city until Ctrl-C or
 SIGTERM. Then it writes the run's report and stops the hub and Redis.
 
-Tokens and squads are kept in ``<data-dir>/demo.json``: a restart with the same data keeps
-the wall map's URL, and the squads pick up the jobs they held.
+Tokens, the wall's password and the squads are kept in ``<data-dir>/demo.json`` (0600, like
+the data directory, 0700): a restart with the same data keeps the wall's sign-in, and the
+squads pick up the jobs they held.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from server.city import City, load_city
+from server.private_files import private_dir, write_private
 from simulations.api import HubApi
 from simulations.city import (
     Simulation,
@@ -60,9 +63,29 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def save_state(path: Path, tokens: dict[str, str], seats: list[Seat]) -> None:
-    path.write_text(json.dumps({"tokens": tokens, "squads": [asdict(s) for s in seats]},
-                               ensure_ascii=False, indent=1))
+def save_state(path: Path, tokens: dict[str, str], seats: list[Seat],
+               wall: dict[str, str]) -> None:
+    write_private(path, json.dumps({"tokens": tokens, "wall": wall,
+                                    "squads": [asdict(s) for s in seats]},
+                                   ensure_ascii=False, indent=1))
+
+
+WALL_USERNAME = "wall"
+
+
+async def wall_account(api: HubApi, state: dict[str, Any]) -> dict[str, str]:
+    """The wall map's sign-in: the saved one if the hub's database still has it, else a new
+    account with a generated password."""
+    saved = state.get("wall")
+    if (isinstance(saved, dict) and saved.get("password")
+            and await api.account_exists(saved.get("username", ""))):
+        return {"username": saved["username"], "password": saved["password"]}
+    username, password = WALL_USERNAME, secrets.token_urlsafe(12)
+    while await api.account_exists(username):  # taken, and its password is not ours
+        username = f"{WALL_USERNAME}-{secrets.token_hex(2)}"
+    await api.create_account({"username": username, "name": "Wall map (demo)", "role": "wall",
+                              "password": password})
+    return {"username": username, "password": password}
 
 
 def seats_of(state: dict[str, Any]) -> list[Seat]:
@@ -81,36 +104,38 @@ async def known_seats(api: HubApi, state: dict[str, Any]) -> list[Seat]:
 # ---- the run ---------------------------------------------------------------------------------
 
 
-def print_banner(hub: HubProcess, tokens: dict[str, str], seats: list[Seat], city: City,
-                 speed: float, redis_url: str) -> None:
+def print_banner(hub: HubProcess, wall: dict[str, str], seats: list[Seat], city: City,
+                 speed: float, redis_url: str, state_path: Path) -> None:
     base = hub.http_url
     lines = [
         f"{city.name_zh} {city.name_en}: simulated city at x{speed:g} "
         f"({len(seats)} squads, offer window {60 / speed:.3g} s real)",
-        f"  wall map      {base}/wall.html?token={tokens['wall']}",
+        f"  wall map      {base}/signin.html?next=%2Fwall.html",
+        f"                sign in as {wall['username']} / {wall['password']}",
         f"  API           {base}/api/v1/health",
         f"  field socket  ws://{hub.host}:{hub.port}/ws/field",
         f"  Redis         {redis_url}",
         f"  hub log       {hub.log_path}",
-        "  tokens        " + "  ".join(f"{r}:{t}" for r, t in tokens.items()),
+        f"  API tokens    in {state_path} (readable by you only)",
     ]
-    lines += [f"  squad         {s.id} ({s.name}) token {s.token}" for s in seats[:2]]
     lines.append("Ctrl-C stops the city, writes the report, then stops the hub and Redis.")
     print("\n".join(lines), flush=True)
 
 
 async def run_city(args: argparse.Namespace, hub: HubProcess, tokens: dict[str, str],
-                   state_path: Path, redis_url: str) -> int:
+                   state_path: Path, public_url: str) -> int:
     city = load_city()
     api = HubApi(hub.http_url, tokens)
     try:
         await api.wait_healthy(30)
-        seats = await known_seats(api, load_state(state_path))
+        state = load_state(state_path)
+        seats = await known_seats(api, state)
         resume = bool(seats)
+        wall = await wall_account(api, state)
         if not seats:
             seats = await register_squads(api, city, city.demo.squads_per_unit_per_district)
-            save_state(state_path, tokens, seats)
-        print_banner(hub, tokens, seats, city, args.speed, redis_url)
+        save_state(state_path, tokens, seats, wall)
+        print_banner(hub, wall, seats, city, args.speed, public_url, state_path)
         stop = asyncio.Event()
         stop_on_signals(stop)
         simulation = Simulation(api, city, seats, config_from(args), resume=resume)
@@ -142,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     state_path = data_dir / "demo.json"
     tokens = load_state(state_path).get("tokens") or new_tokens()
     redis = start_redis(data_dir / "redis")
@@ -151,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     hub = HubProcess(args.host, args.port, env, data_dir / "hub.log")
     try:
         hub.start()
-        return asyncio.run(run_city(args, hub, tokens, state_path, redis.url))
+        return asyncio.run(run_city(args, hub, tokens, state_path, redis.public_url))
     except KeyboardInterrupt:  # Ctrl-C before the city's own handler was installed
         return 130
     except TimeoutError as exc:

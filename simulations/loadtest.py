@@ -264,7 +264,10 @@ class Api:
         return float(position["fixed_at"]) if position else None
 
     async def health(self) -> list[dict[str, Any]]:
-        bodies = await asyncio.gather(*(c.get("/api/v1/health") for c in self.clients))
+        """Each hub's health with its details (counters), which need the admin token."""
+        bodies = await asyncio.gather(
+            *(c.get("/api/v1/health", headers=self.headers["admin"]) for c in self.clients)
+        )
         return [b.json() for b in bodies]
 
     async def sessions(self) -> list[int]:

@@ -256,7 +256,8 @@ async def test_intake_retries_with_an_idempotency_key_never_make_twins(hubs, red
     assert await redis.hlen(keys.request_units()) == 2  # call-1 and call-2, nothing else
     # A crash after the key reserved an id but before the request was stored: the retry
     # creates it under that id.
-    await redis.set(keys.idempotency("calltaker", "call-3"), "R00000777")
+    # (keys are scoped to the caller's actor label: DISPATCH_TOKENS' bootstrap account)
+    await redis.set(keys.idempotency("calltaker:bootstrap-calltaker", "call-3"), "R00000777")
     retried = await http.post(
         "/api/v1/requests", json=GOOD, headers=headers | {"Idempotency-Key": "call-3"}
     )

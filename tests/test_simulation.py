@@ -372,7 +372,10 @@ def test_demo_serves_a_live_city_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     first = _run_demo(port, tmp_path, 8)
     state = json.loads((tmp_path / "demo.json").read_text())
-    assert f"/wall.html?token={state['tokens']['wall']}" in first
+    # The wall signs in (no token in any URL); the secrets file is the user's only.
+    assert "/signin.html?next=%2Fwall.html" in first and "token=" not in first
+    assert f"sign in as {state['wall']['username']} / {state['wall']['password']}" in first
+    assert (tmp_path / "demo.json").stat().st_mode & 0o777 == 0o600
     online = re.search(r"squads (\d+)/(\d+) online", first)
     assert online and online.group(1) == online.group(2) == str(len(state["squads"]))
     assert "requests" in first and not _port_open(port)

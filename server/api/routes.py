@@ -1,4 +1,5 @@
-"""HTTP API under ``/api/v1``: JSON, bearer tokens with roles.
+"""HTTP API under ``/api/v1``: JSON; a bearer token or a session cookie names a person with
+a role (see :mod:`server.accounts`).
 
 Every error is ``{"error": {"code", "message", "fields"}}`` with a precise 4xx status;
 ``fields`` maps each offending field to the reason.
@@ -6,6 +7,7 @@ Every error is ``{"error": {"code", "message", "fields"}}`` with a precise 4xx s
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Coroutine
@@ -20,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server import keys
+from server.accounts.asgi import auth_result
 from server.actions import IntakeError, NewRequest
 from server.city import Unit
 from server.hub import Services
@@ -33,10 +36,16 @@ T = TypeVar("T")
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, fields: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields or {}
+        self.headers = headers or {}
 
 
 class NewSquad(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,17 +73,32 @@ def _services(request: Request) -> Services:
 
 
 def _authorize(request: Request, *roles: Role) -> Actor:
-    """The caller's actor, if its bearer token has one of ``roles`` (admin may do anything)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "unauthenticated", "a bearer token is required")
-    role = _services(request).tokens.get(token.strip())
-    if role is None:
-        raise ApiError(401, "unauthenticated", "unknown token")
+    """The caller's actor (``calltaker:alice``), if the person its bearer token or session
+    cookie names has one of ``roles`` (admin may do anything). A ``unit`` desk passes only
+    where ``roles`` names ``unit``; the route then checks the unit with
+    :func:`_require_unit`."""
+    result = auth_result(request)
+    principal = result.principal
+    if principal is None:
+        if result.failure == "throttled":
+            raise ApiError(
+                429,
+                "too_many_failures",
+                "too many wrong credentials from this address: wait",
+                headers={"Retry-After": str(math.ceil(result.retry_after_s))},
+            )
+        reason = "unknown or expired credentials" if result.failure else "not signed in"
+        raise ApiError(401, "unauthenticated", f"a bearer token or a session is required: {reason}")
+    role = principal.role
     if role != "admin" and role not in roles:
         raise ApiError(403, "forbidden", f"role {role} may not do this; needs {' or '.join(roles)}")
-    return Actor(role)
+    return principal.actor()
+
+
+def _require_unit(actor: Actor, unit: str | None) -> None:
+    """A unit desk sees only its own unit's data (every other role passes)."""
+    if actor.kind == "unit" and actor.unit != unit:
+        raise ApiError(403, "forbidden", f"the desk of unit {actor.unit} sees only that unit")
 
 
 _FIELD_PATH = re.compile(r"at `\$\.([A-Za-z_][\w]*)")
@@ -102,35 +126,37 @@ async def _body(request: Request, kind: type[T]) -> T:
 
 
 async def health(request: Request) -> Response:
+    """Liveness for anyone; the details (hub id, counters) for admin and center only: the hub
+    id names the host and process."""
     services = _services(request)
     try:
         redis_ok = bool(await services.redis.ping())
     except Exception:  # noqa: BLE001 - health reports, it does not fail
         redis_ok = False
-    return _json(
-        {
-            "status": "ok" if redis_ok else "degraded",
+    body: dict[str, Any] = {"status": "ok" if redis_ok else "degraded"}
+    principal = auth_result(request).principal
+    if principal is not None and principal.role in ("admin", "center"):
+        body |= {
             "hub": services.hub.id,
             "redis": redis_ok,
             "squads_connected": len(services.hub.sessions),
             "positions_written": services.positions.written,
-        },
-        200 if redis_ok else 503,
-    )
+        }
+    return _json(body, 200 if redis_ok else 503)
 
 
 async def categories(request: Request) -> Response:
-    _authorize(request, "calltaker", "center", "wall")
+    _authorize(request, "calltaker", "center", "wall", "unit")
     return _json([msgspec.structs.asdict(c) for c in _services(request).city.categories])
 
 
 async def units(request: Request) -> Response:
-    _authorize(request, "calltaker", "center", "wall")
+    _authorize(request, "calltaker", "center", "wall", "unit")
     return _json([msgspec.structs.asdict(u) for u in _services(request).city.units])
 
 
 async def districts(request: Request) -> Response:
-    _authorize(request, "calltaker", "center", "wall")
+    _authorize(request, "calltaker", "center", "wall", "unit")
     return _json(
         [
             {
@@ -205,10 +231,11 @@ async def create_squad(request: Request) -> Response:
 
 
 async def squad_detail(request: Request) -> Response:
-    _authorize(request, "center")
+    actor = _authorize(request, "center", "unit")
     services = _services(request)
     squad_id = request.path_params["squad_id"]
     unit = await services.squads.unit_of(squad_id)
+    _require_unit(actor, unit)
     described = await services.squads.describe(unit, squad_id) if unit else None
     if described is None:
         raise ApiError(404, "not_found", f"no squad {squad_id}")
@@ -250,10 +277,11 @@ _NUMBERS = (
 
 
 async def request_detail(request: Request) -> Response:
-    _authorize(request, "calltaker", "center")
+    actor = _authorize(request, "calltaker", "center", "unit")
     services = _services(request)
     request_id = request.path_params["request_id"]
     unit = await services.requests.unit_of(request_id)
+    _require_unit(actor, unit)
     fields = await services.requests.read(unit, request_id) if unit else None
     if unit is None or fields is None:
         raise ApiError(404, "not_found", f"no request {request_id}")
@@ -306,11 +334,16 @@ class LedgerQuery(msgspec.Struct, forbid_unknown_fields=True):
     offset: Annotated[int, Meta(ge=0)] = 0
 
 
-def _ledger_query(request: Request) -> LedgerQuery:
+def _ledger_query(request: Request, actor: Actor | None = None) -> LedgerQuery:
+    """The query's filters; a unit desk's are its own unit's (another unit is a 403)."""
     try:
-        return msgspec.convert(dict(request.query_params), LedgerQuery, strict=False)
+        query = msgspec.convert(dict(request.query_params), LedgerQuery, strict=False)
     except msgspec.ValidationError as exc:
         raise _invalid(exc) from None
+    if actor is not None and actor.kind == "unit":
+        _require_unit(actor, query.unit or actor.unit)
+        query.unit = actor.unit
+    return query
 
 
 def _ledger(request: Request) -> Ledger:
@@ -322,19 +355,22 @@ def _ledger(request: Request) -> Ledger:
 
 async def ledger_requests(request: Request) -> Response:
     """Requests from the ledger, filtered by unit, category, district, state and time."""
-    _authorize(request, "center")
-    query = msgspec.structs.asdict(_ledger_query(request))
+    actor = _authorize(request, "center", "unit")
+    query = msgspec.structs.asdict(_ledger_query(request, actor))
     return _json(await find_requests(_ledger(request), **query))
 
 
 async def ledger_events(request: Request) -> Response:
-    _authorize(request, "center")
-    return _json(await request_events(_ledger(request), request.path_params["request_id"]))
+    actor = _authorize(request, "center", "unit")
+    events = await request_events(_ledger(request), request.path_params["request_id"])
+    for unit in {event["unit"] for event in events}:
+        _require_unit(actor, unit)
+    return _json(events)
 
 
 async def ledger_export(request: Request) -> Response:
-    _authorize(request, "center")
-    query = msgspec.structs.asdict(_ledger_query(request))
+    actor = _authorize(request, "center", "unit")
+    query = msgspec.structs.asdict(_ledger_query(request, actor))
     query["limit"] = None if "limit" not in request.query_params else query["limit"]
     text = await export_csv(_ledger(request), **query)
     return Response(
@@ -371,9 +407,11 @@ def api_routes() -> list[Route]:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return _json(
+    response = _json(
         {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}}, exc.status
     )
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

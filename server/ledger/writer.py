@@ -29,6 +29,7 @@ from server.availability import is_outage
 from server.ledger import tables
 from server.ledger.fold import SNAPSHOT_EVENTS, LedgerEvent, fold, parse_entry
 from server.ledger.streams import CLAIM_IDLE_MS, GroupReader, StreamEntry, ack, with_no_unit
+from server.private_files import private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +213,12 @@ class Ledger:
 
 def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
     """SQLite in WAL mode (readers never wait for the writer) with a generous busy timeout:
-    several hub processes may write the same file, one transaction at a time."""
+    several hub processes may write the same file, one transaction at a time. The file holds
+    callers' phone numbers: its folder is made 0700 and the file 0600 (SQLite gives the WAL
+    and shared-memory files the database file's mode)."""
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        private_dir(Path(database).parent)
+        private_file(database)
     engine = create_async_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")

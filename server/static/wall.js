@@ -1,13 +1,12 @@
 /* Dispatch wall map: districts, squads and open requests, redrawn from GET /api/v1/map every
- * second. The wall token comes from ?token= once, then lives in localStorage (and leaves the
- * address bar, so it does not end up in screenshots). No tile layer: walls often have no
+ * second. The wall signs in once (signin.html, an HttpOnly session cookie that this script
+ * never sees); no token ever appears in the address bar. No tile layer: walls often have no
  * internet, so the district boundaries are the base map. */
 (function () {
   "use strict";
 
   const POLL_MS = 1000;
   const STALE_MS = 5000; // no fresh data for this long: say so on the wall
-  const TOKEN_KEY = "dispatch.wall.token";
   const LANG_KEY = "dispatch.wall.lang";
 
   const STATES = ["queued", "offered", "accepted", "en_route", "on_scene", "deferred", "disputed"];
@@ -22,21 +21,19 @@
   const TEXT = {
     zh: {
       title: "洛阳市城市应急联动 · 实时态势", connecting: "连接中…", live: "实时",
-      stale: "数据中断", denied: "令牌无效", squads: "分队", online: "在线", busy: "忙碌",
+      stale: "数据中断", denied: "需要登录", squads: "分队", online: "在线", busy: "忙碌",
       free: "空闲", open_requests: "未结诉求", units: "服务单位", free_squad: "空闲分队",
       busy_squad: "执行任务", off_duty: "未上岗", request: "诉求",
-      need_token: "需要大屏令牌（wall token）才能显示。", bad_token: "令牌无效，请重新输入。",
-      open: "打开", switch: "EN", ago: "前", min: "分", sec: "秒", squad: "分队",
+      switch: "EN", ago: "前", min: "分", sec: "秒", squad: "分队",
       states: { queued: "待派", offered: "已派待接", accepted: "已接单", en_route: "在途",
         on_scene: "到场处置", deferred: "承诺办结", disputed: "管辖争议", received: "已受理" },
     },
     en: {
       title: "Luoyang City Linkage · Live Situation", connecting: "connecting…", live: "live",
-      stale: "no fresh data", denied: "token refused", squads: "Squads", online: "online",
+      stale: "no fresh data", denied: "sign-in needed", squads: "Squads", online: "online",
       busy: "busy", free: "free", open_requests: "Open requests", units: "Units",
       free_squad: "free squad", busy_squad: "on a job", off_duty: "off duty", request: "request",
-      need_token: "This wall needs its wall token.", bad_token: "Token refused; enter it again.",
-      open: "Open", switch: "中文", ago: "ago", min: "min", sec: "s", squad: "squad",
+      switch: "中文", ago: "ago", min: "min", sec: "s", squad: "squad",
       states: { queued: "waiting", offered: "offered", accepted: "accepted", en_route: "en route",
         on_scene: "on scene", deferred: "promised", disputed: "disputed", received: "received" },
     },
@@ -44,7 +41,6 @@
 
   const view = {
     lang: takeLanguage(),
-    token: takeToken(),
     units: new Map(), // code -> {name_zh, name_en, colour}
     categories: new Map(),
     districts: [],
@@ -74,19 +70,6 @@
     return localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
   }
 
-  function takeToken() {
-    const params = new URLSearchParams(location.search);
-    const fromUrl = params.get("token");
-    if (fromUrl) {
-      localStorage.setItem(TOKEN_KEY, fromUrl);
-      params.delete("token");
-      const rest = params.toString();
-      history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
-      return fromUrl;
-    }
-    return localStorage.getItem(TOKEN_KEY) || "";
-  }
-
   const t = (key) => TEXT[view.lang][key] ?? key;
   const stateName = (state) => TEXT[view.lang].states[state] || state;
   const named = (item, code) => (item ? (view.lang === "zh" ? item.name_zh : item.name_en) : code);
@@ -96,14 +79,13 @@
   class Denied extends Error {}
 
   async function api(path) {
-    const response = await fetch(path, { headers: { Authorization: "Bearer " + view.token } });
+    const response = await fetch(path, { credentials: "same-origin" });
     if (response.status === 401 || response.status === 403) throw new Denied(path);
     if (!response.ok) throw new Error(path + ": HTTP " + response.status);
     return response.json();
   }
 
   async function start() {
-    if (!view.token) return askForToken(t("need_token"));
     try {
       const [units, categories, districts] = await Promise.all([
         api("/api/v1/units"), api("/api/v1/categories"), api("/api/v1/districts")]);
@@ -111,7 +93,7 @@
       categories.forEach((c) => view.categories.set(c.code, c));
       view.districts = districts;
     } catch (error) {
-      if (error instanceof Denied) return askForToken(t("bad_token"));
+      if (error instanceof Denied) return signIn();
       setStatus("stale");
       view.timer = setTimeout(start, 2000); // the hub may still be starting
       return;
@@ -129,28 +111,19 @@
       render(data);
       setStatus("live");
     } catch (error) {
-      if (error instanceof Denied) return askForToken(t("bad_token"));
+      if (error instanceof Denied) return signIn();
       if (Date.now() - view.lastGood > STALE_MS) setStatus("stale");
     }
     view.timer = setTimeout(poll, POLL_MS);
   }
 
-  function askForToken(message) {
+  /* The session ended (signed out, expired, account disabled): sign in again, then back. */
+  function signIn() {
     setStatus("denied");
-    document.getElementById("gate-text").textContent = message;
-    document.getElementById("gate").hidden = false;
+    const next = location.pathname + location.search;
+    const lang = view.lang === "en" ? "&lang=en" : "";
+    location.assign("/signin.html?next=" + encodeURIComponent(next) + lang);
   }
-
-  document.getElementById("gate-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const token = document.getElementById("gate-token").value.trim();
-    if (!token) return;
-    view.token = token;
-    localStorage.setItem(TOKEN_KEY, token);
-    document.getElementById("gate").hidden = true;
-    clearTimeout(view.timer);
-    start();
-  });
 
   // ---- drawing -----------------------------------------------------------------------------
 
@@ -185,10 +158,11 @@
     return { radius: 5, color: colour, weight: 2, fillColor: colour, fillOpacity: 0.35, dashArray: null };
   }
 
+  /* The colour comes from wall.css (.req.<state> i): the CSP allows no inline style. */
   function requestIcon(state) {
     return L.divIcon({
-      className: "req " + state, iconSize: [14, 14], iconAnchor: [7, 7],
-      html: '<i style="background:' + (STATE_COLOURS[state] || "#fff") + '"></i>',
+      className: "req " + (STATE_COLOURS[state] ? state : "unknown"), iconSize: [14, 14],
+      iconAnchor: [7, 7], html: "<i></i>",
     });
   }
 

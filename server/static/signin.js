@@ -1,0 +1,78 @@
+/* Sign-in: POST /api/v1/session with the username and password; the hub answers with an
+ * HttpOnly session cookie (this script never sees it), then the browser goes to ?next=, a
+ * path on this site only. Chinese by default, ?lang=en for English. */
+(function () {
+  "use strict";
+
+  const TEXT = {
+    zh: { title: "城市应急联动调度 · 登录", username: "用户名", password: "密码", submit: "登录",
+      other: "English", otherLang: "en", wrong: "用户名或密码错误。", throttled: "错误次数过多，请稍后再试。",
+      failed: "无法连接调度中心，请重试。", pageTitle: "登录 · 城市应急联动调度" },
+    en: { title: "City linkage dispatch · Sign in", username: "Username", password: "Password",
+      submit: "Sign in", other: "中文", otherLang: "zh", wrong: "Wrong username or password.",
+      throttled: "Too many failed attempts; try again later.",
+      failed: "Could not reach the hub; try again.", pageTitle: "Sign in · City linkage dispatch" },
+  };
+
+  const params = new URLSearchParams(location.search);
+  const lang = params.get("lang") === "en" ? "en" : "zh";
+  const t = TEXT[lang];
+
+  /* Only a path on this site: "/wall.html?lang=en" yes; "//evil", "https://evil", "/\evil" no. */
+  function safeNext(target) {
+    if (!target || target[0] !== "/" || target[1] === "/" || target.includes("\\")) return "/";
+    if (/[\u0000-\u001f]/.test(target)) return "/";
+    try {
+      const url = new URL(target, location.origin);
+      return url.origin === location.origin ? url.pathname + url.search + url.hash : "/";
+    } catch (error) {
+      return "/";
+    }
+  }
+
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.title = t.pageTitle;
+  for (const element of document.querySelectorAll("[data-i18n]")) {
+    element.textContent = t[element.dataset.i18n];
+  }
+  const other = new URLSearchParams(params);
+  other.set("lang", t.otherLang);
+  const switcher = document.getElementById("lang");
+  switcher.textContent = t.other;
+  switcher.href = "?" + other.toString();
+
+  const form = document.getElementById("signin");
+  const message = document.getElementById("message");
+
+  function say(text) {
+    message.textContent = text;
+    message.hidden = !text;
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button");
+    button.disabled = true;
+    say("");
+    try {
+      const response = await fetch("/api/v1/session", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          username: document.getElementById("username").value.trim(),
+          password: document.getElementById("password").value,
+        }),
+      });
+      if (response.ok) {
+        location.assign(safeNext(params.get("next")));
+        return;
+      }
+      say(response.status === 429 ? t.throttled : response.status < 500 ? t.wrong : t.failed);
+    } catch (error) {
+      say(t.failed);
+    } finally {
+      button.disabled = false;
+    }
+  });
+})();
