@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -35,8 +36,10 @@ from server.city import City, load_city
 from server.directory import Directory
 from server.embedded_redis import EmbeddedRedis
 from server.field.session import FieldSession
+from server.guard import AddressBuckets
 from server.ledger import Ledger, default_database_url
 from server.loops import background_loops
+from server.net import BodyLimit
 from server.notify import MemorySender
 from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
@@ -167,6 +170,7 @@ class Services:
     presence: PresenceTracker = field(init=False)
     ledger: Ledger | None = None
     tokens: dict[str, Role] = field(init=False)  # bearer token -> role, parsed once
+    failed_hellos: AddressBuckets = field(init=False)  # per client address
 
     @property
     def city(self) -> City:
@@ -197,6 +201,8 @@ def build_services(settings: Settings, redis: Redis, city: City) -> Services:
         sender=MemorySender(),
     )
     services.tokens = settings.role_tokens()
+    per_min = settings.hello_failures_per_min
+    services.failed_hellos = AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min))
     services.hub = Hub(new_hub_id(), services)
     services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
     services.intake = Intake(services.directory, requests, services.dispatcher)
@@ -242,7 +248,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/ws/field", field_socket),
         Mount("/", app=StaticFiles(directory=static_dir(), html=True), name="web"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=error_handlers())
+    middleware = [Middleware(BodyLimit, max_bytes=settings.max_body_bytes)]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=error_handlers(),
+        middleware=middleware,
+    )
 
 
 @contextlib.asynccontextmanager
