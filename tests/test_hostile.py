@@ -215,6 +215,9 @@ async def _post_chunked(port: int, size: int) -> tuple[bytes, int]:
             await writer.drain()
             sent += len(chunk)
             await asyncio.sleep(0)
+        if not answer.done():
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
     except ConnectionError:
         pass  # the hub closed the connection: expected
     response = await asyncio.wait_for(answer, 10)
