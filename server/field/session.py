@@ -442,7 +442,9 @@ def _decode_error(data: bytes | str, exc: Exception) -> protocol.Error:
         envelope = (
             _envelope_json.decode(data) if isinstance(data, str) else _envelope_msgpack.decode(data)
         )
-    except Exception:  # noqa: BLE001 - not a map, or nested too deep to look at: not a frame
+    except msgspec.ValidationError:
+        return protocol.Error(code=ErrorCode.MALFORMED, message="a frame must be a map")
+    except Exception:  # noqa: BLE001 - nested too deep to look at (RecursionError): not a frame
         return protocol.Error(code=ErrorCode.MALFORMED, message=message)
     command_id = envelope.id if isinstance(envelope.id, str) else None
     code = (
