@@ -52,6 +52,12 @@ FIELD_SETTINGS = (
     "max_frame_bytes",
     "send_queue_frames",
     "clock_skew_s",
+    "promise_horizon_s",
+    "frame_rate",
+    "frame_burst",
+    "command_rate",
+    "command_burst",
+    "hello_failures_per_min",
     "command_memory_s",
     "offer_window_s",
     "arrival_radius_m",
@@ -393,17 +399,22 @@ def _type_of(prop: dict[str, Any]) -> str:
     return f"{prop.get('type', 'any')}"
 
 
+def _number(value: float) -> str:
+    """A bound as a reader checks it: every digit (85.05112878, 4102444800), no exponent."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _constraints(prop: dict[str, Any]) -> str:
     for option in prop.get("anyOf", []):
         if option.get("type") != "null":
             return _constraints(option)
     parts = []
     if "minimum" in prop and "maximum" in prop:
-        parts.append(f"{prop['minimum']:g} … {prop['maximum']:g}")
+        parts.append(f"{_number(prop['minimum'])} … {_number(prop['maximum'])}")
     elif "minimum" in prop:
-        parts.append(f"≥ {prop['minimum']:g}")
+        parts.append(f"≥ {_number(prop['minimum'])}")
     elif "maximum" in prop:
-        parts.append(f"≤ {prop['maximum']:g}")
+        parts.append(f"≤ {_number(prop['maximum'])}")
     low, high = prop.get("minLength"), prop.get("maxLength")
     if low is not None and high is not None:
         parts.append(f"{low}–{high} chars")

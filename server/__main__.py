@@ -15,9 +15,6 @@ import resource
 import sys
 from pathlib import Path
 
-import uvicorn
-
-from server.log_filters import uvicorn_log_config
 from server.private_files import private_dir, write_private
 from server.settings import SettingsError, load_settings
 
@@ -58,23 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"API tokens (generated; role:token): in {kept}", flush=True)
     _raise_open_files_limit()
     from server.hub import create_app
+    from server.net import serve
 
     app = create_app(settings)
     # Long-lived connections make full collections the tail of the latency (SPEC): collect
     # young objects often, old ones rarely.
     gc.set_threshold(50_000, 50, 100)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        ws_ping_interval=settings.heartbeat_s,
-        ws_ping_timeout=settings.heartbeat_s,
-        ws_max_size=max(65536, settings.max_frame_bytes * 4),
-        backlog=4096,
-        timeout_graceful_shutdown=5,
-        log_config=uvicorn_log_config(),  # no query strings in the access log
-    )
+    serve(app, settings, args.host, args.port, args.log_level)
     return 0
 
 

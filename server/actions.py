@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -47,7 +48,7 @@ class NewRequest(msgspec.Struct, forbid_unknown_fields=True):
     caller_phone: Annotated[str, Meta(pattern=r"^\+?[0-9]{3,20}$")]
     category: Annotated[str, Meta(min_length=1, max_length=64)]
     description: Annotated[str, Meta(min_length=1, max_length=2000)]
-    lat: Annotated[float, Meta(ge=-90.0, le=90.0)]
+    lat: protocol.Lat  # within Redis GEO's range, as every position the hub stores
     lon: Annotated[float, Meta(ge=-180.0, le=180.0)]
     address: Annotated[str, Meta(max_length=500)] = ""
 
@@ -253,6 +254,13 @@ class SquadActions:
                 if await self._seen(unit, squad, command.id):
                     return CommandDone(request_id, view.state, False)
                 raise CommandError(ErrorCode.INVALID_TRANSITION, str(exc)) from None
+            # Everything the step needs is prepared before it is committed: nothing after the
+            # commit may fail on the command's content and leave a step without its ``ok``.
+            notification = (
+                self._notification(fields, step.event, command)
+                if step.effects.notify_citizen
+                else None
+            )
             recorded = event_json(
                 step.event,
                 request_id,
@@ -280,8 +288,8 @@ class SquadActions:
                 return CommandDone(request_id, view.state, False)
             except StaleRequest:
                 continue
-            if step.effects.notify_citizen:
-                self._notify(fields, step.event, command)
+            if notification is not None:
+                self._send(notification)
             return CommandDone(request_id, step.state, step.effects.squad_available)
         raise CommandError(ErrorCode.BUSY, "the request kept changing: retry with the same id")
 
@@ -303,28 +311,46 @@ class SquadActions:
         counts at its real time) within bounds: not in the future beyond the allowed clock
         skew, not before the request was received. ``until`` of a promise must be later."""
         at = now if command.at is None else command.at
-        if at > now + self._settings.clock_skew_s:
+        if not math.isfinite(at) or at > now + self._settings.clock_skew_s:
             raise CommandError(ErrorCode.INVALID_TIME, "'at' is in the future")
         at = min(at, now)
         if at < float(fields.get("received_at", "0")):
             raise CommandError(ErrorCode.INVALID_TIME, "'at' is before the request was received")
-        if isinstance(command, protocol.Defer) and command.until <= at:
-            raise CommandError(ErrorCode.INVALID_TIME, "'until' must be later than now")
+        if isinstance(command, protocol.Defer):
+            until, horizon = command.until, self._settings.promise_horizon_s
+            if not math.isfinite(until) or until <= at:
+                raise CommandError(ErrorCode.INVALID_TIME, "'until' must be later than now")
+            if until > now + horizon:
+                raise CommandError(
+                    ErrorCode.INVALID_TIME,
+                    f"'until' is more than {horizon / 86400:g} days ahead",
+                )
         return at
 
     async def _seen(self, unit: str, squad: str, command_id: str) -> bool:
         return bool(await self._redis.exists(keys.command(unit, squad, command_id)))
 
-    def _notify(self, fields: dict[str, str], event: str, command: protocol.Command) -> None:
+    @staticmethod
+    def _notification(
+        fields: dict[str, str], event: str, command: protocol.Command
+    ) -> Notification | None:
+        """The citizen's message for a step, or None. Raises CommandError for a command whose
+        content cannot be put in words (a time the calendar cannot show)."""
         until = getattr(command, "until", None)
+        try:
+            shown = time.strftime("%Y-%m-%d %H:%M", time.localtime(until)) if until else ""
+        except (OverflowError, OSError, ValueError):
+            raise CommandError(ErrorCode.INVALID_TIME, "'until' is not a calendar time") from None
         text = citizen_text(
             event,
             fields["id"],
             note=getattr(command, "note", "") or getattr(command, "reason", ""),
-            until=time.strftime("%Y-%m-%d %H:%M", time.localtime(until)) if until else "",
+            until=shown,
         )
         phone = fields.get("caller_phone", "")
-        if text and phone:
-            task = asyncio.create_task(self._sender.send(Notification(phone, fields["id"], text)))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        return Notification(phone, fields["id"], text) if text and phone else None
+
+    def _send(self, notification: Notification) -> None:
+        task = asyncio.create_task(self._sender.send(notification))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

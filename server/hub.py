@@ -41,8 +41,10 @@ from server.city import City, load_city
 from server.directory import Directory
 from server.embedded_redis import EmbeddedRedis
 from server.field.session import FieldSession
+from server.guard import AddressBuckets
 from server.ledger import Ledger, default_database_url
 from server.loops import background_loops
+from server.net import BodyLimit
 from server.notify import MemorySender
 from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
@@ -178,6 +180,7 @@ class Services:
     ledger: Ledger | None = None
     availability: RedisAvailability = field(default_factory=RedisAvailability)
     auth: Authenticator | None = None  # accounts and sign-in, opened with the ledger
+    failed_hellos: AddressBuckets = field(init=False)  # per client address
 
     @property
     def city(self) -> City:
@@ -207,6 +210,8 @@ def build_services(settings: Settings, redis: Redis, city: City) -> Services:
         positions=PositionWriter(redis, settings.position_flush_ms / 1000),
         sender=MemorySender(),
     )
+    per_min = settings.hello_failures_per_min
+    services.failed_hellos = AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min))
     services.hub = Hub(new_hub_id(), services)
     services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
     services.intake = Intake(services.directory, requests, services.dispatcher)
@@ -254,7 +259,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/ws/field", field_socket),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
-    middleware = [Middleware(SecurityHeaders), Middleware(AuthMiddleware)]
+    # Outermost first: every answer (a 413 too) carries the security headers; an oversized
+    # body is refused before anyone reads it, credentials included.
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        Middleware(AuthMiddleware),
+    ]
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -78,6 +78,18 @@ class Settings(msgspec.Struct, kw_only=True):
     auth_failures_per_min: int = 20  # wrong tokens/passwords from one address per minute
     # before it gets 429
 
+    # --- limits on what one client may take (server/guard.py, server/net.py) ---
+    header_timeout_s: float = 10.0  # request headers (or a WebSocket handshake) must be in by then
+    max_connections: int = 0  # concurrent connections; 0: open files - redis_connections - 128
+    max_connections_per_address: int = 1000  # per client IP (carrier NAT shares them); 0: no cap
+    max_body_bytes: int = 65_536  # larger request bodies get 413 without being read
+    frame_rate: float = 50.0  # frames per second one phone may send on average (normal: ~1)
+    frame_burst: int = 100  # frames a phone may send at once above frame_rate
+    command_rate: float = 10.0  # commands (accept ... dispute) per second per phone on average
+    command_burst: int = 20  # commands a phone may send at once above command_rate
+    hello_failures_per_min: float = 10.0  # failed hellos per client IP; more: refused for a while
+    promise_horizon_s: float = 2_592_000.0  # a defer's until may be at most this far ahead (30 d)
+
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all
         (not even generated ones: see load_settings) gives an empty mapping."""

@@ -457,6 +457,9 @@ async def run(config: Config) -> dict[str, Any]:
     squad_plans = plan_squads(city, config.squads, rng)
     request_plans = plan_requests(city, round(config.rate * config.duration), squad_plans, rng)
     tokens: dict[str, str] = {role: f"{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
+    # Every simulated phone connects from this machine's one address: lift the per-address
+    # cap meant for real clients (unless the run sets it).
+    hub_settings = {"max_connections_per_address": "0", **config.hub_settings}
     with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
         log(f"embedded Redis at {redis_server.url}")
         hubs: list[HubProc] = []
@@ -468,7 +471,7 @@ async def run(config: Config) -> dict[str, Any]:
                         redis_server.url,
                         tokens,
                         tmp / f"hub{i}",
-                        config.hub_settings,
+                        hub_settings,
                         log_path=tmp / f"hub{i}.log",
                     )
                     for i in range(config.hubs)

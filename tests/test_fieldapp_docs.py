@@ -124,7 +124,7 @@ _REQUEST = protocol.RequestInfo(id="R00000001", category="water_main_burst",
 PHONE_SAMPLES: list[Any] = [
     *(f for f in generate.SAMPLES if isinstance(f, PHONE_TYPES)),
     protocol.Hello(squad="S00001", token="t"),
-    protocol.Pos(lat=-90.0, lon=180.0, ts=0.0),
+    protocol.Pos(lat=-protocol.MAX_LAT, lon=180.0, ts=0.0),
     protocol.Duty(on=False),
     protocol.Ack(seq=0),
     protocol.Accept(assignment="A1", id="c1"),

@@ -14,7 +14,7 @@ PHONE_FRAMES: list[protocol.PhoneFrame] = [
     protocol.Hello(squad="laocheng-1", token="tok-abcdefgh"),
     protocol.Hello(squad="laocheng-1", token="tok-abcdefgh", last_seq=42),
     protocol.Pos(lat=34.6197, lon=112.4540, ts=1_767_225_600.5),
-    protocol.Pos(lat=-90.0, lon=180.0, ts=0.0, acc=12.5),
+    protocol.Pos(lat=-protocol.MAX_LAT, lon=180.0, ts=0.0, acc=12.5),
     protocol.Duty(on=True),
     protocol.Duty(on=False),
     protocol.Ack(seq=7),
@@ -94,6 +94,10 @@ def _decode_error(obj: object) -> list[str]:
     [
         ("lat", 90.0001, "$.lat"),
         ("lat", -200.0, "$.lat"),
+        ("lat", 89.0, "$.lat"),  # valid on Earth, outside what Redis GEO can store
+        ("lat", -85.06, "$.lat"),
+        ("ts", 1e300, "$.ts"),
+        ("ts", 253402300799.0, "$.ts"),  # year 9999
         ("lon", 180.5, "$.lon"),
         ("lon", -181.0, "$.lon"),
         ("ts", -1.0, "$.ts"),
@@ -268,7 +272,7 @@ def test_published_schema_shape_and_refs_resolve() -> None:
     phone_tags = {r.removeprefix("#/$defs/") for r in _refs(doc["phone_to_hub"])}
     assert phone_tags == {cls.__name__ for cls in protocol.PhoneFrame.__args__}
     pos = defs["Pos"]["properties"]
-    assert (pos["lat"]["minimum"], pos["lat"]["maximum"]) == (-90.0, 90.0)
+    assert (pos["lat"]["minimum"], pos["lat"]["maximum"]) == (-85.05112878, 85.05112878)
     assert (pos["lon"]["minimum"], pos["lon"]["maximum"]) == (-180.0, 180.0)
     assert defs["Pos"]["additionalProperties"] is False
 

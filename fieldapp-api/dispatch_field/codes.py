@@ -24,6 +24,8 @@ class CloseCode(IntEnum):
     HEARTBEAT_TIMEOUT = 4002  # nothing heard within the offline time
     INTERNAL_ERROR = 4003
     HELLO_TIMEOUT = 4004  # no hello within the handshake time
+    RATE_LIMITED = 4005  # frames or commands faster than DISPATCH_FRAME_RATE / _COMMAND_RATE
+    HELLO_THROTTLED = 4006  # too many failed hellos from this address: retry later
     # terminal: do not reconnect without a change
     AUTH_FAILED = 4100
     HELLO_REQUIRED = 4101  # the first frame was not a valid hello
@@ -47,7 +49,8 @@ def should_reconnect(code: int) -> bool:
 
 
 class ErrorCode(StrEnum):
-    """``error.code`` values. A frame-level error never closes the connection by itself."""
+    """``error.code`` values. After ``hello`` a frame-level error does not close the connection
+    by itself (except ``rate_limited``); before ``hello`` every refused frame ends it (4101)."""
 
     MALFORMED = "malformed"  # not MessagePack/JSON, or not a map
     UNKNOWN_TYPE = "unknown_type"  # ``t`` names no frame type
@@ -60,3 +63,4 @@ class ErrorCode(StrEnum):
     INVALID_TRANSITION = "invalid_transition"  # e.g. resolve before accept
     INVALID_TIME = "invalid_time"  # ``at``/``until`` fails the sanity checks
     BUSY = "busy"  # the hub could not complete the command now: retry with the same id
+    RATE_LIMITED = "rate_limited"  # too fast (connection then closes 4005, or 4006 for hellos)

@@ -25,9 +25,20 @@ SUBPROTOCOL_MSGPACK: Final = "dispatch.v1.msgpack"
 SUBPROTOCOL_JSON: Final = "dispatch.v1.json"
 SUBPROTOCOLS: Final = (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)
 
-Lat = Annotated[float, Meta(ge=-90.0, le=90.0)]
+# Redis GEO (Web Mercator) stores latitudes within this bound and refuses the rest: a position
+# outside it could never be placed on the map or found by a search.
+MAX_LAT: Final = 85.05112878
+# 2100-01-01T00:00Z: every bound is finite, so infinity, NaN and year-9999 times never pass.
+MAX_TIMESTAMP: Final = 4_102_444_800.0
+
+Lat = Annotated[
+    float, Meta(ge=-MAX_LAT, le=MAX_LAT, description="degrees north, within Redis GEO's range")
+]
 Lon = Annotated[float, Meta(ge=-180.0, le=180.0)]
-Timestamp = Annotated[float, Meta(ge=0.0, description="seconds since the Unix epoch")]
+Timestamp = Annotated[
+    float,
+    Meta(ge=0.0, le=MAX_TIMESTAMP, description="seconds since the Unix epoch, before 2100"),
+]
 Id = Annotated[str, Meta(min_length=1, max_length=64)]
 Seq = Annotated[int, Meta(ge=0)]
 Reason = Annotated[str, Meta(min_length=1, max_length=500)]

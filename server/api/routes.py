@@ -321,6 +321,10 @@ async def live_map(request: Request) -> Response:
 # ---- ledger ------------------------------------------------------------------------------
 
 
+# Finite and within the database's numbers: "inf", "nan" and 2**63 are a 422, not a 500.
+EpochSeconds = Annotated[float, Meta(ge=0, le=1e11)]
+
+
 class LedgerQuery(msgspec.Struct, forbid_unknown_fields=True):
     """Filters of the ledger endpoints (query string)."""
 
@@ -328,10 +332,10 @@ class LedgerQuery(msgspec.Struct, forbid_unknown_fields=True):
     category: Code | None = None
     district: Code | None = None
     state: Annotated[str, Meta(pattern=r"^[a-z_]+$")] | None = None
-    since: Annotated[float, Meta(ge=0)] | None = None
-    until: Annotated[float, Meta(ge=0)] | None = None
+    since: EpochSeconds | None = None
+    until: EpochSeconds | None = None
     limit: Annotated[int, Meta(ge=1, le=10_000)] = 100
-    offset: Annotated[int, Meta(ge=0)] = 0
+    offset: Annotated[int, Meta(ge=0, le=1_000_000)] = 0  # deeper pages: narrow by time
 
 
 def _ledger_query(request: Request, actor: Actor | None = None) -> LedgerQuery:

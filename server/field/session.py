@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from redis.exceptions import RedisError
@@ -29,6 +29,7 @@ from dispatch_field.codes import TRY_AGAIN_LATER, CloseCode, ErrorCode
 from server.actions import CommandError
 from server.assign.ranking import haversine_m
 from server.availability import is_outage
+from server.guard import TokenBucket
 from server.requests import Actor
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_loose = msgspec.msgpack.Decoder()
-_loose_json = msgspec.json.Decoder()
 AUTO_ARRIVAL = Actor("system", "auto-arrival")
 
 
@@ -91,6 +90,9 @@ class FieldSession:
         self._reader: asyncio.Task[None] | None = None
         self._positioned = False  # a position was sent on this connection
         self.last_heard = time.monotonic()
+        settings = self._settings
+        self._frame_rate = TokenBucket(settings.frame_rate, settings.frame_burst)
+        self._command_rate = TokenBucket(settings.command_rate, settings.command_burst)
 
     # ---- pushing (called by the hub; never blocks) ------------------------------------------
 
@@ -175,7 +177,9 @@ class FieldSession:
 
     async def _greet(self) -> None:
         try:
-            frame = await asyncio.wait_for(self._receive(), self._settings.hello_timeout_s)
+            frame = await asyncio.wait_for(
+                self._receive(greeting=True), self._settings.hello_timeout_s
+            )
         except TimeoutError:
             raise Closed(CloseCode.HELLO_TIMEOUT, "no hello in time") from None
         if not isinstance(frame, protocol.Hello):
@@ -211,12 +215,36 @@ class FieldSession:
 
     async def _join(self, frame: protocol.Hello) -> Presence:
         """Authenticate the squad and record it online on this hub."""
-        unit = await self._services.squads.authenticate(frame.squad, frame.token)
-        if unit is None:
-            self.push(protocol.Error(code=ErrorCode.AUTH_FAILED, message="unknown squad or token"))
-            raise Closed(CloseCode.AUTH_FAILED, "authentication failed")
+        unit = await self._authenticate(frame)
         self.info.squad, self.info.unit = frame.squad, unit
         return await self._services.hub.joined(self)
+
+    async def _authenticate(self, hello: protocol.Hello) -> str:
+        """The squad's unit. Failed hellos are counted per client address: past
+        ``hello_failures_per_min`` every hello from that address is refused, unchecked, until
+        its budget refills, so guessing tokens gains nothing from speed."""
+        failures = self._services.failed_hellos
+        address = self._ws.client.host if self._ws.client else ""
+        if not failures.allows(address, time.monotonic()):
+            self.push(
+                protocol.Error(
+                    code=ErrorCode.RATE_LIMITED,
+                    message="too many failed hellos from this address: retry later",
+                )
+            )
+            raise Closed(CloseCode.HELLO_THROTTLED, "too many failed hellos")
+        unit = await self._services.squads.authenticate(hello.squad, hello.token)
+        if unit is None:
+            now = time.monotonic()
+            if failures.spend(address, now) < 1 and (blocked := failures.emptied.note(now)):
+                log.warning(
+                    "too many failed hellos: %d address(es) refused for a while (latest %s)",
+                    blocked,
+                    address,
+                )
+            self.push(protocol.Error(code=ErrorCode.AUTH_FAILED, message="unknown squad or token"))
+            raise Closed(CloseCode.AUTH_FAILED, "authentication failed")
+        return unit
 
     async def _resync(self, reason: str, last_seq: int) -> protocol.Resync:
         services, info = self._services, self.info
@@ -242,8 +270,10 @@ class FieldSession:
             )
         return protocol.Resync(reason=reason, last_seq=last_seq, assignments=listed)
 
-    async def _receive(self) -> protocol.PhoneFrame:
-        """The next valid frame; invalid ones are answered with an error frame and skipped."""
+    async def _receive(self, greeting: bool = False) -> protocol.PhoneFrame:
+        """The next valid frame; invalid ones are answered with an error frame and skipped,
+        or, while ``greeting``, end the connection (HELLO_REQUIRED) after their error frame.
+        A phone past its frame rate is closed (RATE_LIMITED)."""
         while True:
             message = await self._ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -251,20 +281,33 @@ class FieldSession:
             data: bytes | str | None = message.get("bytes")
             if data is None:
                 data = message.get("text") or ""
-            self.last_heard = time.monotonic()
+            self.last_heard = now = time.monotonic()
+            if not self._frame_rate.take(now):
+                raise self._rate_limited("frames")
             limit = self._settings.max_frame_bytes
             if len(data) > limit:
-                self.push(
-                    protocol.Error(
-                        code=ErrorCode.TOO_LARGE,
-                        message=f"frame of {len(data)} bytes; the limit is {limit}",
-                    )
+                error = protocol.Error(
+                    code=ErrorCode.TOO_LARGE,
+                    message=f"frame of {len(data)} bytes; the limit is {limit}",
                 )
-                continue
-            try:
-                return protocol.decode_phone(data)
-            except msgspec.DecodeError as exc:
-                self.push(_decode_error(data, exc))
+            else:
+                try:
+                    return protocol.decode_phone(data)
+                except Exception as exc:  # noqa: BLE001 - decoding is pure: whatever it raises
+                    # (RecursionError from deep nesting too) the frame is at fault, not the hub
+                    error = _decode_error(data, exc)
+            self.push(error)
+            if greeting:
+                raise Closed(CloseCode.HELLO_REQUIRED, "the first frame must be a valid hello")
+
+    def _rate_limited(self, what: str) -> Closed:
+        """Tell the phone, and return the close to raise."""
+        self.push(
+            protocol.Error(
+                code=ErrorCode.RATE_LIMITED, message=f"{what} faster than the hub allows"
+            )
+        )
+        return Closed(CloseCode.RATE_LIMITED, f"{what} too fast: reconnect later")
 
     async def _handle(self, frame: protocol.PhoneFrame) -> None:
         services, info = self._services, self.info
@@ -291,6 +334,8 @@ class FieldSession:
             case protocol.Hello():
                 self.push(protocol.Error(code=ErrorCode.UNEXPECTED, message="already greeted"))
             case _:
+                if not self._command_rate.take(time.monotonic()):
+                    raise self._rate_limited("commands")
                 await self._command(frame)
 
     async def _command(self, command: protocol.Command, actor: Actor | None = None) -> None:
@@ -395,19 +440,36 @@ class FieldSession:
                 await self._ws.close(closing.code, closing.reason)
 
 
-def _decode_error(data: bytes | str, exc: msgspec.DecodeError) -> protocol.Error:
-    """An error frame for a frame that did not decode, naming the field and its command id."""
-    message = str(exc)
-    try:
-        loose = _loose_json.decode(data) if isinstance(data, str) else _loose.decode(data)
-    except msgspec.DecodeError:
+class _Envelope(msgspec.Struct):
+    """What an error frame can say about a frame that did not decode: its type and id."""
+
+    t: Any = None
+    id: Any = None
+
+
+_envelope_msgpack = msgspec.msgpack.Decoder(_Envelope)
+_envelope_json = msgspec.json.Decoder(_Envelope)
+
+
+def _decode_error(data: bytes | str, exc: Exception) -> protocol.Error:
+    """An error frame for a frame that did not decode, naming the field and its command id.
+    ``malformed`` unless the frame is a map that broke the schema (``invalid``,
+    ``unknown_type``)."""
+    message = str(exc)[:500] or type(exc).__name__
+    if not isinstance(exc, msgspec.ValidationError):
         return protocol.Error(code=ErrorCode.MALFORMED, message=message)
-    if not isinstance(loose, dict):
+    try:
+        envelope = (
+            _envelope_json.decode(data) if isinstance(data, str) else _envelope_msgpack.decode(data)
+        )
+    except msgspec.ValidationError:
         return protocol.Error(code=ErrorCode.MALFORMED, message="a frame must be a map")
-    command_id = loose.get("id") if isinstance(loose.get("id"), str) else None
+    except Exception:  # noqa: BLE001 - nested too deep to look at (RecursionError): not a frame
+        return protocol.Error(code=ErrorCode.MALFORMED, message=message)
+    command_id = envelope.id if isinstance(envelope.id, str) else None
     code = (
         ErrorCode.UNKNOWN_TYPE
-        if message.endswith("at `$.t`") and "t" in loose
-        else (ErrorCode.INVALID)
+        if message.endswith("at `$.t`") and envelope.t is not None
+        else ErrorCode.INVALID
     )
     return protocol.Error(code=code, message=message, id=command_id)
