@@ -572,9 +572,12 @@ async def test_find_requests_filters(redis: Redis, ledger: Ledger) -> None:
 async def test_export_csv_has_a_header_and_one_row_per_request(redis: Redis,
                                                                ledger: Ledger) -> None:
     made = await _city_of_requests(redis, ledger)
-    rows = list(csv.reader(io.StringIO(await export_csv(ledger))))
+    exported = await export_csv(ledger)
+    assert exported.startswith("\ufeff")  # the BOM: spreadsheets read the Chinese as UTF-8
+    rows = list(csv.reader(io.StringIO(exported.removeprefix("\ufeff"))))
     assert rows[0] == list(tables.REQUEST_COLUMNS)
     assert [r[0] for r in rows[1:]] == list(made.values())
-    water = list(csv.DictReader(io.StringIO(await export_csv(ledger, unit="water"))))
+    water_csv = (await export_csv(ledger, unit="water")).removeprefix("\ufeff")
+    water = list(csv.DictReader(io.StringIO(water_csv)))
     assert [(r["id"], r["state"]) for r in water] == [
         (made["water-xigong-resolved"], "resolved"), (made["water-laocheng-queued"], "queued")]
