@@ -8,7 +8,12 @@ Modules: ``tables`` (schema), ``fold`` (pure: entries -> rows), ``streams`` (the
 group), ``writer`` (:class:`Ledger`), ``queries``.
 """
 
-from server.ledger.queries import export_csv, find_requests, request_events
+from server.ledger.queries import (
+    export_csv,
+    find_requests,
+    highest_request_number,
+    request_events,
+)
 from server.ledger.streams import GROUP, StreamEntry, ack
 from server.ledger.tables import events, metadata, requests
 from server.ledger.writer import (
@@ -29,6 +34,7 @@ __all__ = [
     "events",
     "export_csv",
     "find_requests",
+    "highest_request_number",
     "metadata",
     "request_events",
     "requests",

@@ -15,9 +15,10 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server import ids
 from server.ledger import tables
 from server.ledger.writer import Ledger
 
@@ -85,6 +86,20 @@ def spreadsheet_safe(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+async def highest_request_number(source: AsyncEngine | Ledger, day: str) -> int:
+    """The highest request number of ``day`` (``YYYYMMDD``) the ledger recorded, 0 if none:
+    where that day's sequence resumes when Redis lost its counter (see server.ids)."""
+    requests = tables.requests
+    low, high = ids.day_bounds(day)
+    query = (select(requests.c.id).where(requests.c.id >= low, requests.c.id < high)
+             # Longest first: a day past 999,999 has wider numbers that sort lower as text.
+             .order_by(func.length(requests.c.id).desc(), requests.c.id.desc()).limit(1))
+    async with _engine(source).connect() as conn:
+        highest = (await conn.execute(query)).scalar_one_or_none()
+    parsed = ids.parse_request_id(highest) if highest else None
+    return parsed[1] if parsed else 0
 
 
 def _select_requests(*, unit: Filter, category: Filter, district: Filter, state: Filter,
