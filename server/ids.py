@@ -20,7 +20,7 @@ SEQUENCE_WIDTH = 6  # digits; a day past 999,999 requests gets wider numbers, st
 # may be missing from the ledger: starting right after the ledger's highest would give them
 # out again. The margin covers that lag with room to spare; a ledger that was behind by
 # more than this when Redis lost its data can still collide, and the ledger then refuses
-# the newcomer loudly (server.ledger.fold.identity_conflict).
+# the newcomer loudly (server.ledger.fold.attribute).
 RECOVERY_MARGIN = 1000
 
 _REQUEST_ID = re.compile(r"^(\d{8})-(\d{6,})$")

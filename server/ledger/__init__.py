@@ -12,10 +12,11 @@ from server.ledger.queries import (
     export_csv,
     find_requests,
     highest_request_number,
+    request_conflicts,
     request_events,
 )
 from server.ledger.streams import GROUP, StreamEntry, ack
-from server.ledger.tables import events, metadata, requests
+from server.ledger.tables import conflicts, events, metadata, requests
 from server.ledger.writer import (
     DEFAULT_CONSUMER,
     Ledger,
@@ -29,6 +30,7 @@ __all__ = [
     "Ledger",
     "StreamEntry",
     "ack",
+    "conflicts",
     "async_database_url",
     "default_database_url",
     "events",
@@ -36,6 +38,7 @@ __all__ = [
     "find_requests",
     "highest_request_number",
     "metadata",
+    "request_conflicts",
     "request_events",
     "requests",
 ]

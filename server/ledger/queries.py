@@ -60,6 +60,24 @@ async def request_events(source: AsyncEngine | Ledger, request_id: str) -> list[
     return rows
 
 
+async def request_conflicts(source: AsyncEngine | Ledger,
+                            request_id: str) -> list[dict[str, Any]]:
+    """Events refused under ``request_id`` because they belong to another request that was
+    given the same id (see :func:`server.ledger.fold.attribute`), in stream order, each with
+    the ``received_at`` of the request it belongs to; ``data`` is the decoded JSON."""
+    conflicts = tables.conflicts
+    query = (select(conflicts.c.unit, conflicts.c.stream_id, conflicts.c.request_id,
+                    conflicts.c.received_at, conflicts.c.type, conflicts.c.at, conflicts.c.by,
+                    conflicts.c.data)
+             .where(conflicts.c.request_id == request_id)
+             .order_by(conflicts.c.sort_key, conflicts.c.unit))
+    async with _engine(source).connect() as conn:
+        rows = [dict(row) for row in (await conn.execute(query)).mappings()]
+    for row in rows:
+        row["data"] = json.loads(row["data"])
+    return rows
+
+
 async def export_csv(source: AsyncEngine | Ledger, *, unit: Filter = None,
                      category: Filter = None, district: Filter = None, state: Filter = None,
                      since: Moment = None, until: Moment = None, limit: int | None = None,
