@@ -8,7 +8,9 @@ step's effects on squads and queue, in one atomic script.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,8 +25,11 @@ from server.lifecycle import RequestView, State, Step
 from server.redis_text import text
 from server.scripts import Scripts
 
+log = logging.getLogger(__name__)
+
 IDEMPOTENCY_TTL_S = 86_400  # how long an intake Idempotency-Key is remembered
 SEQUENCE_TTL_S = 3 * 86_400  # a day's counter outlives the day (clocks of processes differ)
+LEDGER_WAIT_S = 3.0  # how long a new day's first number waits for the ledger's answer
 
 # The highest request number of a day (``YYYYMMDD``) the ledger recorded, 0 if none.
 HighestRecorded = Callable[[str], Awaitable[int]]
@@ -131,12 +136,25 @@ class RequestStore:
         counter = [keys.request_sequence(day), keys.sequence_marker()]
         number = await self._scripts.sequence(keys=counter, args=["", "", SEQUENCE_TTL_S])
         if number is None:  # no counter for the day yet: recover where it got to
-            highest = await self._highest_recorded(day) if self._highest_recorded else 0
-            counted_before, started_empty = ids.sequence_starts(highest)
+            counted_before, started_empty = ids.sequence_starts(await self._recorded(day))
             number = await self._scripts.sequence(
                 keys=counter, args=[counted_before, started_empty, SEQUENCE_TTL_S]
             )
         return ids.request_id(day, int(number))
+
+    async def _recorded(self, day: str) -> int:
+        """The ledger's highest number of ``day``; 0 when there is no ledger, or it does not
+        answer in time: intake must not stop for the ledger. On a new day that is exactly
+        right; on a Redis that also started empty it risks a number given out before, which
+        the ledger then refuses loudly (server.ledger.fold.attribute)."""
+        if self._highest_recorded is None:
+            return 0
+        try:
+            return await asyncio.wait_for(self._highest_recorded(day), LEDGER_WAIT_S)
+        except Exception as exc:  # noqa: BLE001 - any failure of the ledger: go on without it
+            log.warning("request numbers of %s: the ledger did not answer (%s: %s); "
+                        "counting from what Redis knows", day, type(exc).__name__, exc)
+            return 0
 
     async def create(
         self,

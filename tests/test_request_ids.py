@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from redis.asyncio import Redis
 
 from server import ids, keys
 from server.ledger.fold import LedgerEvent, attribute, parse_entry
+from server.requests import RequestStore
 from server.scripts import Scripts
 from tests.helpers import XIGONG, Api, auth, eventually
 
@@ -144,3 +147,18 @@ async def test_a_redis_started_empty_beside_the_ledger_never_reuses_a_number(
         assert number >= max(n for _, n in before) + ids.RECOVERY_MARGIN
     assert (await api.get_request(later))["state"] in ("queued", "offered")
     await api.close()
+
+
+async def test_numbers_are_given_out_while_the_ledger_does_not_answer(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def unreachable(day: str) -> int:
+        raise ConnectionRefusedError("the database is down")
+
+    store = RequestStore(redis, Scripts.register(redis), events_maxlen=100, command_memory_s=60,
+                         outbox_max_frames=100, zone=SHANGHAI, highest_recorded=unreachable)
+    await redis.set(keys.sequence_marker(), "1")  # this Redis counted before: a new day
+    first = await store.next_id()
+    assert ids.parse_request_id(first) == (ids.local_day(time.time(), SHANGHAI), 1)
+    assert "the ledger did not answer" in caplog.text
+    assert ids.parse_request_id(await store.next_id()) == (first[:8], 2)  # counted on
