@@ -86,7 +86,7 @@ CLOSE_CODE_NOTES = {
 # ---- sample frames (examples in the documents; validated by the tests) --------------------
 
 _REQUEST = protocol.RequestInfo(
-    id="R00000042",
+    id="20261130-000042",
     category="water_main_burst",
     description="Burst pipe flooding the pavement",
     lat=34.6197,

@@ -8,6 +8,7 @@ be part of the atomic commit (pushes, citizen notifications, moving the queue).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -51,6 +52,11 @@ class NewRequest(msgspec.Struct, forbid_unknown_fields=True):
     lat: protocol.Lat  # within Redis GEO's range, as every position the hub stores
     lon: Annotated[float, Meta(ge=-180.0, le=180.0)]
     address: Annotated[str, Meta(max_length=500)] = ""
+
+    def fingerprint(self) -> str:
+        """A hash of the request's content, the same whatever the JSON's spacing, key order
+        or spelling of numbers: what an ``Idempotency-Key`` is bound to."""
+        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()
 
 
 class HasCity(Protocol):
@@ -123,11 +129,17 @@ class Intake:
         self, new: NewRequest, by: Actor, idempotency_key: str | None = None
     ) -> dict[str, Any]:
         """Record and dispatch a request. With ``idempotency_key``, a retry of the same call
-        returns the request the first call made (with ``"replayed": True``), never a twin."""
+        returns the request the first call made (with ``"replayed": True``), never a twin.
+
+        The key is the caller's own (scoped to ``by``) and bound to the request's content:
+        the same key with a different request raises IdempotencyKeyReused, records nothing.
+        """
         route, district, unit = self.triage(new)  # bad input never takes an id
         category = self._city.category(new.category)
         assert category is not None  # triage checked it
-        request_id, exists = await self._requests.reserve_id(by.label(), idempotency_key)
+        request_id, exists = await self._requests.reserve_id(
+            by.label(), idempotency_key, new.fingerprint()
+        )
         if exists:
             return await self.describe(request_id) | {"replayed": True}
         now = time.time()

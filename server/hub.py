@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -42,7 +43,7 @@ from server.directory import Directory
 from server.embedded_redis import EmbeddedRedis
 from server.field.session import FieldSession
 from server.guard import AddressBuckets
-from server.ledger import Ledger, default_database_url
+from server.ledger import Ledger, default_database_url, highest_request_number
 from server.loops import background_loops
 from server.net import BodyLimit
 from server.notify import MemorySender
@@ -191,7 +192,11 @@ def new_hub_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
-def build_services(settings: Settings, redis: Redis, city: City) -> Services:
+def build_services(
+    settings: Settings, redis: Redis, city: City, ledger: Ledger | None = None
+) -> Services:
+    """The services of one process. ``ledger``: where request numbers resume when Redis
+    lost its counters (None: nowhere, e.g. in tests without a ledger)."""
     scripts = Scripts.register(redis)
     requests = RequestStore(
         redis,
@@ -199,6 +204,8 @@ def build_services(settings: Settings, redis: Redis, city: City) -> Services:
         events_maxlen=settings.events_maxlen,
         command_memory_s=settings.command_memory_s,
         outbox_max_frames=settings.outbox_max_frames,
+        zone=city.zone,
+        highest_recorded=partial(highest_request_number, ledger) if ledger else None,
     )
     services = Services(
         settings=settings,
@@ -209,6 +216,7 @@ def build_services(settings: Settings, redis: Redis, city: City) -> Services:
         squads=SquadStore(redis, scripts),
         positions=PositionWriter(redis, settings.position_flush_ms / 1000),
         sender=MemorySender(),
+        ledger=ledger,
     )
     per_min = settings.hello_failures_per_min
     services.failed_hellos = AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min))
@@ -307,21 +315,18 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
     )
     redis = Redis(connection_pool=pool)
     city = load_city(settings.config_path)
-    services = build_services(settings, redis, city)
+    # The ledger before the services: request numbers resume from it (see server.ids).
+    ledger = await Ledger.open(settings.database_url or default_database_url(settings.data_dir))
+    services = build_services(settings, redis, city, ledger)
     await services.directory.refresh()
     app.state.services = services
     await services.presence.beat()
-    services.ledger = await Ledger.open(
-        settings.database_url or default_database_url(settings.data_dir)
-    )
     services.auth = await open_authenticator(
-        services.ledger.engine, settings, lambda code: services.city.unit(code) is not None
+        ledger.engine, settings, lambda code: services.city.unit(code) is not None
     )
     loops = [asyncio.create_task(coro) for coro in background_loops(services)]
     loops.append(
-        asyncio.create_task(
-            services.ledger.consume(redis, services.directory.unit_codes, services.hub.id)
-        )
+        asyncio.create_task(ledger.consume(redis, services.directory.unit_codes, services.hub.id))
     )
     log.info("hub %s ready", services.hub.id)
     try:
@@ -338,7 +343,7 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
             await services.positions.flush()
             await services.hub.reconcile(everyone=True)
             await services.presence.leave()
-        await services.ledger.close()
+        await ledger.close()
         await redis.aclose()
 
 

@@ -3,7 +3,8 @@
 Keys of one unit share the hash tag ``{u:<unit>}``: a unit's squads, requests, assignments,
 outboxes, queue, timers and events live in one Cluster slot, so every Lua script touches
 keys of a single slot and the same code runs on Redis Cluster. The few global keys (id
-counters and id -> unit indexes) are only used by single-key commands.
+counters and id -> unit indexes) are only used by single-key commands, except the request
+sequence's, which share the hash tag ``{ids}`` for ``sequence.lua``.
 """
 
 from __future__ import annotations
@@ -112,8 +113,16 @@ def assignment(unit: str, assignment_id: str) -> str:
 # --- global (single-key commands only) ----------------------------------------------------
 
 
-def request_counter() -> str:
-    return f"{PREFIX}:next:request"
+def request_sequence(day: str) -> str:
+    """String: the last request number given out on ``day`` (``YYYYMMDD``, the city's date;
+    see server.ids). Expires a few days after."""
+    return f"{PREFIX}:{{ids}}:seq:{day}"
+
+
+def sequence_marker() -> str:
+    """String: present once this Redis has given out a request number. Missing beside a
+    ledger that has numbers: Redis started empty, its last numbers are unknown."""
+    return f"{PREFIX}:{{ids}}:counted"
 
 
 def squad_counter() -> str:

@@ -8,19 +8,31 @@ step's effects on squads and queue, in one atomic script.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
-from server import keys
+from server import ids, keys
 from server.lifecycle import RequestView, State, Step
 from server.redis_text import text
 from server.scripts import Scripts
 
+log = logging.getLogger(__name__)
+
 IDEMPOTENCY_TTL_S = 86_400  # how long an intake Idempotency-Key is remembered
+SEQUENCE_TTL_S = 3 * 86_400  # a day's counter outlives the day (clocks of processes differ)
+LEDGER_WAIT_S = 3.0  # how long a new day's first number waits for the ledger's answer
+
+# The highest request number of a day (``YYYYMMDD``) the ledger recorded, 0 if none.
+HighestRecorded = Callable[[str], Awaitable[int]]
 
 
 class StaleRequest(Exception):
@@ -29,6 +41,14 @@ class StaleRequest(Exception):
 
 class DuplicateCommand(Exception):
     """The command id was applied before: the retry is a no-op."""
+
+
+class IdempotencyKeyReused(Exception):
+    """The idempotency key was used before for a different request (another body)."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(request_id)
+        self.request_id = request_id  # the request the key made first
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +89,27 @@ class RequestStore:
         events_maxlen: int,
         command_memory_s: int,
         outbox_max_frames: int,
+        zone: ZoneInfo,
+        highest_recorded: HighestRecorded | None = None,
     ) -> None:
+        """``zone``: the city's time zone (request numbers carry its date).
+        ``highest_recorded``: asks the ledger where a day's numbers got to, when Redis has
+        no counter for the day; None (no ledger) counts as 0."""
         self._redis = redis
         self._scripts = scripts
         self._events_maxlen = events_maxlen
         self._command_memory_s = command_memory_s
         self._outbox_max_frames = outbox_max_frames
+        self._zone = zone
+        self._highest_recorded = highest_recorded
 
-    async def reserve_id(self, scope: str, key: str | None) -> tuple[str, bool]:
+    async def reserve_id(self, scope: str, key: str | None, fingerprint: str) -> tuple[str, bool]:
         """The id for a new request: a fresh one, or with an idempotency ``key`` the id that
         key reserved before. Returns (id, whether that request is stored already).
 
+        ``scope`` is the caller (a key is theirs alone) and ``fingerprint`` the request's
+        content: the key is bound to it, and the same key with another fingerprint raises
+        IdempotencyKeyReused (a different request must never be answered with the first).
         The reservation is written before the request, so a retry after a crash in between
         creates the request under the same id instead of a twin.
         """
@@ -89,16 +119,43 @@ class RequestStore:
         reserved = await self._redis.get(reservation)
         if reserved is None:
             fresh = await self.next_id()
-            if await self._redis.set(reservation, fresh, nx=True, ex=IDEMPOTENCY_TTL_S):
+            if await self._redis.set(
+                reservation, _reservation(fingerprint, fresh), nx=True, ex=IDEMPOTENCY_TTL_S
+            ):
                 return fresh, False
             reserved = await self._redis.get(reservation)  # a concurrent retry won
-        request_id = text(reserved)
+        reserved_for, request_id = _reserved(text(reserved))
+        if reserved_for != fingerprint:
+            raise IdempotencyKeyReused(request_id)
         unit = await self.unit_of(request_id)
         return request_id, unit is not None and await self.read(unit, request_id) is not None
 
-    async def next_id(self) -> str:
-        number = await self._redis.incr(keys.request_counter())
-        return f"R{number:08d}"
+    async def next_id(self, at: float | None = None) -> str:
+        """A request number never given out before, dated by the city's day at ``at``
+        (default now). See :mod:`server.ids` for how it survives Redis losing its data."""
+        day = ids.local_day(time.time() if at is None else at, self._zone)
+        counter = [keys.request_sequence(day), keys.sequence_marker()]
+        number = await self._scripts.sequence(keys=counter, args=["", "", SEQUENCE_TTL_S])
+        if number is None:  # no counter for the day yet: recover where it got to
+            counted_before, started_empty = ids.sequence_starts(await self._recorded(day))
+            number = await self._scripts.sequence(
+                keys=counter, args=[counted_before, started_empty, SEQUENCE_TTL_S]
+            )
+        return ids.request_id(day, int(number))
+
+    async def _recorded(self, day: str) -> int:
+        """The ledger's highest number of ``day``; 0 when there is no ledger, or it does not
+        answer in time: intake must not stop for the ledger. On a new day that is exactly
+        right; on a Redis that also started empty it risks a number given out before, which
+        the ledger then refuses loudly (server.ledger.fold.attribute)."""
+        if self._highest_recorded is None:
+            return 0
+        try:
+            return await asyncio.wait_for(self._highest_recorded(day), LEDGER_WAIT_S)
+        except Exception as exc:  # noqa: BLE001 - any failure of the ledger: go on without it
+            log.warning("request numbers of %s: the ledger did not answer (%s: %s); "
+                        "counting from what Redis knows", day, type(exc).__name__, exc)
+            return 0
 
     async def create(
         self,
@@ -287,6 +344,17 @@ class RequestStore:
             self._outbox_max_frames,
             *pairs,
         ]
+
+
+def _reservation(fingerprint: str, request_id: str) -> str:
+    """What an idempotency key holds: the request's fingerprint and the id it reserved."""
+    return f"{fingerprint} {request_id}"
+
+
+def _reserved(value: str) -> tuple[str, str]:
+    """(fingerprint, request id) of a reservation."""
+    fingerprint, _, request_id = value.rpartition(" ")
+    return fingerprint, request_id
 
 
 def view_of(fields: dict[str, str]) -> tuple[RequestView, int]:

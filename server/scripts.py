@@ -25,6 +25,7 @@ class Scripts:
     disconnect: AsyncScript
     duty: AsyncScript
     ack: AsyncScript
+    sequence: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

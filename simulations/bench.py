@@ -119,7 +119,7 @@ def frame_benches(quick: bool) -> list[Result]:
         assignment="A3f9c2e1b4d5a",
         respond_by=time.time() + 60,
         request=protocol.RequestInfo(
-            id="R00001234",
+            id="20261130-001234",
             category=CATEGORY,
             lat=34.67,
             lon=112.445,

@@ -13,6 +13,10 @@ from websockets.exceptions import ConnectionClosed
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
 from server import keys
+from server.actions import NewRequest
+from server.city import load_city
+from server.hub import build_services
+from server.settings import Settings
 from tests.helpers import XIGONG, Api, auth, online_squad
 
 GOOD = {
@@ -59,8 +63,8 @@ async def test_bad_request_bodies_are_refused_with_the_field(
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code and field in error["fields"] and error["message"]
-    # Nothing half-written: no request id was taken, no request stored.
-    assert not await redis.exists(keys.request_counter())
+    # Nothing half-written: no request number was taken, no request stored.
+    assert not await redis.keys(keys.request_sequence("*"))
     assert not await redis.hlen(keys.request_units())
     await api.close()
 
@@ -254,18 +258,70 @@ async def test_intake_retries_with_an_idempotency_key_never_make_twins(hubs, red
     assert len({t.json()["id"] for t in twins}) == 1
     assert sorted(t.status_code for t in twins) == [200] * 5 + [201]
     assert await redis.hlen(keys.request_units()) == 2  # call-1 and call-2, nothing else
-    # A crash after the key reserved an id but before the request was stored: the retry
-    # creates it under that id.
+    # A crash after the key reserved an id but before the request was stored (the store's
+    # own reservation, made here without the request): the retry creates it under that id.
+    store = build_services(Settings(), redis, load_city()).requests
+    fingerprint = msgspec.convert(GOOD, NewRequest).fingerprint()
     # (keys are scoped to the caller's actor label: DISPATCH_TOKENS' bootstrap account)
-    await redis.set(keys.idempotency("calltaker:bootstrap-calltaker", "call-3"), "R00000777")
+    reserved, stored = await store.reserve_id(
+        "calltaker:bootstrap-calltaker", "call-3", fingerprint
+    )
+    assert not stored
     retried = await http.post(
         "/api/v1/requests", json=GOOD, headers=headers | {"Idempotency-Key": "call-3"}
     )
-    assert (retried.status_code, retried.json()["id"]) == (201, "R00000777")
-    assert (await api.get_request("R00000777"))["state"] in ("queued", "offered")
+    assert (retried.status_code, retried.json()["id"]) == (201, reserved)
+    assert (await api.get_request(reserved))["state"] in ("queued", "offered")
     bad = await http.post(
         "/api/v1/requests", json=GOOD, headers=headers | {"Idempotency-Key": "not a key!"}
     )
     assert bad.status_code == 422 and "Idempotency-Key" in bad.json()["error"]["fields"]
     assert await redis.hlen(keys.request_units()) == 3
+    await api.close()
+
+
+async def test_a_reused_idempotency_key_with_another_body_is_a_conflict(hubs, redis):
+    hub = hubs.start()
+    api = Api(hub)
+    http, headers = api.http, auth("calltaker") | {"Idempotency-Key": "call-1"}
+    first = await http.post("/api/v1/requests", json=GOOD, headers=headers)
+    assert first.status_code == 201
+    other = _with(description="gas smell in the stairwell", caller_phone="13900000000")
+    reused = await http.post("/api/v1/requests", json=other, headers=headers)
+    assert reused.status_code == 409, reused.text
+    error = reused.json()["error"]
+    assert error["code"] == "idempotency_key_reused" and "Idempotency-Key" in error["fields"]
+    assert first.json()["id"] not in reused.text  # not answered with the first request
+    assert await redis.hlen(keys.request_units()) == 1  # the conflict recorded nothing
+    # The same body, spelled differently (key order, spacing, 34.670 for 34.67), is a retry.
+    respelled = (
+        f'{{"lon": {XIGONG[1]!r}, "lat": {XIGONG[0]:.4f}, "description": "pipe burst",'
+        ' "category": "water_main_burst", "caller_phone": "13800000000"}'
+    )
+    assert f"{XIGONG[0]:.4f}" != repr(XIGONG[0])  # spelled differently indeed
+    json_body = {"content-type": "application/json"}
+    retried = await http.post("/api/v1/requests", content=respelled, headers=headers | json_body)
+    assert (retried.status_code, retried.json()["id"]) == (200, first.json()["id"])
+    # The second emergency goes through with its own key.
+    second = await http.post(
+        "/api/v1/requests", json=other, headers=auth("calltaker") | {"Idempotency-Key": "call-2"}
+    )
+    assert second.status_code == 201 and second.json()["id"] != first.json()["id"]
+    assert await redis.hlen(keys.request_units()) == 2
+    await api.close()
+
+
+async def test_idempotency_keys_are_each_callers_own(hubs, redis):
+    """Two callers who happen to pick the same key make two requests (admin may create
+    requests too; with people's accounts, two call-takers are two callers)."""
+    hub = hubs.start()
+    api = Api(hub)
+    key = {"Idempotency-Key": "shift-start-1"}
+    made = [
+        await api.http.post("/api/v1/requests", json=GOOD, headers=auth(role) | key)
+        for role in ("calltaker", "admin")
+    ]
+    assert [m.status_code for m in made] == [201, 201]
+    assert made[0].json()["id"] != made[1].json()["id"]
+    assert await redis.hlen(keys.request_units()) == 2
     await api.close()

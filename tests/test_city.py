@@ -171,6 +171,11 @@ def _mutate(old: str, new: str) -> str:
     return SMALL_CITY.replace(old, new)
 
 
+def test_timezone_defaults_to_china_standard_time(tmp_path: Path) -> None:
+    city = load_city(_write(tmp_path, _mutate('timezone = "Asia/Shanghai"\n', "")))
+    assert city.timezone == "Asia/Shanghai" and str(city.zone) == "Asia/Shanghai"
+
+
 def test_small_city_is_valid(tmp_path: Path) -> None:
     city = load_city(_write(tmp_path, SMALL_CITY))
     assert city.district_at(34.75, 112.5) is city.district("north")
@@ -258,6 +263,12 @@ def test_bad_file_raises_naming_the_problem(
             id="depot-outside",
         ),
         pytest.param('code = "water"', 'code = "Water"', "$.units[0].code", id="bad-code"),
+        pytest.param(
+            'timezone = "Asia/Shanghai"',
+            'timezone = "Asia/Luoyang"',
+            "unknown time zone 'Asia/Luoyang'",
+            id="unknown-timezone",
+        ),
         pytest.param(
             "center = [34.5, 112.5]",
             "center = [112.5, 34.5]",

@@ -251,7 +251,7 @@ async def test_every_event_reaches_the_ledger_and_can_be_queried(hubs):
         "resolved",
     ]
     csv = (await api.http.get("/api/v1/ledger/export.csv", headers=center)).text
-    lines = csv.strip().splitlines()
+    lines = csv.removeprefix("\ufeff").strip().splitlines()
     assert lines[0].startswith("id,") and len(lines) == 3  # header, water, police
     assert any(line.startswith(police["id"]) for line in lines)
     bad = await api.http.get("/api/v1/ledger/requests", headers=center, params={"limit": "0"})

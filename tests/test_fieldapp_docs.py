@@ -119,7 +119,7 @@ def _validator(doc: dict[str, Any], direction: str) -> jsonschema.Draft202012Val
         {"$schema": doc["$schema"], "$defs": doc["$defs"], **doc[direction]})
 
 
-_REQUEST = protocol.RequestInfo(id="R00000001", category="water_main_burst",
+_REQUEST = protocol.RequestInfo(id="20261130-000001", category="water_main_burst",
                                 description="水管爆裂", lat=34.67, lon=112.445)
 PHONE_SAMPLES: list[Any] = [
     *(f for f in generate.SAMPLES if isinstance(f, PHONE_TYPES)),

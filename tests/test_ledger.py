@@ -26,7 +26,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select, text
 
-from server import keys
+from server import ids, keys
 from server.city import load_city
 from server.embedded_redis import EmbeddedRedis
 from server.hub import build_services
@@ -37,6 +37,7 @@ from server.ledger import (
     default_database_url,
     export_csv,
     find_requests,
+    request_conflicts,
     request_events,
     tables,
 )
@@ -93,17 +94,19 @@ async def ledger(database_url: str) -> AsyncIterator[Ledger]:
 class Desk:
     """Drives requests through their lifecycle with the server's own code, as the hub does."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, ledger: Ledger | None = None) -> None:
         # The hub's own composition root builds the store, with the default settings.
-        self.store: RequestStore = build_services(Settings(), redis, load_city()).requests
+        self.store: RequestStore = build_services(Settings(), redis, load_city(),
+                                                  ledger).requests
 
     async def receive(self, unit: str = "water", category: str = "water_main_burst",
                       district: str = "xigong", *, at: float | None = None,
-                      route: str = "linkage") -> str:
+                      route: str = "linkage", request_id: str | None = None) -> str:
         """Record a new request as ``Intake.create`` does (events: received + queued, or
-        received + transferred); returns its id."""
+        received + transferred); returns its id. ``request_id``: take that id instead of
+        the next number (as a Redis that lost its counter would)."""
         at = time.time() if at is None else at
-        request_id = await self.store.next_id()
+        request_id = request_id or await self.store.next_id()
         unit = unit if route == "linkage" else keys.NO_UNIT
         fields = {
             "id": request_id, "category": category, "description": "pipe burst",
@@ -572,9 +575,81 @@ async def test_find_requests_filters(redis: Redis, ledger: Ledger) -> None:
 async def test_export_csv_has_a_header_and_one_row_per_request(redis: Redis,
                                                                ledger: Ledger) -> None:
     made = await _city_of_requests(redis, ledger)
-    rows = list(csv.reader(io.StringIO(await export_csv(ledger))))
+    exported = await export_csv(ledger)
+    assert exported.startswith("\ufeff")  # the BOM: spreadsheets read the Chinese as UTF-8
+    rows = list(csv.reader(io.StringIO(exported.removeprefix("\ufeff"))))
     assert rows[0] == list(tables.REQUEST_COLUMNS)
     assert [r[0] for r in rows[1:]] == list(made.values())
-    water = list(csv.DictReader(io.StringIO(await export_csv(ledger, unit="water"))))
+    water_csv = (await export_csv(ledger, unit="water")).removeprefix("\ufeff")
+    water = list(csv.DictReader(io.StringIO(water_csv)))
     assert [(r["id"], r["state"]) for r in water] == [
         (made["water-xigong-resolved"], "resolved"), (made["water-laocheng-queued"], "queued")]
+
+
+# ---- one request per id, whatever Redis forgets ------------------------------------------
+
+
+async def _drain_after_flush(ledger: Ledger, redis: Redis) -> None:
+    """Record everything; the first pass after a FLUSHDB only finds the group gone."""
+    for _ in range(3):
+        await drain(ledger, redis, ["water"])
+
+
+async def test_request_numbers_resume_from_the_ledger_when_redis_starts_empty(
+        redis: Redis, ledger: Ledger) -> None:
+    desk = Desk(redis, ledger)
+    earlier = [await desk.receive() for _ in range(3)]
+    await _drain_after_flush(ledger, redis)
+    await redis.flushdb()  # Redis lost everything; the ledger remembers
+    restarted = Desk(redis, ledger)  # as a hub process would start again
+    after = await asyncio.gather(*(restarted.store.next_id() for _ in range(5)))
+    day, last = ids.parse_request_id(earlier[-1]) or ("", 0)
+    numbers = sorted(ids.parse_request_id(i) or ("", 0) for i in after)
+    assert not set(after) & set(earlier) and len(set(after)) == 5
+    assert {d for d, _ in numbers} == {day}
+    # The recovered sequence skips the margin, from a round number (the first Redis started
+    # empty too: 1001, 1002, 1003, then 3001 ...).
+    assert [n for _, n in earlier_numbers(earlier)] == [1001, 1002, 1003]
+    assert [n for _, n in numbers] == [3001, 3002, 3003, 3004, 3005]
+    assert numbers[0][1] > last + ids.RECOVERY_MARGIN
+
+
+def earlier_numbers(request_ids: list[str]) -> list[tuple[str, int]]:
+    return [ids.parse_request_id(i) or ("", 0) for i in request_ids]
+
+
+async def test_a_second_request_under_a_recorded_id_is_refused_loudly(
+        redis: Redis, ledger: Ledger, caplog: pytest.LogCaptureFixture) -> None:
+    desk = Desk(redis)
+    t0 = time.time() - 600
+    rid = await desk.receive(at=t0)
+    await desk.handle("water", rid, upto="accept", start=t0)
+    await _drain_after_flush(ledger, redis)
+    [before] = await find_requests(ledger)
+    history = [e["type"] for e in await request_events(ledger, rid)]
+    assert (before["state"], history[-1]) == ("accepted", "accepted")
+
+    # Redis loses its data and hands the same number out again (a ledger that lagged far
+    # behind): a different request, in another district, under the same id.
+    await redis.flushdb()
+    caplog.set_level(logging.ERROR, logger="server.ledger.writer")
+    await desk.receive(district="laocheng", at=t0 + 300, request_id=rid)
+    await desk.step("water", rid, Offered("S-other", "A-other"), t0 + 301)
+    await _drain_after_flush(ledger, redis)
+
+    [after] = await find_requests(ledger)
+    assert after == before  # the row is the first request's, untouched (its hash neither)
+    assert [e["type"] for e in await request_events(ledger, rid)] == history
+    refused = await request_conflicts(ledger, rid)
+    assert [(e["type"], e["data"]["request"]) for e in refused] == [
+        ("received", rid), ("queued", rid), ("offered", rid)]
+    assert [e["received_at"] for e in refused] == pytest.approx([t0 + 300] * 3, abs=0.01)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and rid in r.getMessage()]
+    assert len(errors) == 1 and "conflicts" in errors[0].getMessage()
+
+    # The newcomer's later events go the same way, without another error for the id.
+    await desk.step("water", rid, SquadStep("accept", "A-other"), t0 + 302)
+    await _drain_after_flush(ledger, redis)
+    assert [e["type"] for e in await request_conflicts(ledger, rid)][-1] == "accepted"
+    assert (await find_requests(ledger))[0] == before
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1

@@ -27,7 +27,7 @@ from server.actions import IntakeError, NewRequest
 from server.city import Unit
 from server.hub import Services
 from server.ledger import Ledger, export_csv, find_requests, request_events
-from server.requests import Actor
+from server.requests import Actor, IdempotencyKeyReused
 from server.settings import Role
 
 Code = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
@@ -250,7 +250,8 @@ _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 async def create_request(request: Request) -> Response:
     """Record a request. An ``Idempotency-Key`` header makes a retry (after a timeout or a
-    503) return the request the first attempt made, with status 200, instead of a twin."""
+    503) return the request the first attempt made, with status 200, instead of a twin. The
+    key is the caller's own; reused for a different body it is a 409 and records nothing."""
     actor = _authorize(request, "calltaker")
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
@@ -261,7 +262,17 @@ async def create_request(request: Request) -> Response:
         created = await _services(request).intake.create(new, actor, key)
     except IntakeError as exc:
         raise ApiError(422, exc.code, exc.message, exc.fields) from None
+    except IdempotencyKeyReused:
+        raise _key_reused() from None
     return _json(created, 200 if created.pop("replayed", False) else 201)
+
+
+def _key_reused() -> ApiError:
+    # The first request's id is not told: the key may have been guessed.
+    reason = "used before by you for a different request; a new request needs a new key"
+    return ApiError(
+        409, "idempotency_key_reused", f"Idempotency-Key: {reason}", {"Idempotency-Key": reason}
+    )
 
 
 _NUMBERS = (

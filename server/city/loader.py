@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -54,15 +55,25 @@ def check_city_file(file: CityFile) -> list[str]:
     Rules: codes unique per kind; rings closed with >= 4 points; depots inside their own
     district; units name only known categories and districts; police/fire/medical handled by
     no unit; each linkage category handled by exactly one unit in every district, with
-    0 < accept_s <= arrive_s <= resolve_s and work_s > 0.
+    0 < accept_s <= arrive_s <= resolve_s and work_s > 0; the time zone exists.
     """
     return [
+        *_timezone_problems(file),
         *_duplicate_codes(file),
         *_geometry_problems(file.districts),
         *_unit_reference_problems(file),
         *_coverage_problems(file),
         *_linkage_limit_problems(file.categories),
     ]
+
+
+def _timezone_problems(file: CityFile) -> Iterator[str]:
+    try:
+        ZoneInfo(file.city.timezone)
+    # ZoneInfoNotFoundError (a KeyError) for an unknown name; ValueError or OSError for a
+    # name that is not a zone key at all ("../x", too long).
+    except (KeyError, ValueError, OSError):
+        yield f"unknown time zone {file.city.timezone!r}: use an IANA name like 'Asia/Shanghai'"
 
 
 def _duplicate_codes(file: CityFile) -> Iterator[str]:

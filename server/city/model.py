@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -24,6 +25,7 @@ __all__ = [
     "CityConfigError",
     "CityFile",
     "CityInfo",
+    "DEFAULT_TIMEZONE",
     "Demo",
     "District",
     "Limits",
@@ -148,13 +150,18 @@ def _ray_crossings_odd(ring: Ring, x: float, y: float) -> bool:
     return odd
 
 
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+"""China Standard Time: the zone of the shipped city, and of any city file that names none."""
+
+
 class CityInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The `[city]` table."""
+    """The `[city]` table. `timezone` (an IANA name) dates the request numbers, so a
+    number's day is the city's local day; the loader checks that the zone exists."""
 
     name_zh: Name
     name_en: Name
     center: LatLon
-    timezone: Name
+    timezone: Name = DEFAULT_TIMEZONE
 
 
 class Demo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -234,6 +241,11 @@ class City:
     def timezone(self) -> str:
         """IANA zone name, e.g. "Asia/Shanghai"."""
         return self._file.city.timezone
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The city's time zone (the loader checked that it exists)."""
+        return ZoneInfo(self._file.city.timezone)
 
     @property
     def demo(self) -> Demo:

@@ -8,9 +8,15 @@ Modules: ``tables`` (schema), ``fold`` (pure: entries -> rows), ``streams`` (the
 group), ``writer`` (:class:`Ledger`), ``queries``.
 """
 
-from server.ledger.queries import export_csv, find_requests, request_events
+from server.ledger.queries import (
+    export_csv,
+    find_requests,
+    highest_request_number,
+    request_conflicts,
+    request_events,
+)
 from server.ledger.streams import GROUP, StreamEntry, ack
-from server.ledger.tables import events, metadata, requests
+from server.ledger.tables import conflicts, events, metadata, requests
 from server.ledger.writer import (
     DEFAULT_CONSUMER,
     Ledger,
@@ -24,12 +30,15 @@ __all__ = [
     "Ledger",
     "StreamEntry",
     "ack",
+    "conflicts",
     "async_database_url",
     "default_database_url",
     "events",
     "export_csv",
     "find_requests",
+    "highest_request_number",
     "metadata",
+    "request_conflicts",
     "request_events",
     "requests",
 ]

@@ -13,6 +13,17 @@ streams and a taken-over entry may be written after newer ones:
 - static fields (caller, place, deadlines) come from the request hash, newest version
   (``v``) wins; the ``received`` event's own fields fill them when no hash was read;
 - a promise (``deferred``) sets ``resolve_by`` unless a newer promise already did.
+
+A row records ONE request. Should Redis hand an id out again (it lost its data while the
+ledger lagged behind by more than the margin of :mod:`server.ids`), a second request's
+events would arrive under the same id; :func:`attribute` sorts them out before the fold.
+The rule: a request under an id is known by its ``received_at`` (its ``received`` event's
+time); an event belongs to the request under its id received latest at or before the
+event's time, and the row keeps the request it recorded first. The others' events are
+refused (the writer keeps them in the ``conflicts`` table), and so is a request hash whose
+``received_at`` is another request's. Sound because a newcomer is received after the
+request it collides with ended in Redis (that Redis lost its data), so it cannot own an
+earlier event, and the lost request can have no later one.
 """
 
 from __future__ import annotations
@@ -108,6 +119,77 @@ def parse_entry(unit: str, stream_id: str, fields: Mapping[str, str]) -> LedgerE
     )
 
 
+# Events carry times rounded to the millisecond, request hashes full precision; two
+# requests under one id are received seconds apart at the very least (a Redis restart).
+SAME_MOMENT_S = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """A request id's events, sorted out by :func:`attribute`."""
+
+    received_at: float | None  # of the request the row records (None: not known yet)
+    own: list[LedgerEvent]  # that request's events: fold them
+    refused: list[tuple[LedgerEvent, float]]  # (event, received_at of the request it is of)
+    newcomers: list[float]  # received_at of other requests first met in these events
+
+    def owns(self, snapshot: Mapping[str, str] | None) -> bool:
+        """Whether a request hash read from Redis is this row's request (not a newcomer's
+        that took its id)."""
+        received = _number(snapshot.get("received_at")) if snapshot else None
+        return received is None or self.received_at is None or _same(received,
+                                                                     self.received_at)
+
+
+def attribute(row_received_at: float | None, others: Iterable[float],
+              events: Iterable[LedgerEvent]) -> Attribution:
+    """Which of a request id's ``events`` are the row's (see the module docstring).
+
+    ``row_received_at``: the row's, None when it has none yet (the first ``received`` event
+    among ``events`` then names the row's request); ``others``: the ``received_at`` of the
+    other requests already refused under this id. Pure; the same answer however the events
+    are batched, as long as the row's own ``received`` is recorded first."""
+    ordered = sorted(events, key=lambda e: e.sort_key)
+    mine = row_received_at
+    if mine is None:
+        mine = next((e.at for e in ordered if e.type == "received" and e.at is not None), None)
+    if mine is None:
+        return Attribution(None, ordered, [], [])
+    known = sorted(set(others))
+    newcomers: list[float] = []
+    for event in ordered:
+        at = event.at
+        if (event.type == "received" and at is not None and not _same(at, mine)
+                and not any(_same(at, other) for other in known)):
+            known.append(at)
+            newcomers.append(at)
+    own: list[LedgerEvent] = []
+    refused: list[tuple[LedgerEvent, float]] = []
+    for event in ordered:
+        other = _other_owner(event, mine, known)
+        if other is None:
+            own.append(event)
+        else:
+            refused.append((event, other))
+    return Attribution(mine, own, refused, newcomers)
+
+
+def _other_owner(event: LedgerEvent, mine: float, others: list[float]) -> float | None:
+    """The ``received_at`` of the other request ``event`` belongs to; None: the row's."""
+    at = event.at
+    if at is None:
+        return None  # no time to tell by: the row's, as before
+    if event.type == "received":
+        return next((other for other in others if _same(at, other)), None)
+    later = [other for other in others if mine < other <= at + SAME_MOMENT_S]
+    if at + SAME_MOMENT_S < mine:
+        # Before the row's request was received: an earlier request's (rows never start
+        # before their own request; see the module docstring), else the row's.
+        earlier = [other for other in others if other <= at + SAME_MOMENT_S]
+        return max(earlier) if earlier else None
+    return max(later) if later else None
+
+
 def fold(request_id: str, unit: str, row: Mapping[str, Any] | None,
          events: Iterable[LedgerEvent], snapshot: Mapping[str, str] | None) -> dict[str, Any]:
     """The ``requests`` row after ``events`` and the hash ``snapshot`` (None: not read, or
@@ -159,6 +241,10 @@ def _apply_snapshot(row: dict[str, Any], snapshot: Mapping[str, str]) -> None:
     for column in _SNAPSHOT_TIME:
         _set_if_given(row, column, _number(snapshot.get(column)))
     row["version"] = version
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) < SAME_MOMENT_S
 
 
 def _fill(row: dict[str, Any], column: str, value: Any) -> None:

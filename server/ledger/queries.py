@@ -1,6 +1,9 @@
 """Reading the ledger: requests by unit, category, district, state and time range; one
 request's events; a CSV export. Plain SQLAlchemy Core selects, the same on SQLite and
 PostgreSQL. Times are epoch seconds (a ``datetime`` is accepted for ``since`` / ``until``).
+
+The CSV is opened by people in spreadsheet programs, and its text comes from callers: a text
+cell that a spreadsheet would run as a formula is neutralised (:func:`spreadsheet_safe`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,22 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server import ids
 from server.ledger import tables
 from server.ledger.writer import Ledger
 
 Filter = str | Collection[str] | None  # one value, or any of several
 Moment = float | datetime | None
+
+# A UTF-8 byte order mark: without it, spreadsheet programs read the file in the system's
+# legacy code page and the Chinese names and descriptions come out garbled.
+CSV_BOM = "\ufeff"
+# First characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection"):
+# "=HYPERLINK(...)" or "+cmd|' /C calc'!A0" would run when the export is opened.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 async def find_requests(source: AsyncEngine | Ledger, *, unit: Filter = None,
@@ -49,12 +60,31 @@ async def request_events(source: AsyncEngine | Ledger, request_id: str) -> list[
     return rows
 
 
+async def request_conflicts(source: AsyncEngine | Ledger,
+                            request_id: str) -> list[dict[str, Any]]:
+    """Events refused under ``request_id`` because they belong to another request that was
+    given the same id (see :func:`server.ledger.fold.attribute`), in stream order, each with
+    the ``received_at`` of the request it belongs to; ``data`` is the decoded JSON."""
+    conflicts = tables.conflicts
+    query = (select(conflicts.c.unit, conflicts.c.stream_id, conflicts.c.request_id,
+                    conflicts.c.received_at, conflicts.c.type, conflicts.c.at, conflicts.c.by,
+                    conflicts.c.data)
+             .where(conflicts.c.request_id == request_id)
+             .order_by(conflicts.c.sort_key, conflicts.c.unit))
+    async with _engine(source).connect() as conn:
+        rows = [dict(row) for row in (await conn.execute(query)).mappings()]
+    for row in rows:
+        row["data"] = json.loads(row["data"])
+    return rows
+
+
 async def export_csv(source: AsyncEngine | Ledger, *, unit: Filter = None,
                      category: Filter = None, district: Filter = None, state: Filter = None,
                      since: Moment = None, until: Moment = None, limit: int | None = None,
                      offset: int = 0) -> str:
-    """CSV of the matching requests (all of them unless ``limit``): a header row naming the
-    columns, then one row per request, in :func:`find_requests` order."""
+    """CSV of the matching requests (all of them unless ``limit``): a UTF-8 byte order mark,
+    a header row naming the columns, then one row per request, in :func:`find_requests`
+    order. Text cells are made :func:`spreadsheet_safe`; numbers are written as numbers."""
     rows = await find_requests(source, unit=unit, category=category, district=district,
                                state=state, since=since, until=until, limit=limit,
                                offset=offset)
@@ -62,8 +92,32 @@ async def export_csv(source: AsyncEngine | Ledger, *, unit: Filter = None,
     writer = csv.DictWriter(out, fieldnames=tables.REQUEST_COLUMNS, extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()}
+                     for row in rows)
+    return CSV_BOM + out.getvalue()
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """``value`` as a spreadsheet shows it and never runs it: text starting with ``=``,
+    ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` (the spreadsheet
+    then shows the text as typed); anything else, numbers included, is returned as is."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+async def highest_request_number(source: AsyncEngine | Ledger, day: str) -> int:
+    """The highest request number of ``day`` (``YYYYMMDD``) the ledger recorded, 0 if none:
+    where that day's sequence resumes when Redis lost its counter (see server.ids)."""
+    requests = tables.requests
+    low, high = ids.day_bounds(day)
+    query = (select(requests.c.id).where(requests.c.id >= low, requests.c.id < high)
+             # Longest first: a day past 999,999 has wider numbers that sort lower as text.
+             .order_by(func.length(requests.c.id).desc(), requests.c.id.desc()).limit(1))
+    async with _engine(source).connect() as conn:
+        highest = (await conn.execute(query)).scalar_one_or_none()
+    parsed = ids.parse_request_id(highest) if highest else None
+    return parsed[1] if parsed else 0
 
 
 def _select_requests(*, unit: Filter, category: Filter, district: Filter, state: Filter,

@@ -82,6 +82,27 @@ events = Table(
     Index("ix_events_type", "type"),
 )
 
+# Events the ledger refused to fold into a request row because they belong to a second
+# request under the same id (Redis handed the number out again; see
+# server.ledger.fold.attribute). Kept here, whole, so nothing is lost and someone can sort
+# it out; ``received_at`` names which request under that id each event belongs to.
+conflicts = Table(
+    "conflicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("unit", String, nullable=False),
+    Column("stream_id", String, nullable=False),
+    Column("sort_key", String, nullable=False),
+    Column("request_id", String, nullable=False),
+    Column("received_at", Float, nullable=False),  # of the request the event belongs to
+    Column("type", String, nullable=False),
+    Column("at", Float),
+    Column("by", String),
+    Column("data", Text, nullable=False),
+    UniqueConstraint("unit", "stream_id", name="uq_conflicts_unit_stream_id"),
+    Index("ix_conflicts_request_id", "request_id"),
+)
+
 # Columns a caller sees; the bookkeeping ones stay inside the ledger.
 REQUEST_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in requests.columns if c.name not in ("event_key", "version", "promise_key")

@@ -6,6 +6,10 @@ it. A crash between commit and XACK re-delivers the entries, which is harmless: 
 unique on (unit, stream_id) and inserted with "on conflict do nothing", and the request row
 is folded idempotently (:mod:`server.ledger.fold`). Entries are never acknowledged before
 they are committed.
+
+The events of a second request under an id that already has a row are not folded into it
+(:func:`server.ledger.fold.attribute`): they go to the ``conflicts`` table, and an error is
+logged once per id.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from sqlalchemy.sql.dml import Insert
 from server import keys
 from server.availability import is_outage
 from server.ledger import tables
-from server.ledger.fold import SNAPSHOT_EVENTS, LedgerEvent, fold, parse_entry
+from server.ledger.fold import (
+    SNAPSHOT_EVENTS,
+    Attribution,
+    LedgerEvent,
+    attribute,
+    fold,
+    parse_entry,
+)
 from server.ledger.streams import CLAIM_IDLE_MS, GroupReader, StreamEntry, ack, with_no_unit
 from server.private_files import private_dir, private_file
 
@@ -61,6 +72,7 @@ class Ledger:
                              f"not {engine.dialect.name}")
         self.engine = engine
         self._readers: dict[str, GroupReader] = {}
+        self._conflicts_logged: set[str] = set()  # request ids whose conflict was logged
 
     @classmethod
     async def open(cls, database_url: str) -> Ledger:
@@ -166,16 +178,24 @@ class Ledger:
         by_request = _by_request(parsed)
         snapshots = await _read_snapshots(redis, by_request)
         async with self.engine.begin() as conn:
-            await conn.execute(self._insert_ignore(tables.events),
-                               [e.row() for e in sorted(parsed, key=_event_order)])
-            if by_request:
-                await self._fold_requests(conn, by_request, snapshots)
+            refused = await self._fold_requests(conn, by_request, snapshots) if by_request else []
+            refused_keys = {(e.unit, e.stream_id) for e, _ in refused}
+            kept = [e for e in parsed if (e.unit, e.stream_id) not in refused_keys]
+            if kept:
+                await conn.execute(self._insert_ignore(tables.events),
+                                   [e.row() for e in sorted(kept, key=_event_order)])
+            if refused:
+                await conn.execute(self._insert_ignore(tables.conflicts), [
+                    _conflict_row(e, received_at) for e, received_at in refused])
 
     async def _fold_requests(self, conn: AsyncConnection,
                              by_request: dict[str, tuple[str, list[LedgerEvent]]],
-                             snapshots: dict[str, dict[str, str]]) -> None:
+                             snapshots: dict[str, dict[str, str]],
+                             ) -> list[tuple[LedgerEvent, float]]:
         """Lock the rows (creating the missing ones), fold, write them back. Ids in sorted
-        order so that two writers on PostgreSQL lock in the same order (no deadlock)."""
+        order so that two writers on PostgreSQL lock in the same order (no deadlock).
+        Returns the events refused as another request's, each with that request's
+        ``received_at``."""
         ids = sorted(by_request)
         requests = tables.requests
         await conn.execute(self._insert_ignore(requests),
@@ -187,10 +207,20 @@ class Ledger:
                 .with_for_update()  # PostgreSQL; SQLite holds the database write lock already
             )).mappings()
         }
-        folded = [
-            fold(rid, by_request[rid][0], rows.get(rid), by_request[rid][1], snapshots.get(rid))
-            for rid in ids
-        ]
+        others = await _refused_requests(conn, ids)
+        folded = []
+        refused: list[tuple[LedgerEvent, float]] = []
+        for rid in ids:
+            unit, events = by_request[rid]
+            row = rows.get(rid)
+            split = attribute(row.get("received_at") if row else None, others.get(rid, ()),
+                              events)
+            snapshot = snapshots.get(rid)
+            folded.append(fold(rid, unit, row, split.own,
+                               snapshot if split.owns(snapshot) else None))
+            refused += split.refused
+            if split.refused:
+                self._log_conflict(rid, split)
         columns = [c.name for c in requests.columns if c.name != "id"]
         statement = (update(requests).where(requests.c.id == bindparam("b_id"))
                      .values({name: bindparam(f"b_{name}") for name in columns}))
@@ -198,6 +228,18 @@ class Ledger:
             {"b_id": row["id"], **{f"b_{name}": row.get(name) for name in columns}}
             for row in folded
         ])
+        return refused
+
+    def _log_conflict(self, request_id: str, split: Attribution) -> None:
+        if request_id in self._conflicts_logged:
+            return
+        self._conflicts_logged.add(request_id)
+        newcomers = sorted({received_at for _, received_at in split.refused})
+        log.error(
+            "request %s: events of another request under the same id (received at %s; "
+            "the ledger's was received at %s) refused and kept in the conflicts table: "
+            "Redis gave this id out again", request_id,
+            ", ".join(f"{t:.3f}" for t in newcomers), f"{split.received_at:.3f}")
 
     def _insert_ignore(self, table: Table) -> Insert:
         """INSERT that skips rows whose unique key exists (the dialect's ON CONFLICT)."""
@@ -229,6 +271,21 @@ def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
         cursor.close()
 
     return engine
+
+
+async def _refused_requests(conn: AsyncConnection, ids: list[str]) -> dict[str, list[float]]:
+    """Request id -> ``received_at`` of the other requests already refused under it."""
+    conflicts = tables.conflicts
+    rows = await conn.execute(select(conflicts.c.request_id, conflicts.c.received_at)
+                              .where(conflicts.c.request_id.in_(ids)).distinct())
+    refused: dict[str, list[float]] = {}
+    for request_id, received_at in rows:
+        refused.setdefault(request_id, []).append(received_at)
+    return refused
+
+
+def _conflict_row(event: LedgerEvent, received_at: float) -> dict[str, Any]:
+    return event.row() | {"received_at": received_at}
 
 
 def _unique(events: Iterable[LedgerEvent]) -> list[LedgerEvent]:
