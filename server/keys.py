@@ -125,10 +125,6 @@ def sequence_marker() -> str:
     return f"{PREFIX}:{{ids}}:counted"
 
 
-def squad_counter() -> str:
-    return f"{PREFIX}:next:squad"
-
-
 def request_units() -> str:
     """Hash: request id -> unit (requests that left the flow: "-")."""
     return f"{PREFIX}:index:request_unit"

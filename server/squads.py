@@ -41,8 +41,11 @@ class SquadStore:
         self, unit: str, name: str, capacity: int, skills: list[str]
     ) -> tuple[str, str]:
         """Register a squad; returns (id, token). The token is shown once and stored hashed."""
-        number = await self._redis.incr(keys.squad_counter())
-        squad_id = f"S{number:05d}"
+        # Random, not counted: a counter restarts when Redis loses its data, and the ledger
+        # would then credit a new squad with an old one's steps. 40 bits, checked below.
+        squad_id = f"S{secrets.token_hex(5)}"
+        while await self._redis.hexists(keys.squad_units(), squad_id):
+            squad_id = f"S{secrets.token_hex(5)}"
         token = secrets.token_urlsafe(24)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(

@@ -99,7 +99,7 @@ async def test_http_auth_roles_ids_and_malformed_json(hubs, redis):
         json={"unit": "water", "name": "x", "skills": ["gas_leak_smell"]},
     )
     assert wrong_skill.status_code == 422 and "skills" in wrong_skill.json()["error"]["fields"]
-    assert not await redis.exists(keys.squad_counter())
+    assert not await redis.hlen(keys.squad_units())  # no squad was registered
     assert (await http.get("/api/v1/health")).status_code == 200  # no auth needed
     await api.close()
 

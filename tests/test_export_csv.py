@@ -65,4 +65,15 @@ async def test_the_export_neutralises_formulas_in_callers_text(hubs) -> None:
     assert rows[made["水管爆裂"]]["description"] == "水管爆裂"
     for row in rows.values():
         assert float(row["lat"]) == XIGONG[0]  # numbers are written as numbers
+    # The record says who took the callers' data out, when, and with which filters.
+    await api.http.get("/api/v1/ledger/export.csv?unit=water", headers=center)
+    trail = await api.http.get("/api/v1/audit?action=ledger_export", headers=auth("admin"))
+    assert trail.status_code == 200, trail.text
+    exports = trail.json()
+    assert [e["by"] for e in exports] == ["center:bootstrap-center"] * 2
+    assert exports[0]["detail"]["filters"]["unit"] == "water"  # newest first
+    assert "unit" not in exports[1]["detail"]["filters"]
+    assert exports[1]["detail"]["bytes"] == len(response.content)
+    forbidden = await api.http.get("/api/v1/audit", headers=center)
+    assert forbidden.status_code == 403
     await api.close()

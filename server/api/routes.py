@@ -26,7 +26,14 @@ from server.accounts.asgi import auth_result
 from server.actions import IntakeError, NewRequest
 from server.city import Unit
 from server.hub import Services
-from server.ledger import Ledger, export_csv, find_requests, request_events
+from server.ledger import (
+    Ledger,
+    audit_trail,
+    export_csv,
+    find_requests,
+    record_audit,
+    request_events,
+)
 from server.requests import Actor, IdempotencyKeyReused
 from server.settings import Role
 
@@ -387,12 +394,32 @@ async def ledger_export(request: Request) -> Response:
     actor = _authorize(request, "center", "unit")
     query = msgspec.structs.asdict(_ledger_query(request, actor))
     query["limit"] = None if "limit" not in request.query_params else query["limit"]
-    text = await export_csv(_ledger(request), **query)
+    ledger = _ledger(request)
+    text = await export_csv(ledger, **query)
+    # An export takes callers' data out of the system: the record says who, when, what.
+    await record_audit(ledger, actor.label(), "ledger_export",
+                       {"filters": {k: v for k, v in query.items() if v is not None},
+                        "bytes": len(text.encode())})
     return Response(
         text,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="ledger.csv"'},
     )
+
+
+class AuditQuery(msgspec.Struct, forbid_unknown_fields=True):
+    action: Code | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+async def audit(request: Request) -> Response:
+    """Who exported the record (and, as the product grows, other actions on the record)."""
+    _authorize(request, "admin")
+    try:
+        query = msgspec.convert(dict(request.query_params), AuditQuery, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc) from None
+    return _json(await audit_trail(_ledger(request), query.action, query.limit))
 
 
 # ---- wiring -------------------------------------------------------------------------------
@@ -405,6 +432,7 @@ def api_routes() -> list[Route]:
     prefix = "/api/v1"
     return [
         Route(f"{prefix}/health", health),
+        Route(f"{prefix}/audit", audit),
         Route(f"{prefix}/categories", categories),
         Route(f"{prefix}/units", units, methods=["GET"]),
         Route(f"{prefix}/units", create_unit, methods=["POST"]),

@@ -9,9 +9,11 @@ group), ``writer`` (:class:`Ledger`), ``queries``.
 """
 
 from server.ledger.queries import (
+    audit_trail,
     export_csv,
     find_requests,
     highest_request_number,
+    record_audit,
     request_conflicts,
     request_events,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "Ledger",
     "StreamEntry",
     "ack",
+    "audit_trail",
     "conflicts",
     "async_database_url",
     "default_database_url",
@@ -38,6 +41,7 @@ __all__ = [
     "find_requests",
     "highest_request_number",
     "metadata",
+    "record_audit",
     "request_conflicts",
     "request_events",
     "requests",

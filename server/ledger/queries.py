@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -147,3 +148,25 @@ def _epoch(moment: float | datetime) -> float:
 
 def _engine(source: AsyncEngine | Ledger) -> AsyncEngine:
     return source.engine if isinstance(source, Ledger) else source
+
+
+async def record_audit(source: AsyncEngine | Ledger, by: str, action: str,
+                       detail: dict[str, Any], at: float | None = None) -> None:
+    """Record that ``by`` did ``action`` (with ``detail``) on the record."""
+    engine = source.engine if isinstance(source, Ledger) else source
+    async with engine.begin() as conn:
+        await conn.execute(tables.audit.insert().values(
+            at=time.time() if at is None else at, by=by, action=action,
+            detail=json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)))
+
+
+async def audit_trail(source: AsyncEngine | Ledger, action: str | None = None,
+                      limit: int = 100) -> list[dict[str, Any]]:
+    """The newest audit rows first."""
+    engine = source.engine if isinstance(source, Ledger) else source
+    statement = select(tables.audit).order_by(tables.audit.c.id.desc()).limit(limit)
+    if action is not None:
+        statement = statement.where(tables.audit.c.action == action)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(statement)).mappings().all()
+    return [dict(row) | {"detail": json.loads(row["detail"])} for row in rows]

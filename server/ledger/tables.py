@@ -107,3 +107,16 @@ conflicts = Table(
 REQUEST_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in requests.columns if c.name not in ("event_key", "version", "promise_key")
 )
+
+# Actions on the record itself that are not events of a request (an export of the ledger):
+# who did what, when, with which parameters.
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("by", String, nullable=False),  # actor label, e.g. "center:li"
+    Column("action", String, nullable=False),  # e.g. "ledger_export"
+    Column("detail", Text, nullable=False),  # JSON: the filters, the rows returned
+    Index("ix_audit_at", "at"),
+)
