@@ -37,7 +37,14 @@ from server.lifecycle import (
 )
 from server.notify import CitizenSender, Notification, citizen_text
 from server.redis_text import text
-from server.requests import Actor, DuplicateCommand, RequestStore, StaleRequest, event_json, view_of
+from server.requests import (
+    Actor,
+    DuplicateCommand,
+    RequestRecord,
+    RequestStore,
+    StaleRequest,
+    event_json,
+)
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,10 +97,17 @@ class CommandDone:
 
 
 class Intake:
-    def __init__(self, cities: HasCity, requests: RequestStore, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        cities: HasCity,
+        requests: RequestStore,
+        dispatcher: Dispatcher,
+        time_scale: float = 1.0,
+    ) -> None:
         self._cities = cities
         self._requests = requests
         self._dispatcher = dispatcher
+        self._time_scale = time_scale  # multiplies every category limit (DISPATCH_TIME_SCALE)
 
     @property
     def _city(self) -> City:
@@ -159,10 +173,11 @@ class Intake:
             "state": State.RECEIVED.value,
         }
         if route == "linkage":
+            scale = self._time_scale  # the citizen's clock runs from intake
             fields |= {
-                "accept_by": repr(now + limits.accept_s),
-                "arrive_by": repr(now + limits.arrive_s),
-                "resolve_by": repr(now + limits.resolve_s),
+                "accept_by": repr(now + limits.accept_s * scale),
+                "arrive_by": repr(now + limits.arrive_s * scale),
+                "resolve_by": repr(now + limits.resolve_s * scale),
             }
         step = transition(RequestView(State.RECEIVED), Triaged(route))
         fields |= step.fields | {"state": step.state.value}
@@ -178,7 +193,7 @@ class Intake:
                 unit,
                 fields,
                 events,
-                queue=step.state is State.QUEUED,
+                step,
                 received_at=now,
             )
         except StaleRequest:
@@ -193,7 +208,8 @@ class Intake:
             "district": district or None,
         }
         if step.state is State.QUEUED:
-            result = await self._dispatcher.dispatch(unit, request_id, fields)
+            record = RequestRecord.from_hash(fields)
+            result = await self._dispatcher.dispatch(unit, request_id, record)
             if result.squad:
                 response |= {
                     "state": State.OFFERED.value,
@@ -202,18 +218,20 @@ class Intake:
                 }
             elif result.outcome is Outcome.NOT_QUEUED:
                 # Another dispatcher (a queue sweep) moved it first: answer what it is now.
-                current = await self._requests.read(unit, request_id) or {}
-                response |= {
-                    k: v for k, v in current.items() if k in ("state", "squad", "assignment") and v
-                }
+                current = await self._requests.read(unit, request_id)
+                if current is not None:
+                    moved = {"state": current.state.value, "squad": current.squad,
+                             "assignment": current.assignment}
+                    response |= {k: v for k, v in moved.items() if v}
         return response
 
     async def describe(self, request_id: str) -> dict[str, Any]:
         """What intake answers about a stored request."""
         unit = await self._requests.unit_of(request_id) or keys.NO_UNIT
-        fields = await self._requests.read(unit, request_id) or {}
+        record = await self._requests.read(unit, request_id)
         shown = ("id", "state", "route", "district", "squad", "assignment")
-        result: dict[str, Any] = {k: fields[k] for k in shown if fields.get(k)}
+        stored = msgspec.structs.asdict(record) if record else {}
+        result: dict[str, Any] = {k: str(stored[k]) for k in shown if stored.get(k)}
         result["unit"] = None if unit == keys.NO_UNIT else unit
         return result
 
@@ -255,11 +273,11 @@ class SquadActions:
         now = time.time()
         event = command_event(command)
         for _ in range(8):  # compare-and-set retries against concurrent steps
-            fields = await self._requests.read(unit, request_id)
-            if fields is None:
+            record = await self._requests.read(unit, request_id)
+            if record is None:
                 raise CommandError(ErrorCode.UNKNOWN_ASSIGNMENT, "the request no longer exists")
-            view, version = view_of(fields)
-            at = self._event_time(command, fields, now)
+            view, version = record.view(), record.v
+            at = self._event_time(command, record, now)
             try:
                 step = transition(view, event)
             except InvalidTransition as exc:
@@ -269,7 +287,7 @@ class SquadActions:
             # Everything the step needs is prepared before it is committed: nothing after the
             # commit may fail on the command's content and leave a step without its ``ok``.
             notification = (
-                self._notification(fields, step.event, command)
+                self._notification(record, step.event, command)
                 if step.effects.notify_citizen
                 else None
             )
@@ -318,7 +336,7 @@ class SquadActions:
             )
         return text(request_id)
 
-    def _event_time(self, command: protocol.Command, fields: dict[str, str], now: float) -> float:
+    def _event_time(self, command: protocol.Command, record: RequestRecord, now: float) -> float:
         """When the step happened. A phone's ``at`` counts (an arrival recorded in a tunnel
         counts at its real time) within bounds: not in the future beyond the allowed clock
         skew, not before the request was received. ``until`` of a promise must be later."""
@@ -326,7 +344,7 @@ class SquadActions:
         if not math.isfinite(at) or at > now + self._settings.clock_skew_s:
             raise CommandError(ErrorCode.INVALID_TIME, "'at' is in the future")
         at = min(at, now)
-        if at < float(fields.get("received_at", "0")):
+        if at < record.received_at:
             raise CommandError(ErrorCode.INVALID_TIME, "'at' is before the request was received")
         if isinstance(command, protocol.Defer):
             until, horizon = command.until, self._settings.promise_horizon_s
@@ -344,7 +362,7 @@ class SquadActions:
 
     @staticmethod
     def _notification(
-        fields: dict[str, str], event: str, command: protocol.Command
+        record: RequestRecord, event: str, command: protocol.Command
     ) -> Notification | None:
         """The citizen's message for a step, or None. Raises CommandError for a command whose
         content cannot be put in words (a time the calendar cannot show)."""
@@ -355,12 +373,12 @@ class SquadActions:
             raise CommandError(ErrorCode.INVALID_TIME, "'until' is not a calendar time") from None
         text = citizen_text(
             event,
-            fields["id"],
+            record.id,
             note=getattr(command, "note", "") or getattr(command, "reason", ""),
             until=shown,
         )
-        phone = fields.get("caller_phone", "")
-        return Notification(phone, fields["id"], text) if text and phone else None
+        phone = record.caller_phone
+        return Notification(phone, record.id, text) if text and phone else None
 
     def _send(self, notification: Notification) -> None:
         task = asyncio.create_task(self._sender.send(notification))

@@ -222,7 +222,9 @@ def build_services(
     services.failed_hellos = AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min))
     services.hub = Hub(new_hub_id(), services)
     services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
-    services.intake = Intake(services.directory, requests, services.dispatcher)
+    services.intake = Intake(
+        services.directory, requests, services.dispatcher, settings.time_scale
+    )
     services.actions = SquadActions(redis, requests, services.sender, settings)
     services.presence = PresenceTracker(
         redis, services.squads, requests, services.dispatcher, settings, services.hub.id

@@ -1,8 +1,10 @@
-"""The request lifecycle as a pure state machine.
+"""The request lifecycle as a pure state machine: the one authority for every transition.
 
 ``transition(request, event) -> Step`` knows every legal move and what it sets in motion; it
-never awaits, touches Redis or reads the clock. The I/O layer (:mod:`server.requests`)
-carries out a step atomically (one Lua script, compare-and-set on the request's version).
+never awaits, touches Redis or reads the clock. The I/O layers carry a step out atomically
+(``apply.lua`` for most steps, ``claim.lua`` for an offer, which also picks the squad), and
+the ledger and the simulation read the state an event leaves a request in from
+:data:`STATE_AFTER_EVENT`, the one table of it.
 
 ::
 
@@ -10,10 +12,12 @@ carries out a step atomically (one Lua script, compare-and-set on the request's 
         └─────► queued ◄──── offer expired ────┐
                   │                            │
                   └─► offered ─────────────────┘
-                         └─► accepted ─► en_route ─► on_scene ─► resolved
+                         └─► accepted ─► en_route ─► on_scene ─► resolved ──► queued (reopened)
                                  │          │           │
                                  └──────────┴───────────┴─► deferred (promise) ─► … ─► resolved
     offered / accepted / en_route / on_scene / deferred ─► disputed (not our jurisdiction)
+    disputed ─► queued (ruling: upheld, or reassigned to the unit with jurisdiction)
+    any open state ─► cancelled (center: duplicate, withdrawn, unfounded)
 """
 
 from __future__ import annotations
@@ -33,15 +37,46 @@ class State(StrEnum):
     DEFERRED = "deferred"
     DISPUTED = "disputed"
     RESOLVED = "resolved"
+    CANCELLED = "cancelled"
 
 
-FINAL = frozenset({State.TRANSFERRED, State.RESOLVED})
+FINAL = frozenset({State.TRANSFERRED, State.RESOLVED, State.CANCELLED})
 # States in which a squad holds the request (its capacity is taken).
 HELD = frozenset({State.OFFERED, State.ACCEPTED, State.EN_ROUTE, State.ON_SCENE, State.DEFERRED})
+OPEN = frozenset(State) - FINAL
+
+# The state a request is in right after each recorded event. Events not named here (notes,
+# notices, citizen messages, a squad going offline) leave the state as it was.
+STATE_AFTER_EVENT: dict[str, State] = {
+    "received": State.RECEIVED,
+    "queued": State.QUEUED,
+    "transferred": State.TRANSFERRED,
+    "offered": State.OFFERED,
+    "offer_expired": State.QUEUED,
+    "accepted": State.ACCEPTED,
+    "en_route": State.EN_ROUTE,
+    "arrived": State.ON_SCENE,
+    "deferred": State.DEFERRED,
+    "disputed": State.DISPUTED,
+    "upheld": State.QUEUED,
+    "reassigned": State.QUEUED,
+    "resolved": State.RESOLVED,
+    "reopened": State.QUEUED,
+    "cancelled": State.CANCELLED,
+}
+# Events after which no squad holds the request, nor has it finished: the record forgets the
+# squad (a resolved or cancelled request keeps, in the record, the squad that had it last).
+SQUAD_RELEASED = frozenset(
+    e for e, s in STATE_AFTER_EVENT.items() if s not in HELD | {State.RESOLVED, State.CANCELLED}
+)
 
 
 class InvalidTransition(Exception):
     """The event is not legal in the request's current state."""
+
+    def __init__(self, message: str, state: State | None = None) -> None:
+        super().__init__(message)
+        self.state = state  # the request's state when it was refused (None: not a state issue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +98,9 @@ class Triaged:
 
 @dataclass(frozen=True, slots=True)
 class Offered:
+    """Offer the request under ``assignment``; ``squad`` is the one that won the claim (the
+    claim script picks it among the candidates and sets it when empty here)."""
+
     squad: str
     assignment: str
 
@@ -97,7 +135,43 @@ class Disputed:
     reason: str
 
 
-Event = Triaged | Offered | OfferExpired | SquadStep | Deferred | Disputed
+@dataclass(frozen=True, slots=True)
+class Ruled:
+    """The center's ruling on a disputed request: ``uphold`` (the unit goes on with it) or
+    ``reassign`` to ``unit`` (optionally as ``category``)."""
+
+    decision: str
+    unit: str = ""
+    category: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """The center cancels an open request: ``duplicate`` (of ``duplicate_of``),
+    ``withdrawn`` or ``unfounded``."""
+
+    reason: str
+    duplicate_of: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reopened:
+    """The center reopens a resolved request; ``resolve_by`` is its new resolution deadline."""
+
+    resolve_by: float
+
+
+Event = (
+    Triaged
+    | Offered
+    | OfferExpired
+    | SquadStep
+    | Deferred
+    | Disputed
+    | Ruled
+    | Cancelled
+    | Reopened
+)
 
 
 # ---- effects ------------------------------------------------------------------------------
@@ -109,11 +183,15 @@ class Effects:
 
     release_squad: bool = False  # give the squad's capacity back, drop the assignment
     requeue: bool = False  # put the request back in its unit's queue, then dispatch
+    dequeue: bool = False  # take the request out of its unit's queue
     cancel_offer_timer: bool = False
     revoke_reason: str = ""  # push a ``revoke`` frame to the squad
     non_response: bool = False  # count a non-response against the unit
     notify_citizen: bool = False  # tell the caller about this step
     squad_available: bool = False  # capacity came free: the unit's queue may move
+    opens: bool = False  # the request is (again) among its unit's open requests
+    closes: bool = False  # the request leaves its unit's open requests
+    move_to_unit: str = ""  # the request now belongs to this unit (a ruling reassigned it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +202,22 @@ class Step:
     effects: Effects = Effects()
 
 
+def _step(event: str, fields: dict[str, str] | None = None, effects: Effects = Effects()) -> Step:
+    """A step whose target state is the one :data:`STATE_AFTER_EVENT` names for ``event``."""
+    return Step(STATE_AFTER_EVENT[event], event, fields or {}, effects)
+
+
 _STEP_TARGET = {
-    "accept": (frozenset({State.OFFERED}), State.ACCEPTED),
-    "enroute": (frozenset({State.ACCEPTED, State.DEFERRED}), State.EN_ROUTE),
-    "arrive": (frozenset({State.ACCEPTED, State.EN_ROUTE, State.DEFERRED}), State.ON_SCENE),
-    "resolve": (frozenset({State.ON_SCENE, State.DEFERRED}), State.RESOLVED),
+    "accept": (frozenset({State.OFFERED}), "accepted"),
+    "enroute": (frozenset({State.ACCEPTED, State.DEFERRED}), "en_route"),
+    "arrive": (frozenset({State.ACCEPTED, State.EN_ROUTE, State.DEFERRED}), "arrived"),
+    "resolve": (frozenset({State.ON_SCENE, State.DEFERRED}), "resolved"),
 }
 _DEFERRABLE = frozenset({State.ACCEPTED, State.EN_ROUTE, State.ON_SCENE, State.DEFERRED})
 _DISPUTABLE = HELD
+RULINGS = ("uphold", "reassign")
+CANCEL_REASONS = ("duplicate", "withdrawn", "unfounded")
+_NO_SQUAD = {"squad": "", "assignment": ""}
 
 
 def transition(request: RequestView, event: Event) -> Step:
@@ -139,20 +225,20 @@ def transition(request: RequestView, event: Event) -> Step:
     match event:
         case Triaged(route="linkage"):
             _require(request, {State.RECEIVED}, "triage")
-            return Step(State.QUEUED, "queued", {"route": "linkage"})
+            return _step("queued", {"route": "linkage"}, Effects(requeue=True, opens=True))
         case Triaged(route=route):
             _require(request, {State.RECEIVED}, "triage")
-            return Step(State.TRANSFERRED, "transferred", {"route": route})
+            return _step("transferred", {"route": route}, Effects(notify_citizen=True))
         case Offered(squad=squad, assignment=assignment):
             _require(request, {State.QUEUED}, "offer")
-            return Step(State.OFFERED, "offered", {"squad": squad, "assignment": assignment})
+            fields = {"assignment": assignment} | ({"squad": squad} if squad else {})
+            return _step("offered", fields, Effects(dequeue=True))
         case OfferExpired(assignment=assignment, reason=reason):
             _require_assignment(request, assignment)
             _require(request, {State.OFFERED}, "expire offer")
-            return Step(
-                State.QUEUED,
+            return _step(
                 "offer_expired",
-                {"squad": "", "assignment": ""},
+                dict(_NO_SQUAD),
                 Effects(
                     release_squad=True,
                     requeue=True,
@@ -168,19 +254,29 @@ def transition(request: RequestView, event: Event) -> Step:
             _require_assignment(request, assignment)
             _require(request, _DEFERRABLE, "defer")
             fields = {"promised_by": repr(until), "resolve_by": repr(until), "defer_reason": reason}
-            return Step(State.DEFERRED, "deferred", fields, Effects(notify_citizen=True))
+            return _step("deferred", fields, Effects(notify_citizen=True))
         case Disputed(assignment=assignment, reason=reason):
             _require_assignment(request, assignment)
             _require(request, _DISPUTABLE, "dispute")
-            return Step(
-                State.DISPUTED,
+            return _step(
                 "disputed",
-                {"dispute_reason": reason, "squad": "", "assignment": ""},
+                {"dispute_reason": reason, **_NO_SQUAD},
                 Effects(
                     release_squad=True,
                     cancel_offer_timer=request.state is State.OFFERED,
                     squad_available=True,
                 ),
+            )
+        case Ruled(decision=decision, unit=unit, category=category):
+            return _ruling(request, decision, unit, category)
+        case Cancelled(reason=reason, duplicate_of=duplicate_of):
+            return _cancel(request, reason, duplicate_of)
+        case Reopened(resolve_by=resolve_by):
+            _require(request, {State.RESOLVED}, "reopen")
+            return _step(
+                "reopened",
+                {"resolve_by": repr(resolve_by), "result": "", **_NO_SQUAD},
+                Effects(requeue=True, opens=True),
             )
     raise InvalidTransition(f"unknown event {event!r}")
 
@@ -189,23 +285,50 @@ def _squad_step(request: RequestView, kind: str, assignment: str, note: str) -> 
     _require_assignment(request, assignment)
     if kind not in _STEP_TARGET:
         raise InvalidTransition(f"unknown step {kind!r}")
-    allowed, target = _STEP_TARGET[kind]
+    allowed, event = _STEP_TARGET[kind]
     _require(request, allowed, kind)
     if kind == "accept":
-        return Step(
-            target, "accepted", effects=Effects(cancel_offer_timer=True, notify_citizen=True)
-        )
+        return _step(event, effects=Effects(cancel_offer_timer=True, notify_citizen=True))
     if kind == "resolve":
-        return Step(
-            target,
-            "resolved",
+        return _step(
+            event,
             {"result": note},
-            Effects(release_squad=True, notify_citizen=True, squad_available=True),
+            Effects(release_squad=True, notify_citizen=True, squad_available=True, closes=True),
         )
-    return Step(
-        target,
-        {"enroute": "en_route", "arrive": "arrived"}[kind],
-        effects=Effects(notify_citizen=True),
+    return _step(event, effects=Effects(notify_citizen=True))
+
+
+def _ruling(request: RequestView, decision: str, unit: str, category: str) -> Step:
+    if decision not in RULINGS:
+        raise InvalidTransition(f"unknown ruling {decision!r} (one of: {', '.join(RULINGS)})")
+    _require(request, {State.DISPUTED}, "rule on")
+    if decision == "uphold":
+        return _step("upheld", effects=Effects(requeue=True))
+    if not unit:
+        raise InvalidTransition("a reassignment names the unit with jurisdiction")
+    fields = {"unit": unit} | ({"category": category} if category else {})
+    return _step("reassigned", fields, Effects(requeue=True, move_to_unit=unit))
+
+
+def _cancel(request: RequestView, reason: str, duplicate_of: str) -> Step:
+    if reason not in CANCEL_REASONS:
+        raise InvalidTransition(f"unknown reason {reason!r} (one of: {', '.join(CANCEL_REASONS)})")
+    if (reason == "duplicate") != bool(duplicate_of):
+        raise InvalidTransition("duplicate_of names the original exactly when reason=duplicate")
+    _require(request, OPEN - {State.RECEIVED}, "cancel")
+    held = request.state in HELD
+    return _step(
+        "cancelled",
+        {"cancel_reason": reason, "duplicate_of": duplicate_of, **_NO_SQUAD},
+        Effects(
+            release_squad=held,
+            squad_available=held,
+            revoke_reason="cancelled" if held else "",
+            cancel_offer_timer=request.state is State.OFFERED,
+            dequeue=request.state is State.QUEUED,
+            notify_citizen=True,
+            closes=True,
+        ),
     )
 
 
@@ -213,7 +336,8 @@ def _require(request: RequestView, allowed: set[State] | frozenset[State], actio
     if request.state not in allowed:
         names = ", ".join(sorted(s.value for s in allowed))
         raise InvalidTransition(
-            f"cannot {action} a request that is {request.state.value} (allowed from: {names})"
+            f"cannot {action} a request that is {request.state.value} (allowed from: {names})",
+            request.state,
         )
 
 

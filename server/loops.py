@@ -12,9 +12,9 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from server import keys
+from server import keys, timers
 from server.availability import is_outage
-from server.redis_text import text
+from server.timers import TimerKind
 
 if TYPE_CHECKING:
     from server.hub import Services
@@ -61,11 +61,13 @@ async def _fire_due_timers(services: Services) -> None:
     for unit in services.directory.unit_codes():
         due = await services.scripts.due(keys=[keys.timers(unit)], args=[now_ms, lease_ms, 100])
         for member in due:
-            kind, _, ident = text(member).partition(":")
-            if kind == "offer":
+            kind, ident = timers.parse(member)
+            if kind is TimerKind.OFFER:
                 freed = await services.dispatcher.expire_offer(unit, ident)
-            else:
+            elif kind is not None:
                 freed = await services.presence.on_timer(unit, kind, ident)
+            else:  # scheduled by a newer version: leave it to a process that knows it
+                continue
             if freed:
                 services.hub.drain_soon(unit)
 

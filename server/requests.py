@@ -12,18 +12,20 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
-from server import ids, keys
+from server import ids, keys, timers
 from server.lifecycle import RequestView, State, Step
 from server.redis_text import text
 from server.scripts import Scripts
+from server.timers import TimerKind
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,62 @@ class IdempotencyKeyReused(Exception):
     def __init__(self, request_id: str) -> None:
         super().__init__(request_id)
         self.request_id = request_id  # the request the key made first
+
+
+class RequestRecord(msgspec.Struct, kw_only=True):
+    """A request as stored in its unit's hash, typed: built once, where it is read.
+
+    Redis keeps every value as text; an empty text is an unset field (None or "")."""
+
+    id: str
+    state: State = State.RECEIVED
+    v: int = 0  # version: bumped by every committed step
+    category: str = ""
+    description: str = ""
+    address: str = ""
+    caller_phone: str = ""
+    lat: float = 0.0
+    lon: float = 0.0
+    district: str = ""
+    unit: str = ""
+    route: str = ""
+    received_at: float = 0.0
+    accept_by: float | None = None
+    arrive_by: float | None = None
+    resolve_by: float | None = None
+    promised_by: float | None = None
+    defer_reason: str = ""
+    dispute_reason: str = ""
+    cancel_reason: str = ""
+    duplicate_of: str = ""
+    squad: str = ""
+    assignment: str = ""
+    offered_at: float | None = None  # epoch ms (set by claim.lua)
+    result: str = ""
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> RequestRecord:
+        """From the hash as Redis returns it (bytes) or as the caller wrote it (text)."""
+        values = {text(k): text(v) for k, v in raw.items()}
+        return msgspec.convert(
+            {k: v for k, v in values.items() if v != ""}, cls, strict=False
+        )
+
+    def view(self) -> RequestView:
+        """What the state machine needs to know of this request."""
+        return RequestView(state=self.state, squad=self.squad, assignment=self.assignment)
+
+
+def request_info(record: RequestRecord) -> protocol.RequestInfo:
+    """What a squad's phone is told of a request (in an offer, or a resync)."""
+    return protocol.RequestInfo(
+        id=record.id,
+        category=record.category,
+        description=record.description,
+        lat=record.lat,
+        lon=record.lon,
+        address=record.address,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +221,11 @@ class RequestStore:
         unit: str,
         fields: dict[str, str],
         events: list[str],
+        step: Step,
         *,
-        queue: bool,
         received_at: float,
     ) -> None:
-        """Store a new request with its first events; ``queue`` puts it in its unit's queue.
+        """Store a new request with its first events, and carry out its triage ``step``.
 
         The id -> unit index is written first: a crash between the two leaves an index entry
         that leads to nothing (a 404), never a request that cannot be found.
@@ -178,7 +236,7 @@ class RequestStore:
             args=self._apply_args(
                 expected=0,
                 events=events,
-                flags="QO" if queue else "",
+                flags=_flags(step, None, ""),
                 revoke=b"",
                 request_id=request_id,
                 assignment="",
@@ -202,11 +260,9 @@ class RequestStore:
         unit = await self._redis.hget(keys.request_units(), request_id)
         return text(unit) if unit is not None else None
 
-    async def read(self, unit: str, request_id: str) -> dict[str, str] | None:
+    async def read(self, unit: str, request_id: str) -> RequestRecord | None:
         raw = await self._redis.hgetall(keys.request(unit, request_id))
-        if not raw:
-            return None
-        return {text(k): text(v) for k, v in raw.items()}
+        return RequestRecord.from_hash(raw) if raw else None
 
     async def open_requests(self, unit: str, limit: int = 2000) -> list[dict[str, str]]:
         """The unit's unresolved requests (oldest first) with what a map shows of them."""
@@ -246,19 +302,7 @@ class RequestStore:
         Raises StaleRequest if it moved on, DuplicateCommand if ``command_id`` was seen.
         """
         effects = step.effects
-        flags = "".join(
-            flag
-            for flag, on in (
-                ("R", effects.release_squad),
-                ("Q", effects.requeue),
-                ("T", effects.cancel_offer_timer),
-                ("N", effects.non_response),
-                ("C", command_id is not None),
-                ("A", bool(assignment)),
-                ("X", step.state is State.RESOLVED),
-            )
-            if on
-        )
+        flags = _flags(step, command_id, assignment)
         revoke = (
             protocol.encode(protocol.Revoke(assignment=assignment, reason=effects.revoke_reason))
             if effects.revoke_reason
@@ -342,6 +386,7 @@ class RequestStore:
             len(fields),
             assignment_state,
             self._outbox_max_frames,
+            timers.entry(TimerKind.OFFER, assignment or "-"),
             *pairs,
         ]
 
@@ -357,13 +402,22 @@ def _reserved(value: str) -> tuple[str, str]:
     return fingerprint, request_id
 
 
-def view_of(fields: dict[str, str]) -> tuple[RequestView, int]:
-    """The state machine's view of a stored request, and its version."""
-    return (
-        RequestView(
-            state=State(fields.get("state", "received")),
-            squad=fields.get("squad", ""),
-            assignment=fields.get("assignment", ""),
-        ),
-        int(fields.get("v", "0")),
+def _flags(step: Step, command_id: str | None, assignment: str) -> str:
+    """The flags of ``apply.lua`` that carry out ``step``'s effects."""
+    effects = step.effects
+    return "".join(
+        flag
+        for flag, on in (
+            ("R", effects.release_squad),
+            ("Q", effects.requeue),
+            ("D", effects.dequeue),
+            ("T", effects.cancel_offer_timer),
+            ("N", effects.non_response),
+            ("C", command_id is not None),
+            ("A", bool(assignment)),
+            ("O", effects.opens),
+            ("X", effects.closes),
+        )
+        if on
     )
+

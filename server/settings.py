@@ -12,9 +12,10 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 Role = Literal["admin", "calltaker", "center", "unit", "wall"]
 # Roles that get a generated token when DISPATCH_TOKENS is unset (``unit`` needs a unit code:
@@ -40,6 +41,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # --- tunables: DISPATCH_<NAME> ---
     data_dir: str = "./var"  # embedded Redis data (AOF) and the SQLite ledger
     redis_connections: int = 64  # pool size per hub process; callers wait for a free one
+    time_scale: Annotated[float, Meta(gt=0, le=1000)] = 1.0  # multiplies every category limit
+    # (accept, arrive, resolve, promise cap) and every escalation interval: 1/N for the
+    # simulation at --speed N runs the real rules N times faster; tests use limits of seconds
     offer_window_s: float = 60.0  # time a squad has to accept an offer
     arrival_radius_m: float = 150.0  # an en-route squad this close to the scene has arrived
     heartbeat_s: float = 15.0  # WebSocket ping interval

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from server import lifecycle
 from server.city import City
 from simulations.loadtest_stats import percentile
 
@@ -24,21 +25,11 @@ LIMITS = ("accept", "arrive", "resolve")
 FIRST_EVENT = {"accept": "accepted", "arrive": "arrived", "resolve": "resolved"}
 Verdict = Literal["met", "missed", "pending"]
 
-# The state a request is in right after each timeline event (see server/lifecycle.py).
+# The state a request is in right after each timeline event: the lifecycle's own table.
 STATE_AFTER_EVENT: Mapping[str, str] = {
-    "received": "received",
-    "queued": "queued",
-    "transferred": "transferred",
-    "offered": "offered",
-    "offer_expired": "queued",
-    "accepted": "accepted",
-    "en_route": "en_route",
-    "arrived": "on_scene",
-    "deferred": "deferred",
-    "disputed": "disputed",
-    "resolved": "resolved",
+    event: state.value for event, state in lifecycle.STATE_AFTER_EVENT.items()
 }
-FINAL_STATES = frozenset({"resolved", "transferred"})
+FINAL_STATES = frozenset(state.value for state in lifecycle.FINAL)
 AUTO_ARRIVAL_BY = "system:auto-arrival"
 
 

@@ -54,7 +54,7 @@ from server.lifecycle import (
     Triaged,
     transition,
 )
-from server.requests import Actor, RequestStore, event_json, view_of
+from server.requests import Actor, RequestStore, event_json
 from server.settings import Settings
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -124,18 +124,17 @@ class Desk:
                        district=district),
             event_json(step.event, request_id, at, CALLTAKER, route=route),
         ]
-        await self.store.create(request_id, unit, fields, events,
-                                queue=step.state is State.QUEUED, received_at=at)
+        await self.store.create(request_id, unit, fields, events, step, received_at=at)
         return request_id
 
     async def step(self, unit: str, request_id: str, event: Event,
                    at: float | None = None) -> State:
         """Commit ``event`` as the squad (or the system) would; returns the new state."""
-        fields = await self.store.read(unit, request_id)
-        assert fields is not None
-        view, version = view_of(fields)
+        record = await self.store.read(unit, request_id)
+        assert record is not None
+        view, version = record.view(), record.v
         step = transition(view, event)
-        squad = getattr(event, "squad", "") or fields.get("squad", "")
+        squad = getattr(event, "squad", "") or record.squad
         assignment = getattr(event, "assignment", "")
         recorded = event_json(
             step.event, request_id, time.time() if at is None else at, Actor("squad", squad),

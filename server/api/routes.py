@@ -282,16 +282,6 @@ def _key_reused() -> ApiError:
     )
 
 
-_NUMBERS = (
-    "lat",
-    "lon",
-    "received_at",
-    "accept_by",
-    "arrive_by",
-    "resolve_by",
-    "promised_by",
-    "offered_at",
-)
 
 
 async def request_detail(request: Request) -> Response:
@@ -300,13 +290,12 @@ async def request_detail(request: Request) -> Response:
     request_id = request.path_params["request_id"]
     unit = await services.requests.unit_of(request_id)
     _require_unit(actor, unit)
-    fields = await services.requests.read(unit, request_id) if unit else None
-    if unit is None or fields is None:
+    record = await services.requests.read(unit, request_id) if unit else None
+    if unit is None or record is None:
         raise ApiError(404, "not_found", f"no request {request_id}")
-    body: dict[str, Any] = {k: v for k, v in fields.items() if k != "v"}
-    for name in _NUMBERS:
-        if body.get(name):
-            body[name] = float(body[name])
+    body: dict[str, Any] = {
+        k: v for k, v in msgspec.structs.asdict(record).items() if k != "v" and v is not None
+    }
     body["unit"] = None if unit == keys.NO_UNIT else unit
     body["deadlines"] = {k: body.pop(k, None) for k in ("accept_by", "arrive_by", "resolve_by")}
     body["timeline"] = await services.requests.timeline(unit, request_id)

@@ -21,11 +21,25 @@ from enum import StrEnum
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
-from server import keys
+from server import keys, timers
 from server.assign.ranking import parse_candidates, rank
-from server.lifecycle import InvalidTransition, OfferExpired, transition
+from server.lifecycle import (
+    InvalidTransition,
+    Offered,
+    OfferExpired,
+    RequestView,
+    State,
+    transition,
+)
 from server.redis_text import text
-from server.requests import Actor, RequestStore, StaleRequest, event_json, view_of
+from server.requests import (
+    Actor,
+    RequestRecord,
+    RequestStore,
+    StaleRequest,
+    event_json,
+    request_info,
+)
 from server.scripts import Scripts
 from server.settings import Settings
 
@@ -63,20 +77,20 @@ class Dispatcher:
         self._drain_again: set[str] = set()
 
     async def dispatch(
-        self, unit: str, request_id: str, fields: dict[str, str] | None = None
+        self, unit: str, request_id: str, record: RequestRecord | None = None
     ) -> DispatchResult:
         """Offer the request to the nearest suitable squad, if it is queued and one exists.
 
-        ``fields``: the request as the caller just wrote it (saves reading it back); the claim
+        ``record``: the request as the caller just wrote it (saves reading it back); the claim
         re-checks its state atomically either way."""
-        if fields is None:
-            fields = await self._requests.read(unit, request_id)
-        if fields is None or fields.get("state") != "queued":
+        if record is None:
+            record = await self._requests.read(unit, request_id)
+        if record is None or record.state is not State.QUEUED:
             return DispatchResult(Outcome.NOT_QUEUED)
         # In a burst, concurrent dispatches may take every candidate this one found between
         # its search and its claim: search again rather than wait for the queue sweep.
         for _ in range(self.CLAIM_ATTEMPTS):
-            result = await self._try_offer(unit, request_id, fields)
+            result = await self._try_offer(unit, request_id, record)
             if result is not None:
                 return result
         return DispatchResult(Outcome.WAITING)
@@ -86,18 +100,21 @@ class Dispatcher:
     CLAIM_ATTEMPTS = 16
 
     async def _try_offer(
-        self, unit: str, request_id: str, fields: dict[str, str]
+        self, unit: str, request_id: str, record: RequestRecord
     ) -> DispatchResult | None:
         """One search and claim. None: the candidates found were all taken meanwhile."""
-        lat, lon = float(fields["lat"]), float(fields["lon"])
-        found = await self.candidates(unit, fields["category"], lat, lon)
+        lat, lon = record.lat, record.lon
+        found = await self.candidates(unit, record.category, lat, lon)
         if not found:
             return DispatchResult(Outcome.WAITING)
         ranked = rank(lat, lon, found)
         assignment = f"A{secrets.token_hex(6)}"
+        # The lifecycle decides the move (from queued, to offered, under which name); the
+        # claim re-checks the state atomically, carries the move out and picks the squad.
+        step = transition(RequestView(State.QUEUED), Offered(squad="", assignment=assignment))
         now = time.time()
         respond_by = now + self._settings.offer_window_s
-        body = self._offer_body(request_id, fields, assignment, respond_by)
+        body = self._offer_body(record, assignment, respond_by)
         claim_keys = [
             keys.request(unit, request_id),
             keys.queue(unit),
@@ -126,6 +143,10 @@ class Dispatcher:
                 body,
                 self._settings.events_maxlen,
                 self._settings.outbox_max_frames,
+                State.QUEUED.value,
+                step.state.value,
+                step.event,
+                timers.entry(timers.TimerKind.OFFER, assignment),
                 *(c.squad for c in ranked),
             ],
         )
@@ -139,20 +160,11 @@ class Dispatcher:
         return DispatchResult(Outcome.OFFERED, squad, assignment)
 
     @staticmethod
-    def _offer_body(
-        request_id: str, fields: dict[str, str], assignment: str, respond_by: float
-    ) -> bytes:
+    def _offer_body(record: RequestRecord, assignment: str, respond_by: float) -> bytes:
         return protocol.encode(
             protocol.Offer(
                 assignment=assignment,
-                request=protocol.RequestInfo(
-                    id=request_id,
-                    category=fields["category"],
-                    description=fields.get("description", ""),
-                    lat=float(fields["lat"]),
-                    lon=float(fields["lon"]),
-                    address=fields.get("address", ""),
-                ),
+                request=request_info(record),
                 respond_by=round(respond_by, 3),
             )
         )
@@ -210,21 +222,22 @@ class Dispatcher:
         """The offer window of ``assignment`` passed: revoke it, count a non-response against
         the unit, offer the request to the next squad. Idempotent: an offer that was accepted
         or already expired is left alone. Returns True if it expired the offer now."""
-        record = await self._redis.hgetall(keys.assignment(unit, assignment))
-        info = {text(k): text(v) for k, v in record.items()}
+        raw = await self._redis.hgetall(keys.assignment(unit, assignment))
+        info = {text(k): text(v) for k, v in raw.items()}
         request_id, squad = info.get("request", ""), info.get("squad", "")
-        if info.get("state") != "offered":
-            await self._redis.zrem(keys.timers(unit), f"offer:{assignment}")
+        timer = timers.entry(timers.TimerKind.OFFER, assignment)
+        if info.get("state") != State.OFFERED:
+            await self._redis.zrem(keys.timers(unit), timer)
             return False
         for _ in range(5):  # CAS retries against concurrent steps on the same request
-            fields = await self._requests.read(unit, request_id)
-            if fields is None:
+            record = await self._requests.read(unit, request_id)
+            if record is None:
                 return False
-            view, version = view_of(fields)
+            view, version = record.view(), record.v
             try:
                 step = transition(view, OfferExpired(assignment, reason))
             except InvalidTransition:
-                await self._redis.zrem(keys.timers(unit), f"offer:{assignment}")
+                await self._redis.zrem(keys.timers(unit), timer)
                 return False
             event = event_json(
                 step.event,
@@ -244,7 +257,7 @@ class Dispatcher:
                     [event],
                     assignment=assignment,
                     squad=squad,
-                    queue_score=float(fields.get("received_at", "0")),
+                    queue_score=record.received_at,
                 )
             except StaleRequest:
                 continue

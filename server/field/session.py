@@ -30,7 +30,7 @@ from server.actions import CommandError
 from server.assign.ranking import haversine_m
 from server.availability import is_outage
 from server.guard import TokenBucket
-from server.requests import Actor
+from server.requests import Actor, request_info
 
 if TYPE_CHECKING:
     from server.hub import Services
@@ -250,22 +250,15 @@ class FieldSession:
         services, info = self._services, self.info
         listed = []
         for job in await services.squads.active_jobs(info.unit, info.squad):
-            fields = await services.requests.read(info.unit, job["request"])
-            if fields is None:
+            record = await services.requests.read(info.unit, job["request"])
+            if record is None:
                 continue
             listed.append(
                 protocol.Assignment(
                     assignment=job["id"],
                     state=job["state"],
                     respond_by=float(job.get("respond_by") or 0) / 1000,
-                    request=protocol.RequestInfo(
-                        id=job["request"],
-                        category=fields["category"],
-                        description=fields.get("description", ""),
-                        lat=float(fields["lat"]),
-                        lon=float(fields["lon"]),
-                        address=fields.get("address", ""),
-                    ),
+                    request=request_info(record),
                 )
             )
         return protocol.Resync(reason=reason, last_seq=last_seq, assignments=listed)
@@ -364,11 +357,9 @@ class FieldSession:
                 await self._track_scene(job["id"], job["request"])
 
     async def _track_scene(self, assignment: str, request_id: str) -> None:
-        fields = await self._services.requests.read(self.info.unit, request_id)
-        if fields:
-            self._scenes[assignment] = _Scene(
-                request_id, float(fields["lat"]), float(fields["lon"])
-            )
+        record = await self._services.requests.read(self.info.unit, request_id)
+        if record is not None:
+            self._scenes[assignment] = _Scene(request_id, record.lat, record.lon)
 
     async def _check_arrival(self, lat: float, lon: float) -> None:
         radius = self._settings.arrival_radius_m

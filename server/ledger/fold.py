@@ -34,21 +34,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# The request's state after each event type (the names server.lifecycle records). Other
-# types (notices, squad events, ...) are recorded as events but leave the state alone.
-STATE_AFTER: dict[str, str] = {
-    "received": "received",
-    "queued": "queued",
-    "transferred": "transferred",
-    "offered": "offered",
-    "offer_expired": "queued",
-    "accepted": "accepted",
-    "en_route": "en_route",
-    "arrived": "on_scene",
-    "resolved": "resolved",
-    "deferred": "deferred",
-    "disputed": "disputed",
-}
+from server.lifecycle import SQUAD_RELEASED, STATE_AFTER_EVENT
+
+# The request's state after each event type, and the events after which no squad holds it:
+# the lifecycle's own tables (other types leave the state alone).
+STATE_AFTER: Mapping[str, str] = {event: s.value for event, s in STATE_AFTER_EVENT.items()}
 # Moments kept as the earliest time seen: a request re-offered after a dispute keeps the
 # first acceptance, which is what the deadline rules measure.
 FIRST_MOMENT: dict[str, str] = {
@@ -56,8 +46,6 @@ FIRST_MOMENT: dict[str, str] = {
     "arrived": "arrived_at",
     "resolved": "resolved_at",
 }
-# Events after which no squad holds the request.
-SQUAD_RELEASED = frozenset({"received", "queued", "transferred", "offer_expired", "disputed"})
 # Events that change the request hash's static fields: the writer reads the hash for them.
 SNAPSHOT_EVENTS = frozenset({"received", "deferred"})
 

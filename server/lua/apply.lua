@@ -5,13 +5,14 @@
 -- KEYS[11] jobs  KEYS[12] command (idempotency key; unused without flag C)  KEYS[13] open requests
 -- ARGV[1] expected version ('0': the request must not exist yet)
 -- ARGV[2] events as JSON, one per line  ARGV[3] events maxlen
--- ARGV[4] flags: R release squad, Q requeue, T cancel offer timer, N non-response,
---                C remember command, A assignment state = ARGV[12],
+-- ARGV[4] flags: R release squad, Q requeue, D dequeue, T cancel the offer timer ARGV[14],
+--                N non-response, C remember command, A assignment state = ARGV[12],
 --                O open (add to the unit's open requests), X closed (remove)
 -- ARGV[5] revoke frame body ('' = none)  ARGV[6] request id  ARGV[7] assignment id
 -- ARGV[8] squad id  ARGV[9] command memory (s)  ARGV[10] queue score
 -- ARGV[11] number of field/value pairs  ARGV[12] assignment state
--- ARGV[13] outbox retention (frames)  ARGV[14..] field/value pairs for the request hash
+-- ARGV[13] outbox retention (frames)  ARGV[14] offer timer member (server.timers)
+-- ARGV[15..] field/value pairs for the request hash
 -- Returns {'ok', version, revoke seq, hub} | {'stale', version} | {'dup', outcome}
 local flags = ARGV[4]
 local function has(flag) return string.find(flags, flag, 1, true) ~= nil end
@@ -25,7 +26,7 @@ if version ~= tonumber(ARGV[1]) then
 end
 local pairs_n = tonumber(ARGV[11])
 if pairs_n > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 14, 13 + pairs_n * 2))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 15, 14 + pairs_n * 2))
 end
 version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 local rid, aid, sid = ARGV[6], ARGV[7], ARGV[8]
@@ -33,13 +34,14 @@ for event in string.gmatch(ARGV[2], '[^\n]+') do
   redis.call('RPUSH', KEYS[2], event)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'e', event)
 end
-if has('T') then redis.call('ZREM', KEYS[5], 'offer:' .. aid) end
+if has('T') then redis.call('ZREM', KEYS[5], ARGV[14]) end
 if has('A') then redis.call('HSET', KEYS[8], 'state', ARGV[12]) end
 if has('R') and redis.call('SREM', KEYS[11], aid) == 1 then
   redis.call('HINCRBY', KEYS[6], sid, 1)
 end
 if has('N') then redis.call('HINCRBY', KEYS[7], 'non_responses', 1) end
 if has('Q') then redis.call('ZADD', KEYS[4], ARGV[10], rid) end
+if has('D') then redis.call('ZREM', KEYS[4], rid) end
 if has('O') then redis.call('ZADD', KEYS[13], ARGV[10], rid) end
 if has('X') then redis.call('ZREM', KEYS[13], rid) end
 local seq = 0

@@ -1,16 +1,19 @@
--- Offer a queued request to the first eligible candidate: claim one unit of the squad's
--- capacity, append the offer to its outbox, start the offer timer, record the event. Atomic,
--- so concurrent dispatch from any number of processes never exceeds a squad's capacity.
--- Candidates not yet offered this request come first, in the given order; then the others.
+-- Carry out an offer decided by server.lifecycle (the request must be in ARGV[8], it moves to
+-- ARGV[9] as event ARGV[10]) with the first eligible candidate: claim one unit of the
+-- squad's capacity, append the offer to its outbox, start the offer timer, record the event.
+-- Atomic, so concurrent dispatch from any number of processes never exceeds a squad's
+-- capacity. Candidates not yet offered this request come first, in the given order.
 -- KEYS[1] request  KEYS[2] queue  KEYS[3] available  KEYS[4] free  KEYS[5] tried
 -- KEYS[6] timers  KEYS[7] events  KEYS[8] timeline  KEYS[9] assignment  KEYS[10] stats
 -- KEYS[11..] three per candidate, in ARGV order: squad hash, outbox, jobs
 -- ARGV[1] request id  ARGV[2] assignment id  ARGV[3] now (epoch ms)  ARGV[4] respond_by (ms)
 -- ARGV[5] offer body (MessagePack, seq omitted)  ARGV[6] events maxlen
--- ARGV[7] outbox retention (frames)  ARGV[8..] candidate squad ids
+-- ARGV[7] outbox retention (frames)  ARGV[8] state required  ARGV[9] state after
+-- ARGV[10] event name  ARGV[11] offer timer member (server.timers)
+-- ARGV[12..] candidate squad ids
 -- Returns {'ok', squad, seq, hub} | {'stale', state} | {'none'}
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'queued' then
+if state ~= ARGV[8] then
   return {'stale', state or ''}
 end
 local function eligible(id)
@@ -18,7 +21,7 @@ local function eligible(id)
     and tonumber(redis.call('HGET', KEYS[4], id) or '0') > 0
 end
 local pick = nil
-local FIRST = 8
+local FIRST = 12
 for pass = 1, 2 do
   for i = FIRST, #ARGV do
     local id = ARGV[i]
@@ -51,15 +54,15 @@ if excess > 0 then
 end
 redis.call('SADD', jobs_key, aid)
 redis.call('SADD', KEYS[5], sid)
-redis.call('HSET', KEYS[9], 'request', rid, 'squad', sid, 'state', 'offered',
+redis.call('HSET', KEYS[9], 'request', rid, 'squad', sid, 'state', ARGV[9],
   'respond_by', ARGV[4], 'created', ARGV[3])
-redis.call('HSET', KEYS[1], 'state', 'offered', 'squad', sid, 'assignment', aid,
+redis.call('HSET', KEYS[1], 'state', ARGV[9], 'squad', sid, 'assignment', aid,
   'offered_at', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('ZREM', KEYS[2], rid)
-redis.call('ZADD', KEYS[6], ARGV[4], 'offer:' .. aid)
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[11])
 redis.call('HINCRBY', KEYS[10], 'offers', 1)
-local event = cjson.encode({type = 'offered', request = rid, squad = sid, assignment = aid,
+local event = cjson.encode({type = ARGV[10], request = rid, by = 'system', squad = sid, assignment = aid,
   at = now / 1000, seq = seq, respond_by = tonumber(ARGV[4]) / 1000})
 redis.call('RPUSH', KEYS[8], event)
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'e', event)

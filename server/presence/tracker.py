@@ -22,12 +22,13 @@ import time
 
 from redis.asyncio import Redis
 
-from server import keys
+from server import keys, timers
 from server.assign.dispatcher import Dispatcher
 from server.redis_text import text
 from server.requests import Actor, RequestStore, event_json
 from server.settings import Settings
 from server.squads import SquadStore
+from server.timers import TimerKind
 
 log = logging.getLogger(__name__)
 PRESENCE = Actor("system", "presence")
@@ -56,20 +57,20 @@ class PresenceTracker:
         await self._redis.zadd(
             keys.timers(unit),
             {
-                f"offline:{squad}": now_ms + s.offline_after_s * 1000,
-                f"alert:{squad}": now_ms + s.offline_alert_s * 1000,
+                timers.entry(TimerKind.OFFLINE, squad): now_ms + s.offline_after_s * 1000,
+                timers.entry(TimerKind.ALERT, squad): now_ms + s.offline_alert_s * 1000,
             },
         )
 
-    async def on_timer(self, unit: str, kind: str, squad: str) -> bool:
+    async def on_timer(self, unit: str, kind: TimerKind, squad: str) -> bool:
         """Carry out a presence timer; True if capacity may have come free."""
         freed = False
         if not await self._squads.is_online(unit, squad):
-            if kind == "offline":
+            if kind is TimerKind.OFFLINE:
                 freed = await self._pass_on_offers(unit, squad)
-            elif kind == "alert":
+            elif kind is TimerKind.ALERT:
                 await self._tell_center(unit, squad)
-        await self._redis.zrem(keys.timers(unit), f"{kind}:{squad}")
+        await self._redis.zrem(keys.timers(unit), timers.entry(kind, squad))
         return freed
 
     async def _pass_on_offers(self, unit: str, squad: str) -> bool:
