@@ -27,6 +27,8 @@ from server.accounts.model import (
 )
 from server.accounts.passwords import hash_password
 from server.accounts.store import UsernameTaken
+from server.api.answers import Anything, Rows
+from server.api.openapi import described
 from server.api.routes import ApiError, _authorize, _body, _json, _services
 
 
@@ -37,6 +39,14 @@ def _auth(request: Request) -> Authenticator:
     return auth
 
 
+@described(
+    summary="Create a person's account",
+    roles=("admin",),
+    body=NewAccount,
+    answer=Anything,
+    status=201,
+    errors=(409,),
+)
 async def create_account(request: Request) -> Response:
     actor = _authorize(request, "admin")
     new = await _body(request, NewAccount)
@@ -54,6 +64,11 @@ async def create_account(request: Request) -> Response:
     return _json(created, 201)
 
 
+@described(
+    summary="Every account with its tokens (ids and labels, never secrets)",
+    roles=("admin",),
+    answer=Rows,
+)
 async def list_accounts(request: Request) -> Response:
     _authorize(request, "admin")
     return _json(await _auth(request).store.everyone())
@@ -66,6 +81,14 @@ async def _existing(request: Request) -> str:
     return str(username)
 
 
+@described(
+    summary="Issue an API token for a person; shown this once",
+    roles=("admin",),
+    body=NewToken,
+    answer=Anything,
+    status=201,
+    errors=(404,),
+)
 async def add_token(request: Request) -> Response:
     actor = _authorize(request, "admin")
     new = await _body(request, NewToken)
@@ -74,6 +97,7 @@ async def add_token(request: Request) -> Response:
     return _json({"id": token_id, "username": username, "label": new.label, "token": secret}, 201)
 
 
+@described(summary="Revoke one API token", roles=("admin",), status=204, errors=(404,))
 async def revoke_token(request: Request) -> Response:
     actor = _authorize(request, "admin")
     username = await _existing(request)
@@ -86,6 +110,12 @@ async def revoke_token(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@described(
+    summary="Disable an account: its tokens and sessions stop working",
+    roles=("admin",),
+    answer=Anything,
+    errors=(404,),
+)
 async def disable_account(request: Request) -> Response:
     actor = _authorize(request, "admin")
     username = request.path_params["username"]
@@ -107,6 +137,13 @@ def _refuse(result: AuthResult) -> ApiError:
     return ApiError(401, "unauthenticated", "wrong username or password")
 
 
+@described(
+    summary="Sign in: sets the ld_session cookie (HttpOnly, SameSite=Strict)",
+    roles=(),
+    body=SignIn,
+    answer=Anything,
+    errors=(401, 429),
+)
 async def sign_in(request: Request) -> Response:
     attempt = await _body(request, SignIn)
     auth = _auth(request)
@@ -122,6 +159,7 @@ async def sign_in(request: Request) -> Response:
     return response
 
 
+@described(summary="Who the caller is", roles=(), answer=Anything, errors=(401, 429))
 async def who_am_i(request: Request) -> Response:
     result = auth_result(request)
     if result.principal is None:
@@ -131,6 +169,7 @@ async def who_am_i(request: Request) -> Response:
     return _json(result.principal.public() | {"via": result.via})
 
 
+@described(summary="Sign out: the session ends on the server", roles=(), status=204)
 async def sign_out(request: Request) -> Response:
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:

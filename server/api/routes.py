@@ -24,7 +24,18 @@ from starlette.routing import Route
 from server import keys
 from server.accounts.asgi import auth_result
 from server.actions import IntakeError, NewRequest
-from server.city import Unit
+from server.api.answers import (
+    Anything,
+    Health,
+    IntakeAnswer,
+    LiveMap,
+    RequestDetail,
+    Rows,
+    SquadCreated,
+)
+from server.api.openapi import described
+from server.api.openapi import document as openapi_document
+from server.city import Category, Unit
 from server.hub import Services
 from server.ledger import (
     Ledger,
@@ -132,6 +143,12 @@ async def _body(request: Request, kind: type[T]) -> T:
 # ---- reference data -----------------------------------------------------------------------
 
 
+@described(
+    summary="Liveness (details for admin and center)",
+    roles=(),
+    answer=Health,
+    errors=(503,),
+)
 async def health(request: Request) -> Response:
     """Liveness for anyone; the details (hub id, counters) for admin and center only: the hub
     id names the host and process."""
@@ -152,16 +169,31 @@ async def health(request: Request) -> Response:
     return _json(body, 200 if redis_ok else 503)
 
 
+@described(
+    summary="The city's request categories with their limits",
+    roles=("calltaker", "center", "wall", "unit"),
+    answer=list[Category],
+)
 async def categories(request: Request) -> Response:
     _authorize(request, "calltaker", "center", "wall", "unit")
     return _json([msgspec.structs.asdict(c) for c in _services(request).city.categories])
 
 
+@described(
+    summary="The units (departments and companies)",
+    roles=("calltaker", "center", "wall", "unit"),
+    answer=list[Unit],
+)
 async def units(request: Request) -> Response:
     _authorize(request, "calltaker", "center", "wall", "unit")
     return _json([msgspec.structs.asdict(u) for u in _services(request).city.units])
 
 
+@described(
+    summary="The districts with their boundaries (GeoJSON) and depots",
+    roles=("calltaker", "center", "wall", "unit"),
+    answer=Rows,
+)
 async def districts(request: Request) -> Response:
     _authorize(request, "calltaker", "center", "wall", "unit")
     return _json(
@@ -181,6 +213,14 @@ async def districts(request: Request) -> Response:
 # ---- administration -----------------------------------------------------------------------
 
 
+@described(
+    summary="Add a unit; it takes over routing for its categories and districts",
+    roles=("admin",),
+    body=NewUnit,
+    answer=Unit,
+    status=201,
+    errors=(409,),
+)
 async def create_unit(request: Request) -> Response:
     _authorize(request, "admin")
     new = await _body(request, NewUnit)
@@ -207,6 +247,13 @@ async def create_unit(request: Request) -> Response:
     return _json(msgspec.structs.asdict(unit), 201)
 
 
+@described(
+    summary="Register a squad; the answer carries its token, once",
+    roles=("admin",),
+    body=NewSquad,
+    answer=SquadCreated,
+    status=201,
+)
 async def create_squad(request: Request) -> Response:
     _authorize(request, "admin")
     new = await _body(request, NewSquad)
@@ -237,6 +284,12 @@ async def create_squad(request: Request) -> Response:
     )
 
 
+@described(
+    summary="A squad: online, on duty, position, active assignments",
+    roles=("center", "unit"),
+    answer=Anything,
+    errors=(404,),
+)
 async def squad_detail(request: Request) -> Response:
     actor = _authorize(request, "center", "unit")
     services = _services(request)
@@ -255,6 +308,14 @@ async def squad_detail(request: Request) -> Response:
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
+@described(
+    summary="Record a request (triage, unit, dispatch in one step)",
+    roles=("calltaker",),
+    body=NewRequest,
+    answer=IntakeAnswer,
+    status=201,
+    errors=(409, 503),
+)
 async def create_request(request: Request) -> Response:
     """Record a request. An ``Idempotency-Key`` header makes a retry (after a timeout or a
     503) return the request the first attempt made, with status 200, instead of a twin. The
@@ -284,6 +345,12 @@ def _key_reused() -> ApiError:
 
 
 
+@described(
+    summary="A request: state, unit, squad, deadlines, timeline",
+    roles=("calltaker", "center", "unit"),
+    answer=RequestDetail,
+    errors=(404,),
+)
 async def request_detail(request: Request) -> Response:
     actor = _authorize(request, "calltaker", "center", "unit")
     services = _services(request)
@@ -302,6 +369,11 @@ async def request_detail(request: Request) -> Response:
     return _json(body)
 
 
+@described(
+    summary="Online squads and open requests (the wall map)",
+    roles=("wall", "center", "calltaker"),
+    answer=LiveMap,
+)
 async def live_map(request: Request) -> Response:
     """What the wall map draws: every online squad and every open request."""
     _authorize(request, "wall", "center", "calltaker")
@@ -364,6 +436,13 @@ def _ledger(request: Request) -> Ledger:
     return ledger
 
 
+@described(
+    summary="The ledger: requests by unit, category, district, state, time",
+    roles=("center", "unit"),
+    query=LedgerQuery,
+    answer=Rows,
+    errors=(422, 503),
+)
 async def ledger_requests(request: Request) -> Response:
     """Requests from the ledger, filtered by unit, category, district, state and time."""
     actor = _authorize(request, "center", "unit")
@@ -371,6 +450,12 @@ async def ledger_requests(request: Request) -> Response:
     return _json(await find_requests(_ledger(request), **query))
 
 
+@described(
+    summary="Every recorded event of a request",
+    roles=("center", "unit"),
+    answer=Rows,
+    errors=(503,),
+)
 async def ledger_events(request: Request) -> Response:
     actor = _authorize(request, "center", "unit")
     events = await request_events(_ledger(request), request.path_params["request_id"])
@@ -379,6 +464,14 @@ async def ledger_events(request: Request) -> Response:
     return _json(events)
 
 
+@described(
+    summary="The ledger as CSV (UTF-8 with BOM); the export is recorded",
+    roles=("center", "unit"),
+    query=LedgerQuery,
+    answer=str,
+    media_type="text/csv",
+    errors=(422, 503),
+)
 async def ledger_export(request: Request) -> Response:
     actor = _authorize(request, "center", "unit")
     query = msgspec.structs.asdict(_ledger_query(request, actor))
@@ -401,6 +494,13 @@ class AuditQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
 
 
+@described(
+    summary="Who exported the ledger, when, with which filters",
+    roles=("admin",),
+    query=AuditQuery,
+    answer=Rows,
+    errors=(422,),
+)
 async def audit(request: Request) -> Response:
     """Who exported the record (and, as the product grows, other actions on the record)."""
     _authorize(request, "admin")
@@ -409,6 +509,16 @@ async def audit(request: Request) -> Response:
     except msgspec.ValidationError as exc:
         raise _invalid(exc) from None
     return _json(await audit_trail(_ledger(request), query.action, query.limit))
+
+
+@described(
+    summary="This document: the HTTP API as OpenAPI 3.1",
+    roles=("calltaker", "center", "unit", "wall"),
+    answer=Anything,
+)
+async def openapi_json(request: Request) -> Response:
+    _authorize(request, "calltaker", "center", "unit", "wall")
+    return _json(openapi_document(request.app.routes))
 
 
 # ---- wiring -------------------------------------------------------------------------------
@@ -422,6 +532,7 @@ def api_routes() -> list[Route]:
     return [
         Route(f"{prefix}/health", health),
         Route(f"{prefix}/audit", audit),
+        Route(f"{prefix}/openapi.json", openapi_json),
         Route(f"{prefix}/categories", categories),
         Route(f"{prefix}/units", units, methods=["GET"]),
         Route(f"{prefix}/units", create_unit, methods=["POST"]),
