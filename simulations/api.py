@@ -106,6 +106,21 @@ class HubApi:
             raise
         return result
 
+    async def disputes(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/api/v1/center/disputes",
+                                                        "center")
+        return result
+
+    async def rule(self, request_id: str, ruling: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/api/v1/requests/{request_id}/ruling", "center", ruling)
+        return result
+
+    async def cancel(self, request_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/api/v1/requests/{request_id}/cancel", "center", body)
+        return result
+
     async def live_map(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", "/api/v1/map", "wall")
         return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server.city import City, District
 from simulations.movement import LatLon, offset_m
@@ -176,4 +176,15 @@ def plan_request(rng: random.Random, city: City, districts: Sequence[str] | None
         description=rng.choice(texts),
         caller_phone="1" + rng.choice("3589") + "".join(rng.choices("0123456789", k=9)),
         address=f"{district.name_zh}（模拟地点）",
+    )
+
+
+def repeat_of(planned: PlannedRequest, rng: random.Random) -> PlannedRequest:
+    """The same problem called in by someone else: same category, a few dozen metres away,
+    another phone."""
+    return replace(
+        planned,
+        lat=round(planned.lat + rng.uniform(-0.0004, 0.0004), 6),
+        lon=round(planned.lon + rng.uniform(-0.0004, 0.0004), 6),
+        caller_phone="1" + rng.choice("3589") + "".join(rng.choices("0123456789", k=9)),
     )

@@ -31,7 +31,8 @@ import httpx
 
 from server.city import City, load_city
 from simulations.api import ApiError, HubApi, parse_tokens
-from simulations.arrivals import ArrivalProcess, PlannedRequest, plan_request
+from simulations.arrivals import ArrivalProcess, PlannedRequest, plan_request, repeat_of
+from simulations.center_desk import Call, CenterDesk
 from simulations.clock import SimClock, local_hour_now
 from simulations.movement import LatLon, offset_m
 from simulations.people import Behaviour
@@ -43,8 +44,12 @@ BASE_OFFER_WINDOW_S = 60.0  # the hub's default, in simulated seconds
 
 
 def hub_time_settings(speed: float) -> dict[str, str]:
-    """DISPATCH_* variables that put the hub on the simulation's clock."""
-    return {"DISPATCH_OFFER_WINDOW_S": f"{BASE_OFFER_WINDOW_S / speed:.4g}"}
+    """DISPATCH_* variables that put the hub on the simulation's clock: the offer window and,
+    through the time scale, every category limit and escalation interval."""
+    return {
+        "DISPATCH_OFFER_WINDOW_S": f"{BASE_OFFER_WINDOW_S / speed:.4g}",
+        "DISPATCH_TIME_SCALE": f"{1 / speed:.6g}",
+    }
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class SimConfig:
     warm_start: int = 4  # calls already waiting when the run starts (map busy at once)
     districts: tuple[str, ...] | None = None  # restrict calls to these districts
     pos_interval_s: float = 5.0  # simulated seconds between position fixes
+    duplicate_share: float = 0.03  # calls repeated by another caller a few minutes later
+    center_desk: bool = True  # a simulated center rules on disputes and cancels repeats
     behaviour: Behaviour = field(default_factory=Behaviour)
 
 
@@ -192,6 +199,8 @@ class Simulation:
         )
         self.agents = [SquadAgent(seat, setup, random.Random(self.rng.random()))
                        for seat in self.seats]
+        self.desk = (CenterDesk(api, city, self.clock, random.Random(self.rng.random()))
+                     if config.center_desk else None)
 
     async def run(self, stop: asyncio.Event | None = None) -> SimRun:
         """Run until ``stop`` is set or the configured duration passes; squads are
@@ -201,6 +210,8 @@ class Simulation:
         await self._start_agents()
         tasks = [asyncio.create_task(self._place_calls()),
                  asyncio.create_task(self._watch())]
+        if self.desk is not None:
+            tasks.append(asyncio.create_task(self.desk.run()))
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.duration_s)
@@ -234,7 +245,20 @@ class Simulation:
         while True:
             t = process.next_after(t)
             await self.clock.sleep_until(t)
-            self._post(plan_request(self.rng, self.city, self.config.districts))
+            planned = plan_request(self.rng, self.city, self.config.districts)
+            self._post(planned)
+            if self.rng.random() < self.config.duplicate_share:
+                self._post_later(repeat_of(planned, self.rng), self.rng.uniform(120, 900))
+
+    def _post_later(self, planned: PlannedRequest, after_sim_s: float) -> None:
+        """Another caller reports the same problem a little later."""
+        async def later() -> None:
+            await self.clock.sleep(after_sim_s)
+            await self._call_in(planned, self.clock.now())
+
+        task = asyncio.create_task(later())
+        self._posts.add(task)
+        task.add_done_callback(self._posts.discard)
 
     def _post(self, planned: PlannedRequest) -> None:
         # Each call in its own task: a slow answer must not delay the next call.
@@ -253,6 +277,12 @@ class Simulation:
             id=created["id"], category=planned.category, district=planned.district,
             unit=created.get("unit"), route=created["route"], sim_t=round(sim_t, 1),
             lat=planned.lat, lon=planned.lon))
+        if self.desk is not None and created["route"] == "linkage":
+            try:
+                await self.desk.saw_call(
+                    Call(created["id"], planned.category, planned.lat, planned.lon, sim_t))
+            except (ApiError, httpx.HTTPError) as exc:
+                log.warning("center desk: %s", exc)
 
     # ---- progress ----------------------------------------------------------------------------
 

@@ -275,6 +275,19 @@ def _units_table(summary: Mapping[str, Any]) -> str:
                    "broken promises"], rows, table_id="per-unit")
 
 
+def _notices_table(summary: Mapping[str, Any]) -> str:
+    notices = summary["notices"]
+    levels = sorted(notices["by_level"], key=int)
+    rows: list[list[object]] = [[unit, n] for unit, n in notices["by_unit"].items()]
+    kinds = _table(["kind 类别", "notices"], list(notices["by_kind"].items()))
+    level_rows = [[f"level {level}", notices["by_level"][level]] for level in levels]
+    return (
+        _table(["unit 单位", "notices 督办通知单"], rows, table_id="notices")
+        + kinds
+        + _table(["level 级别", "notices"], level_rows)
+    )
+
+
 def render_html(run: SimRun, summary: Mapping[str, Any], city: City,
                 images: Sequence[Path]) -> str:
     info = run.to_json()
@@ -291,6 +304,10 @@ def render_html(run: SimRun, summary: Mapping[str, Any], city: City,
         ("non-responses 未响应", summary["non_responses"]),
         ("disputes 管辖争议", summary["disputes"]),
         ("deferrals 承诺办结", summary["deferrals"]),
+        ("supervision notices 督办通知", summary["notices"]["total"]),
+        ("rulings upheld / reassigned 裁决(维持/改派)",
+         f"{summary['rulings'].get('upheld', 0)} / {summary['rulings'].get('reassigned', 0)}"),
+        ("cancelled 撤销", sum(summary["cancelled"].values())),
         ("promises kept / broken 承诺兑现/失约",
          f"{summary['promises']['kept']} / {summary['promises']['broken']}"),
         ("arrivals by geofence / by button 到场(定位/按键)",
@@ -327,6 +344,7 @@ counted from receipt. 时间均为模拟时间，时限按受理时起算。</sm
 <h2>Run 运行概况</h2>{_table([], facts)}
 <h2>Limits 时限达标</h2>{_limits_table(summary, city)}
 <h2>Per unit 各单位</h2>{_units_table(summary)}
+<h2>Supervision notices 督办通知单</h2>{_notices_table(summary)}
 <h2>States 状态</h2>{states}
 <h2>Plots 图表</h2>{pictures}
 </body></html>

@@ -55,6 +55,9 @@ class Outcome:
     promise_kept: bool | None
     disputed: bool
     auto_arrival: bool | None
+    notices: tuple[tuple[str, int], ...] = ()  # (kind, level) of every supervision notice
+    ruling: str | None = None  # "upheld" / "reassigned" after a dispute
+    cancelled: str | None = None  # the reason, if the center cancelled it
 
     @property
     def consistent(self) -> bool:
@@ -84,6 +87,9 @@ class Outcome:
             "promise_kept": self.promise_kept,
             "disputed": self.disputed,
             "auto_arrival": self.auto_arrival,
+            "notices": [list(n) for n in self.notices],
+            "ruling": self.ruling,
+            "cancelled": self.cancelled,
         }
 
 
@@ -141,6 +147,17 @@ def outcome_of(detail: Mapping[str, Any], city: City, speed: float, now: float) 
         promise_kept=_promise_kept(detail, timeline, now),
         disputed="disputed" in types,
         auto_arrival=None if arrived is None else arrived.get("by") == AUTO_ARRIVAL_BY,
+        notices=tuple(
+            (str(e.get("kind", "?")), int(e.get("level", 1)))
+            for e in timeline
+            if e.get("type") == "notice_issued"
+        ),
+        ruling=next((str(t) for t in reversed(types) if t in ("upheld", "reassigned")), None),
+        cancelled=next(
+            (str(e.get("reason") or e.get("cancel_reason") or "")
+             for e in timeline if e.get("type") == "cancelled"),
+            None,
+        ),
     )
 
 
@@ -216,6 +233,25 @@ def unit_row(unit: str, outcomes: Sequence[Outcome], city: City) -> dict[str, An
         "disputes": sum(o.disputed for o in outcomes),
         "deferrals": sum(o.deferred for o in outcomes),
         "broken_promises": sum(o.promise_kept is False for o in outcomes),
+        "notices": sum(len(o.notices) for o in outcomes),
+    }
+
+
+def notice_counts(outcomes: Iterable[Outcome]) -> dict[str, Any]:
+    """Supervision notices by unit, by kind and by level (each notice counted once)."""
+    by_unit: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    by_level: Counter[int] = Counter()
+    for outcome in outcomes:
+        for kind, level in outcome.notices:
+            by_unit[outcome.unit or "-"] += 1
+            by_kind[kind] += 1
+            by_level[level] += 1
+    return {
+        "total": sum(by_kind.values()),
+        "by_unit": dict(sorted(by_unit.items())),
+        "by_kind": dict(sorted(by_kind.items())),
+        "by_level": {str(level): n for level, n in sorted(by_level.items())},
     }
 
 
@@ -247,5 +283,10 @@ def summarize(outcomes: Sequence[Outcome], city: City) -> dict[str, Any]:
             "broken": sum(o.promise_kept is False for o in outcomes),
         },
         "arrivals": {"by_geofence": sum(arrivals), "by_command": len(arrivals) - sum(arrivals)},
+        "notices": notice_counts(outcomes),
+        "rulings": dict(sorted(Counter(o.ruling for o in outcomes if o.ruling).items())),
+        "cancelled": dict(
+            sorted(Counter(o.cancelled for o in outcomes if o.cancelled is not None).items())
+        ),
         "inconsistent": [o.id for o in outcomes if not o.consistent],
     }

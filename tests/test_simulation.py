@@ -32,6 +32,7 @@ from simulations.arrivals import (
     plan_request,
     sample_point,
 )
+from simulations.center_desk import Call, find_duplicate, ruling_for
 from simulations.city import SimConfig, Simulation, hub_time_settings, register_squads, seat_plan
 from simulations.clock import SimClock
 from simulations.movement import Trip, distance_m, kmh_to_mps, offset_m, street_route
@@ -257,6 +258,56 @@ def test_summary_counts_add_up() -> None:
     assert percentiles([]) == {"count": 0, "p50": None, "p90": None, "max": None}
     assert percentiles(range(11)) == {"count": 11, "p50": 5, "p90": 9, "max": 10}
     assert fmt_duration(30) == "30 s" and fmt_duration(600) == "10.0 min"
+
+
+def test_notices_rulings_and_cancellations_are_counted_by_unit_kind_and_level() -> None:
+    late = [{"type": "received", "at": 1000.0}, {"type": "queued", "at": 1000.0},
+            {"type": "notice_issued", "at": 1300.0, "kind": "waiting", "level": 1},
+            {"type": "notice_issued", "at": 1400.0, "kind": "waiting", "level": 2},
+            {"type": "disputed", "at": 1500.0}, {"type": "reassigned", "at": 1600.0},
+            {"type": "notice_issued", "at": 1700.0, "kind": "resolve", "level": 1}]
+    gas = _detail([], "queued", unit="gas") | {"id": "R2", "timeline": [
+        {"type": "received", "at": 1000.0},
+        {"type": "notice_issued", "at": 1100.0, "kind": "accept", "level": 1},
+        {"type": "cancelled", "at": 1200.0, "reason": "duplicate"}]}
+    outcomes = [outcome_of(_detail([], "queued") | {"timeline": late}, CITY, 1, 2000),
+                outcome_of(gas, CITY, 1, 2000)]
+    assert outcomes[0].notices == (("waiting", 1), ("waiting", 2), ("resolve", 1))
+    assert outcomes[0].ruling == "reassigned" and outcomes[1].cancelled == "duplicate"
+    summary = summarize(outcomes, CITY)
+    assert summary["notices"] == {
+        "total": 4,
+        "by_unit": {"gas": 1, "water": 3},
+        "by_kind": {"accept": 1, "resolve": 1, "waiting": 2},
+        "by_level": {"1": 3, "2": 1},
+    }
+    assert summary["rulings"] == {"reassigned": 1}
+    assert summary["cancelled"] == {"duplicate": 1}
+    assert {row["unit"]: row["notices"] for row in summary["per_unit"]} == {"gas": 1, "water": 3}
+
+
+def test_the_center_desk_rules_within_the_city_and_spots_repeat_calls() -> None:
+    rng = random.Random(7)
+    dispute = {"id": "20261130-001001", "unit": "water", "district": "xigong",
+               "category": "water_main_burst"}
+    decisions = [ruling_for(dispute, CITY, rng) for _ in range(200)]
+    assert {d.decision for d in decisions} == {"uphold", "reassign"}
+    for ruling in decisions:
+        if ruling.decision == "reassign":
+            responsible = CITY.unit_for(ruling.category, "xigong")
+            assert responsible is not None and responsible.code == ruling.unit != "water"
+            assert set(ruling.body()) == {"decision", "unit", "category", "note"}
+        else:
+            assert set(ruling.body()) == {"decision", "note"}
+    first = Call("A", "water_main_burst", 34.67, 112.44, 100.0)
+    near = Call("B", "water_main_burst", 34.6715, 112.44, 700.0)  # ~170 m, 10 min later
+    far = Call("C", "water_main_burst", 34.68, 112.44, 700.0)  # ~1.1 km
+    other = Call("D", "road_collapse", 34.67, 112.44, 700.0)
+    late = Call("E", "water_main_burst", 34.67, 112.44, 100.0 + 3600)
+    assert find_duplicate(near, [first]) == first
+    assert find_duplicate(far, [first]) is None
+    assert find_duplicate(other, [first]) is None
+    assert find_duplicate(late, [first]) is None
 
 
 # ---- a short run against a real hub ----------------------------------------------------------
