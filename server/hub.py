@@ -51,6 +51,7 @@ from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
 from server.redis_text import text
 from server.requests import RequestStore
+from server.round_trips import RoundTrips, count_round_trips
 from server.scripts import Scripts
 from server.security_headers import SecurityHeaders
 from server.settings import Settings, load_settings
@@ -180,6 +181,7 @@ class Services:
     presence: PresenceTracker = field(init=False)
     ledger: Ledger | None = None
     availability: RedisAvailability = field(default_factory=RedisAvailability)
+    round_trips: RoundTrips = field(default_factory=RoundTrips)
     auth: Authenticator | None = None  # accounts and sign-in, opened with the ledger
     failed_hellos: AddressBuckets = field(init=False)  # per client address
 
@@ -315,11 +317,13 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=0.8, base=0.05), 5),
     )
+    round_trips = count_round_trips(pool)
     redis = Redis(connection_pool=pool)
     city = load_city(settings.config_path)
     # The ledger before the services: request numbers resume from it (see server.ids).
     ledger = await Ledger.open(settings.database_url or default_database_url(settings.data_dir))
     services = build_services(settings, redis, city, ledger)
+    services.round_trips = round_trips
     await services.directory.refresh()
     app.state.services = services
     await services.presence.beat()

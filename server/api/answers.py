@@ -17,6 +17,7 @@ class Health(msgspec.Struct, omit_defaults=True):
     redis: bool | None = None
     squads_connected: int | None = None
     positions_written: int | None = None
+    redis_round_trips: int | None = None  # commands, pipelines and scripts sent since start
 
 
 class IntakeAnswer(msgspec.Struct, omit_defaults=True):

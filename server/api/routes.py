@@ -165,6 +165,7 @@ async def health(request: Request) -> Response:
             "redis": redis_ok,
             "squads_connected": len(services.hub.sessions),
             "positions_written": services.positions.written,
+            "redis_round_trips": services.round_trips.count,
         }
     return _json(body, 200 if redis_ok else 503)
 
