@@ -178,6 +178,12 @@ class CenterActions:
         """Move the request to ``unit`` (the unit with jurisdiction for ``category`` in its
         district), with ``assist`` units' squads helping; see :mod:`server.center.moves`."""
         city = self._cities.city
+        stored = await self._requests.unit_of(request_id)
+        record = await self._requests.read(stored, request_id) if stored else None
+        if stored and record and unfinished_move(stored, record) == unit:
+            # This very ruling, retried after a crash in the middle of its move: finish it.
+            await self._finish_move(stored, request_id, actor)
+            return await self.describe(request_id, actor)
 
         def ruled(record: RequestRecord) -> Event:
             # The state first: a ruling on a request that is not disputed is a 409 whatever
