@@ -138,7 +138,8 @@ class CenterActions:
                 if record is None or record.state is not State.DISPUTED:
                     continue
                 timeline = await self._requests.timeline(unit, record.id)
-                dispute: dict[str, Any] = next((e for e in reversed(timeline) if e["type"] == "disputed"), {})
+                dispute: dict[str, Any] = next(
+                    (e for e in reversed(timeline) if e["type"] == "disputed"), {})
                 found.append({
                     "id": record.id,
                     "unit": unit,
