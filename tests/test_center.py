@@ -465,3 +465,45 @@ async def test_bad_rulings_are_refused_and_change_nothing(hubs: Any) -> None:
     assert await api.get_request(created["id"]) == disputed
     await squad.close()
     await api.close()
+
+
+async def _desk_token(api: Api, unit: str) -> dict[str, str]:
+    """A unit desk's bearer header (an account of role ``unit`` and a token of it)."""
+    username = f"desk_{unit}"
+    created = await api.http.post("/api/v1/accounts", headers=auth("admin"), json={
+        "username": username, "name": f"{unit} desk", "role": "unit", "unit": unit,
+        "password": "a long enough password"})
+    assert created.status_code == 201, created.text
+    token = await api.http.post(f"/api/v1/accounts/{username}/tokens", headers=auth("admin"),
+                                json={"label": "test"})
+    assert token.status_code == 201, token.text
+    return {"Authorization": f"Bearer {token.json()['token']}"}
+
+
+async def test_a_unit_desk_notes_and_sees_the_disputes_of_its_own_unit_only(hubs: Any) -> None:
+    hub = hubs.start()
+    api = Api(hub)
+    water_desk, gas_desk = await _desk_token(api, "water"), await _desk_token(api, "gas")
+    squad = await online_squad(api, hub, *XIGONG)
+    created = await api.request(*XIGONG)
+    offer = await _offered(squad, created["id"])
+    await squad.dispute(offer.assignment, "not ours")
+    notes = f"/api/v1/requests/{created['id']}/notes"
+    own = await api.http.post(notes, headers=water_desk, json={"note": "we checked: gas"})
+    assert own.status_code == 201, own.text
+    other = await api.http.post(notes, headers=gas_desk, json={"note": "not yours to note"})
+    assert other.status_code == 403
+    timeline = (await api.get_request(created["id"]))["timeline"]
+    assert [e["note"] for e in timeline if e["type"] == "note"] == ["we checked: gas"]
+    assert timeline[-1]["by"] == "unit:desk_water"
+    seen = {}
+    for name, desk in (("water", water_desk), ("gas", gas_desk)):
+        listed = await api.http.get("/api/v1/center/disputes", headers=desk)
+        assert listed.status_code == 200, listed.text
+        seen[name] = [d["id"] for d in listed.json()]
+    assert seen == {"water": [created["id"]], "gas": []}
+    ruling = await api.http.post(f"/api/v1/requests/{created['id']}/ruling", headers=water_desk,
+                                 json={"decision": "uphold", "note": "we go"})
+    assert ruling.status_code == 403  # rulings are the center's
+    await squad.close()
+    await api.close()

@@ -164,6 +164,8 @@ class CenterActions:
             request_id, actor, lambda r: Ruled("uphold"),
             lambda r: {"note": note, "disputed_by": r.disputed_by},
         )
+        # The step requeued it (a crash here leaves it to the queue sweep); a drain of the unit
+        # running this very moment could offer it to another squad first, which is fine.
         await self._dispatcher.dispatch(done.unit, request_id, prefer=done.before.disputed_by)
         return await self.describe(request_id, actor)
 
