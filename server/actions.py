@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
@@ -249,6 +250,10 @@ def command_event(command: protocol.Command) -> Event:
     raise TypeError(command)
 
 
+# on_closed(unit, request as it was before the step): a step closed the request.
+ClosedHook = Callable[[str, RequestRecord], Awaitable[None]]
+
+
 class SquadActions:
     """Steps reported by squads (and the automatic arrival), applied idempotently."""
 
@@ -258,11 +263,15 @@ class SquadActions:
         requests: RequestStore,
         sender: CitizenSender,
         settings: Settings,
+        on_closed: ClosedHook | None = None,
     ) -> None:
+        """``on_closed``: called after a step that closed a request (the center ends the
+        request's assist items); a failure there is logged, the step stands."""
         self._redis = redis
         self._requests = requests
         self._sender = sender
         self._settings = settings
+        self._on_closed = on_closed
         self._background: set[asyncio.Task[Any]] = set()
 
     async def apply(
@@ -320,6 +329,11 @@ class SquadActions:
                 continue
             if notification is not None:
                 self._send(notification)
+            if step.effects.closes and self._on_closed is not None:
+                try:
+                    await self._on_closed(unit, record)
+                except Exception:  # noqa: BLE001 - the squad's step is committed regardless
+                    log.exception("after %s closed: the closing hook failed", request_id)
             return CommandDone(request_id, step.state, step.effects.squad_available)
         raise CommandError(ErrorCode.BUSY, "the request kept changing: retry with the same id")
 

@@ -38,6 +38,8 @@ from server.accounts.auth import Authenticator, open_authenticator
 from server.actions import Intake, SquadActions
 from server.assign.dispatcher import Dispatcher
 from server.availability import RedisAvailability, is_outage
+from server.center.actions import CenterActions
+from server.center.moves import Mover
 from server.city import City, load_city
 from server.directory import Directory
 from server.embedded_redis import EmbeddedRedis
@@ -177,6 +179,7 @@ class Services:
     dispatcher: Dispatcher = field(init=False)
     intake: Intake = field(init=False)
     actions: SquadActions = field(init=False)
+    center: CenterActions = field(init=False)
     hub: Hub = field(init=False)
     presence: PresenceTracker = field(init=False)
     ledger: Ledger | None = None
@@ -227,7 +230,19 @@ def build_services(
     services.intake = Intake(
         services.directory, requests, services.dispatcher, settings.time_scale
     )
-    services.actions = SquadActions(redis, requests, services.sender, settings)
+    services.center = CenterActions(
+        requests,
+        Mover(redis, scripts, settings.events_maxlen),
+        services.dispatcher,
+        services.hub.push,
+        services.hub.drain_soon,
+        services.directory,
+        services.sender,
+        settings.time_scale,
+    )
+    services.actions = SquadActions(
+        redis, requests, services.sender, settings, on_closed=services.center.lead_closed
+    )
     services.presence = PresenceTracker(
         redis, services.squads, requests, services.dispatcher, settings, services.hub.id
     )
@@ -255,6 +270,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app. With ``settings.redis_url`` unset, its lifespan starts the embedded Redis
     (data in ``data_dir``) and stops it at shutdown."""
     from server.api.accounts import account_routes
+    from server.api.center import center_routes
     from server.api.routes import api_routes, error_handlers
     from server.web import static_dir
 
@@ -268,6 +284,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         *api_routes(),
         *account_routes(),
+        *center_routes(),
         WebSocketRoute("/ws/field", field_socket),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]

@@ -23,6 +23,11 @@ SEQUENCE_WIDTH = 6  # digits; a day past 999,999 requests gets wider numbers, st
 # the newcomer loudly (server.ledger.fold.attribute).
 RECOVERY_MARGIN = 1000
 
+# An assist item (a unit ordered to assist with a request) is ``<request number>~<unit>``:
+# read out like its request, and never a request number itself (``parse_request_id`` and
+# the recovery of a day's sequence pass it over).
+ASSIST_SEPARATOR = "~"
+
 _REQUEST_ID = re.compile(r"^(\d{8})-(\d{6,})$")
 
 
@@ -41,6 +46,15 @@ def parse_request_id(text: str) -> tuple[str, int] | None:
     ``R00000001``)."""
     match = _REQUEST_ID.match(text)
     return (match.group(1), int(match.group(2))) if match else None
+
+
+def assist_id(request_id: str, unit: str) -> str:
+    """The id of ``unit``'s assist item on ``request_id``: ``"20261130-000123~power"``."""
+    return f"{request_id}{ASSIST_SEPARATOR}{unit}"
+
+
+def is_assist_id(text: str) -> bool:
+    return ASSIST_SEPARATOR in text
 
 
 def day_bounds(day: str) -> tuple[str, str]:

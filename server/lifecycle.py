@@ -143,6 +143,7 @@ class Ruled:
     decision: str
     unit: str = ""
     category: str = ""
+    assist: tuple[str, ...] = ()  # units ordered to assist the unit with jurisdiction
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,8 @@ _STEP_TARGET = {
 _DEFERRABLE = frozenset({State.ACCEPTED, State.EN_ROUTE, State.ON_SCENE, State.DEFERRED})
 _DISPUTABLE = HELD
 RULINGS = ("uphold", "reassign")
-CANCEL_REASONS = ("duplicate", "withdrawn", "unfounded")
+CANCEL_REASONS = ("duplicate", "withdrawn", "unfounded")  # the center's
+LEAD_CLOSED = "lead_closed"  # the system's: an assist item ends with the request it assisted
 _NO_SQUAD = {"squad": "", "assignment": ""}
 
 
@@ -258,17 +260,18 @@ def transition(request: RequestView, event: Event) -> Step:
         case Disputed(assignment=assignment, reason=reason):
             _require_assignment(request, assignment)
             _require(request, _DISPUTABLE, "dispute")
+            # The disputing squad is remembered: if the center upholds, it is offered first.
             return _step(
                 "disputed",
-                {"dispute_reason": reason, **_NO_SQUAD},
+                {"dispute_reason": reason, "disputed_by": request.squad, **_NO_SQUAD},
                 Effects(
                     release_squad=True,
                     cancel_offer_timer=request.state is State.OFFERED,
                     squad_available=True,
                 ),
             )
-        case Ruled(decision=decision, unit=unit, category=category):
-            return _ruling(request, decision, unit, category)
+        case Ruled(decision=decision, unit=unit, category=category, assist=assist):
+            return _ruling(request, decision, unit, category, assist)
         case Cancelled(reason=reason, duplicate_of=duplicate_of):
             return _cancel(request, reason, duplicate_of)
         case Reopened(resolve_by=resolve_by):
@@ -298,20 +301,36 @@ def _squad_step(request: RequestView, kind: str, assignment: str, note: str) -> 
     return _step(event, effects=Effects(notify_citizen=True))
 
 
-def _ruling(request: RequestView, decision: str, unit: str, category: str) -> Step:
+def _ruling(
+    request: RequestView, decision: str, unit: str, category: str, assist: tuple[str, ...]
+) -> Step:
     if decision not in RULINGS:
         raise InvalidTransition(f"unknown ruling {decision!r} (one of: {', '.join(RULINGS)})")
     _require(request, {State.DISPUTED}, "rule on")
     if decision == "uphold":
+        if assist:
+            raise InvalidTransition("assisting units come with a reassignment")
         return _step("upheld", effects=Effects(requeue=True))
     if not unit:
         raise InvalidTransition("a reassignment names the unit with jurisdiction")
+    if unit in assist:
+        raise InvalidTransition("the unit with jurisdiction does not assist itself")
     fields = {"unit": unit} | ({"category": category} if category else {})
+    fields |= {"assist": ",".join(assist)} if assist else {}
     return _step("reassigned", fields, Effects(requeue=True, move_to_unit=unit))
 
 
+def leaving(step: Step) -> Step:
+    """The part of a step with ``move_to_unit`` carried out in the unit the request leaves:
+    it leaves that unit's queue and open requests (the unit it moves to queues and opens it).
+    Keys are per unit (one Cluster slot each), so a move is two writes, one per unit."""
+    if not step.effects.move_to_unit:
+        raise ValueError(f"step {step.event} moves no request")
+    return Step(step.state, step.event, step.fields, Effects(dequeue=True, closes=True))
+
+
 def _cancel(request: RequestView, reason: str, duplicate_of: str) -> Step:
-    if reason not in CANCEL_REASONS:
+    if reason not in (*CANCEL_REASONS, LEAD_CLOSED):
         raise InvalidTransition(f"unknown reason {reason!r} (one of: {', '.join(CANCEL_REASONS)})")
     if (reason == "duplicate") != bool(duplicate_of):
         raise InvalidTransition("duplicate_of names the original exactly when reason=duplicate")

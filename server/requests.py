@@ -77,6 +77,9 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     promised_by: float | None = None
     defer_reason: str = ""
     dispute_reason: str = ""
+    disputed_by: str = ""  # the squad that said "not our jurisdiction" (offered first on uphold)
+    assist: str = ""  # assisting units, comma-separated (server.center)
+    assist_of: str = ""  # an assist item: the request it assists (server.center)
     cancel_reason: str = ""
     duplicate_of: str = ""
     squad: str = ""
@@ -106,6 +109,7 @@ def request_info(record: RequestRecord) -> protocol.RequestInfo:
         lat=record.lat,
         lon=record.lon,
         address=record.address,
+        assist_of=record.assist_of,
     )
 
 

@@ -42,7 +42,7 @@ from server.ledger import (
     tables,
 )
 from server.ledger import streams as ledger_streams
-from server.ledger.fold import fold, parse_entry
+from server.ledger.fold import attribute, fold, parse_entry
 from server.lifecycle import (
     Deferred,
     Event,
@@ -652,3 +652,26 @@ async def test_a_second_request_under_a_recorded_id_is_refused_loudly(
     assert [e["type"] for e in await request_conflicts(ledger, rid)][-1] == "accepted"
     assert (await find_requests(ledger))[0] == before
     assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
+
+
+def test_a_reassignment_moves_the_row_to_the_new_unit_and_received_counts_once() -> None:
+    disputed = _entry(11, {"type": "disputed", "request": "R1", "at": 510.0, "squad": "S2"})
+    moved = _entry(12, {"type": "reassigned", "request": "R1", "at": 520.0, "unit": "gas",
+                        "category": "gas_leak_smell", "from_unit": "water"})
+    arrived_in = parse_entry("gas", "1700000000001-0", {"e": json.dumps(
+        {"type": "reassigned_in", "request": "R1", "at": 520.5, "unit": "gas"})})
+    offered = parse_entry("gas", "1700000000002-0", {"e": json.dumps(
+        {"type": "offered", "request": "R1", "at": 521.0, "squad": "G1"})})
+    assert arrived_in is not None and offered is not None
+    events = [*LIFECYCLE[:6], disputed, moved, arrived_in, offered]
+    row = fold("R1", "water", None, events, None)
+    assert (row["unit"], row["category"]) == ("gas", "gas_leak_smell")
+    assert (row["state"], row["squad"]) == ("offered", "G1")
+    # The new unit's events first, the old unit's ruling later: the state stays the newest,
+    # and the versioned hash of the new unit says where the request is.
+    late = fold("R1", "water", fold("R1", "water", None, [*LIFECYCLE[:6], offered], None),
+                [disputed, moved], {"v": "9", "unit": "gas"})
+    assert (late["unit"], late["state"]) == ("gas", "offered")
+    # One ``received`` only: the move is not a second request under the same id.
+    split = attribute(None, [], events)
+    assert split.refused == [] and split.newcomers == []

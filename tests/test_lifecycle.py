@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import pytest
 
 from server.lifecycle import (
+    CANCEL_REASONS,
     FINAL,
     HELD,
+    LEAD_CLOSED,
     STATE_AFTER_EVENT,
     Cancelled,
     Deferred,
@@ -26,6 +28,7 @@ from server.lifecycle import (
     State,
     Step,
     Triaged,
+    leaving,
     transition,
 )
 
@@ -138,7 +141,12 @@ def _dispute_step(cancel_timer: bool) -> Step:
     return Step(
         S.DISPUTED,
         "disputed",
-        {"dispute_reason": "this is the water company's pipe", "squad": "", "assignment": ""},
+        {
+            "dispute_reason": "this is the water company's pipe",
+            "disputed_by": SQUAD,
+            "squad": "",
+            "assignment": "",
+        },
         Effects(**RELEASE, cancel_offer_timer=cancel_timer),
     )
 
@@ -425,3 +433,36 @@ def test_unknown_squad_step_is_refused() -> None:
 def test_unknown_event_is_refused() -> None:
     with pytest.raises(InvalidTransition, match="unknown event"):
         transition(view(S.RECEIVED), object())  # type: ignore[arg-type]
+
+
+# ---- the center's steps ---------------------------------------------------------------------
+
+
+def test_a_dispute_remembers_the_squad_that_disputed() -> None:
+    step = transition(view(S.ACCEPTED), Disputed(CURRENT, reason="not ours"))
+    assert step.fields["disputed_by"] == SQUAD and step.fields["squad"] == ""
+
+
+def test_a_move_leaves_the_old_unit_queue_and_open_set_only() -> None:
+    step = transition(view(S.DISPUTED), Ruled("reassign", unit="gas"))
+    left = leaving(step)
+    assert (left.state, left.event, left.fields) == (step.state, step.event, step.fields)
+    assert left.effects == Effects(dequeue=True, closes=True)
+    with pytest.raises(ValueError):
+        leaving(transition(view(S.DISPUTED), Ruled("uphold")))
+
+
+def test_an_assist_item_ends_with_its_lead_but_the_center_cannot_say_so() -> None:
+    step = transition(view(S.OFFERED), Cancelled(LEAD_CLOSED))
+    assert step.fields["cancel_reason"] == LEAD_CLOSED and step.effects.revoke_reason
+    assert LEAD_CLOSED not in CANCEL_REASONS
+
+
+def test_a_reassignment_records_its_assisting_units() -> None:
+    step = transition(view(S.DISPUTED), Ruled("reassign", unit="gas", assist=("power", "water")))
+    assert step.fields == {"unit": "gas", "assist": "power,water"}
+    assert step.effects.move_to_unit == "gas"
+    with pytest.raises(InvalidTransition, match="itself"):
+        transition(view(S.DISPUTED), Ruled("reassign", unit="gas", assist=("gas",)))
+    with pytest.raises(InvalidTransition, match="reassignment"):
+        transition(view(S.DISPUTED), Ruled("uphold", assist=("gas",)))

@@ -141,6 +141,9 @@ class RequestInfo(Struct, forbid_unknown_fields=True, omit_defaults=True):
     lat: float
     lon: float
     address: str = ""
+    # Set when this is an assist item: the request number of the request it assists, whose
+    # lead unit resolves it; the squad reports its own steps on the item as usual.
+    assist_of: str = ""
 
 
 class Offer(_Frame, tag="offer"):

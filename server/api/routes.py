@@ -60,10 +60,13 @@ class ApiError(Exception):
         message: str,
         fields: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        """``extra``: more members of the error object (e.g. the current ``state``)."""
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields or {}
         self.headers = headers or {}
+        self.extra = extra or {}
 
 
 class NewSquad(msgspec.Struct, forbid_unknown_fields=True):
@@ -552,7 +555,8 @@ def api_routes() -> list[Route]:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     response = _json(
-        {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}}, exc.status
+        {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields, **exc.extra}},
+        exc.status,
     )
     response.headers.update(exc.headers)
     return response

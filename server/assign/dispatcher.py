@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 Push = Callable[[str, str, int, bytes, str], Awaitable[None]]
 
 SYSTEM = Actor("system")
+ANY_SKILL = "*"  # candidates.lua: every squad of the unit, whatever its skills
 
 
 class Outcome(StrEnum):
@@ -77,20 +78,24 @@ class Dispatcher:
         self._drain_again: set[str] = set()
 
     async def dispatch(
-        self, unit: str, request_id: str, record: RequestRecord | None = None
+        self, unit: str, request_id: str, record: RequestRecord | None = None, prefer: str = ""
     ) -> DispatchResult:
         """Offer the request to the nearest suitable squad, if it is queued and one exists.
 
         ``record``: the request as the caller just wrote it (saves reading it back); the claim
-        re-checks its state atomically either way."""
+        re-checks its state atomically either way. ``prefer``: a squad offered first if it is
+        available with free capacity, wherever it is (the center upheld its unit's duty after
+        it disputed the request); otherwise the nearest as usual."""
         if record is None:
             record = await self._requests.read(unit, request_id)
         if record is None or record.state is not State.QUEUED:
             return DispatchResult(Outcome.NOT_QUEUED)
+        if prefer:  # the claim passes over squads already tried: this one must not be
+            await self._redis.srem(keys.tried(unit, request_id), prefer)
         # In a burst, concurrent dispatches may take every candidate this one found between
         # its search and its claim: search again rather than wait for the queue sweep.
         for _ in range(self.CLAIM_ATTEMPTS):
-            result = await self._try_offer(unit, request_id, record)
+            result = await self._try_offer(unit, request_id, record, prefer)
             if result is not None:
                 return result
         return DispatchResult(Outcome.WAITING)
@@ -100,14 +105,19 @@ class Dispatcher:
     CLAIM_ATTEMPTS = 16
 
     async def _try_offer(
-        self, unit: str, request_id: str, record: RequestRecord
+        self, unit: str, request_id: str, record: RequestRecord, prefer: str = ""
     ) -> DispatchResult | None:
         """One search and claim. None: the candidates found were all taken meanwhile."""
         lat, lon = record.lat, record.lon
-        found = await self.candidates(unit, record.category, lat, lon)
-        if not found:
+        # An assist item goes to any squad of the assisting unit: its squads' skills are
+        # that unit's categories, not the category of the request it assists.
+        skill = ANY_SKILL if record.assist_of else record.category
+        found = await self.candidates(unit, skill, lat, lon)
+        if not found and not prefer:
             return DispatchResult(Outcome.WAITING)
-        ranked = rank(lat, lon, found)
+        ranked = [c.squad for c in rank(lat, lon, found)]
+        if prefer:  # first; the claim checks it is available with free capacity
+            ranked = [prefer, *(squad for squad in ranked if squad != prefer)]
         assignment = f"A{secrets.token_hex(6)}"
         # The lifecycle decides the move (from queued, to offered, under which name); the
         # claim re-checks the state atomically, carries the move out and picks the squad.
@@ -129,9 +139,9 @@ class Dispatcher:
         ]
         for candidate in ranked:
             claim_keys += [
-                keys.squad(unit, candidate.squad),
-                keys.outbox(unit, candidate.squad),
-                keys.jobs(unit, candidate.squad),
+                keys.squad(unit, candidate),
+                keys.outbox(unit, candidate),
+                keys.jobs(unit, candidate),
             ]
         result = await self._scripts.claim(
             keys=claim_keys,
@@ -147,14 +157,14 @@ class Dispatcher:
                 step.state.value,
                 step.event,
                 timers.entry(timers.TimerKind.OFFER, assignment),
-                *(c.squad for c in ranked),
+                *ranked,
             ],
         )
         status = text(result[0])
         if status == "stale":
             return DispatchResult(Outcome.NOT_QUEUED)
-        if status == "none":
-            return None
+        if status == "none":  # all taken meanwhile; or the preferred squad alone was not free
+            return None if found else DispatchResult(Outcome.WAITING)
         squad, seq, hub = text(result[1]), int(result[2]), text(result[3])
         await self._push(unit, squad, seq, body, hub)
         return DispatchResult(Outcome.OFFERED, squad, assignment)

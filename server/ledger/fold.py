@@ -12,7 +12,10 @@ streams and a taken-over entry may be written after newer ones:
   ``updated_at`` the latest;
 - static fields (caller, place, deadlines) come from the request hash, newest version
   (``v``) wins; the ``received`` event's own fields fill them when no hash was read;
-- a promise (``deferred``) sets ``resolve_by`` unless a newer promise already did.
+- a promise (``deferred``) sets ``resolve_by`` unless a newer promise already did;
+- a ruling that moved the request (``reassigned``) sets its ``unit`` (and category) when it
+  is the newest state change; the hash (its ``unit`` field, versioned across the move) says
+  the same whatever order the two units' streams are read in.
 
 A row records ONE request. Should Redis hand an id out again (it lost its data while the
 ledger lagged behind by more than the margin of :mod:`server.ids`), a second request's
@@ -47,10 +50,12 @@ FIRST_MOMENT: dict[str, str] = {
     "resolved": "resolved_at",
 }
 # Events that change the request hash's static fields: the writer reads the hash for them.
-SNAPSHOT_EVENTS = frozenset({"received", "deferred"})
+# A reassignment moves the request to another unit (its ``unit`` field and maybe its
+# category); a reopening gives it a new resolution deadline.
+SNAPSHOT_EVENTS = frozenset({"received", "deferred", "reassigned", "reassigned_in", "reopened"})
 
-_SNAPSHOT_TEXT = ("category", "district", "route", "caller_phone", "description", "address",
-                  "result")
+_SNAPSHOT_TEXT = ("unit", "category", "district", "route", "caller_phone", "description",
+                  "address", "result")
 _SNAPSHOT_TIME = ("lat", "lon", "received_at", "accept_by", "arrive_by", "resolve_by")
 
 
@@ -214,6 +219,9 @@ def _apply_event(row: dict[str, Any], event: LedgerEvent) -> None:
     if state is None or (row.get("event_key") or "") >= event.sort_key:
         return  # not a state change, or an older one than what the row shows
     row["state"], row["event_key"] = state, event.sort_key
+    if event.type == "reassigned":  # the center moved it: the row follows to the new unit
+        _set_if_given(row, "unit", _text_or_none(payload.get("unit")))
+        _set_if_given(row, "category", _text_or_none(payload.get("category")))
     if event.type in SQUAD_RELEASED:
         row["squad"] = None
     elif payload.get("squad"):

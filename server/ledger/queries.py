@@ -112,7 +112,9 @@ async def highest_request_number(source: AsyncEngine | Ledger, day: str) -> int:
     where that day's sequence resumes when Redis lost its counter (see server.ids)."""
     requests = tables.requests
     low, high = ids.day_bounds(day)
-    query = (select(requests.c.id).where(requests.c.id >= low, requests.c.id < high)
+    query = (select(requests.c.id).where(requests.c.id >= low, requests.c.id < high,
+                                         # assist items' ids sort among the day's numbers
+                                         requests.c.id.not_like(f"%{ids.ASSIST_SEPARATOR}%"))
              # Longest first: a day past 999,999 has wider numbers that sort lower as text.
              .order_by(func.length(requests.c.id).desc(), requests.c.id.desc()).limit(1))
     async with _engine(source).connect() as conn:

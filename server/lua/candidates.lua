@@ -1,8 +1,8 @@
 -- Nearest squads of a unit that could take a request now, nearest first (GEO distance).
 -- KEYS[1] geo  KEYS[2] available  KEYS[3] free  KEYS[4] skills  KEYS[5] fix_times
 -- ARGV[1] lon  ARGV[2] lat  ARGV[3] first radius km  ARGV[4] positions examined first (COUNT)
--- ARGV[5] category  ARGV[6] oldest acceptable fix (epoch s)  ARGV[7] how many to return
--- ARGV[8] largest radius km
+-- ARGV[5] category ('*': any squad, whatever its skills)  ARGV[6] oldest acceptable fix (epoch s)
+-- ARGV[7] how many to return  ARGV[8] largest radius km
 -- Returns a flat list: id, lon, lat, id, lon, lat, ...
 -- GEOSEARCH sorts every member inside the radius, so the search starts small and widens (4x
 -- the radius, up to the largest; 8x the count within a radius) only while it has found fewer
@@ -29,7 +29,7 @@ while true do
       and tonumber(redis.call('HGET', KEYS[3], id) or '0') > 0
       and tonumber(redis.call('ZSCORE', KEYS[5], id) or '0') >= min_fix then
       local skills = redis.call('HGET', KEYS[4], id) or '*'
-      if skills == '*' or string.find(skills, needle, 1, true) then
+      if ARGV[5] == '*' or skills == '*' or string.find(skills, needle, 1, true) then
         out[#out + 1] = id
         out[#out + 1] = item[2][1]
         out[#out + 1] = item[2][2]

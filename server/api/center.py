@@ -1,0 +1,170 @@
+"""The supervision center's HTTP API: rulings on disputes, cancel, notes, reopen, and the
+disputes waiting for a ruling (see :mod:`server.center.actions`).
+
+Bodies are msgspec Structs that refuse unknown fields; a request in the wrong state is a
+409 ``invalid_state`` whose error names the current ``state``; nothing changes on an error.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.api.routes import (
+    ApiError,
+    Code,
+    _authorize,
+    _invalid,
+    _json,
+    _require_unit,
+    _services,
+)
+from server.center.actions import CenterActions, CenterError
+from server.requests import Actor
+
+Note = Annotated[str, Meta(min_length=1, max_length=2000)]
+RequestId = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class Uphold(msgspec.Struct, forbid_unknown_fields=True, tag_field="decision", tag="uphold"):
+    """The unit keeps the request; its disputing squad gets the offer again first."""
+
+    note: Note
+
+
+class Reassign(msgspec.Struct, forbid_unknown_fields=True, tag_field="decision",
+               tag="reassign"):
+    """The request moves to ``unit``, the unit with jurisdiction (for ``category`` if
+    given) in its district; ``assist`` units' squads help."""
+
+    unit: Code
+    note: Note
+    category: Code | None = None
+    assist: Annotated[list[Code], Meta(max_length=10)] = []
+
+
+Ruling = Uphold | Reassign
+
+
+class Cancel(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Literal["duplicate", "withdrawn", "unfounded"]
+    note: Note
+    duplicate_of: RequestId | None = None
+
+
+class NoteBody(msgspec.Struct, forbid_unknown_fields=True):
+    note: Note
+
+
+class Reopen(msgspec.Struct, forbid_unknown_fields=True):
+    note: Note
+
+
+def _center(request: Request) -> CenterActions:
+    return _services(request).center
+
+
+async def _decode(request: Request, kind: object) -> object:
+    try:
+        return msgspec.json.decode(await request.body(), type=kind)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+
+
+def _api_error(exc: CenterError) -> ApiError:
+    extra = {"state": exc.state.value} if exc.state is not None else {}
+    return ApiError(exc.status, exc.code, exc.message, exc.fields, extra=extra)
+
+
+async def ruling(request: Request) -> Response:
+    actor = _authorize(request, "center")
+    body = await _decode(request, Ruling)
+    request_id = request.path_params["request_id"]
+    center = _center(request)
+    try:
+        if isinstance(body, Reassign):
+            done = await center.reassign(request_id, body.unit, body.category, body.assist,
+                                         body.note, actor)
+        else:
+            assert isinstance(body, Uphold)
+            done = await center.uphold(request_id, body.note, actor)
+    except CenterError as exc:
+        raise _api_error(exc) from None
+    return _json(done)
+
+
+async def cancel(request: Request) -> Response:
+    actor = _authorize(request, "center")
+    body = await _decode(request, Cancel)
+    assert isinstance(body, Cancel)
+    if (body.reason == "duplicate") != bool(body.duplicate_of):
+        reason = "names the original exactly when reason is duplicate"
+        raise ApiError(422, "invalid", f"duplicate_of {reason}", {"duplicate_of": reason})
+    try:
+        done = await _center(request).cancel(request.path_params["request_id"], body.reason,
+                                             body.note, body.duplicate_of or "", actor)
+    except CenterError as exc:
+        raise _api_error(exc) from None
+    return _json(done)
+
+
+async def note(request: Request) -> Response:
+    """A note by the center, or by a unit desk on its own unit's request."""
+    actor = _authorize(request, "center", "unit")
+    body = await _decode(request, NoteBody)
+    assert isinstance(body, NoteBody)
+    request_id = request.path_params["request_id"]
+    await _require_own(request, actor, request_id)
+    try:
+        done = await _center(request).note(request_id, body.note, actor)
+    except CenterError as exc:
+        raise _api_error(exc) from None
+    return _json(done, 201)
+
+
+async def reopen(request: Request) -> Response:
+    actor = _authorize(request, "center")
+    body = await _decode(request, Reopen)
+    assert isinstance(body, Reopen)
+    try:
+        done = await _center(request).reopen(request.path_params["request_id"], body.note,
+                                              actor)
+    except CenterError as exc:
+        raise _api_error(exc) from None
+    return _json(done)
+
+
+async def disputes(request: Request) -> Response:
+    """Disputed requests waiting for a ruling, oldest first (a unit desk: its own unit's)."""
+    actor = _authorize(request, "center", "unit")
+    services = _services(request)
+    units = [actor.unit] if actor.kind == "unit" else services.directory.unit_codes()
+    return _json(await services.center.disputes(units))
+
+
+async def _require_own(request: Request, actor: Actor, request_id: str) -> None:
+    """A unit desk acts on its own unit's requests only (404 before 403: an unknown id)."""
+    if actor.kind != "unit":
+        return
+    unit = await _services(request).requests.unit_of(request_id)
+    if unit is None:
+        raise ApiError(404, "not_found", f"no request {request_id}")
+    _require_unit(actor, unit)
+
+
+def center_routes() -> list[Route]:
+    prefix = "/api/v1"
+    return [
+        Route(f"{prefix}/requests/{{request_id}}/ruling", ruling, methods=["POST"]),
+        Route(f"{prefix}/requests/{{request_id}}/cancel", cancel, methods=["POST"]),
+        Route(f"{prefix}/requests/{{request_id}}/notes", note, methods=["POST"]),
+        Route(f"{prefix}/requests/{{request_id}}/reopen", reopen, methods=["POST"]),
+        Route(f"{prefix}/center/disputes", disputes, methods=["GET"]),
+    ]

@@ -1,0 +1,36 @@
+-- Receive a request moved to this unit by a ruling (server.center.moves): the second write
+-- of a move, after the old unit committed the 'reassigned' step. Creates the request's hash
+-- (the old one's fields, as the step left them), its timeline (the old one's, then this
+-- unit's events), and puts it in this unit's queue and open requests. Idempotent by the
+-- version: a hash here at ARGV[1] or later is this move done already (a retry after a crash);
+-- an older one is what is left of an earlier stay in this unit, replaced.
+-- KEYS[1] request  KEYS[2] timeline  KEYS[3] events  KEYS[4] queue  KEYS[5] open requests
+-- ARGV[1] version of the moved request (the old unit's after 'reassigned', plus one)
+-- ARGV[2] request id  ARGV[3] queue score (time received)  ARGV[4] events maxlen
+-- ARGV[5] number of timeline entries copied  ARGV[6] number of field/value pairs
+-- ARGV[7 ..] the copied timeline entries, then the field/value pairs, then this unit's
+--            new events (JSON), which also go to this unit's event stream
+-- Returns {'moved', version} | {'done', version}
+local version = tonumber(ARGV[1])
+local present = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
+if present >= version then
+  return {'done', present}
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+local copied, pairs_n = tonumber(ARGV[5]), tonumber(ARGV[6])
+local first_pair = 7 + copied
+local first_new = first_pair + pairs_n * 2
+for i = 7, first_pair - 1 do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+end
+if pairs_n > 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, first_pair, first_new - 1))
+end
+redis.call('HSET', KEYS[1], 'v', version)
+for i = first_new, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'e', ARGV[i])
+end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+return {'moved', version}
