@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.api.answers import Anything, Rows
+from server.api.openapi import described
 from server.api.routes import (
     ApiError,
     Code,
@@ -83,6 +85,13 @@ def _api_error(exc: CenterError) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message, exc.fields, extra=extra)
 
 
+@described(
+    summary="Rule on a disputed request: uphold, or reassign to the unit with jurisdiction",
+    roles=("center",),
+    body=Ruling,
+    answer=Anything,
+    errors=(404, 409),
+)
 async def ruling(request: Request) -> Response:
     actor = _authorize(request, "center")
     body = await _decode(request, Ruling)
@@ -100,6 +109,13 @@ async def ruling(request: Request) -> Response:
     return _json(done)
 
 
+@described(
+    summary="Cancel an open request (duplicate, withdrawn, unfounded); revokes its squad's work",
+    roles=("center",),
+    body=Cancel,
+    answer=Anything,
+    errors=(404, 409),
+)
 async def cancel(request: Request) -> Response:
     actor = _authorize(request, "center")
     body = await _decode(request, Cancel)
@@ -115,6 +131,14 @@ async def cancel(request: Request) -> Response:
     return _json(done)
 
 
+@described(
+    summary="A note on a request (a unit desk: on its own unit's)",
+    roles=("center", "unit"),
+    body=NoteBody,
+    answer=Anything,
+    status=201,
+    errors=(404,),
+)
 async def note(request: Request) -> Response:
     """A note by the center, or by a unit desk on its own unit's request."""
     actor = _authorize(request, "center", "unit")
@@ -129,6 +153,13 @@ async def note(request: Request) -> Response:
     return _json(done, 201)
 
 
+@described(
+    summary="Reopen a resolved request: back to its unit with a new resolve deadline",
+    roles=("center",),
+    body=Reopen,
+    answer=Anything,
+    errors=(404, 409),
+)
 async def reopen(request: Request) -> Response:
     actor = _authorize(request, "center")
     body = await _decode(request, Reopen)
@@ -141,6 +172,11 @@ async def reopen(request: Request) -> Response:
     return _json(done)
 
 
+@described(
+    summary="Disputed requests waiting for a ruling, with the units that could take them",
+    roles=("center", "unit"),
+    answer=Rows,
+)
 async def disputes(request: Request) -> Response:
     """Disputed requests waiting for a ruling, oldest first (a unit desk: its own unit's)."""
     actor = _authorize(request, "center", "unit")
