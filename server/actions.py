@@ -7,13 +7,12 @@ be part of the atomic commit (pushes, citizen notifications, moving the queue).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 from msgspec import Meta
@@ -23,6 +22,8 @@ from dispatch_field import protocol
 from dispatch_field.codes import ErrorCode
 from server import keys
 from server.assign.dispatcher import Dispatcher, Outcome
+from server.citizen.compose import Message, command_discriminator
+from server.citizen.teller import CitizenTeller
 from server.city import City
 from server.lifecycle import (
     Deferred,
@@ -35,7 +36,6 @@ from server.lifecycle import (
     Triaged,
     transition,
 )
-from server.notify import CitizenSender, Notification, citizen_text
 from server.redis_text import text
 from server.requests import Actor, DuplicateCommand, RequestStore, StaleRequest, event_json, view_of
 from server.settings import Settings
@@ -52,6 +52,7 @@ class NewRequest(msgspec.Struct, forbid_unknown_fields=True):
     lat: protocol.Lat  # within Redis GEO's range, as every position the hub stores
     lon: Annotated[float, Meta(ge=-180.0, le=180.0)]
     address: Annotated[str, Meta(max_length=500)] = ""
+    lang: Literal["zh", "en"] = "zh"  # the caller's language: what the messages to them use
 
     def fingerprint(self) -> str:
         """A hash of the request's content, the same whatever the JSON's spacing, key order
@@ -90,10 +91,18 @@ class CommandDone:
 
 
 class Intake:
-    def __init__(self, cities: HasCity, requests: RequestStore, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        cities: HasCity,
+        requests: RequestStore,
+        dispatcher: Dispatcher,
+        citizen: CitizenTeller | None = None,
+    ) -> None:
+        """``citizen``: tells the caller their request's number (None: nobody is told)."""
         self._cities = cities
         self._requests = requests
         self._dispatcher = dispatcher
+        self._citizen = citizen
 
     @property
     def _city(self) -> City:
@@ -141,7 +150,7 @@ class Intake:
             by.label(), idempotency_key, new.fingerprint()
         )
         if exists:
-            return await self.describe(request_id) | {"replayed": True}
+            return await self._replayed(request_id)
         now = time.time()
         limits = category.limits
         fields = {
@@ -152,6 +161,7 @@ class Intake:
             "lon": repr(new.lon),
             "address": new.address,
             "caller_phone": new.caller_phone,
+            "lang": new.lang,
             "district": district,
             "unit": unit,
             "route": route,
@@ -184,7 +194,13 @@ class Intake:
         except StaleRequest:
             if idempotency_key is None:
                 raise
-            return await self.describe(request_id) | {"replayed": True}  # a concurrent retry
+            return await self._replayed(request_id)  # a concurrent retry
+        # Told after the request is stored, before it can be offered: the number comes first.
+        # A crash just before this loses the message unless the call-taker retries with the
+        # same Idempotency-Key (the replay queues it, once); folding it into the create script
+        # would close that window.
+        if self._citizen is not None:
+            await self._citizen.intake(unit, fields)
         response: dict[str, Any] = {
             "id": request_id,
             "state": step.state.value,
@@ -207,6 +223,16 @@ class Intake:
                     k: v for k, v in current.items() if k in ("state", "squad", "assignment") and v
                 }
         return response
+
+    async def _replayed(self, request_id: str) -> dict[str, Any]:
+        """The answer to a retried intake; the caller is told (once) if the first try could
+        not get that far."""
+        if self._citizen is not None:
+            unit = await self._requests.unit_of(request_id) or keys.NO_UNIT
+            fields = await self._requests.read(unit, request_id)
+            if fields:
+                await self._citizen.intake(unit, fields)
+        return await self.describe(request_id) | {"replayed": True}
 
     async def describe(self, request_id: str) -> dict[str, Any]:
         """What intake answers about a stored request."""
@@ -238,14 +264,13 @@ class SquadActions:
         self,
         redis: Redis,
         requests: RequestStore,
-        sender: CitizenSender,
+        citizen: CitizenTeller,
         settings: Settings,
     ) -> None:
         self._redis = redis
         self._requests = requests
-        self._sender = sender
+        self._citizen = citizen
         self._settings = settings
-        self._background: set[asyncio.Task[Any]] = set()
 
     async def apply(
         self, unit: str, squad: str, command: protocol.Command, actor: Actor | None = None
@@ -264,12 +289,13 @@ class SquadActions:
                 step = transition(view, event)
             except InvalidTransition as exc:
                 if await self._seen(unit, squad, command.id):
+                    await self._retell(unit, request_id, squad, command)
                     return CommandDone(request_id, view.state, False)
                 raise CommandError(ErrorCode.INVALID_TRANSITION, str(exc)) from None
             # Everything the step needs is prepared before it is committed: nothing after the
             # commit may fail on the command's content and leave a step without its ``ok``.
-            notification = (
-                self._notification(fields, step.event, command)
+            message = (
+                self._message(unit, fields, step.event, squad, command)
                 if step.effects.notify_citizen
                 else None
             )
@@ -297,11 +323,14 @@ class SquadActions:
                     command_id=command.id,
                 )
             except DuplicateCommand:
+                await self._retell(unit, request_id, squad, command)
                 return CommandDone(request_id, view.state, False)
             except StaleRequest:
                 continue
-            if notification is not None:
-                self._send(notification)
+            # Queued after the commit, before the phone's ``ok``: a crash in between leaves
+            # the phone without ``ok``; it retries the command, which is then a duplicate,
+            # and _retell queues the message (once: the key is the command's).
+            await self._citizen.queue(message)
             return CommandDone(request_id, step.state, step.effects.squad_available)
         raise CommandError(ErrorCode.BUSY, "the request kept changing: retry with the same id")
 
@@ -342,27 +371,45 @@ class SquadActions:
     async def _seen(self, unit: str, squad: str, command_id: str) -> bool:
         return bool(await self._redis.exists(keys.command(unit, squad, command_id)))
 
-    @staticmethod
-    def _notification(
-        fields: dict[str, str], event: str, command: protocol.Command
-    ) -> Notification | None:
-        """The citizen's message for a step, or None. Raises CommandError for a command whose
+    def _message(
+        self, unit: str, fields: dict[str, str], event: str, squad: str,
+        command: protocol.Command,
+    ) -> Message | None:
+        """The caller's message for a step, or None. Raises CommandError for a command whose
         content cannot be put in words (a time the calendar cannot show)."""
-        until = getattr(command, "until", None)
         try:
-            shown = time.strftime("%Y-%m-%d %H:%M", time.localtime(until)) if until else ""
+            return self._citizen.step(
+                unit,
+                fields,
+                event,
+                command_discriminator(squad, command.id),
+                note=getattr(command, "note", "") or getattr(command, "reason", ""),
+                until=getattr(command, "until", None),
+            )
         except (OverflowError, OSError, ValueError):
             raise CommandError(ErrorCode.INVALID_TIME, "'until' is not a calendar time") from None
-        text = citizen_text(
-            event,
-            fields["id"],
-            note=getattr(command, "note", "") or getattr(command, "reason", ""),
-            until=shown,
-        )
-        phone = fields.get("caller_phone", "")
-        return Notification(phone, fields["id"], text) if text and phone else None
 
-    def _send(self, notification: Notification) -> None:
-        task = asyncio.create_task(self._sender.send(notification))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def _retell(
+        self, unit: str, request_id: str, squad: str, command: protocol.Command
+    ) -> None:
+        """A command applied before is retried: queue its message in case the first try
+        stopped between the commit and the queuing (the key makes this a no-op otherwise)."""
+        event = _TOLD_BY_COMMAND.get(command.__struct_config__.tag)  # type: ignore[arg-type]
+        fields = await self._requests.read(unit, request_id) if event else None
+        if event is None or fields is None:
+            return
+        try:
+            message = self._message(unit, fields, event, squad, command)
+        except CommandError:
+            return
+        await self._citizen.queue(message)
+
+
+# The lifecycle event of each command that tells the caller (see server.lifecycle).
+_TOLD_BY_COMMAND = {
+    "accept": "accepted",
+    "enroute": "en_route",
+    "arrive": "arrived",
+    "resolve": "resolved",
+    "defer": "deferred",
+}

@@ -26,6 +26,9 @@ class Scripts:
     duty: AsyncScript
     ack: AsyncScript
     sequence: AsyncScript
+    citizen_enqueue: AsyncScript
+    citizen_take: AsyncScript
+    citizen_done: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
