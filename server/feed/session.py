@@ -17,7 +17,8 @@ The exchange (JSON text messages; every message the hub sends is an array of fra
 Catch-up, then no gap: the session reads the streams from its cursors until it is at their
 ends, subscribes to the process's :class:`~server.feed.broker.FeedBroker` (holding live
 entries aside), reads once more to the ends, sends that, then the held entries; every entry
-at or below the unit's cursor is skipped, so nothing is sent twice.
+at or below the unit's cursor is skipped, so nothing is sent twice. Should more live entries
+come than it may hold meanwhile, it drops them and reads once more (they are in the streams).
 
 Backpressure as on the field socket: a bounded queue and a writer; a client whose queue
 fills is closed with ``SLOW_CONSUMER`` (4001) and resumes from its cursor. Close codes: see
@@ -56,6 +57,7 @@ StreamId = Annotated[str, Meta(pattern=r"^[0-9]{1,15}-[0-9]{1,20}$")]
 UnitCode = Annotated[str, Meta(pattern=r"^([a-z][a-z0-9_]{0,39}|-)$")]
 WATCHERS = ("center", "admin", "unit")  # roles that may watch; a unit desk sees its own unit
 MAX_HELLO_BYTES = 65_536
+CATCH_UP_ROUNDS = 20  # a client still behind the streams after this many is too slow
 
 
 class FeedHello(msgspec.Struct, tag="hello", tag_field="t", forbid_unknown_fields=True):
@@ -81,6 +83,7 @@ class FeedSession:
         self._batch = max(1, settings.feed_batch)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=settings.feed_queue_frames)
         self._held: list[FeedEntry] | None = None  # live entries held during the last catch-up
+        self._held_overflow = False  # some were dropped: catch up once more
         self._cursor: dict[str, tuple[int, int]] = {}
         self._all_units = False
         self._unit = ""
@@ -98,9 +101,11 @@ class FeedSession:
             return
         if self._held is not None:
             if len(self._held) >= self._queue.maxsize:
-                self.close(CloseCode.SLOW_CONSUMER, "too far behind: reconnect and resume")
-            else:
-                self._held.append(entry)
+                # Too many to hold: drop them, they are in the streams; one more catch-up
+                # reads them (see run()).
+                self._held.clear()
+                self._held_overflow = True
+            self._held.append(entry)
             return
         self._offer(entry)
 
@@ -135,9 +140,14 @@ class FeedSession:
             hello = await self._greet()
             await self._catch_up(hello)
             broker.subscribe(self)
-            self._held = []
-            await self._catch_up_once()
-            held, self._held = self._held, None
+            for _ in range(CATCH_UP_ROUNDS):
+                self._held, self._held_overflow = [], False
+                await self._catch_up_once()
+                if not self._held_overflow:
+                    break
+            else:
+                raise _Closing(CloseCode.SLOW_CONSUMER, "too far behind: reconnect and resume")
+            held, self._held = self._held or [], None
             for entry in held:
                 self._offer(entry)
             while self._closing is None:  # the client says nothing more; watch for its close
