@@ -7,14 +7,13 @@ be part of the atomic commit (pushes, citizen notifications, moving the queue).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 from msgspec import Meta
@@ -24,6 +23,8 @@ from dispatch_field import protocol
 from dispatch_field.codes import ErrorCode
 from server import keys
 from server.assign.dispatcher import Dispatcher, Outcome
+from server.citizen.compose import Message, command_discriminator
+from server.citizen.teller import CitizenTeller
 from server.city import City
 from server.lifecycle import (
     Deferred,
@@ -36,7 +37,6 @@ from server.lifecycle import (
     Triaged,
     transition,
 )
-from server.notify import CitizenSender, Notification, citizen_text
 from server.redis_text import text
 from server.requests import (
     Actor,
@@ -60,6 +60,7 @@ class NewRequest(msgspec.Struct, forbid_unknown_fields=True):
     lat: protocol.Lat  # within Redis GEO's range, as every position the hub stores
     lon: Annotated[float, Meta(ge=-180.0, le=180.0)]
     address: Annotated[str, Meta(max_length=500)] = ""
+    lang: Literal["zh", "en"] = "zh"  # the caller's language: what the messages to them use
 
     def fingerprint(self) -> str:
         """A hash of the request's content, the same whatever the JSON's spacing, key order
@@ -103,11 +104,14 @@ class Intake:
         cities: HasCity,
         requests: RequestStore,
         dispatcher: Dispatcher,
+        citizen: CitizenTeller | None = None,
         time_scale: float = 1.0,
     ) -> None:
+        """``citizen``: tells the caller their request's number (None: nobody is told)."""
         self._cities = cities
         self._requests = requests
         self._dispatcher = dispatcher
+        self._citizen = citizen
         self._time_scale = time_scale  # multiplies every category limit (DISPATCH_TIME_SCALE)
 
     @property
@@ -156,7 +160,7 @@ class Intake:
             by.label(), idempotency_key, new.fingerprint()
         )
         if exists:
-            return await self.describe(request_id) | {"replayed": True}
+            return await self._replayed(request_id)
         now = time.time()
         limits = category.limits
         fields = {
@@ -167,6 +171,7 @@ class Intake:
             "lon": repr(new.lon),
             "address": new.address,
             "caller_phone": new.caller_phone,
+            "lang": new.lang,
             "district": district,
             "unit": unit,
             "route": route,
@@ -200,7 +205,13 @@ class Intake:
         except StaleRequest:
             if idempotency_key is None:
                 raise
-            return await self.describe(request_id) | {"replayed": True}  # a concurrent retry
+            return await self._replayed(request_id)  # a concurrent retry
+        # Told after the request is stored, before it can be offered: the number comes first.
+        # A crash just before this loses the message unless the call-taker retries with the
+        # same Idempotency-Key (the replay queues it, once); folding it into the create script
+        # would close that window.
+        if self._citizen is not None:
+            await self._citizen.intake(unit, fields)
         response: dict[str, Any] = {
             "id": request_id,
             "state": step.state.value,
@@ -225,6 +236,16 @@ class Intake:
                              "assignment": current.assignment}
                     response |= {k: v for k, v in moved.items() if v}
         return response
+
+    async def _replayed(self, request_id: str) -> dict[str, Any]:
+        """The answer to a retried intake; the caller is told (once) if the first try could
+        not get that far."""
+        if self._citizen is not None:
+            unit = await self._requests.unit_of(request_id) or keys.NO_UNIT
+            record = await self._requests.read(unit, request_id)
+            if record is not None:
+                await self._citizen.intake(unit, record.as_fields())
+        return await self.describe(request_id) | {"replayed": True}
 
     async def describe(self, request_id: str) -> dict[str, Any]:
         """What intake answers about a stored request."""
@@ -261,7 +282,7 @@ class SquadActions:
         self,
         redis: Redis,
         requests: RequestStore,
-        sender: CitizenSender,
+        citizen: CitizenTeller,
         settings: Settings,
         on_closed: ClosedHook | None = None,
     ) -> None:
@@ -269,10 +290,9 @@ class SquadActions:
         request's assist items); a failure there is logged, the step stands."""
         self._redis = redis
         self._requests = requests
-        self._sender = sender
+        self._citizen = citizen
         self._settings = settings
         self._on_closed = on_closed
-        self._background: set[asyncio.Task[Any]] = set()
 
     async def apply(
         self, unit: str, squad: str, command: protocol.Command, actor: Actor | None = None
@@ -291,12 +311,13 @@ class SquadActions:
                 step = transition(view, event)
             except InvalidTransition as exc:
                 if await self._seen(unit, squad, command.id):
+                    await self._retell(unit, request_id, squad, command)
                     return CommandDone(request_id, view.state, False)
                 raise CommandError(ErrorCode.INVALID_TRANSITION, str(exc)) from None
             # Everything the step needs is prepared before it is committed: nothing after the
             # commit may fail on the command's content and leave a step without its ``ok``.
-            notification = (
-                self._notification(record, step.event, command)
+            message = (
+                self._message(unit, record, step.event, squad, command)
                 if step.effects.notify_citizen
                 else None
             )
@@ -324,11 +345,14 @@ class SquadActions:
                     command_id=command.id,
                 )
             except DuplicateCommand:
+                await self._retell(unit, request_id, squad, command)
                 return CommandDone(request_id, view.state, False)
             except StaleRequest:
                 continue
-            if notification is not None:
-                self._send(notification)
+            # Queued after the commit, before the phone's ``ok``: a crash in between leaves
+            # the phone without ``ok``; it retries the command, which is then a duplicate,
+            # and _retell queues the message (once: the key is the command's).
+            await self._citizen.queue(message)
             if step.effects.closes and self._on_closed is not None:
                 try:
                     await self._on_closed(unit, record)
@@ -374,27 +398,45 @@ class SquadActions:
     async def _seen(self, unit: str, squad: str, command_id: str) -> bool:
         return bool(await self._redis.exists(keys.command(unit, squad, command_id)))
 
-    @staticmethod
-    def _notification(
-        record: RequestRecord, event: str, command: protocol.Command
-    ) -> Notification | None:
-        """The citizen's message for a step, or None. Raises CommandError for a command whose
+    def _message(
+        self, unit: str, record: RequestRecord, event: str, squad: str,
+        command: protocol.Command,
+    ) -> Message | None:
+        """The caller's message for a step, or None. Raises CommandError for a command whose
         content cannot be put in words (a time the calendar cannot show)."""
-        until = getattr(command, "until", None)
         try:
-            shown = time.strftime("%Y-%m-%d %H:%M", time.localtime(until)) if until else ""
+            return self._citizen.step(
+                unit,
+                record.as_fields(),
+                event,
+                command_discriminator(squad, command.id),
+                note=getattr(command, "note", "") or getattr(command, "reason", ""),
+                until=getattr(command, "until", None),
+            )
         except (OverflowError, OSError, ValueError):
             raise CommandError(ErrorCode.INVALID_TIME, "'until' is not a calendar time") from None
-        text = citizen_text(
-            event,
-            record.id,
-            note=getattr(command, "note", "") or getattr(command, "reason", ""),
-            until=shown,
-        )
-        phone = record.caller_phone
-        return Notification(phone, record.id, text) if text and phone else None
 
-    def _send(self, notification: Notification) -> None:
-        task = asyncio.create_task(self._sender.send(notification))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def _retell(
+        self, unit: str, request_id: str, squad: str, command: protocol.Command
+    ) -> None:
+        """A command applied before is retried: queue its message in case the first try
+        stopped between the commit and the queuing (the key makes this a no-op otherwise)."""
+        event = _TOLD_BY_COMMAND.get(command.__struct_config__.tag)  # type: ignore[arg-type]
+        record = await self._requests.read(unit, request_id) if event else None
+        if event is None or record is None:
+            return
+        try:
+            message = self._message(unit, record, event, squad, command)
+        except CommandError:
+            return
+        await self._citizen.queue(message)
+
+
+# The lifecycle event of each command that tells the caller (see server.lifecycle).
+_TOLD_BY_COMMAND = {
+    "accept": "accepted",
+    "enroute": "en_route",
+    "arrive": "arrived",
+    "resolve": "resolved",
+    "defer": "deferred",
+}

@@ -40,15 +40,22 @@ from server.assign.dispatcher import Dispatcher
 from server.availability import RedisAvailability, is_outage
 from server.center.actions import CenterActions
 from server.center.moves import Mover
+from server.citizen.delivery import RetryPolicy
+from server.citizen.messages import DEFAULT_PATH as DEFAULT_TEMPLATES
+from server.citizen.messages import load_templates
+from server.citizen.outbox import CitizenOutbox, CitizenSender
+from server.citizen.senders import make_sender
+from server.citizen.teller import CitizenTeller
 from server.city import City, load_city
 from server.directory import Directory
 from server.embedded_redis import EmbeddedRedis
+from server.feed.broker import FeedBroker
 from server.field.session import FieldSession
 from server.guard import AddressBuckets
 from server.ledger import Ledger, default_database_url, highest_request_number
+from server.ledger.streams import with_no_unit
 from server.loops import background_loops
 from server.net import BodyLimit
-from server.notify import MemorySender
 from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
 from server.redis_text import text
@@ -175,8 +182,10 @@ class Services:
     requests: RequestStore
     squads: SquadStore
     positions: PositionWriter
-    sender: MemorySender
+    sender: CitizenSender  # hands the citizen's messages to the phone network
     dispatcher: Dispatcher = field(init=False)
+    citizen: CitizenTeller = field(init=False)  # composes and queues the citizen's messages
+    feed: FeedBroker = field(init=False)  # live events for this process's center feeds
     intake: Intake = field(init=False)
     actions: SquadActions = field(init=False)
     center: CenterActions = field(init=False)
@@ -220,15 +229,22 @@ def build_services(
         requests=requests,
         squads=SquadStore(redis, scripts),
         positions=PositionWriter(redis, settings.position_flush_ms / 1000),
-        sender=MemorySender(),
+        sender=make_sender(settings),
         ledger=ledger,
     )
     per_min = settings.hello_failures_per_min
     services.failed_hellos = AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min))
     services.hub = Hub(new_hub_id(), services)
     services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
+    services.citizen = _citizen_teller(settings, redis, scripts, services.directory)
+    services.feed = FeedBroker(
+        redis,
+        lambda: with_no_unit(services.directory.unit_codes()),
+        settings.feed_batch,
+        services.availability.failed,
+    )
     services.intake = Intake(
-        services.directory, requests, services.dispatcher, settings.time_scale
+        services.directory, requests, services.dispatcher, services.citizen, settings.time_scale
     )
     services.center = CenterActions(
         requests,
@@ -237,16 +253,39 @@ def build_services(
         services.hub.push,
         services.hub.drain_soon,
         services.directory,
-        services.sender,
+        services.citizen,
         settings.time_scale,
     )
     services.actions = SquadActions(
-        redis, requests, services.sender, settings, on_closed=services.center.lead_closed
+        redis, requests, services.citizen, settings, on_closed=services.center.lead_closed
     )
     services.presence = PresenceTracker(
         redis, services.squads, requests, services.dispatcher, settings, services.hub.id
     )
     return services
+
+
+def _citizen_teller(
+    settings: Settings, redis: Redis, scripts: Scripts, directory: Directory
+) -> CitizenTeller:
+    """The citizen's messages: templates checked now (a bad file stops the start), the
+    outbox with the retry rules of ``settings``."""
+    templates = load_templates(settings.citizen_templates or DEFAULT_TEMPLATES)
+    policy = RetryPolicy(
+        base_s=settings.citizen_retry_base_s,
+        cap_s=settings.citizen_retry_cap_s,
+        max_attempts=settings.citizen_max_attempts,
+        max_age_s=settings.citizen_max_age_s,
+    )
+    outbox = CitizenOutbox(
+        redis,
+        scripts,
+        policy,
+        lease_s=settings.citizen_webhook_timeout_s + 5,  # a send ends (times out) before
+        keep_s=settings.citizen_keep_s,
+        events_maxlen=settings.events_maxlen,
+    )
+    return CitizenTeller(outbox, templates, lambda: directory.city)
 
 
 # ---- the app ------------------------------------------------------------------------------
@@ -271,7 +310,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     (data in ``data_dir``) and stops it at shutdown."""
     from server.api.accounts import account_routes
     from server.api.center import center_routes
+    from server.api.citizen import citizen_routes
     from server.api.routes import api_routes, error_handlers
+    from server.feed.session import center_socket
     from server.web import static_dir
 
     settings = settings or load_settings()
@@ -286,6 +327,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *account_routes(),
         *center_routes(),
         WebSocketRoute("/ws/field", field_socket),
+        WebSocketRoute("/ws/center", center_socket),
+        *citizen_routes(),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
     # Outermost first: every answer (a 413 too) carries the security headers; an oversized
@@ -362,6 +405,9 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
         _, stuck = await asyncio.wait(loops, timeout=3)
         for task in stuck:
             log.warning("background loop did not stop: %r", task.get_stack())
+        with contextlib.suppress(Exception):
+            await services.feed.close()
+            await services.sender.close()
         with contextlib.suppress(Exception):
             await services.positions.flush()
             await services.hub.reconcile(everyone=True)

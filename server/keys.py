@@ -110,6 +110,19 @@ def assignment(unit: str, assignment_id: str) -> str:
     return f"{_u(unit)}:as:{assignment_id}"
 
 
+def citizen_messages(unit: str, request_id: str) -> str:
+    """Hash: the request's messages to the caller's phone (see server.citizen.outbox): n,
+    head, k:<idempotency key> -> n, m:<n> message, a:<n> attempts, s:<n> state. Expires
+    ``citizen_keep_s`` after its last message is done."""
+    return f"{_u(unit)}:rq:{request_id}:cz"
+
+
+def citizen_due(unit: str) -> str:
+    """Sorted set: request id -> when its next message to the caller is due (epoch ms).
+    Claimed with a lease (due.lua) by any process."""
+    return f"{_u(unit)}:czdue"
+
+
 # --- global (single-key commands only) ----------------------------------------------------
 
 

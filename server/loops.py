@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from server import keys, timers
 from server.availability import is_outage
+from server.ledger.streams import with_no_unit
 from server.timers import TimerKind
 
 if TYPE_CHECKING:
@@ -72,6 +73,13 @@ async def _fire_due_timers(services: Services) -> None:
                 services.hub.drain_soon(unit)
 
 
+async def _deliver_citizen(services: Services) -> None:
+    """Send the messages to callers that are due, in every unit's outbox (and the outbox of
+    requests passed to 110/119/120)."""
+    units = with_no_unit(services.directory.unit_codes())
+    await services.citizen.outbox.deliver_due(services.sender, units)
+
+
 async def _sweep_queues(services: Services) -> None:
     for unit in services.directory.unit_codes():
         if await services.redis.zcard(keys.queue(unit)):
@@ -117,6 +125,7 @@ def background_loops(services: Services) -> list[Coroutine[Any, Any, None]]:
         _every(s.hub_beat_s, "hub heartbeat", services.presence.beat, services),
         _every(s.hub_beat_s * 2, "dead hubs", services.presence.reap_dead_hubs, services),
         _every(15.0, "reconcile", services.hub.reconcile, services),
+        _every(s.citizen_poll_s, "citizen messages", lambda: _deliver_citizen(services), services),
     ]
 
 

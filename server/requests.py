@@ -86,6 +86,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     assignment: str = ""
     offered_at: float | None = None  # epoch ms (set by claim.lua)
     result: str = ""
+    lang: str = "zh"  # the caller's language for messages
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> RequestRecord:
@@ -94,6 +95,15 @@ class RequestRecord(msgspec.Struct, kw_only=True):
         return msgspec.convert(
             {k: v for k, v in values.items() if v != ""}, cls, strict=False
         )
+
+    def as_fields(self) -> dict[str, str]:
+        """The record as the text fields it was stored as (for code that reads fields by
+        name, such as the citizen's message templates)."""
+        return {
+            name: value if isinstance(value, str) else repr(value)
+            for name, value in msgspec.structs.asdict(self).items()
+            if value is not None
+        }
 
     def view(self) -> RequestView:
         """What the state machine needs to know of this request."""

@@ -27,6 +27,9 @@ class Scripts:
     ack: AsyncScript
     sequence: AsyncScript
     move: AsyncScript
+    citizen_enqueue: AsyncScript
+    citizen_take: AsyncScript
+    citizen_done: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

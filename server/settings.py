@@ -94,6 +94,29 @@ class Settings(msgspec.Struct, kw_only=True):
     hello_failures_per_min: float = 10.0  # failed hellos per client IP; more: refused for a while
     promise_horizon_s: float = 2_592_000.0  # a defer's until may be at most this far ahead (30 d)
 
+    # --- the citizen told (server/citizen/) ---
+    citizen_sender: Literal["log", "webhook", "memory"] = "log"  # where messages to callers'
+    # phones go: a 0600 JSON-lines file <data_dir>/citizen-messages.log, an SMS gateway's
+    # webhook, or memory (tests)
+    citizen_webhook_url: str | None = None  # the gateway's URL (required with webhook)
+    citizen_webhook_token: str | None = None  # sent as "Authorization: Bearer"; never logged
+    citizen_webhook_timeout_s: float = 10.0  # an answer slower than this is a failed attempt;
+    # a claimed message is this process's for this long plus 5 s, then another may send it
+    citizen_retry_base_s: float = 1.0  # the first retry waits ~this; each next one twice as long
+    citizen_retry_cap_s: float = 300.0  # no retry waits longer (unless the gateway's
+    # Retry-After asks for more)
+    citizen_max_attempts: int = 20  # attempts before a message is recorded as failed
+    citizen_max_age_s: float = 86_400.0  # a message not delivered this long after it was
+    # queued is recorded as failed
+    citizen_poll_s: float = 0.5  # how often each process looks for messages due
+    citizen_keep_s: int = 172_800  # a request's message keys are remembered this long after
+    # its last message (longer than command_memory_s: a retried step never sends twice)
+    citizen_templates: str | None = None  # the message templates file; None: the shipped one
+
+    # --- the live center feed (/ws/center) ---
+    feed_batch: int = 200  # most frames in one WebSocket message (and one stream read)
+    feed_queue_frames: int = 4096  # per-connection bound; overflow closes SLOW_CONSUMER
+
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all
         (not even generated ones: see load_settings) gives an empty mapping."""

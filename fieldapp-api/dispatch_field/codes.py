@@ -31,6 +31,7 @@ class CloseCode(IntEnum):
     HELLO_REQUIRED = 4101  # the first frame was not a valid hello
     REPLACED = 4102  # a newer connection of the same squad took over
     UNSUPPORTED_SUBPROTOCOL = 4103
+    FORBIDDEN = 4104  # valid credentials whose role may not use this socket (the center feed)
 
     @property
     def reconnect(self) -> bool:

@@ -94,6 +94,13 @@ async def _authenticate(scope: Scope, authenticator: Authenticator) -> AuthResul
     return await authenticator.from_session(session, address)
 
 
+async def authenticate_connection(scope: Scope, authenticator: Authenticator) -> AuthResult:
+    """The credentials of a WebSocket handshake (the middleware handles HTTP only): a bearer
+    token, or a session cookie from a page of this site (another site's page cannot open a
+    socket with the user's cookie). Raises what the accounts' database raises."""
+    return await _authenticate({**scope, "method": "WEBSOCKET"}, authenticator)
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 

@@ -11,7 +11,6 @@ is refused.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -24,6 +23,7 @@ from server.actions import HasCity
 from server.assign.dispatcher import Dispatcher, Push
 from server.center.moves import Mover, unfinished_move
 from server.center.rules import RulingRefused, candidate_units, check_reassignment
+from server.citizen.teller import CitizenTeller
 from server.lifecycle import (
     HELD,
     LEAD_CLOSED,
@@ -39,7 +39,6 @@ from server.lifecycle import (
     leaving,
     transition,
 )
-from server.notify import CitizenSender, Notification, citizen_text
 from server.requests import Actor, Commit, RequestRecord, RequestStore, StaleRequest, event_json
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ class CenterActions:
         push: Push,
         drain_soon: Callable[[str], None],
         cities: HasCity,
-        sender: CitizenSender,
+        citizen: CitizenTeller,
         time_scale: float = 1.0,
     ) -> None:
         """``push``: the hub's push of a numbered frame already in a squad's outbox;
@@ -105,9 +104,8 @@ class CenterActions:
         self._push = push
         self._drain_soon = drain_soon
         self._cities = cities
-        self._sender = sender
+        self._citizen = citizen
         self._time_scale = time_scale
-        self._background: set[asyncio.Task[Any]] = set()
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -285,7 +283,8 @@ class CenterActions:
         if done.step.effects.squad_available:
             self._drain_soon(done.unit)
         if done.step.effects.notify_citizen:
-            self.tell_citizen(before, done.step.event, note)
+            await self.tell_citizen(done.unit, before, done.step.event, note, reason,
+                                    done.commit.version)
         await self.lead_closed(done.unit, before)
 
     async def reopen(self, request_id: str, note: str, actor: Actor) -> dict[str, Any]:
@@ -329,18 +328,20 @@ class CenterActions:
 
     # ---- the citizen --------------------------------------------------------------------------
 
-    def tell_citizen(self, record: RequestRecord, event: str, note: str) -> None:
-        """The hook through which the center's steps reach the caller (the notification
-        path of :class:`server.actions.SquadActions`): a message if there is a template for
-        ``event``. Assist items have no caller of their own."""
-        if record.assist_of or not record.caller_phone:
+    async def tell_citizen(self, unit: str, record: RequestRecord, event: str, note: str,
+                           reason: str, version: int) -> None:
+        """Queue the caller's message of a center step (through the citizen outbox, keyed by
+        the request's version after the step: a retry queues it once). Assist items have no
+        caller of their own."""
+        if record.assist_of:
             return
-        message = citizen_text(event, record.id, note=note)
-        if message:
-            task = asyncio.create_task(
-                self._sender.send(Notification(record.caller_phone, record.id, message)))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        try:
+            message = self._citizen.step(unit, record.as_fields(), event, f"v{version}",
+                                         note=note, reason=reason)
+        except (OverflowError, OSError, ValueError):
+            log.exception("the message of %s on %s could not be composed", event, record.id)
+            return
+        await self._citizen.queue(message)
 
     # ---- the one commit loop ------------------------------------------------------------------
 

@@ -1,0 +1,39 @@
+"""``GET /api/v1/requests/{id}/messages``: what the caller was told and how each message's
+delivery went, from the ledger (roles center and admin; a unit desk for its own unit)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.api.answers import Rows
+from server.api.openapi import described
+from server.api.routes import ApiError, _authorize, _json, _ledger, _require_unit, _services
+from server.citizen.record import messages_of
+from server.ledger import request_events
+
+
+@described(
+    summary="What the caller was told: each message with its delivery attempts",
+    roles=("center", "unit"),
+    answer=Rows,
+    errors=(404, 503),
+)
+async def request_messages(request: Request) -> Response:
+    actor = _authorize(request, "center", "unit")
+    request_id = request.path_params["request_id"]
+    events = await request_events(_ledger(request), request_id)
+    units = {event["unit"] for event in events}
+    live_unit = await _services(request).requests.unit_of(request_id)
+    if live_unit is not None:
+        units.add(live_unit)
+    if not units:
+        raise ApiError(404, "not_found", f"no request {request_id}")
+    for unit in units:
+        _require_unit(actor, unit)
+    return _json({"request": request_id, "messages": messages_of(events)})
+
+
+def citizen_routes() -> list[Route]:
+    return [Route("/api/v1/requests/{request_id}/messages", request_messages)]

@@ -1,0 +1,160 @@
+"""The citizen outbox in Redis: messages queued once, sent in order, retried until delivered
+or given up, every step recorded in the unit's event stream (and so in the ledger).
+
+Keys are the request's unit's (hash tag ``{u:<unit>}``): a request's messages hash
+(``keys.citizen_messages``) and the unit's due set (``keys.citizen_due``), beside its event
+stream, so each script touches one slot, and queuing could join the step's own commit script.
+
+- :meth:`CitizenOutbox.enqueue` (``citizen_enqueue.lua``): a message is queued once per
+  idempotency key, with its ``citizen_message_queued`` event, atomically.
+- :meth:`CitizenOutbox.deliver_due`, run by every hub process: claims due requests with a lease
+  (``due.lua``, as timers are), takes each one's oldest undelivered message
+  (``citizen_take.lua``), sends it, and records the attempt and what follows
+  (``citizen_done.lua``). A process that dies mid-send leaves the lease to run out; another
+  process then sends the message again, with the same idempotency key: delivery is
+  at-least-once to the gateway, which must dedupe by ``Idempotency-Key`` for exactly-once on
+  the phone. One request's messages never overtake each other: the next is taken only once
+  the one before is delivered or has failed for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import msgspec
+from redis.asyncio import Redis
+
+from server import keys
+from server.citizen.compose import Message
+from server.citizen.delivery import Attempt, Outcome, RetryPolicy, next_step
+from server.redis_text import text
+from server.requests import Actor, event_json
+from server.scripts import Scripts
+
+log = logging.getLogger(__name__)
+
+CITIZEN = Actor("system", "citizen")
+_decode_message = msgspec.json.Decoder(Message)
+CONCURRENT_SENDS = 16  # messages of different requests in flight at once, per process
+
+
+class CitizenSender(Protocol):
+    """Hands a message to the phone network. Never raises for a failed send: it answers
+    with the :class:`Attempt` (a raised exception counts as a transient failure)."""
+
+    async def send(self, message: Message) -> Attempt: ...
+
+    async def close(self) -> None: ...
+
+
+def mask_phone(phone: str) -> str:
+    """Phone numbers are personal data: logs and events show only the last four digits."""
+    return "*" * max(len(phone) - 4, 0) + phone[-4:]
+
+
+class CitizenOutbox:
+    def __init__(self, redis: Redis, scripts: Scripts, policy: RetryPolicy, *,
+                 lease_s: float, keep_s: int, events_maxlen: int) -> None:
+        """``lease_s``: how long a claimed message is this process's to send (longer than a
+        send may take). ``keep_s``: how long a request's idempotency keys are remembered
+        after its last message is done (longer than a step may be retried)."""
+        self._redis = redis
+        self._scripts = scripts
+        self.policy = policy
+        self._lease_ms = int(lease_s * 1000)
+        self._keep_s = keep_s
+        self._events_maxlen = events_maxlen
+
+    # ---- queuing -------------------------------------------------------------------------
+
+    async def enqueue(self, message: Message) -> bool:
+        """Queue ``message`` unless its key was queued before; True if queued now."""
+        event = event_json(
+            "citizen_message_queued", message.request, message.queued_at, CITIZEN,
+            key=message.key, message=message.id, event=message.event, lang=message.lang,
+            text=message.text, phone=mask_phone(message.phone),
+        )
+        n = await self._scripts.citizen_enqueue(
+            keys=self._keys(message.unit, message.request),
+            args=[message.key, message.request, int(message.queued_at * 1000),
+                  msgspec.json.encode(message), event, self._events_maxlen],
+        )
+        return int(n) > 0
+
+    async def enqueue_all(self, messages: Iterable[Message]) -> None:
+        """Queue in order (a request's messages are sent in the order queued)."""
+        for message in messages:
+            await self.enqueue(message)
+
+    # ---- delivery ------------------------------------------------------------------------
+
+    async def deliver_due(self, sender: CitizenSender, units: Iterable[str],
+                          batch: int = 100) -> int:
+        """One pass: send every due message of ``units`` (one per request at a time).
+        Returns how many attempts were made."""
+        now_ms = int(time.time() * 1000)
+        claimed: list[tuple[str, str]] = []
+        for unit in units:
+            due = await self._scripts.due(
+                keys=[keys.citizen_due(unit)], args=[now_ms, self._lease_ms, batch])
+            claimed += [(unit, text(request)) for request in due]
+        if not claimed:
+            return 0
+        limit = asyncio.Semaphore(CONCURRENT_SENDS)
+
+        async def one(unit: str, request: str) -> bool:
+            async with limit:
+                return await self._deliver(sender, unit, request)
+
+        results = await asyncio.gather(*(one(u, r) for u, r in claimed))
+        return sum(results)
+
+    async def _deliver(self, sender: CitizenSender, unit: str, request: str) -> bool:
+        taken = await self._scripts.citizen_take(
+            keys=[keys.citizen_messages(unit, request), keys.citizen_due(unit)], args=[request])
+        if not taken:
+            return False
+        n, number, raw = int(taken[0]), int(taken[1]), taken[2]
+        message = _decode_message.decode(raw)
+        try:
+            attempt = await sender.send(message)
+        except Exception as exc:  # noqa: BLE001 - a broken sender is a failed attempt, retried
+            log.warning("sending message %s failed: %s", message.id, type(exc).__name__)
+            attempt = Attempt(Outcome.RETRY, error=f"{type(exc).__name__}")
+        now = time.time()
+        outcome, retry_at = next_step(attempt, number, message.queued_at, now, self.policy)
+        await self._record(message, n, number, attempt, outcome, retry_at, now)
+        return True
+
+    async def _record(self, message: Message, n: int, number: int, attempt: Attempt,
+                      outcome: Outcome, retry_at: float, now: float) -> None:
+        common: dict[str, Any] = {"key": message.key, "message": message.id}
+        attempted = event_json(
+            "citizen_message_attempt", message.request, now, CITIZEN, **common,
+            attempt=number, outcome=attempt.outcome.value, status=attempt.status,
+            error=attempt.error,
+            retry_at=round(retry_at, 3) if outcome is Outcome.RETRY else None,
+        )
+        final = ""
+        if outcome is Outcome.DELIVERED:
+            final = event_json("citizen_message_delivered", message.request, now, CITIZEN,
+                               **common, attempts=number)
+        elif outcome is Outcome.FAILED:
+            final = event_json("citizen_message_failed", message.request, now, CITIZEN,
+                               **common, attempts=number, status=attempt.status,
+                               error=attempt.error or "gave up")
+            log.warning("message %s to %s failed after %d attempt(s): %s", message.id,
+                        mask_phone(message.phone), number, attempt.error or attempt.status)
+        await self._scripts.citizen_done(
+            keys=self._keys(message.unit, message.request),
+            args=[message.request, n, number, outcome.value, int(retry_at * 1000),
+                  int(now * 1000), attempted, final, self._events_maxlen, self._keep_s],
+        )
+
+    @staticmethod
+    def _keys(unit: str, request: str) -> list[str]:
+        return [keys.citizen_messages(unit, request), keys.citizen_due(unit), keys.events(unit)]
