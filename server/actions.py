@@ -258,11 +258,15 @@ class SquadActions:
         requests: RequestStore,
         sender: CitizenSender,
         settings: Settings,
+        *,
+        cities: HasCity | None = None,
     ) -> None:
+        """``cities``: the city whose categories cap a promise (None: only the horizon)."""
         self._redis = redis
         self._requests = requests
         self._sender = sender
         self._settings = settings
+        self._cities = cities
         self._background: set[asyncio.Task[Any]] = set()
 
     async def apply(
@@ -313,6 +317,7 @@ class SquadActions:
                     assignment=command.assignment,
                     squad=squad,
                     command_id=command.id,
+                    at=at,
                 )
             except DuplicateCommand:
                 return CommandDone(request_id, view.state, False)
@@ -355,7 +360,21 @@ class SquadActions:
                     ErrorCode.INVALID_TIME,
                     f"'until' is more than {horizon / 86400:g} days ahead",
                 )
+            cap = self._promise_cap_s(record.category)
+            if cap is not None and until > now + cap:
+                raise CommandError(
+                    ErrorCode.INVALID_TIME,
+                    f"'until' is past the promise cap of {record.category}: at most "
+                    f"{cap:g} s from now",
+                )
         return at
+
+    def _promise_cap_s(self, category_code: str) -> float | None:
+        """How far ahead a promise on ``category_code`` may be (scaled like every limit)."""
+        category = self._cities.city.category(category_code) if self._cities else None
+        if category is None:
+            return None
+        return category.limits.promise_max_s * self._settings.time_scale
 
     async def _seen(self, unit: str, squad: str, command_id: str) -> bool:
         return bool(await self._redis.exists(keys.command(unit, squad, command_id)))

@@ -46,6 +46,7 @@ from server.guard import AddressBuckets
 from server.ledger import Ledger, default_database_url, highest_request_number
 from server.loops import background_loops
 from server.net import BodyLimit
+from server.notices import Notices
 from server.notify import MemorySender
 from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
@@ -178,6 +179,7 @@ class Services:
     actions: SquadActions = field(init=False)
     hub: Hub = field(init=False)
     presence: PresenceTracker = field(init=False)
+    notices: Notices = field(init=False)
     ledger: Ledger | None = None
     availability: RedisAvailability = field(default_factory=RedisAvailability)
     auth: Authenticator | None = None  # accounts and sign-in, opened with the ledger
@@ -225,7 +227,10 @@ def build_services(
     services.intake = Intake(
         services.directory, requests, services.dispatcher, settings.time_scale
     )
-    services.actions = SquadActions(redis, requests, services.sender, settings)
+    services.actions = SquadActions(
+        redis, requests, services.sender, settings, cities=services.directory
+    )
+    services.notices = Notices(redis, scripts, requests, settings, services.hub.push)
     services.presence = PresenceTracker(
         redis, services.squads, requests, services.dispatcher, settings, services.hub.id
     )

@@ -64,6 +64,9 @@ async def _fire_due_timers(services: Services) -> None:
             kind, ident = timers.parse(member)
             if kind is TimerKind.OFFER:
                 freed = await services.dispatcher.expire_offer(unit, ident)
+            elif kind in (TimerKind.DEADLINE, TimerKind.ESCALATE):
+                await services.notices.on_timer(unit, kind, ident)
+                continue
             elif kind is not None:
                 freed = await services.presence.on_timer(unit, kind, ident)
             else:  # scheduled by a newer version: leave it to a process that knows it

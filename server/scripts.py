@@ -26,6 +26,7 @@ class Scripts:
     duty: AsyncScript
     ack: AsyncScript
     sequence: AsyncScript
+    notice: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -94,6 +94,12 @@ class Settings(msgspec.Struct, kw_only=True):
     hello_failures_per_min: float = 10.0  # failed hellos per client IP; more: refused for a while
     promise_horizon_s: float = 2_592_000.0  # a defer's until may be at most this far ahead (30 d)
 
+    # --- supervision notices (server/notices.py) ---
+    notice_escalate_s: Annotated[float, Meta(gt=0)] = 1800.0  # a notice whose item stays
+    # open escalates one level this often (multiplied by time_scale)
+    notice_max_level: Annotated[int, Meta(ge=1, le=20)] = 5  # escalation stops here (the
+    # top-level notice stays open until the item is done)
+
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all
         (not even generated ones: see load_settings) gives an empty mapping."""
