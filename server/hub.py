@@ -258,6 +258,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app. With ``settings.redis_url`` unset, its lifespan starts the embedded Redis
     (data in ``data_dir``) and stops it at shutdown."""
     from server.api.accounts import account_routes
+    from server.api.notices import notice_routes
     from server.api.routes import api_routes, error_handlers
     from server.web import static_dir
 
@@ -271,6 +272,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         *api_routes(),
         *account_routes(),
+        *notice_routes(),
         WebSocketRoute("/ws/field", field_socket),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
