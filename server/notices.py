@@ -13,6 +13,7 @@ handler finds the request where it is now (``RequestStore.unit_of``) and issues 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -92,47 +93,70 @@ class Notices:
 
     # ---- timers ------------------------------------------------------------------------
 
+    async def on_timers(self, timer_unit: str, fired: list[tuple[TimerKind, str]]) -> None:
+        """Carry out a batch of claimed timers concurrently: each waits on a few Redis round
+        trips, and one after the other they would cap firing at a few hundred per second.
+        A failure is logged; its timer's lease runs out and any process fires it again."""
+        results = await asyncio.gather(
+            *(self.on_timer(timer_unit, kind, ident) for kind, ident in fired),
+            return_exceptions=True,
+        )
+        for (kind, ident), result in zip(fired, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("timer %s:%s failed; it will fire again", kind.value, ident,
+                          exc_info=result)
+
     async def on_timer(self, timer_unit: str, kind: TimerKind, ident: str) -> None:
         """Carry out a ``deadline`` or ``escalate`` timer of ``timer_unit``'s set. Idempotent:
         a timer fired again finds its notice issued, or its milestone met."""
         member = timers.entry(kind, ident)
         deadline = deadlines.parse_deadline(ident) if kind is TimerKind.DEADLINE else None
         escalation = deadlines.parse_escalation(ident) if kind is TimerKind.ESCALATE else None
+        unit = None
         if deadline is not None:
-            await self._deadline_passed(*deadline)
+            unit = await self._deadline_passed(*deadline)
         elif escalation is not None:
             await self._escalate(*escalation)
-        await self._redis.zrem(keys.timers(timer_unit), member)
-        if deadline is not None:
-            await self._still_pending(*deadline)
-
-    async def _deadline_passed(self, request_id: str, milestone: deadlines.Milestone) -> None:
-        for _ in range(CAS_ATTEMPTS):
-            found = await self._current(request_id)
-            if found is None:
-                return
-            unit, record = found
-            decision = deadlines.notice_due(record.progress(), milestone, time.time())
-            if decision.due is not Due.ISSUE:
-                return  # met or superseded; a deadline moved later: _still_pending re-adds it
-            assert decision.kind is not None and decision.at is not None
-            if await self._issue(unit, record, decision.kind, 1, decision.at):
-                return
-        log.warning("request %s kept changing; its %s deadline will fire again", request_id,
-                    milestone.value)
-
-    async def _still_pending(self, request_id: str, milestone: deadlines.Milestone) -> None:
-        """After removing a fired deadline timer: if the deadline has moved later meanwhile (a
-        new promise committed between our read and our removal), schedule it again. A step
-        committed after the removal schedules it itself."""
-        found = await self._current(request_id)
-        if found is None:
+        if deadline is None or unit is None:
+            await self._redis.zrem(keys.timers(timer_unit), member)
             return
-        unit, record = found
-        decision = deadlines.notice_due(record.progress(), milestone, time.time())
+        # Removed, then read again in the same round trip: if a step moved the deadline
+        # later between our read and the removal (a new promise), schedule it again; a step
+        # committed after the removal schedules it itself.
+        request_id, milestone = deadline
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(keys.timers(timer_unit), member)
+        pipe.hgetall(keys.request(unit, request_id))
+        _, raw = await pipe.execute()
+        if not raw:
+            return
+        decision = deadlines.notice_due(
+            RequestRecord.from_hash(raw).progress(), milestone, time.time()
+        )
         if decision.due is Due.LATER and decision.at is not None:
             member = deadlines.deadline_entry(request_id, milestone)
             await self._redis.zadd(keys.timers(unit), {member: int(decision.at * 1000)})
+
+    async def _deadline_passed(
+        self, request_id: str, milestone: deadlines.Milestone
+    ) -> str | None:
+        """Issue the notice a passed deadline calls for; returns the request's unit (None:
+        the request is gone)."""
+        unit = None
+        for _ in range(CAS_ATTEMPTS):
+            found = await self._current(request_id)
+            if found is None:
+                return None
+            unit, record = found
+            decision = deadlines.notice_due(record.progress(), milestone, time.time())
+            if decision.due is not Due.ISSUE:
+                return unit
+            assert decision.kind is not None and decision.at is not None
+            if await self._issue(unit, record, decision.kind, 1, decision.at):
+                return unit
+        log.warning("request %s kept changing; its %s deadline will fire again", request_id,
+                    milestone.value)
+        return unit
 
     async def _escalate(self, request_id: str, kind: NoticeKind, level: int) -> None:
         for _ in range(CAS_ATTEMPTS):
