@@ -92,6 +92,10 @@ _REQUEST = protocol.RequestInfo(
     lat=34.6197,
     lon=112.454,
     address="Zhongzhou Road 12",
+    caller_phone="13800138000",
+    accept_by=1767225900.0,
+    arrive_by=1767227400.0,
+    resolve_by=1767240000.0,
 )
 
 SAMPLES: tuple[Any, ...] = (
@@ -111,6 +115,19 @@ SAMPLES: tuple[Any, ...] = (
     protocol.Welcome(squad="S00012", last_seq=42, server_time=1767225600.125),
     protocol.Offer(assignment="A3f9c1d7e20b4", request=_REQUEST, respond_by=1767225660.0, seq=42),
     protocol.Revoke(assignment="A3f9c1d7e20b4", reason="offer_window_passed", seq=43),
+    protocol.Notice(
+        notice=protocol.NoticeInfo(
+            id="20261130-000042-arrive-1",
+            request="20261130-000042",
+            unit="water",
+            squad="S00012",
+            kind="arrive",
+            level=1,
+            issued_at=1767227400.2,
+            due_at=1767227400.0,
+        ),
+        seq=44,
+    ),
     protocol.Resync(
         reason="outbox_trimmed",
         last_seq=57,

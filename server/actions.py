@@ -285,14 +285,18 @@ class SquadActions:
         citizen: CitizenTeller,
         settings: Settings,
         on_closed: ClosedHook | None = None,
+        *,
+        cities: HasCity | None = None,
     ) -> None:
         """``on_closed``: called after a step that closed a request (the center ends the
-        request's assist items); a failure there is logged, the step stands."""
+        request's assist items); a failure there is logged, the step stands. ``cities``: the
+        city whose categories cap a promise (None: only the horizon)."""
         self._redis = redis
         self._requests = requests
         self._citizen = citizen
         self._settings = settings
         self._on_closed = on_closed
+        self._cities = cities
 
     async def apply(
         self, unit: str, squad: str, command: protocol.Command, actor: Actor | None = None
@@ -343,6 +347,7 @@ class SquadActions:
                     assignment=command.assignment,
                     squad=squad,
                     command_id=command.id,
+                    at=at,
                 )
             except DuplicateCommand:
                 await self._retell(unit, request_id, squad, command)
@@ -393,7 +398,21 @@ class SquadActions:
                     ErrorCode.INVALID_TIME,
                     f"'until' is more than {horizon / 86400:g} days ahead",
                 )
+            cap = self._promise_cap_s(record.category)
+            if cap is not None and until > now + cap:
+                raise CommandError(
+                    ErrorCode.INVALID_TIME,
+                    f"'until' is past the promise cap of {record.category}: at most "
+                    f"{cap:g} s from now",
+                )
         return at
+
+    def _promise_cap_s(self, category_code: str) -> float | None:
+        """How far ahead a promise on ``category_code`` may be (scaled like every limit)."""
+        category = self._cities.city.category(category_code) if self._cities else None
+        if category is None:
+            return None
+        return category.limits.promise_max_s * self._settings.time_scale
 
     async def _seen(self, unit: str, squad: str, command_id: str) -> bool:
         return bool(await self._redis.exists(keys.command(unit, squad, command_id)))

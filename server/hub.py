@@ -56,6 +56,7 @@ from server.ledger import Ledger, default_database_url, highest_request_number
 from server.ledger.streams import with_no_unit
 from server.loops import background_loops
 from server.net import BodyLimit
+from server.notices import Notices
 from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
 from server.redis_text import text
@@ -191,6 +192,7 @@ class Services:
     center: CenterActions = field(init=False)
     hub: Hub = field(init=False)
     presence: PresenceTracker = field(init=False)
+    notices: Notices = field(init=False)
     ledger: Ledger | None = None
     availability: RedisAvailability = field(default_factory=RedisAvailability)
     round_trips: RoundTrips = field(default_factory=RoundTrips)
@@ -257,8 +259,14 @@ def build_services(
         settings.time_scale,
     )
     services.actions = SquadActions(
-        redis, requests, services.citizen, settings, on_closed=services.center.lead_closed
+        redis,
+        requests,
+        services.citizen,
+        settings,
+        on_closed=services.center.lead_closed,
+        cities=services.directory,
     )
+    services.notices = Notices(redis, scripts, requests, settings, services.hub.push)
     services.presence = PresenceTracker(
         redis, services.squads, requests, services.dispatcher, settings, services.hub.id
     )
@@ -311,6 +319,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from server.api.accounts import account_routes
     from server.api.center import center_routes
     from server.api.citizen import citizen_routes
+    from server.api.notices import notice_routes
     from server.api.routes import api_routes, error_handlers
     from server.feed.session import center_socket
     from server.web import static_dir
@@ -326,6 +335,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *api_routes(),
         *account_routes(),
         *center_routes(),
+        *notice_routes(),
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),

@@ -179,3 +179,26 @@ def center_channel() -> str:
 
 
 NO_UNIT = "-"  # the unit tag of requests that left the linkage flow
+
+
+# --- supervision notices (per unit, see server.notices) -------------------------------------
+
+
+def notices(unit: str, request_id: str) -> str:
+    """Hash: notice id -> the notice as JSON (open and closed), of one request."""
+    return f"{_u(unit)}:rq:{request_id}:ntc"
+
+
+def request_open_notices(unit: str, request_id: str) -> str:
+    """Set: ids of the request's open notices (closed by the commit that meets them)."""
+    return f"{_u(unit)}:rq:{request_id}:ntc:open"
+
+
+def open_notices(unit: str) -> str:
+    """Sorted set: the unit's open notice ids, by time issued (epoch ms)."""
+    return f"{_u(unit)}:ntc:open"
+
+
+def closed_notices(unit: str) -> str:
+    """Sorted set: the unit's closed notice ids, by time closed (epoch ms)."""
+    return f"{_u(unit)}:ntc:closed"

@@ -56,21 +56,43 @@ def _cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+TIMER_BATCH = 100  # timers claimed at once
+TIMER_BATCHES_PER_POLL = 20  # a full batch claims again at once: a backlog (thousands of
+# deadlines falling due together) is worked off now, not one batch per poll
+
+
 async def _fire_due_timers(services: Services) -> None:
-    now_ms = int(time.time() * 1000)
     lease_ms = int(services.settings.timer_lease_s * 1000)
     for unit in services.directory.unit_codes():
-        due = await services.scripts.due(keys=[keys.timers(unit)], args=[now_ms, lease_ms, 100])
-        for member in due:
-            kind, ident = timers.parse(member)
-            if kind is TimerKind.OFFER:
-                freed = await services.dispatcher.expire_offer(unit, ident)
-            elif kind is not None:
-                freed = await services.presence.on_timer(unit, kind, ident)
-            else:  # scheduled by a newer version: leave it to a process that knows it
-                continue
-            if freed:
-                services.hub.drain_soon(unit)
+        for _ in range(TIMER_BATCHES_PER_POLL):
+            now_ms = int(time.time() * 1000)
+            due = await services.scripts.due(
+                keys=[keys.timers(unit)], args=[now_ms, lease_ms, TIMER_BATCH]
+            )
+            await _fire(services, unit, due)
+            if len(due) < TIMER_BATCH:
+                break
+
+
+async def _fire(services: Services, unit: str, due: list[bytes]) -> None:
+    """Carry out the timers claimed of ``unit``: offers and presence one by one, supervision
+    timers (deadlines, escalations) as one concurrent batch."""
+    supervision: list[tuple[TimerKind, str]] = []
+    for member in due:
+        kind, ident = timers.parse(member)
+        if kind is TimerKind.OFFER:
+            freed = await services.dispatcher.expire_offer(unit, ident)
+        elif kind in (TimerKind.DEADLINE, TimerKind.ESCALATE):
+            supervision.append((kind, ident))
+            continue
+        elif kind is not None:
+            freed = await services.presence.on_timer(unit, kind, ident)
+        else:  # scheduled by a newer version: leave it to a process that knows it
+            continue
+        if freed:
+            services.hub.drain_soon(unit)
+    if supervision:
+        await services.notices.on_timers(unit, supervision)
 
 
 async def _deliver_citizen(services: Services) -> None:

@@ -141,6 +141,7 @@ class EdgeLimits:
 
     connections: ConnectionLedger
     header_timeout_s: float
+    close_timeout_s: float = 2.0  # after its app ended, a socket still open is cut off
     refusals: Burst = field(default_factory=lambda: Burst(REPORT_EVERY_S))
 
     @classmethod
@@ -151,6 +152,7 @@ class EdgeLimits:
         return cls(
             ConnectionLedger(total, settings.max_connections_per_address),
             settings.header_timeout_s,
+            settings.close_timeout_s,
         )
 
     def refused(self, verdict: Verdict, address: str) -> None:
@@ -235,6 +237,15 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     limits: ClassVar[EdgeLimits]
     _handshake_deadline: asyncio.TimerHandle | None = None
+    _cut_off: asyncio.TimerHandle | None = None
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        # The app is done with this socket (it closed it, or cut off a slow peer). Closing a
+        # transport waits until its buffer drains, which a peer that reads nothing never
+        # lets happen: the socket, its buffered frames and its descriptor would stay for
+        # good. Whatever is still open after the close timeout is aborted.
+        self._cut_off = self.loop.call_later(self.limits.close_timeout_s, self.transport.abort)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # counted by the HTTP protocol that upgraded
@@ -246,6 +257,8 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._handshake_deadline is not None:
             self._handshake_deadline.cancel()
             self._handshake_deadline = None
+        if self._cut_off is not None:
+            self._cut_off.cancel()
         self.limits.connections.release(self.transport)
         super().connection_lost(exc)
 

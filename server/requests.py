@@ -21,7 +21,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
-from server import ids, keys, timers
+from server import deadlines, ids, keys, timers
 from server.lifecycle import RequestView, State, Step
 from server.redis_text import text
 from server.scripts import Scripts
@@ -85,6 +85,8 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     squad: str = ""
     assignment: str = ""
     offered_at: float | None = None  # epoch ms (set by claim.lua)
+    accepted_at: float | None = None  # first acceptance (epoch s; server.deadlines stamps)
+    arrived_at: float | None = None  # first arrival on scene
     result: str = ""
     lang: str = "zh"  # the caller's language for messages
 
@@ -109,6 +111,18 @@ class RequestRecord(msgspec.Struct, kw_only=True):
         """What the state machine needs to know of this request."""
         return RequestView(state=self.state, squad=self.squad, assignment=self.assignment)
 
+    def progress(self) -> deadlines.Progress:
+        """What the deadline rules need to know of this request."""
+        return deadlines.Progress(
+            state=self.state,
+            accept_by=self.accept_by,
+            arrive_by=self.arrive_by,
+            resolve_by=self.resolve_by,
+            promised_by=self.promised_by,
+            accepted_at=self.accepted_at,
+            arrived_at=self.arrived_at,
+        )
+
 
 def request_info(record: RequestRecord) -> protocol.RequestInfo:
     """What a squad's phone is told of a request (in an offer, or a resync)."""
@@ -120,6 +134,10 @@ def request_info(record: RequestRecord) -> protocol.RequestInfo:
         lon=record.lon,
         address=record.address,
         assist_of=record.assist_of,
+        caller_phone=record.caller_phone,
+        accept_by=record.accept_by,
+        arrive_by=record.arrive_by,
+        resolve_by=record.resolve_by,
     )
 
 
@@ -258,6 +276,8 @@ class RequestStore:
                 queue_score=received_at,
                 fields=fields,
                 assignment_state="",
+                step=step,
+                at=received_at,
             ),
         )
         if text(result[0]) != "ok":
@@ -310,8 +330,14 @@ class RequestStore:
         squad: str = "",
         command_id: str | None = None,
         queue_score: float = 0.0,
+        at: float | None = None,
     ) -> Commit:
         """Carry out ``step`` if the request is still at ``expected_version``.
+
+        ``at``: when the step happened (default now): the first acceptance and arrival are
+        stamped with it, and the supervision notices the step meets close at it. The
+        deadline timers the step sets in motion (server.deadlines.timer_changes) are
+        scheduled and dropped in the same script: no caller has to remember them.
 
         Raises StaleRequest if it moved on, DuplicateCommand if ``command_id`` was seen.
         """
@@ -337,6 +363,8 @@ class RequestStore:
                 queue_score=queue_score,
                 fields=fields,
                 assignment_state=assignment_state,
+                step=step,
+                at=time.time() if at is None else at,
             ),
         )
         outcome = text(result[0])
@@ -369,6 +397,10 @@ class RequestStore:
             keys.jobs(unit, squad),
             keys.command(unit, squad, command_id or "-"),
             keys.open_requests(unit),
+            keys.notices(unit, request_id),
+            keys.request_open_notices(unit, request_id),
+            keys.open_notices(unit),
+            keys.closed_notices(unit),
         ]
 
     def _apply_args(
@@ -384,8 +416,12 @@ class RequestStore:
         queue_score: float,
         fields: dict[str, str],
         assignment_state: str,
+        step: Step,
+        at: float,
     ) -> list[Any]:
         pairs = [item for kv in fields.items() for item in kv]
+        changes = deadlines.timer_changes(request_id, step.state, fields)
+        closes = deadlines.closes(step.state)
         return [
             expected,
             "\n".join(events),
@@ -401,6 +437,12 @@ class RequestStore:
             assignment_state,
             self._outbox_max_frames,
             timers.entry(TimerKind.OFFER, assignment or "-"),
+            repr(round(at, 3)),
+            "\n".join(f"{due} {member}" for member, due in changes.add.items()),
+            "\n".join(changes.remove),
+            "\n".join(deadlines.stamps(step.state)),
+            f",{','.join(sorted(closes))}," if closes else "",
+            step.event,
             *pairs,
         ]
 

@@ -30,6 +30,7 @@ class Scripts:
     citizen_enqueue: AsyncScript
     citizen_take: AsyncScript
     citizen_done: AsyncScript
+    notice: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -117,6 +117,12 @@ class Settings(msgspec.Struct, kw_only=True):
     feed_batch: int = 200  # most frames in one WebSocket message (and one stream read)
     feed_queue_frames: int = 4096  # per-connection bound; overflow closes SLOW_CONSUMER
 
+    # --- supervision notices (server/notices.py) ---
+    notice_escalate_s: Annotated[float, Meta(gt=0)] = 1800.0  # a notice whose item stays
+    # open escalates one level this often (multiplied by time_scale)
+    notice_max_level: Annotated[int, Meta(ge=1, le=20)] = 5  # escalation stops here (the
+    # top-level notice stays open until the item is done)
+
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all
         (not even generated ones: see load_settings) gives an empty mapping."""

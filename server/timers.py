@@ -15,6 +15,8 @@ class TimerKind(StrEnum):
     OFFER = "offer"  # id: assignment; the offer window passes
     OFFLINE = "offline"  # id: squad; offline long enough for its offers to move on
     ALERT = "alert"  # id: squad; offline long enough, holding work, to tell the center
+    DEADLINE = "deadline"  # id: request:milestone (server.deadlines); a limit passes
+    ESCALATE = "escalate"  # id: request:notice kind:level; a notice's next level is due
 
 
 def entry(kind: TimerKind, ident: str) -> str:

@@ -70,6 +70,9 @@ class SquadAgent:
                 return self._confirmed(frame.id, now)
             case protocol.Revoke():
                 return self._revoked(frame)
+            case protocol.Notice():  # numbered: acknowledged, nothing else to do
+                self.last_seq = max(self.last_seq, frame.seq)
+                return [protocol.Ack(seq=self.last_seq)]
             case protocol.Error():
                 return self._refused(frame, now)
             case protocol.Welcome():

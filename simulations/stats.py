@@ -148,7 +148,7 @@ def outcome_of(detail: Mapping[str, Any], city: City, speed: float, now: float) 
         disputed="disputed" in types,
         auto_arrival=None if arrived is None else arrived.get("by") == AUTO_ARRIVAL_BY,
         notices=tuple(
-            (str(e.get("kind", "?")), int(e.get("level", 1)))
+            (str(e.get("notice_kind", "?")), int(e.get("level", 1)))
             for e in timeline
             if e.get("type") == "notice_issued"
         ),

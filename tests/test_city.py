@@ -278,6 +278,12 @@ def test_bad_file_raises_naming_the_problem(
         pytest.param(
             "arrive_s = 1800", "arrive_s = 100", "0 < accept_s <= arrive_s", id="limits-order"
         ),
+        pytest.param(
+            "resolve_s = 14400 }",
+            "resolve_s = 14400, promise_max_s = 3600 }",
+            "promise_max_s (3600) must be at least resolve_s (14400)",
+            id="promise-cap-below-resolve",
+        ),
         pytest.param("[city]", "[city", "city.toml", id="toml-syntax"),
     ],
 )

@@ -262,13 +262,13 @@ def test_summary_counts_add_up() -> None:
 
 def test_notices_rulings_and_cancellations_are_counted_by_unit_kind_and_level() -> None:
     late = [{"type": "received", "at": 1000.0}, {"type": "queued", "at": 1000.0},
-            {"type": "notice_issued", "at": 1300.0, "kind": "waiting", "level": 1},
-            {"type": "notice_issued", "at": 1400.0, "kind": "waiting", "level": 2},
+            {"type": "notice_issued", "at": 1300.0, "notice_kind": "waiting", "level": 1},
+            {"type": "notice_issued", "at": 1400.0, "notice_kind": "waiting", "level": 2},
             {"type": "disputed", "at": 1500.0}, {"type": "reassigned", "at": 1600.0},
-            {"type": "notice_issued", "at": 1700.0, "kind": "resolve", "level": 1}]
+            {"type": "notice_issued", "at": 1700.0, "notice_kind": "resolve", "level": 1}]
     gas = _detail([], "queued", unit="gas") | {"id": "R2", "timeline": [
         {"type": "received", "at": 1000.0},
-        {"type": "notice_issued", "at": 1100.0, "kind": "accept", "level": 1},
+        {"type": "notice_issued", "at": 1100.0, "notice_kind": "accept", "level": 1},
         {"type": "cancelled", "at": 1200.0, "reason": "duplicate"}]}
     outcomes = [outcome_of(_detail([], "queued") | {"timeline": late}, CITY, 1, 2000),
                 outcome_of(gas, CITY, 1, 2000)]

@@ -10,7 +10,8 @@
 * A ``resync`` (the hub could not replay the gap) replaces the phone's view of its work.
 * A command refused with ``busy`` (the hub's Redis is restarting) is sent again later.
 
-Frames the app should see (``welcome``, ``offer``, ``revoke``, uncorrelated ``error``) go to
+Frames the app should see (``welcome``, ``offer``, ``revoke``, ``notice``, uncorrelated
+``error``) go to
 ``frames``, an asyncio queue.
 """
 
@@ -270,7 +271,7 @@ class FieldClient:
         match frame:
             case protocol.Welcome():
                 await self._welcome(frame)
-            case protocol.Offer() | protocol.Revoke():
+            case protocol.Offer() | protocol.Revoke() | protocol.Notice():
                 if frame.seq <= self.last_seq:
                     self.duplicates += 1
                 else:

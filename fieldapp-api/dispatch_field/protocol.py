@@ -7,7 +7,7 @@ the offending field, and the JSON Schema published in ``fieldapp-api/schema.json
 
 Every frame is a map whose ``t`` field names its type.
 
-Numbered frames (``offer``, ``revoke``) carry ``seq``, a per-squad counter. The hub
+Numbered frames (``offer``, ``revoke``, ``notice``) carry ``seq``, a per-squad counter. The hub
 keeps each numbered frame until the phone acknowledges it (``ack`` is cumulative) and replays
 every kept frame after ``hello.last_seq`` before sending anything new. The hub stores the body
 of a numbered frame without ``seq`` (encoded with ``seq=0``, which ``omit_defaults`` leaves out)
@@ -135,6 +135,9 @@ class Welcome(_Frame, tag="welcome"):
 
 
 class RequestInfo(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What the squad needs of a request. The deadlines (epoch s) count from intake, the
+    citizen's clock; ``caller_phone`` is for a call back."""
+
     id: str
     category: str
     description: str
@@ -144,6 +147,10 @@ class RequestInfo(Struct, forbid_unknown_fields=True, omit_defaults=True):
     # Set when this is an assist item: the request number of the request it assists, whose
     # lead unit resolves it; the squad reports its own steps on the item as usual.
     assist_of: str = ""
+    caller_phone: str = ""
+    accept_by: float | None = None
+    arrive_by: float | None = None
+    resolve_by: float | None = None  # the promised time once the squad deferred
 
 
 class Offer(_Frame, tag="offer"):
@@ -161,6 +168,32 @@ class Revoke(_Frame, tag="revoke"):
 
     assignment: str
     reason: str
+    seq: int = 0
+
+
+NoticeKind = Literal["accept", "arrive", "resolve", "promise", "waiting"]
+
+
+class NoticeInfo(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A supervision notice (督办通知单): ``kind`` of limit missed on ``request``, at
+    ``due_at``; ``level`` 1 when issued, one more each escalation while the item stays open.
+    ``id`` is ``<request>-<kind>-<level>``: one notice per request, kind and level."""
+
+    id: str
+    request: str
+    unit: str
+    kind: NoticeKind
+    level: int
+    issued_at: float
+    due_at: float
+    squad: str = ""
+
+
+class Notice(_Frame, tag="notice"):
+    """A supervision notice about an item this squad holds: its limit passed and the center
+    and the unit are told. The squad acknowledges it like every numbered frame."""
+
+    notice: NoticeInfo
     seq: int = 0
 
 
@@ -198,8 +231,8 @@ class Resync(_Frame, tag="resync"):
     assignments: list[Assignment]
 
 
-HubFrame = Welcome | Offer | Revoke | Ok | Error | Resync
-NUMBERED: Final = (Offer, Revoke)
+HubFrame = Welcome | Offer | Revoke | Notice | Ok | Error | Resync
+NUMBERED: Final = (Offer, Revoke, Notice)
 
 # ---- codecs -------------------------------------------------------------------------------
 

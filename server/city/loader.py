@@ -55,7 +55,8 @@ def check_city_file(file: CityFile) -> list[str]:
     Rules: codes unique per kind; rings closed with >= 4 points; depots inside their own
     district; units name only known categories and districts; police/fire/medical handled by
     no unit; each linkage category handled by exactly one unit in every district, with
-    0 < accept_s <= arrive_s <= resolve_s and work_s > 0; the time zone exists.
+    0 < accept_s <= arrive_s <= resolve_s <= promise_max_s and work_s > 0; the time zone
+    exists.
     """
     return [
         *_timezone_problems(file),
@@ -155,6 +156,11 @@ def _linkage_limit_problems(categories: tuple[Category, ...]) -> Iterator[str]:
                 f"linkage category {category.code!r} limits must satisfy "
                 f"0 < accept_s <= arrive_s <= resolve_s (got {lim.accept_s}, "
                 f"{lim.arrive_s}, {lim.resolve_s})"
+            )
+        if lim.promise_max_s < lim.resolve_s:
+            yield (
+                f"linkage category {category.code!r} promise_max_s ({lim.promise_max_s}) must "
+                f"be at least resolve_s ({lim.resolve_s})"
             )
         if category.work_s <= 0:
             yield f"linkage category {category.code!r} needs work_s > 0"

@@ -64,6 +64,9 @@ Route = Literal["linkage", "police", "fire", "medical"]
 """`linkage` tickets are dispatched to a city unit; the others are handed over to 110/119/120."""
 
 
+DEFAULT_PROMISE_MAX_S = 14 * 86_400  # two weeks: room for a part to be ordered and fitted
+
+
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Service-level deadlines in seconds, each counted from the ticket's creation.
 
@@ -74,6 +77,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     accept_s: Seconds
     arrive_s: Seconds
     resolve_s: Seconds
+    # The furthest a squad's promise (``defer``) may reach, from the time it is made; the
+    # loader requires resolve_s <= promise_max_s for linkage categories.
+    promise_max_s: Seconds = DEFAULT_PROMISE_MAX_S
 
 
 class Category(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -58,6 +58,7 @@ UnitCode = Annotated[str, Meta(pattern=r"^([a-z][a-z0-9_]{0,39}|-)$")]
 WATCHERS = ("center", "admin", "unit")  # roles that may watch; a unit desk sees its own unit
 MAX_HELLO_BYTES = 65_536
 CATCH_UP_ROUNDS = 20  # a client still behind the streams after this many is too slow
+STALL_FACTOR = 10  # close timeouts a catching-up client may take nothing before it is closed
 
 
 class FeedHello(msgspec.Struct, tag="hello", tag_field="t", forbid_unknown_fields=True):
@@ -263,9 +264,18 @@ class FeedSession:
             behind = still
 
     async def _put(self, frame: bytes) -> None:
-        """Queue a frame, waiting for room (the catch-up goes at the client's pace)."""
+        """Queue a frame, waiting for room (the catch-up goes at the client's pace), but not
+        for ever: a client that takes nothing for ``STALL_FACTOR`` close timeouts is slow,
+        closed like one whose live queue overflows (else a stalled client in catch-up would
+        hold its session, and its descriptor, for good)."""
         if self._closing is None:
-            await self._queue.put(frame)
+            stall_s = self._services.settings.close_timeout_s * STALL_FACTOR
+            try:
+                await asyncio.wait_for(self._queue.put(frame), stall_s)
+            except TimeoutError:
+                raise _Closing(
+                    CloseCode.SLOW_CONSUMER, "not reading: reconnect and resume"
+                ) from None
 
     def _error(self, code: str, message: str) -> None:
         with contextlib.suppress(asyncio.QueueFull):
@@ -285,7 +295,17 @@ class FeedSession:
                     if frame:
                         batch.append(frame)
                 if batch:
-                    await ws.send_text((b"[" + b",".join(batch) + b"]").decode())
+                    # A client that takes nothing for the stall time is cut off even when no
+                    # new frame arrives to overflow its queue (the catch-up may have filled
+                    # it, then the streams went quiet).
+                    stall_s = self._services.settings.close_timeout_s * STALL_FACTOR
+                    try:
+                        await asyncio.wait_for(
+                            ws.send_text((b"[" + b",".join(batch) + b"]").decode()), stall_s
+                        )
+                    except TimeoutError:
+                        self.close(CloseCode.SLOW_CONSUMER, "not reading: reconnect and resume")
+                        return
                 if self._closing is not None and self._queue.empty():
                     break
         except Exception:  # noqa: BLE001 - the client went away mid-send: it resumes later

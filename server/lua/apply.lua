@@ -3,6 +3,8 @@
 -- KEYS[1] request  KEYS[2] timeline  KEYS[3] events  KEYS[4] queue  KEYS[5] timers
 -- KEYS[6] free  KEYS[7] stats  KEYS[8] assignment  KEYS[9] squad hash  KEYS[10] outbox
 -- KEYS[11] jobs  KEYS[12] command (idempotency key; unused without flag C)  KEYS[13] open requests
+-- KEYS[14] the request's notices (hash)  KEYS[15] its open notices (set)
+-- KEYS[16] the unit's open notices  KEYS[17] the unit's closed notices
 -- ARGV[1] expected version ('0': the request must not exist yet)
 -- ARGV[2] events as JSON, one per line  ARGV[3] events maxlen
 -- ARGV[4] flags: R release squad, Q requeue, D dequeue, T cancel the offer timer ARGV[14],
@@ -12,7 +14,13 @@
 -- ARGV[8] squad id  ARGV[9] command memory (s)  ARGV[10] queue score
 -- ARGV[11] number of field/value pairs  ARGV[12] assignment state
 -- ARGV[13] outbox retention (frames)  ARGV[14] offer timer member (server.timers)
--- ARGV[15..] field/value pairs for the request hash
+-- ARGV[15] the step's time (epoch s): stamps and closed notices
+-- ARGV[16] deadline timers to add, one 'due_ms member' per line (server.deadlines)
+-- ARGV[17] timers to remove, one member per line
+-- ARGV[18] request fields to stamp with ARGV[15] if unset (first acceptance, arrival)
+-- ARGV[19] notice kinds the step closes, as ',kind,kind,' ('' none)
+-- ARGV[20] the step's event name (a closed notice's closed_by)
+-- ARGV[21..] field/value pairs for the request hash
 -- Returns {'ok', version, revoke seq, hub} | {'stale', version} | {'dup', outcome}
 local flags = ARGV[4]
 local function has(flag) return string.find(flags, flag, 1, true) ~= nil end
@@ -24,9 +32,10 @@ local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'stale', version}
 end
+local FIRST_PAIR = 21
 local pairs_n = tonumber(ARGV[11])
 if pairs_n > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 15, 14 + pairs_n * 2))
+  redis.call('HSET', KEYS[1], unpack(ARGV, FIRST_PAIR, FIRST_PAIR - 1 + pairs_n * 2))
 end
 version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 local rid, aid, sid = ARGV[6], ARGV[7], ARGV[8]
@@ -57,6 +66,36 @@ if ARGV[5] ~= '' then
   end
 end
 if has('C') then redis.call('SET', KEYS[12], 'ok', 'EX', ARGV[9]) end
+local at = tonumber(ARGV[15])
+for line in string.gmatch(ARGV[16], '[^\n]+') do
+  local due, member = string.match(line, '^(%S+) (.+)$')
+  redis.call('ZADD', KEYS[5], due, member)
+end
+for member in string.gmatch(ARGV[17], '[^\n]+') do redis.call('ZREM', KEYS[5], member) end
+for name in string.gmatch(ARGV[18], '[^\n]+') do redis.call('HSETNX', KEYS[1], name, ARGV[15]) end
+-- Close the open notices this step meets (a request without any pays one SCARD).
+if ARGV[19] ~= '' and redis.call('SCARD', KEYS[15]) > 0 then
+  for _, nid in ipairs(redis.call('SMEMBERS', KEYS[15])) do
+    local raw = redis.call('HGET', KEYS[14], nid)
+    local notice = raw and cjson.decode(raw)
+    if not notice then
+      redis.call('SREM', KEYS[15], nid)
+      redis.call('ZREM', KEYS[16], nid)
+    elseif string.find(ARGV[19], ',' .. notice.kind .. ',', 1, true) then
+      notice.state = 'closed'
+      notice.closed_at = at
+      notice.closed_by = ARGV[20]
+      redis.call('HSET', KEYS[14], nid, cjson.encode(notice))
+      redis.call('SREM', KEYS[15], nid)
+      redis.call('ZREM', KEYS[16], nid)
+      redis.call('ZADD', KEYS[17], math.floor(at * 1000), nid)
+      local event = cjson.encode({type = 'notice_closed', request = rid, at = at, by = 'system',
+        notice = nid, notice_kind = notice.kind, level = notice.level, closed_by = ARGV[20]})
+      redis.call('RPUSH', KEYS[2], event)
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'e', event)
+    end
+  end
+end
 local hub = ''
 if sid ~= '' then hub = redis.call('HGET', KEYS[9], 'hub') or '' end
 return {'ok', version, seq, hub}

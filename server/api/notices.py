@@ -1,0 +1,157 @@
+"""The supervision queue and the notices, for the center and the unit desks.
+
+- ``GET /api/v1/center/queue?unit=&limit=``: open items ordered by their next unmet deadline,
+  overdue ones first, each with ``overdue``, ``next_deadline`` ``{kind, at}`` and its open
+  notices;
+- ``GET /api/v1/notices?request=&unit=&state=open|closed&limit=``.
+
+A unit desk sees its own unit only (another unit is a 403; no ``unit`` means its own).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server import deadlines, keys
+from server.api.answers import Rows
+from server.api.openapi import described
+from server.api.routes import (
+    ApiError,
+    Code,
+    _authorize,
+    _invalid,
+    _json,
+    _require_unit,
+    _services,
+)
+from server.hub import Services
+from server.redis_text import text
+from server.requests import Actor, RequestRecord
+
+RequestId = Annotated[str, Meta(pattern=r"^[0-9]{8}-[0-9]{6}$")]
+# Items read per unit for the queue: the open set of one unit beyond this is a backlog that a
+# desk would page through the ledger, not a queue.
+QUEUE_SCAN = 5000
+
+
+class QueueQuery(msgspec.Struct, forbid_unknown_fields=True):
+    unit: Code | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 200
+
+
+class NoticeQuery(msgspec.Struct, forbid_unknown_fields=True):
+    request: RequestId | None = None
+    unit: Code | None = None
+    state: Literal["open", "closed"] | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+def _query(request: Request, kind: type[Any]) -> Any:
+    try:
+        return msgspec.convert(dict(request.query_params), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _units(services: Services, actor: Actor, unit: str | None) -> list[str]:
+    """The units the caller asked for and may see."""
+    if actor.kind == "unit":
+        _require_unit(actor, unit or actor.unit)
+        return [actor.unit]
+    if unit is not None:
+        if services.city.unit(unit) is None:
+            raise ApiError(422, "unknown_unit", f"no unit {unit}", {"unit": "unknown unit"})
+        return [unit]
+    return services.directory.unit_codes()
+
+
+@described(
+    summary="Open items by nearest deadline, overdue first, each with its open notices",
+    roles=("center", "unit"),
+    query=QueueQuery,
+    answer=Rows,
+    errors=(422,),
+)
+async def center_queue(request: Request) -> Response:
+    actor = _authorize(request, "center", "unit")
+    query: QueueQuery = _query(request, QueueQuery)
+    services = _services(request)
+    now = time.time()
+    items: list[tuple[tuple[int, float], dict[str, Any]]] = []
+    for unit in _units(services, actor, query.unit):
+        records = await _open_records(services, unit)
+        notices = await services.notices.open_by_request(unit, (r.id for r in records))
+        for record in records:
+            upcoming = deadlines.next_deadline(record.progress())
+            item = {
+                "id": record.id,
+                "unit": unit,
+                "category": record.category,
+                "district": record.district,
+                "state": record.state.value,
+                "squad": record.squad or None,
+                "received_at": record.received_at,
+                "overdue": upcoming is not None and upcoming.at <= now,
+                "next_deadline": (
+                    {"kind": upcoming.kind.value, "at": upcoming.at} if upcoming else None
+                ),
+                "notices": [msgspec.structs.asdict(n) for n in notices.get(record.id, [])],
+            }
+            items.append((deadlines.queue_order(upcoming, now), item))
+    items.sort(key=lambda pair: pair[0])
+    return _json({"at": now, "items": [item for _, item in items[: query.limit]]})
+
+
+async def _open_records(services: Services, unit: str) -> list[RequestRecord]:
+    ids = await services.redis.zrange(keys.open_requests(unit), 0, QUEUE_SCAN - 1)
+    if not ids:
+        return []
+    pipe = services.redis.pipeline(transaction=False)
+    for raw in ids:
+        pipe.hgetall(keys.request(unit, text(raw)))
+    return [RequestRecord.from_hash(h) for h in await pipe.execute() if h]
+
+
+@described(
+    summary="Supervision notices by request, unit and state (open or closed)",
+    roles=("center", "unit"),
+    query=NoticeQuery,
+    answer=Rows,
+    errors=(422,),
+)
+async def notices(request: Request) -> Response:
+    actor = _authorize(request, "center", "unit")
+    query: NoticeQuery = _query(request, NoticeQuery)
+    services = _services(request)
+    found: list[Any] = []
+    if query.request is not None:
+        unit = await services.requests.unit_of(query.request)
+        if unit is None or unit == keys.NO_UNIT:
+            raise ApiError(404, "not_found", f"no request {query.request} in a unit")
+        _require_unit(actor, unit)
+        if query.unit is not None and query.unit != unit:
+            return _json([])
+        listed = await services.notices.of_request(unit, query.request)
+        found = [n for n in listed if query.state is None or n.state == query.state]
+        found = found[-query.limit:]
+    else:
+        for unit in _units(services, actor, query.unit):
+            found += await services.notices.of_unit(unit, query.state, query.limit)
+        found.sort(key=lambda n: (n.closed_at or n.issued_at, n.id), reverse=True)
+        found = found[: query.limit]
+    return _json([msgspec.structs.asdict(n) for n in found])
+
+
+def notice_routes() -> list[Route]:
+    prefix = "/api/v1"
+    return [
+        Route(f"{prefix}/center/queue", center_queue),
+        Route(f"{prefix}/notices", notices),
+    ]
