@@ -278,6 +278,28 @@ def next_deadline(progress: Progress) -> NextDeadline | None:
     return None
 
 
+def overdue_on_map(fields: Mapping[str, str], now: float) -> NextDeadline | None:
+    """The deadline an open request has missed (for the wall map), or None. ``fields`` are
+    the request's stored text fields (state, deadlines, milestones met)."""
+
+    def moment(name: str) -> float | None:
+        raw = fields.get(name, "")
+        return float(raw) if raw else None
+
+    deadline = next_deadline(
+        Progress(
+            state=State(fields.get("state", "received")),
+            accept_by=moment("accept_by"),
+            arrive_by=moment("arrive_by"),
+            resolve_by=moment("resolve_by"),
+            promised_by=moment("promised_by"),
+            accepted_at=moment("accepted_at"),
+            arrived_at=moment("arrived_at"),
+        )
+    )
+    return deadline if deadline is not None and deadline.at <= now else None
+
+
 def queue_order(deadline: NextDeadline | None, now: float) -> tuple[int, float]:
     """Sort key of the supervision queue: overdue first, then by nearest deadline; items
     without a deadline last."""

@@ -304,7 +304,9 @@ class RequestStore:
         if not ids:
             return []
         pipe = self._redis.pipeline(transaction=False)
-        shown = ("id", "category", "state", "lat", "lon", "squad", "received_at", "district")
+        shown = ("id", "category", "state", "lat", "lon", "squad", "received_at", "district",
+                 "accept_by", "arrive_by", "resolve_by", "promised_by", "accepted_at",
+                 "arrived_at")
         for request_id in ids:
             pipe.hmget(keys.request(unit, text(request_id)), shown)
         rows = await pipe.execute()

@@ -36,6 +36,7 @@ from server.api.answers import (
 from server.api.openapi import described
 from server.api.openapi import document as openapi_document
 from server.city import Category, Unit
+from server.deadlines import overdue_on_map
 from server.hub import Services
 from server.ledger import (
     Ledger,
@@ -386,19 +387,27 @@ async def live_map(request: Request) -> Response:
     radius = services.settings.search_radius_km * 4
     squads: list[dict[str, Any]] = []
     requests: list[dict[str, Any]] = []
+    now = time.time()
     for unit in units:
         squads += await services.squads.positions(unit, services.city.center, radius)
         for item in await services.requests.open_requests(unit):
+            missed = overdue_on_map(item, now)
             requests.append(
-                item
+                {k: item[k] for k in _MAP_FIELDS if k in item}
                 | {
                     "unit": unit,
                     "lat": float(item["lat"]),
                     "lon": float(item["lon"]),
                     "received_at": float(item["received_at"]),
+                    # the deadline it missed (accept, arrive, resolve, promise) or None
+                    "overdue": missed.kind.value if missed else None,
+                    "overdue_since": round(missed.at, 3) if missed else None,
                 }
             )
-    return _json({"at": time.time(), "squads": squads, "requests": requests})
+    return _json({"at": now, "squads": squads, "requests": requests})
+
+
+_MAP_FIELDS = ("id", "category", "state", "squad", "district")
 
 
 # ---- ledger ------------------------------------------------------------------------------

@@ -24,7 +24,8 @@
       stale: "数据中断", denied: "需要登录", squads: "分队", online: "在线", busy: "忙碌",
       free: "空闲", open_requests: "未结诉求", units: "服务单位", free_squad: "空闲分队",
       busy_squad: "执行任务", off_duty: "未上岗", request: "诉求",
-      switch: "EN", ago: "前", min: "分", sec: "秒", squad: "分队",
+      switch: "EN", ago: "前", min: "分", sec: "秒", squad: "分队", overdue: "超时",
+      missed: { accept: "超时未接单", arrive: "超时未到场", resolve: "超时未办结", promise: "逾期未兑现承诺" },
       states: { queued: "待派", offered: "已派待接", accepted: "已接单", en_route: "在途",
         on_scene: "到场处置", deferred: "承诺办结", disputed: "管辖争议", received: "已受理" },
     },
@@ -33,7 +34,9 @@
       stale: "no fresh data", denied: "sign-in needed", squads: "Squads", online: "online",
       busy: "busy", free: "free", open_requests: "Open requests", units: "Units",
       free_squad: "free squad", busy_squad: "on a job", off_duty: "off duty", request: "request",
-      switch: "中文", ago: "ago", min: "min", sec: "s", squad: "squad",
+      switch: "中文", ago: "ago", min: "min", sec: "s", squad: "squad", overdue: "overdue",
+      missed: { accept: "not accepted in time", arrive: "not on scene in time",
+        resolve: "not resolved in time", promise: "promise broken" },
       states: { queued: "waiting", offered: "offered", accepted: "accepted", en_route: "en route",
         on_scene: "on scene", deferred: "promised", disputed: "disputed", received: "received" },
     },
@@ -159,9 +162,10 @@
   }
 
   /* The colour comes from wall.css (.req.<state> i): the CSP allows no inline style. */
-  function requestIcon(state) {
+  function requestIcon(state, overdue) {
     return L.divIcon({
-      className: "req " + (STATE_COLOURS[state] ? state : "unknown"), iconSize: [14, 14],
+      className: "req " + (STATE_COLOURS[state] ? state : "unknown") + (overdue ? " overdue" : ""),
+      iconSize: [14, 14],
       iconAnchor: [7, 7], html: "<i></i>",
     });
   }
@@ -211,11 +215,11 @@
   function upsertRequest(r) {
     let marker = view.requests.get(r.id);
     if (!marker) {
-      marker = L.marker([r.lat, r.lon], { icon: requestIcon(r.state), keyboard: false }).addTo(layers.requests);
+      marker = L.marker([r.lat, r.lon], { icon: requestIcon(r.state, r.overdue), keyboard: false }).addTo(layers.requests);
       marker.bindTooltip("", { className: "tip" });
       view.requests.set(r.id, marker);
-    } else if (marker.data.state !== r.state) {
-      marker.setIcon(requestIcon(r.state));
+    } else if (marker.data.state !== r.state || marker.data.overdue !== r.overdue) {
+      marker.setIcon(requestIcon(r.state, r.overdue));
     }
     marker.data = r;
     marker.setTooltipContent(requestTip(r));
@@ -245,6 +249,7 @@
     const lines = ["<b>" + escape(r.id) + "</b> · " + escape(category),
       stateName(r.state) + " · " + formatAge(age) + " " + (view.lang === "zh" ? "" : t("ago")), escape(unit)];
     if (r.squad) lines.push(t("squad") + " " + escape(r.squad));
+    if (r.overdue) lines.push("<b class=\"late\">" + escape(t("missed")[r.overdue] || t("overdue")) + "</b>");
     return lines.join("<br>");
   }
 
@@ -268,6 +273,7 @@
     setText("n-busy", busy);
     setText("n-free", onDuty.filter((s) => !s.busy).length);
     setText("n-open", data.requests.length);
+    setText("n-overdue", data.requests.filter((r) => r.overdue).length);
 
     const byState = countBy(data.requests, (r) => r.state);
     fillLegend("states", STATES.map((state) => ({
