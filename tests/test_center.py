@@ -87,6 +87,24 @@ async def test_reassign_moves_the_request_and_keeps_its_deadlines(redis: Redis) 
     assert (ruling["unit"], ruling["from_unit"]) == ("gas", "water")
 
 
+async def test_a_moved_request_takes_its_supervision_notices_along(redis: Redis) -> None:
+    """One notice per request, kind and level, whichever unit holds it: an open notice the
+    old unit got moves with the request (and stops counting as the old unit's open one)."""
+    services = build_services(Settings(), redis, load_city())
+    request_id = await _disputed(services)
+    notice_id = f"{request_id}-accept-1"
+    record = json.dumps({"id": notice_id, "kind": "accept", "level": 1, "unit": "water"})
+    await redis.hset(keys.notices("water", request_id), notice_id, record)
+    await redis.sadd(keys.request_open_notices("water", request_id), notice_id)
+    await redis.zadd(keys.open_notices("water"), {notice_id: 1_767_225_600_000})
+    await services.center.reassign(request_id, "gas", "gas_leak_smell", [], "gas", CENTER)
+    assert text(await redis.hget(keys.notices("gas", request_id), notice_id)) == record
+    assert await redis.sismember(keys.request_open_notices("gas", request_id), notice_id)
+    assert await redis.zscore(keys.open_notices("gas"), notice_id) == 1_767_225_600_000
+    assert await redis.zscore(keys.open_notices("water"), notice_id) is None
+    assert not await redis.exists(keys.request_open_notices("water", request_id))
+
+
 @pytest.mark.parametrize("crash_at", ["receive", "open_assist", "point_index"])
 async def test_a_move_interrupted_by_a_crash_is_completed_by_the_retry_once(
     redis: Redis, crash_at: str, monkeypatch: pytest.MonkeyPatch

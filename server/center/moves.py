@@ -65,6 +65,7 @@ class Mover:
             arrived.append(event_json("assist_requested", request_id, now, actor,
                                       units=old.assist.split(",")))
         pairs = [item for kv in fields.items() for item in kv]
+        notices, open_notices = await self._notices_of(from_unit, request_id)
         await self._scripts.move(
             keys=[
                 keys.request(to_unit, request_id),
@@ -72,6 +73,9 @@ class Mover:
                 keys.events(to_unit),
                 keys.queue(to_unit),
                 keys.open_requests(to_unit),
+                keys.notices(to_unit, request_id),
+                keys.request_open_notices(to_unit, request_id),
+                keys.open_notices(to_unit),
             ],
             args=[
                 old.v + 1,
@@ -80,13 +84,38 @@ class Mover:
                 self._events_maxlen,
                 len(timeline),
                 len(fields),
+                len(notices),
+                len(open_notices),
                 *timeline,
                 *pairs,
+                *(item for kv in notices.items() for item in kv),
+                *(item for kv in open_notices.items() for item in kv),
                 *arrived,
             ],
         )
+        if open_notices:  # they are the new unit's to answer for now
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrem(keys.open_notices(from_unit), *open_notices)
+            pipe.delete(keys.request_open_notices(from_unit, request_id))
+            await pipe.execute()
         moved = await self._redis.hgetall(keys.request(to_unit, request_id))
         return RequestRecord.from_hash(moved)
+
+    async def _notices_of(
+        self, unit: str, request_id: str
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The request's notices in ``unit`` (id -> JSON), and its open ones (id -> issued
+        at, epoch ms, as the unit's open-notices index scores them)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.notices(unit, request_id))
+        pipe.smembers(keys.request_open_notices(unit, request_id))
+        records, open_ids = await pipe.execute()
+        notices = {text(k): text(v) for k, v in records.items()}
+        opened = sorted(text(i) for i in open_ids)
+        scores = await self._redis.zmscore(keys.open_notices(unit), opened) if opened else []
+        return notices, {
+            notice_id: str(int(score or 0)) for notice_id, score in zip(opened, scores, strict=True)
+        }
 
     async def point_index(self, request_id: str, unit: str) -> None:
         """Step 4: readers find the request in ``unit``."""
