@@ -26,7 +26,7 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".installed"
 LOCK = ROOT / "requirements.lock"
-# Source folders on the venv's path: the server and simulations, and the field protocol.
+# Source folders on the venv's path: the server, simulations and tools, and the field protocol.
 SOURCE_PATHS = (ROOT, ROOT / "fieldapp-api")
 
 

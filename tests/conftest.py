@@ -16,7 +16,7 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from server.embedded_redis import EmbeddedRedis
-from simulations.cluster import HubProc, spawn_hub
+from server.launch import HubProc, spawn_hub
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_REDIS_DB = 13  # a spare database of the machine's Redis 7; never db 0

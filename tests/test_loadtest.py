@@ -20,12 +20,12 @@ import pytest
 
 from dispatch_field import protocol
 from server.city import load_city
-from simulations import loadtest_stats as st
-from simulations import loadtest_ws as ws
-from simulations.loadtest_http import HttpError, HttpPool, parse_head, request_bytes
-from simulations.loadtest_plan import plan_requests, plan_squads, unit_counts
-from simulations.loadtest_profile import parse
-from simulations.loadtest_squad import SquadAgent, Tally
+from tools.loadtest import stats as st
+from tools.loadtest import ws
+from tools.loadtest.http_client import HttpError, HttpPool, parse_head, request_bytes
+from tools.loadtest.plan import plan_requests, plan_squads, unit_counts
+from tools.loadtest.profiles import parse
+from tools.loadtest.squad import SquadAgent, Tally
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUADS, RATE, DURATION = 50, 5, 5
@@ -56,7 +56,7 @@ def report(
         [
             sys.executable,
             "-m",
-            "simulations.loadtest",
+            "tools.loadtest",
             "--squads",
             str(SQUADS),
             "--rate",

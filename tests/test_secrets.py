@@ -16,10 +16,10 @@ import pytest
 import redis as redis_sync
 
 from server.embedded_redis import EmbeddedRedis
+from server.launch import spawn_hub
 from server.log_filters import DropQueryStrings, without_query
 from server.security_headers import CONTENT_SECURITY_POLICY
 from server.web import static_dir
-from simulations.cluster import spawn_hub
 from tests.conftest import TOKENS, Hubs
 from tests.helpers import auth
 

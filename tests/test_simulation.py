@@ -191,7 +191,7 @@ def test_clock_compresses_time_by_the_speed() -> None:
     assert clock.hour_at(clock.now()) == pytest.approx(0.0)
     assert clock.label() == "00:00 +1d"
     assert clock.real_at(1800) == pytest.approx(1090)
-    assert hub_time_settings(20) == {"DISPATCH_OFFER_WINDOW_S": "3"}
+    assert hub_time_settings(20) == {"DISPATCH_OFFER_WINDOW_S": "3", "DISPATCH_TIME_SCALE": "0.05"}
 
 
 # ---- report statistics -----------------------------------------------------------------------

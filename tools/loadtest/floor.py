@@ -1,6 +1,6 @@
 """The framework floor: what one position frame costs a bare uvicorn + Starlette app.
 
-    python -m simulations.loadtest_floor [--squads 10000] [--pos-interval 1] [--duration 10]
+    python -m tools.loadtest.floor [--squads 10000] [--pos-interval 1] [--duration 10]
 
 Starts a minimal app in its own process (same uvicorn settings as the hub: uvloop,
 websockets-sansio, GC thresholds) that answers ``hello`` with ``welcome`` and then only
@@ -28,8 +28,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dispatch_field import protocol
 from server.embedded_redis import free_port
-from simulations import loadtest_client as lc
-from simulations.loadtest import proc_cpu_s, wait_healthy_port
+from tools.loadtest import client as lc
+from tools.loadtest.run import proc_cpu_s, wait_healthy_port
 
 
 async def field(ws: WebSocket) -> None:
@@ -57,7 +57,7 @@ def serve(port: int) -> None:
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "simulations.loadtest_floor", "--serve", str(port)]
+        [sys.executable, "-m", "tools.loadtest.floor", "--serve", str(port)]
     )
 
 
@@ -90,7 +90,7 @@ async def measure(squads: int, pos_interval: float, duration: float) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulations.loadtest_floor")
+    parser = argparse.ArgumentParser(prog="python -m tools.loadtest.floor")
     parser.add_argument("--squads", type=int, default=10_000)
     parser.add_argument("--pos-interval", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=10.0)

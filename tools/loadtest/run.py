@@ -1,11 +1,11 @@
 """Load test of the hub: N squads connected, positions streaming, R requests/s through the API.
 
-    python -m simulations.loadtest --squads 10000 --pos-interval 1 --rate 100 --duration 30 \
+    python -m tools.loadtest --squads 10000 --pos-interval 1 --rate 100 --duration 30 \
         [--hubs K] [--clients C] [--out report.json] [--profile DIR]
 
 It starts everything itself on 127.0.0.1: an embedded Redis (never the system one), K hub
 processes (``python -m server``), C load-generator processes holding the squads' sockets
-(:mod:`simulations.loadtest_client`). Squads are registered through the API, split round-robin
+(:mod:`tools.loadtest.client`). Squads are registered through the API, split round-robin
 over the hubs, and requests are posted round-robin, open-loop at a fixed rate. Squads accept
 every offer at once and resolve within milliseconds, so capacity frees.
 
@@ -14,7 +14,7 @@ Phases: start -> register -> connect -> warm-up (positions flowing) -> measure (
 checks (every offer the API named reached its squad) -> report.
 
 All latencies use timestamps taken in the client processes and in this one, on the same
-machine clock (see :mod:`simulations.loadtest_stats`).
+machine clock (see :mod:`tools.loadtest.stats`).
 """
 
 from __future__ import annotations
@@ -46,14 +46,13 @@ from redis.asyncio import Redis
 from server import keys
 from server.city import City, load_city
 from server.embedded_redis import EmbeddedRedis
+from server.launch import HubProc, spawn_hub
 from server.settings import ROLES
-from simulations import loadtest_client as lc
-from simulations import loadtest_stats as st
-from simulations.cluster import HubProc, spawn_hub
-from simulations.loadtest_http import HttpError, HttpPool
-from simulations.loadtest_plan import RequestPlan, SquadPlan, plan_requests, plan_squads
+from tools.loadtest import client as lc
+from tools.loadtest import stats as st
+from tools.loadtest.http_client import HttpError, HttpPool
+from tools.loadtest.plan import RequestPlan, SquadPlan, plan_requests, plan_squads
 
-ROOT = Path(__file__).resolve().parents[1]
 REQUEST_TIMEOUT_S = 10.0  # an intake not answered by then counts as failed
 _json_encoder = msgspec.json.Encoder()
 API_SAMPLE = 20  # squads read back through GET /api/v1/squads/{id}
@@ -175,7 +174,7 @@ def start_profiles(
 class Api:
     """The hubs' HTTP API; call ``i`` goes to hub ``i % K``.
 
-    Timed intake requests use the lean client of :mod:`simulations.loadtest_http`; the rest
+    Timed intake requests use the lean client of :mod:`tools.loadtest.http_client`; the rest
     (set-up and checks, not timed) use httpx.
     """
 
@@ -792,7 +791,7 @@ def _cpu_per_position(observed: Observed) -> float | None:
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(
-        prog="python -m simulations.loadtest", description=__doc__.split("\n\n")[0]
+        prog="python -m tools.loadtest", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--squads", type=int, default=1000)
     parser.add_argument(

@@ -1,8 +1,8 @@
 """A load-generator process: thousands of squad connections on one event loop.
 
 Each connection is an :class:`asyncio.Protocol` (no task, no stream reader per connection)
-around the sans-I/O codec of :mod:`simulations.loadtest_ws`; the behaviour is
-:class:`simulations.loadtest_squad.SquadAgent`. Positions go out from one timer wheel: every
+around the sans-I/O codec of :mod:`tools.loadtest.ws`; the behaviour is
+:class:`tools.loadtest.squad.SquadAgent`. Positions go out from one timer wheel: every
 squad has a random phase within the position interval, and each tick sends the squads whose
 slot it is.
 
@@ -29,8 +29,8 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from dispatch_field import protocol
-from simulations import loadtest_ws as ws
-from simulations.loadtest_squad import SquadAgent, Tally
+from tools.loadtest import ws
+from tools.loadtest.squad import SquadAgent, Tally
 
 # Shared counters (a multiprocessing Array of int64 per client process).
 CONNECTED, POS_SENT, OFFERS, PENDING, DISCONNECTS, FAILED = range(6)

@@ -6,23 +6,10 @@ the same machine: on Linux that is ``CLOCK_MONOTONIC``, one clock for the whole 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100) with linear interpolation between the closest ranks
-    (numpy's default); None for no values."""
-    if not values:
-        return None
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile {q} outside 0-100")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+from simulations.stats import percentile
 
 
 def summarize(
