@@ -79,6 +79,7 @@ def report(
     return result
 
 
+@pytest.mark.system
 def test_report_has_every_key_typed(report: dict[str, Any]) -> None:
     for key, kind in REQUIRED.items():
         assert isinstance(report[key], kind), (key, report[key])
@@ -92,6 +93,7 @@ def test_report_has_every_key_typed(report: dict[str, Any]) -> None:
     assert all(isinstance(v, float) and v > 0 for v in report["hub_rss_mb"])
 
 
+@pytest.mark.system
 def test_report_is_correct(report: dict[str, Any]) -> None:
     assert report["squads_connected"] == SQUADS
     assert sum(report["hub_sessions"]) == SQUADS
