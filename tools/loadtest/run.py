@@ -86,6 +86,7 @@ class Config:
     storm: bool = False  # squads hold their offers, then all reconnect at once
     storm_concurrency: int = 1000  # handshakes in flight at once per client process
     floor: bool = False  # then the same workload against the bare dispatch
+    client: str = "python"  # or "node": the independent probe (tools/probe/probe.mjs)
 
     @property
     def client_processes(self) -> int:
@@ -538,6 +539,8 @@ async def _run_with(
         specs = await register_all(api, squad_plans, hubs)
         timings["register_s"] = round(time.monotonic() - started, 1)
         log(f"registered {len(specs)} squads in {timings['register_s']}s")
+        if config.client == "node":
+            return await run_probe(config, hubs, redis_server, specs, request_plans, tokens)
         clients = Clients(specs, config.client_processes, client_config(config))
         try:
             with lc.no_gc_pauses():
@@ -821,6 +824,74 @@ def _cpu_per_position(observed: Observed) -> float | None:
     return round(sum(observed.hub_cpu) / 100 / ingested * 1e6, 1)
 
 
+# ---- the independent probe ------------------------------------------------------------------
+
+PROBE = Path(__file__).resolve().parents[1] / "probe" / "probe.mjs"
+
+
+async def run_probe(
+    config: Config,
+    hubs: list[HubProc],
+    redis_server: EmbeddedRedis,
+    specs: list[lc.SquadSpec],
+    request_plans: list[RequestPlan],
+    tokens: dict[str, str],
+) -> dict[str, Any]:
+    """The same squads and requests driven by the Node probe instead of this package's
+    client; the hubs' and Redis' CPU is read between its measure-start and measure-end."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("--client node: no node on the PATH (and `npm install` for ws)")
+    ports = [h.port for h in hubs]
+    plan = {
+        "host": "127.0.0.1",
+        "token": tokens["calltaker"],
+        "squads": [[s.squad, s.token, s.port, s.lat, s.lon] for s in specs],
+        "requests": [[ports[i % len(ports)], r.category, r.lat, r.lon]
+                     for i, r in enumerate(request_plans)],
+        "rate": config.rate,
+        "duration": config.duration,
+        "pos_interval": config.pos_interval,
+        "warmup": config.warmup or config.pos_interval + 1.0,
+        "drain": config.drain,
+    }
+    assert redis_server.process is not None
+    pids = [*(h.process.pid for h in hubs), redis_server.process.pid]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
+        json.dump(plan, file)
+    probe = await asyncio.create_subprocess_exec(
+        node, str(PROBE), file.name, stdout=asyncio.subprocess.PIPE)
+    assert probe.stdout is not None
+    marks: dict[str, CpuMark] = {}
+    last = b""
+    try:
+        async for line in probe.stdout:
+            word = line.strip().decode()
+            if word in ("measure-start", "measure-end"):
+                marks[word] = cpu_mark([*pids, probe.pid])
+                log(f"probe: {word}")
+            elif word:
+                last = line
+        await probe.wait()
+    finally:
+        os.unlink(file.name)
+    if probe.returncode != 0 or len(marks) != 2:
+        raise RuntimeError(f"the probe failed ({probe.returncode})")
+    result: dict[str, Any] = json.loads(last)
+    cpu = cpu_between(marks["measure-start"], marks["measure-end"], [*pids, probe.pid])
+    wall = marks["measure-end"].at - marks["measure-start"].at
+    return result | {
+        "hubs": len(hubs),
+        "hub_cpu_percent": cpu[: len(hubs)],
+        "redis_cpu_percent": cpu[len(hubs)],
+        "probe_process_cpu_percent": cpu[-1],
+        "machine_cpu_percent": st.cpu_percent(marks["measure-start"].machine,
+                                              marks["measure-end"].machine, wall),
+        "squads": config.squads, "pos_interval_s": config.pos_interval, "rate": config.rate,
+        "duration_s": config.duration, "config": asdict(config),
+    }
+
+
 # ---- the bare dispatch ----------------------------------------------------------------------
 
 
@@ -954,6 +1025,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="then run the bare dispatch with the same client and report the ratios",
     )
     parser.add_argument(
+        "--client", choices=("python", "node"), default="python",
+        help="node: drive the hubs with the independent probe (tools/probe/probe.mjs)",
+    )
+    parser.add_argument(
         "--hub-setting",
         action="append",
         default=[],
@@ -982,6 +1057,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         storm=args.storm,
         storm_concurrency=args.storm_concurrency,
         floor=args.floor,
+        client=args.client,
     )
 
 
