@@ -3,6 +3,7 @@
 
     python3 dev.py serve [--port 8000]   # hub + embedded Redis + SQLite + a small simulated city
     python3 dev.py test [pytest args]    # the whole test suite
+    python3 dev.py test --fast [args]    # the fast tier only: pure + app tests (-m "pure or app")
     python3 dev.py lock [--upgrade]      # re-resolve requirements.lock after editing pyproject.toml
 
 ``serve`` and ``test`` create ``.venv`` and install the whole pinned dependency tree from
@@ -26,7 +27,7 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".installed"
 LOCK = ROOT / "requirements.lock"
-# Source folders on the venv's path: the server and simulations, and the field protocol.
+# Source folders on the venv's path: the server, simulations and tools, and the field protocol.
 SOURCE_PATHS = (ROOT, ROOT / "fieldapp-api")
 
 
@@ -80,6 +81,8 @@ def main() -> int:
     if command == "serve":
         args = [str(PYTHON), "-m", "simulations.demo", *rest]
     else:
+        if "--fast" in rest:  # the tiers are pytest markers, see tests/conftest.py
+            rest = [arg for arg in rest if arg != "--fast"] + ["-m", "pure or app"]
         args = [str(PYTHON), "-m", "pytest", *rest]
     os.execv(args[0], args)
 

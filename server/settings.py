@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from dispatch_field.limits import FieldLimits
+
 Role = Literal["admin", "calltaker", "center", "unit", "wall"]
 # Roles that get a generated token when DISPATCH_TOKENS is unset (``unit`` needs a unit code:
 # it is given as ``unit=<code>:token``).
@@ -30,7 +32,10 @@ class SettingsError(ValueError):
     """An environment variable could not be read as the setting it names."""
 
 
-class Settings(msgspec.Struct, kw_only=True):
+class Settings(FieldLimits, kw_only=True):
+    # The phone-facing limits (heartbeat, offline time, frame sizes and rates, offer window,
+    # arrival radius...) are inherited: defaults and meaning in dispatch_field/limits.py.
+
     # --- connections (conventional names, not DISPATCH_-prefixed) ---
     redis_url: str | None = None  # REDIS_URL; None: start the embedded Redis
     database_url: str | None = None  # DATABASE_URL; None: SQLite file in data_dir
@@ -44,20 +49,12 @@ class Settings(msgspec.Struct, kw_only=True):
     time_scale: Annotated[float, Meta(gt=0, le=1000)] = 1.0  # multiplies every category limit
     # (accept, arrive, resolve, promise cap) and every escalation interval: 1/N for the
     # simulation at --speed N runs the real rules N times faster; tests use limits of seconds
-    offer_window_s: float = 60.0  # time a squad has to accept an offer
-    arrival_radius_m: float = 150.0  # an en-route squad this close to the scene has arrived
-    heartbeat_s: float = 15.0  # WebSocket ping interval
-    offline_after_s: float = 45.0  # silence (or no socket) after which a squad is offline and
-    # its unanswered offers move on
     offline_alert_s: float = 120.0  # a squad holding accepted work offline this long: the
     # center is told (an event on each of its requests)
     outbox_max_frames: int = 1000  # retention of unacknowledged frames per squad; a resume
     # from before the oldest kept frame gets a resync frame
     hub_beat_s: float = 2.0  # each hub process records that it is alive this often
     hub_dead_after_s: float = 10.0  # a hub silent this long is dead: its squads go offline
-    hello_timeout_s: float = 10.0  # time allowed for the first frame
-    max_frame_bytes: int = 4096  # larger frames get a too_large error
-    send_queue_frames: int = 256  # per-connection bound; overflow closes SLOW_CONSUMER
     close_timeout_s: float = 2.0  # a closing phone that takes nothing is cut off after this
     position_max_age_s: float = 120.0  # older fixes do not count for dispatch
     position_flush_ms: float = 10.0  # positions are batched into one Redis pipeline
@@ -71,8 +68,6 @@ class Settings(msgspec.Struct, kw_only=True):
     timer_lease_s: float = 10.0  # a claimed timer returns to others if not done by then
     queue_sweep_s: float = 2.0  # how often waiting requests are tried again
     events_maxlen: int = 1_000_000  # approximate bound of each unit's event stream
-    command_memory_s: int = 86_400  # how long a command id is remembered for retries
-    clock_skew_s: float = 300.0  # how far in the future a phone's ``at`` may be
     demo: bool = False  # create demo squads and print their tokens at start
     session_hours: float = 12.0  # a browser sign-in (cookie ld_session) lasts this long
     cookie_secure: bool = False  # DISPATCH_COOKIE_SECURE=1: the cookie only over HTTPS (set it
@@ -87,12 +82,6 @@ class Settings(msgspec.Struct, kw_only=True):
     max_connections: int = 0  # concurrent connections; 0: open files - redis_connections - 128
     max_connections_per_address: int = 1000  # per client IP (carrier NAT shares them); 0: no cap
     max_body_bytes: int = 65_536  # larger request bodies get 413 without being read
-    frame_rate: float = 50.0  # frames per second one phone may send on average (normal: ~1)
-    frame_burst: int = 100  # frames a phone may send at once above frame_rate
-    command_rate: float = 10.0  # commands (accept ... dispute) per second per phone on average
-    command_burst: int = 20  # commands a phone may send at once above command_rate
-    hello_failures_per_min: float = 10.0  # failed hellos per client IP; more: refused for a while
-    promise_horizon_s: float = 2_592_000.0  # a defer's until may be at most this far ahead (30 d)
 
     # --- the citizen told (server/citizen/) ---
     citizen_sender: Literal["log", "webhook", "memory"] = "log"  # where messages to callers'

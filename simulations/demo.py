@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from server.city import City, load_city
+from server.launch import HubProc, spawn_hub, start_redis
 from server.private_files import private_dir, write_private
 from simulations.api import HubApi
 from simulations.city import (
@@ -37,7 +38,6 @@ from simulations.city import (
     register_squads,
     stop_on_signals,
 )
-from simulations.processes import HubProcess, start_redis
 from simulations.squad import Seat
 
 ROLES = ("admin", "calltaker", "center", "wall")
@@ -49,10 +49,6 @@ log = logging.getLogger("simulations.demo")
 
 def new_tokens() -> dict[str, str]:
     return {role: secrets.token_urlsafe(18) for role in ROLES}
-
-
-def tokens_env(tokens: dict[str, str]) -> str:
-    return ",".join(f"{role}:{token}" for role, token in tokens.items())
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -104,9 +100,9 @@ async def known_seats(api: HubApi, state: dict[str, Any]) -> list[Seat]:
 # ---- the run ---------------------------------------------------------------------------------
 
 
-def print_banner(hub: HubProcess, wall: dict[str, str], seats: list[Seat], city: City,
+def print_banner(hub: HubProc, wall: dict[str, str], seats: list[Seat], city: City,
                  speed: float, redis_url: str, state_path: Path) -> None:
-    base = hub.http_url
+    base = hub.http
     lines = [
         f"{city.name_zh} {city.name_en}: simulated city at x{speed:g} "
         f"({len(seats)} squads, offer window {60 / speed:.3g} s real)",
@@ -122,10 +118,10 @@ def print_banner(hub: HubProcess, wall: dict[str, str], seats: list[Seat], city:
     print("\n".join(lines), flush=True)
 
 
-async def run_city(args: argparse.Namespace, hub: HubProcess, tokens: dict[str, str],
+async def run_city(args: argparse.Namespace, hub: HubProc, tokens: dict[str, str],
                    state_path: Path, public_url: str) -> int:
     city = load_city()
-    api = HubApi(hub.http_url, tokens)
+    api = HubApi(hub.http, tokens)
     try:
         await api.wait_healthy(30)
         state = load_state(state_path)
@@ -170,20 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     private_dir(data_dir)
     state_path = data_dir / "demo.json"
     tokens = load_state(state_path).get("tokens") or new_tokens()
-    redis = start_redis(data_dir / "redis")
-    env = {"REDIS_URL": redis.url, "DISPATCH_TOKENS": tokens_env(tokens),
-           "DISPATCH_DATA_DIR": str(data_dir), **hub_time_settings(args.speed)}
-    hub = HubProcess(args.host, args.port, env, data_dir / "hub.log")
+    # Redis and the hub are kept out of the terminal's Ctrl-C (detach) so that the demo
+    # decides the order of shutdown: squads first, then the report (which still needs the hub
+    # and Redis), then the hub, then Redis.
+    redis = start_redis(data_dir / "redis", detach=True)
+    hub: HubProc | None = None
     try:
-        hub.start()
+        hub = spawn_hub(redis.url, tokens, data_dir, hub_time_settings(args.speed),
+                        host=args.host, port=args.port, log_path=data_dir / "hub.log",
+                        detach=True)
         return asyncio.run(run_city(args, hub, tokens, state_path, redis.public_url))
     except KeyboardInterrupt:  # Ctrl-C before the city's own handler was installed
         return 130
-    except TimeoutError as exc:
-        print(f"error: {exc}\n{hub.log_tail()}", file=sys.stderr)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}\n{hub.log_tail() if hub else ''}", file=sys.stderr)
         return 1
     finally:
-        hub.stop()
+        if hub is not None:
+            hub.stop()
         redis.stop()
 
 

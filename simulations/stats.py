@@ -12,6 +12,7 @@ can in time.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,21 @@ from typing import Any, Literal
 
 from server import lifecycle
 from server.city import City
-from simulations.loadtest_stats import percentile
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) with linear interpolation between the closest ranks
+    (numpy's default); None for no values."""
+    if not values:
+        return None
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile {q} outside 0-100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
 
 LIMITS = ("accept", "arrive", "resolve")
 FIRST_EVENT = {"accept": "accepted", "arrive": "arrived", "resolve": "resolved"}

@@ -1,7 +1,19 @@
 """Fixtures: a real Redis (the embedded 6.2 from the installed package, and the system's
-Redis 7 on a spare database when one answers on 6379), and real hub processes.
+Redis 7 on a spare database when one answers on 6379), the app in process, and real hub
+processes.
 
 Integration tests take ``redis_url``; they run once per reachable Redis version.
+
+Every test belongs to one tier, marked by :func:`pytest_collection_modifyitems` from the
+fixtures it uses (an explicit ``@pytest.mark.<tier>`` wins):
+
+* ``pure``: none of the fixtures below; logic over plain data (and files of the checkout).
+* ``app``: the ASGI app in this process (``app``, ``apps``), on the embedded Redis.
+* ``redis``: integration against a real Redis or database (``redis``, ``redis_url``,
+  ``embedded_redis``, the ledger's and accounts' database fixtures).
+* ``system``: real hub processes (``hubs``), several processes, the load test.
+
+``python3 dev.py test --fast`` runs ``pure or app``; ``python3 dev.py test`` runs them all.
 """
 
 from __future__ import annotations
@@ -11,12 +23,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
 from server.embedded_redis import EmbeddedRedis
-from simulations.cluster import HubProc, spawn_hub
+from server.launch import HubProc, spawn_hub
+from tests.inprocess import InProcessHub
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_REDIS_DB = 13  # a spare database of the machine's Redis 7; never db 0
@@ -110,3 +124,75 @@ def hubs(redis_url: str, tmp_path: Path) -> Iterator[Hubs]:
 
 def auth(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+# ---- the app in process ---------------------------------------------------------------------
+
+
+@dataclass
+class Apps:
+    """Apps in this process on the embedded Redis (flushed for each test), each with its own
+    SQLite ledger; stopped when the test ends."""
+
+    redis_url: str
+    tmp: Path
+    started: list[InProcessHub] = field(default_factory=list)
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    async def start(self, **settings: object) -> httpx.AsyncClient:
+        """Start an app (``settings`` become DISPATCH_<NAME> values); its HTTP client."""
+        hub = InProcessHub(self.redis_url, TOKENS_ENV, self.tmp / f"app-{len(self.started)}",
+                           settings)
+        await hub.start()
+        self.started.append(hub)
+        client = hub.client()
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+async def apps(embedded_redis: EmbeddedRedis, tmp_path: Path) -> AsyncIterator[Apps]:
+    client = redis_sync.Redis.from_url(embedded_redis.url)
+    client.flushdb()
+    client.close()
+    manager = Apps(embedded_redis.url, tmp_path)
+    yield manager
+    for http in manager.clients:
+        await http.aclose()
+    for hub in reversed(manager.started):
+        await hub.stop()
+
+
+@pytest.fixture
+async def app(apps: Apps) -> httpx.AsyncClient:
+    """An HTTP client of the app in process, with the default settings and TOKENS."""
+    return await apps.start()
+
+
+@pytest.fixture
+async def app_redis(apps: Apps) -> AsyncIterator[Redis]:
+    """The app's Redis (the embedded one), to look at what a request left behind."""
+    client = Redis.from_url(apps.redis_url)
+    yield client
+    await client.aclose()
+
+
+# ---- test tiers -------------------------------------------------------------------------------
+
+TIERS = ("pure", "app", "redis", "system")
+# The first tier whose fixtures a test uses is its tier; a test using none is pure.
+TIER_FIXTURES = (
+    ("system", {"hubs"}),
+    ("app", {"app", "apps", "app_redis"}),
+    ("redis", {"redis", "redis_url", "redis_base_url", "embedded_redis", "database_url",
+               "ledger", "store"}),
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue
+        names = set(getattr(item, "fixturenames", ()))
+        tier = next((tier for tier, fixtures in TIER_FIXTURES if names & fixtures), "pure")
+        item.add_marker(getattr(pytest.mark, tier))

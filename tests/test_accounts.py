@@ -458,6 +458,7 @@ async def test_command_line_accounts_sign_in_through_a_hub(hubs: Hubs, tmp_path:
         ("cli", "created"), ("cli", "token_added"), ("cli", "disabled")]
 
 
+@pytest.mark.app
 async def test_an_unreachable_accounts_database_is_a_503_not_a_500() -> None:
     """In process: the middleware over a database nobody listens on."""
     from types import SimpleNamespace

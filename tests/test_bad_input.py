@@ -55,24 +55,20 @@ def _with(**changes: object) -> dict[str, object]:
     ],
 )
 async def test_bad_request_bodies_are_refused_with_the_field(
-    hubs, redis, body, status, code, field
+    app, app_redis, body, status, code, field
 ):
-    hub = hubs.start()
-    api = Api(hub)
-    response = await api.http.post("/api/v1/requests", headers=auth("calltaker"), json=body)
+    response = await app.post("/api/v1/requests", headers=auth("calltaker"), json=body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code and field in error["fields"] and error["message"]
     # Nothing half-written: no request number was taken, no request stored.
-    assert not await redis.keys(keys.request_sequence("*"))
-    assert not await redis.hlen(keys.request_units())
-    await api.close()
+    assert not await app_redis.keys(keys.request_sequence("*"))
+    assert not await app_redis.hlen(keys.request_units())
 
 
-async def test_http_auth_roles_ids_and_malformed_json(hubs, redis):
-    hub = hubs.start()
-    api = Api(hub)
-    http = api.http
+async def test_http_auth_roles_ids_and_malformed_json(app, app_redis):
+    http = app
+    redis = app_redis
     assert (await http.post("/api/v1/requests", json=GOOD)).status_code == 401
     bad_token = {"Authorization": "Bearer not-a-token-at-all"}
     assert (await http.post("/api/v1/requests", json=GOOD, headers=bad_token)).status_code == 401
@@ -101,7 +97,6 @@ async def test_http_auth_roles_ids_and_malformed_json(hubs, redis):
     assert wrong_skill.status_code == 422 and "skills" in wrong_skill.json()["error"]["fields"]
     assert not await redis.hlen(keys.squad_units())  # no squad was registered
     assert (await http.get("/api/v1/health")).status_code == 200  # no auth needed
-    await api.close()
 
 
 async def test_police_matter_is_transferred_and_not_dispatched(hubs):

@@ -19,5 +19,7 @@ def test_ruff_finds_nothing() -> None:
 
 
 def test_mypy_finds_nothing() -> None:
-    result = _run("mypy", "-p", "server", "-p", "dispatch_field", "-p", "simulations")
+    result = _run(
+        "mypy", "-p", "server", "-p", "dispatch_field", "-p", "simulations", "-p", "tools"
+    )
     assert result.returncode == 0, result.stdout + result.stderr

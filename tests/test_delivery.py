@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dispatch_field import protocol
 from dispatch_field.client import FieldClient
@@ -188,6 +189,7 @@ async def _all_ready(api: Api, phones: list[FieldClient]) -> bool:
     return all(s["online"] and s["on_duty"] and s["position"] for s in seen)
 
 
+@pytest.mark.system
 async def test_redis_restart_under_load_loses_nothing_acknowledged(tmp_path: Path):
     redis_dir = tmp_path / "redis"
     redis = EmbeddedRedis(redis_dir).start()  # its own Redis: this test restarts it

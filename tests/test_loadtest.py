@@ -20,12 +20,12 @@ import pytest
 
 from dispatch_field import protocol
 from server.city import load_city
-from simulations import loadtest_stats as st
-from simulations import loadtest_ws as ws
-from simulations.loadtest_http import HttpError, HttpPool, parse_head, request_bytes
-from simulations.loadtest_plan import plan_requests, plan_squads, unit_counts
-from simulations.loadtest_profile import parse
-from simulations.loadtest_squad import SquadAgent, Tally
+from tools.loadtest import stats as st
+from tools.loadtest import ws
+from tools.loadtest.http_client import HttpError, HttpPool, parse_head, request_bytes
+from tools.loadtest.plan import plan_requests, plan_squads, unit_counts
+from tools.loadtest.profiles import parse
+from tools.loadtest.squad import SquadAgent, Tally
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUADS, RATE, DURATION = 50, 5, 5
@@ -56,7 +56,7 @@ def report(
         [
             sys.executable,
             "-m",
-            "simulations.loadtest",
+            "tools.loadtest",
             "--squads",
             str(SQUADS),
             "--rate",
@@ -79,6 +79,7 @@ def report(
     return result
 
 
+@pytest.mark.system
 def test_report_has_every_key_typed(report: dict[str, Any]) -> None:
     for key, kind in REQUIRED.items():
         assert isinstance(report[key], kind), (key, report[key])
@@ -92,6 +93,7 @@ def test_report_has_every_key_typed(report: dict[str, Any]) -> None:
     assert all(isinstance(v, float) and v > 0 for v in report["hub_rss_mb"])
 
 
+@pytest.mark.system
 def test_report_is_correct(report: dict[str, Any]) -> None:
     assert report["squads_connected"] == SQUADS
     assert sum(report["hub_sessions"]) == SQUADS
@@ -109,6 +111,75 @@ def test_report_is_correct(report: dict[str, Any]) -> None:
     # Positions: ingested at about the rate sent (one per squad per second), read back fresh.
     assert report["positions_per_s"] > 0.5 * SQUADS
     assert report["positions_api_fresh"] == 1.0
+
+
+def _run_loadtest(out: Path, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.loadtest", "--squads", str(SQUADS), "--rate", str(RATE),
+         "--duration", "3", "--drain", "5", "--out", str(out), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=150,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+@pytest.mark.system
+def test_storm_and_floor_report_their_keys(tmp_path: Path) -> None:
+    """One short run with both modes: the storm brings every squad back with every frame it
+    held, and the bare dispatch is measured with the same client and compared."""
+    report = _run_loadtest(tmp_path / "report.json", "--storm", "--floor")
+    storm = report["storm"]
+    assert storm["squads"] == storm["back"] == SQUADS and storm["failed"] == 0
+    held = RATE * 3
+    assert storm["frames_held"] == storm["frames_replayed"] == held  # one offer per request
+    assert storm["frames_missing"] == 0
+    assert storm["all_back_s"] > 0 and storm["resumes_per_s"] > 0
+    assert set(storm["back_s"]) == {"p50", "p99"}
+    assert report["ack_ms"] == {"p50": None, "p99": None}  # holding squads answer nothing
+    floor = report["floor"]
+    assert floor["squads_connected"] == SQUADS and floor["frames_lost"] == 0
+    assert floor["requests"] == held and floor["requests_failed"] == 0
+    assert set(floor["dispatch_ms"]) == {"p50", "p95", "p99"}
+    assert floor["cpu_percent"] >= 0 and floor["cpu_us_per_position"] > 0
+    versus = report["vs_floor"]
+    for q in ("p50", "p99"):
+        ratio = versus[f"dispatch_{q}_ratio"]
+        assert ratio == pytest.approx(report["dispatch_ms"][q] / floor["dispatch_ms"][q],
+                                      abs=0.01)
+
+
+def test_storm_summary_puts_every_process_on_the_first_drop() -> None:
+    parts = [
+        {"dropped_at": 100.0, "back_after_s": [0.5, 1.0], "squads": 2, "frames_before": 3,
+         "frames_replayed": 3, "frames_missing": 0, "failed": 0},
+        {"dropped_at": 100.5, "back_after_s": [1.5], "squads": 2, "frames_before": 1,
+         "frames_replayed": 0, "frames_missing": 1, "failed": 1},
+    ]
+    summary = st.storm_summary(parts)
+    assert summary["all_back_s"] == 2.0 and summary["back"] == 3 and summary["squads"] == 4
+    assert summary["resumes_per_s"] == 1.5
+    assert (summary["frames_held"], summary["frames_missing"], summary["failed"]) == (4, 1, 1)
+    assert st.storm_summary([]) == {}
+
+
+def test_versus_floor_divides_the_hub_by_the_floor() -> None:
+    ratios = st.versus_floor({"p50": 3.0, "p99": 9.0}, {"p50": 1.5, "p99": 0.0})
+    assert ratios["dispatch_p50_ratio"] == 2.0 and ratios["dispatch_p99_ratio"] is None
+
+
+def test_a_holding_squad_answers_nothing_and_counts_the_replay() -> None:
+    tally = Tally()
+    squad = SquadAgent("S1", "token", tally, hold=True)
+    assert squad.handle(protocol.Welcome(squad="S1", last_seq=0), 1.0) == [protocol.Duty(on=True)]
+    offer = _offer(1, "A1")
+    assert squad.handle(offer, 1.1) == [] and len(tally.offers) == 1
+    squad.start_replay()
+    assert squad.hello().last_seq == 0 and not squad.replayed()
+    assert squad.handle(protocol.Welcome(squad="S1", last_seq=1), 2.0) == []  # no second duty
+    assert not squad.replayed()
+    squad.handle(offer, 2.1)
+    assert squad.replayed() and len(tally.offers) == 1  # a replayed offer is not a new one
 
 
 # ---- statistics -------------------------------------------------------------------------------

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from dispatch_field.codes import TRY_AGAIN_LATER, CloseCode
 from server.embedded_redis import EmbeddedRedis
 from tests.conftest import Hubs
 from tests.helpers import XIGONG, Api, eventually, online_squad
 
 
+@pytest.mark.system
 async def test_redis_kill_9_while_phones_reconnect(tmp_path: Path) -> None:
     redis_dir = tmp_path / "redis"
     redis = EmbeddedRedis(redis_dir).start()  # its own Redis: this test kills it

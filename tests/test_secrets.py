@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,10 +16,10 @@ import pytest
 import redis as redis_sync
 
 from server.embedded_redis import EmbeddedRedis
+from server.launch import spawn_hub
 from server.log_filters import DropQueryStrings, without_query
 from server.security_headers import CONTENT_SECURITY_POLICY
 from server.web import static_dir
-from simulations.cluster import spawn_hub
 from tests.conftest import TOKENS, Hubs
 from tests.helpers import auth
 
@@ -47,10 +47,9 @@ def hubs(embedded_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[Hubs]:
 
 
 @pytest.fixture
-async def http(hubs: Hubs) -> AsyncIterator[httpx.AsyncClient]:
-    hub = hubs.start()
-    async with httpx.AsyncClient(base_url=hub.http, timeout=30) as client:
-        yield client
+async def http(app: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Headers, pages and health are the app's answers: the app in process is enough."""
+    return app
 
 
 async def _session(http: httpx.AsyncClient, role: str = "wall") -> dict[str, str]:
@@ -204,6 +203,7 @@ def _raw_redis(port: int, command: bytes) -> bytes:
         return conn.recv(200)
 
 
+@pytest.mark.redis
 def test_embedded_redis_wants_its_password_and_keeps_its_files_private(
     tmp_path: Path,
 ) -> None:
@@ -233,6 +233,7 @@ def test_embedded_redis_wants_its_password_and_keeps_its_files_private(
         again.stop()
 
 
+@pytest.mark.system
 def test_a_hub_with_its_own_redis_logs_no_password_and_keeps_data_private(
     tmp_path: Path,
 ) -> None:

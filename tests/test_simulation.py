@@ -419,6 +419,7 @@ def _run_demo(port: int, data_dir: Path, seconds: float) -> str:
     return output.decode()
 
 
+@pytest.mark.system
 def test_demo_serves_a_live_city_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     first = _run_demo(port, tmp_path, 8)

@@ -1,13 +1,14 @@
 """A load-generator process: thousands of squad connections on one event loop.
 
 Each connection is an :class:`asyncio.Protocol` (no task, no stream reader per connection)
-around the sans-I/O codec of :mod:`simulations.loadtest_ws`; the behaviour is
-:class:`simulations.loadtest_squad.SquadAgent`. Positions go out from one timer wheel: every
+around the sans-I/O codec of :mod:`tools.loadtest.ws`; the behaviour is
+:class:`tools.loadtest.squad.SquadAgent`. Positions go out from one timer wheel: every
 squad has a random phase within the position interval, and each tick sends the squads whose
 slot it is.
 
-The orchestrator talks to the process through shared counters (read at any time), two events
-(``go``: start positions, ``stop``) and a result queue (one message at the end).
+The orchestrator talks to the process through shared counters (read at any time), three
+events (``go``: start positions, ``storm``: drop every connection and say hello again at once,
+``stop``) and a result queue (one message at the end).
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from dispatch_field import protocol
-from simulations import loadtest_ws as ws
-from simulations.loadtest_squad import SquadAgent, Tally
+from tools.loadtest import ws
+from tools.loadtest.squad import SquadAgent, Tally
 
 # Shared counters (a multiprocessing Array of int64 per client process).
-CONNECTED, POS_SENT, OFFERS, PENDING, DISCONNECTS, FAILED = range(6)
-N_COUNTERS = 6
+CONNECTED, POS_SENT, OFFERS, PENDING, DISCONNECTS, FAILED, BACK = range(7)
+N_COUNTERS = 7
 WHEEL_SLOTS = 100
 JITTER_DEG = 0.0002  # a fix wanders about 20 m around the squad's home
 T = TypeVar("T")
@@ -56,6 +57,8 @@ class ClientConfig:
     connect_concurrency: int = 64
     connect_timeout_s: float = 60.0
     reconnect: bool = True
+    hold: bool = False  # squads acknowledge and answer nothing (the storm's set-up)
+    storm_concurrency: int = 1000  # handshakes in flight at once during the storm
 
 
 def raise_open_files_limit() -> int:
@@ -133,6 +136,8 @@ class Connection(asyncio.Protocol):
             self.send(self.link.agent.handle(frame, now))
             if isinstance(frame, protocol.Welcome):
                 self._welcome()
+            if self.runner.storming and self.link.back_at is None:
+                self.runner.check_back(self.link, now)
         elif opcode == ws.OP_PING:
             self._write(ws.encode_frame(ws.OP_PONG, payload, self.mask))
         elif opcode == ws.OP_CLOSE:
@@ -194,6 +199,7 @@ class Link:
     spec: SquadSpec
     agent: SquadAgent
     conn: Connection | None = None
+    back_at: float | None = None  # storm: when it was welcomed again with every frame
 
 
 class Runner:
@@ -202,13 +208,19 @@ class Runner:
     def __init__(self, specs: Sequence[SquadSpec], config: ClientConfig, counters: Any) -> None:
         self.config = config
         self.tally = Tally()
-        self.links = [Link(s, SquadAgent(s.squad, s.token, self.tally)) for s in specs]
+        self.links = [Link(s, SquadAgent(s.squad, s.token, self.tally, config.hold))
+                      for s in specs]
         self.counters = counters
         self.connected = 0
         self.pos_sent = 0
         self.disconnects = 0
         self.failed = 0
         self.stopping = False
+        self.storming = False
+        self.back = 0
+        self._back_wanted = 0
+        self._all_back = asyncio.Event()
+        self.storm_result: dict[str, Any] = {}
         self.failures: Counter[str] = Counter()
         self.close_codes: Counter[int] = Counter()
         self._handshakes = asyncio.Semaphore(config.connect_concurrency)
@@ -273,6 +285,55 @@ class Runner:
         c = self.counters
         c[CONNECTED], c[POS_SENT], c[OFFERS] = self.connected, self.pos_sent, len(self.tally.offers)
         c[PENDING], c[DISCONNECTS], c[FAILED] = self.tally.pending, self.disconnects, self.failed
+        c[BACK] = self.back
+
+    # ---- the reconnect storm ---------------------------------------------------------------
+
+    async def storm(self, timeout_s: float) -> None:
+        """Drop every connection, then say hello again at once with ``last_seq`` 0 (at most
+        ``storm_concurrency`` handshakes in flight); wait until each squad is back with every
+        frame the hub numbered, or ``timeout_s``."""
+        for link in self.links:
+            link.agent.start_replay()
+            link.back_at = None
+        self.back = 0
+        self._all_back = asyncio.Event()
+        self._back_wanted = len(self.links)
+        self.close_all()
+        dropped_at = time.monotonic()
+        for _ in range(100):  # the aborted connections report their loss on the next turns
+            if self.connected == 0:
+                break
+            await asyncio.sleep(0)
+        self.stopping, self.storming = False, True
+        self._handshakes = asyncio.Semaphore(self.config.storm_concurrency)
+        failed_before = self.failed
+        await asyncio.gather(*(self.connect(link) for link in self.links))
+        self._back_wanted = len(self.links) - (self.failed - failed_before)
+        if self.back >= self._back_wanted:
+            self._all_back.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_back.wait(), timeout_s)
+        self.storming = False
+        agents = [link.agent for link in self.links]
+        self.storm_result = {
+            "dropped_at": dropped_at,
+            "back_after_s": [link.back_at - dropped_at for link in self.links
+                             if link.back_at is not None],
+            "squads": len(self.links),
+            "back": self.back,
+            "frames_before": sum(len(a.before) for a in agents),
+            "frames_replayed": sum(len(a.seqs) for a in agents),
+            "frames_missing": sum(len(a.before - a.seqs) for a in agents),
+            "failed": self.failed - failed_before,
+        }
+
+    def check_back(self, link: Link, now: float) -> None:
+        if link.agent.replayed():
+            link.back_at = now
+            self.back += 1
+            if self.back >= self._back_wanted:
+                self._all_back.set()
 
     async def publish_every(self, interval_s: float) -> None:
         while True:
@@ -295,7 +356,7 @@ class Runner:
             "failed": self.failed,
             "failures": dict(self.failures),
             "close_codes": dict(self.close_codes),
-        }
+        } | ({"storm": self.storm_result} if self.storm_result else {})
 
 
 async def _wait(event: Event) -> None:
@@ -303,8 +364,14 @@ async def _wait(event: Event) -> None:
     await asyncio.to_thread(event.wait)
 
 
+async def _wait_first(*events: Event) -> None:
+    while not any(e.is_set() for e in events):  # noqa: ASYNC110 - multiprocessing events
+        await asyncio.sleep(0.01)
+
+
 async def run_client(
-    specs: Sequence[SquadSpec], config: ClientConfig, counters: Any, go: Event, stop: Event
+    specs: Sequence[SquadSpec], config: ClientConfig, counters: Any, go: Event, stop: Event,
+    storm: Event | None = None,
 ) -> dict[str, Any]:
     runner = Runner(specs, config, counters)
     reporter = asyncio.create_task(runner.publish_every(0.1))
@@ -312,6 +379,10 @@ async def run_client(
     with no_gc_pauses():
         await _wait(go)
         wheel = asyncio.create_task(runner.positions())
+        if storm is not None:
+            await _wait_first(storm, stop)
+            if storm.is_set():
+                await runner.storm(timeout_s=120 + len(specs) / 50)
         await _wait(stop)
         wheel.cancel()
     reporter.cancel()
@@ -340,11 +411,12 @@ def client_main(
     stop: Event,
     results: Queue[Any],
     index: int,
+    storm: Event | None = None,
 ) -> None:
     """Entry point of a client process: runs until ``stop``, then puts its result."""
     raise_open_files_limit()
     try:
-        result = _run_loop(run_client(specs, config, counters, go, stop))
+        result = _run_loop(run_client(specs, config, counters, go, stop, storm))
     except BaseException as exc:  # noqa: BLE001 - the orchestrator must hear of it
         results.put((index, {"crashed": repr(exc)}))
         raise

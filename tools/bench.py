@@ -1,6 +1,6 @@
 """Micro-benchmarks of the hub's hot paths, one at a time, on this machine.
 
-    python -m simulations.bench [--json out.json] [--quick]
+    python -m tools.bench [--json out.json] [--quick]
 
 * frames: ``protocol.decode_phone`` of ``pos`` and ``accept`` frames (MessagePack and JSON:
   decode and validate in one pass), ``protocol.encode`` of an offer, ``protocol.stamp_seq``;
@@ -308,7 +308,7 @@ async def redis_benches(seconds: float) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m simulations.bench", description=__doc__.split("\n\n")[0]
+        prog="python -m tools.bench", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")

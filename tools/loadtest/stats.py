@@ -6,23 +6,11 @@ the same machine: on Linux that is ``CLOCK_MONOTONIC``, one clock for the whole 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100) with linear interpolation between the closest ranks
-    (numpy's default); None for no values."""
-    if not values:
-        return None
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile {q} outside 0-100")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+from simulations.stats import percentile
 
 
 def summarize(
@@ -133,3 +121,37 @@ def missing_offers(
 def expected_offers(intakes: Sequence[Intake]) -> list[tuple[str, str]]:
     """(assignment, squad) of every offer the API named in an intake response."""
     return [(i.assignment, i.squad) for i in intakes if i.assignment and i.squad]
+
+
+def storm_summary(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The reconnect storm over all client processes: from the first drop to the last squad
+    back with every frame the hub numbered, and the resumes per second that makes."""
+    if not parts:
+        return {}
+    dropped = min(p["dropped_at"] for p in parts)
+    # Each process timed its squads from its own drop; shift them onto the earliest one.
+    back = [s + p["dropped_at"] - dropped for p in parts for s in p["back_after_s"]]
+    squads = sum(p["squads"] for p in parts)
+    all_back_s = max(back) if back else None
+    return {
+        "squads": squads,
+        "back": len(back),
+        "all_back_s": round(all_back_s, 3) if all_back_s is not None else None,
+        "resumes_per_s": round(len(back) / all_back_s, 1) if all_back_s else None,
+        "back_s": summarize(back, (50, 99)),
+        "frames_held": sum(p["frames_before"] for p in parts),
+        "frames_replayed": sum(p["frames_replayed"] for p in parts),
+        "frames_missing": sum(p["frames_missing"] for p in parts),
+        "failed": sum(p["failed"] for p in parts),
+    }
+
+
+def versus_floor(hub: dict[str, float | None], floor: dict[str, float | None]) -> dict[str, Any]:
+    """The hub's intake -> offer percentiles over the bare dispatch's, measured the same way."""
+    def ratio(q: str) -> float | None:
+        h, f = hub.get(q), floor.get(q)
+        return round(h / f, 2) if h is not None and f else None
+
+    return {"dispatch_p50_ratio": ratio("p50"), "dispatch_p99_ratio": ratio("p99"),
+            "hub_dispatch_ms": {q: hub.get(q) for q in ("p50", "p99")},
+            "floor_dispatch_ms": {q: floor.get(q) for q in ("p50", "p99")}}

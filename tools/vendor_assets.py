@@ -1,6 +1,6 @@
 """Copy the front-end libraries from ``node_modules`` into ``server/static/vendor/``.
 
-    npm install && python3 simulations/vendor_assets.py     (or: npm run vendor)
+    npm install && python3 tools/vendor_assets.py     (or: npm run vendor)
 
 The hub serves its pages with no CDN (wall displays often have no internet), so the library
 files it needs are copied next to its pages and committed: a fresh machine needs no npm.

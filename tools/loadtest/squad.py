@@ -4,6 +4,10 @@ On an offer it acknowledges the frame and accepts at once, then reports en route
 resolution, each step as soon as the previous one is confirmed with ``ok``, so its capacity
 frees within milliseconds. Everything it observes goes into a :class:`Tally` shared by all
 squads of a client process.
+
+A squad that *holds* (the ``--storm`` mode) acknowledges and answers nothing, so every
+numbered frame it gets stays in its outbox on the hub; after :meth:`SquadAgent.start_replay`
+it says hello with ``last_seq`` 0 and counts the frames replayed to it.
 """
 
 from __future__ import annotations
@@ -49,20 +53,28 @@ class _Sent:
 class SquadAgent:
     """One squad with capacity 1. ``handle`` returns the frames to send in reply."""
 
-    __slots__ = ("squad", "token", "last_seq", "holding", "_sent", "_tally", "_count")
+    __slots__ = ("squad", "token", "last_seq", "holding", "_sent", "_tally", "_count", "hold",
+                 "seqs", "before", "welcome_seq", "_duty_sent")
 
-    def __init__(self, squad: str, token: str, tally: Tally) -> None:
+    def __init__(self, squad: str, token: str, tally: Tally, hold: bool = False) -> None:
         self.squad, self.token = squad, token
         self.last_seq = 0
         self.holding: set[str] = set()  # assignments offered and not yet resolved by us
         self._sent: dict[str, _Sent] = {}
         self._tally = tally
         self._count = 0
+        self.hold = hold
+        self.seqs: set[int] = set()  # numbered frames received on this connection (holding)
+        self.before: set[int] = set()  # those received before the replay began
+        self.welcome_seq = -1  # the hub's last seq in the latest welcome; -1: none yet
+        self._duty_sent = False
 
     def hello(self) -> protocol.Hello:
         return protocol.Hello(squad=self.squad, token=self.token, last_seq=self.last_seq)
 
     def handle(self, frame: protocol.HubFrame, now: float) -> list[protocol.PhoneFrame]:
+        if self.hold:
+            return self._held(frame, now)
         match frame:
             case protocol.Offer():
                 return self._offered(frame, now)
@@ -79,6 +91,45 @@ class SquadAgent:
                 self.last_seq = min(self.last_seq, frame.last_seq)
                 return [protocol.Duty(on=True)]
         return []
+
+    # ---- holding (the reconnect storm) ----------------------------------------------------
+
+    def _held(self, frame: protocol.HubFrame, now: float) -> list[protocol.PhoneFrame]:
+        if isinstance(frame, protocol.Welcome):
+            self.welcome_seq = frame.last_seq
+            if self._duty_sent:  # the hub keeps the duty across connections
+                return []
+            self._duty_sent = True
+            return [protocol.Duty(on=True)]
+        if isinstance(frame, protocol.Offer | protocol.Revoke):
+            if frame.seq in self.seqs:
+                self._tally.duplicates += 1
+                return []
+            self.seqs.add(frame.seq)
+            if frame.seq not in self.before:  # a replayed frame is not a new offer
+                if isinstance(frame, protocol.Offer):
+                    self._tally.offers.append((frame.request.id, self.squad, frame.assignment,
+                                               now))
+                else:
+                    self._tally.revokes += 1
+        elif isinstance(frame, protocol.Error):
+            self._tally.errors[frame.code] += 1
+        return []
+
+    def start_replay(self) -> None:
+        """Forget the connection: the next hello says ``last_seq`` 0, and the frames received
+        so far are what the replay must bring back."""
+        self.before |= self.seqs
+        self.seqs = set()
+        self.last_seq = 0
+        self.welcome_seq = -1
+
+    def replayed(self) -> bool:
+        """Welcomed again, and every frame the hub numbered up to its welcome is here."""
+        return self.welcome_seq >= 0 and all(
+            seq in self.seqs for seq in range(1, self.welcome_seq + 1))
+
+    # ---- working ---------------------------------------------------------------------------
 
     def _offered(self, offer: protocol.Offer, now: float) -> list[protocol.PhoneFrame]:
         if offer.seq <= self.last_seq:

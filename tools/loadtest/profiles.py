@@ -1,6 +1,6 @@
 """Summarise a py-spy profile in collapsed-stack form (``py-spy record --format raw``).
 
-    python -m simulations.loadtest_profile hub0.txt [--top 25] [--match server/]
+    python -m tools.loadtest.profiles hub0.txt [--top 25] [--match server/]
 
 Prints, per function, the share of samples where it is on top of the stack (self) and where it
 is anywhere on it (inclusive). Pure functions over the text; the loadtest's ``--profile``
@@ -84,7 +84,7 @@ def table(profile: Profile, top: int, match: str = "") -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulations.loadtest_profile")
+    parser = argparse.ArgumentParser(prog="python -m tools.loadtest.profiles")
     parser.add_argument("path")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--match", default="", help="only functions whose name contains this")

@@ -1,6 +1,6 @@
 """Delivery figures (issue 3): resume rate, cross- vs same-process push latency, routing CPU.
 
-    python -m simulations.delivery_bench [--squads 300] [--resume 1000] [--out file.json]
+    python -m tools.delivery_bench [--squads 300] [--resume 1000] [--out file.json]
 
 * **push latency**: squads on hub A; requests through A (same process) and through B (the
   push crosses Redis to A); intake (HTTP sent) -> offer frame received, in the client.
@@ -26,8 +26,8 @@ import httpx
 
 from dispatch_field import protocol
 from dispatch_field.client import FieldClient
-from simulations.cluster import HubProc, LocalCluster
-from simulations.loadtest_stats import summarize as summary
+from server.launch import HubProc, LocalCluster
+from tools.loadtest.stats import summarize as summary
 
 SCENE = (34.670, 112.445)
 _rng = random.Random(11)

@@ -1,11 +1,19 @@
 """Load test of the hub: N squads connected, positions streaming, R requests/s through the API.
 
-    python -m simulations.loadtest --squads 10000 --pos-interval 1 --rate 100 --duration 30 \
-        [--hubs K] [--clients C] [--out report.json] [--profile DIR]
+    python -m tools.loadtest --squads 10000 --pos-interval 1 --rate 100 --duration 30 \
+        [--hubs K] [--clients C] [--out report.json] [--profile DIR] [--storm] [--floor]
+
+``--storm``: the squads hold every offer unacknowledged (so it stays in their outboxes), then
+all drop and say hello again at once with ``last_seq`` 0; the report's ``storm`` says when
+all were back with every frame replayed, and the resumes per second.
+
+``--floor``: after the hub, the same workload with the same client against the bare dispatch
+(:mod:`tools.loadtest.floor`); the report's ``floor`` holds its figures and ``vs_floor`` the
+ratios of the hub's intake -> offer p50 and p99 to the floor's.
 
 It starts everything itself on 127.0.0.1: an embedded Redis (never the system one), K hub
 processes (``python -m server``), C load-generator processes holding the squads' sockets
-(:mod:`simulations.loadtest_client`). Squads are registered through the API, split round-robin
+(:mod:`tools.loadtest.client`). Squads are registered through the API, split round-robin
 over the hubs, and requests are posted round-robin, open-loop at a fixed rate. Squads accept
 every offer at once and resolve within milliseconds, so capacity frees.
 
@@ -14,7 +22,7 @@ Phases: start -> register -> connect -> warm-up (positions flowing) -> measure (
 checks (every offer the API named reached its squad) -> report.
 
 All latencies use timestamps taken in the client processes and in this one, on the same
-machine clock (see :mod:`simulations.loadtest_stats`).
+machine clock (see :mod:`tools.loadtest.stats`).
 """
 
 from __future__ import annotations
@@ -45,15 +53,15 @@ from redis.asyncio import Redis
 
 from server import keys
 from server.city import City, load_city
-from server.embedded_redis import EmbeddedRedis
+from server.embedded_redis import EmbeddedRedis, free_port
+from server.launch import HubProc, spawn_hub
 from server.settings import ROLES
-from simulations import loadtest_client as lc
-from simulations import loadtest_stats as st
-from simulations.cluster import HubProc, spawn_hub
-from simulations.loadtest_http import HttpError, HttpPool
-from simulations.loadtest_plan import RequestPlan, SquadPlan, plan_requests, plan_squads
+from tools.loadtest import client as lc
+from tools.loadtest import floor as bare
+from tools.loadtest import stats as st
+from tools.loadtest.http_client import HttpError, HttpPool
+from tools.loadtest.plan import RequestPlan, SquadPlan, plan_requests, plan_squads
 
-ROOT = Path(__file__).resolve().parents[1]
 REQUEST_TIMEOUT_S = 10.0  # an intake not answered by then counts as failed
 _json_encoder = msgspec.json.Encoder()
 API_SAMPLE = 20  # squads read back through GET /api/v1/squads/{id}
@@ -75,6 +83,10 @@ class Config:
     workdir: str | None = None  # keep Redis data and hub logs here (default: a temp dir)
     samples: bool = False  # add every (time, latency) of intake -> offer to the report
     hub_settings: dict[str, str] = field(default_factory=dict)
+    storm: bool = False  # squads hold their offers, then all reconnect at once
+    storm_concurrency: int = 1000  # handshakes in flight at once per client process
+    floor: bool = False  # then the same workload against the bare dispatch
+    client: str = "python"  # or "node": the independent probe (tools/probe/probe.mjs)
 
     @property
     def client_processes(self) -> int:
@@ -175,7 +187,7 @@ def start_profiles(
 class Api:
     """The hubs' HTTP API; call ``i`` goes to hub ``i % K``.
 
-    Timed intake requests use the lean client of :mod:`simulations.loadtest_http`; the rest
+    Timed intake requests use the lean client of :mod:`tools.loadtest.http_client`; the rest
     (set-up and checks, not timed) use httpx.
     """
 
@@ -364,7 +376,7 @@ class Clients:
     ) -> None:
         ctx = mp.get_context("spawn")
         self.specs = specs
-        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.go, self.stop, self.storm = ctx.Event(), ctx.Event(), ctx.Event()
         self.results: Any = ctx.Queue()
         self.counters = [ctx.Array("q", lc.N_COUNTERS, lock=False) for _ in range(count)]
         self.processes = [
@@ -380,6 +392,7 @@ class Clients:
                     self.stop,
                     self.results,
                     i,
+                    self.storm,
                 ),
             )
             for i in range(count)
@@ -460,8 +473,10 @@ async def run(config: Config) -> dict[str, Any]:
     # Every simulated phone connects from this machine's one address: lift the per-address
     # cap meant for real clients (unless the run sets it).
     hub_settings = {"max_connections_per_address": "0", **config.hub_settings}
+    if config.storm:  # offers must wait in the outboxes, not move on, until the storm
+        hub_settings = {"offer_window_s": "3600", **hub_settings}
     with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
-        log(f"embedded Redis at {redis_server.url}")
+        log(f"embedded Redis at {redis_server.public_url}")
         hubs: list[HubProc] = []
         try:
             hubs += await asyncio.gather(
@@ -478,12 +493,18 @@ async def run(config: Config) -> dict[str, Any]:
                 )
             )
             assert redis_server.process is not None
-            return await _run_with(
+            report = await _run_with(
                 config, city, hubs, redis_server, squad_plans, request_plans, tokens
             )
         finally:
             for hub in hubs:
                 hub.stop()
+        if config.floor:
+            floor = await run_floor(config, redis_server, squad_plans, request_plans, tmp)
+            report["floor"] = floor
+            report["vs_floor"] = st.versus_floor(report["dispatch_ms"], floor["dispatch_ms"])
+            log(f"hub / bare dispatch, intake -> offer: {report['vs_floor']}")
+        return report
 
 
 @contextlib.contextmanager
@@ -494,6 +515,11 @@ def _workdir(path: str | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="loadtest-") as name:
         yield Path(name)
+
+
+def client_config(config: Config) -> lc.ClientConfig:
+    return lc.ClientConfig(pos_interval_s=config.pos_interval, hold=config.storm,
+                           storm_concurrency=config.storm_concurrency)
 
 
 async def _run_with(
@@ -513,9 +539,9 @@ async def _run_with(
         specs = await register_all(api, squad_plans, hubs)
         timings["register_s"] = round(time.monotonic() - started, 1)
         log(f"registered {len(specs)} squads in {timings['register_s']}s")
-        clients = Clients(
-            specs, config.client_processes, lc.ClientConfig(pos_interval_s=config.pos_interval)
-        )
+        if config.client == "node":
+            return await run_probe(config, hubs, redis_server, specs, request_plans, tokens)
+        clients = Clients(specs, config.client_processes, client_config(config))
         try:
             with lc.no_gc_pauses():
                 return await _measure(
@@ -656,6 +682,8 @@ async def _finish(
         config.drain,
         "late offers",
     )
+    if config.storm:
+        await storm(clients, len(clients.specs))
     connected = clients.total(lc.CONNECTED)
     sessions = await api.sessions()
     hub_rss = [proc_rss_mb(h.process.pid) for h in hubs]
@@ -672,6 +700,14 @@ async def _finish(
         redis_checks,
         len(late),
     )
+
+
+async def storm(clients: Clients, squads: int) -> None:
+    """Every squad drops and says hello again at once (the clients time it themselves)."""
+    log(f"storm: {squads} squads drop and say hello again with last_seq 0")
+    clients.storm.set()
+    await wait_for(lambda: clients.total(lc.BACK) >= squads or not clients.alive(),
+                   120 + squads / 50, "squads back after the storm")
 
 
 async def check_redis(redis: Redis, units: Sequence[str]) -> dict[str, int]:
@@ -759,7 +795,8 @@ def build_report(
         "other_processes_cpu_percent": observed.other_cpu,
         "timings": observed.timings,
         "config": asdict(config),
-    } | (
+    } | ({"storm": st.storm_summary([r["storm"] for r in results if "storm" in r])}
+         if config.storm else {}) | (
         {
             "dispatch_series": st.dispatch_series(
                 observed.intakes, offers, observed.intakes[0].sent_at if observed.intakes else 0.0
@@ -787,12 +824,163 @@ def _cpu_per_position(observed: Observed) -> float | None:
     return round(sum(observed.hub_cpu) / 100 / ingested * 1e6, 1)
 
 
+# ---- the independent probe ------------------------------------------------------------------
+
+PROBE = Path(__file__).resolve().parents[1] / "probe" / "probe.mjs"
+
+
+async def run_probe(
+    config: Config,
+    hubs: list[HubProc],
+    redis_server: EmbeddedRedis,
+    specs: list[lc.SquadSpec],
+    request_plans: list[RequestPlan],
+    tokens: dict[str, str],
+) -> dict[str, Any]:
+    """The same squads and requests driven by the Node probe instead of this package's
+    client; the hubs' and Redis' CPU is read between its measure-start and measure-end."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("--client node: no node on the PATH (and `npm install` for ws)")
+    ports = [h.port for h in hubs]
+    plan = {
+        "host": "127.0.0.1",
+        "token": tokens["calltaker"],
+        "squads": [[s.squad, s.token, s.port, s.lat, s.lon] for s in specs],
+        "requests": [[ports[i % len(ports)], r.category, r.lat, r.lon]
+                     for i, r in enumerate(request_plans)],
+        "rate": config.rate,
+        "duration": config.duration,
+        "pos_interval": config.pos_interval,
+        "warmup": config.warmup or config.pos_interval + 1.0,
+        "drain": config.drain,
+    }
+    assert redis_server.process is not None
+    pids = [*(h.process.pid for h in hubs), redis_server.process.pid]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
+        json.dump(plan, file)
+    probe = await asyncio.create_subprocess_exec(
+        node, str(PROBE), file.name, stdout=asyncio.subprocess.PIPE)
+    assert probe.stdout is not None
+    marks: dict[str, CpuMark] = {}
+    last = b""
+    try:
+        async for line in probe.stdout:
+            word = line.strip().decode()
+            if word in ("measure-start", "measure-end"):
+                marks[word] = cpu_mark([*pids, probe.pid])
+                log(f"probe: {word}")
+            elif word:
+                last = line
+        await probe.wait()
+    finally:
+        os.unlink(file.name)
+    if probe.returncode != 0 or len(marks) != 2:
+        raise RuntimeError(f"the probe failed ({probe.returncode})")
+    result: dict[str, Any] = json.loads(last)
+    cpu = cpu_between(marks["measure-start"], marks["measure-end"], [*pids, probe.pid])
+    wall = marks["measure-end"].at - marks["measure-start"].at
+    return result | {
+        "hubs": len(hubs),
+        "hub_cpu_percent": cpu[: len(hubs)],
+        "redis_cpu_percent": cpu[len(hubs)],
+        "probe_process_cpu_percent": cpu[-1],
+        "machine_cpu_percent": st.cpu_percent(marks["measure-start"].machine,
+                                              marks["measure-end"].machine, wall),
+        "squads": config.squads, "pos_interval_s": config.pos_interval, "rate": config.rate,
+        "duration_s": config.duration, "config": asdict(config),
+    }
+
+
+# ---- the bare dispatch ----------------------------------------------------------------------
+
+
+async def run_floor(
+    config: Config,
+    redis_server: EmbeddedRedis,
+    squad_plans: list[SquadPlan],
+    request_plans: list[RequestPlan],
+    tmp: Path,
+) -> dict[str, Any]:
+    """The same squads, positions and requests, with the same client processes, against the
+    bare dispatch (:mod:`tools.loadtest.floor`) on the same Redis (flushed first)."""
+    redis = Redis.from_url(redis_server.url)
+    await redis.flushdb()
+    squads = {f"F{i:05d}": plan.unit for i, plan in enumerate(squad_plans)}
+    squads_file = tmp / "floor-squads.json"
+    squads_file.write_text(json.dumps(squads))
+    port = free_port()
+    process = bare.start(port, redis_server.url, squads_file)
+    try:
+        await wait_healthy_port(port, process)
+        log(f"bare dispatch on port {port}: the same workload")
+        specs = [lc.SquadSpec(squad, "floor", port, plan.lat, plan.lon)
+                 for squad, plan in zip(squads, squad_plans, strict=True)]
+        return await _measure_floor(config, HubProc(port, process), specs, request_plans)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        await redis.flushdb()
+        await redis.aclose()
+
+
+async def _measure_floor(config: Config, server: HubProc, specs: list[lc.SquadSpec],
+                         request_plans: list[RequestPlan]) -> dict[str, Any]:
+    api = Api([server], {"calltaker": "floor"})
+    clients = Clients(specs, config.client_processes,
+                      lc.ClientConfig(pos_interval_s=config.pos_interval))
+    pid = server.process.pid
+    try:
+        with lc.no_gc_pauses():
+            await wait_for(lambda: (clients.total(lc.CONNECTED) + clients.total(lc.FAILED)
+                                    >= len(specs) or not clients.alive()),
+                           120 + len(specs) / 50, "connections to the bare dispatch")
+            clients.go.set()
+            await asyncio.sleep(config.warmup or config.pos_interval + 1.0)
+            pos_before, before = clients.total(lc.POS_SENT), cpu_mark([pid])
+            intakes = await drive_requests(api, request_plans, config.rate) if request_plans else []
+            await asyncio.sleep(max(0.0, before.at + config.duration - time.monotonic()))
+            pos_after, after = clients.total(lc.POS_SENT), cpu_mark([pid])
+            expected = st.expected_offers(intakes)
+            await wait_for(lambda: (clients.total(lc.OFFERS) >= len(expected)
+                                    and clients.total(lc.PENDING) == 0),
+                           config.drain, "offers of the bare dispatch")
+            connected = clients.total(lc.CONNECTED)
+            results = await clients.collect()
+    finally:
+        await api.close()
+        if not clients.stop.is_set():
+            clients.stop.set()
+            for process in clients.processes:
+                process.join(timeout=10)
+                if process.is_alive():
+                    process.kill()
+    offers = [st.OfferSeen(*o) for r in results for o in r["offers"]]
+    dispatch = st.dispatch_latencies_ms(intakes, offers)
+    wall = after.at - before.at
+    cpu = st.cpu_percent(before.cpu[pid], after.cpu[pid], wall)
+    positions = (pos_after - pos_before) / wall
+    accepted = sum(1 for i in intakes if i.status == 201)
+    return {
+        "squads_connected": connected,
+        "dispatch_ms": st.summarize(dispatch),
+        "ack_ms": st.summarize([v for r in results for v in r["ack_ms"]], (50, 99)),
+        "requests": accepted,
+        "requests_failed": len(intakes) - accepted,
+        "frames_lost": len(st.missing_offers(expected, offers)),
+        "cpu_percent": cpu,
+        "positions_sent_per_s": round(positions, 1),
+        # the whole cost with --rate 0, an upper bound otherwise (as the hub's figure)
+        "cpu_us_per_position": round(cpu / 100 / positions * 1e6, 1) if positions else None,
+    }
+
+
 # ---- command line ---------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(
-        prog="python -m simulations.loadtest", description=__doc__.split("\n\n")[0]
+        prog="python -m tools.loadtest", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--squads", type=int, default=1000)
     parser.add_argument(
@@ -823,6 +1011,24 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="include every intake -> offer latency with its send time",
     )
     parser.add_argument(
+        "--storm",
+        action="store_true",
+        help="squads hold their offers, then all drop and say hello again at once (last_seq 0)",
+    )
+    parser.add_argument(
+        "--storm-concurrency", type=int, default=1000,
+        help="storm: handshakes in flight at once per client process",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="then run the bare dispatch with the same client and report the ratios",
+    )
+    parser.add_argument(
+        "--client", choices=("python", "node"), default="python",
+        help="node: drive the hubs with the independent probe (tools/probe/probe.mjs)",
+    )
+    parser.add_argument(
         "--hub-setting",
         action="append",
         default=[],
@@ -848,6 +1054,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         workdir=args.workdir,
         samples=args.samples,
         hub_settings=settings,
+        storm=args.storm,
+        storm_concurrency=args.storm_concurrency,
+        floor=args.floor,
+        client=args.client,
     )
 
 

@@ -1,6 +1,6 @@
 """Benchmark: deadline timers firing under load, and the hub CPU they cost.
 
-    python -m simulations.timer_bench [--timers 10000] [--window 20] [--poll-ms 200]
+    python -m tools.timer_bench [--timers 10000] [--window 20] [--poll-ms 200]
 
 Seeds ``--timers`` linkage requests straight into an embedded Redis (no squad, out of the
 queue so the queue sweep does not work on them), each with an accept deadline spread evenly
@@ -30,11 +30,11 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from server import keys
 from server.embedded_redis import EmbeddedRedis
+from server.launch import spawn_hub
 from server.lifecycle import RequestView, State, Triaged, transition
 from server.notices import decode_notice
 from server.requests import Actor, RequestStore, event_json
 from server.scripts import Scripts
-from simulations.cluster import spawn_hub
 
 UNIT = "gas"
 CATEGORY = "gas_leak_smell"

@@ -1,0 +1,5 @@
+import sys
+
+from tools.loadtest.run import main
+
+sys.exit(main())
