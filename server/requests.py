@@ -12,13 +12,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from dispatch_field import protocol
 from server import deadlines, ids, keys, timers
@@ -43,6 +44,10 @@ class StaleRequest(Exception):
 
 class DuplicateCommand(Exception):
     """The command id was applied before: the retry is a no-op."""
+
+
+class ForeignAssignment(Exception):
+    """The assignment is not the commanding squad's (checked by the commit, atomically)."""
 
 
 class IdempotencyKeyReused(Exception):
@@ -149,6 +154,27 @@ class Commit:
     revoke_seq: int  # seq of the revoke frame put in the squad's outbox, 0 if none
     revoke_body: bytes  # that frame's body (seq omitted), b"" if none
     hub: str  # hub process holding the squad's socket ('' if offline or no squad)
+    queued: int = -1  # the unit's waiting requests when the step freed a squad, else -1
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A caller's message ready to be queued by the script that commits its step (built by
+    :meth:`server.citizen.outbox.CitizenOutbox.prepare`)."""
+
+    key: str  # idempotency key: queued once whoever queues it again
+    queued_ms: int
+    body: str  # the message as JSON
+    event: str  # its citizen_message_queued event
+
+
+def _messages_arg(messages: Sequence[QueuedMessage]) -> str:
+    if not messages:
+        return "[]"
+    return json.dumps(
+        [[m.key, str(m.queued_ms), m.body, m.event] for m in messages],
+        ensure_ascii=False, separators=(",", ":"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,30 +282,38 @@ class RequestStore:
         step: Step,
         *,
         received_at: float,
+        messages: Sequence[QueuedMessage] = (),
     ) -> None:
-        """Store a new request with its first events, and carry out its triage ``step``.
+        """Store a new request with its first events, and carry out its triage ``step``;
+        ``messages`` (the caller's intake messages) are queued in the same script.
 
-        The id -> unit index is written first: a crash between the two leaves an index entry
-        that leads to nothing (a 404), never a request that cannot be found.
+        The id -> unit index is written first, in the same pipeline (one round trip): a
+        crash between the two leaves an index entry that leads to nothing (a 404), never a
+        request that cannot be found.
         """
-        await self._redis.hset(keys.request_units(), request_id, unit)
-        result = await self._scripts.apply(
-            keys=self._apply_keys(unit, request_id, "", "", None),
-            args=self._apply_args(
-                expected=0,
-                events=events,
-                flags=_flags(step, None, ""),
-                revoke=b"",
-                request_id=request_id,
-                assignment="",
-                squad="",
-                queue_score=received_at,
-                fields=fields,
-                assignment_state="",
-                step=step,
-                at=received_at,
-            ),
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(keys.request_units(), request_id, unit)
+        apply_keys = self._apply_keys(unit, request_id, "", "", None)
+        apply_args = self._apply_args(
+            expected=0,
+            events=events,
+            flags=_flags(step, None, ""),
+            revoke=b"",
+            request_id=request_id,
+            assignment="",
+            squad="",
+            queue_score=received_at,
+            fields=fields,
+            assignment_state="",
+            step=step,
+            at=received_at,
+            messages=messages,
         )
+        pipe.evalsha(self._scripts.apply.sha, len(apply_keys), *apply_keys, *apply_args)
+        try:
+            _, result = await pipe.execute()
+        except NoScriptError:  # Redis restarted and lost its scripts: the call loads it
+            result = await self._scripts.apply(keys=apply_keys, args=apply_args)
         if text(result[0]) != "ok":
             raise StaleRequest(request_id)  # the id was taken: a counter reset
 
@@ -331,8 +365,15 @@ class RequestStore:
         command_id: str | None = None,
         queue_score: float = 0.0,
         at: float | None = None,
+        owner_check: bool = False,
+        ack: int = 0,
+        messages: Sequence[QueuedMessage] = (),
     ) -> Commit:
         """Carry out ``step`` if the request is still at ``expected_version``.
+
+        ``owner_check``: the assignment must be ``squad``'s (else ForeignAssignment, nothing
+        written). ``ack``: the squad's cumulative acknowledgement, recorded first whatever
+        the outcome (0: none). ``messages``: the caller's messages of the step, queued with it.
 
         ``at``: when the step happened (default now): the first acceptance and arrival are
         stamped with it, and the supervision notices the step meets close at it. The
@@ -342,7 +383,7 @@ class RequestStore:
         Raises StaleRequest if it moved on, DuplicateCommand if ``command_id`` was seen.
         """
         effects = step.effects
-        flags = _flags(step, command_id, assignment)
+        flags = _flags(step, command_id, assignment) + ("S" if owner_check else "")
         revoke = (
             protocol.encode(protocol.Revoke(assignment=assignment, reason=effects.revoke_reason))
             if effects.revoke_reason
@@ -365,9 +406,13 @@ class RequestStore:
                 assignment_state=assignment_state,
                 step=step,
                 at=time.time() if at is None else at,
+                ack=ack,
+                messages=messages,
             ),
         )
         outcome = text(result[0])
+        if outcome == "foreign":
+            raise ForeignAssignment(assignment)
         if outcome == "dup":
             raise DuplicateCommand(command_id)
         if outcome == "stale":
@@ -377,6 +422,7 @@ class RequestStore:
             revoke_seq=int(result[2]),
             revoke_body=revoke,
             hub=text(result[3]),
+            queued=int(result[4]),
         )
 
     def _apply_keys(
@@ -401,6 +447,8 @@ class RequestStore:
             keys.request_open_notices(unit, request_id),
             keys.open_notices(unit),
             keys.closed_notices(unit),
+            keys.citizen_messages(unit, request_id),
+            keys.citizen_due(unit),
         ]
 
     def _apply_args(
@@ -418,6 +466,8 @@ class RequestStore:
         assignment_state: str,
         step: Step,
         at: float,
+        ack: int = 0,
+        messages: Sequence[QueuedMessage] = (),
     ) -> list[Any]:
         pairs = [item for kv in fields.items() for item in kv]
         changes = deadlines.timer_changes(request_id, step.state, fields)
@@ -443,6 +493,8 @@ class RequestStore:
             "\n".join(deadlines.stamps(step.state)),
             f",{','.join(sorted(closes))}," if closes else "",
             step.event,
+            ack,
+            _messages_arg(messages),
             *pairs,
         ]
 

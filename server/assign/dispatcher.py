@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from dispatch_field import protocol
 from server import keys, timers
 from server.assign.ranking import parse_candidates, rank
+from server.known import KnownRequests
 from server.lifecycle import (
     InvalidTransition,
     Offered,
@@ -67,8 +68,18 @@ class DispatchResult:
 
 class Dispatcher:
     def __init__(
-        self, redis: Redis, scripts: Scripts, requests: RequestStore, settings: Settings, push: Push
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        requests: RequestStore,
+        settings: Settings,
+        push: Push,
+        *,
+        known: KnownRequests | None = None,
     ) -> None:
+        """``known``: where an offer's record is left for the squad's first command (which
+        then needs no read)."""
+        self._known = known
         self._redis = redis
         self._scripts = scripts
         self._requests = requests
@@ -166,6 +177,12 @@ class Dispatcher:
         if status == "none":  # all taken meanwhile; or the preferred squad alone was not free
             return None if found else DispatchResult(Outcome.WAITING)
         squad, seq, hub = text(result[1]), int(result[2]), text(result[3])
+        if self._known is not None and int(result[4]) == record.v + 1:
+            # Nobody else changed the request since ``record``: it is the offer's record.
+            offered = {"state": step.state.value, "squad": squad, "assignment": assignment,
+                       "offered_at": str(int(now * 1000)), "v": str(record.v + 1)}
+            self._known.remember(unit, squad, assignment,
+                                 RequestRecord.from_hash(record.as_fields() | offered))
         await self._push(unit, squad, seq, body, hub)
         return DispatchResult(Outcome.OFFERED, squad, assignment)
 

@@ -11,7 +11,8 @@
 -- ARGV[7] outbox retention (frames)  ARGV[8] state required  ARGV[9] state after
 -- ARGV[10] event name  ARGV[11] offer timer member (server.timers)
 -- ARGV[12..] candidate squad ids
--- Returns {'ok', squad, seq, hub} | {'stale', state} | {'none'}
+-- Returns {'ok', squad, seq, hub, version} | {'stale', state} | {'none'}
+--#include lib/outbox_append.lua
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= ARGV[8] then
   return {'stale', state or ''}
@@ -42,23 +43,14 @@ local squad_key = KEYS[10 + (pick - 1) * 3 + 1]
 local outbox_key = KEYS[10 + (pick - 1) * 3 + 2]
 local jobs_key = KEYS[10 + (pick - 1) * 3 + 3]
 redis.call('HINCRBY', KEYS[4], sid, -1)
-local seq = redis.call('HINCRBY', squad_key, 'seq', 1)
-redis.call('ZADD', outbox_key, seq, string.format('%012d', seq) .. ARGV[5])
--- Retention (same in apply.lua): keep the newest frames; remember the highest dropped seq,
--- so a resume from before it gets a resync instead of a silent gap.
-local excess = redis.call('ZCARD', outbox_key) - tonumber(ARGV[7])
-if excess > 0 then
-  local dropped = redis.call('ZRANGE', outbox_key, excess - 1, excess - 1, 'WITHSCORES')
-  redis.call('ZREMRANGEBYRANK', outbox_key, 0, excess - 1)
-  redis.call('HSET', squad_key, 'trimmed', dropped[2])
-end
+local seq = outbox_append(squad_key, outbox_key, ARGV[5], ARGV[7])
 redis.call('SADD', jobs_key, aid)
 redis.call('SADD', KEYS[5], sid)
 redis.call('HSET', KEYS[9], 'request', rid, 'squad', sid, 'state', ARGV[9],
   'respond_by', ARGV[4], 'created', ARGV[3])
 redis.call('HSET', KEYS[1], 'state', ARGV[9], 'squad', sid, 'assignment', aid,
   'offered_at', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'v', 1)
+local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('ZREM', KEYS[2], rid)
 redis.call('ZADD', KEYS[6], ARGV[4], ARGV[11])
 redis.call('HINCRBY', KEYS[10], 'offers', 1)
@@ -66,4 +58,4 @@ local event = cjson.encode({type = ARGV[10], request = rid, by = 'system', squad
   at = now / 1000, seq = seq, respond_by = tonumber(ARGV[4]) / 1000})
 redis.call('RPUSH', KEYS[8], event)
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'e', event)
-return {'ok', sid, seq, redis.call('HGET', squad_key, 'hub') or ''}
+return {'ok', sid, seq, redis.call('HGET', squad_key, 'hub') or '', version}
