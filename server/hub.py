@@ -222,6 +222,7 @@ def build_services(
         command_memory_s=settings.command_memory_s,
         outbox_max_frames=settings.outbox_max_frames,
         zone=city.zone,
+        id_block=settings.request_id_block,
         highest_recorded=partial(highest_request_number, ledger) if ledger else None,
     )
     services = Services(

@@ -51,6 +51,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # its unanswered offers move on
     offline_alert_s: float = 120.0  # a squad holding accepted work offline this long: the
     # center is told (an event on each of its requests)
+    # request numbers a process takes from the day's counter at a time and hands out itself
+    # (a recovered counter skips 1000 numbers: server.ids.RECOVERY_MARGIN, so keep it small)
+    request_id_block: Annotated[int, Meta(ge=1, le=200)] = 50
     outbox_max_frames: int = 1000  # retention of unacknowledged frames per squad; a resume
     # from before the oldest kept frame gets a resync frame
     hub_beat_s: float = 2.0  # each hub process records that it is alive this often
