@@ -196,8 +196,15 @@ class Intake:
             ),
             event_json(step.event, request_id, now, by, route=route),
         ]
+        record = RequestRecord.from_hash(fields | {"v": "1"})  # as the create leaves it
+        # The first offer goes in the same round trip as the create, after it.
+        first = (
+            self._dispatcher.first_offer(unit, request_id, record)
+            if step.state is State.QUEUED
+            else None
+        )
         try:
-            await self._requests.create(
+            answer = await self._requests.create(
                 request_id,
                 unit,
                 fields,
@@ -207,8 +214,11 @@ class Intake:
                 # Told in the same script that stores the request: the number comes first,
                 # and no crash can store the request without its message.
                 messages=self._citizen.intake_messages(unit, fields) if self._citizen else (),
+                then=first.call if first else None,
             )
-        except StaleRequest:
+        except StaleRequest as stale:
+            if first is not None and stale.then is not None:  # it offered the stored one
+                await self._dispatcher.finish_first_offer(first, stale.then)
             if idempotency_key is None:
                 raise
             return await self._replayed(request_id)  # a concurrent retry
@@ -219,9 +229,8 @@ class Intake:
             "unit": unit if route == "linkage" else None,
             "district": district or None,
         }
-        if step.state is State.QUEUED:
-            record = RequestRecord.from_hash(fields | {"v": "1"})  # as the create left it
-            result = await self._dispatcher.dispatch(unit, request_id, record)
+        if first is not None:
+            result = await self._dispatcher.finish_first_offer(first, answer)
             if result.squad:
                 response |= {
                     "state": State.OFFERED.value,

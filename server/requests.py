@@ -25,7 +25,7 @@ from dispatch_field import protocol
 from server import deadlines, ids, keys, timers
 from server.lifecycle import RequestView, State, Step
 from server.redis_text import text
-from server.scripts import Scripts
+from server.scripts import ScriptCall, Scripts
 from server.timers import TimerKind
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,10 @@ HighestRecorded = Callable[[str], Awaitable[int]]
 
 class StaleRequest(Exception):
     """The request changed since it was read; read again and recompute the step."""
+
+    def __init__(self, request_id: str, then: Any = None) -> None:
+        super().__init__(request_id)
+        self.then = then  # RequestStore.create: the answer of its ``then`` call (sent anyway)
 
 
 class DuplicateCommand(Exception):
@@ -303,9 +307,14 @@ class RequestStore:
         *,
         received_at: float,
         messages: Sequence[QueuedMessage] = (),
-    ) -> None:
+        then: ScriptCall | None = None,
+    ) -> Any:
         """Store a new request with its first events, and carry out its triage ``step``;
-        ``messages`` (the caller's intake messages) are queued in the same script.
+        ``messages`` (the caller's intake messages) are queued in the same script. ``then``:
+        a script call sent right after the create, in the same round trip (the first offer:
+        ``Dispatcher.first_offer``); returns its answer (None without one). It is sent
+        whatever the create's outcome (its script re-checks the request's state); when the
+        create fails, StaleRequest carries its answer.
 
         The id -> unit index is written first, in the same pipeline (one round trip): a
         crash between the two leaves an index entry that leads to nothing (a 404), never a
@@ -329,13 +338,25 @@ class RequestStore:
             at=received_at,
             messages=messages,
         )
-        pipe.evalsha(self._scripts.apply.sha, len(apply_keys), *apply_keys, *apply_args)
-        try:
-            _, result = await pipe.execute()
-        except NoScriptError:  # Redis restarted and lost its scripts: the call loads it
-            result = await self._scripts.apply(keys=apply_keys, args=apply_args)
-        if text(result[0]) != "ok":
-            raise StaleRequest(request_id)  # the id was taken: a counter reset
+        calls = [ScriptCall(self._scripts.apply, apply_keys, apply_args)]
+        if then is not None:
+            calls.append(then)
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        answers = await pipe.execute(raise_on_error=False)
+        results = []
+        for call, answer in zip(calls, answers[1:], strict=True):
+            if isinstance(answer, NoScriptError):  # Redis lost its scripts: the call loads it
+                answer = await call.script(keys=call.keys, args=call.args)
+            elif isinstance(answer, Exception):
+                raise answer
+            results.append(answer)
+        if isinstance(answers[0], Exception):
+            raise answers[0]
+        then_answer = results[1] if then is not None else None
+        if text(results[0][0]) != "ok":  # the id was taken: a counter reset, a twin retry
+            raise StaleRequest(request_id, then_answer)
+        return then_answer
 
     async def note(self, unit: str, request_id: str, event: str) -> None:
         """Record an event that changes nothing in the request (e.g. its squad went offline)."""

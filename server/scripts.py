@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -30,6 +31,15 @@ def source(name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """A script call prepared to be sent in a pipeline with others (one round trip)."""
+
+    script: AsyncScript
+    keys: list[str]
+    args: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Scripts:
     candidates: AsyncScript
     claim: AsyncScript
@@ -45,6 +55,7 @@ class Scripts:
     citizen_take: AsyncScript
     citizen_done: AsyncScript
     notice: AsyncScript
+    offer_nearest: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
