@@ -408,9 +408,12 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
         ledger.engine, settings, lambda code: services.city.unit(code) is not None
     )
     loops = [asyncio.create_task(coro) for coro in background_loops(services)]
-    loops.append(
-        asyncio.create_task(ledger.consume(redis, services.directory.unit_codes, services.hub.id))
-    )
+    if settings.ledger_in_hub:  # else ``python -m server.ledger`` records, in its own process
+        loops.append(
+            asyncio.create_task(
+                ledger.consume(redis, services.directory.unit_codes, services.hub.id)
+            )
+        )
     log.info("hub %s ready", services.hub.id)
     try:
         yield

@@ -78,6 +78,8 @@ class Settings(msgspec.Struct, kw_only=True):
     command_memory_s: int = 86_400  # how long a command id is remembered for retries
     clock_skew_s: float = 300.0  # how far in the future a phone's ``at`` may be
     demo: bool = False  # create demo squads and print their tokens at start
+    ledger_in_hub: bool = True  # run the ledger writer in this process (0: a separate
+    # ``python -m server.ledger`` records; the hub still reads the ledger)
     session_hours: float = 12.0  # a browser sign-in (cookie ld_session) lasts this long
     cookie_secure: bool = False  # DISPATCH_COOKIE_SECURE=1: the cookie only over HTTPS (set it
     # behind a TLS proxy)

@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import secrets
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -37,6 +38,7 @@ from simulations.city import (
     register_squads,
     stop_on_signals,
 )
+from simulations.cluster import spawn_ledger
 from simulations.processes import HubProcess, start_redis
 from simulations.squad import Seat
 
@@ -172,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     tokens = load_state(state_path).get("tokens") or new_tokens()
     redis = start_redis(data_dir / "redis")
     env = {"REDIS_URL": redis.url, "DISPATCH_TOKENS": tokens_env(tokens),
-           "DISPATCH_DATA_DIR": str(data_dir), **hub_time_settings(args.speed)}
+           "DISPATCH_DATA_DIR": str(data_dir), "DISPATCH_LEDGER_IN_HUB": "0",
+           **hub_time_settings(args.speed)}
     hub = HubProcess(args.host, args.port, env, data_dir / "hub.log")
+    ledger: subprocess.Popen[bytes] | None = None
     try:
+        # The ledger writer in its own process: the hub's CPU stays with its sockets.
+        ledger = spawn_ledger(redis.url, data_dir, log_path=data_dir / "ledger.log")
         hub.start()
         return asyncio.run(run_city(args, hub, tokens, state_path, redis.public_url))
     except KeyboardInterrupt:  # Ctrl-C before the city's own handler was installed
@@ -184,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         hub.stop()
+        if ledger is not None:
+            ledger.terminate()
+            ledger.wait(timeout=10)
         redis.stop()
 
 

@@ -49,7 +49,7 @@ from server.embedded_redis import EmbeddedRedis
 from server.settings import ROLES
 from simulations import loadtest_client as lc
 from simulations import loadtest_stats as st
-from simulations.cluster import HubProc, spawn_hub
+from simulations.cluster import HubProc, spawn_hub, spawn_ledger
 from simulations.loadtest_http import HttpError, HttpPool
 from simulations.loadtest_plan import RequestPlan, SquadPlan, plan_requests, plan_squads
 
@@ -459,10 +459,13 @@ async def run(config: Config) -> dict[str, Any]:
     tokens: dict[str, str] = {role: f"{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
     # Every simulated phone connects from this machine's one address: lift the per-address
     # cap meant for real clients (unless the run sets it).
-    hub_settings = {"max_connections_per_address": "0", **config.hub_settings}
+    # The ledger writer runs in its own process (as in a deployment), not in the hubs.
+    hub_settings = {"max_connections_per_address": "0", "ledger_in_hub": "0",
+                    **config.hub_settings}
     with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
         log(f"embedded Redis at {redis_server.url}")
         hubs: list[HubProc] = []
+        ledger = spawn_ledger(redis_server.url, tmp / "hub0", log_path=tmp / "ledger.log")
         try:
             hubs += await asyncio.gather(
                 *(
@@ -484,6 +487,8 @@ async def run(config: Config) -> dict[str, Any]:
         finally:
             for hub in hubs:
                 hub.stop()
+            ledger.terminate()
+            ledger.wait(timeout=10)
 
 
 @contextlib.contextmanager
