@@ -342,6 +342,7 @@ class SquadActions:
                 if not fresh:  # what this process knew may be out of date: look again
                     record = None
                     continue
+                self.known.forget(unit, squad, assignment)  # read fresh next time too
                 if await self._seen(unit, squad, command.id):
                     await self._retell(unit, request_id, squad, command)
                     return CommandDone(request_id, view.state, False)

@@ -397,6 +397,8 @@ class Dispatcher:
                 )
             except StaleRequest:
                 continue
+            if self._known is not None:
+                self._known.forget(unit, squad, assignment)
             if commit.revoke_seq:
                 await self._push(unit, squad, commit.revoke_seq, commit.revoke_body, commit.hub)
             await self.dispatch(unit, request_id)
