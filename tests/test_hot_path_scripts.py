@@ -272,3 +272,51 @@ async def test_a_command_from_a_known_record_commits_or_reads_again_when_stale(
         await actions.apply(UNIT, "thief", protocol.Arrive(assignment=assignment, id="c3"))
     assert refused.value.code is ErrorCode.UNKNOWN_ASSIGNMENT
     assert stored.v == 2
+
+
+# ---- the scripts built from lib/ pieces, called directly ----------------------------------------
+
+
+async def test_candidates_and_claim_scripts_from_their_shared_pieces(parts: Parts) -> None:
+    redis, scripts = parts.redis, parts.scripts
+    await _squad(redis, "near", SCENE[0] + 0.01, SCENE[1])
+    await _squad(redis, "far", SCENE[0] + 0.05, SCENE[1])
+    await _squad(redis, "stale-fix", SCENE[0] + 0.001, SCENE[1])
+    await redis.zadd(keys.fix_times(UNIT), {"stale-fix": time.time() - 3600})
+    flat = await scripts.candidates(
+        keys=[keys.geo(UNIT), keys.available(UNIT), keys.free(UNIT), keys.skills(UNIT),
+              keys.fix_times(UNIT)],
+        args=[SCENE[1], SCENE[0], 1, 256, "water_main_burst", time.time() - 120, 5, 60],
+    )
+    assert flat[0::3] == [b"near", b"far"]  # nearest first, the stale fix left out
+    await redis.hset(keys.request(UNIT, RID), mapping={"state": "queued", "v": 1})
+    request_keys = [keys.request(UNIT, RID), keys.queue(UNIT), keys.available(UNIT),
+                    keys.free(UNIT), keys.tried(UNIT, RID), keys.timers(UNIT), keys.events(UNIT),
+                    keys.timeline(UNIT, RID), keys.assignment(UNIT, "A1"), keys.stats(UNIT)]
+    squads = ["near", "far"]
+    squad_keys = [k for s in squads for k in (keys.squad(UNIT, s), keys.outbox(UNIT, s),
+                                              keys.jobs(UNIT, s))]
+    args = [RID, "A1", 1000, 2000, b"offer", 100, 2, "queued", "offered", "offered", "offer:A1"]
+    await redis.sadd(keys.tried(UNIT, RID), "near")  # offered before: the untried come first
+    result = await scripts.claim(keys=request_keys + squad_keys, args=[*args, *squads])
+    assert result[:3] == [b"ok", b"far", 1] and result[4] == 2
+    assert await redis.zrange(keys.outbox(UNIT, "far"), 0, -1) == [b"000000000001offer"]
+    again = await scripts.claim(keys=request_keys + squad_keys, args=[*args, *squads])
+    assert again == [b"stale", b"offered"]
+
+
+async def test_ack_and_citizen_enqueue_scripts_from_their_shared_pieces(parts: Parts) -> None:
+    redis, scripts = parts.redis, parts.scripts
+    squad, outbox = keys.squad(UNIT, "sq"), keys.outbox(UNIT, "sq")
+    await redis.hset(squad, "seq", 3)
+    await redis.zadd(outbox, {f"{n:012d}x": n for n in (1, 2, 3)})
+    assert await scripts.ack(keys=[squad, outbox], args=[9]) == 3  # never past the last sent
+    assert await scripts.ack(keys=[squad, outbox], args=[1]) == 3  # never backwards
+    assert await redis.zcard(outbox) == 0
+    enqueue_keys = [keys.citizen_messages(UNIT, RID), keys.citizen_due(UNIT), keys.events(UNIT)]
+    args = ["k1", RID, 1000, "{}", '{"type":"citizen_message_queued"}', 100]
+    assert await scripts.citizen_enqueue(keys=enqueue_keys, args=args) == 1
+    assert await scripts.citizen_enqueue(keys=enqueue_keys, args=args) == 0  # once per key
+    assert await scripts.citizen_enqueue(keys=enqueue_keys, args=["k2", *args[1:]]) == 2
+    assert await redis.zscore(keys.citizen_due(UNIT), RID) == 1000  # due from the head
+    assert await redis.xlen(keys.events(UNIT)) == 2
