@@ -26,6 +26,7 @@ from server.assign.dispatcher import Dispatcher, Outcome
 from server.citizen.compose import Message, command_discriminator
 from server.citizen.teller import CitizenTeller
 from server.city import City
+from server.known import KnownRequests, after_step
 from server.lifecycle import (
     Deferred,
     Disputed,
@@ -41,6 +42,7 @@ from server.redis_text import text
 from server.requests import (
     Actor,
     DuplicateCommand,
+    ForeignAssignment,
     RequestRecord,
     RequestStore,
     StaleRequest,
@@ -95,7 +97,8 @@ class CommandError(Exception):
 class CommandDone:
     request_id: str
     state: State
-    squad_available: bool  # capacity came free: the unit's queue may move
+    squad_available: bool  # capacity came free and requests wait: the unit's queue may move
+    record: RequestRecord | None = None  # the request after the step (None: not known here)
 
 
 class Intake:
@@ -193,25 +196,32 @@ class Intake:
             ),
             event_json(step.event, request_id, now, by, route=route),
         ]
+        record = RequestRecord.from_hash(fields | {"v": "1"})  # as the create leaves it
+        # The first offer goes in the same round trip as the create, after it.
+        first = (
+            self._dispatcher.first_offer(unit, request_id, record)
+            if step.state is State.QUEUED
+            else None
+        )
         try:
-            await self._requests.create(
+            answer = await self._requests.create(
                 request_id,
                 unit,
                 fields,
                 events,
                 step,
                 received_at=now,
+                # Told in the same script that stores the request: the number comes first,
+                # and no crash can store the request without its message.
+                messages=self._citizen.intake_messages(unit, fields) if self._citizen else (),
+                then=first.call if first else None,
             )
-        except StaleRequest:
+        except StaleRequest as stale:
+            if first is not None and stale.then is not None:  # it offered the stored one
+                await self._dispatcher.finish_first_offer(first, stale.then)
             if idempotency_key is None:
                 raise
             return await self._replayed(request_id)  # a concurrent retry
-        # Told after the request is stored, before it can be offered: the number comes first.
-        # A crash just before this loses the message unless the call-taker retries with the
-        # same Idempotency-Key (the replay queues it, once); folding it into the create script
-        # would close that window.
-        if self._citizen is not None:
-            await self._citizen.intake(unit, fields)
         response: dict[str, Any] = {
             "id": request_id,
             "state": step.state.value,
@@ -219,9 +229,8 @@ class Intake:
             "unit": unit if route == "linkage" else None,
             "district": district or None,
         }
-        if step.state is State.QUEUED:
-            record = RequestRecord.from_hash(fields)
-            result = await self._dispatcher.dispatch(unit, request_id, record)
+        if first is not None:
+            result = await self._dispatcher.finish_first_offer(first, answer)
             if result.squad:
                 response |= {
                     "state": State.OFFERED.value,
@@ -287,33 +296,53 @@ class SquadActions:
         on_closed: ClosedHook | None = None,
         *,
         cities: HasCity | None = None,
+        known: KnownRequests | None = None,
     ) -> None:
         """``on_closed``: called after a step that closed a request (the center ends the
         request's assist items); a failure there is logged, the step stands. ``cities``: the
-        city whose categories cap a promise (None: only the horizon)."""
+        city whose categories cap a promise (None: only the horizon). ``known``: the records
+        this process wrote last (shared with the dispatcher, which fills in its offers)."""
         self._redis = redis
         self._requests = requests
         self._citizen = citizen
         self._settings = settings
         self._on_closed = on_closed
         self._cities = cities
+        self.known = known if known is not None else KnownRequests()
 
     async def apply(
-        self, unit: str, squad: str, command: protocol.Command, actor: Actor | None = None
+        self,
+        unit: str,
+        squad: str,
+        command: protocol.Command,
+        actor: Actor | None = None,
+        *,
+        ack: int = 0,
     ) -> CommandDone:
-        """Apply a squad's command. Raises CommandError; a retried id is a success."""
-        request_id = await self._owned_request(unit, squad, command.assignment)
+        """Apply a squad's command. Raises CommandError; a retried id is a success.
+
+        One round trip when this process knows the request (it made the offer or the last
+        step): the step is computed from that record and committed with its version, the
+        squad's ownership of the assignment checked by the same script. ``ack``: the squad's
+        cumulative acknowledgement to record with it (0: none)."""
         now = time.time()
         event = command_event(command)
+        assignment = command.assignment
+        record = self.known.get(unit, squad, assignment)
+        fresh = record is None
         for _ in range(8):  # compare-and-set retries against concurrent steps
-            record = await self._requests.read(unit, request_id)
             if record is None:
-                raise CommandError(ErrorCode.UNKNOWN_ASSIGNMENT, "the request no longer exists")
-            view, version = record.view(), record.v
+                record = await self._read_owned(unit, squad, assignment)
+                fresh = True
+            request_id, view = record.id, record.view()
             at = self._event_time(command, record, now)
             try:
                 step = transition(view, event)
             except InvalidTransition as exc:
+                if not fresh:  # what this process knew may be out of date: look again
+                    record = None
+                    continue
+                self.known.forget(unit, squad, assignment)  # read fresh next time too
                 if await self._seen(unit, squad, command.id):
                     await self._retell(unit, request_id, squad, command)
                     return CommandDone(request_id, view.state, False)
@@ -330,41 +359,60 @@ class SquadActions:
                 request_id,
                 at,
                 actor or Actor("squad", squad),
-                assignment=command.assignment,
+                assignment=assignment,
                 squad=squad,
                 note=getattr(command, "note", ""),
                 reason=getattr(command, "reason", ""),
                 until=getattr(command, "until", None),
                 received=round(now, 3) if at != now else None,
             )
+            acked, ack = ack, 0  # recorded by the first call, whatever its outcome
             try:
-                await self._requests.commit(
+                commit = await self._requests.commit(
                     unit,
                     request_id,
-                    version,
+                    record.v,
                     step,
                     [recorded],
-                    assignment=command.assignment,
+                    assignment=assignment,
                     squad=squad,
                     command_id=command.id,
                     at=at,
+                    owner_check=True,
+                    ack=acked,
+                    messages=[self._citizen.outbox.prepare(message)] if message else (),
                 )
+            except ForeignAssignment:
+                self.known.forget(unit, squad, assignment)
+                raise _not_owned(assignment) from None
             except DuplicateCommand:
                 await self._retell(unit, request_id, squad, command)
                 return CommandDone(request_id, view.state, False)
             except StaleRequest:
+                record = None
                 continue
-            # Queued after the commit, before the phone's ``ok``: a crash in between leaves
-            # the phone without ``ok``; it retries the command, which is then a duplicate,
-            # and _retell queues the message (once: the key is the command's).
-            await self._citizen.queue(message)
+            updated = after_step(record, step, commit.version, at)
+            if step.effects.release_squad or updated.assignment != assignment:
+                self.known.forget(unit, squad, assignment)
+            else:
+                self.known.remember(unit, squad, assignment, updated)
             if step.effects.closes and self._on_closed is not None:
                 try:
                     await self._on_closed(unit, record)
                 except Exception:  # noqa: BLE001 - the squad's step is committed regardless
                     log.exception("after %s closed: the closing hook failed", request_id)
-            return CommandDone(request_id, step.state, step.effects.squad_available)
+            available = step.effects.squad_available and commit.queued != 0
+            return CommandDone(request_id, step.state, available, updated)
         raise CommandError(ErrorCode.BUSY, "the request kept changing: retry with the same id")
+
+    async def _read_owned(self, unit: str, squad: str, assignment: str) -> RequestRecord:
+        """The request behind ``assignment``, read from Redis, if the assignment is this
+        squad's."""
+        request_id = await self._owned_request(unit, squad, assignment)
+        record = await self._requests.read(unit, request_id)
+        if record is None:
+            raise CommandError(ErrorCode.UNKNOWN_ASSIGNMENT, "the request no longer exists")
+        return record
 
     async def _owned_request(self, unit: str, squad: str, assignment: str) -> str:
         """The request behind ``assignment`` if it is this squad's; a squad can only act on
@@ -373,10 +421,7 @@ class SquadActions:
             keys.assignment(unit, assignment), ["squad", "request"]
         )
         if text(owner) != squad:
-            raise CommandError(
-                ErrorCode.UNKNOWN_ASSIGNMENT,
-                f"assignment {assignment!r} is not one of this squad's",
-            )
+            raise _not_owned(assignment)
         return text(request_id)
 
     def _event_time(self, command: protocol.Command, record: RequestRecord, now: float) -> float:
@@ -449,6 +494,12 @@ class SquadActions:
         except CommandError:
             return
         await self._citizen.queue(message)
+
+
+def _not_owned(assignment: str) -> CommandError:
+    return CommandError(
+        ErrorCode.UNKNOWN_ASSIGNMENT, f"assignment {assignment!r} is not one of this squad's"
+    )
 
 
 # The lifecycle event of each command that tells the caller (see server.lifecycle).

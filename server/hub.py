@@ -52,6 +52,7 @@ from server.embedded_redis import EmbeddedRedis
 from server.feed.broker import FeedBroker
 from server.field.session import FieldSession
 from server.guard import AddressBuckets
+from server.known import KnownRequests
 from server.ledger import Ledger, default_database_url, highest_request_number
 from server.ledger.streams import with_no_unit
 from server.loops import background_loops
@@ -221,6 +222,7 @@ def build_services(
         command_memory_s=settings.command_memory_s,
         outbox_max_frames=settings.outbox_max_frames,
         zone=city.zone,
+        id_block=settings.request_id_block,
         highest_recorded=partial(highest_request_number, ledger) if ledger else None,
     )
     services = Services(
@@ -237,7 +239,10 @@ def build_services(
     per_min = settings.hello_failures_per_min
     services.failed_hellos = AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min))
     services.hub = Hub(new_hub_id(), services)
-    services.dispatcher = Dispatcher(redis, scripts, requests, settings, services.hub.push)
+    known = KnownRequests()  # offers made here, steps committed here: read by no one else
+    services.dispatcher = Dispatcher(
+        redis, scripts, requests, settings, services.hub.push, known=known
+    )
     services.citizen = _citizen_teller(settings, redis, scripts, services.directory)
     services.feed = FeedBroker(
         redis,
@@ -265,6 +270,7 @@ def build_services(
         settings,
         on_closed=services.center.lead_closed,
         cities=services.directory,
+        known=known,
     )
     services.notices = Notices(redis, scripts, requests, settings, services.hub.push)
     services.presence = PresenceTracker(
@@ -394,6 +400,7 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
     ledger = await Ledger.open(settings.database_url or default_database_url(settings.data_dir))
     services = build_services(settings, redis, city, ledger)
     services.round_trips = round_trips
+    await services.scripts.load(redis)  # no NOSCRIPT detour on any script's first call
     await services.directory.refresh()
     app.state.services = services
     await services.presence.beat()
@@ -401,9 +408,12 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
         ledger.engine, settings, lambda code: services.city.unit(code) is not None
     )
     loops = [asyncio.create_task(coro) for coro in background_loops(services)]
-    loops.append(
-        asyncio.create_task(ledger.consume(redis, services.directory.unit_codes, services.hub.id))
-    )
+    if settings.ledger_in_hub:  # else ``python -m server.ledger`` records, in its own process
+        loops.append(
+            asyncio.create_task(
+                ledger.consume(redis, services.directory.unit_codes, services.hub.id)
+            )
+        )
     log.info("hub %s ready", services.hub.id)
     try:
         yield

@@ -191,6 +191,21 @@ def _env_name(setting: str) -> str:
     return name if name.startswith("DISPATCH_") else f"DISPATCH_{name}"
 
 
+def spawn_ledger(
+    redis_url: str, data_dir: Path, *, log_path: Path | None = None, log_level: str = "warning"
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m server.ledger`` (the ledger writer in its own process) on the
+    SQLite ledger of ``data_dir``; for hubs started with ``ledger_in_hub=0``."""
+    env = dict(os.environ, REDIS_URL=redis_url, DISPATCH_DATA_DIR=str(data_dir),
+               PYTHONUNBUFFERED="1")
+    out = log_path.open("ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.ledger", "--log-level", log_level],
+        env=env, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True,  # out of the terminal's process group: stopped by its owner
+    )
+
+
 @dataclass
 class LocalCluster:
     """An embedded Redis (unless ``redis_url`` is given) and ``hubs_wanted`` hubs."""

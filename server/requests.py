@@ -12,19 +12,20 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from dispatch_field import protocol
 from server import deadlines, ids, keys, timers
 from server.lifecycle import RequestView, State, Step
 from server.redis_text import text
-from server.scripts import Scripts
+from server.scripts import ScriptCall, Scripts
 from server.timers import TimerKind
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,17 @@ HighestRecorded = Callable[[str], Awaitable[int]]
 class StaleRequest(Exception):
     """The request changed since it was read; read again and recompute the step."""
 
+    def __init__(self, request_id: str, then: Any = None) -> None:
+        super().__init__(request_id)
+        self.then = then  # RequestStore.create: the answer of its ``then`` call (sent anyway)
+
 
 class DuplicateCommand(Exception):
     """The command id was applied before: the retry is a no-op."""
+
+
+class ForeignAssignment(Exception):
+    """The assignment is not the commanding squad's (checked by the commit, atomically)."""
 
 
 class IdempotencyKeyReused(Exception):
@@ -149,6 +158,27 @@ class Commit:
     revoke_seq: int  # seq of the revoke frame put in the squad's outbox, 0 if none
     revoke_body: bytes  # that frame's body (seq omitted), b"" if none
     hub: str  # hub process holding the squad's socket ('' if offline or no squad)
+    queued: int = -1  # the unit's waiting requests when the step freed a squad, else -1
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A caller's message ready to be queued by the script that commits its step (built by
+    :meth:`server.citizen.outbox.CitizenOutbox.prepare`)."""
+
+    key: str  # idempotency key: queued once whoever queues it again
+    queued_ms: int
+    body: str  # the message as JSON
+    event: str  # its citizen_message_queued event
+
+
+def _messages_arg(messages: Sequence[QueuedMessage]) -> str:
+    if not messages:
+        return "[]"
+    return json.dumps(
+        [[m.key, str(m.queued_ms), m.body, m.event] for m in messages],
+        ensure_ascii=False, separators=(",", ":"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +211,19 @@ class RequestStore:
         outbox_max_frames: int,
         zone: ZoneInfo,
         highest_recorded: HighestRecorded | None = None,
+        id_block: int = 1,
     ) -> None:
         """``zone``: the city's time zone (request numbers carry its date).
         ``highest_recorded``: asks the ledger where a day's numbers got to, when Redis has
-        no counter for the day; None (no ledger) counts as 0."""
+        no counter for the day; None (no ledger) counts as 0. ``id_block``: how many request
+        numbers this process takes from the day's counter at a time and hands out itself
+        (an intake then usually pays no round trip for its number); far below
+        ``server.ids.RECOVERY_MARGIN``, so a recovered counter never meets a block still
+        held by a process."""
+        assert 0 < id_block < ids.RECOVERY_MARGIN // 4, id_block
+        self._id_block = id_block
+        self._block: tuple[str, int, int] = ("", 0, 0)  # (day, next number, last number)
+        self._block_lock = asyncio.Lock()
         self._redis = redis
         self._scripts = scripts
         self._events_maxlen = events_maxlen
@@ -224,14 +263,25 @@ class RequestStore:
         """A request number never given out before, dated by the city's day at ``at``
         (default now). See :mod:`server.ids` for how it survives Redis losing its data."""
         day = ids.local_day(time.time() if at is None else at, self._zone)
+        async with self._block_lock:
+            block_day, number, last = self._block
+            if block_day != day or number > last:
+                last = await self._take_block(day)
+                number = last - self._id_block + 1
+            self._block = (day, number + 1, last)
+        return ids.request_id(day, number)
+
+    async def _take_block(self, day: str) -> int:
+        """The last number of a fresh block of ``day``'s numbers."""
         counter = [keys.request_sequence(day), keys.sequence_marker()]
-        number = await self._scripts.sequence(keys=counter, args=["", "", SEQUENCE_TTL_S])
+        size = self._id_block
+        number = await self._scripts.sequence(keys=counter, args=["", "", SEQUENCE_TTL_S, size])
         if number is None:  # no counter for the day yet: recover where it got to
             counted_before, started_empty = ids.sequence_starts(await self._recorded(day))
             number = await self._scripts.sequence(
-                keys=counter, args=[counted_before, started_empty, SEQUENCE_TTL_S]
+                keys=counter, args=[counted_before, started_empty, SEQUENCE_TTL_S, size]
             )
-        return ids.request_id(day, int(number))
+        return int(number)
 
     async def _recorded(self, day: str) -> int:
         """The ledger's highest number of ``day``; 0 when there is no ledger, or it does not
@@ -256,32 +306,57 @@ class RequestStore:
         step: Step,
         *,
         received_at: float,
-    ) -> None:
-        """Store a new request with its first events, and carry out its triage ``step``.
+        messages: Sequence[QueuedMessage] = (),
+        then: ScriptCall | None = None,
+    ) -> Any:
+        """Store a new request with its first events, and carry out its triage ``step``;
+        ``messages`` (the caller's intake messages) are queued in the same script. ``then``:
+        a script call sent right after the create, in the same round trip (the first offer:
+        ``Dispatcher.first_offer``); returns its answer (None without one). It is sent
+        whatever the create's outcome (its script re-checks the request's state); when the
+        create fails, StaleRequest carries its answer.
 
-        The id -> unit index is written first: a crash between the two leaves an index entry
-        that leads to nothing (a 404), never a request that cannot be found.
+        The id -> unit index is written first, in the same pipeline (one round trip): a
+        crash between the two leaves an index entry that leads to nothing (a 404), never a
+        request that cannot be found.
         """
-        await self._redis.hset(keys.request_units(), request_id, unit)
-        result = await self._scripts.apply(
-            keys=self._apply_keys(unit, request_id, "", "", None),
-            args=self._apply_args(
-                expected=0,
-                events=events,
-                flags=_flags(step, None, ""),
-                revoke=b"",
-                request_id=request_id,
-                assignment="",
-                squad="",
-                queue_score=received_at,
-                fields=fields,
-                assignment_state="",
-                step=step,
-                at=received_at,
-            ),
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(keys.request_units(), request_id, unit)
+        apply_keys = self._apply_keys(unit, request_id, "", "", None)
+        apply_args = self._apply_args(
+            expected=0,
+            events=events,
+            flags=_flags(step, None, ""),
+            revoke=b"",
+            request_id=request_id,
+            assignment="",
+            squad="",
+            queue_score=received_at,
+            fields=fields,
+            assignment_state="",
+            step=step,
+            at=received_at,
+            messages=messages,
         )
-        if text(result[0]) != "ok":
-            raise StaleRequest(request_id)  # the id was taken: a counter reset
+        calls = [ScriptCall(self._scripts.apply, apply_keys, apply_args)]
+        if then is not None:
+            calls.append(then)
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        answers = await pipe.execute(raise_on_error=False)
+        results = []
+        for call, answer in zip(calls, answers[1:], strict=True):
+            if isinstance(answer, NoScriptError):  # Redis lost its scripts: the call loads it
+                answer = await call.script(keys=call.keys, args=call.args)
+            elif isinstance(answer, Exception):
+                raise answer
+            results.append(answer)
+        if isinstance(answers[0], Exception):
+            raise answers[0]
+        then_answer = results[1] if then is not None else None
+        if text(results[0][0]) != "ok":  # the id was taken: a counter reset, a twin retry
+            raise StaleRequest(request_id, then_answer)
+        return then_answer
 
     async def note(self, unit: str, request_id: str, event: str) -> None:
         """Record an event that changes nothing in the request (e.g. its squad went offline)."""
@@ -333,8 +408,15 @@ class RequestStore:
         command_id: str | None = None,
         queue_score: float = 0.0,
         at: float | None = None,
+        owner_check: bool = False,
+        ack: int = 0,
+        messages: Sequence[QueuedMessage] = (),
     ) -> Commit:
         """Carry out ``step`` if the request is still at ``expected_version``.
+
+        ``owner_check``: the assignment must be ``squad``'s (else ForeignAssignment, nothing
+        written). ``ack``: the squad's cumulative acknowledgement, recorded first whatever
+        the outcome (0: none). ``messages``: the caller's messages of the step, queued with it.
 
         ``at``: when the step happened (default now): the first acceptance and arrival are
         stamped with it, and the supervision notices the step meets close at it. The
@@ -344,7 +426,7 @@ class RequestStore:
         Raises StaleRequest if it moved on, DuplicateCommand if ``command_id`` was seen.
         """
         effects = step.effects
-        flags = _flags(step, command_id, assignment)
+        flags = _flags(step, command_id, assignment) + ("S" if owner_check else "")
         revoke = (
             protocol.encode(protocol.Revoke(assignment=assignment, reason=effects.revoke_reason))
             if effects.revoke_reason
@@ -367,9 +449,13 @@ class RequestStore:
                 assignment_state=assignment_state,
                 step=step,
                 at=time.time() if at is None else at,
+                ack=ack,
+                messages=messages,
             ),
         )
         outcome = text(result[0])
+        if outcome == "foreign":
+            raise ForeignAssignment(assignment)
         if outcome == "dup":
             raise DuplicateCommand(command_id)
         if outcome == "stale":
@@ -379,6 +465,7 @@ class RequestStore:
             revoke_seq=int(result[2]),
             revoke_body=revoke,
             hub=text(result[3]),
+            queued=int(result[4]),
         )
 
     def _apply_keys(
@@ -403,6 +490,8 @@ class RequestStore:
             keys.request_open_notices(unit, request_id),
             keys.open_notices(unit),
             keys.closed_notices(unit),
+            keys.citizen_messages(unit, request_id),
+            keys.citizen_due(unit),
         ]
 
     def _apply_args(
@@ -420,6 +509,8 @@ class RequestStore:
         assignment_state: str,
         step: Step,
         at: float,
+        ack: int = 0,
+        messages: Sequence[QueuedMessage] = (),
     ) -> list[Any]:
         pairs = [item for kv in fields.items() for item in kv]
         changes = deadlines.timer_changes(request_id, step.state, fields)
@@ -445,6 +536,8 @@ class RequestStore:
             "\n".join(deadlines.stamps(step.state)),
             f",{','.join(sorted(closes))}," if closes else "",
             step.event,
+            ack,
+            _messages_arg(messages),
             *pairs,
         ]
 

@@ -2,17 +2,41 @@
 
 Each script's header names its KEYS and ARGV. redis-py's ``Script`` runs EVALSHA and loads
 the script again if the server lost it (after a restart), so callers just call.
+
+A piece of Lua that several scripts carry out (the outbox append, the citizen's message
+queue) is written once in ``server/lua/lib/`` and pulled in by a ``--#include lib/<name>.lua``
+line: Redis runs each script alone, so the text is joined here, before it is registered.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 _LUA = Path(__file__).parent / "lua"
+_INCLUDE = "--#include "
+
+
+def source(name: str) -> str:
+    """The text of ``server/lua/<name>.lua`` with its ``--#include`` lines filled in."""
+    lines = (_LUA / f"{name}.lua").read_text().splitlines(keepends=True)
+    return "".join(
+        (_LUA / line[len(_INCLUDE):].strip()).read_text() if line.startswith(_INCLUDE) else line
+        for line in lines
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """A script call prepared to be sent in a pipeline with others (one round trip)."""
+
+    script: AsyncScript
+    keys: list[str]
+    args: list[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +55,20 @@ class Scripts:
     citizen_take: AsyncScript
     citizen_done: AsyncScript
     notice: AsyncScript
+    offer_nearest: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
         loaded = {
-            name: redis.register_script((_LUA / f"{name}.lua").read_text())
+            name: redis.register_script(source(name))
             for name in cls.__dataclass_fields__
         }
         return cls(**loaded)  # type: ignore[arg-type]
+
+    async def load(self, redis: Redis) -> None:
+        """Load every script now (one pipeline), so the hot path never pays a NOSCRIPT
+        answer and a second call for a script's first use."""
+        pipe = redis.pipeline(transaction=False)
+        for name in self.__dataclass_fields__:
+            pipe.script_load(getattr(self, name).script)
+        await pipe.execute()

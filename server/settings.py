@@ -51,6 +51,9 @@ class Settings(FieldLimits, kw_only=True):
     # simulation at --speed N runs the real rules N times faster; tests use limits of seconds
     offline_alert_s: float = 120.0  # a squad holding accepted work offline this long: the
     # center is told (an event on each of its requests)
+    # request numbers a process takes from the day's counter at a time and hands out itself
+    # (a recovered counter skips 1000 numbers: server.ids.RECOVERY_MARGIN, so keep it small)
+    request_id_block: Annotated[int, Meta(ge=1, le=200)] = 50
     outbox_max_frames: int = 1000  # retention of unacknowledged frames per squad; a resume
     # from before the oldest kept frame gets a resync frame
     hub_beat_s: float = 2.0  # each hub process records that it is alive this often
@@ -58,6 +61,7 @@ class Settings(FieldLimits, kw_only=True):
     close_timeout_s: float = 2.0  # a closing phone that takes nothing is cut off after this
     position_max_age_s: float = 120.0  # older fixes do not count for dispatch
     position_flush_ms: float = 10.0  # positions are batched into one Redis pipeline
+    ack_flush_ms: float = 200.0  # a phone's ack not followed by a command is recorded after this
     search_radius_km: float = 60.0  # largest candidate search radius around the scene
     search_first_radius_km: float = 1.0  # the search starts here and widens 4x at a time
     search_count: int = 256  # nearest positions examined per search
@@ -69,6 +73,8 @@ class Settings(FieldLimits, kw_only=True):
     queue_sweep_s: float = 2.0  # how often waiting requests are tried again
     events_maxlen: int = 1_000_000  # approximate bound of each unit's event stream
     demo: bool = False  # create demo squads and print their tokens at start
+    ledger_in_hub: bool = True  # run the ledger writer in this process (0: a separate
+    # ``python -m server.ledger`` records; the hub still reads the ledger)
     session_hours: float = 12.0  # a browser sign-in (cookie ld_session) lasts this long
     cookie_secure: bool = False  # DISPATCH_COOKIE_SECURE=1: the cookie only over HTTPS (set it
     # behind a TLS proxy)

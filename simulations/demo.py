@@ -20,13 +20,14 @@ import asyncio
 import json
 import logging
 import secrets
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from server.city import City, load_city
-from server.launch import HubProc, spawn_hub, start_redis
+from server.launch import HubProc, spawn_hub, spawn_ledger, start_redis
 from server.private_files import private_dir, write_private
 from simulations.api import HubApi
 from simulations.city import (
@@ -171,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     # and Redis), then the hub, then Redis.
     redis = start_redis(data_dir / "redis", detach=True)
     hub: HubProc | None = None
+    ledger: subprocess.Popen[bytes] | None = None
     try:
-        hub = spawn_hub(redis.url, tokens, data_dir, hub_time_settings(args.speed),
+        # The ledger writer in its own process: the hub's CPU stays with its sockets.
+        ledger = spawn_ledger(redis.url, data_dir, log_path=data_dir / "ledger.log")
+        settings = {"ledger_in_hub": "0", **hub_time_settings(args.speed)}
+        hub = spawn_hub(redis.url, tokens, data_dir, settings,
                         host=args.host, port=args.port, log_path=data_dir / "hub.log",
                         detach=True)
         return asyncio.run(run_city(args, hub, tokens, state_path, redis.public_url))
@@ -184,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if hub is not None:
             hub.stop()
+        if ledger is not None:
+            ledger.terminate()
+            ledger.wait(timeout=10)
         redis.stop()
 
 

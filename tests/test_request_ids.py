@@ -162,3 +162,25 @@ async def test_numbers_are_given_out_while_the_ledger_does_not_answer(
     assert ids.parse_request_id(first) == (ids.local_day(time.time(), SHANGHAI), 1)
     assert "the ledger did not answer" in caplog.text
     assert ids.parse_request_id(await store.next_id()) == (first[:8], 2)  # counted on
+
+
+async def test_a_process_takes_numbers_in_blocks_and_hands_them_out_itself(redis: Redis) -> None:
+    scripts = Scripts.register(redis)
+    counter = [keys.request_sequence("20261130"), keys.sequence_marker()]
+    await redis.set(keys.sequence_marker(), "1")
+    assert await scripts.sequence(keys=counter, args=[0, 1000, 60, 50]) == 50  # 1..50 taken
+
+    def store() -> RequestStore:
+        return RequestStore(redis, scripts, events_maxlen=100, command_memory_s=60,
+                            outbox_max_frames=100, zone=SHANGHAI, id_block=10)
+
+    one, two = store(), store()
+    day = ids.local_day(time.time(), SHANGHAI)
+    await redis.delete(counter[0])
+    await redis.set(keys.request_sequence(day), 100)
+    got = [await one.next_id() for _ in range(3)] + [await two.next_id() for _ in range(3)]
+    got += await asyncio.gather(*(one.next_id() for _ in range(12)))
+    numbers = [(ids.parse_request_id(i) or ("", 0))[1] for i in got]
+    assert numbers[:6] == [101, 102, 103, 111, 112, 113]  # each process its own block
+    assert len(set(numbers)) == len(numbers)  # unique, however concurrent
+    assert int(await redis.get(keys.request_sequence(day)) or 0) == 130  # 3 blocks taken

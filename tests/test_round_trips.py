@@ -1,9 +1,11 @@
 """Redis round trips of a request's whole lifecycle (intake, and the squad's accept, en route,
 arrive, resolve with their acknowledgements), counted by the hub's own connections.
 
-The SPEC's budget is 7; the hot-path issue brings the count there. Until then this test
-holds today's count as a ceiling, so nothing adds round trips unnoticed (lower it as the
-count falls)."""
+The SPEC's budget is 7. Measured 7 here (2026-11-30): the request number 2 (the first block
+of the day on a fresh Redis: the counter is missing, so the ledger is asked; later intakes
+take their numbers from the process's block, one round trip per 50), the create with the
+first offer 1 (one pipeline), accept, en route, arrive, resolve 1 each (the offer's ack
+rides on the accept). In the steady state a lifecycle is 5."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import time
 from dispatch_field import protocol
 from tests.helpers import XIGONG, Api, auth, online_squad
 
-CEILING = 40  # measured 31 on 2026-11-30 (intake 11, squad steps and acks the rest)
+CEILING = 7  # measured 7 on 2026-11-30 (31 before issue 9)
 QUIET = {  # background loops slowed down, so that they do not blur the count
     "queue_sweep_s": 3600,
     "hub_beat_s": 600,

@@ -17,18 +17,21 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from server import keys, timers
 from server.assign.ranking import parse_candidates, rank
+from server.known import KnownRequests
 from server.lifecycle import (
     InvalidTransition,
     Offered,
     OfferExpired,
     RequestView,
     State,
+    Step,
     transition,
 )
 from server.redis_text import text
@@ -40,7 +43,7 @@ from server.requests import (
     event_json,
     request_info,
 )
-from server.scripts import Scripts
+from server.scripts import ScriptCall, Scripts
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,10 +68,82 @@ class DispatchResult:
     assignment: str = ""
 
 
+# Redis's GEO distance is spherical, the ranking geodesic (WGS-84). Their ratio depends on
+# the bearing and latitude and spans about 1 % (the ellipsoid's radius of curvature runs from
+# 6,335 to 6,400 km around the sphere's 6,373), so when the second nearest is more than 2 %
+# farther than the nearest by the spherical distance, it is farther by the geodesic too.
+NEAR_TIE = 0.02
+_ANY = "\0"  # offer_nearest.lua puts a squad's id in place of this in its keys
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """An offer about to be claimed: its name, the lifecycle's step, its frame."""
+
+    assignment: str
+    step: Step
+    now: float
+    respond_by: float
+    body: bytes
+
+    def claim_keys(self, unit: str, request_id: str) -> list[str]:
+        """KEYS[1..10] of claim.lua and offer_nearest.lua."""
+        return [
+            keys.request(unit, request_id),
+            keys.queue(unit),
+            keys.available(unit),
+            keys.free(unit),
+            keys.tried(unit, request_id),
+            keys.timers(unit),
+            keys.events(unit),
+            keys.timeline(unit, request_id),
+            keys.assignment(unit, self.assignment),
+            keys.stats(unit),
+        ]
+
+    def claim_args(self, request_id: str, settings: Settings) -> list[Any]:
+        """ARGV[1..11] of claim.lua and offer_nearest.lua."""
+        return [
+            request_id,
+            self.assignment,
+            int(self.now * 1000),
+            int(self.respond_by * 1000),
+            self.body,
+            settings.events_maxlen,
+            settings.outbox_max_frames,
+            State.QUEUED.value,
+            self.step.state.value,
+            self.step.event,
+            timers.entry(timers.TimerKind.OFFER, self.assignment),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class FirstOffer:
+    """A new request's offer, prepared to be sent with its create (see
+    :meth:`Dispatcher.first_offer`)."""
+
+    unit: str
+    request_id: str
+    record: RequestRecord
+    offer: _Offer
+    call: ScriptCall
+
+
 class Dispatcher:
     def __init__(
-        self, redis: Redis, scripts: Scripts, requests: RequestStore, settings: Settings, push: Push
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        requests: RequestStore,
+        settings: Settings,
+        push: Push,
+        *,
+        known: KnownRequests | None = None,
     ) -> None:
+        """``known``: where an offer's record is left for the squad's first command (which
+        then needs no read)."""
+        self._known = known
         self._redis = redis
         self._scripts = scripts
         self._requests = requests
@@ -118,25 +193,15 @@ class Dispatcher:
         ranked = [c.squad for c in rank(lat, lon, found)]
         if prefer:  # first; the claim checks it is available with free capacity
             ranked = [prefer, *(squad for squad in ranked if squad != prefer)]
-        assignment = f"A{secrets.token_hex(6)}"
-        # The lifecycle decides the move (from queued, to offered, under which name); the
-        # claim re-checks the state atomically, carries the move out and picks the squad.
-        step = transition(RequestView(State.QUEUED), Offered(squad="", assignment=assignment))
-        now = time.time()
-        respond_by = now + self._settings.offer_window_s
-        body = self._offer_body(record, assignment, respond_by)
-        claim_keys = [
-            keys.request(unit, request_id),
-            keys.queue(unit),
-            keys.available(unit),
-            keys.free(unit),
-            keys.tried(unit, request_id),
-            keys.timers(unit),
-            keys.events(unit),
-            keys.timeline(unit, request_id),
-            keys.assignment(unit, assignment),
-            keys.stats(unit),
-        ]
+        return await self._claim(unit, request_id, record, ranked, bool(found))
+
+    async def _claim(
+        self, unit: str, request_id: str, record: RequestRecord, ranked: list[str],
+        found: bool,
+    ) -> DispatchResult | None:
+        """Claim the first of ``ranked`` still eligible. None: all were taken meanwhile."""
+        offer = self._new_offer(record)
+        claim_keys = offer.claim_keys(unit, request_id)
         for candidate in ranked:
             claim_keys += [
                 keys.squad(unit, candidate),
@@ -144,30 +209,91 @@ class Dispatcher:
                 keys.jobs(unit, candidate),
             ]
         result = await self._scripts.claim(
-            keys=claim_keys,
-            args=[
-                request_id,
-                assignment,
-                int(now * 1000),
-                int(respond_by * 1000),
-                body,
-                self._settings.events_maxlen,
-                self._settings.outbox_max_frames,
-                State.QUEUED.value,
-                step.state.value,
-                step.event,
-                timers.entry(timers.TimerKind.OFFER, assignment),
-                *ranked,
+            keys=claim_keys, args=[*offer.claim_args(request_id, self._settings), *ranked]
+        )
+        status = text(result[0])
+        if status == "none":  # all taken meanwhile; or the preferred squad alone was not free
+            return None if found else DispatchResult(Outcome.WAITING)
+        return await self._claimed(unit, record, offer, result)
+
+    def first_offer(self, unit: str, request_id: str, record: RequestRecord) -> FirstOffer:
+        """The offer of a request being created, as one script call (``offer_nearest.lua``)
+        that the caller sends in the same round trip as the create, after it; its answer
+        goes to :meth:`finish_first_offer`. ``record``: the request as the create leaves it
+        (queued)."""
+        s = self._settings
+        offer = self._new_offer(record)
+        skill = ANY_SKILL if record.assist_of else record.category
+        call = ScriptCall(
+            self._scripts.offer_nearest,
+            [
+                *offer.claim_keys(unit, request_id),
+                keys.geo(unit),
+                keys.skills(unit),
+                keys.fix_times(unit),
+            ],
+            [
+                *offer.claim_args(request_id, s),
+                record.lon,
+                record.lat,
+                s.search_first_radius_km,
+                s.search_count,
+                skill,
+                time.time() - s.position_max_age_s,
+                s.rank_count,
+                s.search_radius_km,
+                NEAR_TIE,
+                keys.squad(unit, _ANY),
+                keys.outbox(unit, _ANY),
+                keys.jobs(unit, _ANY),
             ],
         )
+        return FirstOffer(unit, request_id, record, offer, call)
+
+    async def finish_first_offer(self, first: FirstOffer, result: list[Any]) -> DispatchResult:
+        """Carry on from ``offer_nearest.lua``'s answer: push the offer it made, or rank a
+        near-tie and claim, or leave the request waiting."""
         status = text(result[0])
         if status == "stale":
             return DispatchResult(Outcome.NOT_QUEUED)
-        if status == "none":  # all taken meanwhile; or the preferred squad alone was not free
-            return None if found else DispatchResult(Outcome.WAITING)
+        if status == "none":
+            return DispatchResult(Outcome.WAITING)
+        if status == "tie":  # the geodesic decides: rank and claim (a second round trip)
+            record = first.record
+            found = parse_candidates(result[1:])
+            ranked = [c.squad for c in rank(record.lat, record.lon, found)]
+            claimed = await self._claim(first.unit, first.request_id, record, ranked, True)
+            if claimed is not None:
+                return claimed
+            return await self.dispatch(first.unit, first.request_id, record)
+        return await self._claimed(first.unit, first.record, first.offer, result)
+
+    async def _claimed(
+        self, unit: str, record: RequestRecord, offer: _Offer, result: list[Any]
+    ) -> DispatchResult:
+        """After a claim's answer other than 'none': push the offer it made."""
+        if text(result[0]) == "stale":
+            return DispatchResult(Outcome.NOT_QUEUED)
         squad, seq, hub = text(result[1]), int(result[2]), text(result[3])
-        await self._push(unit, squad, seq, body, hub)
+        assignment = offer.assignment
+        if self._known is not None and int(result[4]) == record.v + 1:
+            # Nobody else changed the request since ``record``: it is the offer's record.
+            offered = {"state": offer.step.state.value, "squad": squad, "assignment": assignment,
+                       "offered_at": str(int(offer.now * 1000)), "v": str(record.v + 1)}
+            self._known.remember(unit, squad, assignment,
+                                 RequestRecord.from_hash(record.as_fields() | offered))
+        await self._push(unit, squad, seq, offer.body, hub)
         return DispatchResult(Outcome.OFFERED, squad, assignment)
+
+    def _new_offer(self, record: RequestRecord) -> _Offer:
+        assignment = f"A{secrets.token_hex(6)}"
+        # The lifecycle decides the move (from queued, to offered, under which name); the
+        # claim re-checks the state atomically, carries the move out and picks the squad.
+        step = transition(RequestView(State.QUEUED), Offered(squad="", assignment=assignment))
+        now = time.time()
+        respond_by = now + self._settings.offer_window_s
+        body = self._offer_body(record, assignment, respond_by)
+        return _Offer(assignment, step, now, respond_by, body)
 
     @staticmethod
     def _offer_body(record: RequestRecord, assignment: str, respond_by: float) -> bytes:
@@ -271,6 +397,8 @@ class Dispatcher:
                 )
             except StaleRequest:
                 continue
+            if self._known is not None:
+                self._known.forget(unit, squad, assignment)
             if commit.revoke_seq:
                 await self._push(unit, squad, commit.revoke_seq, commit.revoke_body, commit.hub)
             await self.dispatch(unit, request_id)

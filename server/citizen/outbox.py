@@ -32,7 +32,7 @@ from server import keys
 from server.citizen.compose import Message
 from server.citizen.delivery import Attempt, Outcome, RetryPolicy, next_step
 from server.redis_text import text
-from server.requests import Actor, event_json
+from server.requests import Actor, QueuedMessage, event_json
 from server.scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -73,17 +73,25 @@ class CitizenOutbox:
 
     async def enqueue(self, message: Message) -> bool:
         """Queue ``message`` unless its key was queued before; True if queued now."""
+        queued = self.prepare(message)
+        n = await self._scripts.citizen_enqueue(
+            keys=self._keys(message.unit, message.request),
+            args=[queued.key, message.request, queued.queued_ms, queued.body, queued.event,
+                  self._events_maxlen],
+        )
+        return int(n) > 0
+
+    @staticmethod
+    def prepare(message: Message) -> QueuedMessage:
+        """``message`` as the script that commits its step queues it (``apply.lua``: the
+        same queue, once per key, as :meth:`enqueue`)."""
         event = event_json(
             "citizen_message_queued", message.request, message.queued_at, CITIZEN,
             key=message.key, message=message.id, event=message.event, lang=message.lang,
             text=message.text, phone=mask_phone(message.phone),
         )
-        n = await self._scripts.citizen_enqueue(
-            keys=self._keys(message.unit, message.request),
-            args=[message.key, message.request, int(message.queued_at * 1000),
-                  msgspec.json.encode(message), event, self._events_maxlen],
-        )
-        return int(n) > 0
+        return QueuedMessage(message.key, int(message.queued_at * 1000),
+                             msgspec.json.encode(message).decode(), event)
 
     async def enqueue_all(self, messages: Iterable[Message]) -> None:
         """Queue in order (a request's messages are sent in the order queued)."""

@@ -11,6 +11,7 @@ from server.citizen.compose import Message, intake_messages, step_message
 from server.citizen.messages import Templates
 from server.citizen.outbox import CitizenOutbox
 from server.city import City
+from server.requests import QueuedMessage
 
 
 class CitizenTeller:
@@ -25,6 +26,12 @@ class CitizenTeller:
         """Queue the intake messages of a stored request (again, harmlessly, on a retry)."""
         messages = intake_messages(self.templates, self._city(), unit, fields, time.time())
         await self.outbox.enqueue_all(messages)
+
+    def intake_messages(self, unit: str, fields: Mapping[str, str]) -> list[QueuedMessage]:
+        """The intake messages of a request about to be stored, ready for the script that
+        stores it (``RequestStore.create``)."""
+        messages = intake_messages(self.templates, self._city(), unit, fields, time.time())
+        return [self.outbox.prepare(message) for message in messages]
 
     def step(self, unit: str, fields: Mapping[str, str], event: str, discriminator: str, *,
              note: str = "", until: float | None = None, reason: str = "") -> Message | None:

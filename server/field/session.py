@@ -89,6 +89,8 @@ class FieldSession:
         self._closing: Closed | None = None
         self._reader: asyncio.Task[None] | None = None
         self._positioned = False  # a position was sent on this connection
+        self._ack = 0  # the phone's latest acknowledgement not yet recorded in Redis (0: none)
+        self._ack_flush: asyncio.TimerHandle | None = None
         self.last_heard = time.monotonic()
         settings = self._settings
         self._frame_rate = TokenBucket(settings.frame_rate, settings.frame_burst)
@@ -167,6 +169,11 @@ class FieldSession:
             await self._finish(writer)
 
     async def _finish(self, writer: asyncio.Task[None]) -> None:
+        if self._ack_flush is not None:
+            self._ack_flush.cancel()
+            self._ack_flush = None
+        with contextlib.suppress(Exception):  # what the phone acknowledged last, kept
+            await self._flush_ack()
         if self._closing is None:
             writer.cancel()
         # A phone that stopped reading cannot take even the close frame: give up after a while.
@@ -315,7 +322,7 @@ class FieldSession:
                 if self._scenes:
                     await self._check_arrival(frame.lat, frame.lon)
             case protocol.Ack():
-                await services.squads.ack(info.unit, info.squad, frame.seq)
+                self._note_ack(frame.seq)
             case protocol.Duty():
                 owned = await services.squads.set_duty(
                     info.unit, info.squad, frame.on, info.conn_id
@@ -333,20 +340,59 @@ class FieldSession:
 
     async def _command(self, command: protocol.Command, actor: Actor | None = None) -> None:
         services, info = self._services, self.info
+        ack, self._ack = self._ack, 0  # the pending ack rides on the command's own call
         try:
-            done = await services.actions.apply(info.unit, info.squad, command, actor)
+            done = await services.actions.apply(info.unit, info.squad, command, actor, ack=ack)
         except CommandError as exc:
+            if ack:  # perhaps refused before its script ran: recorded later (harmless twice)
+                self._note_ack(ack)
             if actor is None:
                 self.push(protocol.Error(code=exc.code, message=exc.message, id=command.id))
             return
+        except BaseException:
+            if ack:
+                self._note_ack(ack)
+            raise
         if actor is None:
             self.push(protocol.Ok(id=command.id))
         if done.state.value == "en_route":
-            await self._track_scene(command.assignment, done.request_id)
+            if done.record is not None:
+                self._scenes[command.assignment] = _Scene(
+                    done.request_id, done.record.lat, done.record.lon
+                )
+            else:
+                await self._track_scene(command.assignment, done.request_id)
         else:
             self._scenes.pop(command.assignment, None)
         if done.squad_available:
             services.hub.drain_soon(info.unit)
+
+    # ---- acknowledgements ----------------------------------------------------------------------
+
+    def _note_ack(self, seq: int) -> None:
+        """A phone acknowledges every numbered frame; most are followed at once by a command
+        (an offer by its accept), which records the ack in its own script call. One that is
+        not is recorded ``ack_flush_ms`` later. Replay never depends on it: a resume starts
+        from the phone's ``last_seq``; the ack only lets the outbox drop what it holds."""
+        self._ack = max(self._ack, seq)
+        if self._ack_flush is None:
+            delay = self._settings.ack_flush_ms / 1000
+            self._ack_flush = asyncio.get_running_loop().call_later(delay, self._flush_ack_soon)
+
+    def _flush_ack_soon(self) -> None:
+        self._ack_flush = None
+        if self._ack:
+            self._services.hub.spawn(self._flush_ack())
+
+    async def _flush_ack(self) -> None:
+        ack, self._ack = self._ack, 0
+        if ack:
+            try:
+                await self._services.squads.ack(self.info.unit, self.info.squad, ack)
+            except RedisError as exc:  # superseded by the phone's next ack
+                if not is_outage(exc):
+                    raise
+                self._services.availability.failed("ack", exc)
 
     # ---- automatic arrival ---------------------------------------------------------------------
 

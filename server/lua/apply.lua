@@ -20,10 +20,25 @@
 -- ARGV[18] request fields to stamp with ARGV[15] if unset (first acceptance, arrival)
 -- ARGV[19] notice kinds the step closes, as ',kind,kind,' ('' none)
 -- ARGV[20] the step's event name (a closed notice's closed_by)
--- ARGV[21..] field/value pairs for the request hash
--- Returns {'ok', version, revoke seq, hub} | {'stale', version} | {'dup', outcome}
+-- ARGV[21] the squad's acknowledged seq to record first, whatever the step's outcome
+--          ('0': none; a phone's acks ride on its next command: server.field.session)
+-- ARGV[22] the caller's messages to queue with the step, as a JSON array of
+--          [key, queued at (epoch ms), message JSON, citizen_message_queued event] ('[]' none)
+-- ARGV[23..] field/value pairs for the request hash
+-- KEYS[18] the request's citizen messages (hash)  KEYS[19] the unit's due citizen requests
+-- Flag S: the assignment must be squad ARGV[8]'s (a squad acts only on its own assignments).
+-- Returns {'ok', version, revoke seq, hub, queued requests} | {'stale', version}
+--       | {'dup', outcome} | {'foreign'}
+--   ('queued requests': the unit's queue length when the step released a squad, else -1)
+--#include lib/outbox_append.lua
+--#include lib/outbox_ack.lua
+--#include lib/citizen_enqueue.lua
 local flags = ARGV[4]
 local function has(flag) return string.find(flags, flag, 1, true) ~= nil end
+if ARGV[21] ~= '0' then outbox_ack(KEYS[9], KEYS[10], ARGV[21]) end
+if has('S') and redis.call('HGET', KEYS[8], 'squad') ~= ARGV[8] then
+  return {'foreign'}
+end
 if has('C') then
   local seen = redis.call('GET', KEYS[12])
   if seen then return {'dup', seen} end
@@ -32,7 +47,7 @@ local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'stale', version}
 end
-local FIRST_PAIR = 21
+local FIRST_PAIR = 23
 local pairs_n = tonumber(ARGV[11])
 if pairs_n > 0 then
   redis.call('HSET', KEYS[1], unpack(ARGV, FIRST_PAIR, FIRST_PAIR - 1 + pairs_n * 2))
@@ -54,17 +69,7 @@ if has('D') then redis.call('ZREM', KEYS[4], rid) end
 if has('O') then redis.call('ZADD', KEYS[13], ARGV[10], rid) end
 if has('X') then redis.call('ZREM', KEYS[13], rid) end
 local seq = 0
-if ARGV[5] ~= '' then
-  seq = redis.call('HINCRBY', KEYS[9], 'seq', 1)
-  redis.call('ZADD', KEYS[10], seq, string.format('%012d', seq) .. ARGV[5])
-  -- Retention (same in claim.lua): keep the newest frames, remember the highest dropped seq.
-  local excess = redis.call('ZCARD', KEYS[10]) - tonumber(ARGV[13])
-  if excess > 0 then
-    local dropped = redis.call('ZRANGE', KEYS[10], excess - 1, excess - 1, 'WITHSCORES')
-    redis.call('ZREMRANGEBYRANK', KEYS[10], 0, excess - 1)
-    redis.call('HSET', KEYS[9], 'trimmed', dropped[2])
-  end
-end
+if ARGV[5] ~= '' then seq = outbox_append(KEYS[9], KEYS[10], ARGV[5], ARGV[13]) end
 if has('C') then redis.call('SET', KEYS[12], 'ok', 'EX', ARGV[9]) end
 local at = tonumber(ARGV[15])
 for line in string.gmatch(ARGV[16], '[^\n]+') do
@@ -96,6 +101,13 @@ if ARGV[19] ~= '' and redis.call('SCARD', KEYS[15]) > 0 then
     end
   end
 end
+if ARGV[22] ~= '[]' then
+  for _, m in ipairs(cjson.decode(ARGV[22])) do
+    citizen_enqueue(KEYS[18], KEYS[19], KEYS[3], m[1], rid, m[2], m[3], m[4], ARGV[3])
+  end
+end
 local hub = ''
 if sid ~= '' then hub = redis.call('HGET', KEYS[9], 'hub') or '' end
-return {'ok', version, seq, hub}
+local queued = -1
+if has('R') then queued = redis.call('ZCARD', KEYS[4]) end
+return {'ok', version, seq, hub, queued}

@@ -1,8 +1,5 @@
--- Carry out an offer decided by server.lifecycle (the request must be in ARGV[8], it moves to
--- ARGV[9] as event ARGV[10]) with the first eligible candidate: claim one unit of the
--- squad's capacity, append the offer to its outbox, start the offer timer, record the event.
--- Atomic, so concurrent dispatch from any number of processes never exceeds a squad's
--- capacity. Candidates not yet offered this request come first, in the given order.
+-- Carry out an offer decided by server.lifecycle with the first eligible candidate (see
+-- lib/claim.lua).
 -- KEYS[1] request  KEYS[2] queue  KEYS[3] available  KEYS[4] free  KEYS[5] tried
 -- KEYS[6] timers  KEYS[7] events  KEYS[8] timeline  KEYS[9] assignment  KEYS[10] stats
 -- KEYS[11..] three per candidate, in ARGV order: squad hash, outbox, jobs
@@ -11,59 +8,20 @@
 -- ARGV[7] outbox retention (frames)  ARGV[8] state required  ARGV[9] state after
 -- ARGV[10] event name  ARGV[11] offer timer member (server.timers)
 -- ARGV[12..] candidate squad ids
--- Returns {'ok', squad, seq, hub} | {'stale', state} | {'none'}
-local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= ARGV[8] then
-  return {'stale', state or ''}
-end
-local function eligible(id)
-  return redis.call('SISMEMBER', KEYS[3], id) == 1
-    and tonumber(redis.call('HGET', KEYS[4], id) or '0') > 0
-end
-local pick = nil
-local FIRST = 12
-for pass = 1, 2 do
-  for i = FIRST, #ARGV do
-    local id = ARGV[i]
-    local was_tried = redis.call('SISMEMBER', KEYS[5], id) == 1
-    if (pass == 1) ~= was_tried and eligible(id) then
-      pick = i - FIRST + 1
-      break
-    end
-  end
-  if pick then break end
-end
-if not pick then
-  return {'none'}
-end
-local rid, aid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local sid = ARGV[FIRST + pick - 1]
-local squad_key = KEYS[10 + (pick - 1) * 3 + 1]
-local outbox_key = KEYS[10 + (pick - 1) * 3 + 2]
-local jobs_key = KEYS[10 + (pick - 1) * 3 + 3]
-redis.call('HINCRBY', KEYS[4], sid, -1)
-local seq = redis.call('HINCRBY', squad_key, 'seq', 1)
-redis.call('ZADD', outbox_key, seq, string.format('%012d', seq) .. ARGV[5])
--- Retention (same in apply.lua): keep the newest frames; remember the highest dropped seq,
--- so a resume from before it gets a resync instead of a silent gap.
-local excess = redis.call('ZCARD', outbox_key) - tonumber(ARGV[7])
-if excess > 0 then
-  local dropped = redis.call('ZRANGE', outbox_key, excess - 1, excess - 1, 'WITHSCORES')
-  redis.call('ZREMRANGEBYRANK', outbox_key, 0, excess - 1)
-  redis.call('HSET', squad_key, 'trimmed', dropped[2])
-end
-redis.call('SADD', jobs_key, aid)
-redis.call('SADD', KEYS[5], sid)
-redis.call('HSET', KEYS[9], 'request', rid, 'squad', sid, 'state', ARGV[9],
-  'respond_by', ARGV[4], 'created', ARGV[3])
-redis.call('HSET', KEYS[1], 'state', ARGV[9], 'squad', sid, 'assignment', aid,
-  'offered_at', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('ZREM', KEYS[2], rid)
-redis.call('ZADD', KEYS[6], ARGV[4], ARGV[11])
-redis.call('HINCRBY', KEYS[10], 'offers', 1)
-local event = cjson.encode({type = ARGV[10], request = rid, by = 'system', squad = sid, assignment = aid,
-  at = now / 1000, seq = seq, respond_by = tonumber(ARGV[4]) / 1000})
-redis.call('RPUSH', KEYS[8], event)
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'e', event)
-return {'ok', sid, seq, redis.call('HGET', squad_key, 'hub') or ''}
+-- Returns {'ok', squad, seq, hub, version} | {'stale', state} | {'none'}
+--#include lib/outbox_append.lua
+--#include lib/claim.lua
+local ids = {}
+for i = 12, #ARGV do ids[#ids + 1] = ARGV[i] end
+return claim_offer(
+  {request = KEYS[1], queue = KEYS[2], available = KEYS[3], free = KEYS[4], tried = KEYS[5],
+   timers = KEYS[6], events = KEYS[7], timeline = KEYS[8], assignment = KEYS[9],
+   stats = KEYS[10]},
+  {rid = ARGV[1], aid = ARGV[2], now = ARGV[3], respond_by = ARGV[4], body = ARGV[5],
+   maxlen = ARGV[6], keep = ARGV[7], required = ARGV[8], after = ARGV[9], event = ARGV[10],
+   timer = ARGV[11]},
+  ids,
+  function(i)
+    local base = 10 + (i - 1) * 3
+    return KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
+  end)

@@ -12,6 +12,7 @@
 -- ARGV[9] notice frame body for the squad (MessagePack, seq omitted; '' = no squad)
 -- ARGV[10] outbox retention (frames)
 -- Returns {'issued', seq, hub} | {'exists'} | {'stale', version}
+--#include lib/outbox_append.lua
 local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'stale', version}
@@ -26,16 +27,7 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[4])
 if ARGV[7] ~= '' then redis.call('ZADD', KEYS[7], ARGV[8], ARGV[7]) end
 local seq, hub = 0, ''
 if ARGV[9] ~= '' then
-  seq = redis.call('HINCRBY', KEYS[8], 'seq', 1)
-  redis.call('ZADD', KEYS[9], seq, string.format('%012d', seq) .. ARGV[9])
-  -- Retention (same in claim.lua and apply.lua): keep the newest frames, remember the
-  -- highest dropped seq so a resume from before it gets a resync instead of a silent gap.
-  local excess = redis.call('ZCARD', KEYS[9]) - tonumber(ARGV[10])
-  if excess > 0 then
-    local dropped = redis.call('ZRANGE', KEYS[9], excess - 1, excess - 1, 'WITHSCORES')
-    redis.call('ZREMRANGEBYRANK', KEYS[9], 0, excess - 1)
-    redis.call('HSET', KEYS[8], 'trimmed', dropped[2])
-  end
+  seq = outbox_append(KEYS[8], KEYS[9], ARGV[9], ARGV[10])
   hub = redis.call('HGET', KEYS[8], 'hub') or ''
 end
 return {'issued', seq, hub}

@@ -54,7 +54,7 @@ from redis.asyncio import Redis
 from server import keys
 from server.city import City, load_city
 from server.embedded_redis import EmbeddedRedis, free_port
-from server.launch import HubProc, spawn_hub
+from server.launch import HubProc, spawn_hub, spawn_ledger
 from server.settings import ROLES
 from tools.loadtest import client as lc
 from tools.loadtest import floor as bare
@@ -472,12 +472,15 @@ async def run(config: Config) -> dict[str, Any]:
     tokens: dict[str, str] = {role: f"{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
     # Every simulated phone connects from this machine's one address: lift the per-address
     # cap meant for real clients (unless the run sets it).
-    hub_settings = {"max_connections_per_address": "0", **config.hub_settings}
+    # The ledger writer runs in its own process (as in a deployment), not in the hubs.
+    hub_settings = {"max_connections_per_address": "0", "ledger_in_hub": "0",
+                    **config.hub_settings}
     if config.storm:  # offers must wait in the outboxes, not move on, until the storm
         hub_settings = {"offer_window_s": "3600", **hub_settings}
     with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
         log(f"embedded Redis at {redis_server.public_url}")
         hubs: list[HubProc] = []
+        ledger = spawn_ledger(redis_server.url, tmp / "hub0", log_path=tmp / "ledger.log")
         try:
             hubs += await asyncio.gather(
                 *(
@@ -499,6 +502,8 @@ async def run(config: Config) -> dict[str, Any]:
         finally:
             for hub in hubs:
                 hub.stop()
+            ledger.terminate()
+            ledger.wait(timeout=10)
         if config.floor:
             floor = await run_floor(config, redis_server, squad_plans, request_plans, tmp)
             report["floor"] = floor
