@@ -93,11 +93,21 @@ class FeedBroker:
         self._on_outage = on_outage
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
+        self._positioned = asyncio.Event()  # the running reader knows where it reads from
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.add(subscriber)
         if self._task is None or self._task.done():
+            self._positioned = asyncio.Event()
             self._task = asyncio.create_task(self._run())
+
+    async def positioned(self, timeout_s: float = 2.0) -> None:
+        """Wait until the reader has taken its start positions (the streams' ends when it
+        started): a subscriber's last catch-up must read past them, or an entry added in
+        between would come neither from the catch-up nor live. Gives up after ``timeout_s``
+        (Redis unreachable: the catch-up fails on its own)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._positioned.wait(), timeout_s)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
@@ -139,6 +149,7 @@ class FeedBroker:
             start = await stream_ends(self._redis, new) if not positions else {
                 unit: "0-0" for unit in new}
             positions.update(start)
+        self._positioned.set()
         streams: dict[Any, Any] = {keys.events(unit): positions[unit] for unit in units}
         replies: Any = await self._redis.xread(streams, count=self._batch, block=BLOCK_MS)
         by_key = {keys.events(unit): unit for unit in units}

@@ -141,6 +141,10 @@ class FeedSession:
             hello = await self._greet()
             await self._catch_up(hello)
             broker.subscribe(self)
+            # The last catch-up must read past where the reader's live entries start; live
+            # entries meanwhile are held (and dropped: the catch-up reads them too).
+            self._held = []
+            await broker.positioned()
             for _ in range(CATCH_UP_ROUNDS):
                 self._held, self._held_overflow = [], False
                 await self._catch_up_once()
