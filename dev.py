@@ -44,11 +44,12 @@ def ensure_environment() -> None:
     pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check", "-q"]
     # --require-hashes: every package, dependencies of dependencies included, must be the
     # exact file the lock names; --no-deps: nothing outside the lock is resolved on the fly.
-    subprocess.run([*pip, "install", "--require-hashes", "--no-deps", "-r", str(LOCK)],
-                   check=True)
+    subprocess.run([*pip, "install", "--require-hashes", "--no-deps", "-r", str(LOCK)], check=True)
     site = subprocess.run(
         [str(PYTHON), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     (Path(site) / "city_linkage_dispatch.pth").write_text(
         "".join(f"{path}\n" for path in SOURCE_PATHS)
@@ -62,9 +63,19 @@ def lock(uv_args: list[str]) -> int:
     already in the lock are kept where they still fit; ``--upgrade`` takes the newest."""
     ensure_environment()
     command = [
-        str(VENV / "bin" / "uv"), "pip", "compile", "pyproject.toml", "--extra", "test",
-        "--generate-hashes", "--universal", "--python-version", "3.11",
-        "-o", str(LOCK.name), *uv_args,
+        str(VENV / "bin" / "uv"),
+        "pip",
+        "compile",
+        "pyproject.toml",
+        "--extra",
+        "test",
+        "--generate-hashes",
+        "--universal",
+        "--python-version",
+        "3.11",
+        "-o",
+        str(LOCK.name),
+        *uv_args,
     ]
     return subprocess.run(command, cwd=ROOT).returncode
 

@@ -90,12 +90,24 @@ SAMPLES: tuple[Any, ...] = (
     protocol.Accept(assignment="A3f9c1d7e20b4", id="S00012-19b7c2e4a10-1", at=1767225601.25),
     protocol.Enroute(assignment="A3f9c1d7e20b4", id="S00012-19b7c2e4a10-2", at=1767225630.0),
     protocol.Arrive(assignment="A3f9c1d7e20b4", id="S00012-19b7c2e4a10-3", at=1767226200.0),
-    protocol.Resolve(assignment="A3f9c1d7e20b4", id="S00012-19b7c2e4a10-4", at=1767229800.0,
-                     note="Valve closed and pipe section replaced"),
-    protocol.Defer(assignment="A3f9c1d7e20b4", id="S00012-19b7c2e4a10-5", at=1767227000.0,
-                   until=1767312000.0, reason="Needs a spare part from the depot"),
-    protocol.Dispute(assignment="A3f9c1d7e20b4", id="S00012-19b7c2e4a10-6",
-                     reason="The pipe belongs to the neighbouring district's network"),
+    protocol.Resolve(
+        assignment="A3f9c1d7e20b4",
+        id="S00012-19b7c2e4a10-4",
+        at=1767229800.0,
+        note="Valve closed and pipe section replaced",
+    ),
+    protocol.Defer(
+        assignment="A3f9c1d7e20b4",
+        id="S00012-19b7c2e4a10-5",
+        at=1767227000.0,
+        until=1767312000.0,
+        reason="Needs a spare part from the depot",
+    ),
+    protocol.Dispute(
+        assignment="A3f9c1d7e20b4",
+        id="S00012-19b7c2e4a10-6",
+        reason="The pipe belongs to the neighbouring district's network",
+    ),
     protocol.Welcome(squad="S00012", last_seq=42, server_time=1767225600.125),
     protocol.Offer(assignment="A3f9c1d7e20b4", request=_REQUEST, respond_by=1767225660.0, seq=42),
     protocol.Revoke(assignment="A3f9c1d7e20b4", reason="offer_window_passed", seq=43),
@@ -120,9 +132,11 @@ SAMPLES: tuple[Any, ...] = (
         ],
     ),
     protocol.Ok(id="S00012-19b7c2e4a10-1"),
-    protocol.Error(code=codes.ErrorCode.INVALID_TRANSITION,
-                   message=("cannot resolve a request that is accepted "
-                            "(allowed from: deferred, on_scene)"), id="S00012-19b7c2e4a10-4"),
+    protocol.Error(
+        code=codes.ErrorCode.INVALID_TRANSITION,
+        message=("cannot resolve a request that is accepted (allowed from: deferred, on_scene)"),
+        id="S00012-19b7c2e4a10-4",
+    ),
 )
 
 
@@ -226,8 +240,11 @@ def schema_text() -> str:
 def _rewrite_refs(node: Any) -> Any:
     if isinstance(node, dict):
         return {
-            key: (value.replace("#/$defs/", "#/components/schemas/", 1)
-                  if key == "$ref" and isinstance(value, str) else _rewrite_refs(value))
+            key: (
+                value.replace("#/$defs/", "#/components/schemas/", 1)
+                if key == "$ref" and isinstance(value, str)
+                else _rewrite_refs(value)
+            )
             for key, value in node.items()
         }
     if isinstance(node, list):
@@ -274,12 +291,18 @@ def asyncapi() -> dict[str, Any]:
     messages |= {tag_of(c): _message(c, "hub-to-phone") for c in hub}
     version = protocol.SUBPROTOCOL_JSON.split(".")[1]
     subprotocols = [
-        {"name": protocol.SUBPROTOCOL_MSGPACK, "frames": "binary",
-         "contentType": "application/msgpack",
-         "description": "Each WebSocket binary message is one MessagePack map."},
-        {"name": protocol.SUBPROTOCOL_JSON, "frames": "text",
-         "contentType": "application/json",
-         "description": "Each WebSocket text message is one JSON object."},
+        {
+            "name": protocol.SUBPROTOCOL_MSGPACK,
+            "frames": "binary",
+            "contentType": "application/msgpack",
+            "description": "Each WebSocket binary message is one MessagePack map.",
+        },
+        {
+            "name": protocol.SUBPROTOCOL_JSON,
+            "frames": "text",
+            "contentType": "application/json",
+            "description": "Each WebSocket text message is one JSON object.",
+        },
     ]
     return {
         "asyncapi": "2.6.0",
@@ -338,14 +361,16 @@ def asyncapi() -> dict[str, Any]:
                 "publish": {
                     "operationId": "phoneToHub",
                     "summary": "Frames a squad's phone sends to the hub.",
-                    "message": {"oneOf": [
-                        {"$ref": f"#/components/messages/{tag_of(c)}"} for c in phone]},
+                    "message": {
+                        "oneOf": [{"$ref": f"#/components/messages/{tag_of(c)}"} for c in phone]
+                    },
                 },
                 "subscribe": {
                     "operationId": "hubToPhone",
                     "summary": "Frames the hub sends to a squad's phone.",
-                    "message": {"oneOf": [
-                        {"$ref": f"#/components/messages/{tag_of(c)}"} for c in hub]},
+                    "message": {
+                        "oneOf": [{"$ref": f"#/components/messages/{tag_of(c)}"} for c in hub]
+                    },
                 },
             },
         },
@@ -353,10 +378,16 @@ def asyncapi() -> dict[str, Any]:
         "tags": [
             {"name": "phone-to-hub", "description": "Sent by the phone."},
             {"name": "hub-to-phone", "description": "Sent by the hub."},
-            {"name": "command", "description": "A step on an assignment, answered by `ok` or "
-                                               "`error` with the same `id`."},
-            {"name": "numbered", "description": "Carries `seq`; kept until acknowledged and "
-                                                "replayed after a reconnect."},
+            {
+                "name": "command",
+                "description": "A step on an assignment, answered by `ok` or "
+                "`error` with the same `id`.",
+            },
+            {
+                "name": "numbered",
+                "description": "Carries `seq`; kept until acknowledged and "
+                "replayed after a reconnect.",
+            },
         ],
     }
 
@@ -368,16 +399,18 @@ def _yaml_dump() -> Callable[[Any], str] | None:
         return None
 
     def dump(data: Any) -> str:
-        text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100,
-                                   default_flow_style=False)
+        text: str = yaml.safe_dump(
+            data, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False
+        )
         return text
 
     return dump
 
 
 def asyncapi_text() -> str:
-    header = ("# Generated by fieldapp-api/generate.py from dispatch_field/protocol.py: "
-              "do not edit.\n")
+    header = (
+        "# Generated by fieldapp-api/generate.py from dispatch_field/protocol.py: do not edit.\n"
+    )
     dump = _yaml_dump()
     if dump is None:  # JSON is valid YAML 1.2 (and YAML comments are not JSON)
         return json.dumps(asyncapi(), indent=2, ensure_ascii=False) + "\n"
@@ -447,8 +480,15 @@ def _struct_table(defs: dict[str, Any], name: str, cls: type | None = None) -> s
             notes = "the frame type"
         elif field == "seq" and cls is not None and issubclass(cls, protocol.NUMBERED):
             notes = "always sent by the hub (≥ 1): stamped when the frame goes out"
-        rows.append((f"`{field}`", _type_of(prop), _required(field, prop, required),
-                     _constraints(prop), notes))
+        rows.append(
+            (
+                f"`{field}`",
+                _type_of(prop),
+                _required(field, prop, required),
+                _constraints(prop),
+                notes,
+            )
+        )
     return _table(("Field", "Type", "Required", "Constraints", "Notes"), rows)
 
 
@@ -464,14 +504,25 @@ def _flags(cls: type) -> str:
 def _frame_section(cls: type, defs: dict[str, Any]) -> str:
     description = _doc(cls) or _command_fallback(cls)
     example = json.dumps(wire_json(sample_of(cls)), ensure_ascii=False)
-    parts = [f"#### `{tag_of(cls)}`", description, _flags(cls),
-             _struct_table(defs, cls.__name__, cls), f"```json\n{example}\n```"]
+    parts = [
+        f"#### `{tag_of(cls)}`",
+        description,
+        _flags(cls),
+        _struct_table(defs, cls.__name__, cls),
+        f"```json\n{example}\n```",
+    ]
     return "\n\n".join(p for p in parts if p)
 
 
 def _index(classes: Iterable[type]) -> str:
-    rows = ((f"[`{tag_of(c)}`](#{tag_of(c)})", c.__name__,
-             _first_sentence(_doc(c) or _command_fallback(c))) for c in classes)
+    rows = (
+        (
+            f"[`{tag_of(c)}`](#{tag_of(c)})",
+            c.__name__,
+            _first_sentence(_doc(c) or _command_fallback(c)),
+        )
+        for c in classes
+    )
     return _table(("`t`", "Struct", "Summary"), rows)
 
 
@@ -504,28 +555,47 @@ def close_codes_section() -> str:
     rows = []
     for member in codes.CloseCode:
         band = "transient" if member.reconnect else "terminal"
-        meaning = notes.get(member.name) or CLOSE_CODE_NOTES.get(member.name) or (
-            member.name.replace("_", " ").lower())
-        rows.append((f"`{member.value}`", f"`{member.name}`", band, _close_action(member.value),
-                     _md(meaning)))
+        meaning = (
+            notes.get(member.name)
+            or CLOSE_CODE_NOTES.get(member.name)
+            or (member.name.replace("_", " ").lower())
+        )
+        rows.append(
+            (
+                f"`{member.value}`",
+                f"`{member.name}`",
+                band,
+                _close_action(member.value),
+                _md(meaning),
+            )
+        )
     custom = _table(("Code", "Name", "Band", "Phone does", "Meaning"), rows)
     standard = _table(
         ("Code", "Name", "Phone does", "Meaning"),
-        ((f"`{code}`", f"`{name}`", _close_action(code), meaning)
-         for code, (name, meaning) in sorted(STANDARD_CLOSE_CODES.items())),
+        (
+            (f"`{code}`", f"`{name}`", _close_action(code), meaning)
+            for code, (name, meaning) in sorted(STANDARD_CLOSE_CODES.items())
+        ),
     )
-    return "\n\n".join((
-        "Private codes (`dispatch_field.codes.CloseCode`): 4000-4099 transient, "
-        "4100-4199 terminal.", custom,
-        "Standard codes (RFC 6455) a phone may also see:", standard,
-    ))
+    return "\n\n".join(
+        (
+            "Private codes (`dispatch_field.codes.CloseCode`): 4000-4099 transient, "
+            "4100-4199 terminal.",
+            custom,
+            "Standard codes (RFC 6455) a phone may also see:",
+            standard,
+        )
+    )
 
 
 def error_codes_section() -> str:
     notes = trailing_comments(codes.ErrorCode)
     rows = [(f"`{m.value}`", _md(notes.get(m.name, ""))) for m in codes.ErrorCode]
-    return _md(inspect.cleandoc(codes.ErrorCode.__doc__ or "")) + "\n\n" + _table(
-        ("`code`", "Meaning"), rows)
+    return (
+        _md(inspect.cleandoc(codes.ErrorCode.__doc__ or ""))
+        + "\n\n"
+        + _table(("`code`", "Meaning"), rows)
+    )
 
 
 def settings_section() -> str:
@@ -533,16 +603,25 @@ def settings_section() -> str:
     hints = typing.get_type_hints(FieldLimits, include_extras=True)
     defaults = FieldLimits()
     rows = [
-        (f"`DISPATCH_{name.upper()}`", f"`{getattr(defaults, name)!r}`",
-         _md(_description(hints[name])))
+        (
+            f"`DISPATCH_{name.upper()}`",
+            f"`{getattr(defaults, name)!r}`",
+            _md(_description(hints[name])),
+        )
         for name in FieldLimits.__struct_fields__
     ]
     return _table(("Variable", "Default", "Meaning"), rows)
 
 
 def _description(hint: Any) -> str:
-    return next((m.description for m in getattr(hint, "__metadata__", ())
-                 if isinstance(m, msgspec.Meta) and m.description), "")
+    return next(
+        (
+            m.description
+            for m in getattr(hint, "__metadata__", ())
+            if isinstance(m, msgspec.Meta) and m.description
+        ),
+        "",
+    )
 
 
 GENERATED_NOTE = "<!-- generated by generate.py: do not edit -->"
@@ -562,7 +641,7 @@ def render_readme(text: str) -> str:
         if start < 0 or stop < start or text.count(begin) != 1 or text.count(end) != 1:
             raise ValueError(f"{README_PATH.name}: expected one {begin} ... {end} pair")
         generated = f"{begin}\n{GENERATED_NOTE}\n\n{build()}\n\n{end}"
-        text = text[:start] + generated + text[stop + len(end):]
+        text = text[:start] + generated + text[stop + len(end) :]
     return text
 
 
@@ -614,8 +693,12 @@ def stale() -> list[str]:
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if not _same(path, current, text):
             diff = difflib.unified_diff(
-                current.splitlines(keepends=True), text.splitlines(keepends=True),
-                f"{path.name} (committed)", f"{path.name} (generated)", n=2)
+                current.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                f"{path.name} (committed)",
+                f"{path.name} (generated)",
+                n=2,
+            )
             problems.append(f"{_display(path)} is stale:\n{''.join(diff)}")
     return problems
 
@@ -631,8 +714,11 @@ def write() -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if a committed file differs from the generated one")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if a committed file differs from the generated one",
+    )
     args = parser.parse_args(argv)
     if args.check:
         problems = stale()

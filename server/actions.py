@@ -1,7 +1,7 @@
 """The operations users perform: a call-taker records a request, a squad reports a step.
 
 Both are thin: they validate against the city and the clock, ask the pure state machine for
-the step, commit it through :class:`server.requests.RequestStore`, then carry out what cannot
+the step, commit it through :class:`server.store.requests.RequestStore`, then carry out what cannot
 be part of the atomic commit (pushes, citizen notifications, moving the queue).
 """
 
@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from dispatch_field.codes import ErrorCode
-from server import keys
 from server.assign.dispatcher import Dispatcher, Outcome
 from server.citizen.compose import Message, command_discriminator
 from server.citizen.teller import CitizenTeller
@@ -38,8 +37,9 @@ from server.lifecycle import (
     Triaged,
     transition,
 )
-from server.redis_text import text
-from server.requests import (
+from server.settings import Settings
+from server.store import keys
+from server.store.requests import (
     Actor,
     DuplicateCommand,
     ForeignAssignment,
@@ -48,7 +48,7 @@ from server.requests import (
     StaleRequest,
     event_json,
 )
-from server.settings import Settings
+from server.store.text import text
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,11 @@ class Intake:
                 # Another dispatcher (a queue sweep) moved it first: answer what it is now.
                 current = await self._requests.read(unit, request_id)
                 if current is not None:
-                    moved = {"state": current.state.value, "squad": current.squad,
-                             "assignment": current.assignment}
+                    moved = {
+                        "state": current.state.value,
+                        "squad": current.squad,
+                        "assignment": current.assignment,
+                    }
                     response |= {k: v for k, v in moved.items() if v}
         return response
 
@@ -463,7 +466,11 @@ class SquadActions:
         return bool(await self._redis.exists(keys.command(unit, squad, command_id)))
 
     def _message(
-        self, unit: str, record: RequestRecord, event: str, squad: str,
+        self,
+        unit: str,
+        record: RequestRecord,
+        event: str,
+        squad: str,
         command: protocol.Command,
     ) -> Message | None:
         """The caller's message for a step, or None. Raises CommandError for a command whose

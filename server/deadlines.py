@@ -3,14 +3,14 @@
 A linkage request has three milestones, each with a limit counted from intake (the citizen's
 clock): ``accept``, ``arrive``, ``resolve``. A promise (``defer``) replaces the resolve
 deadline by the promised time, the ``promise`` deadline. Each pending deadline is a timer
-(``server.timers``); when it fires with the milestone unmet, a supervision notice is issued
+(``server.store.timers``); when it fires with the milestone unmet, a supervision notice is issued
 (:func:`notice_due`), and it escalates one level every interval while the item stays open.
 
 Notice kinds: ``accept``, ``arrive``, ``resolve``, ``promise`` (a broken promise) and
 ``waiting`` (the accept limit passed while the request sat in the queue: no squad could take
 it). A notice closes when the step that meets its milestone is committed (:func:`closes`).
 
-This module decides; ``server.requests`` (commit), ``server.notices`` (timers) and the
+This module decides; ``server.store.requests`` (commit), ``server.notices`` (timers) and the
 Lua scripts carry the decisions out.
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from server import timers
 from server.lifecycle import FINAL, State
+from server.store import timers
 
 
 class Milestone(StrEnum):
@@ -176,7 +176,7 @@ def parse_notice_id(ident: str) -> tuple[str, NoticeKind, int] | None:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """What the rules need of a request (see server.requests.RequestRecord)."""
+    """What the rules need of a request (see server.store.requests.RequestRecord)."""
 
     state: State
     accept_by: float | None = None

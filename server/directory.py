@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 from redis.asyncio import Redis
 
-from server import keys
 from server.city import City, Unit
+from server.store import keys
 
 
 class Directory:

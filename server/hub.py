@@ -32,12 +32,10 @@ from starlette.websockets import WebSocket
 
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
-from server import keys
 from server.accounts.asgi import AuthMiddleware, PageGate
 from server.accounts.auth import Authenticator, open_authenticator
 from server.actions import Intake, SquadActions
 from server.assign.dispatcher import Dispatcher
-from server.availability import RedisAvailability, is_outage
 from server.center.actions import CenterActions
 from server.center.moves import Mover
 from server.citizen.delivery import RetryPolicy
@@ -48,7 +46,6 @@ from server.citizen.senders import make_sender
 from server.citizen.teller import CitizenTeller
 from server.city import City, load_city
 from server.directory import Directory
-from server.embedded_redis import EmbeddedRedis
 from server.feed.broker import FeedBroker
 from server.field.session import FieldSession
 from server.guard import AddressBuckets
@@ -58,15 +55,18 @@ from server.ledger.streams import with_no_unit
 from server.loops import background_loops
 from server.net import BodyLimit
 from server.notices import Notices
-from server.presence.positions import PositionWriter
 from server.presence.tracker import PresenceTracker
-from server.redis_text import text
-from server.requests import RequestStore
-from server.round_trips import RoundTrips, count_round_trips
-from server.scripts import Scripts
 from server.security_headers import SecurityHeaders
 from server.settings import Settings, load_settings
-from server.squads import Presence, SquadStore
+from server.store import keys
+from server.store.availability import RedisAvailability, is_outage
+from server.store.embedded import EmbeddedRedis
+from server.store.positions import PositionWriter
+from server.store.requests import RequestStore
+from server.store.round_trips import RoundTrips, count_round_trips
+from server.store.scripts import Scripts
+from server.store.squads import Presence, SquadStore
+from server.store.text import text
 
 log = logging.getLogger(__name__)
 _channel_codec = msgspec.msgpack.Decoder(tuple[str, int, bytes])

@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from server import deadlines
 from server.lifecycle import Step
-from server.requests import RequestRecord
+from server.store.requests import RequestRecord
 
 DEFAULT_ENTRIES = 50_000  # a few per connected squad: an open assignment each, usually
 

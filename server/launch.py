@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from server.embedded_redis import EmbeddedRedis, free_port
+from server.store.embedded import EmbeddedRedis, free_port
 
 ROLES = ("admin", "calltaker", "center", "wall")
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: ``python -m server`` runs from it
@@ -152,8 +152,17 @@ def spawn_hub(
         log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") if log_path else contextlib.nullcontext() as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--host", host, "--port", str(port),
-             "--log-level", log_level],
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--log-level",
+                log_level,
+            ],
             cwd=ROOT,
             env=env,
             stdout=log if log is not None else subprocess.DEVNULL,
@@ -196,12 +205,15 @@ def spawn_ledger(
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m server.ledger`` (the ledger writer in its own process) on the
     SQLite ledger of ``data_dir``; for hubs started with ``ledger_in_hub=0``."""
-    env = dict(os.environ, REDIS_URL=redis_url, DISPATCH_DATA_DIR=str(data_dir),
-               PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ, REDIS_URL=redis_url, DISPATCH_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1"
+    )
     out = log_path.open("ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "server.ledger", "--log-level", log_level],
-        env=env, stdout=out, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # out of the terminal's process group: stopped by its owner
     )
 

@@ -12,10 +12,10 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from server import keys, timers
-from server.availability import is_outage
 from server.ledger.streams import with_no_unit
-from server.timers import TimerKind
+from server.store import keys, timers
+from server.store.availability import is_outage
+from server.store.timers import TimerKind
 
 if TYPE_CHECKING:
     from server.hub import Services

@@ -23,15 +23,16 @@ import msgspec
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
-from server import deadlines, keys, timers
+from server import deadlines
 from server.assign.dispatcher import Push
 from server.deadlines import Due, NoticeKind
 from server.lifecycle import HELD
-from server.redis_text import text
-from server.requests import Actor, RequestRecord, RequestStore, event_json
-from server.scripts import Scripts
 from server.settings import Settings
-from server.timers import TimerKind
+from server.store import keys, timers
+from server.store.requests import Actor, RequestRecord, RequestStore, event_json
+from server.store.scripts import Scripts
+from server.store.text import text
+from server.store.timers import TimerKind
 
 log = logging.getLogger(__name__)
 SUPERVISION = Actor("system", "supervision")
@@ -103,8 +104,9 @@ class Notices:
         )
         for (kind, ident), result in zip(fired, results, strict=True):
             if isinstance(result, BaseException):
-                log.error("timer %s:%s failed; it will fire again", kind.value, ident,
-                          exc_info=result)
+                log.error(
+                    "timer %s:%s failed; it will fire again", kind.value, ident, exc_info=result
+                )
 
     async def on_timer(self, timer_unit: str, kind: TimerKind, ident: str) -> None:
         """Carry out a ``deadline`` or ``escalate`` timer of ``timer_unit``'s set. Idempotent:
@@ -137,9 +139,7 @@ class Notices:
             member = deadlines.deadline_entry(request_id, milestone)
             await self._redis.zadd(keys.timers(unit), {member: int(decision.at * 1000)})
 
-    async def _deadline_passed(
-        self, request_id: str, milestone: deadlines.Milestone
-    ) -> str | None:
+    async def _deadline_passed(self, request_id: str, milestone: deadlines.Milestone) -> str | None:
         """Issue the notice a passed deadline calls for; returns the request's unit (None:
         the request is gone)."""
         unit = None
@@ -154,8 +154,9 @@ class Notices:
             assert decision.kind is not None and decision.at is not None
             if await self._issue(unit, record, decision.kind, 1, decision.at):
                 return unit
-        log.warning("request %s kept changing; its %s deadline will fire again", request_id,
-                    milestone.value)
+        log.warning(
+            "request %s kept changing; its %s deadline will fire again", request_id, milestone.value
+        )
         return unit
 
     async def _escalate(self, request_id: str, kind: NoticeKind, level: int) -> None:
@@ -166,8 +167,9 @@ class Notices:
             unit, record = found
             if deadlines.kind_is_met(record.progress(), kind):
                 return
-            previous = await self._notice(unit, request_id, deadlines.notice_id(request_id, kind,
-                                                                                 level - 1))
+            previous = await self._notice(
+                unit, request_id, deadlines.notice_id(request_id, kind, level - 1)
+            )
             if previous is None or previous.state != "open":
                 return
             if await self._issue(unit, record, kind, level, previous.due_at):
@@ -259,16 +261,18 @@ class Notices:
         raw = await self._redis.hvals(keys.notices(unit, request_id))
         return sorted((decode_notice(r) for r in raw), key=lambda n: (n.issued_at, n.id))
 
-    async def open_by_request(self, unit: str, request_ids: Iterable[str]) -> dict[str, list[
-            NoticeRecord]]:
+    async def open_by_request(
+        self, unit: str, request_ids: Iterable[str]
+    ) -> dict[str, list[NoticeRecord]]:
         """Open notices of each of ``request_ids`` (one pipeline)."""
         ids = list(request_ids)
         pipe = self._redis.pipeline(transaction=False)
         for request_id in ids:
             pipe.smembers(keys.request_open_notices(unit, request_id))
         open_ids = await pipe.execute()
-        wanted = [(rid, text(n)) for rid, members in zip(ids, open_ids, strict=True)
-                  for n in members]
+        wanted = [
+            (rid, text(n)) for rid, members in zip(ids, open_ids, strict=True) for n in members
+        ]
         notices = await self._many(unit, wanted)
         result: dict[str, list[NoticeRecord]] = {}
         for notice in notices:

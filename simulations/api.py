@@ -30,8 +30,9 @@ class HubApi:
     def __init__(self, base_url: str, tokens: Mapping[str, str], timeout_s: float = 15.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.tokens = dict(tokens)
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s,
-                                       limits=httpx.Limits(max_connections=32))
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout_s, limits=httpx.Limits(max_connections=32)
+        )
 
     @property
     def ws_url(self) -> str:
@@ -46,8 +47,9 @@ class HubApi:
             raise KeyError(f"no token for role {role!r} (nor admin)")
         return {"Authorization": f"Bearer {token}"}
 
-    async def _call(self, method: str, path: str, role: str | None,
-                    body: Mapping[str, Any] | None = None) -> Any:
+    async def _call(
+        self, method: str, path: str, role: str | None, body: Mapping[str, Any] | None = None
+    ) -> Any:
         headers = self._auth(role) if role else {}
         response = await self._http.request(method, path, headers=headers, json=body)
         if response.status_code >= 400:
@@ -80,26 +82,33 @@ class HubApi:
 
     async def create_squad(self, unit: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
-            "POST", "/api/v1/squads", "admin", {"unit": unit, "name": name})
+            "POST", "/api/v1/squads", "admin", {"unit": unit, "name": name}
+        )
         return result
 
     async def create_request(self, planned: PlannedRequest) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", "/api/v1/requests", "calltaker", {
-            "caller_phone": planned.caller_phone, "category": planned.category,
-            "description": planned.description, "lat": planned.lat, "lon": planned.lon,
-            "address": planned.address,
-        })
+        result: dict[str, Any] = await self._call(
+            "POST",
+            "/api/v1/requests",
+            "calltaker",
+            {
+                "caller_phone": planned.caller_phone,
+                "category": planned.category,
+                "description": planned.description,
+                "lat": planned.lat,
+                "lon": planned.lon,
+                "address": planned.address,
+            },
+        )
         return result
 
     async def get_request(self, request_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", f"/api/v1/requests/{request_id}",
-                                                  "center")
+        result: dict[str, Any] = await self._call("GET", f"/api/v1/requests/{request_id}", "center")
         return result
 
     async def get_squad(self, squad_id: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = await self._call("GET", f"/api/v1/squads/{squad_id}",
-                                                      "center")
+            result: dict[str, Any] = await self._call("GET", f"/api/v1/squads/{squad_id}", "center")
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -107,18 +116,19 @@ class HubApi:
         return result
 
     async def disputes(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", "/api/v1/center/disputes",
-                                                        "center")
+        result: list[dict[str, Any]] = await self._call("GET", "/api/v1/center/disputes", "center")
         return result
 
     async def rule(self, request_id: str, ruling: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
-            "POST", f"/api/v1/requests/{request_id}/ruling", "center", ruling)
+            "POST", f"/api/v1/requests/{request_id}/ruling", "center", ruling
+        )
         return result
 
     async def cancel(self, request_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
-            "POST", f"/api/v1/requests/{request_id}/cancel", "center", body)
+            "POST", f"/api/v1/requests/{request_id}/cancel", "center", body
+        )
         return result
 
     async def live_map(self) -> dict[str, Any]:

@@ -52,8 +52,9 @@ class Ruling:
         return body
 
 
-def ruling_for(dispute: Mapping[str, Any], city: City, rng: random.Random,
-               reassign_share: float = 0.5) -> Ruling:
+def ruling_for(
+    dispute: Mapping[str, Any], city: City, rng: random.Random, reassign_share: float = 0.5
+) -> Ruling:
     """A ruling on one disputed request. The city's table names one unit per category and
     district, so a dispute is upheld unless the desk judges the matter to be another kind of
     problem (a share of the time): then it goes, under a category of another unit serving the
@@ -62,8 +63,7 @@ def ruling_for(dispute: Mapping[str, Any], city: City, rng: random.Random,
     others = [
         (code, responsible.code)
         for code in sorted(c.code for c in city.categories if c.route == "linkage")
-        if (responsible := city.unit_for(code, district)) is not None
-        and responsible.code != unit
+        if (responsible := city.unit_for(code, district)) is not None and responsible.code != unit
     ]
     if others and rng.random() < reassign_share:
         category, other = rng.choice(others)
@@ -74,10 +74,12 @@ def ruling_for(dispute: Mapping[str, Any], city: City, rng: random.Random,
 def find_duplicate(call: Call, earlier: Sequence[Call]) -> Call | None:
     """The earliest recent call of the same category near this one, if any."""
     for previous in earlier:
-        if (previous.id != call.id and previous.category == call.category
-                and 0 <= call.sim_t - previous.sim_t <= DUPLICATE_WINDOW_S
-                and distance_m((call.lat, call.lon), (previous.lat, previous.lon))
-                <= DUPLICATE_RADIUS_M):
+        if (
+            previous.id != call.id
+            and previous.category == call.category
+            and 0 <= call.sim_t - previous.sim_t <= DUPLICATE_WINDOW_S
+            and distance_m((call.lat, call.lon), (previous.lat, previous.lon)) <= DUPLICATE_RADIUS_M
+        ):
             return previous
     return None
 
@@ -92,8 +94,14 @@ class DeskTally:
 class CenterDesk:
     """Polls the dispute queue and rules; cancels the calls it recognises as repeats."""
 
-    def __init__(self, api: HubApi, city: City, clock: SimClock, rng: random.Random,
-                 poll_sim_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        api: HubApi,
+        city: City,
+        clock: SimClock,
+        rng: random.Random,
+        poll_sim_s: float = 300.0,
+    ) -> None:
         self.api, self.city, self.clock, self.rng = api, city, clock, rng
         self.poll_sim_s = poll_sim_s
         self.tally = DeskTally()
@@ -128,13 +136,16 @@ class CenterDesk:
         if original is None:
             return
         try:
-            await self.api.cancel(call.id, {
-                "reason": "duplicate", "duplicate_of": original.id,
-                "note": "模拟中心：重复来电",
-            })
+            await self.api.cancel(
+                call.id,
+                {
+                    "reason": "duplicate",
+                    "duplicate_of": original.id,
+                    "note": "模拟中心：重复来电",
+                },
+            )
         except ApiError as exc:
             self.tally.refused += 1
             log.info("center desk: cancel of %s refused: %s", call.id, exc)
             return
         self.tally.cancelled_duplicates += 1
-

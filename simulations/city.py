@@ -119,11 +119,17 @@ class SimRun:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "speed": self.speed, "rate_per_hour": self.rate_per_hour, "seed": self.seed,
-            "start_hour": self.start_hour, "started_at": self.started_at,
-            "ended_at": self.ended_at, "sim_duration_s": round(self.sim_duration_s, 1),
-            "squads": self.squads, "requests_made": len(self.requests),
-            "refused": self.refused, "squad_actions": self.tally.as_dict(),
+            "speed": self.speed,
+            "rate_per_hour": self.rate_per_hour,
+            "seed": self.seed,
+            "start_hour": self.start_hour,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "sim_duration_s": round(self.sim_duration_s, 1),
+            "squads": self.squads,
+            "requests_made": len(self.requests),
+            "refused": self.refused,
+            "squad_actions": self.tally.as_dict(),
         }
 
 
@@ -141,8 +147,9 @@ def parking_spot(depot: LatLon, k: int) -> LatLon:
     return offset_m(depot, radius * math.cos(angle), radius * math.sin(angle))
 
 
-def seat_plan(city: City, per_unit_per_district: int,
-              districts: Sequence[str] | None = None) -> list[tuple[str, str, LatLon, str]]:
+def seat_plan(
+    city: City, per_unit_per_district: int, districts: Sequence[str] | None = None
+) -> list[tuple[str, str, LatLon, str]]:
     """(unit, district, home, name) of every squad to register: depots taken in turn, each
     squad parked at its own spot around its depot."""
     plan = []
@@ -162,8 +169,9 @@ def seat_plan(city: City, per_unit_per_district: int,
     return plan
 
 
-async def register_squads(api: HubApi, city: City, per_unit_per_district: int,
-                          districts: Sequence[str] | None = None) -> list[Seat]:
+async def register_squads(
+    api: HubApi, city: City, per_unit_per_district: int, districts: Sequence[str] | None = None
+) -> list[Seat]:
     """Register squads through the API: ``per_unit_per_district`` per unit and district."""
     seats = []
     for unit, district, depot, name in seat_plan(city, per_unit_per_district, districts):
@@ -176,8 +184,16 @@ async def register_squads(api: HubApi, city: City, per_unit_per_district: int,
 
 
 class Simulation:
-    def __init__(self, api: HubApi, city: City, seats: Sequence[Seat], config: SimConfig,
-                 *, progress: TextIO | None = sys.stderr, resume: bool = False) -> None:
+    def __init__(
+        self,
+        api: HubApi,
+        city: City,
+        seats: Sequence[Seat],
+        config: SimConfig,
+        *,
+        progress: TextIO | None = sys.stderr,
+        resume: bool = False,
+    ) -> None:
         self.api = api
         self.city = city
         self.seats = list(seats)
@@ -189,18 +205,28 @@ class Simulation:
         if start_hour is None:
             start_hour = local_hour_now(city.timezone)
         self.clock = SimClock(config.speed, start_hour)
-        self.run_info = SimRun(config.speed, config.rate_per_hour, config.seed, start_hour,
-                               squads=len(self.seats))
+        self.run_info = SimRun(
+            config.speed, config.rate_per_hour, config.seed, start_hour, squads=len(self.seats)
+        )
         self._posts: set[asyncio.Task[None]] = set()
         setup = AgentSetup(
-            ws_url=api.ws_url, clock=self.clock, city=city, behaviour=config.behaviour,
-            tally=self.run_info.tally, api=api, pos_interval_s=config.pos_interval_s,
+            ws_url=api.ws_url,
+            clock=self.clock,
+            city=city,
+            behaviour=config.behaviour,
+            tally=self.run_info.tally,
+            api=api,
+            pos_interval_s=config.pos_interval_s,
             offer_window_s=BASE_OFFER_WINDOW_S,
         )
-        self.agents = [SquadAgent(seat, setup, random.Random(self.rng.random()))
-                       for seat in self.seats]
-        self.desk = (CenterDesk(api, city, self.clock, random.Random(self.rng.random()))
-                     if config.center_desk else None)
+        self.agents = [
+            SquadAgent(seat, setup, random.Random(self.rng.random())) for seat in self.seats
+        ]
+        self.desk = (
+            CenterDesk(api, city, self.clock, random.Random(self.rng.random()))
+            if config.center_desk
+            else None
+        )
 
     async def run(self, stop: asyncio.Event | None = None) -> SimRun:
         """Run until ``stop`` is set or the configured duration passes; squads are
@@ -208,8 +234,7 @@ class Simulation:
         stop = stop or asyncio.Event()
         self.run_info.started_at = time.time()
         await self._start_agents()
-        tasks = [asyncio.create_task(self._place_calls()),
-                 asyncio.create_task(self._watch())]
+        tasks = [asyncio.create_task(self._place_calls()), asyncio.create_task(self._watch())]
         if self.desk is not None:
             tasks.append(asyncio.create_task(self.desk.run()))
         try:
@@ -220,8 +245,7 @@ class Simulation:
                 task.cancel()
             await asyncio.gather(*tasks, *self._posts, return_exceptions=True)
             self.run_info.ended_at = time.time()
-            await asyncio.gather(*(agent.stop() for agent in self.agents),
-                                 return_exceptions=True)
+            await asyncio.gather(*(agent.stop() for agent in self.agents), return_exceptions=True)
             self._finish_progress()
         return self.run_info
 
@@ -252,6 +276,7 @@ class Simulation:
 
     def _post_later(self, planned: PlannedRequest, after_sim_s: float) -> None:
         """Another caller reports the same problem a little later."""
+
         async def later() -> None:
             await self.clock.sleep(after_sim_s)
             await self._call_in(planned, self.clock.now())
@@ -273,14 +298,23 @@ class Simulation:
             self.run_info.refused += 1
             log.warning("intake refused %s: %s", planned.category, exc)
             return
-        self.run_info.requests.append(MadeRequest(
-            id=created["id"], category=planned.category, district=planned.district,
-            unit=created.get("unit"), route=created["route"], sim_t=round(sim_t, 1),
-            lat=planned.lat, lon=planned.lon))
+        self.run_info.requests.append(
+            MadeRequest(
+                id=created["id"],
+                category=planned.category,
+                district=planned.district,
+                unit=created.get("unit"),
+                route=created["route"],
+                sim_t=round(sim_t, 1),
+                lat=planned.lat,
+                lon=planned.lon,
+            )
+        )
         if self.desk is not None and created["route"] == "linkage":
             try:
                 await self.desk.saw_call(
-                    Call(created["id"], planned.category, planned.lat, planned.lon, sim_t))
+                    Call(created["id"], planned.category, planned.lat, planned.lon, sim_t)
+                )
             except (ApiError, httpx.HTTPError) as exc:
                 log.warning("center desk: %s", exc)
 
@@ -305,17 +339,25 @@ class Simulation:
         except Exception as exc:  # noqa: BLE001 - a missed sample only blanks one second
             log.debug("map unavailable: %s", exc)
         return Sample(
-            sim_t=round(self.clock.now(), 1), made=len(self.run_info.requests),
-            offered=len(tally.offered_requests), resolved=tally.resolved, waiting=waiting,
-            open=open_, squads_online=sum(a.online for a in self.agents), squads_busy=busy)
+            sim_t=round(self.clock.now(), 1),
+            made=len(self.run_info.requests),
+            offered=len(tally.offered_requests),
+            resolved=tally.resolved,
+            waiting=waiting,
+            open=open_,
+            squads_online=sum(a.online for a in self.agents),
+            squads_busy=busy,
+        )
 
     def _show(self, sample: Sample, last_print: float) -> float:
         if self.progress is None:
             return last_print
-        text = (f"sim {self.clock.label(sample.sim_t)} x{self.config.speed:g} | requests "
-                f"{sample.made} made, {sample.offered} offered, {sample.resolved} resolved, "
-                f"{sample.waiting} waiting, {sample.open} open | squads {sample.squads_online}"
-                f"/{len(self.agents)} online, {sample.squads_busy} busy")
+        text = (
+            f"sim {self.clock.label(sample.sim_t)} x{self.config.speed:g} | requests "
+            f"{sample.made} made, {sample.offered} offered, {sample.resolved} resolved, "
+            f"{sample.waiting} waiting, {sample.open} open | squads {sample.squads_online}"
+            f"/{len(self.agents)} online, {sample.squads_busy} busy"
+        )
         if self.progress.isatty():
             self.progress.write("\r\x1b[2K" + text)
             self.progress.flush()
@@ -337,24 +379,43 @@ class Simulation:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by this module's CLI and the demo's."""
-    parser.add_argument("--speed", type=float, default=5.0,
-                        help="run K times faster than real time (default 5)")
-    parser.add_argument("--rate", type=float, default=SimConfig.rate_per_hour,
-                        help="calls per simulated hour, day average (default %(default)g)")
+    parser.add_argument(
+        "--speed", type=float, default=5.0, help="run K times faster than real time (default 5)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=SimConfig.rate_per_hour,
+        help="calls per simulated hour, day average (default %(default)g)",
+    )
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--start-hour", type=float, default=None,
-                        help="local hour the simulated day starts (default: now in Luoyang)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="stop after this many real seconds (default: Ctrl-C)")
-    parser.add_argument("--out", default=None,
-                        help="report folder (default reports/sim-<timestamp>/)")
+    parser.add_argument(
+        "--start-hour",
+        type=float,
+        default=None,
+        help="local hour the simulated day starts (default: now in Luoyang)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many real seconds (default: Ctrl-C)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="report folder (default reports/sim-<timestamp>/)"
+    )
 
 
 def config_from(args: argparse.Namespace) -> SimConfig:
     if args.speed <= 0:
         raise SystemExit("--speed must be positive")
-    return SimConfig(speed=args.speed, rate_per_hour=args.rate, seed=args.seed,
-                     start_hour=args.start_hour, duration_s=args.duration)
+    return SimConfig(
+        speed=args.speed,
+        rate_per_hour=args.rate,
+        seed=args.seed,
+        start_hour=args.start_hour,
+        duration_s=args.duration,
+    )
 
 
 def default_out_dir() -> Path:
@@ -375,8 +436,9 @@ async def _main(args: argparse.Namespace) -> int:
     api = HubApi(args.url, parse_tokens(args.tokens))
     try:
         await api.wait_healthy(10)
-        seats = await register_squads(api, city, args.squads_per_unit_per_district
-                                      or city.demo.squads_per_unit_per_district)
+        seats = await register_squads(
+            api, city, args.squads_per_unit_per_district or city.demo.squads_per_unit_per_district
+        )
         stop = asyncio.Event()
         stop_on_signals(stop)
         run = await Simulation(api, city, seats, config_from(args)).run(stop)
@@ -388,11 +450,17 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulations.city", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations.city",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the hub's base URL")
-    parser.add_argument("--tokens", required=True,
-                        help="role tokens as in DISPATCH_TOKENS (admin, calltaker, center, wall)")
+    parser.add_argument(
+        "--tokens",
+        required=True,
+        help="role tokens as in DISPATCH_TOKENS (admin, calltaker, center, wall)",
+    )
     parser.add_argument("--city", default=None, help="city TOML (default: shipped Luoyang)")
     parser.add_argument("--squads-per-unit-per-district", type=int, default=None)
     add_run_arguments(parser)
@@ -405,5 +473,13 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["MadeRequest", "Sample", "SimConfig", "SimRun", "Simulation", "hub_time_settings",
-           "register_squads", "seat_plan"]
+__all__ = [
+    "MadeRequest",
+    "Sample",
+    "SimConfig",
+    "SimRun",
+    "Simulation",
+    "hub_time_settings",
+    "register_squads",
+    "seat_plan",
+]

@@ -24,8 +24,9 @@ def local_hour_now(timezone: str) -> float:
 
 
 class SimClock:
-    def __init__(self, speed: float, start_hour: float = 8.0,
-                 real_now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, speed: float, start_hour: float = 8.0, real_now: Callable[[], float] = time.time
+    ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.speed = speed

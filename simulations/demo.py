@@ -60,11 +60,15 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def save_state(path: Path, tokens: dict[str, str], seats: list[Seat],
-               wall: dict[str, str]) -> None:
-    write_private(path, json.dumps({"tokens": tokens, "wall": wall,
-                                    "squads": [asdict(s) for s in seats]},
-                                   ensure_ascii=False, indent=1))
+def save_state(path: Path, tokens: dict[str, str], seats: list[Seat], wall: dict[str, str]) -> None:
+    write_private(
+        path,
+        json.dumps(
+            {"tokens": tokens, "wall": wall, "squads": [asdict(s) for s in seats]},
+            ensure_ascii=False,
+            indent=1,
+        ),
+    )
 
 
 WALL_USERNAME = "wall"
@@ -74,20 +78,33 @@ async def wall_account(api: HubApi, state: dict[str, Any]) -> dict[str, str]:
     """The wall map's sign-in: the saved one if the hub's database still has it, else a new
     account with a generated password."""
     saved = state.get("wall")
-    if (isinstance(saved, dict) and saved.get("password")
-            and await api.account_exists(saved.get("username", ""))):
+    if (
+        isinstance(saved, dict)
+        and saved.get("password")
+        and await api.account_exists(saved.get("username", ""))
+    ):
         return {"username": saved["username"], "password": saved["password"]}
     username, password = WALL_USERNAME, secrets.token_urlsafe(12)
     while await api.account_exists(username):  # taken, and its password is not ours
         username = f"{WALL_USERNAME}-{secrets.token_hex(2)}"
-    await api.create_account({"username": username, "name": "Wall map (demo)", "role": "wall",
-                              "password": password})
+    await api.create_account(
+        {"username": username, "name": "Wall map (demo)", "role": "wall", "password": password}
+    )
     return {"username": username, "password": password}
 
 
 def seats_of(state: dict[str, Any]) -> list[Seat]:
-    return [Seat(s["id"], s["token"], s["unit"], s["district"], tuple(s["depot"]),  # type: ignore[arg-type]
-                 s.get("name", "")) for s in state.get("squads", [])]
+    return [
+        Seat(
+            s["id"],
+            s["token"],
+            s["unit"],
+            s["district"],
+            tuple(s["depot"]),  # type: ignore[arg-type]
+            s.get("name", ""),
+        )
+        for s in state.get("squads", [])
+    ]
 
 
 async def known_seats(api: HubApi, state: dict[str, Any]) -> list[Seat]:
@@ -101,8 +118,15 @@ async def known_seats(api: HubApi, state: dict[str, Any]) -> list[Seat]:
 # ---- the run ---------------------------------------------------------------------------------
 
 
-def print_banner(hub: HubProc, wall: dict[str, str], seats: list[Seat], city: City,
-                 speed: float, redis_url: str, state_path: Path) -> None:
+def print_banner(
+    hub: HubProc,
+    wall: dict[str, str],
+    seats: list[Seat],
+    city: City,
+    speed: float,
+    redis_url: str,
+    state_path: Path,
+) -> None:
     base = hub.http
     lines = [
         f"{city.name_zh} {city.name_en}: simulated city at x{speed:g} "
@@ -119,8 +143,13 @@ def print_banner(hub: HubProc, wall: dict[str, str], seats: list[Seat], city: Ci
     print("\n".join(lines), flush=True)
 
 
-async def run_city(args: argparse.Namespace, hub: HubProc, tokens: dict[str, str],
-                   state_path: Path, public_url: str) -> int:
+async def run_city(
+    args: argparse.Namespace,
+    hub: HubProc,
+    tokens: dict[str, str],
+    state_path: Path,
+    public_url: str,
+) -> int:
     city = load_city()
     api = HubApi(hub.http, tokens)
     try:
@@ -148,8 +177,11 @@ async def run_city(args: argparse.Namespace, hub: HubProc, tokens: dict[str, str
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m simulations.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--data-dir", default="var")
@@ -177,9 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         # The ledger writer in its own process: the hub's CPU stays with its sockets.
         ledger = spawn_ledger(redis.url, data_dir, log_path=data_dir / "ledger.log")
         settings = {"ledger_in_hub": "0", **hub_time_settings(args.speed)}
-        hub = spawn_hub(redis.url, tokens, data_dir, settings,
-                        host=args.host, port=args.port, log_path=data_dir / "hub.log",
-                        detach=True)
+        hub = spawn_hub(
+            redis.url,
+            tokens,
+            data_dir,
+            settings,
+            host=args.host,
+            port=args.port,
+            log_path=data_dir / "hub.log",
+            detach=True,
+        )
         return asyncio.run(run_city(args, hub, tokens, state_path, redis.public_url))
     except KeyboardInterrupt:  # Ctrl-C before the city's own handler was installed
         return 130

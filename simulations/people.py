@@ -97,13 +97,17 @@ def _delay_after_window(rng: random.Random, offer_window_s: float) -> float:
     return offer_window_s * rng.uniform(1.2, 3.0)
 
 
-def plan_job(rng: random.Random, category: Category, unit: str, behaviour: Behaviour,
-             offer_window_s: float) -> JobPlan:
+def plan_job(
+    rng: random.Random, category: Category, unit: str, behaviour: Behaviour, offer_window_s: float
+) -> JobPlan:
     """Every decision for one offer of ``category`` to a squad of ``unit``."""
     b = behaviour
     slow = rng.random() < b.slow_share
-    accept = (_delay_after_window(rng, offer_window_s) if slow
-              else lognormal(rng, b.accept_median_s, b.accept_sigma))
+    accept = (
+        _delay_after_window(rng, offer_window_s)
+        if slow
+        else lognormal(rng, b.accept_median_s, b.accept_sigma)
+    )
     speed = min(50.0, max(15.0, lognormal(rng, b.speed_median_kmh, b.speed_sigma)))
     work = max(60.0, lognormal(rng, category.work_s, b.work_sigma)) * b.work_scale
     plan = JobPlan(
@@ -119,8 +123,11 @@ def plan_job(rng: random.Random, category: Category, unit: str, behaviour: Behav
         signal_loss=_signal_loss(rng, b),
     )
     if rng.random() < b.dispute_share:
-        return replace(plan, dispute_after_s=lognormal(rng, b.look_median_s, 0.5),
-                       dispute_reason=rng.choice(DISPUTE_REASONS))
+        return replace(
+            plan,
+            dispute_after_s=lognormal(rng, b.look_median_s, 0.5),
+            dispute_reason=rng.choice(DISPUTE_REASONS),
+        )
     if rng.random() < b.defer_share:
         return replace(plan, deferral=_deferral(rng, b, work))
     return plan
@@ -129,8 +136,10 @@ def plan_job(rng: random.Random, category: Category, unit: str, behaviour: Behav
 def _signal_loss(rng: random.Random, b: Behaviour) -> SignalLoss | None:
     if rng.random() >= b.signal_loss_share:
         return None
-    return SignalLoss(at_fraction=rng.uniform(0.1, 0.9),
-                      duration_s=min(1800.0, lognormal(rng, b.outage_median_s, 0.8)))
+    return SignalLoss(
+        at_fraction=rng.uniform(0.1, 0.9),
+        duration_s=min(1800.0, lognormal(rng, b.outage_median_s, 0.8)),
+    )
 
 
 def _deferral(rng: random.Random, b: Behaviour, work_s: float) -> Deferral:
@@ -140,6 +149,9 @@ def _deferral(rng: random.Random, b: Behaviour, work_s: float) -> Deferral:
     promise = remaining * rng.uniform(1.5, 3.0) + 1800.0 * b.work_scale
     broken = rng.random() < b.broken_promise_share
     finish = promise * rng.uniform(1.1, 1.5) if broken else promise * rng.uniform(0.5, 0.95)
-    return Deferral(after_fraction=done_first, promise_s=promise, finish_s=finish,
-                    reason=rng.choice(DEFER_REASONS))
-
+    return Deferral(
+        after_fraction=done_first,
+        promise_s=promise,
+        finish_s=finish,
+        reason=rng.choice(DEFER_REASONS),
+    )

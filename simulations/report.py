@@ -56,8 +56,9 @@ class ReportFiles:
 # ---- collecting ------------------------------------------------------------------------------
 
 
-async def fetch_details(api: HubApi, ids: Sequence[str], concurrency: int = 16
-                        ) -> tuple[list[dict[str, Any]], list[str]]:
+async def fetch_details(
+    api: HubApi, ids: Sequence[str], concurrency: int = 16
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Every request's detail, and the ids the hub did not know.
 
     A request's fields and timeline are two reads on the hub; a step landing between them
@@ -93,8 +94,15 @@ async def collect_and_write(api: HubApi, city: City, run: SimRun, out_dir: Path)
 # ---- writing ---------------------------------------------------------------------------------
 
 
-def write_report(run: SimRun, details: Sequence[Mapping[str, Any]], city: City, out_dir: Path,
-                 *, missing: Sequence[str] = (), now: float | None = None) -> ReportFiles:
+def write_report(
+    run: SimRun,
+    details: Sequence[Mapping[str, Any]],
+    city: City,
+    out_dir: Path,
+    *,
+    missing: Sequence[str] = (),
+    now: float | None = None,
+) -> ReportFiles:
     # Judged as of the end of the run: after it, no squad works, so a limit or promise
     # running out while the report is made says nothing about the squads.
     now = (run.ended_at or time.time()) if now is None else now
@@ -107,9 +115,13 @@ def write_report(run: SimRun, details: Sequence[Mapping[str, Any]], city: City, 
     summary_path.write_text(json.dumps(document, ensure_ascii=False, indent=2))
     requests_path = out_dir / "requests.json"
     made = {r.id: r for r in run.requests}
-    requests_path.write_text(json.dumps(
-        [o.to_json() | {"sim_t": made[o.id].sim_t if o.id in made else None} for o in outcomes],
-        ensure_ascii=False, indent=1))
+    requests_path.write_text(
+        json.dumps(
+            [o.to_json() | {"sim_t": made[o.id].sim_t if o.id in made else None} for o in outcomes],
+            ensure_ascii=False,
+            indent=1,
+        )
+    )
     (out_dir / "samples.json").write_text(json.dumps([asdict(s) for s in run.samples]))
     images = _write_plots(run, outcomes, summary, out_dir)
     html_path = out_dir / "report.html"
@@ -120,8 +132,9 @@ def write_report(run: SimRun, details: Sequence[Mapping[str, Any]], city: City, 
 # ---- plots -----------------------------------------------------------------------------------
 
 
-def _write_plots(run: SimRun, outcomes: Sequence[Outcome], summary: Mapping[str, Any],
-                 out_dir: Path) -> list[Path]:
+def _write_plots(
+    run: SimRun, outcomes: Sequence[Outcome], summary: Mapping[str, Any], out_dir: Path
+) -> list[Path]:
     plots = {
         "times.png": _times_figure(outcomes),
         "limits.png": _limits_figure(summary),
@@ -142,13 +155,22 @@ def _times_figure(outcomes: Sequence[Outcome]) -> Figure:
     for ax, name in zip(axes, LIMITS, strict=True):
         minutes = [t / 60 for o in outcomes if o.verdicts and (t := o.took[name]) is not None]
         if minutes:
-            ax.hist(minutes, bins=min(30, max(5, len(minutes) // 3)),
-                    color=LIMIT_COLOURS[name], alpha=0.8)
+            ax.hist(
+                minutes,
+                bins=min(30, max(5, len(minutes) // 3)),
+                color=LIMIT_COLOURS[name],
+                alpha=0.8,
+            )
             spread = percentiles(minutes)  # the same quantiles as the tables
             for key, style in (("p50", "-"), ("p90", "--")):
                 value = float(spread[key] or 0.0)
-                ax.axvline(value, color="black", linestyle=style, linewidth=1,
-                           label=f"{key} {value:.1f} min")
+                ax.axvline(
+                    value,
+                    color="black",
+                    linestyle=style,
+                    linewidth=1,
+                    label=f"{key} {value:.1f} min",
+                )
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "none yet", ha="center", va="center", transform=ax.transAxes)
@@ -179,8 +201,7 @@ def _units_figure(summary: Mapping[str, Any]) -> Figure:
     figure, ax = plt.subplots(figsize=(8, 0.45 * max(4, len(rows)) + 1))
     height = 0.27
     for i, name in enumerate(LIMITS):
-        values = [100 * r["on_time"][name] if r["on_time"][name] is not None else 0.0
-                  for r in rows]
+        values = [100 * r["on_time"][name] if r["on_time"][name] is not None else 0.0 for r in rows]
         positions = [k + (i - 1) * height for k in range(len(rows))]
         ax.barh(positions, values, height=height, color=LIMIT_COLOURS[name], label=name)
     ax.set_yticks(range(len(rows)), [r["unit"] for r in rows])
@@ -236,7 +257,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], table_id: s
     head = f"<thead><tr>{cells}</tr></thead>" if headers else ""
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
-        for row in rows)
+        for row in rows
+    )
     ident = f' id="{table_id}"' if table_id else ""
     return f"<table{ident}>{head}<tbody>{body}</tbody></table>"
 
@@ -251,28 +273,78 @@ def _limits_table(summary: Mapping[str, Any], city: City) -> str:
     for name in LIMITS:
         c = summary["limits"][name]
         t = summary["times_s"][name]
-        rows.append([name, c["met"], c["missed"], c["pending"], fmt_rate(summary["on_time"][name]),
-                     t["count"], fmt_duration(t["p50"]), fmt_duration(t["p90"]),
-                     fmt_duration(t["max"])])
-    return _table(["limit 时限", "met 达标", "missed 超时", "pending 未到期", "on time 及时率",
-                   "n", "p50", "p90", "max"], rows)
+        rows.append(
+            [
+                name,
+                c["met"],
+                c["missed"],
+                c["pending"],
+                fmt_rate(summary["on_time"][name]),
+                t["count"],
+                fmt_duration(t["p50"]),
+                fmt_duration(t["p90"]),
+                fmt_duration(t["max"]),
+            ]
+        )
+    return _table(
+        [
+            "limit 时限",
+            "met 达标",
+            "missed 超时",
+            "pending 未到期",
+            "on time 及时率",
+            "n",
+            "p50",
+            "p90",
+            "max",
+        ],
+        rows,
+    )
 
 
 def _units_table(summary: Mapping[str, Any]) -> str:
     rows = []
     for r in summary["per_unit"]:
         times = r["times"]
-        rows.append([
-            r["unit"], r["name_zh"], r["requests"], r["resolved"], r["open"],
-            *(fmt_rate(r["on_time"][name]) for name in LIMITS),
-            *(f"{fmt_duration(times[n]['p50'])} / {fmt_duration(times[n]['p90'])}"
-              for n in LIMITS),
-            r["non_responses"], r["disputes"], r["deferrals"], r["broken_promises"],
-        ])
-    return _table(["unit", "单位", "requests", "resolved", "open", "accept on time",
-                   "arrive on time", "resolve on time", "accept p50/p90", "arrive p50/p90",
-                   "resolve p50/p90", "non-responses", "disputes", "deferrals",
-                   "broken promises"], rows, table_id="per-unit")
+        rows.append(
+            [
+                r["unit"],
+                r["name_zh"],
+                r["requests"],
+                r["resolved"],
+                r["open"],
+                *(fmt_rate(r["on_time"][name]) for name in LIMITS),
+                *(
+                    f"{fmt_duration(times[n]['p50'])} / {fmt_duration(times[n]['p90'])}"
+                    for n in LIMITS
+                ),
+                r["non_responses"],
+                r["disputes"],
+                r["deferrals"],
+                r["broken_promises"],
+            ]
+        )
+    return _table(
+        [
+            "unit",
+            "单位",
+            "requests",
+            "resolved",
+            "open",
+            "accept on time",
+            "arrive on time",
+            "resolve on time",
+            "accept p50/p90",
+            "arrive p50/p90",
+            "resolve p50/p90",
+            "non-responses",
+            "disputes",
+            "deferrals",
+            "broken promises",
+        ],
+        rows,
+        table_id="per-unit",
+    )
 
 
 def _notices_table(summary: Mapping[str, Any]) -> str:
@@ -288,8 +360,7 @@ def _notices_table(summary: Mapping[str, Any]) -> str:
     )
 
 
-def render_html(run: SimRun, summary: Mapping[str, Any], city: City,
-                images: Sequence[Path]) -> str:
+def render_html(run: SimRun, summary: Mapping[str, Any], city: City, images: Sequence[Path]) -> str:
     info = run.to_json()
     facts = [
         ("speed 倍速", f"×{run.speed:g}"),
@@ -305,22 +376,30 @@ def render_html(run: SimRun, summary: Mapping[str, Any], city: City,
         ("disputes 管辖争议", summary["disputes"]),
         ("deferrals 承诺办结", summary["deferrals"]),
         ("supervision notices 督办通知", summary["notices"]["total"]),
-        ("rulings upheld / reassigned 裁决(维持/改派)",
-         f"{summary['rulings'].get('upheld', 0)} / {summary['rulings'].get('reassigned', 0)}"),
+        (
+            "rulings upheld / reassigned 裁决(维持/改派)",
+            f"{summary['rulings'].get('upheld', 0)} / {summary['rulings'].get('reassigned', 0)}",
+        ),
         ("cancelled 撤销", sum(summary["cancelled"].values())),
-        ("promises kept / broken 承诺兑现/失约",
-         f"{summary['promises']['kept']} / {summary['promises']['broken']}"),
-        ("arrivals by geofence / by button 到场(定位/按键)",
-         f"{summary['arrivals']['by_geofence']} / {summary['arrivals']['by_command']}"),
+        (
+            "promises kept / broken 承诺兑现/失约",
+            f"{summary['promises']['kept']} / {summary['promises']['broken']}",
+        ),
+        (
+            "arrivals by geofence / by button 到场(定位/按键)",
+            f"{summary['arrivals']['by_geofence']} / {summary['arrivals']['by_command']}",
+        ),
         ("signal losses 信号中断", info["squad_actions"]["signal_losses"]),
         ("seed", run.seed if run.seed is not None else "random"),
     ]
     states = _table(["state 状态", "requests"], list(summary["by_state"].items()))
     problems = ""
     if summary["inconsistent"] or summary["missing"]:
-        problems = (f"<p class=warn>state differs from timeline: "
-                    f"{html.escape(', '.join(summary['inconsistent']) or 'none')}; "
-                    f"missing: {html.escape(', '.join(summary['missing']) or 'none')}</p>")
+        problems = (
+            f"<p class=warn>state differs from timeline: "
+            f"{html.escape(', '.join(summary['inconsistent']) or 'none')}; "
+            f"missing: {html.escape(', '.join(summary['missing']) or 'none')}</p>"
+        )
     pictures = "".join(_image(p) for p in images)
     return f"""<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">

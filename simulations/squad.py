@@ -61,11 +61,17 @@ class Tally:
 
     def as_dict(self) -> dict[str, int]:
         return {
-            "offers": self.offers, "offered_requests": len(self.offered_requests),
-            "accepted": self.accepted, "arrived_by_command": self.arrived_by_command,
-            "resolved": self.resolved, "revoked": self.revoked, "disputes": self.disputes,
-            "deferrals": self.deferrals, "signal_losses": self.signal_losses,
-            "rejected": self.rejected, "errors": self.errors,
+            "offers": self.offers,
+            "offered_requests": len(self.offered_requests),
+            "accepted": self.accepted,
+            "arrived_by_command": self.arrived_by_command,
+            "resolved": self.resolved,
+            "revoked": self.revoked,
+            "disputes": self.disputes,
+            "deferrals": self.deferrals,
+            "signal_losses": self.signal_losses,
+            "rejected": self.rejected,
+            "errors": self.errors,
         }
 
 
@@ -174,13 +180,13 @@ class SquadAgent:
         if category is None:
             log.warning("%s: offer of unknown category %s", self.seat.id, request.category)
             return
-        plan = plan_job(self.rng, category, self.seat.unit, self.setup.behaviour,
-                        self.setup.offer_window_s)
+        plan = plan_job(
+            self.rng, category, self.seat.unit, self.setup.behaviour, self.setup.offer_window_s
+        )
         try:
             if state == "offered":
                 await self.clock.sleep(plan.accept_delay_s)
-                if assignment in self._revoked or not await self._step(protocol.Accept,
-                                                                      assignment):
+                if assignment in self._revoked or not await self._step(protocol.Accept, assignment):
                     return  # too slow: the offer went to someone else
                 self.setup.tally.accepted += 1
                 state = "accepted"
@@ -191,8 +197,7 @@ class SquadAgent:
             self.setup.tally.errors += 1
             log.warning("%s: job %s stopped: %s", self.seat.id, assignment, exc)
 
-    async def _carry_out(self, assignment: str, scene: LatLon, plan: JobPlan,
-                         state: str) -> None:
+    async def _carry_out(self, assignment: str, scene: LatLon, plan: JobPlan, state: str) -> None:
         if state == "accepted":
             await self.clock.sleep(plan.enroute_delay_s)
             await self._step(protocol.Enroute, assignment)
@@ -208,8 +213,11 @@ class SquadAgent:
         await self._work(assignment, plan, resumed_deferral=state == "deferred")
 
     async def _drive(self, assignment: str, scene: LatLon, plan: JobPlan) -> None:
-        trip = Trip(tuple(street_route(self.where(), scene, self.rng)),
-                    kmh_to_mps(plan.speed_kmh), self.clock.now())
+        trip = Trip(
+            tuple(street_route(self.where(), scene, self.rng)),
+            kmh_to_mps(plan.speed_kmh),
+            self.clock.now(),
+        )
         self.trip = trip
         if plan.signal_loss is not None:
             when = trip.start_t + trip.duration_s * plan.signal_loss.at_fraction
@@ -236,8 +244,11 @@ class SquadAgent:
         await self._resolve(assignment, plan.note)
 
     def _head_home(self) -> None:
-        self.trip = Trip(tuple(street_route(self.where(), self.seat.depot, self.rng)),
-                         kmh_to_mps(self.setup.behaviour.speed_median_kmh), self.clock.now())
+        self.trip = Trip(
+            tuple(street_route(self.where(), self.seat.depot, self.rng)),
+            kmh_to_mps(self.setup.behaviour.speed_median_kmh),
+            self.clock.now(),
+        )
 
     # ---- commands ----------------------------------------------------------------------------
 
@@ -246,8 +257,12 @@ class SquadAgent:
 
         While the phone has no signal the command waits in the client and goes out on resume
         with its original time (the hub records the step when it happened)."""
-        frame = kind(id=new_command_id(self.seat.id), at=round(time.time(), 3),
-                     assignment=assignment, **fields)
+        frame = kind(
+            id=new_command_id(self.seat.id),
+            at=round(time.time(), 3),
+            assignment=assignment,
+            **fields,
+        )
         try:
             await self.client.command(frame, timeout_s=self._command_timeout_s)
         except CommandRejected as exc:
@@ -307,6 +322,10 @@ class SquadAgent:
     async def _resume_job(self, assignment: dict[str, Any]) -> None:
         detail = await self.setup.api.get_request(assignment["request"])
         request = protocol.RequestInfo(
-            id=detail["id"], category=detail["category"],
-            description=detail.get("description", ""), lat=detail["lat"], lon=detail["lon"])
+            id=detail["id"],
+            category=detail["category"],
+            description=detail.get("description", ""),
+            lat=detail["lat"],
+            lon=detail["lon"],
+        )
         self._on_offer(assignment["id"], request, assignment["state"])

@@ -169,8 +169,11 @@ def outcome_of(detail: Mapping[str, Any], city: City, speed: float, now: float) 
         ),
         ruling=next((str(t) for t in reversed(types) if t in ("upheld", "reassigned")), None),
         cancelled=next(
-            (str(e.get("reason") or e.get("cancel_reason") or "")
-             for e in timeline if e.get("type") == "cancelled"),
+            (
+                str(e.get("reason") or e.get("cancel_reason") or "")
+                for e in timeline
+                if e.get("type") == "cancelled"
+            ),
             None,
         ),
     )

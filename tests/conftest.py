@@ -28,8 +28,8 @@ import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
-from server.embedded_redis import EmbeddedRedis
 from server.launch import HubProc, spawn_hub
+from server.store.embedded import EmbeddedRedis
 from tests.inprocess import InProcessHub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,8 +141,9 @@ class Apps:
 
     async def start(self, **settings: object) -> httpx.AsyncClient:
         """Start an app (``settings`` become DISPATCH_<NAME> values); its HTTP client."""
-        hub = InProcessHub(self.redis_url, TOKENS_ENV, self.tmp / f"app-{len(self.started)}",
-                           settings)
+        hub = InProcessHub(
+            self.redis_url, TOKENS_ENV, self.tmp / f"app-{len(self.started)}", settings
+        )
         await hub.start()
         self.started.append(hub)
         client = hub.client()
@@ -184,8 +185,18 @@ TIERS = ("pure", "app", "redis", "system")
 TIER_FIXTURES = (
     ("system", {"hubs"}),
     ("app", {"app", "apps", "app_redis"}),
-    ("redis", {"redis", "redis_url", "redis_base_url", "embedded_redis", "database_url",
-               "ledger", "store"}),
+    (
+        "redis",
+        {
+            "redis",
+            "redis_url",
+            "redis_base_url",
+            "embedded_redis",
+            "database_url",
+            "ledger",
+            "store",
+        },
+    ),
 )
 
 

@@ -28,8 +28,9 @@ class InProcessHub:
     """The app on ``redis_url`` with a SQLite ledger in ``data_dir``; ``settings`` become
     DISPATCH_<NAME> values, as for a hub process."""
 
-    def __init__(self, redis_url: str, tokens_env: str, data_dir: Path,
-                 settings: Mapping[str, object]) -> None:
+    def __init__(
+        self, redis_url: str, tokens_env: str, data_dir: Path, settings: Mapping[str, object]
+    ) -> None:
         env = {
             "REDIS_URL": redis_url,
             "DISPATCH_TOKENS": tokens_env,
@@ -52,8 +53,11 @@ class InProcessHub:
         await self.app(scope, receive, send)
 
     async def start(self) -> None:
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
-                 "state": self.state}
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
         self._task = asyncio.create_task(self.app(scope, self._to_app.get, self._from_app.put))
         await self._to_app.put({"type": "lifespan.startup"})
         answer = await self._from_app.get()

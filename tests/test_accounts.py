@@ -29,16 +29,21 @@ from server.accounts.model import (
 )
 from server.accounts.passwords import hash_password, verify_password
 from server.accounts.store import AccountStore, UsernameTaken
-from server.embedded_redis import EmbeddedRedis
 from server.ledger import Ledger, default_database_url
 from server.settings import Settings, SettingsError
+from server.store.embedded import EmbeddedRedis
 from tests.conftest import ROOT, HubProcess, Hubs
 from tests.helpers import XIGONG, auth, eventually
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PASSWORD = "correct horse battery"
-NEW_REQUEST = {"caller_phone": "13800000000", "category": "water_main_burst",
-               "description": "pipe burst", "lat": XIGONG[0], "lon": XIGONG[1]}
+NEW_REQUEST = {
+    "caller_phone": "13800000000",
+    "category": "water_main_burst",
+    "description": "pipe burst",
+    "lat": XIGONG[0],
+    "lon": XIGONG[1],
+}
 
 
 # ---- the pure part ------------------------------------------------------------------------
@@ -92,15 +97,25 @@ def test_principal_actor_names_the_person() -> None:
 
 def test_next_page_stays_on_this_site() -> None:
     assert safe_next("/wall.html?lang=en") == "/wall.html?lang=en"
-    for bad in ("//evil.example", "https://evil.example/", "/\\evil.example", "wall.html",
-                "", None, "/\x00x", "javascript:alert(1)"):
+    for bad in (
+        "//evil.example",
+        "https://evil.example/",
+        "/\\evil.example",
+        "wall.html",
+        "",
+        None,
+        "/\x00x",
+        "javascript:alert(1)",
+    ):
         assert safe_next(bad) == "/", bad
 
 
 def test_dispatch_tokens_take_unit_desks() -> None:
     settings = Settings(tokens="admin:adm-12345678,unit=water:wat-12345678")
-    assert settings.bootstrap_tokens() == [("admin", "", "adm-12345678"),
-                                           ("unit", "water", "wat-12345678")]
+    assert settings.bootstrap_tokens() == [
+        ("admin", "", "adm-12345678"),
+        ("unit", "water", "wat-12345678"),
+    ]
     assert settings.role_tokens() == {"adm-12345678": "admin", "wat-12345678": "unit"}
     for bad in ("unit:wat-12345678", "admin=water:adm-12345678", "unit=Water:wat-12345678"):
         with pytest.raises(SettingsError):
@@ -154,7 +169,8 @@ async def test_store_keeps_people_tokens_sessions_and_their_history(
         await store.create("alice", "Other", "center", None, None, "admin:bob")
     token_id, token = await store.add_token("alice", "phone", "admin:bob")
     assert await store.by_token_hash(secret_hash(token)) == Principal(
-        "alice", "calltaker", "", "Alice")
+        "alice", "calltaker", "", "Alice"
+    )
     session, _expires = await store.open_session("alice", 3600)
     found = await store.by_session_hash(secret_hash(session))
     assert found is not None and found[0].username == "alice"
@@ -167,8 +183,9 @@ async def test_store_keeps_people_tokens_sessions_and_their_history(
     assert await store.by_token_hash(secret_hash(second)) is None
     assert await store.principal("alice") is None
     # Several hubs creating the same bootstrap account at once: one row, one record.
-    made = await asyncio.gather(*(store.ensure_bootstrap("bootstrap-admin", "b", "admin", "")
-                                  for _ in range(5)))
+    made = await asyncio.gather(
+        *(store.ensure_bootstrap("bootstrap-admin", "b", "admin", "") for _ in range(5))
+    )
     assert made.count(True) == 1
     history = [(e["by"], e["action"], e["username"]) for e in await store.history()]
     assert history == [
@@ -206,18 +223,28 @@ async def http(hubs: Hubs) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def _account(http: httpx.AsyncClient, username: str, role: str = "calltaker",
-                   **extra: Any) -> dict[str, Any]:
-    response = await http.post("/api/v1/accounts", headers=auth("admin"), json={
-        "username": username, "name": username.title(), "role": role, "password": PASSWORD,
-        **extra})
+async def _account(
+    http: httpx.AsyncClient, username: str, role: str = "calltaker", **extra: Any
+) -> dict[str, Any]:
+    response = await http.post(
+        "/api/v1/accounts",
+        headers=auth("admin"),
+        json={
+            "username": username,
+            "name": username.title(),
+            "role": role,
+            "password": PASSWORD,
+            **extra,
+        },
+    )
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
 
 
 async def _token(http: httpx.AsyncClient, username: str) -> str:
-    response = await http.post(f"/api/v1/accounts/{username}/tokens", headers=auth("admin"),
-                               json={"label": "test"})
+    response = await http.post(
+        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["token"])
 
@@ -237,12 +264,14 @@ async def test_dispatch_tokens_are_bootstrap_accounts(http: httpx.AsyncClient) -
     assert await _received_by(http, auth("calltaker")) == "calltaker:bootstrap-calltaker"
     listed = await http.get("/api/v1/accounts", headers=auth("admin"))
     names = {a["username"]: a for a in listed.json()}
-    assert {"bootstrap-admin", "bootstrap-calltaker", "bootstrap-center",
-            "bootstrap-wall"} <= set(names)
+    assert {"bootstrap-admin", "bootstrap-calltaker", "bootstrap-center", "bootstrap-wall"} <= set(
+        names
+    )
     assert names["bootstrap-center"]["created_by"] == "system:bootstrap"
     # A bootstrap account has no password: it cannot sign in with one.
-    refused = await http.post("/api/v1/session", json={"username": "bootstrap-admin",
-                                                       "password": "anything at all"})
+    refused = await http.post(
+        "/api/v1/session", json={"username": "bootstrap-admin", "password": "anything at all"}
+    )
     assert refused.status_code == 401
 
 
@@ -250,14 +279,17 @@ async def test_admin_creates_people_and_their_tokens(http: httpx.AsyncClient) ->
     created = await _account(http, "alice")
     assert created["username"] == "alice" and created["created_by"] == "admin:bootstrap-admin"
     assert "password" not in str(created)
-    again = await http.post("/api/v1/accounts", headers=auth("admin"), json={
-        "username": "alice", "name": "A", "role": "center", "password": PASSWORD})
+    again = await http.post(
+        "/api/v1/accounts",
+        headers=auth("admin"),
+        json={"username": "alice", "name": "A", "role": "center", "password": PASSWORD},
+    )
     assert again.status_code == 409 and again.json()["error"]["fields"] == {
-        "username": "already taken"}
+        "username": "already taken"
+    }
     invalid = {
         "password": {"username": "bob", "name": "B", "role": "center", "password": "short"},
-        "username": {"username": "Bob Smith", "name": "B", "role": "center",
-                     "password": PASSWORD},
+        "username": {"username": "Bob Smith", "name": "B", "role": "center", "password": PASSWORD},
         "role": {"username": "bob", "name": "B", "role": "king", "password": PASSWORD},
         "unit": {"username": "bob", "name": "B", "role": "unit", "password": PASSWORD},
     }
@@ -266,8 +298,11 @@ async def test_admin_creates_people_and_their_tokens(http: httpx.AsyncClient) ->
         assert response.status_code == 422, response.text
         assert field in response.json()["error"]["fields"], response.text
     for unit_body in ({"role": "unit", "unit": "nope"}, {"role": "center", "unit": "water"}):
-        response = await http.post("/api/v1/accounts", headers=auth("admin"), json={
-            "username": "bob", "name": "B", "password": PASSWORD, **unit_body})
+        response = await http.post(
+            "/api/v1/accounts",
+            headers=auth("admin"),
+            json={"username": "bob", "name": "B", "password": PASSWORD, **unit_body},
+        )
         assert response.status_code == 422 and "unit" in response.json()["error"]["fields"]
     # Only an admin manages accounts; nobody without credentials.
     assert (await http.get("/api/v1/accounts", headers=auth("center"))).status_code == 403
@@ -280,18 +315,17 @@ async def test_admin_creates_people_and_their_tokens(http: httpx.AsyncClient) ->
     listed = (await http.get("/api/v1/accounts", headers=auth("admin"))).json()
     mine = next(a for a in listed if a["username"] == "alice")
     assert token not in str(listed) and mine["tokens"][0]["label"] == "test"
-    revoked = await http.delete(f"/api/v1/accounts/alice/tokens/{mine['tokens'][0]['id']}",
-                                headers=auth("admin"))
+    revoked = await http.delete(
+        f"/api/v1/accounts/alice/tokens/{mine['tokens'][0]['id']}", headers=auth("admin")
+    )
     assert revoked.status_code == 204
-    assert (await http.post("/api/v1/requests", json=NEW_REQUEST,
-                            headers=alice)).status_code == 401
+    assert (await http.post("/api/v1/requests", json=NEW_REQUEST, headers=alice)).status_code == 401
     missing = await http.delete("/api/v1/accounts/alice/tokens/Tnope", headers=auth("admin"))
     assert missing.status_code == 404
 
     # Disabling stops its tokens and sessions (on this hub at once).
     second = {"Authorization": f"Bearer {await _token(http, 'alice')}"}
-    signed_in = await http.post("/api/v1/session", json={"username": "alice",
-                                                         "password": PASSWORD})
+    signed_in = await http.post("/api/v1/session", json={"username": "alice", "password": PASSWORD})
     assert signed_in.status_code == 200
     assert (await http.get("/api/v1/session", headers=second)).status_code == 200
     disabled = await http.post("/api/v1/accounts/alice/disable", headers=auth("admin"))
@@ -299,16 +333,20 @@ async def test_admin_creates_people_and_their_tokens(http: httpx.AsyncClient) ->
     assert (await http.get("/api/v1/session", headers=second)).status_code == 401
     session = signed_in.cookies["ld_session"]
     assert (await http.get("/api/v1/session", headers=_cookie(session))).status_code == 401
-    assert (await http.post("/api/v1/session", json={"username": "alice",
-                                                     "password": PASSWORD})).status_code == 401
+    assert (
+        await http.post("/api/v1/session", json={"username": "alice", "password": PASSWORD})
+    ).status_code == 401
 
 
 async def test_a_unit_desk_sees_only_its_unit(http: httpx.AsyncClient) -> None:
     await _account(http, "water-desk", role="unit", unit="water")
     desk = {"Authorization": f"Bearer {await _token(http, 'water-desk')}"}
     water = await http.post("/api/v1/requests", json=NEW_REQUEST, headers=auth("calltaker"))
-    power = await http.post("/api/v1/requests", headers=auth("calltaker"),
-                            json=NEW_REQUEST | {"category": "power_outage"})
+    power = await http.post(
+        "/api/v1/requests",
+        headers=auth("calltaker"),
+        json=NEW_REQUEST | {"category": "power_outage"},
+    )
     water_id, power_id = water.json()["id"], power.json()["id"]
     assert (await http.get(f"/api/v1/requests/{water_id}", headers=desk)).status_code == 200
     other = await http.get(f"/api/v1/requests/{power_id}", headers=desk)
@@ -322,17 +360,17 @@ async def test_a_unit_desk_sees_only_its_unit(http: httpx.AsyncClient) -> None:
     await eventually(recorded)
     mine = (await http.get("/api/v1/ledger/requests", headers=desk)).json()
     assert [r["id"] for r in mine] == [water_id]
-    assert (await http.get("/api/v1/ledger/requests?unit=power",
-                           headers=desk)).status_code == 403
-    assert (await http.get(f"/api/v1/ledger/requests/{power_id}/events",
-                           headers=desk)).status_code == 403
-    assert (await http.get(f"/api/v1/ledger/requests/{water_id}/events",
-                           headers=desk)).status_code == 200
+    assert (await http.get("/api/v1/ledger/requests?unit=power", headers=desk)).status_code == 403
+    assert (
+        await http.get(f"/api/v1/ledger/requests/{power_id}/events", headers=desk)
+    ).status_code == 403
+    assert (
+        await http.get(f"/api/v1/ledger/requests/{water_id}/events", headers=desk)
+    ).status_code == 200
     export = await http.get("/api/v1/ledger/export.csv", headers=desk)
     assert water_id in export.text and power_id not in export.text
     # Routes that do not name the unit role refuse a desk.
-    assert (await http.post("/api/v1/requests", json=NEW_REQUEST,
-                            headers=desk)).status_code == 403
+    assert (await http.post("/api/v1/requests", json=NEW_REQUEST, headers=desk)).status_code == 403
     assert (await http.get("/api/v1/map", headers=desk)).status_code == 403
 
 
@@ -340,14 +378,17 @@ async def test_sessions_cookie_flags_who_am_i_and_sign_out(hubs: Hubs) -> None:
     hub = hubs.start()
     async with httpx.AsyncClient(base_url=hub.http, timeout=30) as http:
         await _account(http, "carol", role="center")
-        wrong = await http.post("/api/v1/session", json={"username": "carol",
-                                                         "password": "wrong password"})
+        wrong = await http.post(
+            "/api/v1/session", json={"username": "carol", "password": "wrong password"}
+        )
         assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
-        unknown = await http.post("/api/v1/session", json={"username": "nobody",
-                                                           "password": PASSWORD})
+        unknown = await http.post(
+            "/api/v1/session", json={"username": "nobody", "password": PASSWORD}
+        )
         assert unknown.status_code == 401 and unknown.json() == wrong.json()
-        signed_in = await http.post("/api/v1/session", json={"username": "carol",
-                                                             "password": PASSWORD})
+        signed_in = await http.post(
+            "/api/v1/session", json={"username": "carol", "password": PASSWORD}
+        )
         assert signed_in.status_code == 200
         assert signed_in.json()["username"] == "carol" and signed_in.json()["role"] == "center"
         cookie = signed_in.headers["set-cookie"]
@@ -361,8 +402,11 @@ async def test_sessions_cookie_flags_who_am_i_and_sign_out(hubs: Hubs) -> None:
         ledger = await http.get("/api/v1/ledger/requests", headers=_cookie(session))
         assert ledger.status_code == 200
         # A cookie on a request from another site's page does not count.
-        cross = await http.post("/api/v1/requests", json=NEW_REQUEST,
-                                headers=_cookie(session) | {"Origin": "https://evil.example"})
+        cross = await http.post(
+            "/api/v1/requests",
+            json=NEW_REQUEST,
+            headers=_cookie(session) | {"Origin": "https://evil.example"},
+        )
         assert cross.status_code == 401
         out = await http.delete("/api/v1/session", headers=_cookie(session))
         assert out.status_code == 204 and "ld_session=" in out.headers["set-cookie"]
@@ -370,8 +414,9 @@ async def test_sessions_cookie_flags_who_am_i_and_sign_out(hubs: Hubs) -> None:
         assert after.status_code == 401
     secure = hubs.start(cookie_secure=1)
     async with httpx.AsyncClient(base_url=secure.http, timeout=30) as http:
-        signed_in = await http.post("/api/v1/session", json={"username": "carol",
-                                                             "password": PASSWORD})
+        signed_in = await http.post(
+            "/api/v1/session", json={"username": "carol", "password": PASSWORD}
+        )
         assert "secure" in signed_in.headers["set-cookie"].lower()
 
 
@@ -384,8 +429,9 @@ async def test_wrong_credentials_from_one_address_get_429(hubs: Hubs) -> None:
             assert wrong.status_code == 401
         blocked = await http.get("/api/v1/units", headers={"Authorization": "Bearer bad-x"})
         assert blocked.status_code == 429 and 0 < int(blocked.headers["retry-after"]) <= 60
-        password = await http.post("/api/v1/session", json={"username": "bootstrap-admin",
-                                                            "password": "guess guess guess"})
+        password = await http.post(
+            "/api/v1/session", json={"username": "bootstrap-admin", "password": "guess guess guess"}
+        )
         assert password.status_code == 429 and "retry-after" in password.headers
         # A credential verified just before keeps working (a shared address is not locked).
         assert (await http.get("/api/v1/units", headers=auth("center"))).status_code == 200
@@ -397,14 +443,16 @@ async def test_thirty_calltakers_sign_in_at_once(http: httpx.AsyncClient) -> Non
 
     async def seat(name: str) -> str:
         async with httpx.AsyncClient(base_url=str(http.base_url), timeout=60) as own:
-            signed_in = await own.post("/api/v1/session", json={"username": name,
-                                                                "password": PASSWORD})
+            signed_in = await own.post(
+                "/api/v1/session", json={"username": name, "password": PASSWORD}
+            )
             assert signed_in.status_code == 200, signed_in.text
             assert "ld_session" in own.cookies  # the client keeps it, as a browser would
             created = await own.post("/api/v1/requests", json=NEW_REQUEST)
             assert created.status_code == 201, created.text
-            detail = await http.get(f"/api/v1/requests/{created.json()['id']}",
-                                    headers=auth("center"))
+            detail = await http.get(
+                f"/api/v1/requests/{created.json()['id']}", headers=auth("center")
+            )
             return str(detail.json()["timeline"][0]["by"])
 
     recorded = await asyncio.gather(*(seat(name) for name in names))
@@ -414,26 +462,55 @@ async def test_thirty_calltakers_sign_in_at_once(http: httpx.AsyncClient) -> Non
 def _cli(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["DISPATCH_DATA_DIR"] = str(data_dir)
-    return subprocess.run([sys.executable, "-m", "server.accounts", *args], input=stdin,
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "server.accounts", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
 
 
 async def test_command_line_accounts_sign_in_through_a_hub(hubs: Hubs, tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
-    made = _cli(data_dir, "create", "--username", "dora", "--name", "Dora Desk", "--role",
-                "unit", "--unit", "water", stdin=PASSWORD + "\n")
+    made = _cli(
+        data_dir,
+        "create",
+        "--username",
+        "dora",
+        "--name",
+        "Dora Desk",
+        "--role",
+        "unit",
+        "--unit",
+        "water",
+        stdin=PASSWORD + "\n",
+    )
     assert made.returncode == 0, made.stderr
-    short = _cli(data_dir, "create", "--username", "eve", "--name", "Eve", "--role", "admin",
-                 stdin="short\n")
+    short = _cli(
+        data_dir, "create", "--username", "eve", "--name", "Eve", "--role", "admin", stdin="short\n"
+    )
     assert short.returncode == 1 and "password" in short.stderr
-    taken = _cli(data_dir, "create", "--username", "dora", "--name", "D", "--role", "wall",
-                 stdin=PASSWORD + "\n")
+    taken = _cli(
+        data_dir,
+        "create",
+        "--username",
+        "dora",
+        "--name",
+        "D",
+        "--role",
+        "wall",
+        stdin=PASSWORD + "\n",
+    )
     assert taken.returncode == 1 and "taken" in taken.stderr
     hub: HubProcess = hubs.start(auth_cache_s=0.5)
     async with httpx.AsyncClient(base_url=hub.http, timeout=30) as http:
-        signed_in = await http.post("/api/v1/session", json={"username": "dora",
-                                                             "password": PASSWORD})
+        signed_in = await http.post(
+            "/api/v1/session", json={"username": "dora", "password": PASSWORD}
+        )
         assert signed_in.status_code == 200, signed_in.text
         assert signed_in.json()["unit"] == "water"
         issued = _cli(data_dir, "token", "dora", "--label", "phone")
@@ -455,7 +532,10 @@ async def test_command_line_accounts_sign_in_through_a_hub(hubs: Hubs, tmp_path:
     finally:
         await ledger.close()
     assert [(e["by"].partition(":")[0], e["action"]) for e in history] == [
-        ("cli", "created"), ("cli", "token_added"), ("cli", "disabled")]
+        ("cli", "created"),
+        ("cli", "token_added"),
+        ("cli", "disabled"),
+    ]
 
 
 @pytest.mark.app
@@ -473,10 +553,13 @@ async def test_an_unreachable_accounts_database_is_a_503_not_a_500() -> None:
     from server.accounts.auth import Authenticator
 
     engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-    app = Starlette(routes=[Route("/", lambda _: PlainTextResponse("open"))],
-                    middleware=[Middleware(AuthMiddleware)])
-    app.state.services = SimpleNamespace(auth=Authenticator(
-        AccountStore(engine), {}, cache_s=30, failures_per_min=20))
+    app = Starlette(
+        routes=[Route("/", lambda _: PlainTextResponse("open"))],
+        middleware=[Middleware(AuthMiddleware)],
+    )
+    app.state.services = SimpleNamespace(
+        auth=Authenticator(AccountStore(engine), {}, cache_s=30, failures_per_min=20)
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
         assert (await client.get("/")).text == "open"  # no credentials: nothing to look up

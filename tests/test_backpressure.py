@@ -49,8 +49,7 @@ class Hub:
 
 
 def _session(socket: FakeSocket, hub: Hub) -> FieldSession:
-    settings = load_settings(env={}, send_queue_frames=16, close_timeout_s=0.2,
-                             hello_timeout_s=60)
+    settings = load_settings(env={}, send_queue_frames=16, close_timeout_s=0.2, hello_timeout_s=60)
     services = SimpleNamespace(settings=settings, hub=SimpleNamespace(left=hub.left_session))
     return FieldSession(socket, services, json_mode=False)  # type: ignore[arg-type]
 

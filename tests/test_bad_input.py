@@ -12,11 +12,11 @@ from websockets.exceptions import ConnectionClosed
 
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
-from server import keys
 from server.actions import NewRequest
 from server.city import load_city
 from server.hub import build_services
 from server.settings import Settings
+from server.store import keys
 from tests.helpers import XIGONG, Api, auth, online_squad
 
 GOOD = {

@@ -12,16 +12,17 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from dispatch_field.client import FieldClient
-from server import ids, keys
+from server import ids
 from server.actions import NewRequest
 from server.center.actions import CenterError
 from server.center.moves import Mover
 from server.city import load_city
 from server.hub import Services, build_services
 from server.lifecycle import Disputed, RequestView, State, transition
-from server.redis_text import text
-from server.requests import Actor, event_json
 from server.settings import Settings
+from server.store import keys
+from server.store.requests import Actor, event_json
+from server.store.text import text
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
 CENTER = Actor("center", "li")
@@ -33,8 +34,13 @@ CENTER = Actor("center", "li")
 async def _disputed(services: Services) -> str:
     """A water request in Xigong, disputed (its squad said: not ours)."""
     created = await services.intake.create(
-        NewRequest(caller_phone="13800000000", category="water_main_burst",
-                   description="a smell of gas at the valve", lat=XIGONG[0], lon=XIGONG[1]),
+        NewRequest(
+            caller_phone="13800000000",
+            category="water_main_burst",
+            description="a smell of gas at the valve",
+            lat=XIGONG[0],
+            lon=XIGONG[1],
+        ),
         Actor("calltaker", "wang"),
     )
     request_id = created["id"]
@@ -42,8 +48,13 @@ async def _disputed(services: Services) -> str:
     assert record is not None and record.state is State.QUEUED
     # The squad's dispute as the lifecycle makes it from an offer (no squad is online here).
     step = transition(RequestView(State.OFFERED, "S1", "A1"), Disputed("A1", "gas, not water"))
-    event = event_json(step.event, request_id, record.received_at + 1, Actor("squad", "S1"),
-                       reason="gas, not water")
+    event = event_json(
+        step.event,
+        request_id,
+        record.received_at + 1,
+        Actor("squad", "S1"),
+        reason="gas, not water",
+    )
     await services.requests.commit("water", request_id, record.v, step, [event])
     return request_id
 
@@ -68,8 +79,9 @@ async def test_reassign_moves_the_request_and_keeps_its_deadlines(redis: Redis) 
     services = build_services(Settings(), redis, load_city())
     request_id = await _disputed(services)
     before = await services.requests.read("water", request_id)
-    answer = await services.center.reassign(request_id, "gas", "gas_leak_smell", [],
-                                            "the gas company's valve", CENTER)
+    answer = await services.center.reassign(
+        request_id, "gas", "gas_leak_smell", [], "the gas company's valve", CENTER
+    )
     assert answer["unit"] == "gas" and answer["state"] == "queued"
     where = await _where(redis, request_id)
     assert where["index"] == "gas"
@@ -79,7 +91,10 @@ async def test_reassign_moves_the_request_and_keeps_its_deadlines(redis: Redis) 
     assert before is not None and moved is not None
     assert moved.category == "gas_leak_smell" and moved.v == before.v + 2
     assert (moved.accept_by, moved.arrive_by, moved.resolve_by) == (
-        before.accept_by, before.arrive_by, before.resolve_by)  # the citizen's clock runs on
+        before.accept_by,
+        before.arrive_by,
+        before.resolve_by,
+    )  # the citizen's clock runs on
     timeline = await services.requests.timeline("gas", request_id)
     assert _types(timeline) == ["received", "queued", "disputed", "reassigned", "reassigned_in"]
     ruling = timeline[3]
@@ -112,8 +127,11 @@ async def test_a_move_interrupted_by_a_crash_is_completed_by_the_retry_once(
     services = build_services(Settings(), redis, load_city())
     request_id = await _disputed(services)
     center = services.center
-    targets = {"receive": (Mover, "receive"), "point_index": (Mover, "point_index"),
-               "open_assist": (type(center), "_open_assist")}
+    targets = {
+        "receive": (Mover, "receive"),
+        "point_index": (Mover, "point_index"),
+        "open_assist": (type(center), "_open_assist"),
+    }
     owner, name = targets[crash_at]
     original = getattr(owner, name)
 
@@ -130,8 +148,7 @@ async def test_a_move_interrupted_by_a_crash_is_completed_by_the_retry_once(
 
     # The same ruling, retried, finishes the move (not a 409: the request is not disputed
     # any more, but this is the ruling that moved it).
-    answer = await center.reassign(request_id, "gas", "gas_leak_smell", ["power"], "gas",
-                                   CENTER)
+    answer = await center.reassign(request_id, "gas", "gas_leak_smell", ["power"], "gas", CENTER)
     assert answer["unit"] == "gas" and answer["assist"] == ["power"]
     # A second retry finds the request queued in gas: refused with its state, nothing moves.
     with pytest.raises(CenterError) as refused:
@@ -143,10 +160,13 @@ async def test_a_move_interrupted_by_a_crash_is_completed_by_the_retry_once(
     timeline = await services.requests.timeline("gas", request_id)
     assert _types(timeline).count("reassigned_in") == 1
     assert _types(timeline).count("received") == 1
-    gas_events = [json.loads(text(fields[b"e"])) for _, fields in
-                  await redis.xrange(keys.events("gas"))]
+    gas_events = [
+        json.loads(text(fields[b"e"])) for _, fields in await redis.xrange(keys.events("gas"))
+    ]
     assert [e["type"] for e in gas_events if e["request"] == request_id] == [
-        "reassigned_in", "assist_requested"]
+        "reassigned_in",
+        "assist_requested",
+    ]
     assist = ids.assist_id(request_id, "power")
     item = await services.requests.read("power", assist)
     assert item is not None and item.assist_of == request_id and item.state is State.QUEUED
@@ -187,16 +207,23 @@ async def test_move_script_is_idempotent_by_version_and_replaces_an_older_stay(
     record = await services.requests.read("gas", request_id)
     assert record is not None
     step = transition(RequestView(State.OFFERED, "G1", "A2"), Disputed("A2", "water's after all"))
-    await services.requests.commit("gas", request_id, record.v, step, [
-        event_json("disputed", request_id, record.received_at + 2, Actor("squad", "G1"))])
-    await services.center.reassign(request_id, "water", "water_main_burst", [], "water",
-                                   CENTER)
+    await services.requests.commit(
+        "gas",
+        request_id,
+        record.v,
+        step,
+        [event_json("disputed", request_id, record.received_at + 2, Actor("squad", "G1"))],
+    )
+    await services.center.reassign(request_id, "water", "water_main_burst", [], "water", CENTER)
     back = await services.requests.read("water", request_id)
     assert back is not None and back.unit == "water" and back.category == "water_main_burst"
     timeline = await services.requests.timeline("water", request_id)
     assert _types(timeline).count("reassigned_in") == 2
     assert (await _where(redis, request_id))["water"] == {
-        "state": "queued", "queued": True, "open": True}
+        "state": "queued",
+        "queued": True,
+        "open": True,
+    }
 
 
 # ---- through real hub processes -----------------------------------------------------------
@@ -234,9 +261,16 @@ async def test_dispute_reassign_the_new_units_squad_gets_the_offer(hubs: Any) ->
     assert "gas" in [c["unit"] for c in dispute["candidates"]]
     assert "water" not in [c["unit"] for c in dispute["candidates"]]
 
-    ruled = await _post(api, f"/api/v1/requests/{created['id']}/ruling", {
-        "decision": "reassign", "unit": "gas", "category": "gas_leak_smell",
-        "note": "gas company's jurisdiction"})
+    ruled = await _post(
+        api,
+        f"/api/v1/requests/{created['id']}/ruling",
+        {
+            "decision": "reassign",
+            "unit": "gas",
+            "category": "gas_leak_smell",
+            "note": "gas company's jurisdiction",
+        },
+    )
     assert ruled.status_code == 200, ruled.text
     moved = await _offered(gas, created["id"])
     assert moved.request.category == "gas_leak_smell"
@@ -250,10 +284,12 @@ async def test_dispute_reassign_the_new_units_squad_gets_the_offer(hubs: Any) ->
     assert (await api.http.get("/api/v1/center/disputes", headers=auth("center"))).json() == []
 
     async def ledger_follows() -> bool:
-        rows = (await api.http.get("/api/v1/ledger/requests", headers=auth("center"),
-                                   params={"unit": "gas"})).json()
-        return any(r["id"] == created["id"] and r["category"] == "gas_leak_smell"
-                   for r in rows)
+        rows = (
+            await api.http.get(
+                "/api/v1/ledger/requests", headers=auth("center"), params={"unit": "gas"}
+            )
+        ).json()
+        return any(r["id"] == created["id"] and r["category"] == "gas_leak_smell" for r in rows)
 
     try:
         await eventually(ledger_follows)
@@ -276,8 +312,11 @@ async def test_uphold_offers_the_request_to_the_disputing_squad_first(hubs: Any)
     other = await online_squad(api, hub, XIGONG[0], XIGONG[1] + 0.0005, name="nearer")
     await disputer.pos(XIGONG[0] + 0.02, XIGONG[1])
     await asyncio.sleep(0.3)
-    ruled = await _post(api, f"/api/v1/requests/{created['id']}/ruling",
-                        {"decision": "uphold", "note": "your pipe: go"})
+    ruled = await _post(
+        api,
+        f"/api/v1/requests/{created['id']}/ruling",
+        {"decision": "uphold", "note": "your pipe: go"},
+    )
     assert ruled.status_code == 200, ruled.text
     again = await _offered(disputer, created["id"])
     assert again.assignment != offer.assignment
@@ -297,15 +336,24 @@ async def test_assisting_units_get_assist_offers_and_end_with_the_lead(hubs: Any
     water = await online_squad(api, hub, *XIGONG, unit="water", name="water-1")
     gas = await online_squad(api, hub, *XIGONG, unit="gas", name="gas-1")
     # Squads skilled for their own unit's categories only still get the assist.
-    power = await online_squad(api, hub, *XIGONG, unit="power", name="power-1",
-                               skills=["power_line_down"])
+    power = await online_squad(
+        api, hub, *XIGONG, unit="power", name="power-1", skills=["power_line_down"]
+    )
     roads = await online_squad(api, hub, *XIGONG, unit="municipal", name="roads-1")
     created = await api.request(*XIGONG)
     offer = await _offered(water, created["id"])
     await water.dispute(offer.assignment, "gas")
-    ruled = await _post(api, f"/api/v1/requests/{created['id']}/ruling", {
-        "decision": "reassign", "unit": "gas", "category": "gas_leak_smell",
-        "assist": ["power", "municipal"], "note": "gas leads; power and roads assist"})
+    ruled = await _post(
+        api,
+        f"/api/v1/requests/{created['id']}/ruling",
+        {
+            "decision": "reassign",
+            "unit": "gas",
+            "category": "gas_leak_smell",
+            "assist": ["power", "municipal"],
+            "note": "gas leads; power and roads assist",
+        },
+    )
     assert ruled.status_code == 200, ruled.text
     assert ruled.json()["assist"] == ["power", "municipal"]
     lead = await _offered(gas, created["id"])
@@ -346,8 +394,11 @@ async def test_cancel_revokes_the_offer_and_frees_the_squad(hubs: Any) -> None:
     squad = await online_squad(api, hub, *XIGONG)
     first = await api.request(*XIGONG)
     offer = await _offered(squad, first["id"])
-    done = await _post(api, f"/api/v1/requests/{first['id']}/cancel",
-                       {"reason": "withdrawn", "note": "the caller fixed it himself"})
+    done = await _post(
+        api,
+        f"/api/v1/requests/{first['id']}/cancel",
+        {"reason": "withdrawn", "note": "the caller fixed it himself"},
+    )
     assert done.status_code == 200, done.text
     assert done.json()["state"] == "cancelled"
     revoke = await squad.next_frame(protocol.Revoke)
@@ -373,8 +424,7 @@ async def test_cancel_a_duplicate_names_an_existing_original(hubs: Any) -> None:
     before = await api.get_request(twin["id"])
     for body, field in (
         ({"reason": "duplicate", "note": "n", "duplicate_of": twin["id"]}, "duplicate_of"),
-        ({"reason": "duplicate", "note": "n", "duplicate_of": "20000101-000001"},
-         "duplicate_of"),
+        ({"reason": "duplicate", "note": "n", "duplicate_of": "20000101-000001"}, "duplicate_of"),
         ({"reason": "duplicate", "note": "n"}, "duplicate_of"),
         ({"reason": "bored", "note": "n"}, "reason"),
         ({"reason": "withdrawn", "note": "n", "color": "red"}, "color"),
@@ -383,8 +433,9 @@ async def test_cancel_a_duplicate_names_an_existing_original(hubs: Any) -> None:
         assert refused.status_code == 422, (body, refused.text)
         assert field in refused.json()["error"]["fields"], refused.text
     assert await api.get_request(twin["id"]) == before
-    done = await _post(api, path, {"reason": "duplicate", "note": "same burst",
-                                   "duplicate_of": original["id"]})
+    done = await _post(
+        api, path, {"reason": "duplicate", "note": "same burst", "duplicate_of": original["id"]}
+    )
     assert done.status_code == 200, done.text
     detail = await api.get_request(twin["id"])
     assert detail["state"] == "cancelled" and detail["duplicate_of"] == original["id"]
@@ -400,16 +451,20 @@ async def test_a_note_is_recorded_without_changing_the_state(hubs: Any) -> None:
     api = Api(hub)
     created = await api.request(*XIGONG)
     before = await api.get_request(created["id"])
-    noted = await _post(api, f"/api/v1/requests/{created['id']}/notes",
-                        {"note": "caller phoned again: water in the basement"})
+    noted = await _post(
+        api,
+        f"/api/v1/requests/{created['id']}/notes",
+        {"note": "caller phoned again: water in the basement"},
+    )
     assert noted.status_code == 201, noted.text
     after = await api.get_request(created["id"])
     assert after["state"] == before["state"]
     note = after["timeline"][-1]
     assert note["type"] == "note" and note["by"].startswith("center")
     assert note["note"] == "caller phoned again: water in the basement"
-    refused = await _post(api, f"/api/v1/requests/{created['id']}/notes", {"note": "x"},
-                          role="calltaker")
+    refused = await _post(
+        api, f"/api/v1/requests/{created['id']}/notes", {"note": "x"}, role="calltaker"
+    )
     assert refused.status_code == 403
     missing = await _post(api, "/api/v1/requests/20000101-000009/notes", {"note": "x"})
     assert missing.status_code == 404
@@ -428,8 +483,9 @@ async def test_reopen_offers_it_again_with_a_new_resolve_deadline(hubs: Any) -> 
     await squad.arrive(offer.assignment)
     await squad.resolve(offer.assignment, "fixed")
     before = await api.get_request(created["id"])
-    reopened = await _post(api, f"/api/v1/requests/{created['id']}/reopen",
-                           {"note": "the caller says it still leaks"})
+    reopened = await _post(
+        api, f"/api/v1/requests/{created['id']}/reopen", {"note": "the caller says it still leaks"}
+    )
     assert reopened.status_code == 200, reopened.text
     again = await _offered(squad, created["id"])
     assert again.assignment != offer.assignment
@@ -461,12 +517,33 @@ async def test_bad_rulings_are_refused_and_change_nothing(hubs: Any) -> None:
     for body, status, field in (
         ({"decision": "reassign", "unit": "nowhere", "note": "n"}, 422, "unit"),
         ({"decision": "reassign", "unit": "gas", "note": "n"}, 422, "unit"),  # water burst
-        ({"decision": "reassign", "unit": "gas", "category": "no_such", "note": "n"}, 422,
-         "category"),
-        ({"decision": "reassign", "unit": "gas", "category": "gas_leak_smell",
-          "assist": ["nowhere"], "note": "n"}, 422, "assist"),
-        ({"decision": "reassign", "unit": "gas", "category": "gas_leak_smell",
-          "assist": ["gas"], "note": "n"}, 422, "assist"),
+        (
+            {"decision": "reassign", "unit": "gas", "category": "no_such", "note": "n"},
+            422,
+            "category",
+        ),
+        (
+            {
+                "decision": "reassign",
+                "unit": "gas",
+                "category": "gas_leak_smell",
+                "assist": ["nowhere"],
+                "note": "n",
+            },
+            422,
+            "assist",
+        ),
+        (
+            {
+                "decision": "reassign",
+                "unit": "gas",
+                "category": "gas_leak_smell",
+                "assist": ["gas"],
+                "note": "n",
+            },
+            422,
+            "assist",
+        ),
         ({"decision": "uphold", "note": "n", "unit": "gas"}, 422, "unit"),
         ({"decision": "shrug", "note": "n"}, 422, None),
         ({"decision": "uphold"}, 422, "note"),
@@ -477,8 +554,9 @@ async def test_bad_rulings_are_refused_and_change_nothing(hubs: Any) -> None:
             assert field in refused.json()["error"]["fields"], (body, refused.text)
     wrong_role = await _post(api, path, {"decision": "uphold", "note": "n"}, role="calltaker")
     assert wrong_role.status_code == 403
-    unknown = await _post(api, "/api/v1/requests/20000101-000009/ruling",
-                          {"decision": "uphold", "note": "n"})
+    unknown = await _post(
+        api, "/api/v1/requests/20000101-000009/ruling", {"decision": "uphold", "note": "n"}
+    )
     assert unknown.status_code == 404
     assert await api.get_request(created["id"]) == disputed
     await squad.close()
@@ -488,12 +566,21 @@ async def test_bad_rulings_are_refused_and_change_nothing(hubs: Any) -> None:
 async def _desk_token(api: Api, unit: str) -> dict[str, str]:
     """A unit desk's bearer header (an account of role ``unit`` and a token of it)."""
     username = f"desk_{unit}"
-    created = await api.http.post("/api/v1/accounts", headers=auth("admin"), json={
-        "username": username, "name": f"{unit} desk", "role": "unit", "unit": unit,
-        "password": "a long enough password"})
+    created = await api.http.post(
+        "/api/v1/accounts",
+        headers=auth("admin"),
+        json={
+            "username": username,
+            "name": f"{unit} desk",
+            "role": "unit",
+            "unit": unit,
+            "password": "a long enough password",
+        },
+    )
     assert created.status_code == 201, created.text
-    token = await api.http.post(f"/api/v1/accounts/{username}/tokens", headers=auth("admin"),
-                                json={"label": "test"})
+    token = await api.http.post(
+        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
+    )
     assert token.status_code == 201, token.text
     return {"Authorization": f"Bearer {token.json()['token']}"}
 
@@ -520,8 +607,11 @@ async def test_a_unit_desk_notes_and_sees_the_disputes_of_its_own_unit_only(hubs
         assert listed.status_code == 200, listed.text
         seen[name] = [d["id"] for d in listed.json()]
     assert seen == {"water": [created["id"]], "gas": []}
-    ruling = await api.http.post(f"/api/v1/requests/{created['id']}/ruling", headers=water_desk,
-                                 json={"decision": "uphold", "note": "we go"})
+    ruling = await api.http.post(
+        f"/api/v1/requests/{created['id']}/ruling",
+        headers=water_desk,
+        json={"decision": "uphold", "note": "we go"},
+    )
     assert ruling.status_code == 403  # rulings are the center's
     await squad.close()
     await api.close()

@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from dispatch_field.codes import CloseCode
-from server import keys
 from server.ledger.streams import with_no_unit
+from server.store import keys
 from tests.helpers import XIGONG, Api, auth
 from tests.test_citizen import _desk_token
 
@@ -99,8 +99,13 @@ async def test_center_sees_events_live_and_resumes_exactly(hubs, redis_url) -> N
     assert welcome["all_units"] and {"water", "gas", keys.NO_UNIT} <= set(welcome["units"])
     first = await api.request(*XIGONG)
     seen = Seen()
-    await seen.until(ws, lambda s: any(e["event"].get("request") == first["id"]
-                                       and e["event"]["type"] == "queued" for e in s.events))
+    await seen.until(
+        ws,
+        lambda s: any(
+            e["event"].get("request") == first["id"] and e["event"]["type"] == "queued"
+            for e in s.events
+        ),
+    )
     await _quiet(redis, units)
     water = await _stream_ids(redis, "water")
     await seen.until(ws, lambda s: s.ids.get("water", [])[-1:] == water[-1:])
@@ -111,16 +116,18 @@ async def test_center_sees_events_live_and_resumes_exactly(hubs, redis_url) -> N
     await ws.close()
 
     # Missed while away: a water request, a gas request, a request passed to 110.
-    missed = [await api.request(*XIGONG), await api.request(*XIGONG, category="gas_leak_smell"),
-              await api.request(*XIGONG, category="police")]
+    missed = [
+        await api.request(*XIGONG),
+        await api.request(*XIGONG, category="gas_leak_smell"),
+        await api.request(*XIGONG, category="police"),
+    ]
     await _quiet(redis, units)
     expected = {unit: await _stream_ids(redis, unit, cursor[unit]) for unit in units}
     assert all(expected[u] for u in units)
     ws = await _open(hub, auth("center"), after=cursor)
     await _welcome(ws)
     again = Seen()
-    await again.until(ws, lambda s: all(
-        s.ids.get(u, [])[-1:] == expected[u][-1:] for u in units))
+    await again.until(ws, lambda s: all(s.ids.get(u, [])[-1:] == expected[u][-1:] for u in units))
     for unit in units:
         assert again.ids.get(unit, []) == expected[unit], unit  # exactly the missed ones
     requests = {e["event"].get("request") for e in again.events}
@@ -128,8 +135,7 @@ async def test_center_sees_events_live_and_resumes_exactly(hubs, redis_url) -> N
 
     # Then live again, still without a repeat.
     live = await api.request(*XIGONG)
-    await again.until(ws, lambda s: any(e["event"].get("request") == live["id"]
-                                        for e in s.events))
+    await again.until(ws, lambda s: any(e["event"].get("request") == live["id"] for e in s.events))
     for unit, ids in again.ids.items():
         assert len(ids) == len(set(ids)), unit
         assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
@@ -151,8 +157,9 @@ async def test_a_unit_desk_sees_its_own_unit_only(hubs) -> None:
     water = await api.request(*XIGONG)
     for ws in (by_header, by_hello):
         seen = Seen()
-        await seen.until(ws, lambda s: any(e["event"].get("request") == water["id"]
-                                           for e in s.events))
+        await seen.until(
+            ws, lambda s: any(e["event"].get("request") == water["id"] for e in s.events)
+        )
         with contextlib.suppress(TimeoutError):  # whatever else comes in a second
             while True:
                 seen.take(await _frames(ws, 1.0))
@@ -206,10 +213,13 @@ def _stalled_client(hub: Any, hello: dict[str, Any]) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", hub.port))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((
-        f"GET /ws/center HTTP/1.1\r\nHost: 127.0.0.1:{hub.port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Authorization: {auth('center')['Authorization']}\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"GET /ws/center HTTP/1.1\r\nHost: 127.0.0.1:{hub.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: {auth('center')['Authorization']}\r\n\r\n"
+        ).encode()
+    )
     answer = b""
     while b"\r\n\r\n" not in answer:
         answer += sock.recv(1)
@@ -230,11 +240,13 @@ async def test_a_slow_client_is_cut_off_and_the_others_go_on(hubs, redis_url) ->
     slow = _stalled_client(hub, {"t": "hello"})
     fast = await _open(hub, auth("center"))
     await _welcome(fast)
-    filler = json.dumps({"type": "test_filler", "at": time.time(), "by": "test",
-                         "blob": "x" * 30_000})
+    filler = json.dumps(
+        {"type": "test_filler", "at": time.time(), "by": "test", "blob": "x" * 30_000}
+    )
     seen = Seen()
-    reader = asyncio.create_task(seen.until(
-        fast, lambda s: any(e["event"].get("type") == "marker" for e in s.events), 60))
+    reader = asyncio.create_task(
+        seen.until(fast, lambda s: any(e["event"].get("type") == "marker" for e in s.events), 60)
+    )
     for _ in range(FLOOD):  # far more than the kernel's buffers hold (4 MB each way here)
         await redis.xadd(keys.events("water"), {"e": filler})
     await redis.xadd(keys.events("water"), {"e": json.dumps({"type": "marker", "at": 1.0})})

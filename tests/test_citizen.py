@@ -23,7 +23,6 @@ import pytest
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
-from server import keys
 from server.citizen.compose import Message, intake_messages, step_message
 from server.citizen.delivery import (
     Attempt,
@@ -45,8 +44,9 @@ from server.citizen.outbox import CitizenOutbox
 from server.citizen.record import messages_of
 from server.citizen.senders import MemorySender
 from server.city import load_city
-from server.embedded_redis import free_port
-from server.scripts import Scripts
+from server.store import keys
+from server.store.embedded import free_port
+from server.store.scripts import Scripts
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
 TEMPLATES = load_templates()
@@ -64,7 +64,8 @@ def _shipped() -> dict[str, Any]:
 
 def test_the_shipped_templates_load_in_both_languages() -> None:
     assert render(TEMPLATES, "received", "zh", "20261130-000001") == (
-        "【城市联动】您的诉求已受理，编号 20261130-000001。")
+        "【城市联动】您的诉求已受理，编号 20261130-000001。"
+    )
     assert "20261130-000001" in render(TEMPLATES, "received", "en", "20261130-000001")
     assert render(TEMPLATES, "received", "fr", "X") == render(TEMPLATES, "received", "zh", "X")
 
@@ -72,10 +73,14 @@ def test_the_shipped_templates_load_in_both_languages() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda d: d["resolved"].update(zh="{id} {numbr}"), "[resolved] zh: unknown placeholder "
-                                                            "{numbr}"),
-        (lambda d: d["accepted"].update(en="{id} {until}"), "[accepted] en: unknown placeholder "
-                                                            "{until}"),
+        (
+            lambda d: d["resolved"].update(zh="{id} {numbr}"),
+            "[resolved] zh: unknown placeholder {numbr}",
+        ),
+        (
+            lambda d: d["accepted"].update(en="{id} {until}"),
+            "[accepted] en: unknown placeholder {until}",
+        ),
         (lambda d: d.pop("arrived"), "[arrived] is missing"),
         (lambda d: d["arrived"].pop("en"), "[arrived]: en is missing"),
         (lambda d: d["arrived"].update(fr="x"), "[arrived]: unknown language 'fr'"),
@@ -85,8 +90,10 @@ def test_the_shipped_templates_load_in_both_languages() -> None:
         (lambda d: d["resolved"].update(zh="{id.x}"), "unknown placeholder {id.x}"),
         (lambda d: d["resolved"].update(zh="编号 {id"), "write a literal brace twice"),
         (lambda d: d["services"].pop("fire"), "[services.fire] is missing"),
-        (lambda d: d["services"]["fire"].update(zh="{id}"), "[services.fire] zh: unknown "
-                                                            "placeholder {id}"),
+        (
+            lambda d: d["services"]["fire"].update(zh="{id}"),
+            "[services.fire] zh: unknown placeholder {id}",
+        ),
     ],
 )
 def test_a_bad_templates_file_is_refused_naming_the_place(
@@ -113,8 +120,12 @@ def test_intake_names_the_number_the_unit_or_the_service() -> None:
     (linkage,) = intake_messages(TEMPLATES, CITY, "water", fields, 1.0)
     assert "20261130-000007" in linkage.text and "洛阳市" in linkage.text
     assert linkage.key == "20261130-000007:received_unit:1" and linkage.lang == "zh"
-    police = {"id": "20261130-000008", "caller_phone": "13800000000", "route": "police",
-              "lang": "en"}
+    police = {
+        "id": "20261130-000008",
+        "caller_phone": "13800000000",
+        "route": "police",
+        "lang": "en",
+    }
     received, transferred = intake_messages(TEMPLATES, CITY, keys.NO_UNIT, police, 1.0)
     assert "20261130-000008" in received.text and received.lang == "en"
     assert "110 (police)" in transferred.text
@@ -124,13 +135,15 @@ def test_intake_names_the_number_the_unit_or_the_service() -> None:
 def test_a_promise_is_shown_in_the_city_time_zone() -> None:
     fields = {"id": "20261130-000009", "caller_phone": "13800000000"}
     until = 1767225600.0  # 2026-01-01 00:00 UTC = 08:00 in Luoyang
-    message = step_message(TEMPLATES, CITY, "water", fields, "deferred", "abc", 1.0,
-                           note="parts", until=until)
+    message = step_message(
+        TEMPLATES, CITY, "water", fields, "deferred", "abc", 1.0, note="parts", until=until
+    )
     assert message is not None and "2026-01-01 08:00" in message.text and "parts" in message.text
     assert CITY.zone == ZoneInfo("Asia/Shanghai")
     assert step_message(TEMPLATES, CITY, "water", fields, "disputed", "abc", 1.0) is None
-    cancelled = step_message(TEMPLATES, CITY, "water", fields, "cancelled", "c", 1.0,
-                             reason="duplicate")
+    cancelled = step_message(
+        TEMPLATES, CITY, "water", fields, "cancelled", "c", 1.0, reason="duplicate"
+    )
     assert cancelled is not None and "重复" in cancelled.text
 
 
@@ -211,16 +224,27 @@ class ScriptedSender:
 
 
 def _outbox(redis: Redis, **policy: Any) -> CitizenOutbox:
-    rules = RetryPolicy(**{"base_s": 0.001, "cap_s": 0.002, "max_attempts": 5,
-                           "max_age_s": 3600.0, **policy})
-    return CitizenOutbox(redis, Scripts.register(redis), rules, lease_s=0.2, keep_s=60,
-                         events_maxlen=1000)
+    rules = RetryPolicy(
+        **{"base_s": 0.001, "cap_s": 0.002, "max_attempts": 5, "max_age_s": 3600.0, **policy}
+    )
+    return CitizenOutbox(
+        redis, Scripts.register(redis), rules, lease_s=0.2, keep_s=60, events_maxlen=1000
+    )
 
 
 def _message(request: str, kind: str, n: int = 1) -> Message:
     key = f"{request}:{kind}:{n}"
-    return Message(id=key, key=key, request=request, unit="water", event=kind, lang="zh",
-                   phone="13800000000", text=f"{kind} {request}", queued_at=time.time())
+    return Message(
+        id=key,
+        key=key,
+        request=request,
+        unit="water",
+        event=kind,
+        lang="zh",
+        phone="13800000000",
+        text=f"{kind} {request}",
+        queued_at=time.time(),
+    )
 
 
 async def _events(redis: Redis, unit: str = "water") -> list[dict[str, Any]]:
@@ -245,8 +269,11 @@ async def test_a_message_is_queued_once_per_key(redis: Redis) -> None:
     assert [m.key for m in sender.sent] == ["R1:accepted:1"]
     assert not await outbox.enqueue(first)  # remembered after delivery too
     types = [e["type"] for e in await _events(redis)]
-    assert types == ["citizen_message_queued", "citizen_message_attempt",
-                     "citizen_message_delivered"]
+    assert types == [
+        "citizen_message_queued",
+        "citizen_message_attempt",
+        "citizen_message_delivered",
+    ]
     assert 0 < await redis.ttl(keys.citizen_messages("water", "R1")) <= 60
 
 
@@ -260,8 +287,9 @@ async def test_one_requests_messages_keep_their_order_through_retries(redis: Red
     await _drain(outbox, sender)
     delivered = [m.key for m in sender.sent]
     first_attempts = list(dict.fromkeys(k for k in delivered if k.startswith("R1:")))
-    assert first_attempts == [f"R1:{k}:1" for k in
-                              ("received", "accepted", "en_route", "arrived", "resolved")]
+    assert first_attempts == [
+        f"R1:{k}:1" for k in ("received", "accepted", "en_route", "arrived", "resolved")
+    ]
     # Each message was tried 3 times (2 failures), and message n+1 only after n's success.
     r1 = [k for k in delivered if k.startswith("R1:")]
     assert r1 == [k for k in first_attempts for _ in range(3)]
@@ -388,14 +416,19 @@ def gateway() -> Iterator[Gateway]:
 
 
 def _webhook(gateway: Gateway, **extra: Any) -> dict[str, Any]:
-    return {"citizen_sender": "webhook", "citizen_webhook_url": gateway.url,
-            "citizen_webhook_token": "gateway-secret-987", "citizen_webhook_timeout_s": 1,
-            "citizen_retry_base_s": 0.2, "citizen_poll_s": 0.1, **extra}
+    return {
+        "citizen_sender": "webhook",
+        "citizen_webhook_url": gateway.url,
+        "citizen_webhook_token": "gateway-secret-987",
+        "citizen_webhook_timeout_s": 1,
+        "citizen_retry_base_s": 0.2,
+        "citizen_poll_s": 0.1,
+        **extra,
+    }
 
 
 async def _ledger_messages(api: Api, request_id: str) -> list[dict[str, Any]]:
-    response = await api.http.get(f"/api/v1/requests/{request_id}/messages",
-                                  headers=auth("center"))
+    response = await api.http.get(f"/api/v1/requests/{request_id}/messages", headers=auth("center"))
     assert response.status_code == 200, response.text
     return response.json()["messages"]  # type: ignore[no-any-return]
 
@@ -419,8 +452,10 @@ async def test_webhook_failures_retried_every_message_once_in_order(hubs, gatewa
         await step(offer.assignment)
     await client.resolve(offer.assignment, note="valve replaced")
     rid, pid = created["id"], police["id"]
-    expected = {rid: ["received_unit", "accepted", "en_route", "arrived", "resolved"],
-                pid: ["received", "transferred"]}
+    expected = {
+        rid: ["received_unit", "accepted", "en_route", "arrived", "resolved"],
+        pid: ["received", "transferred"],
+    }
 
     async def all_delivered() -> bool:
         wanted = {f"{r}:{kind}" for r, kinds in expected.items() for kind in kinds}
@@ -462,7 +497,8 @@ async def test_webhook_failures_retried_every_message_once_in_order(hubs, gatewa
 
 async def test_a_refused_message_is_a_recorded_permanent_failure(hubs, gateway) -> None:
     gateway.answer = lambda key, nth, body: (
-        (400, 0.0, {}) if body["phone"] == "13900000400" else (200, 0.0, {}))
+        (400, 0.0, {}) if body["phone"] == "13900000400" else (200, 0.0, {})
+    )
     hub = hubs.start(**_webhook(gateway))
     api = Api(hub)
     refused = await api.request(*XIGONG, category="police", caller_phone="13900000400")
@@ -477,7 +513,9 @@ async def test_a_refused_message_is_a_recorded_permanent_failure(hubs, gateway) 
         assert message["error"] == "HTTP 400"
     assert sum(1 for k, _, _ in gateway.received if k.startswith(refused["id"])) == 2
     assert sorted(k for k in gateway.order if k.startswith(fine["id"])) == [
-        f"{fine['id']}:received:1", f"{fine['id']}:transferred:1"]
+        f"{fine['id']}:received:1",
+        f"{fine['id']}:transferred:1",
+    ]
     await api.close()
 
 
@@ -499,8 +537,7 @@ async def test_a_killed_hub_leaves_its_messages_to_another(hubs, gateway, redis_
     api = Api(first)
     created = [await api.request(*XIGONG, category=c) for c in ("police", "fire", "medical")]
     keys_wanted = {f"{r['id']}:{kind}:1" for r in created for kind in ("received", "transferred")}
-    await eventually(lambda: _async(len({k for k, _, _ in gateway.received}) >= 3),
-                     timeout_s=15)
+    await eventually(lambda: _async(len({k for k, _, _ in gateway.received}) >= 3), timeout_s=15)
     up.set()
     await eventually(lambda: _async(inflight.is_set()), timeout_s=15)
     first.kill()  # mid-send: its leases run out, then another process takes them
@@ -565,8 +602,9 @@ async def test_messages_of_a_request_by_role(hubs) -> None:
     url = f"/api/v1/requests/{created['id']}/messages"
     assert (await api.http.get(url, headers=auth("calltaker"))).status_code == 403
     assert (await api.http.get(url)).status_code == 401
-    missing = await api.http.get("/api/v1/requests/20200101-000001/messages",
-                                 headers=auth("center"))
+    missing = await api.http.get(
+        "/api/v1/requests/20200101-000001/messages", headers=auth("center")
+    )
     assert missing.status_code == 404
     for unit, status in (("water", 200), ("gas", 403)):
         token = await _desk_token(api, unit)
@@ -578,12 +616,21 @@ async def test_messages_of_a_request_by_role(hubs) -> None:
 async def _desk_token(api: Api, unit: str) -> str:
     """A unit desk's API token (an account of role unit)."""
     username = f"desk-{unit}-{os.urandom(2).hex()}"
-    response = await api.http.post("/api/v1/accounts", headers=auth("admin"), json={
-        "username": username, "name": username, "role": "unit", "unit": unit,
-        "password": "a-long-password-123"})
+    response = await api.http.post(
+        "/api/v1/accounts",
+        headers=auth("admin"),
+        json={
+            "username": username,
+            "name": username,
+            "role": "unit",
+            "unit": unit,
+            "password": "a-long-password-123",
+        },
+    )
     assert response.status_code == 201, response.text
-    response = await api.http.post(f"/api/v1/accounts/{username}/tokens", headers=auth("admin"),
-                                   json={"label": "test"})
+    response = await api.http.post(
+        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["token"])
 

@@ -6,7 +6,7 @@ import asyncio
 import random
 
 from dispatch_field import protocol
-from server import keys
+from server.store import keys
 from tests.helpers import XIGONG, Api, eventually, online_squad
 
 

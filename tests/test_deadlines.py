@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from server import deadlines, timers
+from server import deadlines
 from server.deadlines import Due, Milestone, NoticeKind, Progress
 from server.lifecycle import State
+from server.store import timers
 
 RID = "20261130-001001"
 
@@ -56,7 +57,9 @@ def test_a_milestone_met_drops_its_timers(state: State, dropped: set[str]) -> No
 def test_which_notices_a_step_closes() -> None:
     assert deadlines.closes(State.ACCEPTED) == {NoticeKind.ACCEPT, NoticeKind.WAITING}
     assert deadlines.closes(State.ON_SCENE) == {
-        NoticeKind.ACCEPT, NoticeKind.WAITING, NoticeKind.ARRIVE
+        NoticeKind.ACCEPT,
+        NoticeKind.WAITING,
+        NoticeKind.ARRIVE,
     }
     assert deadlines.closes(State.RESOLVED) == set(NoticeKind)
     assert deadlines.closes(State.CANCELLED) == set(NoticeKind)
@@ -93,8 +96,10 @@ def test_accepted_once_stays_accepted_after_a_dispute() -> None:
 
 
 def test_met_milestones_give_no_notice() -> None:
-    assert deadlines.notice_due(_progress(State.ACCEPTED, accepted_at=5.0), Milestone.ACCEPT,
-                                11.0).due is Due.DROP
+    assert (
+        deadlines.notice_due(_progress(State.ACCEPTED, accepted_at=5.0), Milestone.ACCEPT, 11.0).due
+        is Due.DROP
+    )
     on_scene = _progress(State.ON_SCENE, accepted_at=5.0, arrived_at=6.0)
     assert deadlines.notice_due(on_scene, Milestone.ARRIVE, 21.0).due is Due.DROP
     # Deferred before arriving: the arrival is still due.
@@ -159,8 +164,9 @@ def test_next_deadline_is_the_first_unmet() -> None:
     assert deadlines.next_deadline(accepted) == deadlines.NextDeadline(Milestone.ARRIVE, 20.0)
     arrived = _progress(State.ON_SCENE, accepted_at=1.0, arrived_at=2.0)
     assert deadlines.next_deadline(arrived) == deadlines.NextDeadline(Milestone.RESOLVE, 30.0)
-    promised = _progress(State.DEFERRED, accepted_at=1.0, arrived_at=2.0, promised_by=70.0,
-                         resolve_by=70.0)
+    promised = _progress(
+        State.DEFERRED, accepted_at=1.0, arrived_at=2.0, promised_by=70.0, resolve_by=70.0
+    )
     assert deadlines.next_deadline(promised) == deadlines.NextDeadline(Milestone.PROMISE, 70.0)
     assert deadlines.next_deadline(_progress(State.RESOLVED)) is None
 

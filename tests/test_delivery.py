@@ -11,7 +11,7 @@ import pytest
 
 from dispatch_field import protocol
 from dispatch_field.client import FieldClient
-from server.embedded_redis import EmbeddedRedis
+from server.store.embedded import EmbeddedRedis
 from tests.conftest import Hubs
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 

@@ -36,9 +36,7 @@ def _locked() -> dict[str, tuple[str, bool]]:
 def test_every_installed_package_is_locked_at_its_version() -> None:
     locked = _locked()
     assert len(locked) > 20
-    installed = {
-        canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()
-    }
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
     for name, version in installed.items():
         if name in _INSTALLER_TOOLS:
             continue

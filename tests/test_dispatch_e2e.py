@@ -10,7 +10,7 @@ from geographiclib.geodesic import Geodesic
 
 from dispatch_field import protocol
 from dispatch_field.client import CommandRejected, FieldClient
-from server import keys
+from server.store import keys
 from tests.helpers import XIGONG, Api, eventually, online_squad
 
 

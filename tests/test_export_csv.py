@@ -56,8 +56,7 @@ async def test_the_export_neutralises_formulas_in_callers_text(hubs) -> None:
     assert response.status_code == 200
     assert response.content.startswith(b"\xef\xbb\xbf")  # UTF-8 byte order mark
     rows = {
-        row["id"]: row
-        for row in csv.DictReader(io.StringIO(response.content.decode("utf-8-sig")))
+        row["id"]: row for row in csv.DictReader(io.StringIO(response.content.decode("utf-8-sig")))
     }
     assert rows[made[hyperlink]]["description"] == "'" + hyperlink
     assert rows[made[command]]["description"] == "'" + command

@@ -55,8 +55,9 @@ def test_generated_files_are_up_to_date() -> None:
     assert not problems, "\n".join(problems) + "\nrun: python fieldapp-api/generate.py"
 
 
-def test_check_reports_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_a_stale_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     stale_schema = tmp_path / "schema.json"
     stale_schema.write_text('{"title": "old"}\n', encoding="utf-8")
     monkeypatch.setattr(generate, "SCHEMA_PATH", stale_schema)
@@ -116,11 +117,17 @@ def published() -> dict[str, Any]:
 
 def _validator(doc: dict[str, Any], direction: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(
-        {"$schema": doc["$schema"], "$defs": doc["$defs"], **doc[direction]})
+        {"$schema": doc["$schema"], "$defs": doc["$defs"], **doc[direction]}
+    )
 
 
-_REQUEST = protocol.RequestInfo(id="20261130-000001", category="water_main_burst",
-                                description="水管爆裂", lat=34.67, lon=112.445)
+_REQUEST = protocol.RequestInfo(
+    id="20261130-000001",
+    category="water_main_burst",
+    description="水管爆裂",
+    lat=34.67,
+    lon=112.445,
+)
 PHONE_SAMPLES: list[Any] = [
     *(f for f in generate.SAMPLES if isinstance(f, PHONE_TYPES)),
     protocol.Hello(squad="S00001", token="t"),
@@ -178,18 +185,23 @@ def test_schema_accepts_hub_frames(published: dict[str, Any], frame: Any) -> Non
         assert not phone.is_valid(wire), wire
 
 
-@pytest.mark.parametrize("broken", [
-    {"t": "pos", "lat": 91.0, "lon": 0.0, "ts": 1.0},
-    {"t": "pos", "lat": 0.0, "lon": 0.0},
-    {"t": "ack", "seq": -1},
-    {"t": "accept", "assignment": "A1", "id": ""},
-    {"t": "accept", "assignment": "A1", "id": "c1", "extra": True},
-    {"t": "dispute", "assignment": "A1", "id": "c1", "reason": ""},
-    {"t": "teleport"},
-    {"squad": "S00001", "token": "t"},
-], ids=lambda b: str(b.get("t")))
-def test_schema_refuses_what_the_codec_refuses(published: dict[str, Any],
-                                               broken: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"t": "pos", "lat": 91.0, "lon": 0.0, "ts": 1.0},
+        {"t": "pos", "lat": 0.0, "lon": 0.0},
+        {"t": "ack", "seq": -1},
+        {"t": "accept", "assignment": "A1", "id": ""},
+        {"t": "accept", "assignment": "A1", "id": "c1", "extra": True},
+        {"t": "dispute", "assignment": "A1", "id": "c1", "reason": ""},
+        {"t": "teleport"},
+        {"squad": "S00001", "token": "t"},
+    ],
+    ids=lambda b: str(b.get("t")),
+)
+def test_schema_refuses_what_the_codec_refuses(
+    published: dict[str, Any], broken: dict[str, Any]
+) -> None:
     assert not _validator(published, "phone_to_hub").is_valid(broken)
     with pytest.raises(msgspec.ValidationError):
         protocol.decode_phone(json.dumps(broken))
@@ -240,8 +252,9 @@ def test_asyncapi_messages_cover_every_frame_type(asyncapi: dict[str, Any]) -> N
     assert set(messages) == {_tag(cls) for cls in (*PHONE_TYPES, *HUB_TYPES)}
 
 
-def test_asyncapi_schemas_are_the_published_ones(asyncapi: dict[str, Any],
-                                                 published: dict[str, Any]) -> None:
+def test_asyncapi_schemas_are_the_published_ones(
+    asyncapi: dict[str, Any], published: dict[str, Any]
+) -> None:
     schemas = asyncapi["components"]["schemas"]
     assert set(schemas) == set(published["$defs"])
     refs = _refs(asyncapi)
@@ -265,7 +278,8 @@ def test_asyncapi_examples_validate_and_decode(asyncapi: dict[str, Any]) -> None
     for cls in (*PHONE_TYPES, *HUB_TYPES):
         message = messages[_tag(cls)]
         validator = jsonschema.Draft202012Validator(
-            {"components": asyncapi["components"], **message["payload"]})
+            {"components": asyncapi["components"], **message["payload"]}
+        )
         decode = protocol.decode_phone if cls in PHONE_TYPES else protocol.decode_hub
         assert message["examples"], cls
         for example in message["examples"]:

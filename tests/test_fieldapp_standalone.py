@@ -54,6 +54,7 @@ def test_no_source_file_of_fieldapp_api_imports_the_project() -> None:
 
 
 def test_the_generator_runs_with_only_fieldapp_api_on_the_path() -> None:
-    done = subprocess.run([sys.executable, "-c", CHILD], cwd=API_DIR, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD], cwd=API_DIR, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -20,8 +20,8 @@ from websockets.exceptions import ConnectionClosed
 from dispatch_field import protocol
 from dispatch_field.client import CommandRejected, FieldClient
 from dispatch_field.codes import CloseCode
-from server import keys
-from server.presence.positions import PositionWriter
+from server.store import keys
+from server.store.positions import PositionWriter
 from tests.conftest import TOKENS
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 

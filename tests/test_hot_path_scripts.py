@@ -18,7 +18,6 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from dispatch_field.codes import ErrorCode
-from server import keys
 from server.actions import CommandError, SquadActions
 from server.assign.dispatcher import NEAR_TIE, Dispatcher, Outcome
 from server.assign.ranking import geodesic_m
@@ -26,7 +25,9 @@ from server.citizen.compose import Message
 from server.citizen.outbox import CitizenOutbox
 from server.known import KnownRequests
 from server.lifecycle import RequestView, SquadStep, State, Triaged, transition
-from server.requests import (
+from server.settings import Settings
+from server.store import keys
+from server.store.requests import (
     Actor,
     ForeignAssignment,
     RequestRecord,
@@ -34,8 +35,7 @@ from server.requests import (
     StaleRequest,
     event_json,
 )
-from server.scripts import Scripts
-from server.settings import Settings
+from server.store.scripts import Scripts
 
 UNIT = "water"
 RID = "20261130-001001"
@@ -65,8 +65,14 @@ class Parts:
 async def parts(redis: Redis) -> AsyncIterator[Parts]:
     scripts = Scripts.register(redis)
     await scripts.load(redis)
-    store = RequestStore(redis, scripts, events_maxlen=1000, command_memory_s=60,
-                         outbox_max_frames=100, zone=ZoneInfo("Asia/Shanghai"))
+    store = RequestStore(
+        redis,
+        scripts,
+        events_maxlen=1000,
+        command_memory_s=60,
+        outbox_max_frames=100,
+        zone=ZoneInfo("Asia/Shanghai"),
+    )
     settings = Settings(tokens="admin:adm-12345678")
     known, pushes = KnownRequests(), Pushes()
     dispatcher = Dispatcher(redis, scripts, store, settings, pushes, known=known)
@@ -85,13 +91,27 @@ async def _squad(redis: Redis, squad: str, lat: float, lon: float) -> None:
 async def _create_and_offer(parts: Parts, rid: str = RID) -> tuple[RequestRecord, object]:
     step = transition(RequestView(State.RECEIVED), Triaged("linkage"))
     now = time.time()
-    fields = {"id": rid, "category": "water_main_burst", "unit": UNIT, "received_at": repr(now),
-              "lat": repr(SCENE[0]), "lon": repr(SCENE[1]), "caller_phone": "13800000000"}
+    fields = {
+        "id": rid,
+        "category": "water_main_burst",
+        "unit": UNIT,
+        "received_at": repr(now),
+        "lat": repr(SCENE[0]),
+        "lon": repr(SCENE[1]),
+        "caller_phone": "13800000000",
+    }
     fields |= step.fields | {"state": step.state.value}
     record = RequestRecord.from_hash(fields | {"v": "1"})
     first = parts.dispatcher.first_offer(UNIT, rid, record)
-    answer = await parts.store.create(rid, UNIT, fields, [event_json("queued", rid, now, SYSTEM)],
-                                      step, received_at=now, then=first.call)
+    answer = await parts.store.create(
+        rid,
+        UNIT,
+        fields,
+        [event_json("queued", rid, now, SYSTEM)],
+        step,
+        received_at=now,
+        then=first.call,
+    )
     return record, await parts.dispatcher.finish_first_offer(first, answer)
 
 
@@ -106,7 +126,10 @@ async def test_the_create_and_the_offer_of_the_nearest_in_one_round_trip(parts: 
     assert result.outcome is Outcome.OFFERED and result.squad == "near"  # type: ignore[attr-defined]
     stored = await parts.store.read(UNIT, RID)
     assert stored is not None and (stored.state, stored.squad, stored.v) == (
-        State.OFFERED, "near", 2)
+        State.OFFERED,
+        "near",
+        2,
+    )
     assert await redis.hget(keys.free(UNIT), "near") == b"0"
     assert await redis.zscore(keys.queue(UNIT), RID) is None
     assert await redis.smembers(keys.jobs(UNIT, "near")) == {stored.assignment.encode()}
@@ -127,8 +150,11 @@ async def test_a_near_tie_is_ranked_by_the_geodesic_then_claimed(parts: Parts) -
     dlon = 0.01 / math.cos(math.radians(SCENE[0]))
     await _squad(redis, "east", SCENE[0], SCENE[1] + dlon)
     _, result = await _create_and_offer(parts)
-    nearest = min(("north", SCENE[0] + 0.01, SCENE[1]), ("east", SCENE[0], SCENE[1] + dlon),
-                  key=lambda s: geodesic_m(*SCENE, s[1], s[2]))[0]
+    nearest = min(
+        ("north", SCENE[0] + 0.01, SCENE[1]),
+        ("east", SCENE[0], SCENE[1] + dlon),
+        key=lambda s: geodesic_m(*SCENE, s[1], s[2]),
+    )[0]
     assert result.squad == nearest  # type: ignore[attr-defined]
 
 
@@ -199,8 +225,18 @@ async def test_a_step_on_another_squads_assignment_writes_nothing_but_the_ack(
     await redis.zadd(keys.outbox(UNIT, "thief"), {f"{n:012d}x": n for n in range(1, 6)})
     step = transition(stored.view(), SquadStep("accept", assignment))
     with pytest.raises(ForeignAssignment):
-        await parts.store.commit(UNIT, RID, stored.v, step, ["{}"], assignment=assignment,
-                                 squad="thief", command_id="c1", owner_check=True, ack=3)
+        await parts.store.commit(
+            UNIT,
+            RID,
+            stored.v,
+            step,
+            ["{}"],
+            assignment=assignment,
+            squad="thief",
+            command_id="c1",
+            owner_check=True,
+            ack=3,
+        )
     after = await parts.store.read(UNIT, RID)
     assert after is not None and (after.v, after.state) == (stored.v, State.OFFERED)
     assert await redis.exists(keys.command(UNIT, "thief", "c1")) == 0
@@ -211,14 +247,32 @@ async def test_a_step_on_another_squads_assignment_writes_nothing_but_the_ack(
 async def test_the_step_records_the_ack_and_queues_the_message_once(parts: Parts) -> None:
     redis = parts.redis
     stored, assignment = await _offered(parts)
-    message = Message(id="m1", key=f"{RID}:accepted:k1", request=RID, unit=UNIT,
-                      event="accepted", lang="zh", phone="13800000000", text="accepted",
-                      queued_at=time.time())
+    message = Message(
+        id="m1",
+        key=f"{RID}:accepted:k1",
+        request=RID,
+        unit=UNIT,
+        event="accepted",
+        lang="zh",
+        phone="13800000000",
+        text="accepted",
+        queued_at=time.time(),
+    )
     queued = CitizenOutbox.prepare(message)
     step = transition(stored.view(), SquadStep("accept", assignment))
-    commit = await parts.store.commit(UNIT, RID, stored.v, step, ["{}"], assignment=assignment,
-                                      squad="sq", command_id="c1", owner_check=True, ack=1,
-                                      messages=[queued])
+    commit = await parts.store.commit(
+        UNIT,
+        RID,
+        stored.v,
+        step,
+        ["{}"],
+        assignment=assignment,
+        squad="sq",
+        command_id="c1",
+        owner_check=True,
+        ack=1,
+        messages=[queued],
+    )
     assert commit.version == stored.v + 1
     assert await redis.hget(keys.squad(UNIT, "sq"), "acked") == b"1"
     assert await redis.zcard(keys.outbox(UNIT, "sq")) == 0  # the offer, acknowledged
@@ -226,12 +280,31 @@ async def test_the_step_records_the_ack_and_queues_the_message_once(parts: Parts
     assert await redis.zscore(keys.citizen_due(UNIT), RID) is not None
     # A stale retry (same message key) records the ack and nothing else.
     with pytest.raises(StaleRequest):
-        await parts.store.commit(UNIT, RID, stored.v, step, ["{}"], assignment=assignment,
-                                 squad="sq", owner_check=True, messages=[queued])
-    again = transition(RequestView(State.ACCEPTED, "sq", assignment),
-                       SquadStep("enroute", assignment))
-    await parts.store.commit(UNIT, RID, commit.version, again, ["{}"], assignment=assignment,
-                             squad="sq", owner_check=True, messages=[queued])
+        await parts.store.commit(
+            UNIT,
+            RID,
+            stored.v,
+            step,
+            ["{}"],
+            assignment=assignment,
+            squad="sq",
+            owner_check=True,
+            messages=[queued],
+        )
+    again = transition(
+        RequestView(State.ACCEPTED, "sq", assignment), SquadStep("enroute", assignment)
+    )
+    await parts.store.commit(
+        UNIT,
+        RID,
+        commit.version,
+        again,
+        ["{}"],
+        assignment=assignment,
+        squad="sq",
+        owner_check=True,
+        messages=[queued],
+    )
     assert await redis.hget(keys.citizen_messages(UNIT, RID), "n") == b"1"  # once per key
 
 
@@ -255,8 +328,13 @@ async def test_a_command_from_a_known_record_commits_or_reads_again_when_stale(
 ) -> None:
     redis = parts.redis
     stored, assignment = await _offered(parts)
-    actions = SquadActions(redis, parts.store, _Teller(), Settings(tokens="admin:adm-12345678"),  # type: ignore[arg-type]
-                           known=parts.known)
+    actions = SquadActions(
+        redis,
+        parts.store,
+        _Teller(),
+        Settings(tokens="admin:adm-12345678"),  # type: ignore[arg-type]
+        known=parts.known,
+    )
     done = await actions.apply(UNIT, "sq", protocol.Accept(assignment=assignment, id="c1"))
     assert done.state is State.ACCEPTED and done.record is not None and done.record.v == 3
     # Someone else changes the request: what this process knows is stale, the commit says
@@ -284,18 +362,33 @@ async def test_candidates_and_claim_scripts_from_their_shared_pieces(parts: Part
     await _squad(redis, "stale-fix", SCENE[0] + 0.001, SCENE[1])
     await redis.zadd(keys.fix_times(UNIT), {"stale-fix": time.time() - 3600})
     flat = await scripts.candidates(
-        keys=[keys.geo(UNIT), keys.available(UNIT), keys.free(UNIT), keys.skills(UNIT),
-              keys.fix_times(UNIT)],
+        keys=[
+            keys.geo(UNIT),
+            keys.available(UNIT),
+            keys.free(UNIT),
+            keys.skills(UNIT),
+            keys.fix_times(UNIT),
+        ],
         args=[SCENE[1], SCENE[0], 1, 256, "water_main_burst", time.time() - 120, 5, 60],
     )
     assert flat[0::3] == [b"near", b"far"]  # nearest first, the stale fix left out
     await redis.hset(keys.request(UNIT, RID), mapping={"state": "queued", "v": 1})
-    request_keys = [keys.request(UNIT, RID), keys.queue(UNIT), keys.available(UNIT),
-                    keys.free(UNIT), keys.tried(UNIT, RID), keys.timers(UNIT), keys.events(UNIT),
-                    keys.timeline(UNIT, RID), keys.assignment(UNIT, "A1"), keys.stats(UNIT)]
+    request_keys = [
+        keys.request(UNIT, RID),
+        keys.queue(UNIT),
+        keys.available(UNIT),
+        keys.free(UNIT),
+        keys.tried(UNIT, RID),
+        keys.timers(UNIT),
+        keys.events(UNIT),
+        keys.timeline(UNIT, RID),
+        keys.assignment(UNIT, "A1"),
+        keys.stats(UNIT),
+    ]
     squads = ["near", "far"]
-    squad_keys = [k for s in squads for k in (keys.squad(UNIT, s), keys.outbox(UNIT, s),
-                                              keys.jobs(UNIT, s))]
+    squad_keys = [
+        k for s in squads for k in (keys.squad(UNIT, s), keys.outbox(UNIT, s), keys.jobs(UNIT, s))
+    ]
     args = [RID, "A1", 1000, 2000, b"offer", 100, 2, "queued", "offered", "offered", "offer:A1"]
     await redis.sadd(keys.tried(UNIT, RID), "near")  # offered before: the untried come first
     result = await scripts.claim(keys=request_keys + squad_keys, args=[*args, *squads])

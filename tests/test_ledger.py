@@ -26,9 +26,8 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select, text
 
-from server import ids, keys
+from server import ids
 from server.city import load_city
-from server.embedded_redis import EmbeddedRedis
 from server.hub import build_services
 from server.ledger import (
     GROUP,
@@ -54,8 +53,10 @@ from server.lifecycle import (
     Triaged,
     transition,
 )
-from server.requests import Actor, RequestStore, event_json
 from server.settings import Settings
+from server.store import keys
+from server.store.embedded import EmbeddedRedis
+from server.store.requests import Actor, RequestStore, event_json
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CALLTAKER = Actor("calltaker", "seat-1")
@@ -96,12 +97,18 @@ class Desk:
 
     def __init__(self, redis: Redis, ledger: Ledger | None = None) -> None:
         # The hub's own composition root builds the store, with the default settings.
-        self.store: RequestStore = build_services(Settings(), redis, load_city(),
-                                                  ledger).requests
+        self.store: RequestStore = build_services(Settings(), redis, load_city(), ledger).requests
 
-    async def receive(self, unit: str = "water", category: str = "water_main_burst",
-                      district: str = "xigong", *, at: float | None = None,
-                      route: str = "linkage", request_id: str | None = None) -> str:
+    async def receive(
+        self,
+        unit: str = "water",
+        category: str = "water_main_burst",
+        district: str = "xigong",
+        *,
+        at: float | None = None,
+        route: str = "linkage",
+        request_id: str | None = None,
+    ) -> str:
         """Record a new request as ``Intake.create`` does (events: received + queued, or
         received + transferred); returns its id. ``request_id``: take that id instead of
         the next number (as a Redis that lost its counter would)."""
@@ -109,26 +116,45 @@ class Desk:
         request_id = request_id or await self.store.next_id()
         unit = unit if route == "linkage" else keys.NO_UNIT
         fields = {
-            "id": request_id, "category": category, "description": "pipe burst",
-            "lat": "34.67", "lon": "112.445", "address": "Zhongzhou Road 1",
-            "caller_phone": "13800000000", "district": district, "unit": unit,
-            "route": route, "received_at": repr(at), "state": State.RECEIVED.value,
+            "id": request_id,
+            "category": category,
+            "description": "pipe burst",
+            "lat": "34.67",
+            "lon": "112.445",
+            "address": "Zhongzhou Road 1",
+            "caller_phone": "13800000000",
+            "district": district,
+            "unit": unit,
+            "route": route,
+            "received_at": repr(at),
+            "state": State.RECEIVED.value,
         }
         if route == "linkage":
-            fields |= {"accept_by": repr(at + 300), "arrive_by": repr(at + 1800),
-                       "resolve_by": repr(at + 86400)}
+            fields |= {
+                "accept_by": repr(at + 300),
+                "arrive_by": repr(at + 1800),
+                "resolve_by": repr(at + 86400),
+            }
         step = transition(RequestView(State.RECEIVED), Triaged(route))
         fields |= step.fields | {"state": step.state.value}
         events = [
-            event_json("received", request_id, at, CALLTAKER, category=category, unit=unit,
-                       district=district),
+            event_json(
+                "received",
+                request_id,
+                at,
+                CALLTAKER,
+                category=category,
+                unit=unit,
+                district=district,
+            ),
             event_json(step.event, request_id, at, CALLTAKER, route=route),
         ]
         await self.store.create(request_id, unit, fields, events, step, received_at=at)
         return request_id
 
-    async def step(self, unit: str, request_id: str, event: Event,
-                   at: float | None = None) -> State:
+    async def step(
+        self, unit: str, request_id: str, event: Event, at: float | None = None
+    ) -> State:
         """Commit ``event`` as the squad (or the system) would; returns the new state."""
         record = await self.store.read(unit, request_id)
         assert record is not None
@@ -137,16 +163,24 @@ class Desk:
         squad = getattr(event, "squad", "") or record.squad
         assignment = getattr(event, "assignment", "")
         recorded = event_json(
-            step.event, request_id, time.time() if at is None else at, Actor("squad", squad),
-            squad=squad, assignment=assignment, note=getattr(event, "note", ""),
-            reason=getattr(event, "reason", ""), until=getattr(event, "until", None),
+            step.event,
+            request_id,
+            time.time() if at is None else at,
+            Actor("squad", squad),
+            squad=squad,
+            assignment=assignment,
+            note=getattr(event, "note", ""),
+            reason=getattr(event, "reason", ""),
+            until=getattr(event, "until", None),
         )
-        await self.store.commit(unit, request_id, version, step, [recorded],
-                                assignment=assignment, squad=squad)
+        await self.store.commit(
+            unit, request_id, version, step, [recorded], assignment=assignment, squad=squad
+        )
         return step.state
 
-    async def handle(self, unit: str, request_id: str, *, upto: str = "resolve",
-                     start: float | None = None) -> None:
+    async def handle(
+        self, unit: str, request_id: str, *, upto: str = "resolve", start: float | None = None
+    ) -> None:
         """Offer to a squad, then accept, en route, arrive, resolve (stopping after
         ``upto``), one second apart from ``start``."""
         at = time.time() if start is None else start
@@ -172,8 +206,9 @@ async def pending(redis: Redis, unit: str) -> int:
     return int(info["pending"])
 
 
-async def drain(ledger: Ledger, redis: Redis, units: list[str], consumer: str = "c1",
-                **options: Any) -> int:
+async def drain(
+    ledger: Ledger, redis: Redis, units: list[str], consumer: str = "c1", **options: Any
+) -> int:
     """process_once until nothing is left; returns how many entries were recorded."""
     total = 0
     while done := await ledger.process_once(redis, units, consumer, **options):
@@ -199,20 +234,31 @@ def _entry(n: int, payload: dict[str, Any]) -> Any:
 
 
 LIFECYCLE = [
-    _entry(0, {"type": "received", "request": "R1", "at": 100.0, "category": "water_outage",
-               "district": "xigong", "unit": "water", "by": "calltaker"}),
+    _entry(
+        0,
+        {
+            "type": "received",
+            "request": "R1",
+            "at": 100.0,
+            "category": "water_outage",
+            "district": "xigong",
+            "unit": "water",
+            "by": "calltaker",
+        },
+    ),
     _entry(1, {"type": "queued", "request": "R1", "at": 100.0, "route": "linkage"}),
     _entry(2, {"type": "offered", "request": "R1", "at": 101.0, "squad": "S1"}),
     _entry(3, {"type": "offer_expired", "request": "R1", "at": 161.0, "squad": "S1"}),
     _entry(4, {"type": "offered", "request": "R1", "at": 162.0, "squad": "S2"}),
     _entry(5, {"type": "accepted", "request": "R1", "at": 170.0, "squad": "S2"}),
-    _entry(6, {"type": "deferred", "request": "R1", "at": 180.0, "squad": "S2",
-               "until": 9999.0}),
+    _entry(6, {"type": "deferred", "request": "R1", "at": 180.0, "squad": "S2", "until": 9999.0}),
     _entry(7, {"type": "arrived", "request": "R1", "at": 175.0, "squad": "S2"}),
     _entry(8, {"type": "notice", "request": "R1", "at": 400.0, "level": 1}),
     # "1700000000000-10" sorts after "-9" only when padded: stream order, not text order.
-    _entry(10, {"type": "resolved", "request": "R1", "at": 500.0, "squad": "S2",
-                "note": "valve replaced"}),
+    _entry(
+        10,
+        {"type": "resolved", "request": "R1", "at": 500.0, "squad": "S2", "note": "valve replaced"},
+    ),
     _entry(9, {"type": "en_route", "request": "R1", "at": 450.0, "squad": "S2"}),
 ]
 
@@ -222,8 +268,7 @@ def test_fold_in_stream_order_gives_the_final_row() -> None:
     assert row["state"] == "resolved" and row["squad"] == "S2"
     assert (row["accepted_at"], row["arrived_at"], row["resolved_at"]) == (170.0, 175.0, 500.0)
     assert row["updated_at"] == 500.0 and row["received_at"] == 100.0
-    assert (row["category"], row["district"], row["route"]) == ("water_outage", "xigong",
-                                                                "linkage")
+    assert (row["category"], row["district"], row["route"]) == ("water_outage", "xigong", "linkage")
     assert row["resolve_by"] == 9999.0 and row["result"] == "valve replaced"
 
 
@@ -243,8 +288,14 @@ def test_fold_converges_whatever_the_batches_order_and_repeats() -> None:
 
 def test_snapshot_newest_version_wins_and_fills_static_fields() -> None:
     received = LIFECYCLE[:2]
-    newer = {"v": "5", "caller_phone": "139", "lat": "34.6", "resolve_by": "777.5",
-             "description": "burst", "district": ""}
+    newer = {
+        "v": "5",
+        "caller_phone": "139",
+        "lat": "34.6",
+        "resolve_by": "777.5",
+        "description": "burst",
+        "district": "",
+    }
     older = {"v": "3", "caller_phone": "138", "resolve_by": "1.0"}
     row = fold("R1", "water", None, received, newer)
     row = fold("R1", "water", row, [], older)
@@ -279,9 +330,16 @@ async def test_events_land_and_the_request_row_follows_them(redis: Redis, ledger
     assert await ledger.process_once(redis, ["water"]) == 2
     [row] = await find_requests(ledger, unit="water")
     assert (row["id"], row["state"], row["category"], row["district"]) == (
-        rid, "queued", "water_main_burst", "xigong")
-    assert (row["caller_phone"], row["address"], row["lat"]) == ("13800000000",
-                                                                 "Zhongzhou Road 1", 34.67)
+        rid,
+        "queued",
+        "water_main_burst",
+        "xigong",
+    )
+    assert (row["caller_phone"], row["address"], row["lat"]) == (
+        "13800000000",
+        "Zhongzhou Road 1",
+        34.67,
+    )
     assert row["received_at"] == pytest.approx(start)
     assert row["resolve_by"] == pytest.approx(start + 86400)
 
@@ -303,15 +361,24 @@ async def test_events_land_and_the_request_row_follows_them(redis: Redis, ledger
     assert row["resolved_at"] == pytest.approx(start + 5)
 
     history = await request_events(ledger, rid)
-    assert [e["type"] for e in history] == ["received", "queued", "offered", "accepted",
-                                            "en_route", "arrived", "deferred", "resolved"]
+    assert [e["type"] for e in history] == [
+        "received",
+        "queued",
+        "offered",
+        "accepted",
+        "en_route",
+        "arrived",
+        "deferred",
+        "resolved",
+    ]
     assert history[3]["by"] == "squad:S-water" and history[3]["data"]["squad"] == "S-water"
     assert await count_rows(ledger, tables.events) == await stream_lengths(redis, ["water"])
     assert await pending(redis, "water") == 0
 
 
 async def test_transferred_requests_are_recorded_from_the_no_unit_stream(
-        redis: Redis, ledger: Ledger) -> None:
+    redis: Redis, ledger: Ledger
+) -> None:
     desk = Desk(redis)
     rid = await desk.receive(category="fire", route="fire")
     assert await ledger.process_once(redis, ["water"]) == 2  # "-" is always read too
@@ -321,7 +388,8 @@ async def test_transferred_requests_are_recorded_from_the_no_unit_stream(
 
 
 async def test_reprocessing_after_a_crash_before_xack_adds_no_duplicate(
-        redis: Redis, database_url: str, ledger: Ledger) -> None:
+    redis: Redis, database_url: str, ledger: Ledger
+) -> None:
     desk = Desk(redis)
     for _ in range(3):
         await desk.handle("water", await desk.receive())
@@ -341,7 +409,8 @@ async def test_reprocessing_after_a_crash_before_xack_adds_no_duplicate(
 
 
 async def test_entries_of_a_dead_consumer_are_taken_over_once_idle(
-        redis: Redis, ledger: Ledger) -> None:
+    redis: Redis, ledger: Ledger
+) -> None:
     desk = Desk(redis)
     rid = await desk.receive()
     await desk.handle("water", rid)
@@ -357,7 +426,8 @@ async def test_entries_of_a_dead_consumer_are_taken_over_once_idle(
 
 
 async def test_two_consumers_record_each_entry_exactly_once(
-        redis: Redis, database_url: str, ledger: Ledger) -> None:
+    redis: Redis, database_url: str, ledger: Ledger
+) -> None:
     """Two processes' consumers read the same streams while requests move: together they
     record every entry once (the sum of their counts equals the streams' length)."""
     units = ["water", "power", "gas"]
@@ -401,11 +471,14 @@ async def test_two_consumers_record_each_entry_exactly_once(
 
 
 async def test_consume_loops_in_two_processes_record_everything(
-        redis: Redis, database_url: str, ledger: Ledger) -> None:
+    redis: Redis, database_url: str, ledger: Ledger
+) -> None:
     other = await Ledger.open(database_url)
     units = ["water", "power"]
-    loops = [asyncio.create_task(ledger.consume(redis, lambda: units, "hub-a", block_ms=20)),
-             asyncio.create_task(other.consume(redis, lambda: units, "hub-b", block_ms=20))]
+    loops = [
+        asyncio.create_task(ledger.consume(redis, lambda: units, "hub-a", block_ms=20)),
+        asyncio.create_task(other.consume(redis, lambda: units, "hub-b", block_ms=20)),
+    ]
     try:
         desk = Desk(redis)
         for i in range(10):
@@ -427,7 +500,8 @@ async def test_consume_loops_in_two_processes_record_everything(
 
 
 async def test_database_failure_is_retried_and_nothing_uncommitted_is_acked(
-        redis: Redis, ledger: Ledger, caplog: pytest.LogCaptureFixture) -> None:
+    redis: Redis, ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
     async with ledger.engine.begin() as conn:
         await conn.execute(text("DROP TABLE events"))  # every write now fails
     desk = Desk(redis)
@@ -435,6 +509,7 @@ async def test_database_failure_is_retried_and_nothing_uncommitted_is_acked(
     loop = asyncio.create_task(ledger.consume(redis, lambda: ["water"], "hub-a", block_ms=20))
     try:
         with caplog.at_level(logging.WARNING, logger="server.ledger.writer"):
+
             async def failed_twice() -> bool:
                 return sum("ledger pass failed" in r.message for r in caplog.records) >= 2
 
@@ -468,6 +543,7 @@ async def test_redis_restart_is_survived(ledger: Ledger, tmp_path: Path) -> None
         def recorded(n: int) -> Callable[[], Awaitable[bool]]:
             async def check() -> bool:
                 return await count_rows(ledger, tables.events) == n
+
             return check
 
         await eventually(recorded(7))
@@ -486,7 +562,8 @@ async def test_redis_restart_is_survived(ledger: Ledger, tmp_path: Path) -> None
 
 
 async def test_idle_consumers_holding_nothing_are_forgotten(
-        redis: Redis, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis: Redis, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await Desk(redis).receive()
     await drain(ledger, redis, ["water"], "old-hub")
     await drain(ledger, redis, ["water"], "new-hub")
@@ -498,8 +575,7 @@ async def test_idle_consumers_holding_nothing_are_forgotten(
     assert names in ({b"new-hub"}, {"new-hub"})
 
 
-async def test_entries_trimmed_while_pending_are_acknowledged(
-        redis: Redis, ledger: Ledger) -> None:
+async def test_entries_trimmed_while_pending_are_acknowledged(redis: Redis, ledger: Ledger) -> None:
     """An entry deleted (MAXLEN trimming) while pending has nothing left to record: it is
     acknowledged, not retried forever."""
     rid = await Desk(redis).receive()
@@ -521,21 +597,23 @@ async def _city_of_requests(redis: Redis, ledger: Ledger) -> dict[str, str]:
     day = 86400.0
     t0 = 1_750_000_000.0
     made = {
-        "water-xigong-resolved": await desk.receive("water", "water_main_burst", "xigong",
-                                                    at=t0),
-        "water-laocheng-queued": await desk.receive("water", "water_outage", "laocheng",
-                                                    at=t0 + day),
-        "power-xigong-accepted": await desk.receive("power", "power_outage", "xigong",
-                                                    at=t0 + 2 * day),
-        "power-chanhe-queued": await desk.receive("power", "power_line_down", "chanhe",
-                                                  at=t0 + 3 * day),
-        "police-transferred": await desk.receive(category="police", district="xigong",
-                                                 route="police", at=t0 + 4 * day),
+        "water-xigong-resolved": await desk.receive("water", "water_main_burst", "xigong", at=t0),
+        "water-laocheng-queued": await desk.receive(
+            "water", "water_outage", "laocheng", at=t0 + day
+        ),
+        "power-xigong-accepted": await desk.receive(
+            "power", "power_outage", "xigong", at=t0 + 2 * day
+        ),
+        "power-chanhe-queued": await desk.receive(
+            "power", "power_line_down", "chanhe", at=t0 + 3 * day
+        ),
+        "police-transferred": await desk.receive(
+            category="police", district="xigong", route="police", at=t0 + 4 * day
+        ),
     }
     await desk.handle("water", made["water-xigong-resolved"], start=t0 + 10)
     await desk.handle("power", made["power-xigong-accepted"], upto="accept", start=t0 + 2 * day)
-    await desk.step("water", made["water-laocheng-queued"],
-                    Offered("S9", "A9"), t0 + day + 1)
+    await desk.step("water", made["water-laocheng-queued"], Offered("S9", "A9"), t0 + day + 1)
     await desk.step("water", made["water-laocheng-queued"], OfferExpired("A9"), t0 + day + 61)
     await drain(ledger, redis, ["water", "power"])
     return made
@@ -555,24 +633,28 @@ async def test_find_requests_filters(redis: Redis, ledger: Ledger) -> None:
     assert await ids(unit="water") == named("water-xigong-resolved", "water-laocheng-queued")
     assert await ids(unit=keys.NO_UNIT) == named("police-transferred")
     assert await ids(category="power_outage") == named("power-xigong-accepted")
-    assert await ids(district="xigong") == named("water-xigong-resolved",
-                                                 "power-xigong-accepted", "police-transferred")
+    assert await ids(district="xigong") == named(
+        "water-xigong-resolved", "power-xigong-accepted", "police-transferred"
+    )
     assert await ids(state="queued") == named("water-laocheng-queued", "power-chanhe-queued")
-    assert await ids(state=["accepted", "resolved"]) == named("water-xigong-resolved",
-                                                              "power-xigong-accepted")
-    assert await ids(since=t0 + day, until=t0 + 3 * day) == named("water-laocheng-queued",
-                                                                  "power-xigong-accepted")
+    assert await ids(state=["accepted", "resolved"]) == named(
+        "water-xigong-resolved", "power-xigong-accepted"
+    )
+    assert await ids(since=t0 + day, until=t0 + 3 * day) == named(
+        "water-laocheng-queued", "power-xigong-accepted"
+    )
     assert await ids(unit="power", district="xigong", state="accepted") == named(
-        "power-xigong-accepted")
-    assert await ids(limit=2, offset=1) == named("water-laocheng-queued",
-                                                 "power-xigong-accepted")
+        "power-xigong-accepted"
+    )
+    assert await ids(limit=2, offset=1) == named("water-laocheng-queued", "power-xigong-accepted")
     assert await ids(unit="gas") == []
     [expired] = await find_requests(ledger, state="queued", unit="water")
     assert expired["squad"] is None  # the offer expired: no squad holds it
 
 
-async def test_export_csv_has_a_header_and_one_row_per_request(redis: Redis,
-                                                               ledger: Ledger) -> None:
+async def test_export_csv_has_a_header_and_one_row_per_request(
+    redis: Redis, ledger: Ledger
+) -> None:
     made = await _city_of_requests(redis, ledger)
     exported = await export_csv(ledger)
     assert exported.startswith("\ufeff")  # the BOM: spreadsheets read the Chinese as UTF-8
@@ -582,7 +664,9 @@ async def test_export_csv_has_a_header_and_one_row_per_request(redis: Redis,
     water_csv = (await export_csv(ledger, unit="water")).removeprefix("\ufeff")
     water = list(csv.DictReader(io.StringIO(water_csv)))
     assert [(r["id"], r["state"]) for r in water] == [
-        (made["water-xigong-resolved"], "resolved"), (made["water-laocheng-queued"], "queued")]
+        (made["water-xigong-resolved"], "resolved"),
+        (made["water-laocheng-queued"], "queued"),
+    ]
 
 
 # ---- one request per id, whatever Redis forgets ------------------------------------------
@@ -595,7 +679,8 @@ async def _drain_after_flush(ledger: Ledger, redis: Redis) -> None:
 
 
 async def test_request_numbers_resume_from_the_ledger_when_redis_starts_empty(
-        redis: Redis, ledger: Ledger) -> None:
+    redis: Redis, ledger: Ledger
+) -> None:
     desk = Desk(redis, ledger)
     earlier = [await desk.receive() for _ in range(3)]
     await _drain_after_flush(ledger, redis)
@@ -618,7 +703,8 @@ def earlier_numbers(request_ids: list[str]) -> list[tuple[str, int]]:
 
 
 async def test_a_second_request_under_a_recorded_id_is_refused_loudly(
-        redis: Redis, ledger: Ledger, caplog: pytest.LogCaptureFixture) -> None:
+    redis: Redis, ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
     desk = Desk(redis)
     t0 = time.time() - 600
     rid = await desk.receive(at=t0)
@@ -641,7 +727,10 @@ async def test_a_second_request_under_a_recorded_id_is_refused_loudly(
     assert [e["type"] for e in await request_events(ledger, rid)] == history
     refused = await request_conflicts(ledger, rid)
     assert [(e["type"], e["data"]["request"]) for e in refused] == [
-        ("received", rid), ("queued", rid), ("offered", rid)]
+        ("received", rid),
+        ("queued", rid),
+        ("offered", rid),
+    ]
     assert [e["received_at"] for e in refused] == pytest.approx([t0 + 300] * 3, abs=0.01)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR and rid in r.getMessage()]
     assert len(errors) == 1 and "conflicts" in errors[0].getMessage()
@@ -656,12 +745,27 @@ async def test_a_second_request_under_a_recorded_id_is_refused_loudly(
 
 def test_a_reassignment_moves_the_row_to_the_new_unit_and_received_counts_once() -> None:
     disputed = _entry(11, {"type": "disputed", "request": "R1", "at": 510.0, "squad": "S2"})
-    moved = _entry(12, {"type": "reassigned", "request": "R1", "at": 520.0, "unit": "gas",
-                        "category": "gas_leak_smell", "from_unit": "water"})
-    arrived_in = parse_entry("gas", "1700000000001-0", {"e": json.dumps(
-        {"type": "reassigned_in", "request": "R1", "at": 520.5, "unit": "gas"})})
-    offered = parse_entry("gas", "1700000000002-0", {"e": json.dumps(
-        {"type": "offered", "request": "R1", "at": 521.0, "squad": "G1"})})
+    moved = _entry(
+        12,
+        {
+            "type": "reassigned",
+            "request": "R1",
+            "at": 520.0,
+            "unit": "gas",
+            "category": "gas_leak_smell",
+            "from_unit": "water",
+        },
+    )
+    arrived_in = parse_entry(
+        "gas",
+        "1700000000001-0",
+        {"e": json.dumps({"type": "reassigned_in", "request": "R1", "at": 520.5, "unit": "gas"})},
+    )
+    offered = parse_entry(
+        "gas",
+        "1700000000002-0",
+        {"e": json.dumps({"type": "offered", "request": "R1", "at": 521.0, "squad": "G1"})},
+    )
     assert arrived_in is not None and offered is not None
     events = [*LIFECYCLE[:6], disputed, moved, arrived_in, offered]
     row = fold("R1", "water", None, events, None)
@@ -669,8 +773,13 @@ def test_a_reassignment_moves_the_row_to_the_new_unit_and_received_counts_once()
     assert (row["state"], row["squad"]) == ("offered", "G1")
     # The new unit's events first, the old unit's ruling later: the state stays the newest,
     # and the versioned hash of the new unit says where the request is.
-    late = fold("R1", "water", fold("R1", "water", None, [*LIFECYCLE[:6], offered], None),
-                [disputed, moved], {"v": "9", "unit": "gas"})
+    late = fold(
+        "R1",
+        "water",
+        fold("R1", "water", None, [*LIFECYCLE[:6], offered], None),
+        [disputed, moved],
+        {"v": "9", "unit": "gas"},
+    )
     assert (late["unit"], late["state"]) == ("gas", "offered")
     # One ``received`` only: the move is not a second request under the same id.
     split = attribute(None, [], events)

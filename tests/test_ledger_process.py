@@ -27,6 +27,7 @@ async def test_the_ledger_process_records_what_hubs_without_a_writer_do(
     assert await _recorded(api) == []
     writer = spawn_ledger(redis_url, hubs.tmp / "var", log_path=hubs.tmp / "ledger.log")
     try:
+
         async def recorded() -> bool:
             return created["id"] in await _recorded(api)
 
@@ -42,7 +43,10 @@ async def test_the_ledger_process_records_what_hubs_without_a_writer_do(
 
 def test_the_ledger_process_needs_the_hubs_redis() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "server.ledger"], capture_output=True, text=True,
-        env={"PATH": "/usr/bin:/bin", "REDIS_URL": ""}, check=False,
+        [sys.executable, "-m", "server.ledger"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "REDIS_URL": ""},
+        check=False,
     )
     assert done.returncode == 2 and "REDIS_URL is required" in done.stderr

@@ -54,9 +54,7 @@ EVENTS: dict[str, Event] = {
     "cancel": Cancelled("withdrawn"),
     "reopen": Reopened(resolve_by=UNTIL),
 }
-CANCELLABLE = (
-    S.QUEUED, S.OFFERED, S.ACCEPTED, S.EN_ROUTE, S.ON_SCENE, S.DEFERRED, S.DISPUTED
-)
+CANCELLABLE = (S.QUEUED, S.OFFERED, S.ACCEPTED, S.EN_ROUTE, S.ON_SCENE, S.DEFERRED, S.DISPUTED)
 
 # Written from the lifecycle spec, not from the module's tables: (state, event kind) -> target.
 LEGAL: dict[tuple[State, str], State] = {

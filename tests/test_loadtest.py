@@ -115,9 +115,26 @@ def test_report_is_correct(report: dict[str, Any]) -> None:
 
 def _run_loadtest(out: Path, *args: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "tools.loadtest", "--squads", str(SQUADS), "--rate", str(RATE),
-         "--duration", "3", "--drain", "5", "--out", str(out), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=150,
+        [
+            sys.executable,
+            "-m",
+            "tools.loadtest",
+            "--squads",
+            str(SQUADS),
+            "--rate",
+            str(RATE),
+            "--duration",
+            "3",
+            "--drain",
+            "5",
+            "--out",
+            str(out),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     result: dict[str, Any] = json.loads(out.read_text())
@@ -145,16 +162,29 @@ def test_storm_and_floor_report_their_keys(tmp_path: Path) -> None:
     versus = report["vs_floor"]
     for q in ("p50", "p99"):
         ratio = versus[f"dispatch_{q}_ratio"]
-        assert ratio == pytest.approx(report["dispatch_ms"][q] / floor["dispatch_ms"][q],
-                                      abs=0.01)
+        assert ratio == pytest.approx(report["dispatch_ms"][q] / floor["dispatch_ms"][q], abs=0.01)
 
 
 def test_storm_summary_puts_every_process_on_the_first_drop() -> None:
     parts = [
-        {"dropped_at": 100.0, "back_after_s": [0.5, 1.0], "squads": 2, "frames_before": 3,
-         "frames_replayed": 3, "frames_missing": 0, "failed": 0},
-        {"dropped_at": 100.5, "back_after_s": [1.5], "squads": 2, "frames_before": 1,
-         "frames_replayed": 0, "frames_missing": 1, "failed": 1},
+        {
+            "dropped_at": 100.0,
+            "back_after_s": [0.5, 1.0],
+            "squads": 2,
+            "frames_before": 3,
+            "frames_replayed": 3,
+            "frames_missing": 0,
+            "failed": 0,
+        },
+        {
+            "dropped_at": 100.5,
+            "back_after_s": [1.5],
+            "squads": 2,
+            "frames_before": 1,
+            "frames_replayed": 0,
+            "frames_missing": 1,
+            "failed": 1,
+        },
     ]
     summary = st.storm_summary(parts)
     assert summary["all_back_s"] == 2.0 and summary["back"] == 3 and summary["squads"] == 4

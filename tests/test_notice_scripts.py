@@ -13,7 +13,6 @@ import pytest
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
-from server import keys
 from server.lifecycle import (
     Cancelled,
     Deferred,
@@ -25,10 +24,11 @@ from server.lifecycle import (
     transition,
 )
 from server.notices import Notices
-from server.requests import Actor, RequestStore, event_json
-from server.scripts import Scripts
 from server.settings import Settings
-from server.timers import TimerKind
+from server.store import keys
+from server.store.requests import Actor, RequestStore, event_json
+from server.store.scripts import Scripts
+from server.store.timers import TimerKind
 
 UNIT = "gas"
 RID = "20261130-001001"
@@ -46,33 +46,56 @@ class Pushes:
 @pytest.fixture
 async def parts(redis: Redis) -> AsyncIterator[tuple[RequestStore, Notices, Pushes]]:
     scripts = Scripts.register(redis)
-    store = RequestStore(redis, scripts, events_maxlen=1000, command_memory_s=60,
-                         outbox_max_frames=3, zone=ZoneInfo("Asia/Shanghai"))
-    settings = Settings(tokens="admin:adm-12345678", notice_escalate_s=10.0, notice_max_level=3,
-                        outbox_max_frames=3)
+    store = RequestStore(
+        redis,
+        scripts,
+        events_maxlen=1000,
+        command_memory_s=60,
+        outbox_max_frames=3,
+        zone=ZoneInfo("Asia/Shanghai"),
+    )
+    settings = Settings(
+        tokens="admin:adm-12345678", notice_escalate_s=10.0, notice_max_level=3, outbox_max_frames=3
+    )
     pushes = Pushes()
     yield store, Notices(redis, scripts, store, settings, pushes), pushes
 
 
-async def _create(store: RequestStore, redis: Redis, accept_by: float, arrive_by: float,
-                  resolve_by: float) -> None:
+async def _create(
+    store: RequestStore, redis: Redis, accept_by: float, arrive_by: float, resolve_by: float
+) -> None:
     step = transition(RequestView(State.RECEIVED), Triaged("linkage"))
     now = time.time()
-    fields = {"id": RID, "category": "gas_leak_smell", "unit": UNIT, "received_at": repr(now),
-              "accept_by": repr(accept_by), "arrive_by": repr(arrive_by),
-              "resolve_by": repr(resolve_by), "caller_phone": "13800000000"}
+    fields = {
+        "id": RID,
+        "category": "gas_leak_smell",
+        "unit": UNIT,
+        "received_at": repr(now),
+        "accept_by": repr(accept_by),
+        "arrive_by": repr(arrive_by),
+        "resolve_by": repr(resolve_by),
+        "caller_phone": "13800000000",
+    }
     fields |= step.fields | {"state": step.state.value}
     await redis.hset(keys.request_units(), RID, UNIT)
-    await store.create(RID, UNIT, fields, [event_json("queued", RID, now, SYSTEM)], step,
-                       received_at=now)
+    await store.create(
+        RID, UNIT, fields, [event_json("queued", RID, now, SYSTEM)], step, received_at=now
+    )
 
 
 async def _step(store: RequestStore, event: Any, at: float | None = None, **extra: Any) -> None:
     record = await store.read(UNIT, RID)
     assert record is not None
     step = transition(record.view(), event)
-    await store.commit(UNIT, RID, record.v, step, [event_json(step.event, RID, time.time(),
-                                                                SYSTEM)], at=at, **extra)
+    await store.commit(
+        UNIT,
+        RID,
+        record.v,
+        step,
+        [event_json(step.event, RID, time.time(), SYSTEM)],
+        at=at,
+        **extra,
+    )
 
 
 async def _timers(redis: Redis) -> dict[str, float]:
@@ -130,8 +153,9 @@ async def test_deadline_not_yet_due_is_left_for_later(
     now = time.time()
     await _create(store, redis, now + 50, now + 100, now + 200)
     await notices.on_timer(UNIT, TimerKind.DEADLINE, f"{RID}:accept")
-    assert (await _timers(redis))[f"deadline:{RID}:accept"] == pytest.approx((now + 50) * 1000,
-                                                                              abs=2)
+    assert (await _timers(redis))[f"deadline:{RID}:accept"] == pytest.approx(
+        (now + 50) * 1000, abs=2
+    )
     assert await notices.of_request(UNIT, RID) == []
 
 
@@ -150,7 +174,10 @@ async def test_notice_goes_to_the_squad_outbox_and_closes_when_met(
     frame = protocol.decode_hub(protocol.stamp_seq(body, seq))
     assert isinstance(frame, protocol.Notice) and frame.seq == 8
     assert (frame.notice.id, frame.notice.kind, frame.notice.squad) == (
-        f"{RID}-accept-1", "accept", "S1")
+        f"{RID}-accept-1",
+        "accept",
+        "S1",
+    )
     assert await redis.zcard(keys.outbox(UNIT, "S1")) == 1
 
     accepted_at = now + 0.5
@@ -204,14 +231,31 @@ async def test_notice_script_is_compare_and_set(
     now = time.time()
     await _create(store, redis, now - 2, now + 100, now + 200)
     scripts = Scripts.register(redis)
-    nkeys = [keys.request(UNIT, RID), keys.notices(UNIT, RID),
-             keys.request_open_notices(UNIT, RID), keys.open_notices(UNIT),
-             keys.timeline(UNIT, RID), keys.events(UNIT), keys.timers(UNIT),
-             keys.squad(UNIT, "-"), keys.outbox(UNIT, "-")]
+    nkeys = [
+        keys.request(UNIT, RID),
+        keys.notices(UNIT, RID),
+        keys.request_open_notices(UNIT, RID),
+        keys.open_notices(UNIT),
+        keys.timeline(UNIT, RID),
+        keys.events(UNIT),
+        keys.timers(UNIT),
+        keys.squad(UNIT, "-"),
+        keys.outbox(UNIT, "-"),
+    ]
 
     def args(version: int) -> list[Any]:
-        return [version, "N1", '{"kind":"accept"}', '{"type":"notice_issued"}', 100, 5, "", 0,
-                "", 10]
+        return [
+            version,
+            "N1",
+            '{"kind":"accept"}',
+            '{"type":"notice_issued"}',
+            100,
+            5,
+            "",
+            0,
+            "",
+            10,
+        ]
 
     assert await scripts.notice(keys=nkeys, args=args(99)) == [b"stale", 1]
     assert await scripts.notice(keys=nkeys, args=args(1)) == [b"issued", 0, b""]

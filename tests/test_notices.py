@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from dispatch_field.client import CommandRejected, FieldClient
-from server import keys
+from server.store import keys
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
 FAST = {"time_scale": 0.002, "notice_escalate_s": 500, "timer_poll_ms": 50}
@@ -29,8 +29,7 @@ LATE_BY_AT_MOST_S = 1.0
 
 
 async def _notices(api: Api, request_id: str) -> dict[str, dict[str, Any]]:
-    response = await api.http.get(f"/api/v1/notices?request={request_id}",
-                                  headers=auth("center"))
+    response = await api.http.get(f"/api/v1/notices?request={request_id}", headers=auth("center"))
     assert response.status_code == 200, response.text
     return {n["id"]: n for n in response.json()}
 
@@ -46,9 +45,7 @@ async def _notice(api: Api, notice_id: str, timeout_s: float = 10.0) -> dict[str
 
 async def _issued_counts(api: Api, request_id: str) -> Counter[tuple[str, int]]:
     timeline = (await api.get_request(request_id))["timeline"]
-    return Counter(
-        (e["notice_kind"], e["level"]) for e in timeline if e["type"] == "notice_issued"
-    )
+    return Counter((e["notice_kind"], e["level"]) for e in timeline if e["type"] == "notice_issued")
 
 
 def _on_time(notice: dict[str, Any], due: float, escalated_s: float = 0.0) -> None:
@@ -72,7 +69,11 @@ async def test_waiting_and_arrive_notices_fire_once_escalate_and_stop_at_the_top
     waiting = await _notice(api, f"{rid}-waiting-1")
     _on_time(waiting, due["accept_by"])
     assert (waiting["kind"], waiting["level"], waiting["state"], waiting["unit"]) == (
-        "waiting", 1, "open", "gas")
+        "waiting",
+        1,
+        "open",
+        "gas",
+    )
     second = await _notice(api, f"{rid}-waiting-2")
     _on_time(second, due["accept_by"], escalated_s=1.0)
     _on_time(await _notice(api, f"{rid}-arrive-1"), due["arrive_by"])
@@ -81,8 +82,12 @@ async def test_waiting_and_arrive_notices_fire_once_escalate_and_stop_at_the_top
     assert await _issued_counts(api, rid) == Counter(
         {("waiting", 1): 1, ("waiting", 2): 1, ("arrive", 1): 1, ("arrive", 2): 1}
     )
-    assert set(await _notices(api, rid)) == {f"{rid}-waiting-1", f"{rid}-waiting-2",
-                                             f"{rid}-arrive-1", f"{rid}-arrive-2"}
+    assert set(await _notices(api, rid)) == {
+        f"{rid}-waiting-1",
+        f"{rid}-waiting-2",
+        f"{rid}-arrive-1",
+        f"{rid}-arrive-2",
+    }
     queue = (await api.http.get("/api/v1/center/queue", headers=auth("center"))).json()
     (item,) = queue["items"]
     assert item["id"] == rid and item["overdue"] is True
@@ -101,10 +106,16 @@ async def test_notices_reach_the_squad_across_a_reconnect_and_close_when_met(hub
     # The offer carries what the squad needs: the deadlines and the caller's phone.
     assert offer.request.caller_phone == "13800000000"
     assert (offer.request.accept_by, offer.request.arrive_by, offer.request.resolve_by) == (
-        due["accept_by"], due["arrive_by"], due["resolve_by"])
+        due["accept_by"],
+        due["arrive_by"],
+        due["resolve_by"],
+    )
     notice = await phone.next_frame(protocol.Notice, timeout_s=5)  # not accepted in 0.24 s
     assert (notice.notice.id, notice.notice.kind, notice.notice.squad) == (
-        f"{rid}-accept-1", "accept", phone.squad)
+        f"{rid}-accept-1",
+        "accept",
+        phone.squad,
+    )
     assert due["accept_by"] <= notice.notice.issued_at <= due["accept_by"] + LATE_BY_AT_MOST_S
     await phone.accept(offer.assignment)
     accepted = await _notice(api, f"{rid}-accept-1")
@@ -186,7 +197,10 @@ async def test_promises_kept_broken_past_the_cap_and_the_resolve_limit(hubs, red
     assert refused.value.code == "invalid_time" and "promise cap" in refused.value.message
     after = await api.get_request(broken[0])
     assert (after["promised_by"], after["state"], len(after["timeline"])) == (
-        before["promised_by"], "deferred", len(before["timeline"]))
+        before["promised_by"],
+        "deferred",
+        len(before["timeline"]),
+    )
 
     late = await api.get_request(held["late"][0])
     resolve = await _notice(api, f"{held['late'][0]}-resolve-1", timeout_s=15)
@@ -223,8 +237,9 @@ async def test_each_notice_is_issued_once_when_a_hub_dies_holding_timers(hubs, r
         created = await asyncio.gather(
             *(api.request(*XIGONG, category="gas_leak_smell") for _ in range(60))
         )
-        leased = await eventually(lambda: _leased_member(redis, lease_s), timeout_s=10,
-                                  interval_s=0.001)
+        leased = await eventually(
+            lambda: _leased_member(redis, lease_s), timeout_s=10, interval_s=0.001
+        )
         doomed.kill()
     finally:
         os.kill(survivor.process.pid, signal.SIGCONT)
@@ -268,17 +283,29 @@ async def test_queue_and_notices_api_order_restrict_and_validate(hubs):
     limited = (await api.http.get("/api/v1/center/queue?limit=1", headers=center)).json()
     assert [i["id"] for i in limited["items"]] == [gas["id"]]
 
-    account = await api.http.post("/api/v1/accounts", headers=auth("admin"), json={
-        "username": "water-desk", "name": "Water desk", "role": "unit", "unit": "water",
-        "password": "a-long-password-123"})
+    account = await api.http.post(
+        "/api/v1/accounts",
+        headers=auth("admin"),
+        json={
+            "username": "water-desk",
+            "name": "Water desk",
+            "role": "unit",
+            "unit": "water",
+            "password": "a-long-password-123",
+        },
+    )
     assert account.status_code == 201, account.text
-    token = await api.http.post("/api/v1/accounts/water-desk/tokens", headers=auth("admin"),
-                                json={"label": "test"})
+    token = await api.http.post(
+        "/api/v1/accounts/water-desk/tokens", headers=auth("admin"), json={"label": "test"}
+    )
     desk = {"Authorization": f"Bearer {token.json()['token']}"}
     mine = (await api.http.get("/api/v1/center/queue", headers=desk)).json()
     assert [i["id"] for i in mine["items"]] == [water["id"]]
-    for path in ("/api/v1/center/queue?unit=gas", f"/api/v1/notices?request={gas['id']}",
-                 "/api/v1/notices?unit=gas"):
+    for path in (
+        "/api/v1/center/queue?unit=gas",
+        f"/api/v1/notices?request={gas['id']}",
+        "/api/v1/notices?unit=gas",
+    ):
         response = await api.http.get(path, headers=desk)
         assert response.status_code == 403, (path, response.text)
     assert (await api.http.get("/api/v1/notices", headers=desk)).json() == []

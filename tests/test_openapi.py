@@ -66,9 +66,17 @@ async def test_real_answers_match_the_published_schemas(app: httpx.AsyncClient) 
     assert served.status_code == 200
     document = served.json()
     assert (await app.get("/api/v1/openapi.json")).status_code == 401
-    created = await app.post("/api/v1/requests", headers=auth("calltaker"), json={
-        "caller_phone": "13800000000", "category": "water_main_burst",
-        "description": "pipe burst on the street", "lat": XIGONG[0], "lon": XIGONG[1]})
+    created = await app.post(
+        "/api/v1/requests",
+        headers=auth("calltaker"),
+        json={
+            "caller_phone": "13800000000",
+            "category": "water_main_burst",
+            "description": "pipe burst on the street",
+            "lat": XIGONG[0],
+            "lon": XIGONG[1],
+        },
+    )
     assert created.status_code == 201, created.text
     _answer_schema(document, "/api/v1/requests", "post", 201).validate(created.json())
     detail = await app.get(f"/api/v1/requests/{created.json()['id']}", headers=auth("center"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dispatch_field.codes import TRY_AGAIN_LATER, CloseCode
-from server.embedded_redis import EmbeddedRedis
+from server.store.embedded import EmbeddedRedis
 from tests.conftest import Hubs
 from tests.helpers import XIGONG, Api, eventually, online_squad
 

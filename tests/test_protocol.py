@@ -152,7 +152,7 @@ def test_non_map_frame_is_refused(obj: object) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"\xc1", b"", b"\x85\xa1t", b"\x81\xa1", "{not json}", "{\"t\": ", "\x00garbage"],
+    [b"\xc1", b"", b"\x85\xa1t", b"\x81\xa1", "{not json}", '{"t": ', "\x00garbage"],
 )
 def test_garbage_is_a_decode_error(data: bytes | str) -> None:
     with pytest.raises(msgspec.DecodeError) as info:

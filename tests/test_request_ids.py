@@ -13,10 +13,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from redis.asyncio import Redis
 
-from server import ids, keys
+from server import ids
 from server.ledger.fold import LedgerEvent, attribute, parse_entry
-from server.requests import RequestStore
-from server.scripts import Scripts
+from server.store import keys
+from server.store.requests import RequestStore
+from server.store.scripts import Scripts
 from tests.helpers import XIGONG, Api, auth, eventually
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -62,10 +63,13 @@ def _event(n: int, kind: str, at: float, **extra: Any) -> LedgerEvent:
     return event
 
 
-FIRST = [_event(0, "received", 100.0), _event(1, "queued", 100.0),
-         _event(2, "offered", 101.0), _event(3, "accepted", 110.0)]
-SECOND = [_event(10, "received", 500.0), _event(11, "queued", 500.0),
-          _event(12, "offered", 501.0)]
+FIRST = [
+    _event(0, "received", 100.0),
+    _event(1, "queued", 100.0),
+    _event(2, "offered", 101.0),
+    _event(3, "accepted", 110.0),
+]
+SECOND = [_event(10, "received", 500.0), _event(11, "queued", 500.0), _event(12, "offered", 501.0)]
 
 
 def test_events_of_a_second_request_under_an_id_are_refused() -> None:
@@ -155,8 +159,15 @@ async def test_numbers_are_given_out_while_the_ledger_does_not_answer(
     async def unreachable(day: str) -> int:
         raise ConnectionRefusedError("the database is down")
 
-    store = RequestStore(redis, Scripts.register(redis), events_maxlen=100, command_memory_s=60,
-                         outbox_max_frames=100, zone=SHANGHAI, highest_recorded=unreachable)
+    store = RequestStore(
+        redis,
+        Scripts.register(redis),
+        events_maxlen=100,
+        command_memory_s=60,
+        outbox_max_frames=100,
+        zone=SHANGHAI,
+        highest_recorded=unreachable,
+    )
     await redis.set(keys.sequence_marker(), "1")  # this Redis counted before: a new day
     first = await store.next_id()
     assert ids.parse_request_id(first) == (ids.local_day(time.time(), SHANGHAI), 1)
@@ -171,8 +182,15 @@ async def test_a_process_takes_numbers_in_blocks_and_hands_them_out_itself(redis
     assert await scripts.sequence(keys=counter, args=[0, 1000, 60, 50]) == 50  # 1..50 taken
 
     def store() -> RequestStore:
-        return RequestStore(redis, scripts, events_maxlen=100, command_memory_s=60,
-                            outbox_max_frames=100, zone=SHANGHAI, id_block=10)
+        return RequestStore(
+            redis,
+            scripts,
+            events_maxlen=100,
+            command_memory_s=60,
+            outbox_max_frames=100,
+            zone=SHANGHAI,
+            id_block=10,
+        )
 
     one, two = store(), store()
     day = ids.local_day(time.time(), SHANGHAI)

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from server.embedded_redis import EmbeddedRedis
 from server.launch import spawn_hub
 from server.log_filters import DropQueryStrings, without_query
 from server.security_headers import CONTENT_SECURITY_POLICY
+from server.store.embedded import EmbeddedRedis
 from server.web import static_dir
 from tests.conftest import TOKENS, Hubs
 from tests.helpers import auth
@@ -55,11 +55,15 @@ async def http(app: httpx.AsyncClient) -> httpx.AsyncClient:
 async def _session(http: httpx.AsyncClient, role: str = "wall") -> dict[str, str]:
     """A signed-in browser's cookie header, for a new account of ``role``."""
     username = f"{role}-browser"
-    created = await http.post("/api/v1/accounts", headers=auth("admin"), json={
-        "username": username, "name": "Browser", "role": role, "password": "a long password"})
+    created = await http.post(
+        "/api/v1/accounts",
+        headers=auth("admin"),
+        json={"username": username, "name": "Browser", "role": role, "password": "a long password"},
+    )
     assert created.status_code == 201, created.text
-    signed_in = await http.post("/api/v1/session", json={"username": username,
-                                                         "password": "a long password"})
+    signed_in = await http.post(
+        "/api/v1/session", json={"username": username, "password": "a long password"}
+    )
     http.cookies.clear()
     return {"Cookie": f"ld_session={signed_in.cookies['ld_session']}"}
 
@@ -91,8 +95,14 @@ async def test_pages_need_a_session_assets_do_not(http: httpx.AsyncClient) -> No
         assert httpx.URL(target).params["next"] == page
     # A bearer token is for programs: a page still wants the browser's session.
     assert (await http.get("/wall.html", headers=auth("wall"))).status_code == 303
-    for public in ("/signin.html", "/signin.js", "/signin.css", "/wall.js", "/wall.css",
-                   "/vendor/leaflet/leaflet.js"):
+    for public in (
+        "/signin.html",
+        "/signin.js",
+        "/signin.css",
+        "/wall.js",
+        "/wall.css",
+        "/vendor/leaflet/leaflet.js",
+    ):
         assert (await http.get(public)).status_code == 200, public
     cookie = await _session(http)
     assert (await http.get("/wall.html", headers=cookie)).status_code == 200
@@ -147,7 +157,8 @@ async def test_pages_load_under_the_content_security_policy(http: httpx.AsyncCli
         # HTML built by the pages' scripts (Leaflet tooltips, icons) has no style attribute.
         assert not re.search(r"style\s*=\s*['\"\\]", script.read_text()), script.name
         assert "token=" not in script.read_text() and "localStorage.setItem(TOKEN" not in (
-            script.read_text())
+            script.read_text()
+        )
 
 
 # ---- health -------------------------------------------------------------------------------
@@ -157,8 +168,7 @@ async def test_health_tells_details_only_to_admin_and_center(http: httpx.AsyncCl
     anonymous = await http.get("/api/v1/health")
     assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
     assert socket.gethostname() not in anonymous.text
-    assert (await http.get("/api/v1/health", headers=auth("calltaker"))).json() == {
-        "status": "ok"}
+    assert (await http.get("/api/v1/health", headers=auth("calltaker"))).json() == {"status": "ok"}
     for role in ("center", "admin"):
         detailed = (await http.get("/api/v1/health", headers=auth(role))).json()
         assert detailed["hub"].startswith(socket.gethostname()), role
@@ -174,19 +184,30 @@ def test_the_query_filter_keeps_the_path_and_drops_the_query() -> None:
     assert without_query("/wall.html?token=secret") == "/wall.html?…"
     assert without_query("/api/v1/health") == "/api/v1/health"
     assert without_query(200) == 200
-    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:5", "GET", "/a?token=x", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/a?token=x", "1.1", 200),
+        None,
+    )
     assert DropQueryStrings().filter(record) and "token" not in record.getMessage()
 
 
 async def test_the_access_log_never_shows_a_query_string(hubs: Hubs, tmp_path: Path) -> None:
     log_path = tmp_path / "hub-access.log"
-    hub = spawn_hub(hubs.redis_url, TOKENS, tmp_path / "var", log_path=log_path,
-                    log_level="info", timeout_s=20)
+    hub = spawn_hub(
+        hubs.redis_url, TOKENS, tmp_path / "var", log_path=log_path, log_level="info", timeout_s=20
+    )
     hubs.started.append(hub)
     async with httpx.AsyncClient(base_url=hub.http, timeout=10) as http:
-        for path in ("/api/v1/health?token=secret-in-url", "/wall.html?token=secret-in-url",
-                     "/api/v1/units?token=secret-in-url&x=1"):
+        for path in (
+            "/api/v1/health?token=secret-in-url",
+            "/wall.html?token=secret-in-url",
+            "/api/v1/units?token=secret-in-url&x=1",
+        ):
             await http.get(path)
     hub.stop()
     log = log_path.read_text()

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from server.city import load_city
-from server.embedded_redis import free_port
+from server.store.embedded import free_port
 from simulations.api import HubApi
 from simulations.arrivals import (
     HOUR_PROFILE,
@@ -197,25 +197,50 @@ def test_clock_compresses_time_by_the_speed() -> None:
 # ---- report statistics -----------------------------------------------------------------------
 
 
-def _detail(events: Sequence[tuple[str, float]], state: str, category: str = "water_main_burst",
-            **extra: Any) -> dict[str, Any]:
-    return {"id": "R1", "category": category, "unit": "water", "district": "xigong",
-            "route": "linkage", "state": state, "received_at": 1000.0,
-            "timeline": [{"type": kind, "at": 1000.0 + at, "by": "squad:S1"}
-                         for kind, at in events], **extra}
+def _detail(
+    events: Sequence[tuple[str, float]],
+    state: str,
+    category: str = "water_main_burst",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "id": "R1",
+        "category": category,
+        "unit": "water",
+        "district": "xigong",
+        "route": "linkage",
+        "state": state,
+        "received_at": 1000.0,
+        "timeline": [{"type": kind, "at": 1000.0 + at, "by": "squad:S1"} for kind, at in events],
+        **extra,
+    }
 
 
 def test_outcome_converts_real_durations_to_simulated_and_judges_limits() -> None:
     # water_main_burst: accept 300 s, arrive 1800 s, resolve 14400 s (simulated)
-    events = [("received", 0), ("queued", 0), ("offered", 0.1), ("accepted", 2.0),
-              ("en_route", 3.0), ("arrived", 100.0), ("resolved", 400.0)]
+    events = [
+        ("received", 0),
+        ("queued", 0),
+        ("offered", 0.1),
+        ("accepted", 2.0),
+        ("en_route", 3.0),
+        ("arrived", 100.0),
+        ("resolved", 400.0),
+    ]
     outcome = outcome_of(_detail(events, "resolved"), CITY, speed=10, now=2000)
     assert outcome.took == {"accept": 20.0, "arrive": 1000.0, "resolve": 4000.0}
     assert outcome.verdicts == {"accept": "met", "arrive": "met", "resolve": "met"}
     assert outcome.consistent and outcome.final
 
-    slow = [("received", 0), ("queued", 0), ("offered", 0.1), ("offer_expired", 6),
-            ("queued", 6), ("offered", 6), ("accepted", 40)]
+    slow = [
+        ("received", 0),
+        ("queued", 0),
+        ("offered", 0.1),
+        ("offer_expired", 6),
+        ("queued", 6),
+        ("offered", 6),
+        ("accepted", 40),
+    ]
     late = outcome_of(_detail(slow, "accepted"), CITY, speed=10, now=1000 + 100)
     assert late.verdicts == {"accept": "missed", "arrive": "pending", "resolve": "pending"}
     assert late.non_responses == 1 and late.offers == 2
@@ -229,8 +254,15 @@ def test_open_request_misses_a_limit_once_it_has_passed() -> None:
 
 
 def test_state_from_timeline_and_promises() -> None:
-    events = [("received", 0), ("queued", 0), ("offered", 0), ("accepted", 1), ("arrived", 2),
-              ("deferred", 3), ("resolved", 50)]
+    events = [
+        ("received", 0),
+        ("queued", 0),
+        ("offered", 0),
+        ("accepted", 1),
+        ("arrived", 2),
+        ("deferred", 3),
+        ("resolved", 50),
+    ]
     assert state_from_timeline([{"type": k} for k, _ in events]) == "resolved"
     kept = outcome_of(_detail(events, "resolved", promised_by=1060.0), CITY, 1, 2000)
     broken = outcome_of(_detail(events, "resolved", promised_by=1040.0), CITY, 1, 2000)
@@ -243,8 +275,13 @@ def test_summary_counts_add_up() -> None:
     details = [
         _detail([("received", 0), ("queued", 0)], "queued"),
         _detail([("received", 0), ("queued", 0), ("offered", 0), ("accepted", 1)], "accepted"),
-        _detail([("received", 0), ("transferred", 0)], "transferred", category="police",
-                route="police", unit=None),
+        _detail(
+            [("received", 0), ("transferred", 0)],
+            "transferred",
+            category="police",
+            route="police",
+            unit=None,
+        ),
         _detail([("received", 0), ("queued", 0)], "offered"),  # disagrees with its timeline
     ]
     outcomes = [outcome_of(d, CITY, 5, 1100) for d in details]
@@ -261,17 +298,27 @@ def test_summary_counts_add_up() -> None:
 
 
 def test_notices_rulings_and_cancellations_are_counted_by_unit_kind_and_level() -> None:
-    late = [{"type": "received", "at": 1000.0}, {"type": "queued", "at": 1000.0},
-            {"type": "notice_issued", "at": 1300.0, "notice_kind": "waiting", "level": 1},
-            {"type": "notice_issued", "at": 1400.0, "notice_kind": "waiting", "level": 2},
-            {"type": "disputed", "at": 1500.0}, {"type": "reassigned", "at": 1600.0},
-            {"type": "notice_issued", "at": 1700.0, "notice_kind": "resolve", "level": 1}]
-    gas = _detail([], "queued", unit="gas") | {"id": "R2", "timeline": [
+    late = [
         {"type": "received", "at": 1000.0},
-        {"type": "notice_issued", "at": 1100.0, "notice_kind": "accept", "level": 1},
-        {"type": "cancelled", "at": 1200.0, "reason": "duplicate"}]}
-    outcomes = [outcome_of(_detail([], "queued") | {"timeline": late}, CITY, 1, 2000),
-                outcome_of(gas, CITY, 1, 2000)]
+        {"type": "queued", "at": 1000.0},
+        {"type": "notice_issued", "at": 1300.0, "notice_kind": "waiting", "level": 1},
+        {"type": "notice_issued", "at": 1400.0, "notice_kind": "waiting", "level": 2},
+        {"type": "disputed", "at": 1500.0},
+        {"type": "reassigned", "at": 1600.0},
+        {"type": "notice_issued", "at": 1700.0, "notice_kind": "resolve", "level": 1},
+    ]
+    gas = _detail([], "queued", unit="gas") | {
+        "id": "R2",
+        "timeline": [
+            {"type": "received", "at": 1000.0},
+            {"type": "notice_issued", "at": 1100.0, "notice_kind": "accept", "level": 1},
+            {"type": "cancelled", "at": 1200.0, "reason": "duplicate"},
+        ],
+    }
+    outcomes = [
+        outcome_of(_detail([], "queued") | {"timeline": late}, CITY, 1, 2000),
+        outcome_of(gas, CITY, 1, 2000),
+    ]
     assert outcomes[0].notices == (("waiting", 1), ("waiting", 2), ("resolve", 1))
     assert outcomes[0].ruling == "reassigned" and outcomes[1].cancelled == "duplicate"
     summary = summarize(outcomes, CITY)
@@ -288,8 +335,12 @@ def test_notices_rulings_and_cancellations_are_counted_by_unit_kind_and_level() 
 
 def test_the_center_desk_rules_within_the_city_and_spots_repeat_calls() -> None:
     rng = random.Random(7)
-    dispute = {"id": "20261130-001001", "unit": "water", "district": "xigong",
-               "category": "water_main_burst"}
+    dispute = {
+        "id": "20261130-001001",
+        "unit": "water",
+        "district": "xigong",
+        "category": "water_main_burst",
+    }
     decisions = [ruling_for(dispute, CITY, rng) for _ in range(200)]
     assert {d.decision for d in decisions} == {"uphold", "reassign"}
     for ruling in decisions:
@@ -321,21 +372,30 @@ def _once(request: pytest.FixtureRequest) -> None:
 
 
 async def test_short_run_writes_a_complete_and_correct_report(
-        hubs: Any, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    hubs: Any, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     _once(request)
     speed = 60.0
-    settings = {k.removeprefix("DISPATCH_").lower(): v
-                for k, v in hub_time_settings(speed).items()}
+    settings = {k.removeprefix("DISPATCH_").lower(): v for k, v in hub_time_settings(speed).items()}
     hub = hubs.start(**settings, timer_poll_ms=50, queue_sweep_s=0.5)
     api = HubApi(hub.http, TOKENS)
     districts = ("xigong", "laocheng", "jianxi")
     try:
         seats = await register_squads(api, CITY, 1, districts)
         config = SimConfig(
-            speed=speed, rate_per_hour=80, duration_s=25, seed=7, start_hour=9.0,
+            speed=speed,
+            rate_per_hour=80,
+            duration_s=25,
+            seed=7,
+            start_hour=9.0,
             districts=districts,
-            behaviour=Behaviour(slow_share=0.15, signal_loss_share=0.25, dispute_share=0.08,
-                                defer_share=0.15, work_scale=0.05),
+            behaviour=Behaviour(
+                slow_share=0.15,
+                signal_loss_share=0.25,
+                dispute_share=0.08,
+                defer_share=0.15,
+                work_scale=0.05,
+            ),
         )
         run = await Simulation(api, CITY, seats, config, progress=None).run()
         files = await collect_and_write(api, CITY, run, tmp_path / "report")
@@ -356,7 +416,8 @@ async def test_short_run_writes_a_complete_and_correct_report(
         assert sum(counts.values()) == summary["linkage"]
     assert sum(row["requests"] for row in summary["per_unit"]) == summary["linkage"]
     assert summary["resolved"] > 0 and summary["offers"] >= summary["linkage"] - (
-        summary["by_state"].get("queued", 0))
+        summary["by_state"].get("queued", 0)
+    )
 
     records = json.loads(files.requests.read_text())
     assert {r["id"] for r in records} == set(made)
@@ -408,10 +469,23 @@ def _port_open(port: int) -> bool:
 
 def _run_demo(port: int, data_dir: Path, seconds: float) -> str:
     process = subprocess.Popen(
-        [sys.executable, "-m", "simulations.demo", "--port", str(port), "--data-dir",
-         str(data_dir), "--speed", "20", "--no-report"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        [
+            sys.executable,
+            "-m",
+            "simulations.demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--speed",
+            "20",
+            "--no-report",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     time.sleep(seconds)
     process.send_signal(signal.SIGINT)  # Ctrl-C: the demo shuts everything down itself
     output, _ = process.communicate(timeout=30)

@@ -16,8 +16,12 @@ def test_overdue_on_map_names_the_deadline_missed() -> None:
     assert overdue_on_map(accepted, now=150) is None  # accepted in time; arrival not due
     arrive = overdue_on_map(accepted, now=250)
     assert arrive is not None and arrive.kind is Milestone.ARRIVE
-    promised = accepted | {"state": "deferred", "arrived_at": "150", "promised_by": "700",
-                           "resolve_by": "700"}
+    promised = accepted | {
+        "state": "deferred",
+        "arrived_at": "150",
+        "promised_by": "700",
+        "resolve_by": "700",
+    }
     promise = overdue_on_map(promised, now=800)
     assert promise is not None and promise.kind is Milestone.PROMISE
     assert overdue_on_map(fields | {"state": "resolved"}, now=10_000) is None

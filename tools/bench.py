@@ -34,14 +34,14 @@ from dataclasses import asdict, dataclass
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 
 from dispatch_field import protocol
-from server import keys
 from server.assign.dispatcher import Dispatcher
 from server.assign.ranking import haversine_m, rank
 from server.city import load_city
-from server.embedded_redis import EmbeddedRedis
 from server.hub import build_services
-from server.presence.positions import PositionWriter
 from server.settings import Settings
+from server.store import keys
+from server.store.embedded import EmbeddedRedis
+from server.store.positions import PositionWriter
 
 SCENE = (34.67, 112.445)  # Xigong district, central Luoyang
 UNIT = "water"

@@ -28,13 +28,13 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from server import keys
-from server.embedded_redis import EmbeddedRedis
 from server.launch import spawn_hub
 from server.lifecycle import RequestView, State, Triaged, transition
 from server.notices import decode_notice
-from server.requests import Actor, RequestStore, event_json
-from server.scripts import Scripts
+from server.store import keys
+from server.store.embedded import EmbeddedRedis
+from server.store.requests import Actor, RequestStore, event_json
+from server.store.scripts import Scripts
 
 UNIT = "gas"
 CATEGORY = "gas_leak_smell"
@@ -48,25 +48,46 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _seed(redis: Redis, count: int, first_due: float, window_s: float) -> list[str]:
-    store = RequestStore(redis, Scripts.register(redis), events_maxlen=1_000_000,
-                         command_memory_s=60, outbox_max_frames=100,
-                         zone=ZoneInfo("Asia/Shanghai"))
+    store = RequestStore(
+        redis,
+        Scripts.register(redis),
+        events_maxlen=1_000_000,
+        command_memory_s=60,
+        outbox_max_frames=100,
+        zone=ZoneInfo("Asia/Shanghai"),
+    )
     step = transition(RequestView(State.RECEIVED), Triaged("linkage"))
     ids = [f"20991231-{i + 1:06d}" for i in range(count)]
     now = time.time()
 
     async def one(i: int, request_id: str) -> None:
         due = first_due + window_s * i / count
-        fields = {
-            "id": request_id, "category": CATEGORY, "description": "bench", "unit": UNIT,
-            "lat": repr(SCENE[0]), "lon": repr(SCENE[1]), "received_at": repr(now),
-            "route": "linkage", "accept_by": repr(due), "arrive_by": repr(now + 36_000),
-            "resolve_by": repr(now + 72_000),
-        } | step.fields | {"state": step.state.value}
+        fields = (
+            {
+                "id": request_id,
+                "category": CATEGORY,
+                "description": "bench",
+                "unit": UNIT,
+                "lat": repr(SCENE[0]),
+                "lon": repr(SCENE[1]),
+                "received_at": repr(now),
+                "route": "linkage",
+                "accept_by": repr(due),
+                "arrive_by": repr(now + 36_000),
+                "resolve_by": repr(now + 72_000),
+            }
+            | step.fields
+            | {"state": step.state.value}
+        )
         await redis.hset(keys.request_units(), request_id, UNIT)
-        await store.create(request_id, UNIT, fields,
-                           [event_json("queued", request_id, now, Actor("bench"))], step,
-                           received_at=now)
+        await store.create(
+            request_id,
+            UNIT,
+            fields,
+            [event_json("queued", request_id, now, Actor("bench"))],
+            step,
+            received_at=now,
+        )
 
     for start in range(0, count, 200):
         await asyncio.gather(*(one(i, ids[i]) for i in range(start, min(count, start + 200))))
@@ -78,16 +99,21 @@ async def run(count: int, window_s: float, poll_ms: float, lead_s: float) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         redis_server = EmbeddedRedis(Path(tmp) / "redis").start()
         hub = None
-        redis = Redis(connection_pool=BlockingConnectionPool.from_url(redis_server.url,
-                                                                      max_connections=32))
+        redis = Redis(
+            connection_pool=BlockingConnectionPool.from_url(redis_server.url, max_connections=32)
+        )
         try:
             seeded_at = time.time()
             first_due = seeded_at + lead_s
             ids = await _seed(redis, count, first_due, window_s)
             seed_s = time.time() - seeded_at
             pending = await redis.zcard(keys.timers(UNIT))
-            hub = spawn_hub(redis_server.url, TOKENS, Path(tmp) / "var",
-                            {"timer_poll_ms": poll_ms, "notice_escalate_s": 86_400})
+            hub = spawn_hub(
+                redis_server.url,
+                TOKENS,
+                Path(tmp) / "var",
+                {"timer_poll_ms": poll_ms, "notice_escalate_s": 86_400},
+            )
             # Idle rate (the ledger catching up with the seeded events included) just before
             # the window, measured over the last seconds before the first deadline.
             await asyncio.sleep(max(0.0, first_due - 4.0 - time.time()))
@@ -146,8 +172,12 @@ def main() -> None:
     parser.add_argument("--timers", type=int, default=10_000)
     parser.add_argument("--window", type=float, default=20.0, help="seconds the deadlines span")
     parser.add_argument("--poll-ms", type=float, default=200.0, help="DISPATCH_TIMER_POLL_MS")
-    parser.add_argument("--lead", type=float, default=40.0,
-                        help="seconds from seeding to the first deadline (hub start-up)")
+    parser.add_argument(
+        "--lead",
+        type=float,
+        default=40.0,
+        help="seconds from seeding to the first deadline (hub start-up)",
+    )
     parser.add_argument("--json", type=Path, help="write the report here too")
     args = parser.parse_args()
     report = asyncio.run(run(args.timers, args.window, args.poll_ms, args.lead))

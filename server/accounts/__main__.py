@@ -58,8 +58,16 @@ def _by() -> str:
 def create(args: argparse.Namespace, settings: Settings) -> int:
     password = _read_password()
     try:
-        new = msgspec.convert({"username": args.username, "name": args.name, "role": args.role,
-                               "unit": args.unit, "password": password}, NewAccount)
+        new = msgspec.convert(
+            {
+                "username": args.username,
+                "name": args.name,
+                "role": args.role,
+                "unit": args.unit,
+                "password": password,
+            },
+            NewAccount,
+        )
     except msgspec.ValidationError as exc:
         raise CliError(str(exc)) from None
     known = bool(new.unit) and load_city(settings.config_path).unit(new.unit or "") is not None
@@ -103,9 +111,11 @@ def list_accounts(args: argparse.Namespace, settings: Settings) -> int:
         state = "disabled" if person["disabled_at"] else "active"
         created = datetime.fromtimestamp(person["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
         unit = f" ({person['unit']})" if person["unit"] else ""
-        print(f"{person['username']:<24} {person['role']}{unit:<12} {state:<8} "
-              f"{len(live)} token(s)  created {created} by {person['created_by']}  "
-              f"{person['name']}")
+        print(
+            f"{person['username']:<24} {person['role']}{unit:<12} {state:<8} "
+            f"{len(live)} token(s)  created {created} by {person['created_by']}  "
+            f"{person['name']}"
+        )
     return 0
 
 
@@ -120,14 +130,18 @@ def disable(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.accounts", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m server.accounts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     made = commands.add_parser("create", help="create an account (password from stdin)")
     made.add_argument("--username", required=True)
     made.add_argument("--name", required=True)
-    made.add_argument("--role", required=True,
-                      choices=["admin", "calltaker", "center", "unit", "wall"])
+    made.add_argument(
+        "--role", required=True, choices=["admin", "calltaker", "center", "unit", "wall"]
+    )
     made.add_argument("--unit", help="the unit of a unit desk (role unit only)")
     made.set_defaults(run=create)
     tok = commands.add_parser("token", help="add an API token to an account; prints it once")

@@ -53,8 +53,9 @@ class AuthMiddleware:
             services = getattr(scope["app"].state, "services", None)
             authenticator: Authenticator | None = getattr(services, "auth", None)
             try:
-                result = NOBODY if authenticator is None else await _authenticate(
-                    scope, authenticator)
+                result = (
+                    NOBODY if authenticator is None else await _authenticate(scope, authenticator)
+                )
             except (SQLAlchemyError, OSError) as exc:
                 self._warn(exc)
                 await _unavailable(send)
@@ -67,15 +68,24 @@ class AuthMiddleware:
         now = time.monotonic()
         if now - self._warned_at >= 60:
             self._warned_at = now
-            log.warning("accounts database unreachable (%s: %s): answering 503",
-                        type(exc).__name__, exc)
+            log.warning(
+                "accounts database unreachable (%s: %s): answering 503", type(exc).__name__, exc
+            )
 
 
 async def _unavailable(send: Send) -> None:
     body = b'{"error":{"code":"unavailable","message":"accounts unreachable: retry","fields":{}}}'
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

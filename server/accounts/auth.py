@@ -66,8 +66,14 @@ class Authenticator:
         self._clock = clock
 
     @classmethod
-    async def start(cls, store: AccountStore, entries: list[tuple[Role, str, str]], *,
-                    cache_s: float, failures_per_min: int) -> Authenticator:
+    async def start(
+        cls,
+        store: AccountStore,
+        entries: list[tuple[Role, str, str]],
+        *,
+        cache_s: float,
+        failures_per_min: int,
+    ) -> Authenticator:
         """Create the bootstrap accounts of DISPATCH_TOKENS ``entries`` (role, unit, token)."""
         bootstrap: dict[str, str] = {}
         for role, unit, token in entries:
@@ -132,8 +138,9 @@ class Authenticator:
                 self._cache.drop(key)
 
 
-async def open_authenticator(engine: AsyncEngine, settings: Settings,
-                             unit_exists: Callable[[str], bool]) -> Authenticator:
+async def open_authenticator(
+    engine: AsyncEngine, settings: Settings, unit_exists: Callable[[str], bool]
+) -> Authenticator:
     """The accounts' tables in ``engine``'s database, the DISPATCH_TOKENS bootstrap accounts,
     and the authenticator over them. A ``unit=<code>`` entry must name a known unit."""
     entries = settings.bootstrap_tokens()
@@ -142,5 +149,9 @@ async def open_authenticator(engine: AsyncEngine, settings: Settings,
     if unknown:
         raise SettingsError(f"DISPATCH_TOKENS: no unit {', '.join(unknown)}")
     store = await AccountStore.open(engine)
-    return await Authenticator.start(store, entries, cache_s=settings.auth_cache_s,
-                                     failures_per_min=settings.auth_failures_per_min)
+    return await Authenticator.start(
+        store,
+        entries,
+        cache_s=settings.auth_cache_s,
+        failures_per_min=settings.auth_failures_per_min,
+    )

@@ -14,7 +14,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
-from server.requests import Actor
+from server.store.requests import Actor
 
 AccountRole = Literal["admin", "calltaker", "center", "unit", "wall"]
 ACCOUNT_ROLES: tuple[AccountRole, ...] = ("admin", "calltaker", "center", "unit", "wall")
@@ -44,8 +44,12 @@ class Principal:
         return Actor(self.role, self.username, self.unit)
 
     def public(self) -> dict[str, str | None]:
-        return {"username": self.username, "name": self.name, "role": self.role,
-                "unit": self.unit or None}
+        return {
+            "username": self.username,
+            "name": self.name,
+            "role": self.role,
+            "unit": self.unit or None,
+        }
 
 
 class NewAccount(msgspec.Struct, forbid_unknown_fields=True):

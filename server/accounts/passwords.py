@@ -12,6 +12,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
+
+
 # Verified against when the username is unknown, so that an unknown name takes as long as a
 # wrong password (no way to learn which usernames exist from the time taken).
 @cache

@@ -22,9 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from server.accounts import tables
 from server.accounts.model import BOOTSTRAP_BY, Principal, new_secret, secret_hash
 
-_PUBLIC = (tables.accounts.c.username, tables.accounts.c.name, tables.accounts.c.role,
-           tables.accounts.c.unit, tables.accounts.c.created_at, tables.accounts.c.created_by,
-           tables.accounts.c.disabled_at)
+_PUBLIC = (
+    tables.accounts.c.username,
+    tables.accounts.c.name,
+    tables.accounts.c.role,
+    tables.accounts.c.unit,
+    tables.accounts.c.created_at,
+    tables.accounts.c.created_by,
+    tables.accounts.c.disabled_at,
+)
 
 
 class UsernameTaken(Exception):
@@ -53,17 +59,37 @@ class AccountStore:
 
     # ---- accounts ------------------------------------------------------------------------
 
-    async def create(self, username: str, name: str, role: str, unit: str | None,
-                     password_hash: str | None, by: str) -> dict[str, Any]:
+    async def create(
+        self,
+        username: str,
+        name: str,
+        role: str,
+        unit: str | None,
+        password_hash: str | None,
+        by: str,
+    ) -> dict[str, Any]:
         """Insert the account; raises UsernameTaken."""
         now = time.time()
-        row = {"username": username, "name": name, "role": role, "unit": unit or None,
-               "password_hash": password_hash, "created_at": now, "created_by": by}
+        row = {
+            "username": username,
+            "name": name,
+            "role": role,
+            "unit": unit or None,
+            "password_hash": password_hash,
+            "created_at": now,
+            "created_by": by,
+        }
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(insert(tables.accounts).values(row))
-                await _record(conn, now, by, "created", username,
-                              {"name": name, "role": role, "unit": unit or None})
+                await _record(
+                    conn,
+                    now,
+                    by,
+                    "created",
+                    username,
+                    {"name": name, "role": role, "unit": unit or None},
+                )
         except IntegrityError:
             raise UsernameTaken(username) from None
         return {k: v for k, v in row.items() if k != "password_hash"} | {"disabled_at": None}
@@ -72,36 +98,70 @@ class AccountStore:
         """Create a bootstrap account (no password) unless it exists. True if it was created.
         Safe when several hubs start together."""
         now = time.time()
-        row = {"username": username, "name": name, "role": role, "unit": unit or None,
-               "password_hash": None, "created_at": now, "created_by": BOOTSTRAP_BY}
+        row = {
+            "username": username,
+            "name": name,
+            "role": role,
+            "unit": unit or None,
+            "password_hash": None,
+            "created_at": now,
+            "created_by": BOOTSTRAP_BY,
+        }
         async with self.engine.begin() as conn:
             result = await conn.execute(self._insert_ignore(tables.accounts).values(row))
             created = bool(result.rowcount)
             if created:
-                await _record(conn, now, BOOTSTRAP_BY, "created", username,
-                              {"name": name, "role": role, "unit": unit or None})
+                await _record(
+                    conn,
+                    now,
+                    BOOTSTRAP_BY,
+                    "created",
+                    username,
+                    {"name": name, "role": role, "unit": unit or None},
+                )
         return created
 
     async def get(self, username: str) -> dict[str, Any] | None:
         """The account with its password hash, or None."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(tables.accounts).where(
-                tables.accounts.c.username == username))).mappings().first()
+            row = (
+                (
+                    await conn.execute(
+                        select(tables.accounts).where(tables.accounts.c.username == username)
+                    )
+                )
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     async def everyone(self) -> list[dict[str, Any]]:
         """Every account (no password hash) with its tokens (no hash), by username."""
         t = tables.account_tokens
         async with self.engine.connect() as conn:
-            people = [dict(r) for r in (await conn.execute(
-                select(*_PUBLIC).order_by(tables.accounts.c.username))).mappings()]
-            tokens = (await conn.execute(
-                select(t.c.id, t.c.username, t.c.label, t.c.created_at, t.c.created_by,
-                       t.c.revoked_at).order_by(t.c.created_at))).mappings()
+            people = [
+                dict(r)
+                for r in (
+                    await conn.execute(select(*_PUBLIC).order_by(tables.accounts.c.username))
+                ).mappings()
+            ]
+            tokens = (
+                await conn.execute(
+                    select(
+                        t.c.id,
+                        t.c.username,
+                        t.c.label,
+                        t.c.created_at,
+                        t.c.created_by,
+                        t.c.revoked_at,
+                    ).order_by(t.c.created_at)
+                )
+            ).mappings()
             by_user: dict[str, list[dict[str, Any]]] = {}
             for token in tokens:
                 by_user.setdefault(token["username"], []).append(
-                    {k: v for k, v in token.items() if k != "username"})
+                    {k: v for k, v in token.items() if k != "username"}
+                )
         for person in people:
             person["tokens"] = by_user.get(person["username"], [])
         return people
@@ -112,23 +172,27 @@ class AccountStore:
         now = time.time()
         a = tables.accounts
         async with self.engine.begin() as conn:
-            found = (await conn.execute(select(a.c.disabled_at).where(
-                a.c.username == username))).first()
+            found = (
+                await conn.execute(select(a.c.disabled_at).where(a.c.username == username))
+            ).first()
             if found is None:
                 return False
             if found.disabled_at is None:
-                await conn.execute(update(a).where(a.c.username == username)
-                                   .values(disabled_at=now))
+                await conn.execute(
+                    update(a).where(a.c.username == username).values(disabled_at=now)
+                )
                 await _record(conn, now, by, "disabled", username, {})
         return True
 
-    async def set_password_hash(self, username: str, password_hash: str, by: str,
-                                action: str = "password_rehashed") -> None:
+    async def set_password_hash(
+        self, username: str, password_hash: str, by: str, action: str = "password_rehashed"
+    ) -> None:
         now = time.time()
         a = tables.accounts
         async with self.engine.begin() as conn:
-            await conn.execute(update(a).where(a.c.username == username)
-                               .values(password_hash=password_hash))
+            await conn.execute(
+                update(a).where(a.c.username == username).values(password_hash=password_hash)
+            )
             await _record(conn, now, by, action, username, {})
 
     async def history(self, username: str | None = None) -> list[dict[str, Any]]:
@@ -151,11 +215,19 @@ class AccountStore:
         token_id = "T" + secrets.token_hex(6)
         secret = new_secret()
         async with self.engine.begin() as conn:
-            await conn.execute(insert(tables.account_tokens).values(
-                id=token_id, username=username, label=label, token_hash=secret_hash(secret),
-                created_at=now, created_by=by))
-            await _record(conn, now, by, "token_added", username,
-                          {"token": token_id, "label": label})
+            await conn.execute(
+                insert(tables.account_tokens).values(
+                    id=token_id,
+                    username=username,
+                    label=label,
+                    token_hash=secret_hash(secret),
+                    created_at=now,
+                    created_by=by,
+                )
+            )
+            await _record(
+                conn, now, by, "token_added", username, {"token": token_id, "label": label}
+            )
         return token_id, secret
 
     async def revoke_token(self, username: str, token_id: str, by: str) -> str | None:
@@ -164,8 +236,13 @@ class AccountStore:
         now = time.time()
         t = tables.account_tokens
         async with self.engine.begin() as conn:
-            found = (await conn.execute(select(t.c.token_hash, t.c.revoked_at).where(
-                and_(t.c.id == token_id, t.c.username == username)))).first()
+            found = (
+                await conn.execute(
+                    select(t.c.token_hash, t.c.revoked_at).where(
+                        and_(t.c.id == token_id, t.c.username == username)
+                    )
+                )
+            ).first()
             if found is None:
                 return None
             if found.revoked_at is None:
@@ -176,10 +253,13 @@ class AccountStore:
     async def by_token_hash(self, token_hash: str) -> Principal | None:
         """The enabled account whose live token has this hash."""
         t, a = tables.account_tokens, tables.accounts
-        query = (select(a.c.username, a.c.role, a.c.unit, a.c.name)
-                 .join(t, t.c.username == a.c.username)
-                 .where(t.c.token_hash == token_hash, t.c.revoked_at.is_(None),
-                        a.c.disabled_at.is_(None)))
+        query = (
+            select(a.c.username, a.c.role, a.c.unit, a.c.name)
+            .join(t, t.c.username == a.c.username)
+            .where(
+                t.c.token_hash == token_hash, t.c.revoked_at.is_(None), a.c.disabled_at.is_(None)
+            )
+        )
         return await self._principal(query)
 
     # ---- sessions ------------------------------------------------------------------------
@@ -192,25 +272,38 @@ class AccountStore:
         s = tables.account_sessions
         async with self.engine.begin() as conn:
             await conn.execute(delete(s).where(s.c.expires_at < now - 86_400))
-            await conn.execute(insert(s).values(session_hash=secret_hash(secret),
-                                                username=username, created_at=now,
-                                                expires_at=now + lifetime_s))
+            await conn.execute(
+                insert(s).values(
+                    session_hash=secret_hash(secret),
+                    username=username,
+                    created_at=now,
+                    expires_at=now + lifetime_s,
+                )
+            )
         return secret, now + lifetime_s
 
     async def end_session(self, session_hash: str) -> None:
         s = tables.account_sessions
         async with self.engine.begin() as conn:
-            await conn.execute(update(s).where(s.c.session_hash == session_hash,
-                                               s.c.ended_at.is_(None))
-                               .values(ended_at=time.time()))
+            await conn.execute(
+                update(s)
+                .where(s.c.session_hash == session_hash, s.c.ended_at.is_(None))
+                .values(ended_at=time.time())
+            )
 
     async def by_session_hash(self, session_hash: str) -> tuple[Principal, float] | None:
         """The enabled account of a live session with this hash, and when it expires."""
         s, a = tables.account_sessions, tables.accounts
-        query = (select(a.c.username, a.c.role, a.c.unit, a.c.name, s.c.expires_at)
-                 .join(s, s.c.username == a.c.username)
-                 .where(s.c.session_hash == session_hash, s.c.ended_at.is_(None),
-                        s.c.expires_at > time.time(), a.c.disabled_at.is_(None)))
+        query = (
+            select(a.c.username, a.c.role, a.c.unit, a.c.name, s.c.expires_at)
+            .join(s, s.c.username == a.c.username)
+            .where(
+                s.c.session_hash == session_hash,
+                s.c.ended_at.is_(None),
+                s.c.expires_at > time.time(),
+                a.c.disabled_at.is_(None),
+            )
+        )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
@@ -220,23 +313,30 @@ class AccountStore:
     async def principal(self, username: str) -> Principal | None:
         """The account as a principal if it exists and is enabled."""
         a = tables.accounts
-        query = (select(a.c.username, a.c.role, a.c.unit, a.c.name)
-                 .where(a.c.username == username, a.c.disabled_at.is_(None)))
+        query = select(a.c.username, a.c.role, a.c.unit, a.c.name).where(
+            a.c.username == username, a.c.disabled_at.is_(None)
+        )
         return await self._principal(query)
 
     async def _principal(self, query: Any) -> Principal | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        return None if row is None else Principal(row.username, row.role, row.unit or "",
-                                                  row.name)
+        return None if row is None else Principal(row.username, row.role, row.unit or "", row.name)
 
     def _insert_ignore(self, table: Table) -> Any:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing()
 
 
-async def _record(conn: AsyncConnection, at: float, by: str, action: str, username: str,
-                  detail: dict[str, Any]) -> None:
-    await conn.execute(insert(tables.account_events).values(
-        at=at, by=by, action=action, username=username,
-        detail=json.dumps(detail, ensure_ascii=False, separators=(",", ":"))))
+async def _record(
+    conn: AsyncConnection, at: float, by: str, action: str, username: str, detail: dict[str, Any]
+) -> None:
+    await conn.execute(
+        insert(tables.account_events).values(
+            at=at,
+            by=by,
+            action=action,
+            username=username,
+            detail=json.dumps(detail, ensure_ascii=False, separators=(",", ":")),
+        )
+    )

@@ -50,17 +50,20 @@ def _auth(request: Request) -> Authenticator:
 async def create_account(request: Request) -> Response:
     actor = _authorize(request, "admin")
     new = await _body(request, NewAccount)
-    problems = unit_problems(new.role, new.unit, bool(new.unit and
-                                                      _services(request).city.unit(new.unit)))
+    problems = unit_problems(
+        new.role, new.unit, bool(new.unit and _services(request).city.unit(new.unit))
+    )
     if problems:
         raise ApiError(422, "invalid", problems["unit"], problems)
     password_hash = await asyncio.to_thread(hash_password, new.password)
     try:
         created = await _auth(request).store.create(
-            new.username, new.name, new.role, new.unit, password_hash, actor.label())
+            new.username, new.name, new.role, new.unit, password_hash, actor.label()
+        )
     except UsernameTaken:
-        raise ApiError(409, "exists", f"username {new.username} is taken",
-                       {"username": "already taken"}) from None
+        raise ApiError(
+            409, "exists", f"username {new.username} is taken", {"username": "already taken"}
+        ) from None
     return _json(created, 201)
 
 
@@ -131,9 +134,12 @@ async def disable_account(request: Request) -> Response:
 
 def _refuse(result: AuthResult) -> ApiError:
     if result.failure == "throttled":
-        return ApiError(429, "too_many_failures",
-                        "too many wrong credentials from this address: wait",
-                        headers={"Retry-After": str(math.ceil(result.retry_after_s))})
+        return ApiError(
+            429,
+            "too_many_failures",
+            "too many wrong credentials from this address: wait",
+            headers={"Retry-After": str(math.ceil(result.retry_after_s))},
+        )
     return ApiError(401, "unauthenticated", "wrong username or password")
 
 
@@ -154,8 +160,15 @@ async def sign_in(request: Request) -> Response:
     lifetime_s = settings.session_hours * 3600
     session_id, expires_at = await auth.store.open_session(result.principal.username, lifetime_s)
     response = _json(result.principal.public() | {"expires_at": expires_at})
-    response.set_cookie(SESSION_COOKIE, session_id, max_age=int(lifetime_s), path="/",
-                        httponly=True, samesite="strict", secure=settings.cookie_secure)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        max_age=int(lifetime_s),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=settings.cookie_secure,
+    )
     return response
 
 
@@ -178,8 +191,13 @@ async def sign_out(request: Request) -> Response:
         await auth.store.end_session(hashed)
         auth.forget(hashed)
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=_services(request).settings.cookie_secure)
+    response.delete_cookie(
+        SESSION_COOKIE,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_services(request).settings.cookie_secure,
+    )
     return response
 
 
@@ -189,8 +207,9 @@ def account_routes() -> list[Route]:
         Route(f"{prefix}/accounts", create_account, methods=["POST"]),
         Route(f"{prefix}/accounts", list_accounts, methods=["GET"]),
         Route(f"{prefix}/accounts/{{username}}/tokens", add_token, methods=["POST"]),
-        Route(f"{prefix}/accounts/{{username}}/tokens/{{token_id}}", revoke_token,
-              methods=["DELETE"]),
+        Route(
+            f"{prefix}/accounts/{{username}}/tokens/{{token_id}}", revoke_token, methods=["DELETE"]
+        ),
         Route(f"{prefix}/accounts/{{username}}/disable", disable_account, methods=["POST"]),
         Route(f"{prefix}/session", sign_in, methods=["POST"]),
         Route(f"{prefix}/session", who_am_i, methods=["GET"]),

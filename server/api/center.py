@@ -27,7 +27,7 @@ from server.api.routes import (
     _services,
 )
 from server.center.actions import CenterActions, CenterError
-from server.requests import Actor
+from server.store.requests import Actor
 
 Note = Annotated[str, Meta(min_length=1, max_length=2000)]
 RequestId = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -39,8 +39,7 @@ class Uphold(msgspec.Struct, forbid_unknown_fields=True, tag_field="decision", t
     note: Note
 
 
-class Reassign(msgspec.Struct, forbid_unknown_fields=True, tag_field="decision",
-               tag="reassign"):
+class Reassign(msgspec.Struct, forbid_unknown_fields=True, tag_field="decision", tag="reassign"):
     """The request moves to ``unit``, the unit with jurisdiction (for ``category`` if
     given) in its district; ``assist`` units' squads help."""
 
@@ -99,8 +98,9 @@ async def ruling(request: Request) -> Response:
     center = _center(request)
     try:
         if isinstance(body, Reassign):
-            done = await center.reassign(request_id, body.unit, body.category, body.assist,
-                                         body.note, actor)
+            done = await center.reassign(
+                request_id, body.unit, body.category, body.assist, body.note, actor
+            )
         else:
             assert isinstance(body, Uphold)
             done = await center.uphold(request_id, body.note, actor)
@@ -124,8 +124,13 @@ async def cancel(request: Request) -> Response:
         reason = "names the original exactly when reason is duplicate"
         raise ApiError(422, "invalid", f"duplicate_of {reason}", {"duplicate_of": reason})
     try:
-        done = await _center(request).cancel(request.path_params["request_id"], body.reason,
-                                             body.note, body.duplicate_of or "", actor)
+        done = await _center(request).cancel(
+            request.path_params["request_id"],
+            body.reason,
+            body.note,
+            body.duplicate_of or "",
+            actor,
+        )
     except CenterError as exc:
         raise _api_error(exc) from None
     return _json(done)
@@ -165,8 +170,7 @@ async def reopen(request: Request) -> Response:
     body = await _decode(request, Reopen)
     assert isinstance(body, Reopen)
     try:
-        done = await _center(request).reopen(request.path_params["request_id"], body.note,
-                                              actor)
+        done = await _center(request).reopen(request.path_params["request_id"], body.note, actor)
     except CenterError as exc:
         raise _api_error(exc) from None
     return _json(done)

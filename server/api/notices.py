@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import deadlines, keys
+from server import deadlines
 from server.api.answers import Rows
 from server.api.openapi import described
 from server.api.routes import (
@@ -32,8 +32,9 @@ from server.api.routes import (
     _services,
 )
 from server.hub import Services
-from server.redis_text import text
-from server.requests import Actor, RequestRecord
+from server.store import keys
+from server.store.requests import Actor, RequestRecord
+from server.store.text import text
 
 RequestId = Annotated[str, Meta(pattern=r"^[0-9]{8}-[0-9]{6}$")]
 # Items read per unit for the queue: the open set of one unit beyond this is a backlog that a
@@ -140,7 +141,7 @@ async def notices(request: Request) -> Response:
             return _json([])
         listed = await services.notices.of_request(unit, query.request)
         found = [n for n in listed if query.state is None or n.state == query.state]
-        found = found[-query.limit:]
+        found = found[-query.limit :]
     else:
         for unit in _units(services, actor, query.unit):
             found += await services.notices.of_unit(unit, query.state, query.limit)

@@ -106,9 +106,7 @@ def document(routes: Iterable[BaseRoute], version: str = "1") -> dict[str, Any]:
         operation = operation_of(route.endpoint)
         assert operation is not None
         for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
-            paths.setdefault(route.path, {})[method.lower()] = _operation(
-                route, operation, types
-            )
+            paths.setdefault(route.path, {})[method.lower()] = _operation(route, operation, types)
     (_, components) = msgspec.json.schema_components(
         sorted(types, key=repr), ref_template="#/components/schemas/{name}"
     )
@@ -121,7 +119,7 @@ def document(routes: Iterable[BaseRoute], version: str = "1") -> dict[str, Any]:
                 "JSON over HTTP. Authenticate with `Authorization: Bearer <token>` (a person's "
                 "API token) or the `ld_session` cookie set by `POST /api/v1/session`. Roles: "
                 "admin, calltaker, center, unit (one unit's desk: its own unit only), wall. "
-                "Every error is `{\"error\": {\"code\", \"message\", \"fields\"}}`."
+                'Every error is `{"error": {"code", "message", "fields"}}`.'
             ),
         },
         "paths": dict(sorted(paths.items())),
@@ -182,9 +180,7 @@ def _operation(route: Route, operation: Operation, types: set[Any]) -> dict[str,
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _STATUS_TEXT[status],
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
-            },
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
         }
     result["responses"] = responses
     return result

@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import keys
 from server.accounts.asgi import auth_result
 from server.actions import IntakeError, NewRequest
 from server.api.answers import (
@@ -46,8 +45,9 @@ from server.ledger import (
     record_audit,
     request_events,
 )
-from server.requests import Actor, IdempotencyKeyReused
 from server.settings import Role
+from server.store import keys
+from server.store.requests import Actor, IdempotencyKeyReused
 
 Code = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 T = TypeVar("T")
@@ -348,8 +348,6 @@ def _key_reused() -> ApiError:
     )
 
 
-
-
 @described(
     summary="A request: state, unit, squad, deadlines, timeline",
     roles=("calltaker", "center", "unit"),
@@ -492,9 +490,12 @@ async def ledger_export(request: Request) -> Response:
     ledger = _ledger(request)
     text = await export_csv(ledger, **query)
     # An export takes callers' data out of the system: the record says who, when, what.
-    await record_audit(ledger, actor.label(), "ledger_export",
-                       {"filters": {k: v for k, v in query.items() if v is not None},
-                        "bytes": len(text.encode())})
+    await record_audit(
+        ledger,
+        actor.label(),
+        "ledger_export",
+        {"filters": {k: v for k, v in query.items() if v is not None}, "bytes": len(text.encode())},
+    )
     return Response(
         text,
         media_type="text/csv; charset=utf-8",

@@ -22,7 +22,6 @@ from typing import Any
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
-from server import keys, timers
 from server.assign.ranking import parse_candidates, rank
 from server.known import KnownRequests
 from server.lifecycle import (
@@ -34,8 +33,9 @@ from server.lifecycle import (
     Step,
     transition,
 )
-from server.redis_text import text
-from server.requests import (
+from server.settings import Settings
+from server.store import keys, timers
+from server.store.requests import (
     Actor,
     RequestRecord,
     RequestStore,
@@ -43,8 +43,8 @@ from server.requests import (
     event_json,
     request_info,
 )
-from server.scripts import ScriptCall, Scripts
-from server.settings import Settings
+from server.store.scripts import ScriptCall, Scripts
+from server.store.text import text
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,11 @@ class Dispatcher:
         return await self._claim(unit, request_id, record, ranked, bool(found))
 
     async def _claim(
-        self, unit: str, request_id: str, record: RequestRecord, ranked: list[str],
+        self,
+        unit: str,
+        request_id: str,
+        record: RequestRecord,
+        ranked: list[str],
         found: bool,
     ) -> DispatchResult | None:
         """Claim the first of ``ranked`` still eligible. None: all were taken meanwhile."""
@@ -278,10 +282,16 @@ class Dispatcher:
         assignment = offer.assignment
         if self._known is not None and int(result[4]) == record.v + 1:
             # Nobody else changed the request since ``record``: it is the offer's record.
-            offered = {"state": offer.step.state.value, "squad": squad, "assignment": assignment,
-                       "offered_at": str(int(offer.now * 1000)), "v": str(record.v + 1)}
-            self._known.remember(unit, squad, assignment,
-                                 RequestRecord.from_hash(record.as_fields() | offered))
+            offered = {
+                "state": offer.step.state.value,
+                "squad": squad,
+                "assignment": assignment,
+                "offered_at": str(int(offer.now * 1000)),
+                "v": str(record.v + 1),
+            }
+            self._known.remember(
+                unit, squad, assignment, RequestRecord.from_hash(record.as_fields() | offered)
+            )
         await self._push(unit, squad, seq, offer.body, hub)
         return DispatchResult(Outcome.OFFERED, squad, assignment)
 

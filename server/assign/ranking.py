@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from geographiclib.geodesic import Geodesic
 
-from server.redis_text import text
+from server.store.text import text
 
 
 @dataclass(frozen=True, slots=True)

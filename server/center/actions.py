@@ -2,7 +2,7 @@
 assist items a ruling orders; plus the list of disputes waiting for a ruling.
 
 Each action reads the request, asks :mod:`server.lifecycle` for the step, commits it with
-:meth:`server.requests.RequestStore.commit` (compare-and-set on the version, retried when
+:meth:`server.store.requests.RequestStore.commit` (compare-and-set on the version, retried when
 the request moved on meanwhile), then carries out what is not part of the atomic commit:
 the revoke frame to the squad, the unit's queue, dispatching, the citizen. Every event
 records who acted (``by``) and why (``note``, ``reason``). Nothing is written when an action
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from server import ids, keys
+from server import ids
 from server.actions import HasCity
 from server.assign.dispatcher import Dispatcher, Push
 from server.center.moves import Mover, unfinished_move
@@ -39,7 +39,15 @@ from server.lifecycle import (
     leaving,
     transition,
 )
-from server.requests import Actor, Commit, RequestRecord, RequestStore, StaleRequest, event_json
+from server.store import keys
+from server.store.requests import (
+    Actor,
+    Commit,
+    RequestRecord,
+    RequestStore,
+    StaleRequest,
+    event_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,20 +145,26 @@ class CenterActions:
                     continue
                 timeline = await self._requests.timeline(unit, record.id)
                 dispute: dict[str, Any] = next(
-                    (e for e in reversed(timeline) if e["type"] == "disputed"), {})
-                found.append({
-                    "id": record.id,
-                    "unit": unit,
-                    "category": record.category,
-                    "district": record.district,
-                    "received_at": record.received_at,
-                    "deadlines": {"accept_by": record.accept_by, "arrive_by": record.arrive_by,
-                                  "resolve_by": record.resolve_by},
-                    "reason": record.dispute_reason,
-                    "squad": record.disputed_by or dispute.get("squad"),
-                    "disputed_at": dispute.get("at"),
-                    "candidates": candidate_units(city, record.district, unit),
-                })
+                    (e for e in reversed(timeline) if e["type"] == "disputed"), {}
+                )
+                found.append(
+                    {
+                        "id": record.id,
+                        "unit": unit,
+                        "category": record.category,
+                        "district": record.district,
+                        "received_at": record.received_at,
+                        "deadlines": {
+                            "accept_by": record.accept_by,
+                            "arrive_by": record.arrive_by,
+                            "resolve_by": record.resolve_by,
+                        },
+                        "reason": record.dispute_reason,
+                        "squad": record.disputed_by or dispute.get("squad"),
+                        "disputed_at": dispute.get("at"),
+                        "candidates": candidate_units(city, record.district, unit),
+                    }
+                )
         return sorted(found, key=lambda d: (d["disputed_at"] or 0.0, d["id"]))
 
     # ---- rulings ----------------------------------------------------------------------------
@@ -159,7 +173,9 @@ class CenterActions:
         """The unit keeps the request: back to its queue, offered first to the squad that
         disputed it (if it is free now; otherwise to the nearest, as ever)."""
         done = await self._commit(
-            request_id, actor, lambda r: Ruled("uphold"),
+            request_id,
+            actor,
+            lambda r: Ruled("uphold"),
             lambda r: {"note": note, "disputed_by": r.disputed_by},
         )
         # The step requeued it (a crash here leaves it to the queue sweep); a drain of the unit
@@ -191,16 +207,27 @@ class CenterActions:
             # else is wrong with it.
             transition(record.view(), Ruled("reassign", unit="-"))
             allowed = check_reassignment(
-                city, current_unit=record.unit, district=record.district,
-                category=record.category, unit=unit, new_category=category, assist=assist,
+                city,
+                current_unit=record.unit,
+                district=record.district,
+                category=record.category,
+                unit=unit,
+                new_category=category,
+                assist=assist,
             )
             return Ruled("reassign", allowed.unit, allowed.category, allowed.assist)
 
         done = await self._commit(
-            request_id, actor, ruled,
-            lambda r: {"note": note, "unit": unit, "from_unit": r.unit,
-                       "category": category if category != r.category else None,
-                       "assist": assist or None},
+            request_id,
+            actor,
+            ruled,
+            lambda r: {
+                "note": note,
+                "unit": unit,
+                "from_unit": r.unit,
+                "category": category if category != r.category else None,
+                "assist": assist or None,
+            },
         )
         await self._finish_move(done.unit, request_id, actor)
         return await self.describe(request_id, actor)
@@ -236,15 +263,29 @@ class CenterActions:
             "unit": unit,
             # Received when the center ordered it: the ledger knows a request by this moment.
             "received_at": repr(now),
-            **{name: repr(value) for name, value in (
-                ("accept_by", lead.accept_by), ("arrive_by", lead.arrive_by),
-                ("resolve_by", lead.resolve_by)) if value is not None},
+            **{
+                name: repr(value)
+                for name, value in (
+                    ("accept_by", lead.accept_by),
+                    ("arrive_by", lead.arrive_by),
+                    ("resolve_by", lead.resolve_by),
+                )
+                if value is not None
+            },
         }
         step = transition(RequestView(State.RECEIVED), Triaged("linkage"))
         fields |= step.fields | {"state": step.state.value}
         events = [
-            event_json("received", item_id, now, actor, category=lead.category, unit=unit,
-                       district=lead.district, assist_of=lead.id),
+            event_json(
+                "received",
+                item_id,
+                now,
+                actor,
+                category=lead.category,
+                unit=unit,
+                district=lead.district,
+                assist_of=lead.id,
+            ),
             event_json(step.event, item_id, now, actor, route="linkage", assist_of=lead.id),
         ]
         with contextlib.suppress(StaleRequest):  # created before (a retried ruling): once
@@ -271,20 +312,28 @@ class CenterActions:
         self, request_id: str, reason: str, note: str, duplicate_of: str, actor: Actor
     ) -> None:
         done = await self._commit(
-            request_id, actor, lambda r: Cancelled(reason, duplicate_of),
-            lambda r: {"reason": reason, "note": note, "duplicate_of": duplicate_of,
-                       "squad": r.squad if r.state in HELD else None,
-                       "assignment": r.assignment if r.state in HELD else None},
+            request_id,
+            actor,
+            lambda r: Cancelled(reason, duplicate_of),
+            lambda r: {
+                "reason": reason,
+                "note": note,
+                "duplicate_of": duplicate_of,
+                "squad": r.squad if r.state in HELD else None,
+                "assignment": r.assignment if r.state in HELD else None,
+            },
         )
         before, commit = done.before, done.commit
         if commit.revoke_seq:
-            await self._push(done.unit, before.squad, commit.revoke_seq, commit.revoke_body,
-                             commit.hub)
+            await self._push(
+                done.unit, before.squad, commit.revoke_seq, commit.revoke_body, commit.hub
+            )
         if done.step.effects.squad_available:
             self._drain_soon(done.unit)
         if done.step.effects.notify_citizen:
-            await self.tell_citizen(done.unit, before, done.step.event, note, reason,
-                                    done.commit.version)
+            await self.tell_citizen(
+                done.unit, before, done.step.event, note, reason, done.commit.version
+            )
         await self.lead_closed(done.unit, before)
 
     async def reopen(self, request_id: str, note: str, actor: Actor) -> dict[str, Any]:
@@ -298,7 +347,10 @@ class CenterActions:
             return Reopened(resolve_by=time.time() + limit * self._time_scale)
 
         done = await self._commit(
-            request_id, actor, reopened, lambda r: {"note": note},
+            request_id,
+            actor,
+            reopened,
+            lambda r: {"note": note},
             extra_after=lambda step: {"resolve_by": float(step.fields["resolve_by"])},
         )
         await self._dispatcher.dispatch(done.unit, request_id)
@@ -307,9 +359,11 @@ class CenterActions:
     async def note(self, request_id: str, note: str, actor: Actor) -> dict[str, Any]:
         """A note in the request's timeline and its unit's event stream; no state change."""
         unit, record = await self.current(request_id, actor)
-        await self._requests.note(unit, request_id,
-                                  event_json("note", request_id, time.time(), actor, note=note,
-                                             state=record.state.value))
+        await self._requests.note(
+            unit,
+            request_id,
+            event_json("note", request_id, time.time(), actor, note=note, state=record.state.value),
+        )
         return await self.describe(request_id, actor)
 
     # ---- assist items end with their lead -----------------------------------------------------
@@ -328,16 +382,18 @@ class CenterActions:
 
     # ---- the citizen --------------------------------------------------------------------------
 
-    async def tell_citizen(self, unit: str, record: RequestRecord, event: str, note: str,
-                           reason: str, version: int) -> None:
+    async def tell_citizen(
+        self, unit: str, record: RequestRecord, event: str, note: str, reason: str, version: int
+    ) -> None:
         """Queue the caller's message of a center step (through the citizen outbox, keyed by
         the request's version after the step: a retry queues it once). Assist items have no
         caller of their own."""
         if record.assist_of:
             return
         try:
-            message = self._citizen.step(unit, record.as_fields(), event, f"v{version}",
-                                         note=note, reason=reason)
+            message = self._citizen.step(
+                unit, record.as_fields(), event, f"v{version}", note=note, reason=reason
+            )
         except (OverflowError, OSError, ValueError):
             log.exception("the message of %s on %s could not be composed", event, record.id)
             return

@@ -30,10 +30,10 @@ import time
 
 from redis.asyncio import Redis
 
-from server import keys
-from server.redis_text import text
-from server.requests import Actor, RequestRecord, event_json
-from server.scripts import Scripts
+from server.store import keys
+from server.store.requests import Actor, RequestRecord, event_json
+from server.store.scripts import Scripts
+from server.store.text import text
 
 
 def unfinished_move(stored_in: str, record: RequestRecord) -> str:
@@ -55,15 +55,26 @@ class Mover:
         to_unit = unfinished_move(from_unit, old)
         if not to_unit:
             raise ValueError(f"request {request_id} in {from_unit} is not moving")
-        timeline = [text(e) for e in await self._redis.lrange(
-            keys.timeline(from_unit, request_id), 0, -1)]
+        timeline = [
+            text(e) for e in await self._redis.lrange(keys.timeline(from_unit, request_id), 0, -1)
+        ]
         fields = {text(k): text(v) for k, v in raw.items() if text(k) != "v"}
         now = time.time()
-        arrived = [event_json("reassigned_in", request_id, now, actor, unit=to_unit,
-                              from_unit=from_unit, category=old.category)]
+        arrived = [
+            event_json(
+                "reassigned_in",
+                request_id,
+                now,
+                actor,
+                unit=to_unit,
+                from_unit=from_unit,
+                category=old.category,
+            )
+        ]
         if old.assist:
-            arrived.append(event_json("assist_requested", request_id, now, actor,
-                                      units=old.assist.split(",")))
+            arrived.append(
+                event_json("assist_requested", request_id, now, actor, units=old.assist.split(","))
+            )
         pairs = [item for kv in fields.items() for item in kv]
         notices, open_notices = await self._notices_of(from_unit, request_id)
         await self._scripts.move(

@@ -59,19 +59,27 @@ def command_discriminator(squad: str, command_id: str) -> str:
     return hashlib.sha256(f"{squad}/{command_id}".encode()).hexdigest()[:16]
 
 
-def _message(fields: Mapping[str, str], unit: str, kind: str, discriminator: str, text: str,
-             now: float) -> Message:
+def _message(
+    fields: Mapping[str, str], unit: str, kind: str, discriminator: str, text: str, now: float
+) -> Message:
     request_id = fields["id"]
     key = message_key(request_id, kind, discriminator)
     return Message(
-        id=hashlib.sha256(key.encode()).hexdigest()[:20], key=key, request=request_id,
-        unit=unit, event=kind, lang=lang_of(fields.get("lang")),
-        phone=fields.get("caller_phone", ""), text=text, queued_at=round(now, 3),
+        id=hashlib.sha256(key.encode()).hexdigest()[:20],
+        key=key,
+        request=request_id,
+        unit=unit,
+        event=kind,
+        lang=lang_of(fields.get("lang")),
+        phone=fields.get("caller_phone", ""),
+        text=text,
+        queued_at=round(now, 3),
     )
 
 
-def intake_messages(templates: Templates, city: City, unit: str, fields: Mapping[str, str],
-                    now: float) -> list[Message]:
+def intake_messages(
+    templates: Templates, city: City, unit: str, fields: Mapping[str, str], now: float
+) -> list[Message]:
     """What the caller hears once the request is stored: its number (and for a linkage
     request the unit handling it); for one passed to 110/119/120, where it went."""
     if not fields.get("caller_phone"):
@@ -93,9 +101,19 @@ def intake_messages(templates: Templates, city: City, unit: str, fields: Mapping
     return messages
 
 
-def step_message(templates: Templates, city: City, unit: str, fields: Mapping[str, str],
-                 event: str, discriminator: str, now: float, *, note: str = "",
-                 until: float | None = None, reason: str = "") -> Message | None:
+def step_message(
+    templates: Templates,
+    city: City,
+    unit: str,
+    fields: Mapping[str, str],
+    event: str,
+    discriminator: str,
+    now: float,
+    *,
+    note: str = "",
+    until: float | None = None,
+    reason: str = "",
+) -> Message | None:
     """The message of lifecycle ``event`` (None if that event tells the caller nothing, or
     there is no number to tell). Raises ValueError (OverflowError, OSError) if ``until`` is
     not a time the calendar can show."""
@@ -104,6 +122,13 @@ def step_message(templates: Templates, city: City, unit: str, fields: Mapping[st
         return None
     lang = lang_of(fields.get("lang"))
     shown = local_time(until, city.zone) if until is not None else ""
-    text = render(templates, kind, lang, fields["id"], note=note, until=shown,
-                  reason=reason_words(templates, reason, lang) if reason else "")
+    text = render(
+        templates,
+        kind,
+        lang,
+        fields["id"],
+        note=note,
+        until=shown,
+        reason=reason_words(templates, reason, lang) if reason else "",
+    )
     return _message(fields, unit, kind, discriminator, text, now)

@@ -75,8 +75,14 @@ def backoff_s(attempt: int, policy: RetryPolicy, rng: random.Random | None = Non
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
-def next_step(attempt: Attempt, number: int, queued_at: float, now: float,
-              policy: RetryPolicy, rng: random.Random | None = None) -> tuple[Outcome, float]:
+def next_step(
+    attempt: Attempt,
+    number: int,
+    queued_at: float,
+    now: float,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> tuple[Outcome, float]:
     """(outcome to record, time of the next attempt) after attempt ``number`` of a message
     queued at ``queued_at``. A transient failure past the limits becomes ``failed``."""
     if attempt.outcome is not Outcome.RETRY:

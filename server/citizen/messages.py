@@ -68,8 +68,9 @@ def parse_templates(data: Mapping[str, object], source: str = "templates") -> Te
     known = {*KINDS, "services", "reasons"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise TemplateError(f"{source}: unknown message kind [{unknown[0]}] "
-                            f"(known: {', '.join(sorted(KINDS))})")
+        raise TemplateError(
+            f"{source}: unknown message kind [{unknown[0]}] (known: {', '.join(sorted(KINDS))})"
+        )
     texts = {}
     for kind, allowed in KINDS.items():
         texts[kind] = _languages(data.get(kind), f"{source}: [{kind}]")
@@ -88,8 +89,7 @@ def _languages(table: object, where: str) -> dict[Lang, str]:
         raise TemplateError(f"{where} is missing (a table with {' and '.join(LANGS)})")
     extra = sorted(set(table) - set(LANGS))
     if extra:
-        raise TemplateError(f"{where}: unknown language {extra[0]!r} "
-                            f"(known: {', '.join(LANGS)})")
+        raise TemplateError(f"{where}: unknown language {extra[0]!r} (known: {', '.join(LANGS)})")
     result: dict[Lang, str] = {}
     for lang in LANGS:
         text = table.get(lang)
@@ -120,14 +120,14 @@ def _check_placeholders(template: str, allowed: frozenset[str], where: str) -> N
             continue
         if name not in allowed:
             known = ", ".join(f"{{{p}}}" for p in sorted(allowed)) or "none"
-            raise TemplateError(f"{where}: unknown placeholder {{{name}}} (this message may "
-                                f"use: {known})")
+            raise TemplateError(
+                f"{where}: unknown placeholder {{{name}}} (this message may use: {known})"
+            )
         if spec or conversion:
             raise TemplateError(f"{where}: {{{name}}} must be plain, without ! or :")
 
 
-def render(templates: Templates, kind: str, lang: str, request_id: str,
-           **values: str) -> str:
+def render(templates: Templates, kind: str, lang: str, request_id: str, **values: str) -> str:
     """The text of message ``kind`` in ``lang`` (the default language for an unknown one).
     ``values`` are the kind's placeholders, already in words; a missing one is empty.
     Raises KeyError for an unknown kind (a programming error, not the citizen's)."""

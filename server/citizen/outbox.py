@@ -28,12 +28,12 @@ from typing import Any, Protocol
 import msgspec
 from redis.asyncio import Redis
 
-from server import keys
 from server.citizen.compose import Message
 from server.citizen.delivery import Attempt, Outcome, RetryPolicy, next_step
-from server.redis_text import text
-from server.requests import Actor, QueuedMessage, event_json
-from server.scripts import Scripts
+from server.store import keys
+from server.store.requests import Actor, QueuedMessage, event_json
+from server.store.scripts import Scripts
+from server.store.text import text
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,16 @@ def mask_phone(phone: str) -> str:
 
 
 class CitizenOutbox:
-    def __init__(self, redis: Redis, scripts: Scripts, policy: RetryPolicy, *,
-                 lease_s: float, keep_s: int, events_maxlen: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        policy: RetryPolicy,
+        *,
+        lease_s: float,
+        keep_s: int,
+        events_maxlen: int,
+    ) -> None:
         """``lease_s``: how long a claimed message is this process's to send (longer than a
         send may take). ``keep_s``: how long a request's idempotency keys are remembered
         after its last message is done (longer than a step may be retried)."""
@@ -76,8 +84,14 @@ class CitizenOutbox:
         queued = self.prepare(message)
         n = await self._scripts.citizen_enqueue(
             keys=self._keys(message.unit, message.request),
-            args=[queued.key, message.request, queued.queued_ms, queued.body, queued.event,
-                  self._events_maxlen],
+            args=[
+                queued.key,
+                message.request,
+                queued.queued_ms,
+                queued.body,
+                queued.event,
+                self._events_maxlen,
+            ],
         )
         return int(n) > 0
 
@@ -86,12 +100,20 @@ class CitizenOutbox:
         """``message`` as the script that commits its step queues it (``apply.lua``: the
         same queue, once per key, as :meth:`enqueue`)."""
         event = event_json(
-            "citizen_message_queued", message.request, message.queued_at, CITIZEN,
-            key=message.key, message=message.id, event=message.event, lang=message.lang,
-            text=message.text, phone=mask_phone(message.phone),
+            "citizen_message_queued",
+            message.request,
+            message.queued_at,
+            CITIZEN,
+            key=message.key,
+            message=message.id,
+            event=message.event,
+            lang=message.lang,
+            text=message.text,
+            phone=mask_phone(message.phone),
         )
-        return QueuedMessage(message.key, int(message.queued_at * 1000),
-                             msgspec.json.encode(message).decode(), event)
+        return QueuedMessage(
+            message.key, int(message.queued_at * 1000), msgspec.json.encode(message).decode(), event
+        )
 
     async def enqueue_all(self, messages: Iterable[Message]) -> None:
         """Queue in order (a request's messages are sent in the order queued)."""
@@ -100,15 +122,17 @@ class CitizenOutbox:
 
     # ---- delivery ------------------------------------------------------------------------
 
-    async def deliver_due(self, sender: CitizenSender, units: Iterable[str],
-                          batch: int = 100) -> int:
+    async def deliver_due(
+        self, sender: CitizenSender, units: Iterable[str], batch: int = 100
+    ) -> int:
         """One pass: send every due message of ``units`` (one per request at a time).
         Returns how many attempts were made."""
         now_ms = int(time.time() * 1000)
         claimed: list[tuple[str, str]] = []
         for unit in units:
             due = await self._scripts.due(
-                keys=[keys.citizen_due(unit)], args=[now_ms, self._lease_ms, batch])
+                keys=[keys.citizen_due(unit)], args=[now_ms, self._lease_ms, batch]
+            )
             claimed += [(unit, text(request)) for request in due]
         if not claimed:
             return 0
@@ -123,7 +147,8 @@ class CitizenOutbox:
 
     async def _deliver(self, sender: CitizenSender, unit: str, request: str) -> bool:
         taken = await self._scripts.citizen_take(
-            keys=[keys.citizen_messages(unit, request), keys.citizen_due(unit)], args=[request])
+            keys=[keys.citizen_messages(unit, request), keys.citizen_due(unit)], args=[request]
+        )
         if not taken:
             return False
         n, number, raw = int(taken[0]), int(taken[1]), taken[2]
@@ -138,29 +163,71 @@ class CitizenOutbox:
         await self._record(message, n, number, attempt, outcome, retry_at, now)
         return True
 
-    async def _record(self, message: Message, n: int, number: int, attempt: Attempt,
-                      outcome: Outcome, retry_at: float, now: float) -> None:
+    async def _record(
+        self,
+        message: Message,
+        n: int,
+        number: int,
+        attempt: Attempt,
+        outcome: Outcome,
+        retry_at: float,
+        now: float,
+    ) -> None:
         common: dict[str, Any] = {"key": message.key, "message": message.id}
         attempted = event_json(
-            "citizen_message_attempt", message.request, now, CITIZEN, **common,
-            attempt=number, outcome=attempt.outcome.value, status=attempt.status,
+            "citizen_message_attempt",
+            message.request,
+            now,
+            CITIZEN,
+            **common,
+            attempt=number,
+            outcome=attempt.outcome.value,
+            status=attempt.status,
             error=attempt.error,
             retry_at=round(retry_at, 3) if outcome is Outcome.RETRY else None,
         )
         final = ""
         if outcome is Outcome.DELIVERED:
-            final = event_json("citizen_message_delivered", message.request, now, CITIZEN,
-                               **common, attempts=number)
+            final = event_json(
+                "citizen_message_delivered",
+                message.request,
+                now,
+                CITIZEN,
+                **common,
+                attempts=number,
+            )
         elif outcome is Outcome.FAILED:
-            final = event_json("citizen_message_failed", message.request, now, CITIZEN,
-                               **common, attempts=number, status=attempt.status,
-                               error=attempt.error or "gave up")
-            log.warning("message %s to %s failed after %d attempt(s): %s", message.id,
-                        mask_phone(message.phone), number, attempt.error or attempt.status)
+            final = event_json(
+                "citizen_message_failed",
+                message.request,
+                now,
+                CITIZEN,
+                **common,
+                attempts=number,
+                status=attempt.status,
+                error=attempt.error or "gave up",
+            )
+            log.warning(
+                "message %s to %s failed after %d attempt(s): %s",
+                message.id,
+                mask_phone(message.phone),
+                number,
+                attempt.error or attempt.status,
+            )
         await self._scripts.citizen_done(
             keys=self._keys(message.unit, message.request),
-            args=[message.request, n, number, outcome.value, int(retry_at * 1000),
-                  int(now * 1000), attempted, final, self._events_maxlen, self._keep_s],
+            args=[
+                message.request,
+                n,
+                number,
+                outcome.value,
+                int(retry_at * 1000),
+                int(now * 1000),
+                attempted,
+                final,
+                self._events_maxlen,
+                self._keep_s,
+            ],
         )
 
     @staticmethod

@@ -27,18 +27,35 @@ def messages_of(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         key = data.get("key")
         if not isinstance(key, str):
             continue
-        record = found.setdefault(key, {
-            "key": key, "id": data.get("message"), "event": None, "lang": None, "text": None,
-            "phone": None, "state": "queued", "queued_at": None, "done_at": None,
-            "attempts": [],
-        })
-        step = kind[len(PREFIX):]
+        record = found.setdefault(
+            key,
+            {
+                "key": key,
+                "id": data.get("message"),
+                "event": None,
+                "lang": None,
+                "text": None,
+                "phone": None,
+                "state": "queued",
+                "queued_at": None,
+                "done_at": None,
+                "attempts": [],
+            },
+        )
+        step = kind[len(PREFIX) :]
         if step == "queued":
-            record.update(event=data.get("event"), lang=data.get("lang"), text=data.get("text"),
-                          phone=data.get("phone"), queued_at=data.get("at"))
+            record.update(
+                event=data.get("event"),
+                lang=data.get("lang"),
+                text=data.get("text"),
+                phone=data.get("phone"),
+                queued_at=data.get("at"),
+            )
         elif step == "attempt":
-            attempt = {name: data.get(name) for name in
-                       ("attempt", "at", "outcome", "status", "error", "retry_at")}
+            attempt = {
+                name: data.get(name)
+                for name in ("attempt", "at", "outcome", "status", "error", "retry_at")
+            }
             if attempt not in record["attempts"]:
                 record["attempts"].append(attempt)
         elif step in ("delivered", "failed"):

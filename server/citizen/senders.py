@@ -53,14 +53,17 @@ class LogFileSender:
         private_dir(self.path.parent)
 
     async def send(self, message: Message) -> Attempt:
-        line = json.dumps(payload(message) | {"sent_at": round(time.time(), 3)},
-                          ensure_ascii=False) + "\n"
+        line = (
+            json.dumps(payload(message) | {"sent_at": round(time.time(), 3)}, ensure_ascii=False)
+            + "\n"
+        )
         try:
             await asyncio.to_thread(self._append, line.encode())
         except OSError as exc:
             return Attempt(Outcome.RETRY, error=f"log file: {exc.strerror or exc}")
-        log.info("citizen message %s to %s (%s)", message.id, mask_phone(message.phone),
-                 message.event)
+        log.info(
+            "citizen message %s to %s (%s)", message.id, mask_phone(message.phone), message.event
+        )
         return Attempt(Outcome.DELIVERED)
 
     def _append(self, data: bytes) -> None:
@@ -85,13 +88,13 @@ class WebhookSender:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # No redirects: a gateway moved elsewhere is a configuration to fix, not a place to
         # send phone numbers and the token to.
-        self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers,
-                                         follow_redirects=False)
+        self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers, follow_redirects=False)
 
     async def send(self, message: Message) -> Attempt:
         try:
             response = await self._client.post(
-                self._url, json=payload(message), headers={"Idempotency-Key": message.key})
+                self._url, json=payload(message), headers={"Idempotency-Key": message.key}
+            )
         except httpx.TimeoutException:
             return Attempt(Outcome.RETRY, error="timeout")
         except httpx.HTTPError as exc:
@@ -128,10 +131,13 @@ def make_sender(settings: Settings) -> CitizenSender:
     if kind == "webhook":
         url = settings.citizen_webhook_url
         if not url or not url.startswith(("http://", "https://")):
-            raise SettingsError("DISPATCH_CITIZEN_WEBHOOK_URL: an http(s) URL is required with "
-                                "DISPATCH_CITIZEN_SENDER=webhook")
-        return WebhookSender(url, settings.citizen_webhook_token,
-                             settings.citizen_webhook_timeout_s)
+            raise SettingsError(
+                "DISPATCH_CITIZEN_WEBHOOK_URL: an http(s) URL is required with "
+                "DISPATCH_CITIZEN_SENDER=webhook"
+            )
+        return WebhookSender(
+            url, settings.citizen_webhook_token, settings.citizen_webhook_timeout_s
+        )
     if kind == "memory":
         return MemorySender()
     raise SettingsError(f"DISPATCH_CITIZEN_SENDER: {kind!r} is not log, webhook or memory")

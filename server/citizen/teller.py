@@ -11,12 +11,13 @@ from server.citizen.compose import Message, intake_messages, step_message
 from server.citizen.messages import Templates
 from server.citizen.outbox import CitizenOutbox
 from server.city import City
-from server.requests import QueuedMessage
+from server.store.requests import QueuedMessage
 
 
 class CitizenTeller:
-    def __init__(self, outbox: CitizenOutbox, templates: Templates,
-                 city: Callable[[], City]) -> None:
+    def __init__(
+        self, outbox: CitizenOutbox, templates: Templates, city: Callable[[], City]
+    ) -> None:
         """``city``: the current city (units may be added while the hub runs)."""
         self.outbox = outbox
         self.templates = templates
@@ -33,12 +34,31 @@ class CitizenTeller:
         messages = intake_messages(self.templates, self._city(), unit, fields, time.time())
         return [self.outbox.prepare(message) for message in messages]
 
-    def step(self, unit: str, fields: Mapping[str, str], event: str, discriminator: str, *,
-             note: str = "", until: float | None = None, reason: str = "") -> Message | None:
+    def step(
+        self,
+        unit: str,
+        fields: Mapping[str, str],
+        event: str,
+        discriminator: str,
+        *,
+        note: str = "",
+        until: float | None = None,
+        reason: str = "",
+    ) -> Message | None:
         """The message of a lifecycle step, or None. Raises ValueError (OverflowError,
         OSError) if ``until`` is not a calendar time."""
-        return step_message(self.templates, self._city(), unit, fields, event, discriminator,
-                            time.time(), note=note, until=until, reason=reason)
+        return step_message(
+            self.templates,
+            self._city(),
+            unit,
+            fields,
+            event,
+            discriminator,
+            time.time(),
+            note=note,
+            until=until,
+            reason=reason,
+        )
 
     async def queue(self, message: Message | None) -> None:
         if message is not None:

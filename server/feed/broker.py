@@ -24,9 +24,9 @@ import msgspec
 from redis.asyncio import Redis
 
 from dispatch_field.codes import CloseCode
-from server import keys
-from server.availability import is_outage
-from server.redis_text import text
+from server.store import keys
+from server.store.availability import is_outage
+from server.store.text import text
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,20 @@ async def stream_ends(redis: Redis, units: list[str]) -> dict[str, str]:
     for unit in units:
         pipe.xrevrange(keys.events(unit), count=1)
     results = await pipe.execute()
-    return {unit: text(found[0][0]) if found else "0-0"
-            for unit, found in zip(units, results, strict=True)}
+    return {
+        unit: text(found[0][0]) if found else "0-0"
+        for unit, found in zip(units, results, strict=True)
+    }
 
 
 class FeedBroker:
-    def __init__(self, redis: Redis, units: Callable[[], list[str]], batch: int,
-                 on_outage: Callable[[str, BaseException], None] | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        units: Callable[[], list[str]],
+        batch: int,
+        on_outage: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
         """``units``: every unit whose stream is read (called each pass: units may be added)."""
         self._redis = redis
         self._units = units
@@ -146,8 +153,11 @@ class FeedBroker:
         if new:
             # Units already there when the broker started: from their ends. Units that appear
             # later: from their start (a new unit's stream is new).
-            start = await stream_ends(self._redis, new) if not positions else {
-                unit: "0-0" for unit in new}
+            start = (
+                await stream_ends(self._redis, new)
+                if not positions
+                else {unit: "0-0" for unit in new}
+            )
             positions.update(start)
         self._positioned.set()
         streams: dict[Any, Any] = {keys.events(unit): positions[unit] for unit in units}

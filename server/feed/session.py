@@ -39,14 +39,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dispatch_field.codes import TRY_AGAIN_LATER, CloseCode
-from server import keys
 from server.accounts.asgi import authenticate_connection, client_address
 from server.accounts.auth import AuthResult
 from server.accounts.model import Principal
-from server.availability import is_outage
 from server.feed.broker import FeedEntry, entry_frame, stream_ends, stream_position
 from server.ledger.streams import with_no_unit
-from server.redis_text import text
+from server.store import keys
+from server.store.availability import is_outage
+from server.store.text import text
 
 if TYPE_CHECKING:
     from server.hub import Services
@@ -244,8 +244,12 @@ class FeedSession:
             else:
                 start = ends[unit]
             self._cursor[unit] = stream_position(start)
-        welcome = {"t": "welcome", "units": units, "all_units": self._all_units,
-                   "cursor": {unit: _stream_id(pos) for unit, pos in self._cursor.items()}}
+        welcome = {
+            "t": "welcome",
+            "units": units,
+            "all_units": self._all_units,
+            "cursor": {unit: _stream_id(pos) for unit, pos in self._cursor.items()},
+        }
         await self._put(_encoder.encode(welcome))
         await self._catch_up_once()
 
@@ -257,8 +261,7 @@ class FeedSession:
             still: list[str] = []
             for unit in behind:
                 start = "(" + _stream_id(self._cursor.get(unit, (0, 0)))
-                entries: Any = await redis.xrange(keys.events(unit), min=start,
-                                                  count=self._batch)
+                entries: Any = await redis.xrange(keys.events(unit), min=start, count=self._batch)
                 for stream_id, fields in entries:
                     entry = entry_frame(unit, text(stream_id), fields)
                     await self._put(entry.frame)
@@ -283,8 +286,9 @@ class FeedSession:
 
     def _error(self, code: str, message: str) -> None:
         with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(_encoder.encode({"t": "error", "code": code,
-                                                    "message": message}))
+            self._queue.put_nowait(
+                _encoder.encode({"t": "error", "code": code, "message": message})
+            )
 
     # ---- the writer ------------------------------------------------------------------------
 

@@ -28,13 +28,13 @@ from dispatch_field import protocol
 from dispatch_field.codes import TRY_AGAIN_LATER, CloseCode, ErrorCode
 from server.actions import CommandError
 from server.assign.ranking import haversine_m
-from server.availability import is_outage
 from server.guard import TokenBucket
-from server.requests import Actor, request_info
+from server.store.availability import is_outage
+from server.store.requests import Actor, request_info
 
 if TYPE_CHECKING:
     from server.hub import Services
-    from server.squads import Presence
+    from server.store.squads import Presence
 
 log = logging.getLogger(__name__)
 

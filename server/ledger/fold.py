@@ -54,8 +54,16 @@ FIRST_MOMENT: dict[str, str] = {
 # category); a reopening gives it a new resolution deadline.
 SNAPSHOT_EVENTS = frozenset({"received", "deferred", "reassigned", "reassigned_in", "reopened"})
 
-_SNAPSHOT_TEXT = ("unit", "category", "district", "route", "caller_phone", "description",
-                  "address", "result")
+_SNAPSHOT_TEXT = (
+    "unit",
+    "category",
+    "district",
+    "route",
+    "caller_phone",
+    "description",
+    "address",
+    "result",
+)
 _SNAPSHOT_TIME = ("lat", "lon", "received_at", "accept_by", "arrive_by", "resolve_by")
 
 
@@ -75,8 +83,13 @@ class LedgerEvent:
 
     def row(self) -> dict[str, Any]:
         return {
-            "unit": self.unit, "stream_id": self.stream_id, "sort_key": self.sort_key,
-            "request_id": self.request_id, "type": self.type, "at": self.at, "by": self.by,
+            "unit": self.unit,
+            "stream_id": self.stream_id,
+            "sort_key": self.sort_key,
+            "request_id": self.request_id,
+            "type": self.type,
+            "at": self.at,
+            "by": self.by,
             "data": self.data,
         }
 
@@ -100,15 +113,20 @@ def parse_entry(unit: str, stream_id: str, fields: Mapping[str, str]) -> LedgerE
     payload = _json_object(raw) if raw is not None else None
     if payload is None:
         data = json.dumps({"unreadable": dict(fields)}, ensure_ascii=False)
-        return LedgerEvent(unit, stream_id, sort_key(stream_id), None, "unreadable", None, None,
-                           data, {})
+        return LedgerEvent(
+            unit, stream_id, sort_key(stream_id), None, "unreadable", None, None, data, {}
+        )
     assert raw is not None  # a payload was decoded from it
     return LedgerEvent(
-        unit=unit, stream_id=stream_id, sort_key=sort_key(stream_id),
+        unit=unit,
+        stream_id=stream_id,
+        sort_key=sort_key(stream_id),
         request_id=_text_or_none(payload.get("request")),
         type=_text_or_none(payload.get("type")) or "unknown",
-        at=_number(payload.get("at")), by=_text_or_none(payload.get("by")),
-        data=raw, payload=payload,
+        at=_number(payload.get("at")),
+        by=_text_or_none(payload.get("by")),
+        data=raw,
+        payload=payload,
     )
 
 
@@ -130,12 +148,12 @@ class Attribution:
         """Whether a request hash read from Redis is this row's request (not a newcomer's
         that took its id)."""
         received = _number(snapshot.get("received_at")) if snapshot else None
-        return received is None or self.received_at is None or _same(received,
-                                                                     self.received_at)
+        return received is None or self.received_at is None or _same(received, self.received_at)
 
 
-def attribute(row_received_at: float | None, others: Iterable[float],
-              events: Iterable[LedgerEvent]) -> Attribution:
+def attribute(
+    row_received_at: float | None, others: Iterable[float], events: Iterable[LedgerEvent]
+) -> Attribution:
     """Which of a request id's ``events`` are the row's (see the module docstring).
 
     ``row_received_at``: the row's, None when it has none yet (the first ``received`` event
@@ -152,8 +170,12 @@ def attribute(row_received_at: float | None, others: Iterable[float],
     newcomers: list[float] = []
     for event in ordered:
         at = event.at
-        if (event.type == "received" and at is not None and not _same(at, mine)
-                and not any(_same(at, other) for other in known)):
+        if (
+            event.type == "received"
+            and at is not None
+            and not _same(at, mine)
+            and not any(_same(at, other) for other in known)
+        ):
             known.append(at)
             newcomers.append(at)
     own: list[LedgerEvent] = []
@@ -183,8 +205,13 @@ def _other_owner(event: LedgerEvent, mine: float, others: list[float]) -> float 
     return max(later) if later else None
 
 
-def fold(request_id: str, unit: str, row: Mapping[str, Any] | None,
-         events: Iterable[LedgerEvent], snapshot: Mapping[str, str] | None) -> dict[str, Any]:
+def fold(
+    request_id: str,
+    unit: str,
+    row: Mapping[str, Any] | None,
+    events: Iterable[LedgerEvent],
+    snapshot: Mapping[str, str] | None,
+) -> dict[str, Any]:
     """The ``requests`` row after ``events`` and the hash ``snapshot`` (None: not read, or
     the hash is gone), starting from ``row`` (None: no row yet). Idempotent and
     order-insensitive (see the module docstring)."""

@@ -34,15 +34,27 @@ CSV_BOM = "\ufeff"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-async def find_requests(source: AsyncEngine | Ledger, *, unit: Filter = None,
-                        category: Filter = None, district: Filter = None, state: Filter = None,
-                        since: Moment = None, until: Moment = None, limit: int | None = 100,
-                        offset: int = 0) -> list[dict[str, Any]]:
+async def find_requests(
+    source: AsyncEngine | Ledger,
+    *,
+    unit: Filter = None,
+    category: Filter = None,
+    district: Filter = None,
+    state: Filter = None,
+    since: Moment = None,
+    until: Moment = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
     """Requests matching every given filter, oldest received first. ``since`` (inclusive)
     and ``until`` (exclusive) bound the time received. ``limit=None``: all of them."""
-    query = (_select_requests(unit=unit, category=category, district=district, state=state,
-                              since=since, until=until)
-             .offset(offset).limit(limit))
+    query = (
+        _select_requests(
+            unit=unit, category=category, district=district, state=state, since=since, until=until
+        )
+        .offset(offset)
+        .limit(limit)
+    )
     async with _engine(source).connect() as conn:
         return [dict(row) for row in (await conn.execute(query)).mappings()]
 
@@ -50,10 +62,19 @@ async def find_requests(source: AsyncEngine | Ledger, *, unit: Filter = None,
 async def request_events(source: AsyncEngine | Ledger, request_id: str) -> list[dict[str, Any]]:
     """The request's events in the order they were recorded; ``data`` is the decoded JSON."""
     events = tables.events
-    query = (select(events.c.unit, events.c.stream_id, events.c.request_id, events.c.type,
-                    events.c.at, events.c.by, events.c.data)
-             .where(events.c.request_id == request_id)
-             .order_by(events.c.sort_key, events.c.unit))
+    query = (
+        select(
+            events.c.unit,
+            events.c.stream_id,
+            events.c.request_id,
+            events.c.type,
+            events.c.at,
+            events.c.by,
+            events.c.data,
+        )
+        .where(events.c.request_id == request_id)
+        .order_by(events.c.sort_key, events.c.unit)
+    )
     async with _engine(source).connect() as conn:
         rows = [dict(row) for row in (await conn.execute(query)).mappings()]
     for row in rows:
@@ -61,17 +82,25 @@ async def request_events(source: AsyncEngine | Ledger, request_id: str) -> list[
     return rows
 
 
-async def request_conflicts(source: AsyncEngine | Ledger,
-                            request_id: str) -> list[dict[str, Any]]:
+async def request_conflicts(source: AsyncEngine | Ledger, request_id: str) -> list[dict[str, Any]]:
     """Events refused under ``request_id`` because they belong to another request that was
     given the same id (see :func:`server.ledger.fold.attribute`), in stream order, each with
     the ``received_at`` of the request it belongs to; ``data`` is the decoded JSON."""
     conflicts = tables.conflicts
-    query = (select(conflicts.c.unit, conflicts.c.stream_id, conflicts.c.request_id,
-                    conflicts.c.received_at, conflicts.c.type, conflicts.c.at, conflicts.c.by,
-                    conflicts.c.data)
-             .where(conflicts.c.request_id == request_id)
-             .order_by(conflicts.c.sort_key, conflicts.c.unit))
+    query = (
+        select(
+            conflicts.c.unit,
+            conflicts.c.stream_id,
+            conflicts.c.request_id,
+            conflicts.c.received_at,
+            conflicts.c.type,
+            conflicts.c.at,
+            conflicts.c.by,
+            conflicts.c.data,
+        )
+        .where(conflicts.c.request_id == request_id)
+        .order_by(conflicts.c.sort_key, conflicts.c.unit)
+    )
     async with _engine(source).connect() as conn:
         rows = [dict(row) for row in (await conn.execute(query)).mappings()]
     for row in rows:
@@ -79,22 +108,38 @@ async def request_conflicts(source: AsyncEngine | Ledger,
     return rows
 
 
-async def export_csv(source: AsyncEngine | Ledger, *, unit: Filter = None,
-                     category: Filter = None, district: Filter = None, state: Filter = None,
-                     since: Moment = None, until: Moment = None, limit: int | None = None,
-                     offset: int = 0) -> str:
+async def export_csv(
+    source: AsyncEngine | Ledger,
+    *,
+    unit: Filter = None,
+    category: Filter = None,
+    district: Filter = None,
+    state: Filter = None,
+    since: Moment = None,
+    until: Moment = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> str:
     """CSV of the matching requests (all of them unless ``limit``): a UTF-8 byte order mark,
     a header row naming the columns, then one row per request, in :func:`find_requests`
     order. Text cells are made :func:`spreadsheet_safe`; numbers are written as numbers."""
-    rows = await find_requests(source, unit=unit, category=category, district=district,
-                               state=state, since=since, until=until, limit=limit,
-                               offset=offset)
+    rows = await find_requests(
+        source,
+        unit=unit,
+        category=category,
+        district=district,
+        state=state,
+        since=since,
+        until=until,
+        limit=limit,
+        offset=offset,
+    )
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=tables.REQUEST_COLUMNS, extrasaction="ignore",
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        out, fieldnames=tables.REQUEST_COLUMNS, extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
-    writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()}
-                     for row in rows)
+    writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in rows)
     return CSV_BOM + out.getvalue()
 
 
@@ -112,23 +157,35 @@ async def highest_request_number(source: AsyncEngine | Ledger, day: str) -> int:
     where that day's sequence resumes when Redis lost its counter (see server.ids)."""
     requests = tables.requests
     low, high = ids.day_bounds(day)
-    query = (select(requests.c.id).where(requests.c.id >= low, requests.c.id < high,
-                                         # assist items' ids sort among the day's numbers
-                                         requests.c.id.not_like(f"%{ids.ASSIST_SEPARATOR}%"))
-             # Longest first: a day past 999,999 has wider numbers that sort lower as text.
-             .order_by(func.length(requests.c.id).desc(), requests.c.id.desc()).limit(1))
+    query = (
+        select(requests.c.id)
+        .where(
+            requests.c.id >= low,
+            requests.c.id < high,
+            # assist items' ids sort among the day's numbers
+            requests.c.id.not_like(f"%{ids.ASSIST_SEPARATOR}%"),
+        )
+        # Longest first: a day past 999,999 has wider numbers that sort lower as text.
+        .order_by(func.length(requests.c.id).desc(), requests.c.id.desc())
+        .limit(1)
+    )
     async with _engine(source).connect() as conn:
         highest = (await conn.execute(query)).scalar_one_or_none()
     parsed = ids.parse_request_id(highest) if highest else None
     return parsed[1] if parsed else 0
 
 
-def _select_requests(*, unit: Filter, category: Filter, district: Filter, state: Filter,
-                     since: Moment, until: Moment) -> Select[Any]:
+def _select_requests(
+    *, unit: Filter, category: Filter, district: Filter, state: Filter, since: Moment, until: Moment
+) -> Select[Any]:
     requests = tables.requests
     conditions: list[ColumnElement[bool]] = []
-    for column, wanted in ((requests.c.unit, unit), (requests.c.category, category),
-                           (requests.c.district, district), (requests.c.state, state)):
+    for column, wanted in (
+        (requests.c.unit, unit),
+        (requests.c.category, category),
+        (requests.c.district, district),
+        (requests.c.state, state),
+    ):
         if isinstance(wanted, str):
             conditions.append(column == wanted)
         elif wanted is not None:
@@ -140,8 +197,11 @@ def _select_requests(*, unit: Filter, category: Filter, district: Filter, state:
     columns = [requests.c[name] for name in tables.REQUEST_COLUMNS]
     # Rows whose "received" event is not recorded yet have no time: they come last on
     # both databases (SQLite and PostgreSQL place NULLs differently by default).
-    return (select(*columns).where(*conditions)
-            .order_by(requests.c.received_at.is_(None), requests.c.received_at, requests.c.id))
+    return (
+        select(*columns)
+        .where(*conditions)
+        .order_by(requests.c.received_at.is_(None), requests.c.received_at, requests.c.id)
+    )
 
 
 def _epoch(moment: float | datetime) -> float:
@@ -152,18 +212,29 @@ def _engine(source: AsyncEngine | Ledger) -> AsyncEngine:
     return source.engine if isinstance(source, Ledger) else source
 
 
-async def record_audit(source: AsyncEngine | Ledger, by: str, action: str,
-                       detail: dict[str, Any], at: float | None = None) -> None:
+async def record_audit(
+    source: AsyncEngine | Ledger,
+    by: str,
+    action: str,
+    detail: dict[str, Any],
+    at: float | None = None,
+) -> None:
     """Record that ``by`` did ``action`` (with ``detail``) on the record."""
     engine = source.engine if isinstance(source, Ledger) else source
     async with engine.begin() as conn:
-        await conn.execute(tables.audit.insert().values(
-            at=time.time() if at is None else at, by=by, action=action,
-            detail=json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)))
+        await conn.execute(
+            tables.audit.insert().values(
+                at=time.time() if at is None else at,
+                by=by,
+                action=action,
+                detail=json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str),
+            )
+        )
 
 
-async def audit_trail(source: AsyncEngine | Ledger, action: str | None = None,
-                      limit: int = 100) -> list[dict[str, Any]]:
+async def audit_trail(
+    source: AsyncEngine | Ledger, action: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     """The newest audit rows first."""
     engine = source.engine if isinstance(source, Ledger) else source
     statement = select(tables.audit).order_by(tables.audit.c.id.desc()).limit(limit)

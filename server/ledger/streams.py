@@ -20,8 +20,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from server import keys
-from server.redis_text import text
+from server.store import keys
+from server.store.text import text
 
 GROUP = "ledger"
 CLAIM_IDLE_MS = 30_000  # an entry pending this long on one consumer is taken over
@@ -47,8 +47,9 @@ class GroupReader:
     _claim_cursor: dict[str, str] = field(default_factory=dict)
     _last_claim: float = float("-inf")
 
-    async def read(self, redis: Redis, units: Sequence[str], count: int, *,
-                   claim_idle_ms: int = CLAIM_IDLE_MS) -> list[StreamEntry]:
+    async def read(
+        self, redis: Redis, units: Sequence[str], count: int, *, claim_idle_ms: int = CLAIM_IDLE_MS
+    ) -> list[StreamEntry]:
         """Up to ``count`` entries per unit: this consumer's pending ones if any, else new
         ones. Idle entries of other consumers are claimed first (every claim_idle_ms / 3)."""
         await self._ensure_groups(redis, units)
@@ -76,8 +77,7 @@ class GroupReader:
                 raise result
             self._groups.add(unit)
 
-    async def _claim(self, redis: Redis, units: Sequence[str], count: int,
-                     idle_ms: int) -> None:
+    async def _claim(self, redis: Redis, units: Sequence[str], count: int, idle_ms: int) -> None:
         """Take over entries idle on other consumers; they join this consumer's backlog.
 
         Without JUSTID because redis-py drops the cursor with it; the entries themselves are
@@ -85,8 +85,14 @@ class GroupReader:
         those as nil here)."""
         pipe = redis.pipeline(transaction=False)
         for unit in units:
-            pipe.xautoclaim(keys.events(unit), GROUP, self.consumer, idle_ms,
-                            start_id=self._claim_cursor.get(unit, "0-0"), count=count)
+            pipe.xautoclaim(
+                keys.events(unit),
+                GROUP,
+                self.consumer,
+                idle_ms,
+                start_id=self._claim_cursor.get(unit, "0-0"),
+                count=count,
+            )
         results = await pipe.execute(raise_on_error=False)
         for unit, result in zip(units, results, strict=True):
             if self._missing_group(unit, result):
@@ -115,8 +121,9 @@ class GroupReader:
         if forget.command_stack:
             await forget.execute(raise_on_error=False)
 
-    async def _read(self, redis: Redis, units: Sequence[str], start: str,
-                    count: int) -> list[StreamEntry]:
+    async def _read(
+        self, redis: Redis, units: Sequence[str], start: str, count: int
+    ) -> list[StreamEntry]:
         pipe = redis.pipeline(transaction=False)
         for unit in units:
             pipe.xreadgroup(GROUP, self.consumer, {keys.events(unit): start}, count=count)
@@ -165,4 +172,3 @@ def with_no_unit(units: Iterable[str]) -> list[str]:
 
 def _decode(data: dict[Any, Any] | None) -> dict[str, str]:
     return {text(k): text(v) for k, v in (data or {}).items()}
-

@@ -28,8 +28,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
-from server import keys
-from server.availability import is_outage
 from server.ledger import tables
 from server.ledger.fold import (
     SNAPSHOT_EVENTS,
@@ -41,6 +39,8 @@ from server.ledger.fold import (
 )
 from server.ledger.streams import CLAIM_IDLE_MS, GroupReader, StreamEntry, ack, with_no_unit
 from server.private_files import private_dir, private_file
+from server.store import keys
+from server.store.availability import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,11 @@ def async_database_url(database_url: str) -> str:
     """``database_url`` with an asyncio driver: ``postgresql://`` (or ``postgres://``) ->
     ``postgresql+asyncpg://``, ``sqlite://`` -> ``sqlite+aiosqlite://``; others unchanged."""
     url = make_url(database_url)
-    driver = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
-              "sqlite": "sqlite+aiosqlite"}.get(url.drivername)
+    driver = {
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+        "sqlite": "sqlite+aiosqlite",
+    }.get(url.drivername)
     return (url.set(drivername=driver) if driver else url).render_as_string(hide_password=False)
 
 
@@ -68,8 +71,9 @@ class Ledger:
 
     def __init__(self, engine: AsyncEngine) -> None:
         if engine.dialect.name not in _SUPPORTED:
-            raise ValueError(f"the ledger supports {', '.join(_SUPPORTED)}, "
-                             f"not {engine.dialect.name}")
+            raise ValueError(
+                f"the ledger supports {', '.join(_SUPPORTED)}, not {engine.dialect.name}"
+            )
         self.engine = engine
         self._readers: dict[str, GroupReader] = {}
         self._conflicts_logged: set[str] = set()  # request ids whose conflict was logged
@@ -109,9 +113,16 @@ class Ledger:
 
     # ---- the loop ------------------------------------------------------------------------
 
-    async def consume(self, redis: Redis, units: Callable[[], list[str]], consumer: str, *,
-                      block_ms: int = 500, batch: int = 500,
-                      claim_idle_ms: int = CLAIM_IDLE_MS) -> None:
+    async def consume(
+        self,
+        redis: Redis,
+        units: Callable[[], list[str]],
+        consumer: str,
+        *,
+        block_ms: int = 500,
+        batch: int = 500,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
+    ) -> None:
         """Record every unit's events until cancelled. ``units`` is called each pass (units
         may be added while the hub runs); ``keys.NO_UNIT`` is always read too. Sleeps
         ``block_ms`` when nothing was waiting. A failure (database or Redis unreachable) is
@@ -119,17 +130,23 @@ class Ledger:
         failures = 0
         while True:
             try:
-                done = await self.process_once(redis, units(), consumer, batch=batch,
-                                               claim_idle_ms=claim_idle_ms)
+                done = await self.process_once(
+                    redis, units(), consumer, batch=batch, claim_idle_ms=claim_idle_ms
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep recording once things recover
                 failures += 1
                 wait = min(MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10))
-                # A Redis outage needs no traceback (server.availability tells its story).
-                log.warning("ledger pass failed (%s: %s); retry %d in %.1f s",
-                            type(exc).__name__, exc, failures, wait,
-                            exc_info=failures == 1 and not is_outage(exc))
+                # A Redis outage needs no traceback (server.store.availability tells its story).
+                log.warning(
+                    "ledger pass failed (%s: %s); retry %d in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    failures,
+                    wait,
+                    exc_info=failures == 1 and not is_outage(exc),
+                )
                 await asyncio.sleep(wait)
                 continue
             if failures:
@@ -138,15 +155,20 @@ class Ledger:
             if not done:
                 await asyncio.sleep(block_ms / 1000)
 
-    async def process_once(self, redis: Redis, units: Iterable[str],
-                           consumer: str = DEFAULT_CONSUMER, *, batch: int = 500,
-                           claim_idle_ms: int = CLAIM_IDLE_MS) -> int:
+    async def process_once(
+        self,
+        redis: Redis,
+        units: Iterable[str],
+        consumer: str = DEFAULT_CONSUMER,
+        *,
+        batch: int = 500,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
+    ) -> int:
         """One pass: read up to ``batch`` entries per unit, write them, acknowledge them.
         Returns how many entries were recorded (0: nothing was waiting). On an exception
         nothing of the pass is acknowledged; the entries are read again next pass."""
         reader = self._reader(consumer)
-        entries = await self.read(redis, units, consumer, batch=batch,
-                                  claim_idle_ms=claim_idle_ms)
+        entries = await self.read(redis, units, consumer, batch=batch, claim_idle_ms=claim_idle_ms)
         if not entries:
             return 0
         try:
@@ -159,9 +181,15 @@ class Ledger:
 
     # ---- the steps of a pass (public so that tests can stop between them) ----------------
 
-    async def read(self, redis: Redis, units: Iterable[str], consumer: str = DEFAULT_CONSUMER,
-                   *, batch: int = 500, claim_idle_ms: int = CLAIM_IDLE_MS,
-                   ) -> list[StreamEntry]:
+    async def read(
+        self,
+        redis: Redis,
+        units: Iterable[str],
+        consumer: str = DEFAULT_CONSUMER,
+        *,
+        batch: int = 500,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
+    ) -> list[StreamEntry]:
         """The next entries for ``consumer`` (its pending ones first); they stay pending
         until :func:`server.ledger.streams.ack`."""
         reader = self._reader(consumer)
@@ -171,8 +199,11 @@ class Ledger:
         """Record ``entries`` in one transaction: insert their events (a repeat is ignored)
         and fold them into their requests' rows. Reads the request hashes for the events
         that set static fields before the transaction opens."""
-        parsed = _unique(e for e in (parse_entry(x.unit, x.stream_id, x.fields)
-                                     for x in entries) if e is not None)
+        parsed = _unique(
+            e
+            for e in (parse_entry(x.unit, x.stream_id, x.fields) for x in entries)
+            if e is not None
+        )
         if not parsed:
             return  # only entries whose data is gone: nothing to record, just acknowledge
         by_request = _by_request(parsed)
@@ -182,30 +213,41 @@ class Ledger:
             refused_keys = {(e.unit, e.stream_id) for e, _ in refused}
             kept = [e for e in parsed if (e.unit, e.stream_id) not in refused_keys]
             if kept:
-                await conn.execute(self._insert_ignore(tables.events),
-                                   [e.row() for e in sorted(kept, key=_event_order)])
+                await conn.execute(
+                    self._insert_ignore(tables.events),
+                    [e.row() for e in sorted(kept, key=_event_order)],
+                )
             if refused:
-                await conn.execute(self._insert_ignore(tables.conflicts), [
-                    _conflict_row(e, received_at) for e, received_at in refused])
+                await conn.execute(
+                    self._insert_ignore(tables.conflicts),
+                    [_conflict_row(e, received_at) for e, received_at in refused],
+                )
 
-    async def _fold_requests(self, conn: AsyncConnection,
-                             by_request: dict[str, tuple[str, list[LedgerEvent]]],
-                             snapshots: dict[str, dict[str, str]],
-                             ) -> list[tuple[LedgerEvent, float]]:
+    async def _fold_requests(
+        self,
+        conn: AsyncConnection,
+        by_request: dict[str, tuple[str, list[LedgerEvent]]],
+        snapshots: dict[str, dict[str, str]],
+    ) -> list[tuple[LedgerEvent, float]]:
         """Lock the rows (creating the missing ones), fold, write them back. Ids in sorted
         order so that two writers on PostgreSQL lock in the same order (no deadlock).
         Returns the events refused as another request's, each with that request's
         ``received_at``."""
         ids = sorted(by_request)
         requests = tables.requests
-        await conn.execute(self._insert_ignore(requests),
-                           [{"id": rid, "unit": by_request[rid][0]} for rid in ids])
+        await conn.execute(
+            self._insert_ignore(requests), [{"id": rid, "unit": by_request[rid][0]} for rid in ids]
+        )
         rows = {
             row["id"]: dict(row)
-            for row in (await conn.execute(
-                select(requests).where(requests.c.id.in_(ids)).order_by(requests.c.id)
-                .with_for_update()  # PostgreSQL; SQLite holds the database write lock already
-            )).mappings()
+            for row in (
+                await conn.execute(
+                    select(requests)
+                    .where(requests.c.id.in_(ids))
+                    .order_by(requests.c.id)
+                    .with_for_update()  # PostgreSQL; SQLite holds the database write lock already
+                )
+            ).mappings()
         }
         others = await _refused_requests(conn, ids)
         folded = []
@@ -213,21 +255,27 @@ class Ledger:
         for rid in ids:
             unit, events = by_request[rid]
             row = rows.get(rid)
-            split = attribute(row.get("received_at") if row else None, others.get(rid, ()),
-                              events)
+            split = attribute(row.get("received_at") if row else None, others.get(rid, ()), events)
             snapshot = snapshots.get(rid)
-            folded.append(fold(rid, unit, row, split.own,
-                               snapshot if split.owns(snapshot) else None))
+            folded.append(
+                fold(rid, unit, row, split.own, snapshot if split.owns(snapshot) else None)
+            )
             refused += split.refused
             if split.refused:
                 self._log_conflict(rid, split)
         columns = [c.name for c in requests.columns if c.name != "id"]
-        statement = (update(requests).where(requests.c.id == bindparam("b_id"))
-                     .values({name: bindparam(f"b_{name}") for name in columns}))
-        await conn.execute(statement, [
-            {"b_id": row["id"], **{f"b_{name}": row.get(name) for name in columns}}
-            for row in folded
-        ])
+        statement = (
+            update(requests)
+            .where(requests.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in columns})
+        )
+        await conn.execute(
+            statement,
+            [
+                {"b_id": row["id"], **{f"b_{name}": row.get(name) for name in columns}}
+                for row in folded
+            ],
+        )
         return refused
 
     def _log_conflict(self, request_id: str, split: Attribution) -> None:
@@ -238,8 +286,11 @@ class Ledger:
         log.error(
             "request %s: events of another request under the same id (received at %s; "
             "the ledger's was received at %s) refused and kept in the conflicts table: "
-            "Redis gave this id out again", request_id,
-            ", ".join(f"{t:.3f}" for t in newcomers), f"{split.received_at:.3f}")
+            "Redis gave this id out again",
+            request_id,
+            ", ".join(f"{t:.3f}" for t in newcomers),
+            f"{split.received_at:.3f}",
+        )
 
     def _insert_ignore(self, table: Table) -> Insert:
         """INSERT that skips rows whose unique key exists (the dialect's ON CONFLICT)."""
@@ -276,8 +327,11 @@ def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
 async def _refused_requests(conn: AsyncConnection, ids: list[str]) -> dict[str, list[float]]:
     """Request id -> ``received_at`` of the other requests already refused under it."""
     conflicts = tables.conflicts
-    rows = await conn.execute(select(conflicts.c.request_id, conflicts.c.received_at)
-                              .where(conflicts.c.request_id.in_(ids)).distinct())
+    rows = await conn.execute(
+        select(conflicts.c.request_id, conflicts.c.received_at)
+        .where(conflicts.c.request_id.in_(ids))
+        .distinct()
+    )
     refused: dict[str, list[float]] = {}
     for request_id, received_at in rows:
         refused.setdefault(request_id, []).append(received_at)
@@ -306,12 +360,17 @@ def _by_request(events: Iterable[LedgerEvent]) -> dict[str, tuple[str, list[Ledg
     return grouped
 
 
-async def _read_snapshots(redis: Redis, by_request: dict[str, tuple[str, list[LedgerEvent]]],
-                          ) -> dict[str, dict[str, str]]:
+async def _read_snapshots(
+    redis: Redis,
+    by_request: dict[str, tuple[str, list[LedgerEvent]]],
+) -> dict[str, dict[str, str]]:
     """The hashes of the requests whose events set static fields (received, deferred).
     A hash that is gone is simply absent: the events' own fields are used instead."""
-    wanted = [(rid, unit) for rid, (unit, events) in by_request.items()
-              if any(e.type in SNAPSHOT_EVENTS for e in events)]
+    wanted = [
+        (rid, unit)
+        for rid, (unit, events) in by_request.items()
+        if any(e.type in SNAPSHOT_EVENTS for e in events)
+    ]
     if not wanted:
         return {}
     pipe = redis.pipeline(transaction=False)
@@ -320,7 +379,8 @@ async def _read_snapshots(redis: Redis, by_request: dict[str, tuple[str, list[Le
     results = await pipe.execute()
     return {
         rid: {_text(k): _text(v) for k, v in raw.items()}
-        for (rid, _unit), raw in zip(wanted, results, strict=True) if raw
+        for (rid, _unit), raw in zip(wanted, results, strict=True)
+        if raw
     }
 
 

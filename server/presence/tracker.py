@@ -22,13 +22,13 @@ import time
 
 from redis.asyncio import Redis
 
-from server import keys, timers
 from server.assign.dispatcher import Dispatcher
-from server.redis_text import text
-from server.requests import Actor, RequestStore, event_json
 from server.settings import Settings
-from server.squads import SquadStore
-from server.timers import TimerKind
+from server.store import keys, timers
+from server.store.requests import Actor, RequestStore, event_json
+from server.store.squads import SquadStore
+from server.store.text import text
+from server.store.timers import TimerKind
 
 log = logging.getLogger(__name__)
 PRESENCE = Actor("system", "presence")

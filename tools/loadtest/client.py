@@ -208,8 +208,7 @@ class Runner:
     def __init__(self, specs: Sequence[SquadSpec], config: ClientConfig, counters: Any) -> None:
         self.config = config
         self.tally = Tally()
-        self.links = [Link(s, SquadAgent(s.squad, s.token, self.tally, config.hold))
-                      for s in specs]
+        self.links = [Link(s, SquadAgent(s.squad, s.token, self.tally, config.hold)) for s in specs]
         self.counters = counters
         self.connected = 0
         self.pos_sent = 0
@@ -318,8 +317,9 @@ class Runner:
         agents = [link.agent for link in self.links]
         self.storm_result = {
             "dropped_at": dropped_at,
-            "back_after_s": [link.back_at - dropped_at for link in self.links
-                             if link.back_at is not None],
+            "back_after_s": [
+                link.back_at - dropped_at for link in self.links if link.back_at is not None
+            ],
             "squads": len(self.links),
             "back": self.back,
             "frames_before": sum(len(a.before) for a in agents),
@@ -349,14 +349,18 @@ class Runner:
     def result(self) -> dict[str, Any]:
         tally = asdict(self.tally)
         tally["errors"] = dict(self.tally.errors)
-        return tally | {
-            "connected": self.connected,
-            "pos_sent": self.pos_sent,
-            "disconnects": self.disconnects,
-            "failed": self.failed,
-            "failures": dict(self.failures),
-            "close_codes": dict(self.close_codes),
-        } | ({"storm": self.storm_result} if self.storm_result else {})
+        return (
+            tally
+            | {
+                "connected": self.connected,
+                "pos_sent": self.pos_sent,
+                "disconnects": self.disconnects,
+                "failed": self.failed,
+                "failures": dict(self.failures),
+                "close_codes": dict(self.close_codes),
+            }
+            | ({"storm": self.storm_result} if self.storm_result else {})
+        )
 
 
 async def _wait(event: Event) -> None:
@@ -370,7 +374,11 @@ async def _wait_first(*events: Event) -> None:
 
 
 async def run_client(
-    specs: Sequence[SquadSpec], config: ClientConfig, counters: Any, go: Event, stop: Event,
+    specs: Sequence[SquadSpec],
+    config: ClientConfig,
+    counters: Any,
+    go: Event,
+    stop: Event,
     storm: Event | None = None,
 ) -> dict[str, Any]:
     runner = Runner(specs, config, counters)

@@ -132,8 +132,13 @@ class Floor:
         if unit is None:
             return Response(b'{"error": {"code": "no_unit"}}', 422)
         near = await self.redis.geosearch(
-            f"{PREFIX}geo:{unit.code}", longitude=body.lon, latitude=body.lat,
-            radius=SEARCH_KM, unit="km", sort="ASC", count=CANDIDATES,
+            f"{PREFIX}geo:{unit.code}",
+            longitude=body.lon,
+            latitude=body.lat,
+            radius=SEARCH_KM,
+            unit="km",
+            sort="ASC",
+            count=CANDIDATES,
         )
         squads = [s.decode() for s in near if isinstance(s, bytes)]
         free = f"{PREFIX}free:{unit.code}"
@@ -145,17 +150,23 @@ class Floor:
         request_id, assignment = f"F{number:08d}", f"A{number:08d}"
         offer = protocol.Offer(
             assignment=assignment,
-            request=protocol.RequestInfo(id=request_id, category=body.category,
-                                         description=body.description, lat=body.lat,
-                                         lon=body.lon),
-            respond_by=time.time() + 60, seq=number,
+            request=protocol.RequestInfo(
+                id=request_id,
+                category=body.category,
+                description=body.description,
+                lat=body.lat,
+                lon=body.lon,
+            ),
+            respond_by=time.time() + 60,
+            seq=number,
         )
         ws = self.sockets.get(squad)
         if ws is not None:
             await ws.send_bytes(protocol.encode(offer))
         return Response(
             msgspec.json.encode({"id": request_id, "squad": squad, "assignment": assignment}),
-            201, media_type="application/json",
+            201,
+            media_type="application/json",
         )
 
 
@@ -189,24 +200,39 @@ def serve(port: int, redis_url: str, squads_file: Path) -> None:
     app = build_app(redis_url, json.loads(squads_file.read_text()))
     gc.set_threshold(50_000, 50, 100)  # as the hub does
     uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop",
-        http="httptools", ws="websockets-sansio", ws_ping_interval=15.0,
-        ws_ping_timeout=15.0, backlog=4096,
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_ping_interval=15.0,
+        ws_ping_timeout=15.0,
+        backlog=4096,
     )
 
 
 def start(port: int, redis_url: str, squads_file: Path) -> subprocess.Popen[bytes]:
     """Start the bare dispatch in its own process (wait for its health page yourself)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.loadtest.floor", "--serve", str(port),
-         "--squads", str(squads_file)],
+        [
+            sys.executable,
+            "-m",
+            "tools.loadtest.floor",
+            "--serve",
+            str(port),
+            "--squads",
+            str(squads_file),
+        ],
         env=dict(os.environ, FLOOR_REDIS_URL=redis_url),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.loadtest.floor",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.loadtest.floor", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--serve", type=int, metavar="PORT", required=True)
     parser.add_argument("--squads", type=Path, required=True)
     args = parser.parse_args(argv)

@@ -51,11 +51,11 @@ import httpx
 import msgspec
 from redis.asyncio import Redis
 
-from server import keys
 from server.city import City, load_city
-from server.embedded_redis import EmbeddedRedis, free_port
 from server.launch import HubProc, spawn_hub, spawn_ledger
 from server.settings import ROLES
+from server.store import keys
+from server.store.embedded import EmbeddedRedis, free_port
 from tools.loadtest import client as lc
 from tools.loadtest import floor as bare
 from tools.loadtest import stats as st
@@ -473,8 +473,7 @@ async def run(config: Config) -> dict[str, Any]:
     # Every simulated phone connects from this machine's one address: lift the per-address
     # cap meant for real clients (unless the run sets it).
     # The ledger writer runs in its own process (as in a deployment), not in the hubs.
-    hub_settings = {"max_connections_per_address": "0", "ledger_in_hub": "0",
-                    **config.hub_settings}
+    hub_settings = {"max_connections_per_address": "0", "ledger_in_hub": "0", **config.hub_settings}
     if config.storm:  # offers must wait in the outboxes, not move on, until the storm
         hub_settings = {"offer_window_s": "3600", **hub_settings}
     with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
@@ -523,8 +522,11 @@ def _workdir(path: str | None) -> Iterator[Path]:
 
 
 def client_config(config: Config) -> lc.ClientConfig:
-    return lc.ClientConfig(pos_interval_s=config.pos_interval, hold=config.storm,
-                           storm_concurrency=config.storm_concurrency)
+    return lc.ClientConfig(
+        pos_interval_s=config.pos_interval,
+        hold=config.storm,
+        storm_concurrency=config.storm_concurrency,
+    )
 
 
 async def _run_with(
@@ -711,8 +713,11 @@ async def storm(clients: Clients, squads: int) -> None:
     """Every squad drops and says hello again at once (the clients time it themselves)."""
     log(f"storm: {squads} squads drop and say hello again with last_seq 0")
     clients.storm.set()
-    await wait_for(lambda: clients.total(lc.BACK) >= squads or not clients.alive(),
-                   120 + squads / 50, "squads back after the storm")
+    await wait_for(
+        lambda: clients.total(lc.BACK) >= squads or not clients.alive(),
+        120 + squads / 50,
+        "squads back after the storm",
+    )
 
 
 async def check_redis(redis: Redis, units: Sequence[str]) -> dict[str, int]:
@@ -748,67 +753,78 @@ def build_report(
         errors.update(r["errors"])
         failures.update(r["failures"])
     accepted = sum(1 for i in observed.intakes if i.status == 201)
-    return {
-        "squads_connected": connected,
-        "positions_per_s": _positions_per_s(observed),
-        "dispatch_ms": st.summarize(dispatch),
-        "ack_ms": st.summarize(ack, (50, 99)),
-        "requests": accepted,
-        "frames_lost": len(st.missing_offers(expected, offers)),
-        "over_capacity": sum(r["over_capacity"] for r in results),
-        "hubs": config.hubs,
-        "hub_cpu_percent": observed.hub_cpu,
-        "hub_rss_mb": hub_rss,
-        # --- more detail ---
-        "squads": config.squads,
-        "pos_interval_s": config.pos_interval,
-        "rate": config.rate,
-        "duration_s": config.duration,
-        "client_processes": len(results),
-        "positions_sent_per_s": round(observed.pos_sent / observed.measure_s, 1),
-        "positions_source": "hub counter" if observed.written is not None else "redis fix times",
-        "positions_sampled_per_s": st.ingest_rate(
-            observed.ingest_samples, observed.ingest_window_s
-        ),
-        "positions_api_fresh": observed.api_fresh,
-        "hub_cpu_us_per_position": _cpu_per_position(observed),
-        "hub_sessions": sessions,
-        "requests_sent": len(observed.intakes),
-        "requests_failed": len(observed.intakes) - accepted,
-        "request_failures": st.failures(observed.intakes),
-        "requests_queued_at_intake": queued_at_intake,
-        "intake_response_ms": st.summarize(st.response_latencies_ms(observed.intakes)),
-        "dispatch_samples": len(dispatch),
-        "dispatch_max_ms": round(max(dispatch), 3) if dispatch else None,
-        "ack_samples": len(ack),
-        "ack_max_ms": round(max(ack), 3) if ack else None,
-        "step_ms": st.summarize(steps, (50, 99)),
-        "offers_expected": len(expected),
-        "offers_received": len(offers),
-        "offers_made": redis_checks["offers_made"],
-        "free_negative": redis_checks["free_negative"],
-        "revokes": sum(r["revokes"] for r in results),
-        "duplicates": sum(r["duplicates"] for r in results),
-        "command_errors": dict(errors),
-        "auto_arrivals": sum(r["auto_arrivals"] for r in results),
-        "disconnects": sum(r["disconnects"] for r in results),
-        "connect_failures": dict(failures),
-        "redis_cpu_percent": observed.redis_cpu,
-        "client_cpu_percent": observed.client_cpu,
-        "driver_cpu_percent": observed.driver_cpu,
-        "machine_cpu_percent": observed.machine_cpu,
-        "other_processes_cpu_percent": observed.other_cpu,
-        "timings": observed.timings,
-        "config": asdict(config),
-    } | ({"storm": st.storm_summary([r["storm"] for r in results if "storm" in r])}
-         if config.storm else {}) | (
+    return (
         {
-            "dispatch_series": st.dispatch_series(
-                observed.intakes, offers, observed.intakes[0].sent_at if observed.intakes else 0.0
-            )
+            "squads_connected": connected,
+            "positions_per_s": _positions_per_s(observed),
+            "dispatch_ms": st.summarize(dispatch),
+            "ack_ms": st.summarize(ack, (50, 99)),
+            "requests": accepted,
+            "frames_lost": len(st.missing_offers(expected, offers)),
+            "over_capacity": sum(r["over_capacity"] for r in results),
+            "hubs": config.hubs,
+            "hub_cpu_percent": observed.hub_cpu,
+            "hub_rss_mb": hub_rss,
+            # --- more detail ---
+            "squads": config.squads,
+            "pos_interval_s": config.pos_interval,
+            "rate": config.rate,
+            "duration_s": config.duration,
+            "client_processes": len(results),
+            "positions_sent_per_s": round(observed.pos_sent / observed.measure_s, 1),
+            "positions_source": "hub counter"
+            if observed.written is not None
+            else "redis fix times",
+            "positions_sampled_per_s": st.ingest_rate(
+                observed.ingest_samples, observed.ingest_window_s
+            ),
+            "positions_api_fresh": observed.api_fresh,
+            "hub_cpu_us_per_position": _cpu_per_position(observed),
+            "hub_sessions": sessions,
+            "requests_sent": len(observed.intakes),
+            "requests_failed": len(observed.intakes) - accepted,
+            "request_failures": st.failures(observed.intakes),
+            "requests_queued_at_intake": queued_at_intake,
+            "intake_response_ms": st.summarize(st.response_latencies_ms(observed.intakes)),
+            "dispatch_samples": len(dispatch),
+            "dispatch_max_ms": round(max(dispatch), 3) if dispatch else None,
+            "ack_samples": len(ack),
+            "ack_max_ms": round(max(ack), 3) if ack else None,
+            "step_ms": st.summarize(steps, (50, 99)),
+            "offers_expected": len(expected),
+            "offers_received": len(offers),
+            "offers_made": redis_checks["offers_made"],
+            "free_negative": redis_checks["free_negative"],
+            "revokes": sum(r["revokes"] for r in results),
+            "duplicates": sum(r["duplicates"] for r in results),
+            "command_errors": dict(errors),
+            "auto_arrivals": sum(r["auto_arrivals"] for r in results),
+            "disconnects": sum(r["disconnects"] for r in results),
+            "connect_failures": dict(failures),
+            "redis_cpu_percent": observed.redis_cpu,
+            "client_cpu_percent": observed.client_cpu,
+            "driver_cpu_percent": observed.driver_cpu,
+            "machine_cpu_percent": observed.machine_cpu,
+            "other_processes_cpu_percent": observed.other_cpu,
+            "timings": observed.timings,
+            "config": asdict(config),
         }
-        if config.samples
-        else {}
+        | (
+            {"storm": st.storm_summary([r["storm"] for r in results if "storm" in r])}
+            if config.storm
+            else {}
+        )
+        | (
+            {
+                "dispatch_series": st.dispatch_series(
+                    observed.intakes,
+                    offers,
+                    observed.intakes[0].sent_at if observed.intakes else 0.0,
+                )
+            }
+            if config.samples
+            else {}
+        )
     )
 
 
@@ -852,8 +868,9 @@ async def run_probe(
         "host": "127.0.0.1",
         "token": tokens["calltaker"],
         "squads": [[s.squad, s.token, s.port, s.lat, s.lon] for s in specs],
-        "requests": [[ports[i % len(ports)], r.category, r.lat, r.lon]
-                     for i, r in enumerate(request_plans)],
+        "requests": [
+            [ports[i % len(ports)], r.category, r.lat, r.lon] for i, r in enumerate(request_plans)
+        ],
         "rate": config.rate,
         "duration": config.duration,
         "pos_interval": config.pos_interval,
@@ -865,7 +882,8 @@ async def run_probe(
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
         json.dump(plan, file)
     probe = await asyncio.create_subprocess_exec(
-        node, str(PROBE), file.name, stdout=asyncio.subprocess.PIPE)
+        node, str(PROBE), file.name, stdout=asyncio.subprocess.PIPE
+    )
     assert probe.stdout is not None
     marks: dict[str, CpuMark] = {}
     last = b""
@@ -890,10 +908,14 @@ async def run_probe(
         "hub_cpu_percent": cpu[: len(hubs)],
         "redis_cpu_percent": cpu[len(hubs)],
         "probe_process_cpu_percent": cpu[-1],
-        "machine_cpu_percent": st.cpu_percent(marks["measure-start"].machine,
-                                              marks["measure-end"].machine, wall),
-        "squads": config.squads, "pos_interval_s": config.pos_interval, "rate": config.rate,
-        "duration_s": config.duration, "config": asdict(config),
+        "machine_cpu_percent": st.cpu_percent(
+            marks["measure-start"].machine, marks["measure-end"].machine, wall
+        ),
+        "squads": config.squads,
+        "pos_interval_s": config.pos_interval,
+        "rate": config.rate,
+        "duration_s": config.duration,
+        "config": asdict(config),
     }
 
 
@@ -919,8 +941,10 @@ async def run_floor(
     try:
         await wait_healthy_port(port, process)
         log(f"bare dispatch on port {port}: the same workload")
-        specs = [lc.SquadSpec(squad, "floor", port, plan.lat, plan.lon)
-                 for squad, plan in zip(squads, squad_plans, strict=True)]
+        specs = [
+            lc.SquadSpec(squad, "floor", port, plan.lat, plan.lon)
+            for squad, plan in zip(squads, squad_plans, strict=True)
+        ]
         return await _measure_floor(config, HubProc(port, process), specs, request_plans)
     finally:
         process.terminate()
@@ -929,17 +953,24 @@ async def run_floor(
         await redis.aclose()
 
 
-async def _measure_floor(config: Config, server: HubProc, specs: list[lc.SquadSpec],
-                         request_plans: list[RequestPlan]) -> dict[str, Any]:
+async def _measure_floor(
+    config: Config, server: HubProc, specs: list[lc.SquadSpec], request_plans: list[RequestPlan]
+) -> dict[str, Any]:
     api = Api([server], {"calltaker": "floor"})
-    clients = Clients(specs, config.client_processes,
-                      lc.ClientConfig(pos_interval_s=config.pos_interval))
+    clients = Clients(
+        specs, config.client_processes, lc.ClientConfig(pos_interval_s=config.pos_interval)
+    )
     pid = server.process.pid
     try:
         with lc.no_gc_pauses():
-            await wait_for(lambda: (clients.total(lc.CONNECTED) + clients.total(lc.FAILED)
-                                    >= len(specs) or not clients.alive()),
-                           120 + len(specs) / 50, "connections to the bare dispatch")
+            await wait_for(
+                lambda: (
+                    clients.total(lc.CONNECTED) + clients.total(lc.FAILED) >= len(specs)
+                    or not clients.alive()
+                ),
+                120 + len(specs) / 50,
+                "connections to the bare dispatch",
+            )
             clients.go.set()
             await asyncio.sleep(config.warmup or config.pos_interval + 1.0)
             pos_before, before = clients.total(lc.POS_SENT), cpu_mark([pid])
@@ -947,9 +978,13 @@ async def _measure_floor(config: Config, server: HubProc, specs: list[lc.SquadSp
             await asyncio.sleep(max(0.0, before.at + config.duration - time.monotonic()))
             pos_after, after = clients.total(lc.POS_SENT), cpu_mark([pid])
             expected = st.expected_offers(intakes)
-            await wait_for(lambda: (clients.total(lc.OFFERS) >= len(expected)
-                                    and clients.total(lc.PENDING) == 0),
-                           config.drain, "offers of the bare dispatch")
+            await wait_for(
+                lambda: (
+                    clients.total(lc.OFFERS) >= len(expected) and clients.total(lc.PENDING) == 0
+                ),
+                config.drain,
+                "offers of the bare dispatch",
+            )
             connected = clients.total(lc.CONNECTED)
             results = await clients.collect()
     finally:
@@ -1021,7 +1056,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="squads hold their offers, then all drop and say hello again at once (last_seq 0)",
     )
     parser.add_argument(
-        "--storm-concurrency", type=int, default=1000,
+        "--storm-concurrency",
+        type=int,
+        default=1000,
         help="storm: handshakes in flight at once per client process",
     )
     parser.add_argument(
@@ -1030,7 +1067,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="then run the bare dispatch with the same client and report the ratios",
     )
     parser.add_argument(
-        "--client", choices=("python", "node"), default="python",
+        "--client",
+        choices=("python", "node"),
+        default="python",
         help="node: drive the hubs with the independent probe (tools/probe/probe.mjs)",
     )
     parser.add_argument(

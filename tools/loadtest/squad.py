@@ -53,8 +53,20 @@ class _Sent:
 class SquadAgent:
     """One squad with capacity 1. ``handle`` returns the frames to send in reply."""
 
-    __slots__ = ("squad", "token", "last_seq", "holding", "_sent", "_tally", "_count", "hold",
-                 "seqs", "before", "welcome_seq", "_duty_sent")
+    __slots__ = (
+        "squad",
+        "token",
+        "last_seq",
+        "holding",
+        "_sent",
+        "_tally",
+        "_count",
+        "hold",
+        "seqs",
+        "before",
+        "welcome_seq",
+        "_duty_sent",
+    )
 
     def __init__(self, squad: str, token: str, tally: Tally, hold: bool = False) -> None:
         self.squad, self.token = squad, token
@@ -108,8 +120,7 @@ class SquadAgent:
             self.seqs.add(frame.seq)
             if frame.seq not in self.before:  # a replayed frame is not a new offer
                 if isinstance(frame, protocol.Offer):
-                    self._tally.offers.append((frame.request.id, self.squad, frame.assignment,
-                                               now))
+                    self._tally.offers.append((frame.request.id, self.squad, frame.assignment, now))
                 else:
                     self._tally.revokes += 1
         elif isinstance(frame, protocol.Error):
@@ -127,7 +138,8 @@ class SquadAgent:
     def replayed(self) -> bool:
         """Welcomed again, and every frame the hub numbered up to its welcome is here."""
         return self.welcome_seq >= 0 and all(
-            seq in self.seqs for seq in range(1, self.welcome_seq + 1))
+            seq in self.seqs for seq in range(1, self.welcome_seq + 1)
+        )
 
     # ---- working ---------------------------------------------------------------------------
 

@@ -148,10 +148,14 @@ def storm_summary(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def versus_floor(hub: dict[str, float | None], floor: dict[str, float | None]) -> dict[str, Any]:
     """The hub's intake -> offer percentiles over the bare dispatch's, measured the same way."""
+
     def ratio(q: str) -> float | None:
         h, f = hub.get(q), floor.get(q)
         return round(h / f, 2) if h is not None and f else None
 
-    return {"dispatch_p50_ratio": ratio("p50"), "dispatch_p99_ratio": ratio("p99"),
-            "hub_dispatch_ms": {q: hub.get(q) for q in ("p50", "p99")},
-            "floor_dispatch_ms": {q: floor.get(q) for q in ("p50", "p99")}}
+    return {
+        "dispatch_p50_ratio": ratio("p50"),
+        "dispatch_p99_ratio": ratio("p99"),
+        "hub_dispatch_ms": {q: hub.get(q) for q in ("p50", "p99")},
+        "floor_dispatch_ms": {q: floor.get(q) for q in ("p50", "p99")},
+    }

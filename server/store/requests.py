@@ -22,11 +22,12 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from dispatch_field import protocol
-from server import deadlines, ids, keys, timers
+from server import deadlines, ids
 from server.lifecycle import RequestView, State, Step
-from server.redis_text import text
-from server.scripts import ScriptCall, Scripts
-from server.timers import TimerKind
+from server.store import keys, timers
+from server.store.scripts import ScriptCall, Scripts
+from server.store.text import text
+from server.store.timers import TimerKind
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     def from_hash(cls, raw: Mapping[Any, Any]) -> RequestRecord:
         """From the hash as Redis returns it (bytes) or as the caller wrote it (text)."""
         values = {text(k): text(v) for k, v in raw.items()}
-        return msgspec.convert(
-            {k: v for k, v in values.items() if v != ""}, cls, strict=False
-        )
+        return msgspec.convert({k: v for k, v in values.items() if v != ""}, cls, strict=False)
 
     def as_fields(self) -> dict[str, str]:
         """The record as the text fields it was stored as (for code that reads fields by
@@ -177,7 +176,8 @@ def _messages_arg(messages: Sequence[QueuedMessage]) -> str:
         return "[]"
     return json.dumps(
         [[m.key, str(m.queued_ms), m.body, m.event] for m in messages],
-        ensure_ascii=False, separators=(",", ":"),
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
 
 
@@ -293,8 +293,13 @@ class RequestStore:
         try:
             return await asyncio.wait_for(self._highest_recorded(day), LEDGER_WAIT_S)
         except Exception as exc:  # noqa: BLE001 - any failure of the ledger: go on without it
-            log.warning("request numbers of %s: the ledger did not answer (%s: %s); "
-                        "counting from what Redis knows", day, type(exc).__name__, exc)
+            log.warning(
+                "request numbers of %s: the ledger did not answer (%s: %s); "
+                "counting from what Redis knows",
+                day,
+                type(exc).__name__,
+                exc,
+            )
             return 0
 
     async def create(
@@ -379,9 +384,22 @@ class RequestStore:
         if not ids:
             return []
         pipe = self._redis.pipeline(transaction=False)
-        shown = ("id", "category", "state", "lat", "lon", "squad", "received_at", "district",
-                 "accept_by", "arrive_by", "resolve_by", "promised_by", "accepted_at",
-                 "arrived_at")
+        shown = (
+            "id",
+            "category",
+            "state",
+            "lat",
+            "lon",
+            "squad",
+            "received_at",
+            "district",
+            "accept_by",
+            "arrive_by",
+            "resolve_by",
+            "promised_by",
+            "accepted_at",
+            "arrived_at",
+        )
         for request_id in ids:
             pipe.hmget(keys.request(unit, text(request_id)), shown)
         rows = await pipe.execute()
@@ -571,4 +589,3 @@ def _flags(step: Step, command_id: str | None, assignment: str) -> str:
         )
         if on
     )
-

@@ -11,9 +11,9 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from server import keys
-from server.redis_text import text
-from server.scripts import Scripts
+from server.store import keys
+from server.store.scripts import Scripts
+from server.store.text import text
 
 SEQ_DIGITS = 12  # outbox members are a 12-digit seq followed by the frame body
 

@@ -13,7 +13,7 @@
 -- ARGV[5] revoke frame body ('' = none)  ARGV[6] request id  ARGV[7] assignment id
 -- ARGV[8] squad id  ARGV[9] command memory (s)  ARGV[10] queue score
 -- ARGV[11] number of field/value pairs  ARGV[12] assignment state
--- ARGV[13] outbox retention (frames)  ARGV[14] offer timer member (server.timers)
+-- ARGV[13] outbox retention (frames)  ARGV[14] offer timer member (server.store.timers)
 -- ARGV[15] the step's time (epoch s): stamps and closed notices
 -- ARGV[16] deadline timers to add, one 'due_ms member' per line (server.deadlines)
 -- ARGV[17] timers to remove, one member per line

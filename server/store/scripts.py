@@ -1,10 +1,10 @@
-"""The Lua scripts in ``server/lua/``, registered once per Redis client.
+"""The Lua scripts in ``server/store/lua/``, registered once per Redis client.
 
 Each script's header names its KEYS and ARGV. redis-py's ``Script`` runs EVALSHA and loads
 the script again if the server lost it (after a restart), so callers just call.
 
 A piece of Lua that several scripts carry out (the outbox append, the citizen's message
-queue) is written once in ``server/lua/lib/`` and pulled in by a ``--#include lib/<name>.lua``
+queue) is written once in ``server/store/lua/lib/`` and pulled in by a ``--#include lib/<name>.lua``
 line: Redis runs each script alone, so the text is joined here, before it is registered.
 """
 
@@ -22,10 +22,10 @@ _INCLUDE = "--#include "
 
 
 def source(name: str) -> str:
-    """The text of ``server/lua/<name>.lua`` with its ``--#include`` lines filled in."""
+    """The text of ``server/store/lua/<name>.lua`` with its ``--#include`` lines filled in."""
     lines = (_LUA / f"{name}.lua").read_text().splitlines(keepends=True)
     return "".join(
-        (_LUA / line[len(_INCLUDE):].strip()).read_text() if line.startswith(_INCLUDE) else line
+        (_LUA / line[len(_INCLUDE) :].strip()).read_text() if line.startswith(_INCLUDE) else line
         for line in lines
     )
 
@@ -59,10 +59,7 @@ class Scripts:
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
-        loaded = {
-            name: redis.register_script(source(name))
-            for name in cls.__dataclass_fields__
-        }
+        loaded = {name: redis.register_script(source(name)) for name in cls.__dataclass_fields__}
         return cls(**loaded)  # type: ignore[arg-type]
 
     async def load(self, redis: Redis) -> None:

@@ -91,7 +91,7 @@ def command(unit: str, squad_id: str, command_id: str) -> str:
 
 
 def request(unit: str, request_id: str) -> str:
-    """Hash: the request's fields and state (see server.requests)."""
+    """Hash: the request's fields and state (see server.store.requests)."""
     return f"{_u(unit)}:rq:{request_id}"
 
 

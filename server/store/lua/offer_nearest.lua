@@ -11,7 +11,7 @@
 --   oldest fix, how many, largest radius km
 -- ARGV[20] near-tie margin (a fraction of the nearest's distance)
 -- ARGV[21] ARGV[22] ARGV[23] the squad hash, outbox and jobs keys of squad '\0' (a squad's
---   keys are these with its id in place of '\0': the formats stay in server.keys)
+--   keys are these with its id in place of '\0': the formats stay in server.store.keys)
 -- Returns {'ok', squad, seq, hub, version} | {'stale', state} | {'none'} (no candidate)
 --       | {'tie', id, lon, lat, id, lon, lat, ...}
 --#include lib/outbox_append.lua

@@ -6,7 +6,7 @@
 -- ARGV[1] request id  ARGV[2] assignment id  ARGV[3] now (epoch ms)  ARGV[4] respond_by (ms)
 -- ARGV[5] offer body (MessagePack, seq omitted)  ARGV[6] events maxlen
 -- ARGV[7] outbox retention (frames)  ARGV[8] state required  ARGV[9] state after
--- ARGV[10] event name  ARGV[11] offer timer member (server.timers)
+-- ARGV[10] event name  ARGV[11] offer timer member (server.store.timers)
 -- ARGV[12..] candidate squad ids
 -- Returns {'ok', squad, seq, hub, version} | {'stale', state} | {'none'}
 --#include lib/outbox_append.lua

@@ -19,8 +19,8 @@ from collections import defaultdict
 
 from redis.asyncio import Redis
 
-from server import keys
 from server.guard import Burst
+from server.store import keys
 
 log = logging.getLogger(__name__)
 
