@@ -325,8 +325,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from server.api.accounts import account_routes
     from server.api.center import center_routes
     from server.api.citizen import citizen_routes
+    from server.api.common import error_handlers
     from server.api.notices import notice_routes
-    from server.api.routes import api_routes, error_handlers
+    from server.api.routes import api_routes
     from server.feed.session import center_socket
     from server.web import static_dir
 
@@ -403,6 +404,7 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
     await services.scripts.load(redis)  # no NOSCRIPT detour on any script's first call
     await services.directory.refresh()
     app.state.services = services
+    app.state.components = services
     await services.presence.beat()
     services.auth = await open_authenticator(
         ledger.engine, settings, lambda code: services.city.unit(code) is not None

@@ -28,12 +28,12 @@ from server.accounts.model import (
 from server.accounts.passwords import hash_password
 from server.accounts.store import UsernameTaken
 from server.api.answers import Anything, Rows
+from server.api.common import ApiError, authorize, components, json_response, read_body
 from server.api.openapi import described
-from server.api.routes import ApiError, _authorize, _body, _json, _services
 
 
 def _auth(request: Request) -> Authenticator:
-    auth = _services(request).auth
+    auth = components(request).auth
     if auth is None:
         raise ApiError(503, "unavailable", "accounts are not open")
     return auth
@@ -48,10 +48,10 @@ def _auth(request: Request) -> Authenticator:
     errors=(409,),
 )
 async def create_account(request: Request) -> Response:
-    actor = _authorize(request, "admin")
-    new = await _body(request, NewAccount)
+    actor = authorize(request, "admin")
+    new = await read_body(request, NewAccount)
     problems = unit_problems(
-        new.role, new.unit, bool(new.unit and _services(request).city.unit(new.unit))
+        new.role, new.unit, bool(new.unit and components(request).city.unit(new.unit))
     )
     if problems:
         raise ApiError(422, "invalid", problems["unit"], problems)
@@ -64,7 +64,7 @@ async def create_account(request: Request) -> Response:
         raise ApiError(
             409, "exists", f"username {new.username} is taken", {"username": "already taken"}
         ) from None
-    return _json(created, 201)
+    return json_response(created, 201)
 
 
 @described(
@@ -73,8 +73,8 @@ async def create_account(request: Request) -> Response:
     answer=Rows,
 )
 async def list_accounts(request: Request) -> Response:
-    _authorize(request, "admin")
-    return _json(await _auth(request).store.everyone())
+    authorize(request, "admin")
+    return json_response(await _auth(request).store.everyone())
 
 
 async def _existing(request: Request) -> str:
@@ -93,16 +93,18 @@ async def _existing(request: Request) -> str:
     errors=(404,),
 )
 async def add_token(request: Request) -> Response:
-    actor = _authorize(request, "admin")
-    new = await _body(request, NewToken)
+    actor = authorize(request, "admin")
+    new = await read_body(request, NewToken)
     username = await _existing(request)
     token_id, secret = await _auth(request).store.add_token(username, new.label, actor.label())
-    return _json({"id": token_id, "username": username, "label": new.label, "token": secret}, 201)
+    return json_response(
+        {"id": token_id, "username": username, "label": new.label, "token": secret}, 201
+    )
 
 
 @described(summary="Revoke one API token", roles=("admin",), status=204, errors=(404,))
 async def revoke_token(request: Request) -> Response:
-    actor = _authorize(request, "admin")
+    actor = authorize(request, "admin")
     username = await _existing(request)
     token_id = request.path_params["token_id"]
     auth = _auth(request)
@@ -120,13 +122,13 @@ async def revoke_token(request: Request) -> Response:
     errors=(404,),
 )
 async def disable_account(request: Request) -> Response:
-    actor = _authorize(request, "admin")
+    actor = authorize(request, "admin")
     username = request.path_params["username"]
     auth = _auth(request)
     if not await auth.store.disable(username, actor.label()):
         raise ApiError(404, "not_found", f"no account {username}")
     auth.forget_account(username)
-    return _json({"username": username, "disabled": True})
+    return json_response({"username": username, "disabled": True})
 
 
 # ---- browser sessions ---------------------------------------------------------------------
@@ -151,15 +153,15 @@ def _refuse(result: AuthResult) -> ApiError:
     errors=(401, 429),
 )
 async def sign_in(request: Request) -> Response:
-    attempt = await _body(request, SignIn)
+    attempt = await read_body(request, SignIn)
     auth = _auth(request)
     result = await auth.sign_in(attempt.username, attempt.password, client_address(request.scope))
     if result.principal is None:
         raise _refuse(result)
-    settings = _services(request).settings
+    settings = components(request).settings
     lifetime_s = settings.session_hours * 3600
     session_id, expires_at = await auth.store.open_session(result.principal.username, lifetime_s)
-    response = _json(result.principal.public() | {"expires_at": expires_at})
+    response = json_response(result.principal.public() | {"expires_at": expires_at})
     response.set_cookie(
         SESSION_COOKIE,
         session_id,
@@ -179,7 +181,7 @@ async def who_am_i(request: Request) -> Response:
         if result.failure == "throttled":
             raise _refuse(result)
         raise ApiError(401, "unauthenticated", "not signed in")
-    return _json(result.principal.public() | {"via": result.via})
+    return json_response(result.principal.public() | {"via": result.via})
 
 
 @described(summary="Sign out: the session ends on the server", roles=(), status=204)
@@ -196,7 +198,7 @@ async def sign_out(request: Request) -> Response:
         path="/",
         httponly=True,
         samesite="strict",
-        secure=_services(request).settings.cookie_secure,
+        secure=components(request).settings.cookie_secure,
     )
     return response
 

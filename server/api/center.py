@@ -16,16 +16,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.api.answers import Anything, Rows
-from server.api.openapi import described
-from server.api.routes import (
+from server.api.common import (
     ApiError,
     Code,
-    _authorize,
-    _invalid,
-    _json,
-    _require_unit,
-    _services,
+    authorize,
+    components,
+    invalid,
+    json_response,
+    require_unit,
 )
+from server.api.openapi import described
 from server.center.actions import CenterActions, CenterError
 from server.store.requests import Actor
 
@@ -67,14 +67,14 @@ class Reopen(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _center(request: Request) -> CenterActions:
-    return _services(request).center
+    return components(request).center
 
 
 async def _decode(request: Request, kind: object) -> object:
     try:
         return msgspec.json.decode(await request.body(), type=kind)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid(exc) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
 
@@ -92,7 +92,7 @@ def _api_error(exc: CenterError) -> ApiError:
     errors=(404, 409),
 )
 async def ruling(request: Request) -> Response:
-    actor = _authorize(request, "center")
+    actor = authorize(request, "center")
     body = await _decode(request, Ruling)
     request_id = request.path_params["request_id"]
     center = _center(request)
@@ -106,7 +106,7 @@ async def ruling(request: Request) -> Response:
             done = await center.uphold(request_id, body.note, actor)
     except CenterError as exc:
         raise _api_error(exc) from None
-    return _json(done)
+    return json_response(done)
 
 
 @described(
@@ -117,7 +117,7 @@ async def ruling(request: Request) -> Response:
     errors=(404, 409),
 )
 async def cancel(request: Request) -> Response:
-    actor = _authorize(request, "center")
+    actor = authorize(request, "center")
     body = await _decode(request, Cancel)
     assert isinstance(body, Cancel)
     if (body.reason == "duplicate") != bool(body.duplicate_of):
@@ -133,7 +133,7 @@ async def cancel(request: Request) -> Response:
         )
     except CenterError as exc:
         raise _api_error(exc) from None
-    return _json(done)
+    return json_response(done)
 
 
 @described(
@@ -146,7 +146,7 @@ async def cancel(request: Request) -> Response:
 )
 async def note(request: Request) -> Response:
     """A note by the center, or by a unit desk on its own unit's request."""
-    actor = _authorize(request, "center", "unit")
+    actor = authorize(request, "center", "unit")
     body = await _decode(request, NoteBody)
     assert isinstance(body, NoteBody)
     request_id = request.path_params["request_id"]
@@ -155,7 +155,7 @@ async def note(request: Request) -> Response:
         done = await _center(request).note(request_id, body.note, actor)
     except CenterError as exc:
         raise _api_error(exc) from None
-    return _json(done, 201)
+    return json_response(done, 201)
 
 
 @described(
@@ -166,14 +166,14 @@ async def note(request: Request) -> Response:
     errors=(404, 409),
 )
 async def reopen(request: Request) -> Response:
-    actor = _authorize(request, "center")
+    actor = authorize(request, "center")
     body = await _decode(request, Reopen)
     assert isinstance(body, Reopen)
     try:
         done = await _center(request).reopen(request.path_params["request_id"], body.note, actor)
     except CenterError as exc:
         raise _api_error(exc) from None
-    return _json(done)
+    return json_response(done)
 
 
 @described(
@@ -183,20 +183,20 @@ async def reopen(request: Request) -> Response:
 )
 async def disputes(request: Request) -> Response:
     """Disputed requests waiting for a ruling, oldest first (a unit desk: its own unit's)."""
-    actor = _authorize(request, "center", "unit")
-    services = _services(request)
+    actor = authorize(request, "center", "unit")
+    services = components(request)
     units = [actor.unit] if actor.kind == "unit" else services.directory.unit_codes()
-    return _json(await services.center.disputes(units))
+    return json_response(await services.center.disputes(units))
 
 
 async def _require_own(request: Request, actor: Actor, request_id: str) -> None:
     """A unit desk acts on its own unit's requests only (404 before 403: an unknown id)."""
     if actor.kind != "unit":
         return
-    unit = await _services(request).requests.unit_of(request_id)
+    unit = await components(request).requests.unit_of(request_id)
     if unit is None:
         raise ApiError(404, "not_found", f"no request {request_id}")
-    _require_unit(actor, unit)
+    require_unit(actor, unit)
 
 
 def center_routes() -> list[Route]:

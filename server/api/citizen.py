@@ -8,8 +8,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.api.answers import Rows
+from server.api.common import (
+    ApiError,
+    authorize,
+    components,
+    json_response,
+    ledger_of,
+    require_unit,
+)
 from server.api.openapi import described
-from server.api.routes import ApiError, _authorize, _json, _ledger, _require_unit, _services
 from server.citizen.record import messages_of
 from server.ledger import request_events
 
@@ -21,18 +28,18 @@ from server.ledger import request_events
     errors=(404, 503),
 )
 async def request_messages(request: Request) -> Response:
-    actor = _authorize(request, "center", "unit")
+    actor = authorize(request, "center", "unit")
     request_id = request.path_params["request_id"]
-    events = await request_events(_ledger(request), request_id)
+    events = await request_events(ledger_of(request), request_id)
     units = {event["unit"] for event in events}
-    live_unit = await _services(request).requests.unit_of(request_id)
+    live_unit = await components(request).requests.unit_of(request_id)
     if live_unit is not None:
         units.add(live_unit)
     if not units:
         raise ApiError(404, "not_found", f"no request {request_id}")
     for unit in units:
-        _require_unit(actor, unit)
-    return _json({"request": request_id, "messages": messages_of(events)})
+        require_unit(actor, unit)
+    return json_response({"request": request_id, "messages": messages_of(events)})
 
 
 def citizen_routes() -> list[Route]:

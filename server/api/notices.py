@@ -21,16 +21,16 @@ from starlette.routing import Route
 
 from server import deadlines
 from server.api.answers import Rows
-from server.api.openapi import described
-from server.api.routes import (
+from server.api.common import (
     ApiError,
     Code,
-    _authorize,
-    _invalid,
-    _json,
-    _require_unit,
-    _services,
+    authorize,
+    components,
+    invalid,
+    json_response,
+    require_unit,
 )
+from server.api.openapi import described
 from server.hub import Services
 from server.store import keys
 from server.store.requests import Actor, RequestRecord
@@ -58,13 +58,13 @@ def _query(request: Request, kind: type[Any]) -> Any:
     try:
         return msgspec.convert(dict(request.query_params), kind, strict=False)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid(exc) from None
 
 
 def _units(services: Services, actor: Actor, unit: str | None) -> list[str]:
     """The units the caller asked for and may see."""
     if actor.kind == "unit":
-        _require_unit(actor, unit or actor.unit)
+        require_unit(actor, unit or actor.unit)
         return [actor.unit]
     if unit is not None:
         if services.city.unit(unit) is None:
@@ -81,9 +81,9 @@ def _units(services: Services, actor: Actor, unit: str | None) -> list[str]:
     errors=(422,),
 )
 async def center_queue(request: Request) -> Response:
-    actor = _authorize(request, "center", "unit")
+    actor = authorize(request, "center", "unit")
     query: QueueQuery = _query(request, QueueQuery)
-    services = _services(request)
+    services = components(request)
     now = time.time()
     items: list[tuple[tuple[int, float], dict[str, Any]]] = []
     for unit in _units(services, actor, query.unit):
@@ -107,7 +107,7 @@ async def center_queue(request: Request) -> Response:
             }
             items.append((deadlines.queue_order(upcoming, now), item))
     items.sort(key=lambda pair: pair[0])
-    return _json({"at": now, "items": [item for _, item in items[: query.limit]]})
+    return json_response({"at": now, "items": [item for _, item in items[: query.limit]]})
 
 
 async def _open_records(services: Services, unit: str) -> list[RequestRecord]:
@@ -128,17 +128,17 @@ async def _open_records(services: Services, unit: str) -> list[RequestRecord]:
     errors=(422,),
 )
 async def notices(request: Request) -> Response:
-    actor = _authorize(request, "center", "unit")
+    actor = authorize(request, "center", "unit")
     query: NoticeQuery = _query(request, NoticeQuery)
-    services = _services(request)
+    services = components(request)
     found: list[Any] = []
     if query.request is not None:
         unit = await services.requests.unit_of(query.request)
         if unit is None or unit == keys.NO_UNIT:
             raise ApiError(404, "not_found", f"no request {query.request} in a unit")
-        _require_unit(actor, unit)
+        require_unit(actor, unit)
         if query.unit is not None and query.unit != unit:
-            return _json([])
+            return json_response([])
         listed = await services.notices.of_request(unit, query.request)
         found = [n for n in listed if query.state is None or n.state == query.state]
         found = found[-query.limit :]
@@ -147,7 +147,7 @@ async def notices(request: Request) -> Response:
             found += await services.notices.of_unit(unit, query.state, query.limit)
         found.sort(key=lambda n: (n.closed_at or n.issued_at, n.id), reverse=True)
         found = found[: query.limit]
-    return _json([msgspec.structs.asdict(n) for n in found])
+    return json_response([msgspec.structs.asdict(n) for n in found])
 
 
 def notice_routes() -> list[Route]:

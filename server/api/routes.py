@@ -7,18 +7,15 @@ Every error is ``{"error": {"code", "message", "fields"}}`` with a precise 4xx s
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
-from redis.exceptions import RedisError
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from server.accounts.asgi import auth_result
@@ -32,42 +29,30 @@ from server.api.answers import (
     Rows,
     SquadCreated,
 )
+from server.api.common import (
+    ApiError,
+    Code,
+    authorize,
+    components,
+    invalid,
+    json_response,
+    ledger_of,
+    read_body,
+    require_unit,
+)
 from server.api.openapi import described
 from server.api.openapi import document as openapi_document
 from server.city import Category, Unit
 from server.deadlines import overdue_on_map
-from server.hub import Services
 from server.ledger import (
-    Ledger,
     audit_trail,
     export_csv,
     find_requests,
     record_audit,
     request_events,
 )
-from server.settings import Role
 from server.store import keys
 from server.store.requests import Actor, IdempotencyKeyReused
-
-Code = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
-T = TypeVar("T")
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        fields: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        """``extra``: more members of the error object (e.g. the current ``state``)."""
-        super().__init__(message)
-        self.status, self.code, self.message, self.fields = status, code, message, fields or {}
-        self.headers = headers or {}
-        self.extra = extra or {}
 
 
 class NewSquad(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,64 +71,6 @@ class NewUnit(msgspec.Struct, forbid_unknown_fields=True):
     squad_capacity: Annotated[int, Meta(ge=1, le=20)] = 1
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
-
-
-def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
-
-
-def _authorize(request: Request, *roles: Role) -> Actor:
-    """The caller's actor (``calltaker:alice``), if the person its bearer token or session
-    cookie names has one of ``roles`` (admin may do anything). A ``unit`` desk passes only
-    where ``roles`` names ``unit``; the route then checks the unit with
-    :func:`_require_unit`."""
-    result = auth_result(request)
-    principal = result.principal
-    if principal is None:
-        if result.failure == "throttled":
-            raise ApiError(
-                429,
-                "too_many_failures",
-                "too many wrong credentials from this address: wait",
-                headers={"Retry-After": str(math.ceil(result.retry_after_s))},
-            )
-        reason = "unknown or expired credentials" if result.failure else "not signed in"
-        raise ApiError(401, "unauthenticated", f"a bearer token or a session is required: {reason}")
-    role = principal.role
-    if role != "admin" and role not in roles:
-        raise ApiError(403, "forbidden", f"role {role} may not do this; needs {' or '.join(roles)}")
-    return principal.actor()
-
-
-def _require_unit(actor: Actor, unit: str | None) -> None:
-    """A unit desk sees only its own unit's data (every other role passes)."""
-    if actor.kind == "unit" and actor.unit != unit:
-        raise ApiError(403, "forbidden", f"the desk of unit {actor.unit} sees only that unit")
-
-
-_FIELD_PATH = re.compile(r"at `\$\.([A-Za-z_][\w]*)")
-_MISSING = re.compile(r"(?:missing required field|unknown field) `([^`]+)`")
-
-
-def _invalid(exc: msgspec.ValidationError) -> ApiError:
-    """A 422 naming the field msgspec found at fault."""
-    message = str(exc)
-    match = _FIELD_PATH.search(message) or _MISSING.search(message)
-    return ApiError(422, "invalid", message, {match.group(1): message} if match else {})
-
-
-async def _body(request: Request, kind: type[T]) -> T:
-    raw = await request.body()
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as exc:
-        raise _invalid(exc) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
-
-
 # ---- reference data -----------------------------------------------------------------------
 
 
@@ -156,7 +83,7 @@ async def _body(request: Request, kind: type[T]) -> T:
 async def health(request: Request) -> Response:
     """Liveness for anyone; the details (hub id, counters) for admin and center only: the hub
     id names the host and process."""
-    services = _services(request)
+    services = components(request)
     try:
         redis_ok = bool(await services.redis.ping())
     except Exception:  # noqa: BLE001 - health reports, it does not fail
@@ -171,7 +98,7 @@ async def health(request: Request) -> Response:
             "positions_written": services.positions.written,
             "redis_round_trips": services.round_trips.count,
         }
-    return _json(body, 200 if redis_ok else 503)
+    return json_response(body, 200 if redis_ok else 503)
 
 
 @described(
@@ -180,8 +107,8 @@ async def health(request: Request) -> Response:
     answer=list[Category],
 )
 async def categories(request: Request) -> Response:
-    _authorize(request, "calltaker", "center", "wall", "unit")
-    return _json([msgspec.structs.asdict(c) for c in _services(request).city.categories])
+    authorize(request, "calltaker", "center", "wall", "unit")
+    return json_response([msgspec.structs.asdict(c) for c in components(request).city.categories])
 
 
 @described(
@@ -190,8 +117,8 @@ async def categories(request: Request) -> Response:
     answer=list[Unit],
 )
 async def units(request: Request) -> Response:
-    _authorize(request, "calltaker", "center", "wall", "unit")
-    return _json([msgspec.structs.asdict(u) for u in _services(request).city.units])
+    authorize(request, "calltaker", "center", "wall", "unit")
+    return json_response([msgspec.structs.asdict(u) for u in components(request).city.units])
 
 
 @described(
@@ -200,8 +127,8 @@ async def units(request: Request) -> Response:
     answer=Rows,
 )
 async def districts(request: Request) -> Response:
-    _authorize(request, "calltaker", "center", "wall", "unit")
-    return _json(
+    authorize(request, "calltaker", "center", "wall", "unit")
+    return json_response(
         [
             {
                 "code": d.code,
@@ -210,7 +137,7 @@ async def districts(request: Request) -> Response:
                 "boundary": msgspec.structs.asdict(d.boundary),
                 "depots": d.depots,
             }
-            for d in _services(request).city.districts
+            for d in components(request).city.districts
         ]
     )
 
@@ -227,9 +154,9 @@ async def districts(request: Request) -> Response:
     errors=(409,),
 )
 async def create_unit(request: Request) -> Response:
-    _authorize(request, "admin")
-    new = await _body(request, NewUnit)
-    services = _services(request)
+    authorize(request, "admin")
+    new = await read_body(request, NewUnit)
+    services = components(request)
     city = services.city
     if city.unit(new.code) is not None:
         raise ApiError(409, "exists", f"unit {new.code} exists", {"code": "already taken"})
@@ -249,7 +176,7 @@ async def create_unit(request: Request) -> Response:
             )
     unit = msgspec.convert(msgspec.structs.asdict(new), Unit)
     await services.directory.add(unit)
-    return _json(msgspec.structs.asdict(unit), 201)
+    return json_response(msgspec.structs.asdict(unit), 201)
 
 
 @described(
@@ -260,9 +187,9 @@ async def create_unit(request: Request) -> Response:
     status=201,
 )
 async def create_squad(request: Request) -> Response:
-    _authorize(request, "admin")
-    new = await _body(request, NewSquad)
-    services = _services(request)
+    authorize(request, "admin")
+    new = await read_body(request, NewSquad)
+    services = components(request)
     unit = services.city.unit(new.unit)
     if unit is None:
         raise ApiError(422, "unknown_unit", f"no unit {new.unit}", {"unit": "unknown unit"})
@@ -276,7 +203,7 @@ async def create_squad(request: Request) -> Response:
             )
     capacity = new.capacity or unit.squad_capacity or services.settings.squad_capacity
     squad_id, token = await services.squads.create(unit.code, new.name, capacity, new.skills)
-    return _json(
+    return json_response(
         {
             "id": squad_id,
             "unit": unit.code,
@@ -296,15 +223,15 @@ async def create_squad(request: Request) -> Response:
     errors=(404,),
 )
 async def squad_detail(request: Request) -> Response:
-    actor = _authorize(request, "center", "unit")
-    services = _services(request)
+    actor = authorize(request, "center", "unit")
+    services = components(request)
     squad_id = request.path_params["squad_id"]
     unit = await services.squads.unit_of(squad_id)
-    _require_unit(actor, unit)
+    require_unit(actor, unit)
     described = await services.squads.describe(unit, squad_id) if unit else None
     if described is None:
         raise ApiError(404, "not_found", f"no squad {squad_id}")
-    return _json(described)
+    return json_response(described)
 
 
 # ---- requests -----------------------------------------------------------------------------
@@ -325,19 +252,19 @@ async def create_request(request: Request) -> Response:
     """Record a request. An ``Idempotency-Key`` header makes a retry (after a timeout or a
     503) return the request the first attempt made, with status 200, instead of a twin. The
     key is the caller's own; reused for a different body it is a 409 and records nothing."""
-    actor = _authorize(request, "calltaker")
+    actor = authorize(request, "calltaker")
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
         reason = "1 to 100 characters of letters, digits and . _ : -"
         raise ApiError(422, "invalid", f"Idempotency-Key: {reason}", {"Idempotency-Key": reason})
-    new = await _body(request, NewRequest)
+    new = await read_body(request, NewRequest)
     try:
-        created = await _services(request).intake.create(new, actor, key)
+        created = await components(request).intake.create(new, actor, key)
     except IntakeError as exc:
         raise ApiError(422, exc.code, exc.message, exc.fields) from None
     except IdempotencyKeyReused:
         raise _key_reused() from None
-    return _json(created, 200 if created.pop("replayed", False) else 201)
+    return json_response(created, 200 if created.pop("replayed", False) else 201)
 
 
 def _key_reused() -> ApiError:
@@ -355,11 +282,11 @@ def _key_reused() -> ApiError:
     errors=(404,),
 )
 async def request_detail(request: Request) -> Response:
-    actor = _authorize(request, "calltaker", "center", "unit")
-    services = _services(request)
+    actor = authorize(request, "calltaker", "center", "unit")
+    services = components(request)
     request_id = request.path_params["request_id"]
     unit = await services.requests.unit_of(request_id)
-    _require_unit(actor, unit)
+    require_unit(actor, unit)
     record = await services.requests.read(unit, request_id) if unit else None
     if unit is None or record is None:
         raise ApiError(404, "not_found", f"no request {request_id}")
@@ -369,7 +296,7 @@ async def request_detail(request: Request) -> Response:
     body["unit"] = None if unit == keys.NO_UNIT else unit
     body["deadlines"] = {k: body.pop(k, None) for k in ("accept_by", "arrive_by", "resolve_by")}
     body["timeline"] = await services.requests.timeline(unit, request_id)
-    return _json(body)
+    return json_response(body)
 
 
 @described(
@@ -379,8 +306,8 @@ async def request_detail(request: Request) -> Response:
 )
 async def live_map(request: Request) -> Response:
     """What the wall map draws: every online squad and every open request."""
-    _authorize(request, "wall", "center", "calltaker")
-    services = _services(request)
+    authorize(request, "wall", "center", "calltaker")
+    services = components(request)
     units = services.directory.unit_codes()
     radius = services.settings.search_radius_km * 4
     squads: list[dict[str, Any]] = []
@@ -402,7 +329,7 @@ async def live_map(request: Request) -> Response:
                     "overdue_since": round(missed.at, 3) if missed else None,
                 }
             )
-    return _json({"at": now, "squads": squads, "requests": requests})
+    return json_response({"at": now, "squads": squads, "requests": requests})
 
 
 _MAP_FIELDS = ("id", "category", "state", "squad", "district")
@@ -433,18 +360,11 @@ def _ledger_query(request: Request, actor: Actor | None = None) -> LedgerQuery:
     try:
         query = msgspec.convert(dict(request.query_params), LedgerQuery, strict=False)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid(exc) from None
     if actor is not None and actor.kind == "unit":
-        _require_unit(actor, query.unit or actor.unit)
+        require_unit(actor, query.unit or actor.unit)
         query.unit = actor.unit
     return query
-
-
-def _ledger(request: Request) -> Ledger:
-    ledger = _services(request).ledger
-    if ledger is None:
-        raise ApiError(503, "unavailable", "the ledger is not open")
-    return ledger
 
 
 @described(
@@ -456,9 +376,9 @@ def _ledger(request: Request) -> Ledger:
 )
 async def ledger_requests(request: Request) -> Response:
     """Requests from the ledger, filtered by unit, category, district, state and time."""
-    actor = _authorize(request, "center", "unit")
+    actor = authorize(request, "center", "unit")
     query = msgspec.structs.asdict(_ledger_query(request, actor))
-    return _json(await find_requests(_ledger(request), **query))
+    return json_response(await find_requests(ledger_of(request), **query))
 
 
 @described(
@@ -468,11 +388,11 @@ async def ledger_requests(request: Request) -> Response:
     errors=(503,),
 )
 async def ledger_events(request: Request) -> Response:
-    actor = _authorize(request, "center", "unit")
-    events = await request_events(_ledger(request), request.path_params["request_id"])
+    actor = authorize(request, "center", "unit")
+    events = await request_events(ledger_of(request), request.path_params["request_id"])
     for unit in {event["unit"] for event in events}:
-        _require_unit(actor, unit)
-    return _json(events)
+        require_unit(actor, unit)
+    return json_response(events)
 
 
 @described(
@@ -484,10 +404,10 @@ async def ledger_events(request: Request) -> Response:
     errors=(422, 503),
 )
 async def ledger_export(request: Request) -> Response:
-    actor = _authorize(request, "center", "unit")
+    actor = authorize(request, "center", "unit")
     query = msgspec.structs.asdict(_ledger_query(request, actor))
     query["limit"] = None if "limit" not in request.query_params else query["limit"]
-    ledger = _ledger(request)
+    ledger = ledger_of(request)
     text = await export_csv(ledger, **query)
     # An export takes callers' data out of the system: the record says who, when, what.
     await record_audit(
@@ -517,12 +437,12 @@ class AuditQuery(msgspec.Struct, forbid_unknown_fields=True):
 )
 async def audit(request: Request) -> Response:
     """Who exported the record (and, as the product grows, other actions on the record)."""
-    _authorize(request, "admin")
+    authorize(request, "admin")
     try:
         query = msgspec.convert(dict(request.query_params), AuditQuery, strict=False)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc) from None
-    return _json(await audit_trail(_ledger(request), query.action, query.limit))
+        raise invalid(exc) from None
+    return json_response(await audit_trail(ledger_of(request), query.action, query.limit))
 
 
 @described(
@@ -531,8 +451,8 @@ async def audit(request: Request) -> Response:
     answer=Anything,
 )
 async def openapi_json(request: Request) -> Response:
-    _authorize(request, "calltaker", "center", "unit", "wall")
-    return _json(openapi_document(request.app.routes))
+    authorize(request, "calltaker", "center", "unit", "wall")
+    return json_response(openapi_document(request.app.routes))
 
 
 # ---- wiring -------------------------------------------------------------------------------
@@ -562,36 +482,4 @@ def api_routes() -> list[Route]:
     ]
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    response = _json(
-        {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields, **exc.extra}},
-        exc.status,
-    )
-    response.headers.update(exc.headers)
-    return response
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _json(
-        {"error": {"code": code, "message": str(exc.detail), "fields": {}}}, exc.status_code
-    )
-
-
-async def _redis_error(request: Request, exc: Exception) -> Response:
-    # Nothing was acknowledged: the caller may retry the same request.
-    body = {
-        "error": {"code": "unavailable", "message": "live state unreachable: retry", "fields": {}}
-    }
-    response = _json(body, 503)
-    response.headers["Retry-After"] = "1"
-    return response
-
-
-def error_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
-    return {ApiError: _api_error, HTTPException: _http_error, RedisError: _redis_error}
-
-
-__all__ = ["ApiError", "JSONResponse", "api_routes", "error_handlers"]
+__all__ = ["api_routes"]

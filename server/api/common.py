@@ -1,0 +1,156 @@
+"""What every ``/api/v1`` handler shares: the error and its JSON shape, the caller's actor
+and role check, body and query decoding with the field at fault, and the app's components.
+
+Every error is ``{"error": {"code", "message", "fields"}}`` with a precise 4xx status;
+``fields`` maps each offending field to the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import msgspec
+from msgspec import Meta
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.accounts.asgi import auth_result
+from server.settings import Role
+from server.store.requests import Actor
+
+if TYPE_CHECKING:
+    from server.components import Components
+    from server.ledger import Ledger
+
+Code = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """``extra``: more members of the error object (e.g. the current ``state``)."""
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields or {}
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
+
+
+def components(request: Request) -> Components:
+    """The app's components, created by its lifespan."""
+    return request.app.state.components  # type: ignore[no-any-return]
+
+
+def ledger_of(request: Request) -> Ledger:
+    ledger = components(request).ledger
+    if ledger is None:
+        raise ApiError(503, "unavailable", "the ledger is not open")
+    return ledger
+
+
+def authorize(request: Request, *roles: Role) -> Actor:
+    """The caller's actor (``calltaker:alice``), if the person its bearer token or session
+    cookie names has one of ``roles`` (admin may do anything). A ``unit`` desk passes only
+    where ``roles`` names ``unit``; the route then checks the unit with
+    :func:`require_unit`."""
+    result = auth_result(request)
+    principal = result.principal
+    if principal is None:
+        if result.failure == "throttled":
+            raise ApiError(
+                429,
+                "too_many_failures",
+                "too many wrong credentials from this address: wait",
+                headers={"Retry-After": str(math.ceil(result.retry_after_s))},
+            )
+        reason = "unknown or expired credentials" if result.failure else "not signed in"
+        raise ApiError(401, "unauthenticated", f"a bearer token or a session is required: {reason}")
+    role = principal.role
+    if role != "admin" and role not in roles:
+        raise ApiError(403, "forbidden", f"role {role} may not do this; needs {' or '.join(roles)}")
+    return principal.actor()
+
+
+def require_unit(actor: Actor, unit: str | None) -> None:
+    """A unit desk sees only its own unit's data (every other role passes)."""
+    if actor.kind == "unit" and actor.unit != unit:
+        raise ApiError(403, "forbidden", f"the desk of unit {actor.unit} sees only that unit")
+
+
+_FIELD_PATH = re.compile(r"at `\$\.([A-Za-z_][\w]*)")
+_MISSING = re.compile(r"(?:missing required field|unknown field) `([^`]+)`")
+
+
+def invalid(exc: msgspec.ValidationError) -> ApiError:
+    """A 422 naming the field msgspec found at fault."""
+    message = str(exc)
+    match = _FIELD_PATH.search(message) or _MISSING.search(message)
+    return ApiError(422, "invalid", message, {match.group(1): message} if match else {})
+
+
+async def read_body(request: Request, kind: type[T]) -> T:
+    """The JSON body as ``kind``: 400 ``malformed_json`` if it is not JSON, 422 ``invalid``
+    naming the field if it breaks the schema."""
+    raw = await request.body()
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise invalid(exc) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+
+
+def read_query(request: Request, kind: type[T]) -> T:
+    """The query string as ``kind`` (numbers from text); 422 naming the field."""
+    try:
+        return msgspec.convert(dict(request.query_params), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise invalid(exc) from None
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    response = json_response(
+        {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields, **exc.extra}},
+        exc.status,
+    )
+    response.headers.update(exc.headers)
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return json_response(
+        {"error": {"code": code, "message": str(exc.detail), "fields": {}}}, exc.status_code
+    )
+
+
+async def _redis_error(request: Request, exc: Exception) -> Response:
+    # Nothing was acknowledged: the caller may retry the same request.
+    body = {
+        "error": {"code": "unavailable", "message": "live state unreachable: retry", "fields": {}}
+    }
+    response = json_response(body, 503)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def error_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
+    return {ApiError: _api_error, HTTPException: _http_error, RedisError: _redis_error}
