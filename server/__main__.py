@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         write_private(kept, (settings.tokens or "").replace(",", "\n") + "\n")
         print(f"API tokens (generated; role:token): in {kept}", flush=True)
     _raise_open_files_limit()
-    from server.hub import create_app
+    from server.app import create_app
     from server.net import serve
 
     app = create_app(settings)

@@ -31,7 +31,7 @@ from server.api.common import (
     require_unit,
 )
 from server.api.openapi import described
-from server.hub import Services
+from server.components import Components
 from server.store import keys
 from server.store.requests import Actor, RequestRecord
 from server.store.text import text
@@ -61,7 +61,7 @@ def _query(request: Request, kind: type[Any]) -> Any:
         raise invalid(exc) from None
 
 
-def _units(services: Services, actor: Actor, unit: str | None) -> list[str]:
+def _units(services: Components, actor: Actor, unit: str | None) -> list[str]:
     """The units the caller asked for and may see."""
     if actor.kind == "unit":
         require_unit(actor, unit or actor.unit)
@@ -110,7 +110,7 @@ async def center_queue(request: Request) -> Response:
     return json_response({"at": now, "items": [item for _, item in items[: query.limit]]})
 
 
-async def _open_records(services: Services, unit: str) -> list[RequestRecord]:
+async def _open_records(services: Components, unit: str) -> list[RequestRecord]:
     ids = await services.redis.zrange(keys.open_requests(unit), 0, QUEUE_SCAN - 1)
     if not ids:
         return []
