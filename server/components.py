@@ -34,15 +34,24 @@ from server.hub import Hub
 from server.known import KnownRequests
 from server.ledger import Ledger, highest_request_number
 from server.ledger.streams import with_no_unit
+from server.metrics import Metrics
 from server.notices import Notices
 from server.presence.tracker import PresenceTracker
 from server.settings import Settings
+from server.store import timers
 from server.store.availability import RedisAvailability
 from server.store.positions import PositionWriter
 from server.store.requests import RequestStore
 from server.store.round_trips import RoundTrips
 from server.store.scripts import Scripts
 from server.store.squads import SquadStore
+
+
+@dataclass
+class Readiness:
+    """Whether this process takes new connections: not while it drains for a restart."""
+
+    draining: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,9 @@ class Components:
     notices: Notices
     availability: RedisAvailability
     failed_hellos: AddressBuckets  # per client address
+    metrics: Metrics
+    held_timers: timers.Held  # claimed here, not finished: handed on at shutdown
+    readiness: Readiness  # ready to take connections, or draining
     ledger: Ledger | None = None
     auth: Authenticator | None = None  # accounts and sign-in, opened with the ledger
     round_trips: RoundTrips = field(default_factory=RoundTrips)
@@ -106,9 +118,22 @@ def build_components(
     hub = hub or Hub()
     broker = Broker(redis, hub, availability)
     background = Background()
+    metrics = Metrics()
+    positions = PositionWriter(redis, settings.position_flush_ms / 1000)
+    round_trips = round_trips or RoundTrips()
+    metrics.live.connections = lambda: len(hub.sessions)
+    metrics.live.positions = lambda: positions.written
+    metrics.live.round_trips = lambda: round_trips.count
     known = KnownRequests()  # offers made here, steps committed here: read by no one else
     dispatcher = Dispatcher(
-        redis, scripts, requests, settings, broker.push, known=known, background=background
+        redis,
+        scripts,
+        requests,
+        settings,
+        broker.push,
+        known=known,
+        background=background,
+        metrics=metrics,
     )
     citizen = _citizen_teller(settings, redis, scripts, directory)
     center = CenterActions(
@@ -129,7 +154,7 @@ def build_components(
         scripts=scripts,
         requests=requests,
         squads=squads,
-        positions=PositionWriter(redis, settings.position_flush_ms / 1000),
+        positions=positions,
         sender=make_sender(settings),
         hub=hub,
         broker=broker,
@@ -142,7 +167,7 @@ def build_components(
             settings.feed_batch,
             availability.failed,
         ),
-        intake=Intake(directory, requests, dispatcher, citizen, settings.time_scale),
+        intake=Intake(directory, requests, dispatcher, citizen, settings.time_scale, metrics),
         actions=SquadActions(
             redis,
             requests,
@@ -154,12 +179,15 @@ def build_components(
         ),
         center=center,
         presence=PresenceTracker(redis, squads, requests, dispatcher, settings, hub, availability),
-        notices=Notices(redis, scripts, requests, settings, broker.push),
+        notices=Notices(redis, scripts, requests, settings, broker.push, metrics),
         availability=availability,
         failed_hellos=AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min)),
         ledger=ledger,
         auth=auth,
-        round_trips=round_trips or RoundTrips(),
+        round_trips=round_trips,
+        metrics=metrics,
+        held_timers=timers.Held(),
+        readiness=Readiness(),
     )
 
 

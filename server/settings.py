@@ -118,6 +118,18 @@ class Settings(FieldLimits, kw_only=True):
     notice_max_level: Annotated[int, Meta(ge=1, le=20)] = 5  # escalation stops here (the
     # top-level notice stays open until the item is done)
 
+    # --- operations (server/metrics.py, server/app.py) ---
+    metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None  # a port of its own
+    # for /metrics, without sign-in (keep it off the public network); None: only the
+    # main port's GET /metrics, for admin
+    metrics_host: str = "127.0.0.1"  # where that port listens
+    metrics_sample_s: Annotated[float, Meta(gt=0)] = 5.0  # Redis-read figures this often
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per line
+    drain_wait_s: Annotated[float, Meta(ge=0)] = 1.0  # at shutdown, not ready this long
+    # before the phones are told (a load balancer's health check notices first)
+    drain_spread_s: Annotated[float, Meta(ge=0)] = 3.0  # the phones are told to reconnect
+    # elsewhere (close 1012) over this long, not all at once
+
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all
         (not even generated ones: see load_settings) gives an empty mapping."""
