@@ -385,6 +385,8 @@ def serve(
         ws_ping_timeout=settings.heartbeat_s,
         ws_max_size=max(65536, settings.max_frame_bytes * 4),
         backlog=4096,
+        proxy_headers=settings.trusted_proxies is not None,
+        forwarded_allow_ips=settings.trusted_proxies,
         timeout_graceful_shutdown=5 + math.ceil(settings.drain_spread_s),
         log_config=uvicorn_log_config(settings.log_format),  # no query strings in the access log
     )

@@ -88,6 +88,9 @@ class Settings(FieldLimits, kw_only=True):
     max_connections: int = 0  # concurrent connections; 0: open files - redis_connections - 128
     max_connections_per_address: int = 1000  # per client IP (carrier NAT shares them); 0: no cap
     max_body_bytes: int = 65_536  # larger request bodies get 413 without being read
+    trusted_proxies: str | None = None  # addresses (comma-separated, or "*") of reverse
+    # proxies whose X-Forwarded-For names the client: per-address limits then count the
+    # client, not the proxy. Only where nothing but the proxy can reach the hub.
 
     # --- the citizen told (server/citizen/) ---
     citizen_sender: Literal["log", "webhook", "memory"] = "log"  # where messages to callers'
