@@ -326,6 +326,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from server.api.center import center_routes
     from server.api.citizen import citizen_routes
     from server.api.common import error_handlers
+    from server.api.intake import intake_routes
     from server.api.notices import notice_routes
     from server.api.routes import api_routes
     from server.feed.session import center_socket
@@ -343,6 +344,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *account_routes(),
         *center_routes(),
         *notice_routes(),
+        *intake_routes(),
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),

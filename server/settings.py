@@ -112,6 +112,13 @@ class Settings(FieldLimits, kw_only=True):
     feed_batch: int = 200  # most frames in one WebSocket message (and one stream read)
     feed_queue_frames: int = 4096  # per-connection bound; overflow closes SLOW_CONSUMER
 
+    # --- the intake console (server/calltaker/) ---
+    duplicate_radius_m: Annotated[float, Meta(gt=0, le=10_000)] = 300.0  # a request of the
+    # same category this close to a new one, received within duplicate_window_s, is shown
+    # to the call-taker as a possible duplicate before sending
+    duplicate_window_s: Annotated[float, Meta(gt=0, le=30 * 86_400)] = 7200.0  # (multiplied
+    # by time_scale, as every limit)
+
     # --- supervision notices (server/notices.py) ---
     notice_escalate_s: Annotated[float, Meta(gt=0)] = 1800.0  # a notice whose item stays
     # open escalates one level this often (multiplied by time_scale)

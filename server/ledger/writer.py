@@ -23,7 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import Table, bindparam, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
@@ -105,6 +105,7 @@ class Ledger:
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(tables.metadata.create_all)
+                    await conn.run_sync(_create_missing_indexes)
                 return
             except DBAPIError:
                 if attempt == 4:
@@ -386,3 +387,11 @@ async def _read_snapshots(
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _create_missing_indexes(connection: Connection) -> None:
+    """Indexes added to the schema after a ledger's tables were made (create_all makes a
+    table's indexes only with the table)."""
+    for table in tables.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
