@@ -160,9 +160,18 @@ def with_lang(path: str, lang: str) -> str:
     return f"{path}{'&' if '?' in path else '?'}lang={lang}"
 
 
+def _artifact_name(node: Any) -> str:
+    """The test's name and its parameters but ``lang`` and ``size`` (the screenshot's name
+    ends with those anyway): ``test_a_page_loads_cleanly-wall.html``."""
+    callspec = getattr(node, "callspec", None)
+    params = callspec.params if callspec else {}
+    extra = [str(v) for k, v in params.items() if k not in ("lang", "size")]
+    return "-".join([node.originalname, *extra])
+
+
 @pytest.fixture
 def pages(browser: Any, live_hub: LiveHub, request: pytest.FixtureRequest) -> Iterator[Pages]:
-    opened = Pages(browser, live_hub, request.node.name)
+    opened = Pages(browser, live_hub, _artifact_name(request.node))
     yield opened
     problems = opened.close()
     if problems:
