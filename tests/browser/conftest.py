@@ -5,7 +5,8 @@
   unit's desk), wall) and a registered squad (``live_hub.squad``: id, unit, token).
   ``live_hub.api(method, path, body)`` calls the API as the admin.
 * ``browser``: headless Debian chromium driven by Playwright (sync API); skipped, with the
-  reason, where no chromium can be found.
+  reason, where no chromium can be found. ``playwright``: the session's driver, to launch
+  a browser with other options (``chromium_executable`` is its path).
 * ``pages``: opens pages, each in a fresh browser context (its own cookies and storage) at
   a size (``"phone"`` 390x844 or ``"wall"`` 1920x1080) and a language (``"zh"``/``"en"``):
   ``pages.signed_in(role, path, lang=, size=)`` signs in through /signin.html like a person
@@ -59,15 +60,22 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
 
 
 @pytest.fixture(scope="session")
-def browser(chromium_executable: str) -> Iterator[Any]:
+def playwright(chromium_executable: str) -> Iterator[Any]:
+    """The one Playwright driver of the session (a second sync driver cannot start while
+    one runs): launch other browsers from it (``playwright.chromium.launch(...)``)."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=chromium_executable, args=list(CHROMIUM_ARGS), headless=True
-        )
-        yield chromium
-        chromium.close()
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Any, chromium_executable: str) -> Iterator[Any]:
+    chromium = playwright.chromium.launch(
+        executable_path=chromium_executable, args=list(CHROMIUM_ARGS), headless=True
+    )
+    yield chromium
+    chromium.close()
 
 
 @dataclass

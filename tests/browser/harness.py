@@ -202,3 +202,22 @@ def screenshot_path(test_name: str, lang: str, size: str, label: str = "") -> Pa
         name += "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS / f"{name}-{lang}-{size}.png"
+
+
+def platform_fonts(page: Any, selector: str) -> dict[str, int]:
+    """The fonts chromium actually drew the text of ``selector``'s element with: family ->
+    glyphs (DevTools protocol ``CSS.getPlatformFontsForNode``). A character no font has is
+    drawn as a box from whatever font was tried last, so this tells boxes from text."""
+    session = page.context.new_cdp_session(page)
+    try:
+        session.send("DOM.enable")
+        session.send("CSS.enable")
+        root = session.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+        node = session.send("DOM.querySelector", {"nodeId": root, "selector": selector})
+        answer = session.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})
+        fonts: dict[str, int] = {}
+        for font in answer["fonts"]:
+            fonts[font["familyName"]] = fonts.get(font["familyName"], 0) + font["glyphCount"]
+        return fonts
+    finally:
+        session.detach()

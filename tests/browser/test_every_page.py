@@ -4,6 +4,7 @@ request or an uncaught exception, in Chinese and in English, at a phone's and a 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -64,3 +65,11 @@ def test_the_sign_in_page_loads_cleanly(pages: Any, lang: str) -> None:
         opened = pages.anonymous("/signin.html", lang=lang, size=size)
         opened.wait_for_load_state("load")
         pages.shot(opened)
+
+
+def test_every_page_links_the_shared_fonts() -> None:
+    """The shipped CJK font reaches a page only through common/fonts.css."""
+    for path in STATIC.rglob("*.html"):
+        if "vendor" in path.parts:
+            continue
+        assert re.search(r'href="(/|\.\./)*common/fonts\.css"', path.read_text()), path.name
