@@ -40,6 +40,7 @@ from server.security_headers import SecurityHeaders
 from server.settings import Settings, load_settings
 from server.store.embedded import EmbeddedRedis
 from server.store.round_trips import count_round_trips
+from server.wallmap.routes import wallmap_routes
 from server.web import static_dir
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),
+        *wallmap_routes(),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
     # Outermost first: every answer (a 413 too) carries the security headers; an oversized
