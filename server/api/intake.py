@@ -72,6 +72,8 @@ class Duplicate(msgspec.Struct):
     unit: str | None
     district: str
     address: str
+    lat: float
+    lon: float
 
 
 class Preview(msgspec.Struct):
@@ -145,6 +147,8 @@ async def preview(request: Request) -> Response:
             unit=p.seen.unit or None,
             district=p.seen.district,
             address=p.seen.address,
+            lat=p.seen.lat,
+            lon=p.seen.lon,
         )
         for p in found[:20]
     ]
