@@ -4,17 +4,13 @@ process (the embedded Redis, a SQLite ledger written by the hub's own ledger wri
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy
 
 from server.calltaker.duplicates import Seen, box, possible_duplicates
 from server.calltaker.reads import phone_forms
-from server.ledger import tables
-from server.ledger.writer import Ledger
 from server.store import keys
 from tests.conftest import Apps
 from tests.helpers import XIGONG, auth, eventually
@@ -70,26 +66,6 @@ def test_a_number_is_looked_up_with_and_without_the_country_code() -> None:
     assert phone_forms("8613800000001") == sorted(forms)
     assert phone_forms("+4420700000") == ["+4420700000"]  # another country's: as typed
     assert "63912345" in phone_forms("+8663912345")
-
-
-async def test_a_ledger_made_before_the_new_indexes_gets_them(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}"
-    ledger = await Ledger.open(url)
-    async with ledger.engine.begin() as conn:
-        await conn.execute(sqlalchemy.text("DROP INDEX ix_requests_caller_phone"))
-        await conn.execute(sqlalchemy.text("DROP INDEX ix_events_by_type_at"))
-    await ledger.close()
-    ledger = await Ledger.open(url)
-    async with ledger.engine.connect() as conn:
-        names = await conn.run_sync(
-            lambda sync: {
-                index["name"]
-                for table in (tables.requests.name, tables.events.name)
-                for index in sqlalchemy.inspect(sync).get_indexes(table)
-            }
-        )
-    await ledger.close()
-    assert {"ix_requests_caller_phone", "ix_events_by_type_at"} <= names
 
 
 # ---- in process ---------------------------------------------------------------------------
