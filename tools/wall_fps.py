@@ -234,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['fps']:.1f} frames/s (longest frame {result['worst_frame_ms']:.0f} ms, "
             f"p99 {result['p99_frame_ms']:.0f} ms), {result['redraws']} redraws of the squad "
             f"layer in {result['elapsed_s']:.1f} s, {result['ws_bytes_per_s'] / 1000:.0f} kB/s "
-            f"over /ws/map (a message applied in {result['message_ms']:.0f} ms, the layer drawn in "
-            f"{result['draw_ms']:.0f} ms); hub CPU {result['hub_cpu_share_of_a_core']:.0%} of a core"
+            f"over /ws/map (a message applied in {result['message_ms']:.0f} ms, the layer drawn "
+            f"in {result['draw_ms']:.0f} ms); "
+            f"hub CPU {result['hub_cpu_share_of_a_core']:.0%} of a core"
         )
     return 0
 

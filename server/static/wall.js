@@ -7,7 +7,7 @@
   "use strict";
 
   const STALE_MS = 5000; // no message for this long: say so on the wall
-  const TICKER_LINES = 8;
+  const TICKER_LINES = 6;
   const LATE_LINES = 6;
 
   const STATES = ["queued", "offered", "accepted", "en_route", "on_scene", "deferred", "disputed"];
@@ -29,7 +29,7 @@
       overdue_items: "超时诉求", by_state: "诉求状态", units: "服务单位", free_squad: "空闲分队",
       busy_squad: "执行任务", off_duty: "未上岗", request: "诉求", squad: "分队", latest: "最新动态",
       late_by: "已超时", missed: { accept: "超时未接单", arrive: "超时未到场", resolve: "超时未办结",
-        promise: "逾期未兑现承诺" },
+        promise: "逾期未兑现承诺", waiting: "超时无人接派" },
       states: { queued: "待派", offered: "已派待接", accepted: "已接单", en_route: "在途",
         on_scene: "到场处置", deferred: "承诺办结", disputed: "管辖争议", received: "已受理" },
       events: { received: "受理", queued: "排队待派", transferred: "转警/消防/急救", offered: "派单",
@@ -48,7 +48,8 @@
       busy_squad: "on a job", off_duty: "off duty", request: "request", squad: "squad",
       latest: "Latest", late_by: "late by",
       missed: { accept: "not accepted in time", arrive: "not on scene in time",
-        resolve: "not resolved in time", promise: "promise broken" },
+        resolve: "not resolved in time", promise: "promise broken",
+        waiting: "no squad took it in time" },
       states: { queued: "waiting", offered: "offered", accepted: "accepted", en_route: "en route",
         on_scene: "on scene", deferred: "promised", disputed: "disputed", received: "received" },
       events: { received: "received", queued: "queued", transferred: "transferred to 110/119/120",
@@ -76,10 +77,10 @@
     takeMs: [], // how long the newest messages took to apply (ms)
   };
 
+  // No zoom buttons: a wall is looked at, not clicked (wheel, pinch and double-click zoom).
   const map = L.map("map", {
     zoomControl: false, attributionControl: false, preferCanvas: true, zoomSnap: 0.25,
   });
-  L.control.zoom({ position: "bottomright" }).addTo(map);
   const layers = {
     districts: L.layerGroup().addTo(map),
     links: L.layerGroup().addTo(map),
@@ -145,6 +146,7 @@
       return;
     }
     view.at = message.at;
+    $("clock").textContent = Page.time(view.at);
     if (message.figures) view.figures = message.figures;
     if (message.ticker) addTicker(message.ticker);
     setStatus("live");
@@ -184,12 +186,12 @@
     }
   }
 
-  /* Keep the city clear of the panels: the side panel on the right (at the bottom on a
-   * phone), the title and the ticker. */
+  /* Keep the city clear of the panels: the title, the side panel on the right and the
+   * ticker at the bottom (on a phone both are below the map). */
   function fitPadding() {
     const narrow = map.getSize().x < 700;
-    return narrow ? { paddingTopLeft: [10, 70], paddingBottomRight: [10, 10] }
-      : { paddingTopLeft: [20, 80], paddingBottomRight: [360, 20] };
+    return narrow ? { paddingTopLeft: [6, 60], paddingBottomRight: [6, 6] }
+      : { paddingTopLeft: [20, 70], paddingBottomRight: [360, 170] };
   }
 
   function squadStyle(row) {
@@ -275,8 +277,8 @@
     $("late-box").hidden = late.length === 0;
     $("late").replaceChildren(...late.slice(0, LATE_LINES).map((r) => Page.el("li", null,
       Page.el("span", { class: "what" }, named(view.categories.get(r.category), r.category)),
-      Page.el("span", { class: "why" }, t("missed")[r.overdue] || t("overdue")),
       Page.el("span", { class: "how-long" }, duration(view.at - r.overdue_since)),
+      Page.el("span", { class: "why" }, t("missed")[r.overdue] || t("overdue")),
       Page.el("span", { class: "who" }, named(view.units.get(r.unit), r.unit) + " · " + r.id))));
 
     let online = 0, busy = 0, free = 0;

@@ -3,7 +3,13 @@
 * ``live_hub``: one hub process for the session on its own embedded Redis and SQLite, with an
   account per role (``live_hub.accounts[role]``: admin, calltaker, center, unit (the water
   unit's desk), wall) and a registered squad (``live_hub.squad``: id, unit, token).
-  ``live_hub.api(method, path, body)`` calls the API as the admin.
+  ``live_hub.api(method, path, body)`` calls the API as the admin (decoded answer),
+  ``live_hub.call(role, method, path, body)`` as that role's account (the raw answer);
+  ``live_hub.create_squad(unit, name)`` registers another squad. A module that needs other
+  settings defines its own ``live_hub`` fixture (scope="module") with
+  ``start_live_hub(tmp, time_scale=0.01, ...)``: ``pages`` then uses that hub.
+* ``background``: an asyncio loop in a thread for async helpers beside the page
+  (``background.run(FieldClient(...).start())``: a squad's phone from dispatch_field).
 * ``browser``: headless Debian chromium driven by Playwright (sync API); skipped, with the
   reason, where no chromium can be found. ``playwright``: the session's driver, to launch
   a browser with other options (``chromium_executable`` is its path).
@@ -31,6 +37,7 @@ import pytest
 from tests.browser.harness import (
     CHROMIUM_ARGS,
     SIZES,
+    Background,
     LiveHub,
     PageWatch,
     find_chromium,
@@ -57,6 +64,13 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
     hub = start_live_hub(tmp_path_factory.mktemp("live-hub"))
     yield hub
     hub.stop()
+
+
+@pytest.fixture(scope="session")
+def background() -> Iterator[Background]:
+    runner = Background()
+    yield runner
+    runner.stop()
 
 
 @pytest.fixture(scope="session")
