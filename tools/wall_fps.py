@@ -59,6 +59,32 @@ class Seeded:
     lon: float
 
 
+Ring = list[tuple[float, float]]  # (lon, lat) corners, as GeoJSON
+
+
+def inside(lon: float, lat: float, ring: Ring) -> bool:
+    """Whether the point is inside the polygon ``ring`` (ray casting)."""
+    found = False
+    for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1], strict=True):
+        if (y1 > lat) != (y2 > lat) and lon < x1 + (lat - y1) * (x2 - x1) / (y2 - y1):
+            found = not found
+    return found
+
+
+def random_point(rng: random.Random, areas: list[Ring] | None) -> tuple[float, float]:
+    """(lat, lon) in one of ``areas`` (any, if None: the city's box)."""
+    south, west, north, east = (*SOUTH_WEST, *NORTH_EAST)
+    if areas:
+        corners = [corner for ring in areas for corner in ring]
+        west, east = min(c[0] for c in corners), max(c[0] for c in corners)
+        south, north = min(c[1] for c in corners), max(c[1] for c in corners)
+    while True:
+        lat = rng.uniform(south, north)
+        lon = rng.uniform(west, east)
+        if not areas or any(inside(lon, lat, ring) for ring in areas):
+            return lat, lon
+
+
 def seed_squads(
     client: redis_sync.Redis,
     units: list[str],
@@ -68,21 +94,18 @@ def seed_squads(
     busy_share: float = 0.4,
     off_duty_share: float = 0.1,
     free: bool = True,
+    areas: list[Ring] | None = None,
 ) -> list[Seeded]:
-    """Place ``count`` squads (ids ``S00001``…) over the city, spread over ``units``. Each is
-    on the map (GEO set); on duty unless drawn off duty; busy (no free capacity) with
-    ``busy_share``. ``free=False``: every on-duty squad is busy, so none is offered work (a
-    squad placed this way has no phone to answer)."""
+    """Place ``count`` squads (ids ``S00001``…) over the city (within ``areas``: the
+    districts' outer rings), spread over ``units``. Each is on the map (GEO set); on duty
+    unless drawn off duty; busy (no free capacity) with ``busy_share``. ``free=False``:
+    every squad is busy, so none is offered work (a squad placed this way has no phone to
+    answer)."""
     seeded: list[Seeded] = []
     pipe = client.pipeline(transaction=False)
     for n in range(count):
         unit = units[n % len(units)]
-        squad = Seeded(
-            unit,
-            f"S{n + 1:05d}",
-            rng.uniform(SOUTH_WEST[0], NORTH_EAST[0]),
-            rng.uniform(SOUTH_WEST[1], NORTH_EAST[1]),
-        )
+        squad = Seeded(unit, f"S{n + 1:05d}", *random_point(rng, areas))
         seeded.append(squad)
         pipe.geoadd(keys.geo(unit), (squad.lon, squad.lat, squad.id))
         pipe.zadd(keys.fix_times(unit), {squad.id: time.time()})
@@ -94,6 +117,12 @@ def seed_squads(
             pipe.execute()
     pipe.execute()
     return seeded
+
+
+def district_rings(base_url: str, headers: dict[str, str]) -> list[Ring]:
+    """The outer ring of every district (GET /api/v1/districts)."""
+    districts = httpx.get(base_url + "/api/v1/districts", headers=headers).json()
+    return [[(lon, lat) for lon, lat in d["boundary"]["coordinates"][0]] for d in districts]
 
 
 def move_squads(
@@ -208,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         httpx.post(hub.http + "/api/v1/accounts", json=account, headers=headers).raise_for_status()
         units = [u["code"] for u in httpx.get(hub.http + "/api/v1/units", headers=headers).json()]
         client = redis_sync.Redis.from_url(redis.url)
-        squads = seed_squads(client, units, args.squads, random.Random(1))
+        areas = district_rings(hub.http, headers)
+        squads = seed_squads(client, units, args.squads, random.Random(1), areas=areas)
         mover = Mover(redis.url, squads, args.moving)
         mover.start()
         cpu_before, clock_before = hub.cpu_seconds(), time.monotonic()

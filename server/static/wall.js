@@ -286,10 +286,11 @@
     for (const row of squads.rows()) {
       online += 1;
       onlineBy.set(row[1], (onlineBy.get(row[1]) || 0) + 1);
+      if (!(row[4] & ON_DUTY)) continue; // online, off duty: neither busy nor free
       if (row[4] & BUSY) {
         busy += 1;
         busyBy.set(row[1], (busyBy.get(row[1]) || 0) + 1);
-      } else if (row[4] & ON_DUTY) {
+      } else {
         free += 1;
       }
     }

@@ -17,7 +17,8 @@
   a size (``"phone"`` 390x844 or ``"wall"`` 1920x1080) and a language (``"zh"``/``"en"``):
   ``pages.signed_in(role, path, lang=, size=)`` signs in through /signin.html like a person
   and lands on ``path``; ``pages.anonymous(path, ...)`` opens without a session;
-  ``pages.shot(page, label)`` saves test-artifacts/screenshots/<test>[-label]-<lang>-<size>.png;
+  ``pages.shot(page, label, full_page=False)`` saves
+  test-artifacts/screenshots/<test>[-params][-label]-<lang>-<size>.png;
   ``pages.watch(page).allow(regex)`` lets an expected error through.
   ``signed_in`` and ``shot`` are the same functions as fixtures of their own.
 * Every page opened is watched: a console error, an uncaught exception, a failed request or
@@ -154,11 +155,12 @@ class Pages:
     def watch(self, page: Any) -> PageWatch:
         return self._find(page).watch
 
-    def shot(self, page: Any, label: str = "") -> Path:
-        """A full-window screenshot of ``page`` as an artifact; its path."""
+    def shot(self, page: Any, label: str = "", *, full_page: bool = False) -> Path:
+        """A screenshot of ``page``'s window (``full_page``: the whole scrolled page) as an
+        artifact; its path."""
         opened = self._find(page)
         path = screenshot_path(self.test_name, opened.lang, opened.size, label)
-        page.screenshot(path=str(path))
+        page.screenshot(path=str(path), full_page=full_page)
         return path
 
     def _find(self, page: Any) -> Opened:

@@ -14,7 +14,7 @@ import redis as redis_sync
 from dispatch_field import protocol
 from dispatch_field.client import FieldClient
 from tests.browser.harness import LANGS, SIZES, Background, LiveHub, start_live_hub
-from tools.wall_fps import move_squads, seed_squads
+from tools.wall_fps import district_rings, move_squads, seed_squads
 
 XIGONG = (34.670, 112.445)
 CROWD = 300  # squads placed straight into Redis: busy or off duty, so none is offered work
@@ -40,7 +40,8 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
 def city(live_hub: LiveHub, background: Background) -> Iterator[dict[str, Any]]:
     client = redis_sync.Redis.from_url(live_hub.redis_url)
     units = [u["code"] for u in live_hub.api("GET", "/api/v1/units") if u["code"] != "water"]
-    crowd = seed_squads(client, units, CROWD, random.Random(3), free=False)
+    areas = district_rings(live_hub.url, live_hub.admin_headers)
+    crowd = seed_squads(client, units, CROWD, random.Random(3), free=False, areas=areas)
     phones = []
     for n in range(3):
         squad = live_hub.create_squad("water", f"Water {n + 1}")
