@@ -213,3 +213,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         names = set(getattr(item, "fixturenames", ()))
         tier = next((tier for tier, fixtures in TIER_FIXTURES if names & fixtures), "pure")
         item.add_marker(getattr(pytest.mark, tier))
+    # The browser tier last: Playwright's sync driver (session-scoped) leaves its event loop
+    # set as the main thread's running loop, and pytest-asyncio cannot run a test after it.
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
