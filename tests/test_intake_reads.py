@@ -117,7 +117,7 @@ async def test_the_reads_join_the_ledger_and_the_live_state(ledger: Ledger, redi
     far, _ = await desk.duplicate_candidates(
         "water", "water_main_burst", 34.70, 112.445, 300, since=NOW - 5400
     )
-    assert [s.id for s in far] == ["r-live"]  # the live part: the exact rule filters it
+    assert far == []  # 3 km away
 
 
 async def test_without_a_ledger_the_reads_answer_from_the_live_state(redis: Redis) -> None:
@@ -132,9 +132,28 @@ async def test_without_a_ledger_the_reads_answer_from_the_live_state(redis: Redi
         },
     )
     await redis.zadd(keys.open_requests("water"), {"r-live": NOW})
+    await redis.hset(
+        keys.request("water", "r-older"),
+        mapping={
+            "id": "r-older",
+            "state": "queued",
+            "caller_phone": "13900000002",
+            "category": "water_outage",
+            "received_at": str(NOW - 3000),
+            "lat": "34.67",
+            "lon": "112.445",
+        },
+    )
+    await redis.zadd(keys.open_requests("water"), {"r-older": NOW - 3000})
     desk = Desk(redis, None, lambda: ["water"])
     lines, read = await desk.caller_requests("13800000001", limit=5)
     assert read is False and [(line.id, line.state) for line in lines] == [("r-live", "offered")]
+    # Without the ledger the duplicate check reads the unit's open requests of the whole
+    # window (r-older is past the ledger's lag), and only those of the category near by.
+    seen, read = await desk.duplicate_candidates(
+        "water", "water_outage", 34.6701, 112.445, 300, since=NOW - 7200
+    )
+    assert read is False and [s.id for s in seen] == ["r-older"]
 
 
 async def test_a_ledger_made_before_the_new_indexes_gets_them(database_url: str) -> None:  # noqa: F811

@@ -132,7 +132,7 @@ async def preview(request: Request) -> Response:
     now = time.time()
     live_unit = unit if unit != keys.NO_UNIT else None
     seen, read = await _desk(request).duplicate_candidates(
-        live_unit, body.category, body.lat, body.lon, radius, now - window
+        live_unit, body.category, body.lat, body.lon, radius, now - window, now
     )
     found = possible_duplicates(
         body.category, body.lat, body.lon, seen, now=now, radius_m=radius, window_s=window

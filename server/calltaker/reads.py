@@ -8,10 +8,14 @@ The ledger has every request once its writer has recorded it (it follows Redis b
 a second while it runs); the live state has the current state of every request it still
 holds, and the open requests the ledger may not have yet. Each read takes the ledger's rows,
 adds the live open requests received in the last :data:`LEDGER_LAG_S`, and overlays the live
-state. The ledger being unreachable leaves the live part (``ledger=False`` in the answer).
+state. The ledger being unreachable leaves the live part (``ledger=False`` in the answer;
+the duplicate check then looks at the unit's open requests of its whole window).
 
 Every read is bounded: rows asked of the ledger (``limit``), open requests looked at per
-unit (:data:`LIVE_SCAN`). Two Redis round trips each (the open sets, then the hashes).
+unit (:data:`LIVE_SCAN`). The open requests are probed for the one or three fields that
+decide (the caller's number; category and place) before the matching ones are read whole:
+at most four Redis round trips (the open sets, the probe, the matches, the ledger rows'
+live state), each one pipeline.
 """
 
 from __future__ import annotations
@@ -110,11 +114,9 @@ class Desk:
         )
         rows, read = await self._ledger_rows(query)
         since = (now or time.time()) - LEDGER_LAG_S
-        live = [
-            fields
-            for fields in await self._recent_open(self._units(), since)
-            if fields.get("caller_phone") in forms
-        ]
+        live = await self._recent_open(
+            self._units(), since, ("caller_phone",), lambda probe: probe[0] in forms
+        )
         return await self._merged(rows, live, limit), read
 
     async def seat_requests(self, by: str, limit: int) -> tuple[list[RequestLine], bool]:
@@ -133,11 +135,18 @@ class Desk:
         return await self._merged(rows, [], limit), read
 
     async def duplicate_candidates(
-        self, unit: str | None, category: str, lat: float, lon: float, radius_m: float, since: float
+        self,
+        unit: str | None,
+        category: str,
+        lat: float,
+        lon: float,
+        radius_m: float,
+        since: float,
+        now: float | None = None,
     ) -> tuple[list[Seen], bool]:
-        """Requests of ``category`` received since ``since`` near (lat, lon): the ledger's in
-        a box around the circle, and ``unit``'s live open ones (None: a transfer, in no
-        unit's open set); the exact rule is :func:`possible_duplicates`'."""
+        """Requests of ``category`` received since ``since`` in a box around the circle of
+        ``radius_m`` about (lat, lon): the ledger's, and ``unit``'s live open ones (None: a
+        transfer, in no unit's open set); the exact rule is :func:`possible_duplicates`'."""
         requests = tables.requests
         min_lat, min_lon, max_lat, max_lon = box(lat, lon, radius_m)
         query = (
@@ -153,7 +162,20 @@ class Desk:
             .limit(LIVE_SCAN)
         )
         rows, read = await self._ledger_rows(query)
-        live = await self._recent_open([unit], since) if unit else []
+        live: list[dict[str, str]] = []
+        if unit:
+            # The ledger has what is older than its lag; without it, the whole window.
+            recent = max(since, (now or time.time()) - LEDGER_LAG_S) if read else since
+
+            def near(probe: list[str]) -> bool:
+                found, at_lat, at_lon = probe
+                return (
+                    found == category
+                    and min_lat <= float(at_lat or "nan") <= max_lat
+                    and (min_lon <= float(at_lon or "nan") <= max_lon)
+                )
+
+            live = await self._recent_open([unit], recent, ("category", "lat", "lon"), near)
         lines = await self._merged(rows, live, len(rows) + len(live))
         seen = [
             Seen(
@@ -184,9 +206,16 @@ class Desk:
             log.warning("intake console: the ledger is unreachable (%s): live state only", exc)
             return [], False
 
-    async def _recent_open(self, units: Iterable[str], since: float) -> list[dict[str, str]]:
+    async def _recent_open(
+        self,
+        units: Iterable[str],
+        since: float,
+        probe: Sequence[str],
+        wanted: Callable[[list[str]], bool],
+    ) -> list[dict[str, str]]:
         """The open requests of ``units`` received since ``since`` (at most LIVE_SCAN per
-        unit), as their hash fields plus ``unit``."""
+        unit) whose ``probe`` fields (as text, "" if unset) are ``wanted``, as their hash
+        fields plus ``unit``."""
         units = list(units)
         pipe = self._redis.pipeline(transaction=False)
         for unit in units:
@@ -196,7 +225,18 @@ class Desk:
             for unit, ids in zip(units, await pipe.execute(), strict=True)
             for request_id in ids
         ]
-        return await self._hashes(found, _LIVE_FIELDS)
+        if not found:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for unit, request_id in found:
+            pipe.hmget(keys.request(unit, request_id), list(probe))
+        probed = await pipe.execute()
+        matching = [
+            where
+            for where, values in zip(found, probed, strict=True)
+            if wanted([text(v) if v is not None else "" for v in values])
+        ]
+        return await self._hashes(matching, _LIVE_FIELDS)
 
     async def _hashes(
         self, found: Sequence[tuple[str, str]], fields: Sequence[str]
