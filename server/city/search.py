@@ -9,8 +9,9 @@ The rule, applied to the keys of a name (:class:`SearchKeys`) after :func:`norma
   "Water main burst";
 * no match otherwise. Ties keep the caller's order.
 
-The intake console applies the same rule to the categories in the browser
-(server/static/intake.js, ``matchRank``): keep the two in step.
+The pages apply the same rule in the browser (``Page.search`` in
+server/static/common/page.js: the intake console's category picker);
+tests/browser/test_intake.py checks that both find the same names in the same order.
 """
 
 from __future__ import annotations

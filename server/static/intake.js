@@ -5,7 +5,7 @@
  * The caller's earlier requests come as soon as the number is typed (POST
  * /api/v1/callers/history: the number travels in the body, never in a URL); the category is
  * found by Chinese, pinyin, initials or English ("gs" finds 供水管道爆裂), in this page, by the
- * rule of server/city/search.py (matchRank below: keep the two in step); the address from the
+ * rule of server/city/search.py (Page.search); the address from the
  * city's gazetteer (GET /api/v1/places) or a click on the map; before sending, the triage the
  * intake will make and the possible duplicates (POST /api/v1/requests/preview). The send
  * carries an Idempotency-Key bound to its content: a double press or a retry after a lost
@@ -21,7 +21,6 @@
   const LOOKUP_PHONE = /^\+?[0-9]{7,20}$/;
   const PHONE = /^\+?[0-9]{3,20}$/;
   const FINAL = new Set(["resolved", "cancelled", "transferred"]);
-  const SEPARATORS = /[\s'’·\-_/.,]+/g;
   const PLACE_ZOOM = 13; // a chosen place: near enough to see the duplicate radius
 
   Page.texts({
@@ -132,39 +131,10 @@
     lastRecent: [], // the seat's list as last polled
   };
 
-  // ---- matching (the rule of server/city/search.py) --------------------------------------
-
-  function normalise(query) {
-    return query.normalize("NFKC").toLowerCase().replace(/ü/g, "v").replace(SEPARATORS, "");
-  }
-
-  function keysOf(nameZh, pinyin, nameEn) {
-    const syllables = (pinyin || "").split(" ").filter(Boolean);
-    const words = nameEn.normalize("NFKC").toLowerCase().trim().split(SEPARATORS).filter(Boolean);
-    const initials = syllables.map((s) => s[0]).join("");
-    const later = [];
-    for (let i = 1; i < syllables.length; i++) later.push(syllables.slice(i).join(""), initials.slice(i));
-    for (let i = 1; i < words.length; i++) later.push(words.slice(i).join(""));
-    return { zh: nameZh, starts: [nameZh, initials, syllables.join(""), words.join("")], later };
-  }
-
-  function matchRank(query, keys) {
-    if (!query) return null;
-    if (keys.starts.some((key) => key.startsWith(query))) return 0;
-    if (keys.zh.includes(query) || keys.later.some((key) => key.startsWith(query))) return 1;
-    return null;
-  }
+  // ---- matching ---------------------------------------------------------------------------
 
   function matchingCategories(text) {
-    const query = normalise(text);
-    if (!query) return view.categories.slice();
-    const ranked = [];
-    view.categories.forEach((category, index) => {
-      const rank = matchRank(query, category.keys);
-      if (rank !== null) ranked.push([rank, index, category]);
-    });
-    ranked.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-    return ranked.map((entry) => entry[2]);
+    return Page.normalise(text) ? Page.search(text, view.categories, (c) => c.keys) : view.categories.slice();
   }
 
   // ---- names ------------------------------------------------------------------------------
@@ -202,7 +172,7 @@
     const [categories, units, districts] = await Promise.all([
       Page.api("GET", "/api/v1/categories"), Page.api("GET", "/api/v1/units"),
       Page.api("GET", "/api/v1/districts")]);
-    view.categories = categories.map((c) => ({ ...c, keys: keysOf(c.name_zh, c.pinyin, c.name_en) }));
+    view.categories = categories.map((c) => ({ ...c, keys: Page.searchKeys(c.name_zh, c.pinyin, c.name_en) }));
     for (const c of view.categories) view.byCode.set(c.code, c);
     for (const u of units) view.units.set(u.code, u);
     for (const d of districts) view.districts.set(d.code, d);

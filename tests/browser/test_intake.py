@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from server.city import load_city
+from server.city.places import places_for_city
+from server.city.search import keys_of, search
 from tests.browser.harness import LiveHub
 
 # A typist's pace: 150 keys a minute.
@@ -200,3 +203,44 @@ def test_a_retry_after_a_lost_answer_records_one_request(pages: Any, live_hub: L
     history = page.request.post("/api/v1/callers/history", data={"phone": phone})
     lines = history.json()["requests"]
     assert [line["id"] for line in lines] == [page.text_content("#result-number")]
+
+
+QUERIES = [
+    "gs",
+    "shui",
+    "water",
+    "供水",
+    "wcgy",
+    "zhongzhou",
+    "l",
+    "jd",
+    "burst",
+    "xi'an",
+    "ＧＳ",
+    "lv",
+    "guan",
+    "zz",
+    "road",
+    "村",
+    "cun",
+    "gate",
+    "Main",
+    "110",
+    "ting shui",
+]
+
+
+def test_the_browser_finds_names_by_the_hubs_rule(pages: Any) -> None:
+    """Page.search (the category picker) and server/city/search.py (the places) agree."""
+    names = [(c.name_zh, c.pinyin, c.name_en) for c in load_city().categories]
+    names += [(p.name_zh, p.pinyin, p.name_en) for p in places_for_city(None).places]
+    page = _open(pages, "zh")
+    in_browser = page.evaluate(
+        """([queries, names]) => queries.map((query) => Page.search(query, names,
+            (n) => Page.searchKeys(n[0], n[1], n[2])).map((n) => n[0]))""",
+        [QUERIES, names],
+    )
+    for query, found in zip(QUERIES, in_browser, strict=True):
+        by_hub = [n[0] for n in search(query, names, lambda n: keys_of(*n), len(names))]
+        assert found == by_hub, query
+    assert in_browser[0][0] == "供水管道爆裂"
