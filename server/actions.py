@@ -71,6 +71,20 @@ class NewRequest(msgspec.Struct, forbid_unknown_fields=True):
         return hashlib.sha256(msgspec.json.encode(self)).hexdigest()
 
 
+class Located(Protocol):
+    """What triage reads of a request: a :class:`NewRequest`, or the intake console's
+    preview of one (``POST /api/v1/requests/preview``), which runs the same triage."""
+
+    @property
+    def category(self) -> str: ...
+
+    @property
+    def lat(self) -> float: ...
+
+    @property
+    def lon(self) -> float: ...
+
+
 class HasCity(Protocol):
     """The current city (units may be added while the hub runs)."""
 
@@ -124,7 +138,7 @@ class Intake:
     def _city(self) -> City:
         return self._cities.city
 
-    def triage(self, new: NewRequest) -> tuple[str, str, str]:
+    def triage(self, new: Located) -> tuple[str, str, str]:
         """(route, district, unit) for a request; pure. Raises IntakeError."""
         category = self._city.category(new.category)
         if category is None:

@@ -27,6 +27,7 @@ from server.api.accounts import account_routes
 from server.api.center import center_routes
 from server.api.citizen import citizen_routes
 from server.api.common import error_handlers
+from server.api.intake import intake_routes
 from server.api.notices import notice_routes
 from server.api.operations import operation_routes
 from server.api.routes import api_routes
@@ -41,6 +42,7 @@ from server.security_headers import SecurityHeaders
 from server.settings import Settings, load_settings
 from server.store.embedded import EmbeddedRedis
 from server.store.round_trips import count_round_trips
+from server.wallmap.routes import wallmap_routes
 from server.web import static_dir
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *account_routes(),
         *center_routes(),
         *notice_routes(),
+        *intake_routes(),
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),
         *operation_routes(),
+        *wallmap_routes(),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
     # Outermost first: every answer (a 413 too) carries the security headers; an oversized

@@ -76,6 +76,9 @@ class Settings(FieldLimits, kw_only=True):
     ledger_in_hub: bool = True  # run the ledger writer in this process (0: a separate
     # ``python -m server.ledger`` records; the hub still reads the ledger)
     session_hours: float = 12.0  # a browser sign-in (cookie ld_session) lasts this long
+    wall_session_days: Annotated[float, Meta(gt=0, le=400)] = 90.0  # a wall display's
+    # sign-in lasts this long instead: a wall signs in once, then runs unattended (its role
+    # only reads the map; signing out or disabling the account ends it at once)
     cookie_secure: bool = False  # DISPATCH_COOKIE_SECURE=1: the cookie only over HTTPS (set it
     # behind a TLS proxy)
     auth_cache_s: float = 30.0  # a verified token or session is trusted this long without a
@@ -114,6 +117,13 @@ class Settings(FieldLimits, kw_only=True):
     # --- the live center feed (/ws/center) ---
     feed_batch: int = 200  # most frames in one WebSocket message (and one stream read)
     feed_queue_frames: int = 4096  # per-connection bound; overflow closes SLOW_CONSUMER
+
+    # --- the intake console (server/calltaker/) ---
+    duplicate_radius_m: Annotated[float, Meta(gt=0, le=10_000)] = 300.0  # a request of the
+    # same category this close to a new one, received within duplicate_window_s, is shown
+    # to the call-taker as a possible duplicate before sending
+    duplicate_window_s: Annotated[float, Meta(gt=0, le=30 * 86_400)] = 7200.0  # (multiplied
+    # by time_scale, as every limit)
 
     # --- supervision notices (server/notices.py) ---
     notice_escalate_s: Annotated[float, Meta(gt=0)] = 1800.0  # a notice whose item stays
