@@ -20,6 +20,7 @@ import pytest
 
 from dispatch_field import protocol
 from server.city import load_city
+from tools.loadtest import rolling as rr
 from tools.loadtest import stats as st
 from tools.loadtest import ws
 from tools.loadtest.http_client import HttpError, HttpPool, parse_head, request_bytes
@@ -113,18 +114,20 @@ def test_report_is_correct(report: dict[str, Any]) -> None:
     assert report["positions_api_fresh"] == 1.0
 
 
-def _run_loadtest(out: Path, *args: str) -> dict[str, Any]:
+def _run_loadtest(
+    out: Path, *args: str, squads: int = SQUADS, duration: float = 3, timeout_s: float = 150
+) -> dict[str, Any]:
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "tools.loadtest",
             "--squads",
-            str(SQUADS),
+            str(squads),
             "--rate",
             str(RATE),
             "--duration",
-            "3",
+            str(duration),
             "--drain",
             "5",
             "--out",
@@ -134,7 +137,7 @@ def _run_loadtest(out: Path, *args: str) -> dict[str, Any]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=timeout_s,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     result: dict[str, Any] = json.loads(out.read_text())
@@ -163,6 +166,185 @@ def test_storm_and_floor_report_their_keys(tmp_path: Path) -> None:
     for q in ("p50", "p99"):
         ratio = versus[f"dispatch_{q}_ratio"]
         assert ratio == pytest.approx(report["dispatch_ms"][q] / floor["dispatch_ms"][q], abs=0.01)
+
+
+@pytest.mark.system
+def test_a_rolling_restart_of_two_hubs_under_load_loses_nothing(tmp_path: Path) -> None:
+    """Each hub in turn drains (SIGTERM) and starts again while requests flow: its phones
+    move to the other hub and resume; every request is offered, every offer received, every
+    acknowledged step in Redis, every offer left unanswered expires, every missed deadline
+    has its notice, no timer is left overdue and no numbered frame comes twice."""
+    squads = 200
+    report = _run_loadtest(
+        tmp_path / "report.json",
+        "--hubs",
+        "2",
+        "--rolling-restart",
+        "--ignore-share",
+        "0.2",  # about 10 offers expire and move on
+        # every accept limit (120 s and more) below the 5 s offer window: each ignored offer
+        # also misses its request's deadlines, so deadline notices fire too
+        "--hub-setting",
+        "time_scale=0.001",
+        squads=squads,
+        duration=10,
+        timeout_s=300,
+    )
+    rolling = report["rolling"]
+    assert rolling["lost"] == dict.fromkeys(rolling["lost"], 0) and rolling["nothing_lost"]
+    first, second = rolling["restarts"]
+    # The second hub holds every phone once the first has restarted: all of them move back.
+    assert (first["hub"], first["phones"], second["hub"], second["phones"]) == (0, 100, 1, 200)
+    for restart in (first, second):
+        assert restart["moved"] == restart["phones"] and restart["not_back"] == 0
+        assert restart["moved_to_same_port"] == 0  # to the other hub, not the restarted one
+        assert not restart["killed"] and restart["exit_code"] in (0, -15)
+        gap = restart["gap_s"]
+        assert 0 < gap["p50"] <= gap["p99"] <= gap["max"] <= restart["all_back_s"]
+        assert restart["closes_spread_s"] >= 1.0  # told over DISPATCH_DRAIN_SPREAD_S (3 s)
+        assert restart["draining_after_s"] < restart["exited_after_s"]
+        assert restart["exited_after_s"] < restart["ready_again_after_s"]
+    assert rolling["close_codes"] == {"1012": 300}
+    assert rolling["requests"] == rolling["requests_resolved"] == RATE * 10
+    assert rolling["offers_received"] == rolling["offers_made"] > rolling["requests"]
+    assert rolling["steps_acknowledged"] >= 4 * rolling["requests"]
+    fired = rolling["fired"]
+    assert fired["offers_ignored"] > 0
+    assert fired["offer_expiries"] >= fired["offers_ignored"]
+    assert fired["revokes_received"] >= fired["offers_ignored"]
+    assert fired["deadline_notices"] == fired["deadline_notices_expected"] > 0
+    assert report["squads_connected"] == squads and report["over_capacity"] == 0
+
+
+def _restart(**changes: Any) -> rr.Restart:
+    fields: dict[str, Any] = {
+        "hub": 0,
+        "port": 9000,
+        "pid": 1,
+        "phones": 3,
+        "sigterm_at": 100.0,
+        "draining_at": 100.05,
+        "exited_at": 105.0,
+        "ready_at": 108.0,
+        "exit_code": -15,
+    }
+    return rr.Restart(**(fields | changes))
+
+
+def test_restart_summary_counts_the_phones_of_the_stopped_hub_only() -> None:
+    moves = [
+        (101.0, 101.2, 9000, 9001),
+        (102.0, 102.5, 9000, 9001),
+        (104.0, 106.0, 9000, 9000),  # back on the restarted port (its new process)
+        (103.0, 103.1, 9001, 9000),  # another hub's phone
+        (99.0, 99.1, 9000, 9001),  # before the SIGTERM
+    ]
+    summary = rr.restart_summary(_restart(), moves, away=[(104.5, 9000), (104.5, 9001)])
+    assert (summary["phones"], summary["moved"], summary["not_back"]) == (3, 3, 1)
+    assert summary["moved_to_same_port"] == 1
+    assert summary["gap_s"]["max"] == 2.0 and summary["gap_s"]["p50"] == 0.5
+    assert summary["all_back_s"] == 6.0 and summary["first_close_s"] == 1.0
+    assert summary["closes_spread_s"] == 3.0
+    assert summary["exited_after_s"] == 5.0 and summary["ready_again_after_s"] == 8.0
+    empty = rr.restart_summary(_restart(), [], [])
+    assert empty["moved"] == 0 and empty["all_back_s"] is None and empty["gap_s"]["max"] is None
+
+
+def _event(kind: str, at: float, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "at": at} | fields
+
+
+def _complete_run() -> tuple[list[st.Intake], dict[str, rr.RequestSeen], rr.Seen]:
+    """Two requests: R1 offered to S1 who let it expire (a notice for the missed accept
+    deadline), then to S2 who did everything; R2 done by S3 in time."""
+    r1 = rr.RequestSeen(
+        "R1",
+        {"state": "resolved", "accept_by": "10.0", "arrive_by": "100.0", "resolve_by": "200.0"},
+        [
+            _event("offered", 1.0, assignment="A1", squad="S1", respond_by=6.0),
+            _event("notice_issued", 10.2),
+            _event("offer_expired", 6.1, assignment="A1"),
+            _event("offered", 16.1, assignment="A2", squad="S2", respond_by=21.1),
+            *(
+                _event(kind, 16.2, assignment="A2")
+                for kind in ("accepted", "en_route", "arrived", "resolved")
+            ),
+        ],
+        [{"kind": "accept", "issued_at": 10.3, "due_at": 10.0}],
+    )
+    r2 = rr.RequestSeen(
+        "R2",
+        {"state": "resolved", "accept_by": "50.0"},
+        [
+            _event("offered", 2.0, assignment="A3", squad="S3", respond_by=7.0),
+            *(
+                _event(kind, 2.1, assignment="A3")
+                for kind in ("accepted", "en_route", "arrived", "resolved")
+            ),
+        ],
+    )
+    steps = ("accept", "enroute", "arrive", "resolve")
+    seen = rr.Seen(
+        offers={("A1", "S1"), ("A2", "S2"), ("A3", "S3")},
+        acked=[(a, step) for a in ("A2", "A3") for step in steps],
+        ignored=["A1"],
+        revoked={"A1"},
+        duplicates=0,
+    )
+    intakes = [st.Intake(0.0, 201, "R1"), st.Intake(0.0, 201, "R2")]
+    return intakes, {"R1": r1, "R2": r2}, seen
+
+
+def test_losses_are_zero_when_redis_holds_everything_the_phones_saw() -> None:
+    intakes, requests, seen = _complete_run()
+    result = rr.losses(intakes, requests, seen, {}, now_s=300.0)
+    assert result["nothing_lost"] and set(result["lost"].values()) == {0}
+    assert (result["requests"], result["requests_resolved"], result["offers_made"]) == (2, 2, 3)
+    fired = result["fired"]
+    assert (fired["offers_ignored"], fired["offer_expiries"], fired["revokes_received"]) == (
+        1,
+        1,
+        1,
+    )
+    assert fired["offer_expiry_late_s"]["max"] == pytest.approx(0.1)
+    assert (fired["deadline_notices_expected"], fired["deadline_notices"]) == (1, 1)
+    assert fired["deadline_notice_late_s"]["max"] == pytest.approx(0.3)
+
+
+def test_each_loss_is_counted() -> None:
+    intakes, requests, seen = _complete_run()
+    intakes = [*intakes, st.Intake(0.0, 0, error="timeout"), st.Intake(0.0, 201, "R9")]
+    requests["R1"].events = [e for e in requests["R1"].events if e["type"] != "en_route"]
+    requests["R1"].events = [e for e in requests["R1"].events if e["type"] != "offer_expired"]
+    requests["R1"].notices = []
+    requests["R2"].events = [e for e in requests["R2"].events if e["type"] != "offered"]
+    requests["R3"] = rr.RequestSeen("R3", {"state": "queued"})  # created by nobody here
+    seen.offers.discard(("A2", "S2"))
+    seen.revoked.clear()
+    result = rr.losses(intakes, requests, seen, {"offer": 2}, now_s=300.0)
+    assert result["lost"] == {
+        "requests_failed": 1,
+        "requests_unknown": 1,  # R9: answered 201, unknown to Redis
+        "requests_without_offer": 1,  # R2
+        "offers_not_received": 1,  # A2 to S2
+        "steps_not_recorded": 1,  # A2's en route
+        "offer_expiries_missing": 1,  # A1 ignored, never expired
+        "revokes_not_received": 0,  # (only counted for expired offers)
+        "deadline_notices_missing": 1,  # R1 accepted at 16.2, due 10.0
+        "timers_overdue": 2,
+        "duplicate_frames": 0,
+    }
+    assert not result["nothing_lost"]
+
+
+def test_a_deadline_met_within_the_grace_or_not_yet_due_owes_no_notice() -> None:
+    intakes, requests, seen = _complete_run()
+    requests["R1"].notices = []
+    requests["R1"].fields["accept_by"] = str(16.2 - rr.DEADLINE_GRACE_S / 2)
+    assert rr.losses(intakes, requests, seen, {}, now_s=300.0)["nothing_lost"]
+    requests["R1"].fields["accept_by"] = "5.0"
+    assert rr.losses(intakes, requests, seen, {}, now_s=6.0)["nothing_lost"]  # due just now
+    assert not rr.losses(intakes, requests, seen, {}, now_s=300.0)["nothing_lost"]
 
 
 def test_storm_summary_puts_every_process_on_the_first_drop() -> None:
@@ -436,6 +618,32 @@ def test_squad_accepts_at_once_and_walks_the_steps() -> None:
     assert tally.ack_ms == [pytest.approx(2.0)]
     assert len(tally.step_ms) == 3 and tally.pending == 0
     assert not squad.holding and tally.over_capacity == 0
+
+
+def test_squad_sends_unanswered_commands_again_after_a_new_welcome() -> None:
+    tally = Tally()
+    squad = SquadAgent("S1", "token", tally)
+    _, accept = squad.handle(_offer(1, "A1"), 1.0)
+    (enroute,) = squad.handle(protocol.Ok(id=accept.id), 1.1)  # type: ignore[union-attr]
+    # The connection ends before the en route's ok: the next hub's welcome gets it again.
+    assert squad.hello().last_seq == 1
+    duty, again = squad.handle(protocol.Welcome(squad="S1", last_seq=1), 2.0)
+    assert duty == protocol.Duty(on=True) and again == enroute
+    (arrive,) = squad.handle(protocol.Ok(id=enroute.id), 2.1)  # type: ignore[union-attr]
+    assert isinstance(arrive, protocol.Arrive) and tally.pending == 1
+    assert tally.acked == [("A1", "accept"), ("A1", "enroute")]
+    assert squad.handle(_offer(1, "A1"), 2.2) == [protocol.Ack(seq=1)]  # replayed: absorbed
+    assert tally.duplicates == 1
+
+
+def test_squad_leaves_its_share_of_offers_to_expire() -> None:
+    tally = Tally()
+    squad = SquadAgent("S1", "token", tally, ignore_share=0.999999)
+    assert squad.handle(_offer(1, "A1"), 1.0) == [protocol.Ack(seq=1)]  # no accept
+    assert tally.ignored == ["A1"] and tally.pending == 0 and squad.holding == {"A1"}
+    revoke = protocol.Revoke(seq=2, assignment="A1", reason="offer_window_passed")
+    assert squad.handle(revoke, 6.0) == [protocol.Ack(seq=2)]
+    assert tally.revoked == ["A1"] and not squad.holding
 
 
 def test_squad_counts_an_offer_beyond_its_capacity_and_duplicates() -> None:

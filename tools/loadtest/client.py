@@ -6,6 +6,11 @@ around the sans-I/O codec of :mod:`tools.loadtest.ws`; the behaviour is
 squad has a random phase within the position interval, and each tick sends the squads whose
 slot it is.
 
+Each squad knows every hub's port, its own first. A squad whose connection ends (a draining
+hub's close 1012, a refused or failed connection) reconnects to the next port after a jittered
+backoff, as the reference client does, resumes from its ``last_seq`` and sends its unanswered
+commands again (same ids); the gap from the loss to the next welcome is recorded (``moves``).
+
 The orchestrator talks to the process through shared counters (read at any time), three
 events (``go``: start positions, ``storm``: drop every connection and say hello again at once,
 ``stop``) and a result queue (one message at the end).
@@ -38,6 +43,10 @@ CONNECTED, POS_SENT, OFFERS, PENDING, DISCONNECTS, FAILED, BACK = range(7)
 N_COUNTERS = 7
 WHEEL_SLOTS = 100
 JITTER_DEG = 0.0002  # a fix wanders about 20 m around the squad's home
+# Reconnecting: as dispatch_field.client.FieldClient, a random delay in [0, min(cap, base *
+# 2**attempt)], attempt 1 right after a lost connection; a phone keeps trying this many times.
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.2, 10.0
+CONNECT_ATTEMPTS, RECONNECT_ATTEMPTS = 5, 12
 T = TypeVar("T")
 
 
@@ -45,9 +54,18 @@ T = TypeVar("T")
 class SquadSpec:
     squad: str
     token: str
-    port: int
+    ports: tuple[int, ...]  # every hub's port, the squad's own first: where it fails over to
     lat: float
     lon: float
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+
+def backoff_s(attempt: int) -> float:
+    """The jittered delay before connection attempt ``attempt`` (1: right after a loss)."""
+    return random.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** min(attempt, 10)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +76,7 @@ class ClientConfig:
     connect_timeout_s: float = 60.0
     reconnect: bool = True
     hold: bool = False  # squads acknowledge and answer nothing (the storm's set-up)
+    ignore_share: float = 0.0  # share of offers acknowledged and left to expire (timers fire)
     storm_concurrency: int = 1000  # handshakes in flight at once during the storm
 
 
@@ -88,9 +107,10 @@ def no_gc_pauses() -> Iterator[None]:
 class Connection(asyncio.Protocol):
     """One squad's socket: handshake, hello, then frames both ways."""
 
-    def __init__(self, link: Link, runner: Runner) -> None:
+    def __init__(self, link: Link, runner: Runner, port: int) -> None:
         self.link = link
         self.runner = runner
+        self.port = port
         self.transport: asyncio.Transport | None = None
         self.key = ws.new_key()
         self.mask = os.urandom(4)
@@ -105,7 +125,7 @@ class Connection(asyncio.Protocol):
         cfg = self.runner.config
         self.transport.write(
             ws.handshake_request(
-                cfg.host, self.link.spec.port, "/ws/field", protocol.SUBPROTOCOL_MSGPACK, self.key
+                cfg.host, self.port, "/ws/field", protocol.SUBPROTOCOL_MSGPACK, self.key
             )
         )
 
@@ -135,7 +155,7 @@ class Connection(asyncio.Protocol):
             frame = protocol.decode_hub(payload if opcode == ws.OP_BINARY else payload.decode())
             self.send(self.link.agent.handle(frame, now))
             if isinstance(frame, protocol.Welcome):
-                self._welcome()
+                self._welcome(now)
             if self.runner.storming and self.link.back_at is None:
                 self.runner.check_back(self.link, now)
         elif opcode == ws.OP_PING:
@@ -143,12 +163,15 @@ class Connection(asyncio.Protocol):
         elif opcode == ws.OP_CLOSE:
             self.runner.close_codes[ws.close_code(payload)] += 1
             self._write(ws.encode_frame(ws.OP_CLOSE, payload[:2], self.mask))
-            self.ready = False
             if self.transport is not None:
                 self.transport.close()
 
-    def _welcome(self) -> None:
+    def _welcome(self, now: float) -> None:
         self.ready = True
+        link = self.link
+        if link.lost_at is not None:  # back after a lost connection: how long it took
+            self.runner.moves.append((link.lost_at, now, link.lost_port, self.port))
+            link.lost_at = None
         self.send_position(time.time())
         if not self.welcomed.done():
             self.welcomed.set_result(None)
@@ -200,6 +223,9 @@ class Link:
     agent: SquadAgent
     conn: Connection | None = None
     back_at: float | None = None  # storm: when it was welcomed again with every frame
+    port_index: int = 0  # the port of spec.ports to connect to next
+    lost_at: float | None = None  # when its last connection ended, until it is welcomed again
+    lost_port: int = 0  # the port of that connection
 
 
 class Runner:
@@ -208,7 +234,10 @@ class Runner:
     def __init__(self, specs: Sequence[SquadSpec], config: ClientConfig, counters: Any) -> None:
         self.config = config
         self.tally = Tally()
-        self.links = [Link(s, SquadAgent(s.squad, s.token, self.tally, config.hold)) for s in specs]
+        self.links = [
+            Link(s, SquadAgent(s.squad, s.token, self.tally, config.hold, config.ignore_share))
+            for s in specs
+        ]
         self.counters = counters
         self.connected = 0
         self.pos_sent = 0
@@ -222,17 +251,30 @@ class Runner:
         self.storm_result: dict[str, Any] = {}
         self.failures: Counter[str] = Counter()
         self.close_codes: Counter[int] = Counter()
+        # (lost at, welcomed again at, port lost, port welcomed on) of each reconnection
+        self.moves: list[tuple[float, float, int, int]] = []
         self._handshakes = asyncio.Semaphore(config.connect_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def connect(self, link: Link, attempts: int = 5) -> None:
+    async def connect(
+        self, link: Link, attempts: int = CONNECT_ATTEMPTS, after_loss: bool = False
+    ) -> None:
+        """Connect and wait for the welcome; a failed attempt moves on to the next port.
+        ``after_loss``: the squad just lost a connection, so it waits a first jittered delay
+        (the phones of a draining hub do not all come back at the same moment)."""
         loop = asyncio.get_running_loop()
+        ports = link.spec.ports
         for attempt in range(attempts):
-            conn = Connection(link, self)
+            if after_loss or attempt:
+                await asyncio.sleep(backoff_s(attempt + after_loss))
+            if self.stopping:
+                return
+            port = ports[link.port_index]
+            conn = Connection(link, self, port)
             link.conn = conn
             try:
                 async with self._handshakes:
-                    await loop.create_connection(_factory(conn), self.config.host, link.spec.port)
+                    await loop.create_connection(_factory(conn), self.config.host, port)
                     await asyncio.wait_for(conn.welcomed, self.config.connect_timeout_s)
                 self.connected += 1
                 return
@@ -240,7 +282,7 @@ class Runner:
                 self.failures[type(exc).__name__] += 1
                 if conn.transport is not None:
                     conn.transport.abort()
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
+                link.port_index = (link.port_index + 1) % len(ports)
         self.failed += 1
 
     def lost(self, link: Link, conn: Connection, was_ready: bool) -> None:
@@ -250,8 +292,10 @@ class Runner:
         if self.stopping:
             return
         self.disconnects += 1
+        link.lost_at, link.lost_port = time.monotonic(), conn.port
+        link.port_index = (link.port_index + 1) % len(link.spec.ports)  # fail over
         if self.config.reconnect:
-            self._spawn(self.connect(link))
+            self._spawn(self.connect(link, RECONNECT_ATTEMPTS, after_loss=True))
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -358,6 +402,9 @@ class Runner:
                 "failed": self.failed,
                 "failures": dict(self.failures),
                 "close_codes": dict(self.close_codes),
+                "moves": self.moves,
+                # (lost at, port) of squads still away from every hub
+                "away": [(k.lost_at, k.lost_port) for k in self.links if k.lost_at is not None],
             }
             | ({"storm": self.storm_result} if self.storm_result else {})
         )

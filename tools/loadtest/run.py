@@ -1,11 +1,20 @@
 """Load test of the hub: N squads connected, positions streaming, R requests/s through the API.
 
     python -m tools.loadtest --squads 10000 --pos-interval 1 --rate 100 --duration 30 \
-        [--hubs K] [--clients C] [--out report.json] [--profile DIR] [--storm] [--floor]
+        [--hubs K] [--clients C] [--out report.json] [--profile DIR] [--storm] [--floor] \
+        [--rolling-restart]
 
 ``--storm``: the squads hold every offer unacknowledged (so it stays in their outboxes), then
 all drop and say hello again at once with ``last_seq`` 0; the report's ``storm`` says when
 all were back with every frame replayed, and the resumes per second.
+
+``--rolling-restart`` (two hubs or more): during the measure phase each hub in turn is stopped
+with SIGTERM (it drains), started again on the same port and waited for until ready; the
+squads fail over to another hub and resume. The report's ``rolling`` says, per restart, how
+long the stopped hub's phones took to be back elsewhere, and what Redis holds at the end
+against what the phones saw: every request offered, every offer received, every acknowledged
+step recorded, every timer fired (a share of offers is left to expire, and deadlines are
+scaled down, for that: see :mod:`tools.loadtest.rolling`).
 
 ``--floor``: after the hub, the same workload with the same client against the bare dispatch
 (:mod:`tools.loadtest.floor`); the report's ``floor`` holds its figures and ``vs_floor`` the
@@ -42,7 +51,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +67,7 @@ from server.store import keys
 from server.store.embedded import EmbeddedRedis, free_port
 from tools.loadtest import client as lc
 from tools.loadtest import floor as bare
+from tools.loadtest import rolling as rr
 from tools.loadtest import stats as st
 from tools.loadtest.http_client import HttpError, HttpPool
 from tools.loadtest.plan import RequestPlan, SquadPlan, plan_requests, plan_squads
@@ -87,10 +97,18 @@ class Config:
     storm_concurrency: int = 1000  # handshakes in flight at once per client process
     floor: bool = False  # then the same workload against the bare dispatch
     client: str = "python"  # or "node": the independent probe (tools/probe/probe.mjs)
+    rolling_restart: bool = False  # restart each hub in turn during the measure phase
+    ignore_share: float | None = None  # offers left to expire; None: 2 % when rolling, else 0
 
     @property
     def client_processes(self) -> int:
         return self.clients or max(1, math.ceil(self.squads / 6000))
+
+    @property
+    def offers_ignored(self) -> float:
+        if self.ignore_share is not None:
+            return self.ignore_share
+        return rr.IGNORE_SHARE if self.rolling_restart else 0.0
 
 
 def log(message: str) -> None:
@@ -198,9 +216,33 @@ class Api:
         ]
         self.pools = [HttpPool("127.0.0.1", h.port) for h in hubs]
         self.headers = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
+        self.out: set[int] = set()  # hubs taken out of the rotation (draining, restarting)
+        self._limits = limits
 
     def on(self, index: int) -> httpx.AsyncClient:
-        return self.clients[index % len(self.clients)]
+        return self.clients[self._route(index)]
+
+    def _route(self, index: int) -> int:
+        """Hub ``index % K``, or the next one in the rotation if that one is out."""
+        k = len(self.pools)
+        for step in range(k):
+            chosen = (index + step) % k
+            if chosen not in self.out:
+                return chosen
+        return index % k
+
+    def take_out(self, index: int) -> None:
+        self.out.add(index)
+
+    async def put_back(self, index: int, hub: HubProc) -> None:
+        """Hub ``index`` runs again (a new process on the same port): fresh connections."""
+        old_client, old_pool = self.clients[index], self.pools[index]
+        self.clients[index] = httpx.AsyncClient(
+            base_url=hub.http, timeout=30.0, limits=self._limits
+        )
+        self.pools[index] = HttpPool("127.0.0.1", hub.port)
+        self.out.discard(index)
+        await asyncio.gather(old_client.aclose(), old_pool.close(), return_exceptions=True)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.clients), *(p.close() for p in self.pools))
@@ -231,9 +273,7 @@ class Api:
         sent_at = time.monotonic()
         try:
             response = await asyncio.wait_for(
-                self.pools[index % len(self.pools)].request(
-                    "POST", "/api/v1/requests", headers, body
-                ),
+                self.pools[self._route(index)].request("POST", "/api/v1/requests", headers, body),
                 REQUEST_TIMEOUT_S,
             )
         except TimeoutError:
@@ -305,10 +345,13 @@ async def register_all(
 ) -> list[lc.SquadSpec]:
     gate = asyncio.Semaphore(concurrency)
 
+    ports = [h.port for h in hubs]
+
     async def one(index: int, plan: SquadPlan) -> lc.SquadSpec:
         async with gate:
             squad, token = await api.register(index, plan)
-        return lc.SquadSpec(squad, token, hubs[index % len(hubs)].port, plan.lat, plan.lon)
+        own = index % len(hubs)  # its own hub first, then the others: where it fails over to
+        return lc.SquadSpec(squad, token, (*ports[own:], *ports[:own]), plan.lat, plan.lon)
 
     return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(plans))))
 
@@ -476,6 +519,8 @@ async def run(config: Config) -> dict[str, Any]:
     hub_settings = {"max_connections_per_address": "0", "ledger_in_hub": "0", **config.hub_settings}
     if config.storm:  # offers must wait in the outboxes, not move on, until the storm
         hub_settings = {"offer_window_s": "3600", **hub_settings}
+    if config.rolling_restart:  # offer timers and deadlines fire within the run
+        hub_settings = {**rr.HUB_SETTINGS, **hub_settings}
     with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
         log(f"embedded Redis at {redis_server.public_url}")
         hubs: list[HubProc] = []
@@ -495,8 +540,20 @@ async def run(config: Config) -> dict[str, Any]:
                 )
             )
             assert redis_server.process is not None
+
+            def restart(index: int, port: int) -> HubProc:
+                """Hub ``index`` again: same port, data directory, settings and log."""
+                return spawn_hub(
+                    redis_server.url,
+                    tokens,
+                    tmp / f"hub{index}",
+                    hub_settings,
+                    port=port,
+                    log_path=tmp / f"hub{index}.log",
+                )
+
             report = await _run_with(
-                config, city, hubs, redis_server, squad_plans, request_plans, tokens
+                config, city, hubs, redis_server, squad_plans, request_plans, tokens, restart
             )
         finally:
             for hub in hubs:
@@ -526,6 +583,7 @@ def client_config(config: Config) -> lc.ClientConfig:
         pos_interval_s=config.pos_interval,
         hold=config.storm,
         storm_concurrency=config.storm_concurrency,
+        ignore_share=config.offers_ignored,
     )
 
 
@@ -537,6 +595,7 @@ async def _run_with(
     squad_plans: list[SquadPlan],
     request_plans: list[RequestPlan],
     tokens: dict[str, str],
+    restart: Callable[[int, int], HubProc],
 ) -> dict[str, Any]:
     api = Api(hubs, tokens)
     redis = Redis.from_url(redis_server.url)
@@ -551,8 +610,22 @@ async def _run_with(
         clients = Clients(specs, config.client_processes, client_config(config))
         try:
             with lc.no_gc_pauses():
+                roller = (
+                    rr.Roller(hubs, restart, api, api.headers["admin"])
+                    if config.rolling_restart
+                    else None
+                )
                 return await _measure(
-                    config, city, hubs, redis_server, redis, api, clients, request_plans, timings
+                    config,
+                    city,
+                    hubs,
+                    redis_server,
+                    redis,
+                    api,
+                    clients,
+                    request_plans,
+                    timings,
+                    roller,
                 )
         finally:
             if not clients.stop.is_set():
@@ -576,6 +649,7 @@ async def _measure(
     clients: Clients,
     request_plans: list[RequestPlan],
     timings: dict[str, float],
+    roller: rr.Roller | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
     done = await wait_for(
@@ -605,23 +679,35 @@ async def _measure(
     )
     profilers = start_profiles(hubs, config.duration, config.profile) if config.profile else []
     log(f"measuring for {config.duration}s: {len(request_plans)} requests")
-    written_before = await api.positions_written()
+    # A restarted hub's counter starts again from 0: the fix times in Redis are used then.
+    written_before = None if roller else await api.positions_written()
     pos_before, before = clients.total(lc.POS_SENT), cpu_mark(pids)
+    restarts = asyncio.create_task(roller.run(before.at, config.duration)) if roller else None
     if request_plans:
         intakes = await drive_requests(api, request_plans, config.rate)
         await asyncio.sleep(max(0.0, before.at + config.duration - time.monotonic()))
     else:
         intakes = []
         await asyncio.sleep(config.duration)
+    if restarts is not None:
+        await restarts  # the last restart may end after the requests
+        hub_pids = [h.process.pid for h in hubs]  # the processes running now
+        pids = [*hub_pids, *pids[len(hub_pids) :]]
     pos_after, after = clients.total(lc.POS_SENT), cpu_mark(pids)
     written_after = await api.positions_written()
     stop_sampling.set()
     samples = await sampler
     for profiler in profilers:
         profiler.wait(timeout=30)
-    cpu = cpu_between(before, after, pids)  # hubs, Redis, clients, this process
-    machine = st.cpu_percent(before.machine, after.machine, after.at - before.at)
+    wall = after.at - before.at
+    cpu = [  # hubs, Redis, clients, this process
+        st.cpu_percent(before.cpu.get(p, 0.0), after.cpu[p], wall) for p in pids
+    ]
     k = len(hubs)
+    if roller is not None:  # each hub's slot: its stopped process, then the new one
+        for r in roller.restarts:
+            cpu[r.hub] += st.cpu_percent(before.cpu.get(r.pid, 0.0), roller.final_cpu[r.pid], wall)
+    machine = st.cpu_percent(before.machine, after.machine, wall)
     observed = Observed(
         intakes=intakes,
         ingest_samples=samples[1:] or samples,
@@ -642,7 +728,7 @@ async def _measure(
             else written_after - written_before
         ),
     )
-    return await _finish(config, city, hubs, redis, api, clients, observed)
+    return await _finish(config, city, hubs, redis, api, clients, observed, roller)
 
 
 async def api_freshness(
@@ -665,7 +751,10 @@ async def _finish(
     api: Api,
     clients: Clients,
     observed: Observed,
+    roller: rr.Roller | None = None,
 ) -> dict[str, Any]:
+    if roller is not None:
+        await settle(config, redis, clients, observed.intakes)
     expected = st.expected_offers(observed.intakes)
     await wait_for(
         lambda: clients.total(lc.OFFERS) >= len(expected) and clients.total(lc.PENDING) == 0,
@@ -695,8 +784,15 @@ async def _finish(
     sessions = await api.sessions()
     hub_rss = [proc_rss_mb(h.process.pid) for h in hubs]
     redis_checks = await check_redis(redis, [u.code for u in city.units])
+    if roller is not None:
+        requests = await rr.read_requests(
+            redis, [i.request_id for i in observed.intakes if i.status == 201]
+        )
+        offered = sum(1 for r in requests.values() for e in r.events if e["type"] == "offered")
+        await wait_for(lambda: clients.total(lc.OFFERS) >= offered, config.drain, "every offer")
+        overdue = await rr.overdue_timers(redis, [u.code for u in city.units], time.time())
     results = await clients.collect()
-    return build_report(
+    report = build_report(
         config,
         observed,
         results,
@@ -707,6 +803,61 @@ async def _finish(
         redis_checks,
         len(late),
     )
+    if roller is not None:
+        report["rolling"] = rolling_report(roller, observed, results, requests, overdue)
+        log(f"rolling restart: lost {report['rolling']['lost']}")
+    return report
+
+
+def rolling_report(
+    roller: rr.Roller,
+    observed: Observed,
+    results: list[dict[str, Any]],
+    requests: dict[str, rr.RequestSeen],
+    overdue: dict[str, int],
+) -> dict[str, Any]:
+    """Per restart, how long the phones took to move; then what was lost (see
+    :func:`tools.loadtest.rolling.losses`)."""
+    moves = [tuple(m) for r in results for m in r["moves"]]
+    away = [tuple(a) for r in results for a in r["away"]]
+    seen = rr.Seen(
+        offers={(o[2], o[1]) for r in results for o in r["offers"]},
+        acked=[(a, step) for r in results for a, step in r["acked"]],
+        ignored=[a for r in results for a in r["ignored"]],
+        revoked={a for r in results for a in r["revoked"]},
+        duplicates=sum(r["duplicates"] for r in results),
+    )
+    close_codes: Counter[str] = Counter()
+    for r in results:
+        close_codes.update({str(code): n for code, n in r["close_codes"].items()})
+    return {
+        "restarts": [
+            rr.restart_summary(restart, moves, away)  # type: ignore[arg-type]
+            for restart in roller.restarts
+        ],
+        "close_codes": dict(close_codes),
+        **rr.losses(observed.intakes, requests, seen, overdue, time.time()),
+    }
+
+
+async def settle(
+    config: Config, redis: Redis, clients: Clients, intakes: Sequence[st.Intake]
+) -> None:
+    """Until every request is resolved (an offer left to expire moves on after the offer
+    window, maybe more than once), no command waits for its answer and every squad is
+    connected; at most ``config.drain`` plus 30 s."""
+    created = [i.request_id for i in intakes if i.status == 201]
+    deadline = time.monotonic() + config.drain + 30.0
+    while time.monotonic() < deadline:
+        states = await rr.request_states(redis, created)
+        if (
+            all(state == "resolved" for state in states)
+            and clients.total(lc.PENDING) == 0
+            and clients.total(lc.CONNECTED) == config.squads
+        ):
+            return
+        await asyncio.sleep(0.5)
+    log("gave up waiting for every request to be resolved")
 
 
 async def storm(clients: Clients, squads: int) -> None:
@@ -942,7 +1093,7 @@ async def run_floor(
         await wait_healthy_port(port, process)
         log(f"bare dispatch on port {port}: the same workload")
         specs = [
-            lc.SquadSpec(squad, "floor", port, plan.lat, plan.lon)
+            lc.SquadSpec(squad, "floor", (port,), plan.lat, plan.lon)
             for squad, plan in zip(squads, squad_plans, strict=True)
         ]
         return await _measure_floor(config, HubProc(port, process), specs, request_plans)
@@ -1073,6 +1224,19 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="node: drive the hubs with the independent probe (tools/probe/probe.mjs)",
     )
     parser.add_argument(
+        "--rolling-restart",
+        action="store_true",
+        help="restart each hub in turn during the measure phase (SIGTERM, same port); "
+        "needs --hubs 2 or more",
+    )
+    parser.add_argument(
+        "--ignore-share",
+        type=float,
+        default=None,
+        help="share of offers the squads leave to expire (default 0.02 with "
+        "--rolling-restart, else 0)",
+    )
+    parser.add_argument(
         "--hub-setting",
         action="append",
         default=[],
@@ -1082,6 +1246,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     args = parser.parse_args(argv)
     if args.squads < 1 or args.hubs < 1 or args.duration <= 0 or args.rate < 0:
         parser.error("need --squads >= 1, --hubs >= 1, --duration > 0, --rate >= 0")
+    if args.rolling_restart and (args.hubs < 2 or args.storm or args.profile):
+        parser.error("--rolling-restart needs --hubs 2 or more, and no --storm or --profile")
+    if args.rolling_restart and args.client != "python":
+        parser.error("--rolling-restart drives the hubs with the python client")
+    if args.ignore_share is not None and not 0 <= args.ignore_share < 1:
+        parser.error("--ignore-share is a share: 0 <= it < 1")
     settings = dict(s.split("=", 1) for s in args.hub_setting)
     return Config(
         squads=args.squads,
@@ -1102,6 +1272,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         storm_concurrency=args.storm_concurrency,
         floor=args.floor,
         client=args.client,
+        rolling_restart=args.rolling_restart,
+        ignore_share=args.ignore_share,
     )
 
 

@@ -2,8 +2,10 @@
 
 On an offer it acknowledges the frame and accepts at once, then reports en route, arrival and
 resolution, each step as soon as the previous one is confirmed with ``ok``, so its capacity
-frees within milliseconds. Everything it observes goes into a :class:`Tally` shared by all
-squads of a client process.
+frees within milliseconds. A share of offers (``ignore_share``) is acknowledged and left
+unanswered, so the hub's offer timer fires and passes it on. Commands not answered when a
+connection ends are sent again (same ids) after the next welcome. Everything it observes goes
+into a :class:`Tally` shared by all squads of a client process.
 
 A squad that *holds* (the ``--storm`` mode) acknowledges and answers nothing, so every
 numbered frame it gets stays in its outbox on the hub; after :meth:`SquadAgent.start_replay`
@@ -12,6 +14,7 @@ it says hello with ``last_seq`` 0 and counts the frames replayed to it.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -41,6 +44,9 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     auto_arrivals: int = 0  # the hub saw us arrive (position near the scene) before we said so
     pending: int = 0  # commands sent and not answered yet
+    acked: list[tuple[str, str]] = field(default_factory=list)  # (assignment, step) ``ok``ed
+    ignored: list[str] = field(default_factory=list)  # assignments left to expire
+    revoked: list[str] = field(default_factory=list)  # assignments revoked by the hub
 
 
 @dataclass(slots=True)
@@ -48,6 +54,7 @@ class _Sent:
     kind: str
     assignment: str
     at: float
+    command: Step
 
 
 class SquadAgent:
@@ -66,9 +73,12 @@ class SquadAgent:
         "before",
         "welcome_seq",
         "_duty_sent",
+        "ignore_share",
     )
 
-    def __init__(self, squad: str, token: str, tally: Tally, hold: bool = False) -> None:
+    def __init__(
+        self, squad: str, token: str, tally: Tally, hold: bool = False, ignore_share: float = 0.0
+    ) -> None:
         self.squad, self.token = squad, token
         self.last_seq = 0
         self.holding: set[str] = set()  # assignments offered and not yet resolved by us
@@ -80,6 +90,7 @@ class SquadAgent:
         self.before: set[int] = set()  # those received before the replay began
         self.welcome_seq = -1  # the hub's last seq in the latest welcome; -1: none yet
         self._duty_sent = False
+        self.ignore_share = ignore_share
 
     def hello(self) -> protocol.Hello:
         return protocol.Hello(squad=self.squad, token=self.token, last_seq=self.last_seq)
@@ -101,7 +112,9 @@ class SquadAgent:
                 return self._refused(frame, now)
             case protocol.Welcome():
                 self.last_seq = min(self.last_seq, frame.last_seq)
-                return [protocol.Duty(on=True)]
+                # Commands whose answer the last connection did not bring: again, same ids
+                # (the hub answers a step it already committed with its recorded outcome).
+                return [protocol.Duty(on=True), *(sent.command for sent in self._sent.values())]
         return []
 
     # ---- holding (the reconnect storm) ----------------------------------------------------
@@ -152,6 +165,9 @@ class SquadAgent:
         if self.holding:
             self._tally.over_capacity += 1
         self.holding.add(offer.assignment)
+        if self.ignore_share and random.random() < self.ignore_share:
+            self._tally.ignored.append(offer.assignment)  # held until the hub revokes it
+            return [protocol.Ack(seq=offer.seq)]
         return [protocol.Ack(seq=offer.seq), self._command(protocol.Accept, offer.assignment, now)]
 
     def _confirmed(self, command_id: str, now: float) -> list[protocol.PhoneFrame]:
@@ -159,6 +175,7 @@ class SquadAgent:
         if sent is None:
             return []
         self._tally.pending -= 1
+        self._tally.acked.append((sent.assignment, sent.kind))
         elapsed_ms = (now - sent.at) * 1000.0
         (self._tally.ack_ms if sent.kind == "accept" else self._tally.step_ms).append(elapsed_ms)
         step = NEXT_STEP[sent.kind]
@@ -181,6 +198,7 @@ class SquadAgent:
             return [protocol.Ack(seq=self.last_seq)]
         self.last_seq = revoke.seq
         self._tally.revokes += 1
+        self._tally.revoked.append(revoke.assignment)
         self.holding.discard(revoke.assignment)
         return [protocol.Ack(seq=revoke.seq)]
 
@@ -191,6 +209,6 @@ class SquadAgent:
         assert isinstance(name, str)
         if name == "resolve":  # from here the hub may offer this squad the next job
             self.holding.discard(assignment)
-        self._sent[command.id] = _Sent(name, assignment, now)
+        self._sent[command.id] = _Sent(name, assignment, now, command)
         self._tally.pending += 1
         return command
