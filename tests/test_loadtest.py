@@ -344,7 +344,13 @@ def test_a_deadline_met_within_the_grace_or_not_yet_due_owes_no_notice() -> None
     assert rr.losses(intakes, requests, seen, {}, now_s=300.0)["nothing_lost"]
     requests["R1"].fields["accept_by"] = "5.0"
     assert rr.losses(intakes, requests, seen, {}, now_s=6.0)["nothing_lost"]  # due just now
-    assert not rr.losses(intakes, requests, seen, {}, now_s=300.0)["nothing_lost"]
+    result = rr.losses(intakes, requests, seen, {}, now_s=300.0)
+    assert result["lost"]["deadline_notices_missing"] == 1  # met 11.2 s late, no notice
+    # ... unless the run's timers ran that late: an offer expiry 11.5 s after its due time
+    requests["R1"].events[2]["at"] = 6.0 + 11.5
+    result = rr.losses(intakes, requests, seen, {}, now_s=300.0)
+    assert result["nothing_lost"] and result["fired"]["deadlines_met_within_grace"] == 1
+    assert result["fired"]["deadline_grace_s"] == 11.5
 
 
 def test_storm_summary_puts_every_process_on_the_first_drop() -> None:

@@ -78,6 +78,10 @@ class ClientConfig:
     hold: bool = False  # squads acknowledge and answer nothing (the storm's set-up)
     ignore_share: float = 0.0  # share of offers acknowledged and left to expire (timers fire)
     storm_concurrency: int = 1000  # handshakes in flight at once during the storm
+    # Handshakes in flight at once after lost connections. Phones reconnect on their own,
+    # spread only by the hub's drain and their jittered backoff; this is a guard for this
+    # process, not a pacing (a cap of 64 made a move of 2,000 phones wait on the cap).
+    resume_concurrency: int = 1000
 
 
 def raise_open_files_limit() -> int:
@@ -254,6 +258,7 @@ class Runner:
         # (lost at, welcomed again at, port lost, port welcomed on) of each reconnection
         self.moves: list[tuple[float, float, int, int]] = []
         self._handshakes = asyncio.Semaphore(config.connect_concurrency)
+        self._resumes = asyncio.Semaphore(config.resume_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def connect(
@@ -273,7 +278,7 @@ class Runner:
             conn = Connection(link, self, port)
             link.conn = conn
             try:
-                async with self._handshakes:
+                async with self._resumes if after_loss else self._handshakes:
                     await loop.create_connection(_factory(conn), self.config.host, port)
                     await asyncio.wait_for(conn.welcomed, self.config.connect_timeout_s)
                 self.connected += 1

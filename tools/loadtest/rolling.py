@@ -40,6 +40,8 @@ READY_TIMEOUT_S = 60.0
 TIMER_SLACK_S = 3.0  # a timer due longer ago than this at the end should have fired
 # A milestone met this soon after its deadline may have removed the deadline's timer before
 # the timer's poll came round (it fires only while the milestone is unmet): no notice owed.
+# When the run's timers fired later than this (an overloaded machine), the grace is the
+# latest lateness seen instead (see _deadlines).
 DEADLINE_GRACE_S = 2.0
 # Step command -> the timeline event its commit records.
 STEP_EVENTS = {
@@ -357,7 +359,8 @@ def losses(
             elif kind == "offer_expired":
                 expired_at[assignment] = float(event["at"])
     ignored = set(seen.ignored)
-    deadlines = _deadlines(requests.values(), now_s)
+    expiry_late = [at - offered[a][1] for a, at in expired_at.items() if a in offered]
+    deadlines = _deadlines(requests.values(), now_s, expiry_late)
     lost = {
         "requests_failed": len(intakes) - len(created),
         "requests_unknown": sum(1 for r in created if r not in requests),
@@ -393,40 +396,51 @@ def losses(
         "fired": {
             "offers_ignored": len(ignored),
             "offer_expiries": len(expired_at),  # the ignored ones, and any passed on offline
-            "offer_expiry_late_s": _seconds(
-                [at - offered[a][1] for a, at in expired_at.items() if a in offered]
-            ),
+            "offer_expiry_late_s": _seconds(expiry_late),
             "revokes_received": len(seen.revoked),
             "deadline_notices_expected": deadlines["expected"],
             "deadline_notices": deadlines["issued"],
             "deadline_notice_late_s": _seconds(deadlines["late"]),
+            # met after the deadline, sooner than the run's timers ran late: no notice owed
+            "deadlines_met_within_grace": deadlines["moot"],
+            "deadline_grace_s": deadlines["grace_s"],
             "overdue_by_kind": overdue,
         },
     }
 
 
-def _deadlines(requests: Iterable[RequestSeen], now_s: float) -> dict[str, Any]:
-    """Milestones missed (met more than the grace after their deadline, or not met and past
-    it by now): each must have a notice of its kind; its lateness is issued_at - due_at."""
-    expected = issued = missing = 0
-    late: list[float] = []
+def _deadlines(
+    requests: Iterable[RequestSeen], now_s: float, other_lateness: Sequence[float]
+) -> dict[str, Any]:
+    """Milestones missed (met after their deadline, or not met and past it by now): each owes
+    a notice of its kind (lateness: issued_at - due_at), unless it was met so soon after the
+    deadline that its timer may not have had its turn yet (``moot``): within
+    DEADLINE_GRACE_S, or within the latest lateness of any timer of this run
+    (``other_lateness``: the offer expiries'; and the notices')."""
+    found: list[tuple[float, float | None, dict[str, Any] | None]] = []  # due, met, notice
     for request in requests:
         met: dict[str, float] = {}
         for event in request.events:
-            met.setdefault(event.get("type", ""), float(event.get("at", 0)))
-        for _milestone, (deadline_field, event_type, kinds) in MILESTONES.items():
+            met.setdefault(str(event.get("type", "")), float(event.get("at", 0)))
+        for deadline_field, event_type, kinds in MILESTONES.values():
             deadline = request.fields.get(deadline_field)
             if not deadline:
                 continue
-            due = float(deadline)
-            when = met.get(event_type)
-            if due > now_s - TIMER_SLACK_S or (when is not None and when <= due + DEADLINE_GRACE_S):
-                continue  # not due yet, or met before the timer was bound to fire
-            expected += 1
+            due, when = float(deadline), met.get(event_type)
+            if due > now_s - TIMER_SLACK_S or (when is not None and when <= due):
+                continue  # not due yet, or met in time
             notice = next((n for n in request.notices if n.get("kind") in kinds), None)
-            if notice is None:
-                missing += 1
-            else:
-                issued += 1
-                late.append(float(notice["issued_at"]) - float(notice.get("due_at", due)))
-    return {"expected": expected, "issued": issued, "missing": missing, "late": late}
+            found.append((due, when, notice))
+    late = [float(n["issued_at"]) - float(n["due_at"]) for _, _, n in found if n is not None]
+    grace = max([DEADLINE_GRACE_S, *late, *other_lateness])
+    moot = sum(
+        1 for due, when, n in found if n is None and when is not None and when - due <= grace
+    )
+    return {
+        "expected": len(found) - moot,
+        "issued": len(late),
+        "missing": len(found) - moot - len(late),
+        "moot": moot,
+        "grace_s": round(grace, 3),
+        "late": late,
+    }
