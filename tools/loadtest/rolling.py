@@ -72,7 +72,7 @@ class Restart:
     hub: int
     port: int
     pid: int  # the stopped process
-    phones: int  # squads connected to it just before SIGTERM (its health page)
+    phones: int  # squads connected to it just before SIGTERM (its health page; -1 unknown)
     sigterm_at: float
     draining_at: float = 0.0  # /readyz said draining (taken out of the request rotation)
     exited_at: float = 0.0
@@ -120,9 +120,12 @@ class Roller:
 
     async def restart(self, index: int) -> Restart:
         old = self.hubs[index]
-        async with httpx.AsyncClient(base_url=old.http, timeout=10.0) as http:
-            health = (await http.get("/api/v1/health", headers=self.admin_headers)).json()
-            phones = int(health.get("squads_connected", 0))
+        async with httpx.AsyncClient(base_url=old.http, timeout=30.0) as http:
+            try:
+                health = (await http.get("/api/v1/health", headers=self.admin_headers)).json()
+                phones = int(health.get("squads_connected", 0))
+            except httpx.HTTPError:  # a starved machine: restart it anyway, count unknown
+                phones = -1
             restart = Restart(index, old.port, old.process.pid, phones, 0.0)
             self.restarts.append(restart)
             restart.sigterm_at = time.monotonic()
