@@ -216,6 +216,20 @@ def test_a_rolling_restart_of_two_hubs_under_load_loses_nothing(tmp_path: Path) 
     assert report["squads_connected"] == squads and report["over_capacity"] == 0
 
 
+def test_rolling_restart_options() -> None:
+    from tools.loadtest.run import parse_args
+
+    config = parse_args(["--hubs", "2", "--rolling-restart"])
+    assert config.rolling_restart and config.offers_ignored == rr.IGNORE_SHARE
+    assert parse_args(["--hubs", "2"]).offers_ignored == 0.0
+    assert (
+        parse_args(["--rolling-restart", "--hubs", "3", "--ignore-share", "0"]).offers_ignored == 0
+    )
+    for wrong in (["--rolling-restart"], ["--hubs", "2", "--rolling-restart", "--storm"]):
+        with pytest.raises(SystemExit):
+            parse_args(wrong)
+
+
 def _restart(**changes: Any) -> rr.Restart:
     fields: dict[str, Any] = {
         "hub": 0,

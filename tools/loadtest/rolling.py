@@ -37,6 +37,7 @@ HUB_SETTINGS = {"offer_window_s": "5", "time_scale": "0.01"}
 IGNORE_SHARE = 0.02  # share of offers the squads leave unanswered, to expire
 EXIT_TIMEOUT_S = 60.0  # a draining hub not gone by then is killed (and the report says so)
 READY_TIMEOUT_S = 60.0
+SETTLE_TIMEOUT_S = 120.0  # the next restart waits this long at most for every phone back
 TIMER_SLACK_S = 3.0  # a timer due longer ago than this at the end should have fired
 # A milestone met this soon after its deadline may have removed the deadline's timer before
 # the timer's poll came round (it fires only while the milestone is unmet): no notice owed.
@@ -100,7 +101,9 @@ class Roller:
         start: Callable[[int, int], HubProc],
         rotation: Rotation,
         admin_headers: dict[str, str],
+        all_back: Callable[[], bool] = lambda: True,
     ) -> None:
+        self.all_back = all_back
         self.hubs = hubs
         self.start = start
         self.rotation = rotation
@@ -110,12 +113,16 @@ class Roller:
         self.started_pids: list[int] = []  # hubs started during the run
 
     async def run(self, start_at: float, duration_s: float) -> None:
-        """Restart hub i at ``start_at + (i + 1) * duration_s / (K + 1)``, or as soon as the
-        previous one is ready again if that is later."""
+        """Restart hub i at ``start_at + (i + 1) * duration_s / (K + 1)``, or later: not before
+        the previous one is ready again and ``all_back()`` (every phone connected), so that
+        each restart's phones are its own."""
         k = len(self.hubs)
         for index in range(k):
             due = start_at + (index + 1) * duration_s / (k + 1)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
+            give_up = time.monotonic() + SETTLE_TIMEOUT_S
+            while not self.all_back() and time.monotonic() < give_up:
+                await asyncio.sleep(0.1)
             await self.restart(index)
 
     async def restart(self, index: int) -> Restart:

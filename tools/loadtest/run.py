@@ -611,7 +611,13 @@ async def _run_with(
         try:
             with lc.no_gc_pauses():
                 roller = (
-                    rr.Roller(hubs, restart, api, api.headers["admin"])
+                    rr.Roller(
+                        hubs,
+                        restart,
+                        api,
+                        api.headers["admin"],
+                        lambda: clients.total(lc.CONNECTED) >= config.squads,
+                    )
                     if config.rolling_restart
                     else None
                 )
