@@ -121,7 +121,7 @@ class Roller:
             due = start_at + (index + 1) * duration_s / (k + 1)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             give_up = time.monotonic() + SETTLE_TIMEOUT_S
-            while not self.all_back() and time.monotonic() < give_up:
+            while not self.all_back() and time.monotonic() < give_up:  # noqa: ASYNC110 - shared counters
                 await asyncio.sleep(0.1)
             await self.restart(index)
 

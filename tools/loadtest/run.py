@@ -72,7 +72,8 @@ from tools.loadtest import stats as st
 from tools.loadtest.http_client import HttpError, HttpPool
 from tools.loadtest.plan import RequestPlan, SquadPlan, plan_requests, plan_squads
 
-REQUEST_TIMEOUT_S = 10.0  # an intake not answered by then counts as failed
+REQUEST_TIMEOUT_S = 10.0  # an intake not answered by then counts as failed (or is retried)
+RETRY_AFTER_S = 0.2
 _json_encoder = msgspec.json.Encoder()
 API_SAMPLE = 20  # squads read back through GET /api/v1/squads/{id}
 
@@ -209,7 +210,10 @@ class Api:
     (set-up and checks, not timed) use httpx.
     """
 
-    def __init__(self, hubs: Sequence[HubProc], tokens: dict[str, str]) -> None:
+    def __init__(self, hubs: Sequence[HubProc], tokens: dict[str, str], retries: int = 0) -> None:
+        """``retries``: POST an intake that timed out or lost its connection again, this many
+        times, with an Idempotency-Key (what a call-taker's console does through a restart;
+        the key costs the hub a Redis write, so a plain run sends none)."""
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         self.clients = [
             httpx.AsyncClient(base_url=h.http, timeout=30.0, limits=limits) for h in hubs
@@ -217,6 +221,7 @@ class Api:
         self.pools = [HttpPool("127.0.0.1", h.port) for h in hubs]
         self.headers = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
         self.out: set[int] = set()  # hubs taken out of the rotation (draining, restarting)
+        self.retries = retries
         self._limits = limits
 
     def on(self, index: int) -> httpx.AsyncClient:
@@ -270,29 +275,40 @@ class Api:
             }
         )
         headers = self.headers["calltaker"] | {"Content-Type": "application/json"}
+        if self.retries:  # a retry finds the request its first attempt made, not a twin
+            headers["Idempotency-Key"] = f"loadtest-{index}"
         sent_at = time.monotonic()
-        try:
-            response = await asyncio.wait_for(
-                self.pools[self._route(index)].request("POST", "/api/v1/requests", headers, body),
-                REQUEST_TIMEOUT_S,
-            )
-        except TimeoutError:
-            return st.Intake(sent_at, 0, error="timeout")
-        except HttpError:
-            return st.Intake(sent_at, 0, error="connection")
+        for attempt in range(1, self.retries + 2):
+            try:
+                response = await asyncio.wait_for(
+                    self.pools[self._route(index)].request(
+                        "POST", "/api/v1/requests", headers, body
+                    ),
+                    REQUEST_TIMEOUT_S,
+                )
+                break
+            except (TimeoutError, HttpError) as exc:
+                failed = "timeout" if isinstance(exc, TimeoutError) else "connection"
+                if attempt > self.retries:
+                    return st.Intake(sent_at, 0, error=failed, attempts=attempt)
+                await asyncio.sleep(RETRY_AFTER_S)
         answered_at = time.monotonic()
         reply = _reply(response.body)
-        if response.status != 201:
+        # 200: a retry's answer, the request the first attempt made
+        if response.status != 201 and not (attempt > 1 and response.status == 200):
             error = reply.get("error")
             code = error.get("code", "") if isinstance(error, dict) else ""
-            return st.Intake(sent_at, response.status, answered_at=answered_at, error=code)
+            return st.Intake(
+                sent_at, response.status, answered_at=answered_at, error=code, attempts=attempt
+            )
         return st.Intake(
             sent_at,
-            response.status,
+            201,
             reply.get("id", ""),
             reply.get("squad") or "",
             reply.get("assignment") or "",
             answered_at,
+            attempts=attempt,
         )
 
     async def offers_of(self, index: int, request_id: str) -> list[tuple[str, str]]:
@@ -503,6 +519,7 @@ class Observed:
     written: int | None  # fixes the hubs wrote during the window (their counter), if known
     machine_cpu: float  # all processes of the machine, % of one core (2 cores: up to 200)
     other_cpu: float  # processes that are not part of this test
+    measure_start: float = 0.0  # monotonic
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -597,7 +614,7 @@ async def _run_with(
     tokens: dict[str, str],
     restart: Callable[[int, int], HubProc],
 ) -> dict[str, Any]:
-    api = Api(hubs, tokens)
+    api = Api(hubs, tokens, retries=2 if config.rolling_restart else 0)
     redis = Redis.from_url(redis_server.url)
     timings: dict[str, float] = {}
     try:
@@ -727,6 +744,7 @@ async def _measure(
         timings=timings,
         machine_cpu=machine,
         other_cpu=round(max(0.0, machine - sum(cpu)), 1),
+        measure_start=before.at,
         api_fresh=await api_freshness(api, clients.specs, config.pos_interval),
         written=(
             None
@@ -836,12 +854,19 @@ def rolling_report(
     close_codes: Counter[str] = Counter()
     for r in results:
         close_codes.update({str(code): n for code, n in r["close_codes"].items()})
+    start = observed.measure_start
     return {
         "restarts": [
-            rr.restart_summary(restart, moves, away)  # type: ignore[arg-type]
+            {"sigterm_at_s": round(restart.sigterm_at - start, 3)}
+            | rr.restart_summary(restart, moves, away)  # type: ignore[arg-type]
             for restart in roller.restarts
         ],
         "close_codes": dict(close_codes),
+        "requests_retried": sum(1 for i in observed.intakes if i.attempts > 1),
+        # seconds into the measure phase of each intake that failed in the end
+        "requests_failed_at_s": [
+            round(i.sent_at - start, 3) for i in observed.intakes if i.status != 201
+        ],
         **rr.losses(observed.intakes, requests, seen, overdue, time.time()),
     }
 
