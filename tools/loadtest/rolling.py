@@ -279,7 +279,7 @@ async def read_requests(
         return {}
     units = await redis.hmget(keys.request_units(), list(request_ids))
     found: dict[str, RequestSeen] = {}
-    located = [(rid, _text(u)) for rid, u in zip(request_ids, units, strict=True) if u]
+    located = [(rid, text(u)) for rid, u in zip(request_ids, units, strict=True) if u]
     for begin in range(0, len(located), chunk):
         part = located[begin : begin + chunk]
         pipe = redis.pipeline(transaction=False)
@@ -306,11 +306,12 @@ async def request_states(redis: Redis, request_ids: Sequence[str]) -> list[str]:
     units = await redis.hmget(keys.request_units(), list(request_ids))
     pipe = redis.pipeline(transaction=False)
     for rid, unit in zip(request_ids, units, strict=True):
-        pipe.hget(keys.request(_text(unit) if unit else keys.NO_UNIT, rid), "state")
+        pipe.hget(keys.request(text(unit) if unit else keys.NO_UNIT, rid), "state")
     return [s.decode() if s else "" for s in await pipe.execute()]
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply as text."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -397,6 +398,8 @@ def losses(
         "lost": lost,
         "nothing_lost": not any(lost.values()),
         "requests": len(created),
+        # made by an intake whose answer never came (all its attempts timed out)
+        "requests_made_unanswered": len(set(requests) - set(created)),
         "requests_resolved": sum(
             1 for r in created if r in requests and requests[r].state == "resolved"
         ),

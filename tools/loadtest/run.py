@@ -809,8 +809,9 @@ async def _finish(
     hub_rss = [proc_rss_mb(h.process.pid) for h in hubs]
     redis_checks = await check_redis(redis, [u.code for u in city.units])
     if roller is not None:
+        # Every request Redis knows (an intake that timed out may still have made one).
         requests = await rr.read_requests(
-            redis, [i.request_id for i in observed.intakes if i.status == 201]
+            redis, [rr.text(k) for k in await redis.hkeys(keys.request_units())]
         )
         offered = sum(1 for r in requests.values() for e in r.events if e["type"] == "offered")
         await wait_for(lambda: clients.total(lc.OFFERS) >= offered, config.drain, "every offer")
