@@ -241,6 +241,10 @@ def _restart(**changes: Any) -> rr.Restart:
         "exited_at": 105.0,
         "ready_at": 108.0,
         "exit_code": -15,
+        "back_at": 110.0,
+        "drain_cpu_s": 0.6,
+        "others_cpu_s": 5.0,
+        "others_cpu_before": 0.2,
     }
     return rr.Restart(**(fields | changes))
 
@@ -260,8 +264,12 @@ def test_restart_summary_counts_the_phones_of_the_stopped_hub_only() -> None:
     assert summary["all_back_s"] == 6.0 and summary["first_close_s"] == 1.0
     assert summary["closes_spread_s"] == 3.0
     assert summary["exited_after_s"] == 5.0 and summary["ready_again_after_s"] == 8.0
-    empty = rr.restart_summary(_restart(), [], [])
+    assert summary["drain_cpu_ms_per_phone"] == 200.0
+    # 5 s of the others' CPU over the 10 s to every phone back, less their 0.2 s/s before
+    assert summary["takeover_cpu_s"] == 3.0 and summary["takeover_cpu_ms_per_phone"] == 1000.0
+    empty = rr.restart_summary(_restart(back_at=0.0), [], [])
     assert empty["moved"] == 0 and empty["all_back_s"] is None and empty["gap_s"]["max"] is None
+    assert empty["takeover_cpu_s"] is None and empty["drain_cpu_ms_per_phone"] is None
 
 
 def _event(kind: str, at: float, **fields: Any) -> dict[str, Any]:

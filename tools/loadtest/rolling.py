@@ -37,6 +37,7 @@ HUB_SETTINGS = {"offer_window_s": "5", "time_scale": "0.01"}
 IGNORE_SHARE = 0.02  # share of offers the squads leave unanswered, to expire
 EXIT_TIMEOUT_S = 60.0  # a draining hub not gone by then is killed (and the report says so)
 READY_TIMEOUT_S = 60.0
+BASELINE_S = 2.0  # the other hubs' CPU is read this long before a restart, for a baseline
 SETTLE_TIMEOUT_S = 120.0  # the next restart waits this long at most for every phone back
 TIMER_SLACK_S = 3.0  # a timer due longer ago than this at the end should have fired
 # A milestone met this soon after its deadline may have removed the deadline's timer before
@@ -80,6 +81,10 @@ class Restart:
     ready_at: float = 0.0  # the new process's /readyz answered 200
     exit_code: int | None = None
     killed: bool = False  # did not exit by itself within EXIT_TIMEOUT_S
+    back_at: float = 0.0  # every phone connected again (0: not within SETTLE_TIMEOUT_S)
+    drain_cpu_s: float = 0.0  # the stopped process's CPU from SIGTERM to its exit
+    others_cpu_s: float = 0.0  # the other hubs' CPU from SIGTERM to back_at
+    others_cpu_before: float = 0.0  # the other hubs' CPU per second just before SIGTERM
 
 
 class Rotation(Protocol):
@@ -114,19 +119,21 @@ class Roller:
 
     async def run(self, start_at: float, duration_s: float) -> None:
         """Restart hub i at ``start_at + (i + 1) * duration_s / (K + 1)``, or later: not before
-        the previous one is ready again and ``all_back()`` (every phone connected), so that
-        each restart's phones are its own."""
+        the previous restart is over (its hub ready again and ``all_back()``: every phone
+        connected), so that each restart's phones are its own."""
         k = len(self.hubs)
         for index in range(k):
             due = start_at + (index + 1) * duration_s / (k + 1)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            give_up = time.monotonic() + SETTLE_TIMEOUT_S
-            while not self.all_back() and time.monotonic() < give_up:  # noqa: ASYNC110 - shared counters
-                await asyncio.sleep(0.1)
             await self.restart(index)
 
     async def restart(self, index: int) -> Restart:
+        """Stop hub ``index``, start it again, and wait until every phone is back (or
+        SETTLE_TIMEOUT_S); what each part cost in CPU is recorded too."""
         old = self.hubs[index]
+        others = [h.process.pid for i, h in enumerate(self.hubs) if i != index]
+        baseline = _cpu(others), time.monotonic()
+        await asyncio.sleep(BASELINE_S)
         async with httpx.AsyncClient(base_url=old.http, timeout=30.0) as http:
             try:
                 health = (await http.get("/api/v1/health", headers=self.admin_headers)).json()
@@ -135,7 +142,9 @@ class Roller:
                 phones = -1
             restart = Restart(index, old.port, old.process.pid, phones, 0.0)
             self.restarts.append(restart)
+            before, stopping = _cpu(others), proc_cpu_s(old.process.pid)
             restart.sigterm_at = time.monotonic()
+            restart.others_cpu_before = (before - baseline[0]) / (restart.sigterm_at - baseline[1])
             old.process.terminate()
             # What a load balancer does: its health check sees "draining" and sends nothing
             # new there (the hub keeps serving meanwhile, for DISPATCH_DRAIN_WAIT_S).
@@ -144,6 +153,7 @@ class Roller:
             self.rotation.take_out(index)
         restart.exit_code, restart.killed = await asyncio.to_thread(self._wait_exit, old)
         restart.exited_at = time.monotonic()
+        restart.drain_cpu_s = self.final_cpu[old.process.pid] - stopping
         new = await asyncio.to_thread(self.start, index, old.port)
         self.started_pids.append(new.process.pid)
         async with httpx.AsyncClient(base_url=new.http, timeout=2.0) as http:
@@ -151,6 +161,12 @@ class Roller:
         restart.ready_at = time.monotonic()
         self.hubs[index] = new
         await self.rotation.put_back(index, new)
+        give_up = time.monotonic() + SETTLE_TIMEOUT_S
+        while not self.all_back() and time.monotonic() < give_up:  # noqa: ASYNC110 - shared counters
+            await asyncio.sleep(0.05)
+        if self.all_back():
+            restart.back_at = time.monotonic()
+            restart.others_cpu_s = _cpu(others) - before
         return restart
 
     def _wait_exit(self, hub: HubProc) -> tuple[int | None, bool]:
@@ -172,6 +188,10 @@ class Roller:
         except subprocess.TimeoutExpired:
             code = None
         return code, killed
+
+
+def _cpu(pids: Sequence[int]) -> float:
+    return sum(proc_cpu_s(pid) for pid in pids)
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
@@ -217,6 +237,11 @@ def restart_summary(
         return port == restart.port and start <= at <= end
 
     moved = [m for m in moves if of_hub(m[0], m[2])]
+    takeover = (
+        restart.others_cpu_s - restart.others_cpu_before * (restart.back_at - start)
+        if restart.back_at
+        else None
+    )
     gaps = [back - lost for lost, back, _, _ in moved]
     last_back = max((m[1] for m in moved), default=None)
     first_close = min((m[0] for m in moved), default=None)
@@ -238,12 +263,23 @@ def restart_summary(
         "ready_again_after_s": _round(restart.ready_at - start),
         "exit_code": restart.exit_code,
         "killed": restart.killed,
+        # CPU: the stopped process from SIGTERM to its exit (closing its sessions, handing
+        # on, recording squads offline), and what the move cost the other hubs beyond their
+        # rate just before (hellos, resumes), per phone moved
+        "drain_cpu_s": _round(restart.drain_cpu_s),
+        "drain_cpu_ms_per_phone": _per_phone(restart.drain_cpu_s, len(moved)),
+        "takeover_cpu_s": _round(takeover),
+        "takeover_cpu_ms_per_phone": _per_phone(takeover, len(moved)),
     }
 
 
 def _seconds(values: Sequence[float]) -> dict[str, float | None]:
     summary = st.summarize(values, (50, 99))
     return summary | {"max": _round(max(values)) if values else None}
+
+
+def _per_phone(cpu_s: float | None, phones: int) -> float | None:
+    return round(cpu_s / phones * 1000, 3) if cpu_s is not None and phones else None
 
 
 def _round(value: float | None) -> float | None:
