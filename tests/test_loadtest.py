@@ -281,7 +281,13 @@ def _complete_run() -> tuple[list[st.Intake], dict[str, rr.RequestSeen], rr.Seen
     deadline), then to S2 who did everything; R2 done by S3 in time."""
     r1 = rr.RequestSeen(
         "R1",
-        {"state": "resolved", "accept_by": "10.0", "arrive_by": "100.0", "resolve_by": "200.0"},
+        {
+            "state": "resolved",
+            "caller_phone": "c1",
+            "accept_by": "10.0",
+            "arrive_by": "100.0",
+            "resolve_by": "200.0",
+        },
         [
             _event("offered", 1.0, assignment="A1", squad="S1", respond_by=6.0),
             _event("notice_issued", 10.2),
@@ -296,7 +302,7 @@ def _complete_run() -> tuple[list[st.Intake], dict[str, rr.RequestSeen], rr.Seen
     )
     r2 = rr.RequestSeen(
         "R2",
-        {"state": "resolved", "accept_by": "50.0"},
+        {"state": "resolved", "caller_phone": "c2", "accept_by": "50.0"},
         [
             _event("offered", 2.0, assignment="A3", squad="S3", respond_by=7.0),
             *(
@@ -313,7 +319,7 @@ def _complete_run() -> tuple[list[st.Intake], dict[str, rr.RequestSeen], rr.Seen
         revoked={"A1"},
         duplicates=0,
     )
-    intakes = [st.Intake(0.0, 201, "R1"), st.Intake(0.0, 201, "R2")]
+    intakes = [st.Intake(0.0, 201, "R1", caller="c1"), st.Intake(0.0, 201, "R2", caller="c2")]
     return intakes, {"R1": r1, "R2": r2}, seen
 
 
@@ -335,17 +341,24 @@ def test_losses_are_zero_when_redis_holds_everything_the_phones_saw() -> None:
 
 def test_each_loss_is_counted() -> None:
     intakes, requests, seen = _complete_run()
-    intakes = [*intakes, st.Intake(0.0, 0, error="timeout"), st.Intake(0.0, 201, "R9")]
+    intakes = [
+        *intakes,
+        st.Intake(0.0, 0, error="timeout", caller="c8"),  # made nothing: lost
+        st.Intake(0.0, 0, error="timeout", caller="c3"),  # made R3, answer never came
+        st.Intake(0.0, 201, "R9", caller="c9"),
+    ]
     requests["R1"].events = [e for e in requests["R1"].events if e["type"] != "en_route"]
     requests["R1"].events = [e for e in requests["R1"].events if e["type"] != "offer_expired"]
     requests["R1"].notices = []
     requests["R2"].events = [e for e in requests["R2"].events if e["type"] != "offered"]
-    requests["R3"] = rr.RequestSeen("R3", {"state": "queued"})  # created by nobody here
+    requests["R3"] = rr.RequestSeen("R3", {"state": "queued", "caller_phone": "c3"})
+    requests["R4"] = rr.RequestSeen("R4", {"state": "queued", "caller_phone": "c2"})  # a twin
     seen.offers.discard(("A2", "S2"))
     seen.revoked.clear()
     result = rr.losses(intakes, requests, seen, {"offer": 2}, now_s=300.0)
     assert result["lost"] == {
-        "requests_failed": 1,
+        "requests_failed": 1,  # c8
+        "requests_made_twice": 1,  # c2
         "requests_unknown": 1,  # R9: answered 201, unknown to Redis
         "requests_without_offer": 1,  # R2
         "offers_not_received": 1,  # A2 to S2
@@ -356,7 +369,7 @@ def test_each_loss_is_counted() -> None:
         "timers_overdue": 2,
         "duplicate_frames": 0,
     }
-    assert not result["nothing_lost"] and result["requests_made_unanswered"] == 1  # R3
+    assert not result["nothing_lost"] and result["requests_made_unanswered"] == 1  # c3
 
 
 def test_a_deadline_met_within_the_grace_or_not_yet_due_owes_no_notice() -> None:

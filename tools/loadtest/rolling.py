@@ -392,6 +392,13 @@ def losses(
     Redis, every timer fired: ``lost`` holds each loss as a count (all 0 when nothing was
     lost), ``fired`` what the timers did, with their lateness (seconds after the due time)."""
     created = [i.request_id for i in intakes if i.status == 201]
+    # An intake is one caller: the request it made is found by the caller's number even when
+    # no answer came (every attempt timed out), and a twin (a retry not recognised) shows.
+    made_for: dict[str, int] = {}
+    for request in requests.values():
+        caller = request.fields.get("caller_phone", "")
+        made_for[caller] = made_for.get(caller, 0) + 1
+    unanswered = [i for i in intakes if i.status != 201]
     offered: dict[str, tuple[str, float]] = {}  # assignment -> (squad, respond by)
     expired_at: dict[str, float] = {}  # assignment -> when its offer expired
     recorded: set[tuple[str, str]] = set()  # (assignment, event type)
@@ -409,7 +416,8 @@ def losses(
     expiry_late = [at - offered[a][1] for a, at in expired_at.items() if a in offered]
     deadlines = _deadlines(requests.values(), now_s, expiry_late)
     lost = {
-        "requests_failed": len(intakes) - len(created),
+        "requests_failed": sum(1 for i in unanswered if not made_for.get(i.caller)),
+        "requests_made_twice": sum(1 for i in intakes if made_for.get(i.caller, 0) > 1),
         "requests_unknown": sum(1 for r in created if r not in requests),
         "requests_without_offer": sum(
             1
@@ -434,8 +442,8 @@ def losses(
         "lost": lost,
         "nothing_lost": not any(lost.values()),
         "requests": len(created),
-        # made by an intake whose answer never came (all its attempts timed out)
-        "requests_made_unanswered": len(set(requests) - set(created)),
+        # made, though the intake's every attempt timed out: the caller waited, nothing lost
+        "requests_made_unanswered": sum(1 for i in unanswered if made_for.get(i.caller)),
         "requests_resolved": sum(
             1 for r in created if r in requests and requests[r].state == "resolved"
         ),

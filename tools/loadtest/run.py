@@ -265,9 +265,10 @@ class Api:
     async def intake(self, index: int, plan: RequestPlan) -> st.Intake:
         """POST one request; ``sent_at`` is when it was due to leave (a wait for a free
         connection counts against the hub: no coordinated omission)."""
+        caller = f"1380{index % 10**7:07d}"
         body = _json_encoder.encode(
             {
-                "caller_phone": f"1380{index % 10**7:07d}",
+                "caller_phone": caller,
                 "category": plan.category,
                 "description": "load test request",
                 "lat": plan.lat,
@@ -290,7 +291,7 @@ class Api:
             except (TimeoutError, HttpError) as exc:
                 failed = "timeout" if isinstance(exc, TimeoutError) else "connection"
                 if attempt > self.retries:
-                    return st.Intake(sent_at, 0, error=failed, attempts=attempt)
+                    return st.Intake(sent_at, 0, error=failed, attempts=attempt, caller=caller)
                 await asyncio.sleep(RETRY_AFTER_S)
         answered_at = time.monotonic()
         reply = _reply(response.body)
@@ -299,7 +300,12 @@ class Api:
             error = reply.get("error")
             code = error.get("code", "") if isinstance(error, dict) else ""
             return st.Intake(
-                sent_at, response.status, answered_at=answered_at, error=code, attempts=attempt
+                sent_at,
+                response.status,
+                answered_at=answered_at,
+                error=code,
+                attempts=attempt,
+                caller=caller,
             )
         return st.Intake(
             sent_at,
@@ -309,6 +315,7 @@ class Api:
             reply.get("assignment") or "",
             answered_at,
             attempts=attempt,
+            caller=caller,
         )
 
     async def offers_of(self, index: int, request_id: str) -> list[tuple[str, str]]:

@@ -58,6 +58,7 @@ class Intake:
     answered_at: float = 0.0  # monotonic, when the response was read (0: none)
     error: str = ""  # why it failed: the API's error code, "timeout" or "connection"
     attempts: int = 1  # POSTs sent (retries carry the first one's Idempotency-Key)
+    caller: str = ""  # the caller_phone sent: finds the request when no answer came
 
 
 @dataclass(frozen=True, slots=True)
