@@ -170,8 +170,10 @@ async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
 async def drain(app: Starlette, stop_listening: Callable[[], None]) -> None:
     """Before the server stops: say not ready (a load balancer's check notices within
     ``drain_wait_s``), then tell this process's phones to reconnect elsewhere (1012), spread
-    over ``drain_spread_s`` in small slices, so they do not all come back at once. The
-    lifespan's end then hands the timers this process holds on to the others."""
+    over ``drain_spread_s`` in small slices, so they do not all come back at once. Those
+    phones are not recorded offline as they go (they resume elsewhere within a second: see
+    ``PresenceTracker.handing_over``). The lifespan's end then hands the timers this process
+    holds on to the others, and records offline whoever is not back elsewhere."""
     parts: Components | None = getattr(app.state, "components", None)
     if parts is None:
         stop_listening()
@@ -181,6 +183,7 @@ async def drain(app: Starlette, stop_listening: Callable[[], None]) -> None:
     log.warning("hub %s draining: not ready; phones told to reconnect elsewhere", parts.hub.id)
     await asyncio.sleep(settings.drain_wait_s)
     stop_listening()
+    parts.presence.handing_over = True  # the phones' next hello is on another process
     sessions = list(parts.hub.sessions.values())
     slices = max(1, min(len(sessions), int(settings.drain_spread_s * 20)))  # every 50 ms
     for index in range(slices):

@@ -196,6 +196,16 @@ async def test_a_draining_hub_sends_its_phones_elsewhere_spread_out_and_loses_no
         assert leaving.log_path is not None
         assert "draining" in leaving.log_path.read_text()
         await eventually(lambda: _all_online(api, phones), timeout_s=15)
+        # Told to move, a phone is not recorded offline for its move (it stays in dispatch,
+        # and the draining hub spends no Redis call on it): only one not back elsewhere when
+        # the process finishes is, which only the last ones told can be.
+        redis = Redis.from_url(hubs.redis_url)
+        try:
+            pending = {m.decode() for m in await redis.zrange(keys.timers("water"), 0, -1)}
+        finally:
+            await redis.aclose()
+        recorded_offline = {f"offline:{p.squad}" for p in phones} & pending
+        assert len(recorded_offline) <= 3, recorded_offline
         # The offer made before the restart reaches its phone (replayed on the other hub),
         # and the steps taken after it are kept.
         offer = await offered.next_frame(protocol.Offer, timeout_s=10)

@@ -17,6 +17,7 @@ offline, unless they already reconnected elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Protocol
@@ -45,6 +46,8 @@ class Session(Connection, Protocol):
 
 
 PRESENCE = Actor("system", "presence")
+# Squads reconciled at once (a shutdown reconciles every squad of the process: thousands).
+RECONCILE_CONCURRENCY = 32
 
 
 class PresenceTracker:
@@ -69,6 +72,8 @@ class PresenceTracker:
         self._hub = hub
         self._hub_id = hub.id
         self._availability = availability
+        # Set by the drain once this process tells its phones to reconnect elsewhere.
+        self.handing_over = False
 
     # ---- this process's squads ------------------------------------------------------------
 
@@ -90,6 +95,13 @@ class PresenceTracker:
         if not squad:
             return
         self._hub.unregister(session)
+        if self.handing_over:
+            # Told to resume on another process (the drain): that process takes the squad
+            # over in Redis within a second. Recording it offline meanwhile would take it out
+            # of dispatch for its move, start its offline timers, and cost thousands of Redis
+            # calls at once; whoever does not come back is recorded offline by the shutdown's
+            # reconcile(everyone=True) (or, if this process dies first, by reap_dead_hubs).
+            return
         try:
             if await self._squads.disconnect(unit, squad, session.conn_id):
                 await self._redis.srem(keys.hub_squads(self._hub_id), f"{unit}/{squad}")
@@ -104,16 +116,24 @@ class PresenceTracker:
         """Squads Redis believes are connected here but are not (a disconnect that could not
         be recorded, e.g. during a Redis restart): take them offline now. ``everyone``: all of
         this process's squads (it is shutting down)."""
+        members = [text(m) for m in await self._redis.smembers(keys.hub_squads(self._hub_id))]
+        if not everyone:
+            members = [m for m in members if not self._hub.holds(m.partition("/")[2])]
         stale = 0
-        for member in await self._redis.smembers(keys.hub_squads(self._hub_id)):
-            unit, _, squad = text(member).partition("/")
-            if self._hub.holds(squad) and not everyone:
-                continue
-            if await self._squads.disconnect(unit, squad, self._hub_id, by_hub=True):
-                await self.went_offline(unit, squad)
-                stale += 1
-            await self._redis.srem(keys.hub_squads(self._hub_id), member)
+        for start in range(0, len(members), RECONCILE_CONCURRENCY):
+            part = members[start : start + RECONCILE_CONCURRENCY]
+            stale += sum(await asyncio.gather(*(self._take_offline(m) for m in part)))
         return stale
+
+    async def _take_offline(self, member: str) -> bool:
+        """Record the squad of a ``unit/squad`` member of this process's set offline unless it
+        is connected elsewhere now; True if it went offline."""
+        unit, _, squad = member.partition("/")
+        went = await self._squads.disconnect(unit, squad, self._hub_id, by_hub=True)
+        if went:
+            await self.went_offline(unit, squad)
+        await self._redis.srem(keys.hub_squads(self._hub_id), member)
+        return went
 
     # ---- offline timers --------------------------------------------------------------------
 
