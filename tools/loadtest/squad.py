@@ -112,9 +112,12 @@ class SquadAgent:
                 return self._refused(frame, now)
             case protocol.Welcome():
                 self.last_seq = min(self.last_seq, frame.last_seq)
-                # Commands whose answer the last connection did not bring: again, same ids
-                # (the hub answers a step it already committed with its recorded outcome).
-                return [protocol.Duty(on=True), *(sent.command for sent in self._sent.values())]
+                # On duty once: the hub keeps the duty across connections. Commands whose
+                # answer the last connection did not bring go again, with the same ids (the
+                # hub answers a step it already committed with its recorded outcome).
+                duty = [] if self._duty_sent else [protocol.Duty(on=True)]
+                self._duty_sent = True
+                return [*duty, *(sent.command for sent in self._sent.values())]
         return []
 
     # ---- holding (the reconnect storm) ----------------------------------------------------
