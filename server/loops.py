@@ -63,6 +63,10 @@ TIMER_BATCHES_PER_POLL = 20  # a full batch claims again at once: a backlog (tho
 
 
 async def _fire_due_timers(parts: Components) -> None:
+    if parts.readiness.draining:
+        # A draining process is busy closing its phones and about to go: a timer claimed
+        # now could wait for its hand-on at shutdown. The other processes take them.
+        return
     lease_ms = int(parts.settings.timer_lease_s * 1000)
     for unit in parts.directory.unit_codes():
         for _ in range(TIMER_BATCHES_PER_POLL):

@@ -22,7 +22,8 @@ from server.metrics import Metrics, frame_type
 from server.store import keys, timers
 from server.store.embedded import EmbeddedRedis
 from server.store.scripts import Scripts
-from tests.conftest import Hubs
+from server.store.text import text
+from tests.conftest import Apps, Hubs
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
 SERIES = {
@@ -110,6 +111,25 @@ async def test_timers_claimed_and_not_finished_are_handed_on_at_once(redis: Redi
     assert await held.hand_on(redis) == 1
     # a1 is due again at its own time, for any process; a2 stays gone
     assert await redis.zrange(key, 0, -1, withscores=True) == [(b"offer:a1", now_ms - 500)]
+
+
+async def test_a_draining_process_claims_no_timer_and_leaves_them_to_the_others(
+    apps: Apps, app_redis: Redis
+) -> None:
+    await apps.start(timer_poll_ms=20)
+    parts = apps.started[0].app.state.components
+    parts.readiness.draining = True  # what the drain sets first
+    key, member = keys.timers("water"), timers.entry(timers.TimerKind.OFFLINE, "S-nobody")
+    due_ms = int(time.time() * 1000) - 100
+    await app_redis.zadd(key, {member: due_ms})
+    await asyncio.sleep(0.3)  # fifteen polls
+    assert await app_redis.zscore(key, member) == due_ms  # unclaimed: a claim leases it
+    parts.readiness.draining = False  # (as another process would) it fires
+
+    async def fired() -> bool:
+        return await app_redis.zscore(key, member) is None
+
+    await eventually(fired)
 
 
 # ---- hub processes ------------------------------------------------------------------------
@@ -201,7 +221,7 @@ async def test_a_draining_hub_sends_its_phones_elsewhere_spread_out_and_loses_no
         # the process finishes is, which only the last ones told can be.
         redis = Redis.from_url(hubs.redis_url)
         try:
-            pending = {m.decode() for m in await redis.zrange(keys.timers("water"), 0, -1)}
+            pending = {text(m) for m in await redis.zrange(keys.timers("water"), 0, -1)}
         finally:
             await redis.aclose()
         recorded_offline = {f"offline:{p.squad}" for p in phones} & pending
