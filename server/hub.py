@@ -67,6 +67,7 @@ from server.store.round_trips import RoundTrips, count_round_trips
 from server.store.scripts import Scripts
 from server.store.squads import Presence, SquadStore
 from server.store.text import text
+from server.store.tracks import TrackRecorder
 
 log = logging.getLogger(__name__)
 _channel_codec = msgspec.msgpack.Decoder(tuple[str, int, bytes])
@@ -232,7 +233,13 @@ def build_services(
         scripts=scripts,
         requests=requests,
         squads=SquadStore(redis, scripts),
-        positions=PositionWriter(redis, settings.position_flush_ms / 1000),
+        positions=PositionWriter(
+            redis,
+            settings.position_flush_ms / 1000,
+            TrackRecorder(
+                redis, settings.track_interval_s, settings.track_points, settings.track_keep_s
+            ),
+        ),
         sender=make_sender(settings),
         ledger=ledger,
     )
@@ -326,6 +333,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from server.api.center import center_routes
     from server.api.citizen import citizen_routes
     from server.api.common import error_handlers
+    from server.api.console import console_routes
     from server.api.notices import notice_routes
     from server.api.routes import api_routes
     from server.feed.session import center_socket
@@ -343,6 +351,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *account_routes(),
         *center_routes(),
         *notice_routes(),
+        *console_routes(),
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),

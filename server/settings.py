@@ -61,6 +61,11 @@ class Settings(FieldLimits, kw_only=True):
     close_timeout_s: float = 2.0  # a closing phone that takes nothing is cut off after this
     position_max_age_s: float = 120.0  # older fixes do not count for dispatch
     position_flush_ms: float = 10.0  # positions are batched into one Redis pipeline
+    # a squad holding work: one point of its track per this (the center's map; see
+    # server.store.tracks), the newest points a track keeps, and how long after its last
+    track_interval_s: Annotated[float, Meta(gt=0)] = 10.0
+    track_points: Annotated[int, Meta(ge=10, le=100_000)] = 360
+    track_keep_s: Annotated[float, Meta(gt=0)] = 6 * 3600.0
     ack_flush_ms: float = 200.0  # a phone's ack not followed by a command is recorded after this
     search_radius_km: float = 60.0  # largest candidate search radius around the scene
     search_first_radius_km: float = 1.0  # the search starts here and widens 4x at a time

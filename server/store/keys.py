@@ -85,6 +85,12 @@ def jobs(unit: str, squad_id: str) -> str:
     return f"{_u(unit)}:sq:{squad_id}:jobs"
 
 
+def track(unit: str, squad_id: str) -> str:
+    """Stream: recent position samples of the squad while it holds work (lat, lon; the id
+    is the time), capped and expiring (see server.store.tracks)."""
+    return f"{_u(unit)}:sq:{squad_id}:track"
+
+
 def command(unit: str, squad_id: str, command_id: str) -> str:
     """String: outcome of a command id, kept for retries."""
     return f"{_u(unit)}:sq:{squad_id}:cmd:{command_id}"

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from server.guard import Burst
 from server.store import keys
+from server.store.tracks import TrackRecorder
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,13 @@ REPORT_EVERY_S = 60.0  # refused fixes and failed flushes are logged at most thi
 
 
 class PositionWriter:
-    def __init__(self, redis: Redis, flush_interval_s: float) -> None:
+    def __init__(
+        self, redis: Redis, flush_interval_s: float, tracks: TrackRecorder | None = None
+    ) -> None:
+        """``tracks``: keeps samples of the placed fixes of squads holding work (the center's
+        map); None: no tracks."""
         self._redis = redis
+        self._tracks = tracks
         self._interval = flush_interval_s
         self._pending: dict[str, dict[str, Fix]] = defaultdict(dict)
         self._wake = asyncio.Event()
@@ -67,6 +73,8 @@ class PositionWriter:
             if fixes:
                 pipe.zadd(keys.fix_times(unit), {sid: fix[2] for sid, fix in fixes.items()})
         await pipe.execute()
+        if self._tracks is not None:
+            await self._tracks.record(placed)
         count = sum(len(fixes) for fixes in placed.values())
         self.written += count
         return count
