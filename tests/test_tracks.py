@@ -14,6 +14,7 @@ from server.store.embedded import free_port
 from server.store.positions import PositionWriter
 from server.store.scripts import source
 from server.store.tracks import TrackRecorder, last_points, track_between
+from tests.helpers import eventually
 
 
 async def _busy(redis: Redis, unit: str, squad: str) -> None:
@@ -61,25 +62,37 @@ async def test_the_recorder_samples_a_squad_at_most_once_per_interval(redis: Red
     recorder = TrackRecorder(redis, interval_s=10, keep_points=100, keep_s=60, write_every_s=0)
     await _busy(redis, "water", "S1")
     for at in (1000.0, 1005.0, 1010.0, 1012.0, 1025.0):
-        await recorder.record({"water": {"S1": (112.0, at / 1000, at), "S2": (112.0, 1, at)}})
+        recorder.record({"water": {"S1": (112.0, at / 1000, at), "S2": (112.0, 1, at)}})
+        await recorder.write_now()
     points = await track_between(redis, "water", "S1", 0, 1e11, 100)
     assert [p[0] for p in points] == [1.0, 1.01, 1.025]  # lat carried the fix time here
     assert recorder.appended == 3  # S2 holds no work: its samples are dropped by Redis
     assert not await redis.exists(keys.track("water", "S2"))
 
 
-async def test_the_recorder_writes_at_most_once_per_write_interval(redis: Redis) -> None:
-    recorder = TrackRecorder(redis, interval_s=1, keep_points=100, keep_s=60, write_every_s=3600)
+async def test_the_recorder_writes_by_itself_at_most_once_per_write_interval(
+    redis: Redis,
+) -> None:
+    recorder = TrackRecorder(redis, interval_s=1, keep_points=100, keep_s=60, write_every_s=0.3)
     await _busy(redis, "water", "S1")
-    await recorder.record({"water": {"S1": (112.0, 34.0, 1.0)}})  # the first write goes out
-    await recorder.record({"water": {"S1": (112.0, 34.1, 2.0)}})  # held until the next write
+    recorder.record({"water": {"S1": (112.0, 34.0, 1.0)}})  # the first write goes out at once
+    await eventually(lambda: redis.exists(keys.track("water", "S1")), timeout_s=2)
+    recorder.record({"water": {"S1": (112.0, 34.1, 2.0)}})  # then after the write interval,
+    recorder.record({"water": {"S1": (112.0, 34.2, 3.0)}})  # the newest sample of the squad
     assert await redis.xlen(keys.track("water", "S1")) == 1
+
+    async def both() -> bool:
+        return bool(await redis.xlen(keys.track("water", "S1")) == 2)
+
+    await eventually(both, timeout_s=2)
+    assert [p[0] for p in await track_between(redis, "water", "S1", 0, 1e11, 10)] == [34.0, 34.2]
 
 
 async def test_a_failing_redis_never_makes_recording_raise() -> None:
     dead = Redis(port=free_port(), socket_connect_timeout=0.2)
     recorder = TrackRecorder(dead, interval_s=1, keep_points=10, keep_s=60, write_every_s=0)
-    await recorder.record({"water": {"S1": (112.0, 34.0, 1.0)}})  # logged, not raised
+    recorder.record({"water": {"S1": (112.0, 34.0, 1.0)}})
+    await recorder.write_now()  # logged, not raised
     assert recorder.appended == 0
     await dead.aclose()
 
@@ -91,6 +104,7 @@ async def test_the_position_flush_records_tracks_of_squads_holding_work(redis: R
     writer.add("water", "S1", 34.67, 112.44, 1.0)
     writer.add("water", "S2", 34.68, 112.45, 1.0)
     assert await writer.flush() == 2
+    await recorder.write_now()
     (lat, lon, at), *_ = await track_between(redis, "water", "S1", 0, 1e11, 10)
     assert (lat, lon) == (34.67, 112.44) and at > 1e9  # the stream id: Redis's clock
     assert await last_points(redis, [("water", "S1"), ("water", "S2")]) == [(lat, lon, at), None]

@@ -74,7 +74,7 @@ class PositionWriter:
                 pipe.zadd(keys.fix_times(unit), {sid: fix[2] for sid, fix in fixes.items()})
         await pipe.execute()
         if self._tracks is not None:
-            await self._tracks.record(placed)
+            self._tracks.record(placed)
         count = sum(len(fixes) for fixes in placed.values())
         self.written += count
         return count

@@ -10,13 +10,14 @@ the squad's jobs set), so an idle city costs no memory. A stream keeps its newes
 A stream id is the time (Redis's clock, ms), so a request's track is the range of its squad's
 stream between the squad taking the request and leaving it (:func:`track_between`).
 
-Cost on the position path: a dict lookup per fix; no Redis round trip of the flush's own;
-one extra round trip per ``write_every_s`` per process, and recording never makes a flush
-fail (an error is logged, with a count, at most once a minute).
+Cost on the position path: a dict lookup per fix, nothing awaited by the flush; one round
+trip per ``write_every_s`` per process, in a task of its own, and a failed write is logged
+(with a count, at most once a minute), never raised into the flush.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -46,24 +47,30 @@ class TrackRecorder:
         interval_s: float,
         keep_points: int,
         keep_s: float,
-        write_every_s: float = 1.0,
+        write_every_s: float | None = None,
     ) -> None:
+        """``write_every_s``: how often samples are written (default: every second, or every
+        ``interval_s`` if shorter); a squad's samples between two writes become one point."""
         self._redis = redis
         self._interval = interval_s
         self._keep_points = keep_points
         self._keep_s = max(1, int(keep_s))
-        self._write_every = write_every_s
+        self._write_every = min(1.0, interval_s) if write_every_s is None else write_every_s
         self._script = redis.register_script(source("track"))
         self._sampled: dict[str, dict[str, float]] = {}  # unit -> squad -> last sample's time
         self._sampled_count = 0
         self._prune_above = 1024
         self._due: dict[str, dict[str, tuple[float, float]]] = {}  # unit -> squad -> lat, lon
-        self._written_at = -math.inf  # the first samples go out at once
+        self._written_at = -math.inf
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing: asyncio.Task[None] | None = None
         self._failures = Burst(REPORT_EVERY_S)
         self.appended = 0  # points appended since start (squads holding work only)
 
-    async def record(self, placed: Mapping[str, Mapping[str, Fix]]) -> None:
-        """Take the fixes a flush placed (unit -> squad -> fix). Never raises."""
+    def record(self, placed: Mapping[str, Mapping[str, Fix]]) -> None:
+        """Take the fixes a flush placed (unit -> squad -> fix). Never blocks or raises: the
+        samples due are written by a task of their own, at most once per ``write_every_s``
+        (the first at once)."""
         for unit, fixes in placed.items():
             sampled = self._sampled.get(unit)
             if sampled is None:
@@ -76,17 +83,31 @@ class TrackRecorder:
                     self._sampled_count += 1
                 sampled[squad] = at
                 self._due.setdefault(unit, {})[squad] = (lat, lon)
-        now = time.monotonic()
-        if not self._due or now - self._written_at < self._write_every:
+        if self._due and self._timer is None:
+            delay = max(0.0, self._written_at + self._write_every - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._start_writing)
+
+    def _start_writing(self) -> None:
+        self._timer = None
+        if self._writing is not None and not self._writing.done():
+            # The last write is still out (Redis is slow): one at a time, in order.
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._write_every, self._start_writing)
             return
-        self._written_at = now
+        self._writing = asyncio.create_task(self.write_now())
+
+    async def write_now(self) -> None:
+        """Write the samples due now (the recorder's own task; tests call it). Never raises:
+        a failure is logged, with a count, at most once a minute."""
+        self._written_at = time.monotonic()
         batch, self._due = self._due, {}
-        try:
-            await self._write(batch)
-        except Exception as exc:  # noqa: BLE001 - a track is a convenience: positions go on
-            count = self._failures.note(now)
-            if count:
-                log.warning("%d track write(s) failed: %r", count, exc)
+        if batch:
+            try:
+                await self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - a track is a convenience: positions go on
+                count = self._failures.note(time.monotonic())
+                if count:
+                    log.warning("%d track write(s) failed: %r", count, exc)
         if self._sampled_count > self._prune_above:
             self._prune(time.time())
 
