@@ -3,10 +3,11 @@
  *   Page.t(key)        the page's text in that language (Page.texts(TEXT) registers it)
  *   Page.applyTexts()  fills every [data-i18n] element; [data-i18n-placeholder] too
  *   Page.api(method, path, body?) -> parsed JSON (or null for 204); throws Page.ApiError
- *                      with .status, .code, .fields; a 401 sends the browser to sign in
+ *                      with .status, .code, .fields, .detail (the error object, e.g. a
+ *                      409's "state"); a 401 sends the browser to sign in
  *   Page.signIn()      to signin.html?next=<this page>, keeping the language
  *   Page.signOut()     DELETE /api/v1/session, then to signin.html
- *   Page.feed(after, onEvent, onState) the live center feed (/ws/center) with resume
+ *   Page.feed(onEvent, onState) the live center feed (/ws/center) with resume
  *   Page.time(epochSeconds) / Page.ago(epochSeconds)  local clock text, "3 min ago"
  *   Page.el(tag, attrs, ...children)  a DOM element (text children are escaped)
  * The session is an HttpOnly cookie this script never sees: no token in any URL or storage. */
@@ -64,11 +65,12 @@
   };
 
   class ApiError extends Error {
-    constructor(status, code, message, fields) {
+    constructor(status, code, message, fields, detail) {
       super(message || code || "HTTP " + status);
       this.status = status;
       this.code = code || "http_" + status;
       this.fields = fields || {};
+      this.detail = detail || {}; // the whole error object: e.g. a 409's current "state"
     }
   }
   Page.ApiError = ApiError;
@@ -98,7 +100,7 @@
     }
     if (!response.ok) {
       const e = (data && data.error) || {};
-      throw new ApiError(response.status, e.code, e.message, e.fields);
+      throw new ApiError(response.status, e.code, e.message, e.fields, e);
     }
     return data;
   };
