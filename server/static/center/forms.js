@@ -20,6 +20,13 @@
     return field("note", "note", el("textarea", { name: "note", rows: "3", maxlength: "2000" }));
   }
 
+  /* The hub's reason in the page's language where it is a common one (msgspec's words). */
+  function friendly(reason) {
+    if (/length >= 1\b|missing required field/.test(reason)) return Page.t("required");
+    if (/matching regex|pattern/.test(reason)) return Page.t("bad_format");
+    return reason;
+  }
+
   function clearErrors(form) {
     for (const spot of form.querySelectorAll(".field-error, .form-error")) spot.textContent = "";
     for (const bad of form.querySelectorAll(".invalid")) bad.classList.remove("invalid");
@@ -37,7 +44,8 @@
         unplaced.push(name + ": " + reason);
         continue;
       }
-      spot.textContent = Page.t("check_field") + ": " + reason;
+      spot.textContent = Page.t("check_field") + ": " + friendly(reason);
+      spot.title = reason; // the hub's own words
       const box = spot.closest(".field");
       if (box) box.classList.add("invalid");
       const control = box && box.querySelector("input, select, textarea");
@@ -147,7 +155,7 @@
       ...options(["duplicate", "withdrawn", "unfounded"].map((r) => [r, Page.t("reason_" + r)]), "withdrawn"));
     const original = field("duplicate_of", "duplicate_of",
       el("input", { name: "duplicate_of", autocomplete: "off", spellcheck: "false",
-        placeholder: "20260101-000001" }));
+        placeholder: Page.t("number_hint") }));
     original.hidden = true;
     reason.addEventListener("change", () => { original.hidden = reason.value !== "duplicate"; });
     return actionForm("cancel-form", "act_cancel",

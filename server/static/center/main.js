@@ -192,8 +192,10 @@
     if (track) Center.data.track_interval_s = track.interval_s;
     view.detail = detail;
     renderDetail(detail);
-    const keep = view.shownId === requestId;
-    view.shownId = requestId;
+    // A live update keeps the map where the user put it, unless another squad took over.
+    const shown = requestId + "/" + (detail.squad || "");
+    const keep = view.shownId === shown;
+    view.shownId = shown;
     const points = view.map.show(detail, track, squadNow, keep);
     const mapNote = document.getElementById("map-note");
     mapNote.hidden = points > 0 || !detail.unit;
@@ -228,7 +230,7 @@
       ["received_at", Page.time(d.received_at) + " (" + Page.ago(d.received_at) + ")"],
       ["address", d.address || ""],
       ["description", d.description || ""],
-      ["reason", d.dispute_reason || d.defer_reason || d.cancel_reason || ""],
+      ["reason", { disputed: d.dispute_reason, deferred: d.defer_reason, cancelled: d.cancel_reason }[d.state] || ""],
     ].filter(([, value]) => value);
     document.getElementById("request-facts").replaceChildren(...facts.flatMap(([key, value]) => [
       el("dt", {}, Page.t(key)), el("dd", { dataset: { fact: key } }, value)]));

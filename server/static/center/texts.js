@@ -21,7 +21,7 @@
       denied: "此页面供应急联动服务中心与各单位值班台使用。", desk_of: "值班台",
       tab_queue: "待办队列", tab_disputes: "管辖争议", tab_notices: "督办通知", tab_offline: "离线分队",
       unit: "单位", all_units: "全部单位", open: "未销号", closed: "已销号", goto: "按编号打开",
-      pick: "从左侧选择一项，查看其全过程、地图和处理操作。",
+      pick: "选择一项诉求，查看其全过程、地图和处理操作。",
       timeline: "全过程", scene: "现场", track_now: "当前分队轨迹", track_before: "此前分队轨迹",
       steps: "处置节点", no_track: "暂无分队轨迹（分队接单后开始记录）",
       track_gone: "轨迹已不再保留", empty_queue: "没有未结诉求", empty_disputes: "没有待裁决的争议",
@@ -42,6 +42,7 @@
       duplicate_of: "原诉求编号", submit_cancel: "确认撤销", submit_note: "添加备注",
       submit_reopen: "重新办理", close_form: "取消", done_ruling: "已裁决", done_cancel: "已撤销",
       done_note: "备注已添加", done_reopen: "已重新办理", check_field: "请检查",
+      required: "必填", bad_format: "格式不对", number_hint: "例：20260101-000001",
       wrong_state: "当前状态不允许此操作：", forbidden: "无权执行此操作",
       // one short name per event of the timeline
       ev: {
@@ -72,7 +73,7 @@
       desk_of: "desk",
       tab_queue: "Queue", tab_disputes: "Disputes", tab_notices: "Notices", tab_offline: "Offline",
       unit: "Unit", all_units: "All units", open: "Open", closed: "Closed", goto: "Open by number",
-      pick: "Pick an item on the left to see its timeline, its map and what can be done.",
+      pick: "Pick an item to see its timeline, its map and what can be done.",
       timeline: "Timeline", scene: "scene", track_now: "current squad's track",
       track_before: "earlier squads' tracks", steps: "steps",
       no_track: "No squad track yet (recorded once a squad takes it)",
@@ -97,7 +98,8 @@
       reason_unfounded: "unfounded", duplicate_of: "Original request number",
       submit_cancel: "Cancel the request", submit_note: "Add the note", submit_reopen: "Reopen",
       close_form: "Close", done_ruling: "Ruled", done_cancel: "Cancelled", done_note: "Note added",
-      done_reopen: "Reopened", check_field: "Check",
+      done_reopen: "Reopened", check_field: "Check", required: "required",
+      bad_format: "wrong format", number_hint: "e.g. 20260101-000001",
       wrong_state: "Not possible in its current state: ", forbidden: "Not allowed for your role",
       ev: {
         received: "received", queued: "waiting for a squad", transferred: "transferred (110/119/120)",
