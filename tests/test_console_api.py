@@ -127,7 +127,8 @@ async def test_the_track_follows_the_squad_and_a_silent_squad_is_listed_offline(
     assert offer.request.id == created["id"]
     await squad.accept(offer.assignment)
     await squad.enroute(offer.assignment)
-    way = [(start[0] - 0.002 * step, start[1]) for step in range(1, 6)]
+    # (rounded as a track keeps them: 6 decimals, about 0.1 m)
+    way = [(round(start[0] - 0.002 * step, 6), start[1]) for step in range(1, 6)]
     for lat, lon in way:
         await squad.pos(lat, lon)
         await asyncio.sleep(0.15)  # beyond the sample interval and the write interval

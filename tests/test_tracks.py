@@ -33,11 +33,11 @@ async def test_track_script_appends_only_for_squads_holding_work(redis: Redis) -
         keys.jobs("water", "S2"),
         keys.track("water", "S2"),
     ]
-    appended = await script(keys=call_keys, args=[100, 3600, 34.67, 112.44, 34.68, 112.45])
+    appended = await script(keys=call_keys, args=[100, 3600, "34.67,112.44", "34.68,112.45"])
     assert appended == 1
     entries = await redis.xrange(keys.track("water", "S1"))
     assert [{k.decode(): v.decode() for k, v in e[1].items()} for e in entries] == [
-        {"lat": "34.67", "lon": "112.44"}
+        {"p": "34.67,112.44"}
     ]
     assert 3500 < await redis.ttl(keys.track("water", "S1")) <= 3600
     assert not await redis.exists(keys.track("water", "S2"))  # idle: nothing kept
@@ -48,11 +48,11 @@ async def test_track_script_keeps_a_bounded_track(redis: Redis) -> None:
     await _busy(redis, "water", "S1")
     call_keys = [keys.jobs("water", "S1"), keys.track("water", "S1")]
     for i in range(400):
-        await script(keys=call_keys, args=[10, 60, 34.0 + i / 1000, 112.0])
+        await script(keys=call_keys, args=[10, 60, f"{34.0 + i / 1000:.3f},112.0"])
     # MAXLEN ~ trims whole stream nodes (100 entries each by default): about the cap.
     assert await redis.xlen(keys.track("water", "S1")) <= 10 + 100
     newest = await redis.xrevrange(keys.track("water", "S1"), count=1)
-    assert newest[0][1][b"lat"] == b"34.399"
+    assert newest[0][1][b"p"] == b"34.399,112.0"
 
 
 # ---- the recorder ------------------------------------------------------------------------
@@ -115,7 +115,7 @@ async def test_track_between_reads_a_time_range_newest_first_within_the_limit(
 ) -> None:
     stream = keys.track("water", "S1")
     for second in range(1, 11):
-        await redis.xadd(stream, {"lat": second, "lon": 112}, id=f"{second * 1000}-0")
+        await redis.xadd(stream, {"p": f"{second},112"}, id=f"{second * 1000}-0")
     points = await track_between(redis, "water", "S1", 3, 8, 100)
     assert [p[2] for p in points] == [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
     newest = await track_between(redis, "water", "S1", 0, 100, 3)

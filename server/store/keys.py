@@ -86,8 +86,8 @@ def jobs(unit: str, squad_id: str) -> str:
 
 
 def track(unit: str, squad_id: str) -> str:
-    """Stream: recent position samples of the squad while it holds work (lat, lon; the id
-    is the time), capped and expiring (see server.store.tracks)."""
+    """Stream: recent position samples of the squad while it holds work (``p``: "lat,lon";
+    the id is the time), capped and expiring (see server.store.tracks)."""
     return f"{_u(unit)}:sq:{squad_id}:track"
 
 
