@@ -325,3 +325,41 @@ def test_a_unit_desk_sees_only_its_unit(pages: Any, requests: Requests, lang: st
     page.goto(f"/center.html#{gas}")  # another unit's request: not shown
     page.wait_for_selector(f"#detail-empty:visible:has-text('{gas}')")
     assert page.locator("#request").is_hidden()
+
+
+# The page's sockets, seen from the test: it can drop the feed and hold the reconnection.
+FEED_GATE = """
+(() => {
+  const Native = window.WebSocket;
+  const gate = (window.__feed = { sockets: [], hold: false });
+  window.WebSocket = function (url, protocols) {
+    const socket = new Native(gate.hold ? "ws://127.0.0.1:9/held" : url, protocols);
+    gate.sockets.push(socket);
+    return socket;
+  };
+  window.WebSocket.prototype = Native.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+})();
+"""
+
+
+def test_the_feed_resumes_after_a_drop_and_brings_what_happened_meanwhile(
+    pages: Any, live_hub: LiveHub, requests: Requests
+) -> None:
+    request_id = requests.create(34.61, 112.40, "drain_blocked", "雨水井堵塞")
+    page = _console(pages, "center", "zh")
+    pages.watch(page).allow(r"127\.0\.0\.1:9/held")  # the reconnections held back below
+    page.add_init_script(FEED_GATE)
+    page.goto(f"/center.html#{request_id}")
+    page.wait_for_selector("#status[data-state=live]", timeout=LIVE_MS)
+    page.wait_for_selector(f"#request-head:has-text('{request_id}')")
+    page.evaluate("window.__feed.hold = true; window.__feed.sockets.at(-1).close()")
+    page.wait_for_selector("#status[data-state=stale]", timeout=LIVE_MS)
+    note = {"note": "断线期间添加的备注"}
+    live_hub.api("POST", f"/api/v1/requests/{request_id}/notes", note, expect=201)
+    page.evaluate("window.__feed.hold = false")
+    page.wait_for_selector("#status[data-state=live]", timeout=20_000)
+    # Only the resumed feed brings it: nothing else reloads the open request.
+    page.wait_for_selector("#timeline .t-note:has-text('断线期间添加的备注')", timeout=LIVE_MS)
+    assert page.locator("#timeline .t-note").count() == 1  # once, not twice
+    pages.shot(page)

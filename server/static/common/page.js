@@ -137,6 +137,11 @@
       socket.onmessage = (message) => {
         for (const frame of JSON.parse(message.data)) {
           if (frame.t === "welcome") {
+            // Where each unit starts: the cursor to resume from even if no event came yet
+            // (else a drop before the first event would lose what happened meanwhile).
+            for (const [unit, id] of Object.entries(frame.cursor || {})) {
+              if (!(unit in cursors)) cursors[unit] = id;
+            }
             delay = 500;
             if (onState) onState("live");
           } else if (frame.t === "event") {
