@@ -1,13 +1,14 @@
 """What the squads' tracks cost the position path (server/store/tracks.py).
 
-    python -m tools.track_bench [--squads 18000] [--flushes 400] [--busy 0.3]
+    python -m tools.track_bench [--squads 18000] [--flushes 2000] [--busy 0.3] [--rounds 3]
 
 Feeds ``PositionWriter.add`` + ``flush`` on an embedded Redis exactly as the hub does (batches
 of one 10 ms flush at 18,000 fixes/s: 180 fixes), with no track recorder, with the hub's
 default recorder (a point per squad holding work every 10 s), and with a point for every fix
 (interval 0: the worst case). ``--busy``: the share of squads holding work (their points are
 appended; the others' samples are dropped by ``track.lua``). Reports fixes per second of one
-coroutine, this process's CPU per fix (the hub's side) and Redis's CPU per fix.
+coroutine, this process's CPU per fix (the hub's side) and Redis's CPU per fix: each
+configuration ``--rounds`` times, interleaved, the median run by CPU shown.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ async def one_run(
     )
 
 
-async def main_async(squads: int, flushes: int, busy: float) -> list[Run]:
+async def main_async(squads: int, flushes: int, busy: float, rounds: int) -> list[Run]:
+    """Each configuration ``rounds`` times, interleaved (a shared machine drifts); the
+    median run of each by hub CPU per fix."""
     with tempfile.TemporaryDirectory(prefix="track-bench-") as tmp, EmbeddedRedis(tmp) as server:
         assert server.process is not None
         pid = server.process.pid
@@ -98,18 +101,25 @@ async def main_async(squads: int, flushes: int, busy: float) -> list[Run]:
             await pipe.execute()
             settings = Settings()
             default = settings.track_interval_s
-            runs = []
-            for name, tracks in (
-                ("no tracks", None),
-                (
-                    f"tracks, a point per {default:g} s (default)",
-                    TrackRecorder(redis, default, settings.track_points, settings.track_keep_s),
-                ),
-                ("tracks, a point per fix (worst case)", TrackRecorder(redis, 0, 360, 3600, 0)),
-                ("no tracks (again)", None),
-            ):
-                runs.append(await one_run(redis, pid, name, tracks, squads, flushes))
-            return runs
+
+            def recorders() -> list[tuple[str, TrackRecorder | None]]:
+                return [
+                    ("no tracks", None),
+                    (
+                        f"tracks, a point per {default:g} s (default)",
+                        TrackRecorder(redis, default, settings.track_points, settings.track_keep_s),
+                    ),
+                    ("tracks, a point per fix (worst case)", TrackRecorder(redis, 0, 360, 3600, 0)),
+                ]
+
+            by_name: dict[str, list[Run]] = {}
+            for _ in range(rounds):
+                for name, tracks in recorders():
+                    run = await one_run(redis, pid, name, tracks, squads, flushes)
+                    by_name.setdefault(name, []).append(run)
+            return [
+                sorted(runs, key=lambda r: r.cpu_s)[len(runs) // 2] for runs in by_name.values()
+            ]
         finally:
             await redis.aclose()
 
@@ -117,10 +127,11 @@ async def main_async(squads: int, flushes: int, busy: float) -> list[Run]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.track_bench")
     parser.add_argument("--squads", type=int, default=18_000)
-    parser.add_argument("--flushes", type=int, default=400)
+    parser.add_argument("--flushes", type=int, default=2000)
     parser.add_argument("--busy", type=float, default=0.3, help="share of squads holding work")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each (the median shown)")
     args = parser.parse_args(argv)
-    runs = asyncio.run(main_async(args.squads, args.flushes, args.busy))
+    runs = asyncio.run(main_async(args.squads, args.flushes, args.busy, args.rounds))
     print(f"{args.squads:,} squads, {BATCH} fixes per flush, {args.busy:.0%} holding work")
     for run in runs:
         print(run.row())
