@@ -12,7 +12,7 @@ from server.api.console import MAX_SEGMENTS, hold_segments
 from server.store import keys
 from server.store.embedded import free_port
 from server.store.positions import PositionWriter
-from server.store.scripts import source
+from server.store.scripts import Scripts
 from server.store.tracks import TrackRecorder, last_points, track_between
 from tests.helpers import eventually
 
@@ -25,7 +25,7 @@ async def _busy(redis: Redis, unit: str, squad: str) -> None:
 
 
 async def test_track_script_appends_only_for_squads_holding_work(redis: Redis) -> None:
-    script = redis.register_script(source("track"))
+    scripts = Scripts.register(redis)
     await _busy(redis, "water", "S1")
     call_keys = [
         keys.jobs("water", "S1"),
@@ -33,7 +33,7 @@ async def test_track_script_appends_only_for_squads_holding_work(redis: Redis) -
         keys.jobs("water", "S2"),
         keys.track("water", "S2"),
     ]
-    appended = await script(keys=call_keys, args=[100, 3600, "34.67,112.44", "34.68,112.45"])
+    appended = await scripts.track(keys=call_keys, args=[100, 3600, "34.67,112.44", "34.68,112.45"])
     assert appended == 1
     entries = await redis.xrange(keys.track("water", "S1"))
     assert [{k.decode(): v.decode() for k, v in e[1].items()} for e in entries] == [
@@ -44,11 +44,11 @@ async def test_track_script_appends_only_for_squads_holding_work(redis: Redis) -
 
 
 async def test_track_script_keeps_a_bounded_track(redis: Redis) -> None:
-    script = redis.register_script(source("track"))
+    scripts = Scripts.register(redis)
     await _busy(redis, "water", "S1")
     call_keys = [keys.jobs("water", "S1"), keys.track("water", "S1")]
     for i in range(400):
-        await script(keys=call_keys, args=[10, 60, f"{34.0 + i / 1000:.3f},112.0"])
+        await scripts.track(keys=call_keys, args=[10, 60, f"{34.0 + i / 1000:.3f},112.0"])
     # MAXLEN ~ trims whole stream nodes (100 entries each by default): about the cap.
     assert await redis.xlen(keys.track("water", "S1")) <= 10 + 100
     newest = await redis.xrevrange(keys.track("water", "S1"), count=1)

@@ -33,8 +33,8 @@ class PositionWriter:
     def __init__(
         self, redis: Redis, flush_interval_s: float, tracks: TrackRecorder | None = None
     ) -> None:
-        """``tracks``: keeps samples of the placed fixes of squads holding work (the center's
-        map); None: no tracks."""
+        """``tracks``: keeps samples of the fixes of squads holding work (the center's map);
+        None: no tracks."""
         self._redis = redis
         self._tracks = tracks
         self._interval = flush_interval_s
@@ -55,6 +55,8 @@ class PositionWriter:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, defaultdict(dict)
+        if self._tracks is not None:  # samples them; writes them in a task of its own
+            self._tracks.record(batch)
         pipe = self._redis.pipeline(transaction=False)
         for unit, fixes in batch.items():
             pipe.geoadd(keys.geo(unit), _geo_values(fixes))
@@ -73,8 +75,6 @@ class PositionWriter:
             if fixes:
                 pipe.zadd(keys.fix_times(unit), {sid: fix[2] for sid, fix in fixes.items()})
         await pipe.execute()
-        if self._tracks is not None:
-            self._tracks.record(placed)
         count = sum(len(fixes) for fixes in placed.values())
         self.written += count
         return count

@@ -1,6 +1,6 @@
 """Squads' recent tracks: where a squad holding work has been, for the center's map.
 
-The GEO set keeps only each squad's latest fix. The position flush hands every fix it placed
+The GEO set keeps only each squad's latest fix. The position flush hands every fix it writes
 to :meth:`TrackRecorder.record`, which keeps a sample per squad at most every ``interval_s``
 and writes the samples (at most once per ``write_every_s``, one script call per unit) to a
 capped stream per squad, ``keys.track``: only for squads that hold work (``track.lua`` checks
@@ -56,6 +56,7 @@ class TrackRecorder:
         self._keep_points = keep_points
         self._keep_s = max(1, int(keep_s))
         self._write_every = min(1.0, interval_s) if write_every_s is None else write_every_s
+        # The hub loads it with the others at start (server.store.scripts.Scripts.track).
         self._script = redis.register_script(source("track"))
         self._sampled: dict[str, dict[str, float]] = {}  # unit -> squad -> last sample's time
         self._sampled_count = 0
@@ -64,11 +65,12 @@ class TrackRecorder:
         self._written_at = -math.inf
         self._timer: asyncio.TimerHandle | None = None
         self._writing: asyncio.Task[None] | None = None
+        self._one_write = asyncio.Lock()  # points of a squad go out in order
         self._failures = Burst(REPORT_EVERY_S)
         self.appended = 0  # points appended since start (squads holding work only)
 
     def record(self, placed: Mapping[str, Mapping[str, Fix]]) -> None:
-        """Take the fixes a flush placed (unit -> squad -> fix). Never blocks or raises: the
+        """Take the fixes a flush writes (unit -> squad -> fix). Never blocks or raises: the
         samples due are written by a task of their own, at most once per ``write_every_s``
         (the first at once)."""
         for unit, fixes in placed.items():
@@ -97,19 +99,21 @@ class TrackRecorder:
         self._writing = asyncio.create_task(self.write_now())
 
     async def write_now(self) -> None:
-        """Write the samples due now (the recorder's own task; tests call it). Never raises:
-        a failure is logged, with a count, at most once a minute."""
-        self._written_at = time.monotonic()
-        batch, self._due = self._due, {}
-        if batch:
-            try:
-                await self._write(batch)
-            except Exception as exc:  # noqa: BLE001 - a track is a convenience: positions go on
-                count = self._failures.note(time.monotonic())
-                if count:
-                    log.warning("%d track write(s) failed: %r", count, exc)
-        if self._sampled_count > self._prune_above:
-            self._prune(time.time())
+        """Write the samples due now, after any write under way (the recorder's own task
+        calls it; so may a test). Never raises: a failure is logged, with a count, at most
+        once a minute."""
+        async with self._one_write:
+            self._written_at = time.monotonic()
+            batch, self._due = self._due, {}
+            if batch:
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # noqa: BLE001 - a track is a convenience
+                    count = self._failures.note(time.monotonic())
+                    if count:
+                        log.warning("%d track write(s) failed: %r", count, exc)
+            if self._sampled_count > self._prune_above:
+                self._prune(time.time())
 
     async def _write(self, batch: dict[str, dict[str, tuple[float, float]]]) -> None:
         calls: list[tuple[list[str], list[Any]]] = []
