@@ -76,6 +76,12 @@ class Phone:
     def enroute(self, assignment: str) -> None:
         self._run(self.client.enroute(assignment))
 
+    def arrive(self, assignment: str) -> None:
+        self._run(self.client.arrive(assignment))
+
+    def resolve(self, assignment: str, note: str) -> None:
+        self._run(self.client.resolve(assignment, note))
+
     def dispute(self, assignment: str, reason: str) -> None:
         self._run(self.client.dispute(assignment, reason))
 
@@ -325,6 +331,34 @@ def test_a_unit_desk_sees_only_its_unit(pages: Any, requests: Requests, lang: st
     page.goto(f"/center.html#{gas}")  # another unit's request: not shown
     page.wait_for_selector(f"#detail-empty:visible:has-text('{gas}')")
     assert page.locator("#request").is_hidden()
+
+
+def test_a_resolved_request_is_reopened_from_the_console(
+    pages: Any, live_hub: LiveHub, requests: Requests, phones: list[Phone]
+) -> None:
+    squad = Phone(live_hub, "sanitation", "环卫一队", 34.63, 112.43)
+    phones.append(squad)
+    request_id = requests.create(34.631, 112.431, "garbage_uncollected", "垃圾三天没清运")
+    offer = squad.offer(request_id)
+    for step in (squad.accept, squad.enroute, squad.arrive):
+        step(offer.assignment)
+    squad.resolve(offer.assignment, "已清运")
+    page = _console(pages, "center", "en")
+    page.goto(f"/center.html#{request_id}")
+    page.wait_for_selector("#request-head .s-resolved")
+    actions = page.locator("#actions button")
+    assert [actions.nth(i).get_attribute("data-action") for i in range(actions.count())] == [
+        "reopen",
+        "note",
+    ]
+    page.click("#actions [data-action=reopen]")
+    form = page.locator("#reopen-form")
+    form.locator("textarea[name=note]").fill("群众回访：仍有垃圾")
+    form.locator("button[type=submit]").click()
+    squad.offer(request_id)  # back to its unit: the squad is offered it again
+    page.wait_for_selector("#timeline .t-reopened")
+    page.wait_for_selector("#request-head .s-offered")
+    pages.shot(page)
 
 
 # The page's sockets, seen from the test: it can drop the feed and hold the reconnection.
