@@ -172,6 +172,12 @@ def test_the_console_loads_cleanly_in_both_languages(pages: Any, lang: str) -> N
     pages.shot(page)
 
 
+def test_a_role_that_may_not_watch_is_told_so_and_nothing_is_asked(pages: Any) -> None:
+    page = pages.signed_in("calltaker", "/center.html", lang="zh", size="wall")
+    page.wait_for_selector("#denied:visible")
+    assert page.locator("#console").is_hidden()  # no list asked for: none would be allowed
+
+
 def test_a_request_created_through_the_api_shows_up_live(pages: Any, requests: Requests) -> None:
     page = _console(pages, "center", "zh")
     request_id = requests.create(*XIGONG, "water_outage", "整栋楼停水，水龙头无水")
