@@ -337,6 +337,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from server.api.notices import notice_routes
     from server.api.routes import api_routes
     from server.feed.session import center_socket
+    from server.wallmap.routes import wallmap_routes
     from server.web import static_dir
 
     settings = settings or load_settings()
@@ -355,6 +356,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),
+        *wallmap_routes(),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
     # Outermost first: every answer (a 413 too) carries the security headers; an oversized

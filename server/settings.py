@@ -81,6 +81,9 @@ class Settings(FieldLimits, kw_only=True):
     ledger_in_hub: bool = True  # run the ledger writer in this process (0: a separate
     # ``python -m server.ledger`` records; the hub still reads the ledger)
     session_hours: float = 12.0  # a browser sign-in (cookie ld_session) lasts this long
+    wall_session_days: Annotated[float, Meta(gt=0, le=400)] = 90.0  # a wall display's
+    # sign-in lasts this long instead: a wall signs in once, then runs unattended (its role
+    # only reads the map; signing out or disabling the account ends it at once)
     cookie_secure: bool = False  # DISPATCH_COOKIE_SECURE=1: the cookie only over HTTPS (set it
     # behind a TLS proxy)
     auth_cache_s: float = 30.0  # a verified token or session is trusted this long without a

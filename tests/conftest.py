@@ -185,7 +185,10 @@ async def app_redis(apps: Apps) -> AsyncIterator[Redis]:
 TIERS = ("pure", "app", "redis", "system", "browser")
 # The first tier whose fixtures a test uses is its tier; a test using none is pure.
 TIER_FIXTURES = (
-    ("browser", {"live_hub", "browser", "chromium_executable", "pages", "signed_in", "shot"}),
+    (
+        "browser",
+        {"live_hub", "browser", "playwright", "chromium_executable", "pages", "signed_in", "shot"},
+    ),
     ("system", {"hubs"}),
     ("app", {"app", "apps", "app_redis"}),
     (

@@ -3,14 +3,22 @@
 * ``live_hub``: one hub process for the session on its own embedded Redis and SQLite, with an
   account per role (``live_hub.accounts[role]``: admin, calltaker, center, unit (the water
   unit's desk), wall) and a registered squad (``live_hub.squad``: id, unit, token).
-  ``live_hub.api(method, path, body)`` calls the API as the admin.
+  ``live_hub.api(method, path, body)`` calls the API as the admin (decoded answer),
+  ``live_hub.call(role, method, path, body)`` as that role's account (the raw answer);
+  ``live_hub.create_squad(unit, name)`` registers another squad. A module that needs other
+  settings defines its own ``live_hub`` fixture (scope="module") with
+  ``start_live_hub(tmp, time_scale=0.01, ...)``: ``pages`` then uses that hub.
+* ``background``: an asyncio loop in a thread for async helpers beside the page
+  (``background.run(FieldClient(...).start())``: a squad's phone from dispatch_field).
 * ``browser``: headless Debian chromium driven by Playwright (sync API); skipped, with the
-  reason, where no chromium can be found.
+  reason, where no chromium can be found. ``playwright``: the session's driver, to launch
+  a browser with other options (``chromium_executable`` is its path).
 * ``pages``: opens pages, each in a fresh browser context (its own cookies and storage) at
   a size (``"phone"`` 390x844 or ``"wall"`` 1920x1080) and a language (``"zh"``/``"en"``):
   ``pages.signed_in(role, path, lang=, size=)`` signs in through /signin.html like a person
   and lands on ``path``; ``pages.anonymous(path, ...)`` opens without a session;
-  ``pages.shot(page, label)`` saves test-artifacts/screenshots/<test>[-label]-<lang>-<size>.png;
+  ``pages.shot(page, label, full_page=False)`` saves
+  test-artifacts/screenshots/<test>[-params][-label]-<lang>-<size>.png;
   ``pages.watch(page).allow(regex)`` lets an expected error through.
   ``signed_in`` and ``shot`` are the same functions as fixtures of their own.
 * Every page opened is watched: a console error, an uncaught exception, a failed request or
@@ -30,6 +38,7 @@ import pytest
 from tests.browser.harness import (
     CHROMIUM_ARGS,
     SIZES,
+    Background,
     LiveHub,
     PageWatch,
     find_chromium,
@@ -59,15 +68,29 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
 
 
 @pytest.fixture(scope="session")
-def browser(chromium_executable: str) -> Iterator[Any]:
+def background() -> Iterator[Background]:
+    runner = Background()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture(scope="session")
+def playwright(chromium_executable: str) -> Iterator[Any]:
+    """The one Playwright driver of the session (a second sync driver cannot start while
+    one runs): launch other browsers from it (``playwright.chromium.launch(...)``)."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=chromium_executable, args=list(CHROMIUM_ARGS), headless=True
-        )
-        yield chromium
-        chromium.close()
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Any, chromium_executable: str) -> Iterator[Any]:
+    chromium = playwright.chromium.launch(
+        executable_path=chromium_executable, args=list(CHROMIUM_ARGS), headless=True
+    )
+    yield chromium
+    chromium.close()
 
 
 @dataclass
@@ -132,11 +155,12 @@ class Pages:
     def watch(self, page: Any) -> PageWatch:
         return self._find(page).watch
 
-    def shot(self, page: Any, label: str = "") -> Path:
-        """A full-window screenshot of ``page`` as an artifact; its path."""
+    def shot(self, page: Any, label: str = "", *, full_page: bool = False) -> Path:
+        """A screenshot of ``page``'s window (``full_page``: the whole scrolled page) as an
+        artifact; its path."""
         opened = self._find(page)
         path = screenshot_path(self.test_name, opened.lang, opened.size, label)
-        page.screenshot(path=str(path))
+        page.screenshot(path=str(path), full_page=full_page)
         return path
 
     def _find(self, page: Any) -> Opened:

@@ -9,18 +9,22 @@ installs the package (and ``fonts-noto-cjk``) when it is missing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
+import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from server.launch import HubProc, spawn_hub
 from server.store.embedded import EmbeddedRedis
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "server" / "static"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -81,6 +85,7 @@ class LiveHub:
     data_dir: Path
     accounts: dict[str, Account] = field(default_factory=dict)
     squad: Squad | None = None
+    _tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -117,6 +122,21 @@ class LiveHub:
             body["unit"] = unit
         self.api("POST", "/api/v1/accounts", body, expect=201)
         return Account(role, username, password, unit)
+
+    def token(self, role: str) -> str:
+        """An API token of the ``role`` account (made on first use), for calls as that person."""
+        if role not in self._tokens:
+            username = self.accounts[role].username
+            answer = self.api(
+                "POST", f"/api/v1/accounts/{username}/tokens", {"label": "tests"}, expect=201
+            )
+            self._tokens[role] = answer["token"]
+        return self._tokens[role]
+
+    def call(self, role: str, method: str, path: str, body: Any = None) -> httpx.Response:
+        """The HTTP API as the ``role`` account (its API token); the raw answer."""
+        headers = {"Authorization": f"Bearer {self.token(role)}"}
+        return httpx.request(method, self.url + path, json=body, headers=headers, timeout=15)
 
     def create_squad(self, unit: str = UNIT_OF_DESK, name: str = "Browser squad") -> Squad:
         answer = self.api("POST", "/api/v1/squads", {"unit": unit, "name": name}, expect=201)
@@ -202,3 +222,40 @@ def screenshot_path(test_name: str, lang: str, size: str, label: str = "") -> Pa
         name += "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS / f"{name}-{lang}-{size}.png"
+
+
+def platform_fonts(page: Any, selector: str) -> dict[str, int]:
+    """The fonts chromium actually drew the text of ``selector``'s element with: family ->
+    glyphs (DevTools protocol ``CSS.getPlatformFontsForNode``). A character no font has is
+    drawn as a box from whatever font was tried last, so this tells boxes from text."""
+    session = page.context.new_cdp_session(page)
+    try:
+        session.send("DOM.enable")
+        session.send("CSS.enable")
+        root = session.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+        node = session.send("DOM.querySelector", {"nodeId": root, "selector": selector})
+        answer = session.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})
+        fonts: dict[str, int] = {}
+        for font in answer["fonts"]:
+            fonts[font["familyName"]] = fonts.get(font["familyName"], 0) + font["glyphCount"]
+        return fonts
+    finally:
+        session.detach()
+
+
+class Background:
+    """An asyncio loop in a thread, for the async parts a browser test drives beside the
+    page (the sync Playwright API owns the test's thread): ``background.run(coro)`` waits
+    for the coroutine's result there, e.g. a squad's phone from ``dispatch_field.client``."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

@@ -4,6 +4,7 @@ request or an uncaught exception, in Chinese and in English, at a phone's and a 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -55,7 +56,24 @@ def test_a_page_loads_cleanly(pages: Any, page: str, lang: str, size: str) -> No
     opened = pages.signed_in(role, f"/{page}", lang=lang, size=size)
     opened.wait_for_timeout(SETTLE_MS)
     assert opened.evaluate("document.documentElement.lang") == ("zh-CN" if lang == "zh" else "en")
-    pages.shot(opened)
+    pages.shot(opened, full_page=size == "phone")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_signs_out(pages: Any, live_hub: LiveHub, page: str) -> None:
+    """Each page has a sign-out button (``#signout``, Page.signOut): it ends the session on
+    the hub, and the page then asks for a sign-in again."""
+    role = PAGE_ROLES.get(page, "admin")
+    opened = pages.signed_in(role, f"/{page}", lang="en", size="phone")
+    cookie = next(c for c in opened.context.cookies() if c["name"] == "ld_session")
+    opened.click("#signout")
+    opened.wait_for_url(lambda url: urlsplit(url).path == "/signin.html")
+    assert not [c for c in opened.context.cookies() if c["name"] == "ld_session"]
+    # the old cookie is dead on the hub too, not just forgotten by the browser
+    again = httpx.get(
+        f"{live_hub.url}/{page}", cookies={"ld_session": cookie["value"]}, follow_redirects=False
+    )
+    assert again.status_code == 303
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -64,3 +82,11 @@ def test_the_sign_in_page_loads_cleanly(pages: Any, lang: str) -> None:
         opened = pages.anonymous("/signin.html", lang=lang, size=size)
         opened.wait_for_load_state("load")
         pages.shot(opened)
+
+
+def test_every_page_links_the_shared_fonts() -> None:
+    """The shipped CJK font reaches a page only through common/fonts.css."""
+    for path in STATIC.rglob("*.html"):
+        if "vendor" in path.parts:
+            continue
+        assert re.search(r'href="(/|\.\./)*common/fonts\.css"', path.read_text()), path.name

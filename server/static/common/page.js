@@ -8,6 +8,8 @@
  *   Page.signIn()      to signin.html?next=<this page>, keeping the language
  *   Page.signOut()     DELETE /api/v1/session, then to signin.html
  *   Page.feed(onEvent, onState) the live center feed (/ws/center) with resume
+ *   Page.live(path, {open, message, state}) any of the hub's JSON sockets, reconnecting
+ *                      with a growing, jittered delay; 4100 (not signed in) -> sign in
  *   Page.time(epochSeconds) / Page.ago(epochSeconds)  local clock text, "3 min ago"
  *   Page.el(tag, attrs, ...children)  a DOM element (text children are escaped)
  * The session is an HttpOnly cookie this script never sees: no token in any URL or storage. */
@@ -119,39 +121,24 @@
     }
   };
 
-  /* The live center feed: resumes from the newest stream id per unit after any drop, with a
-   * growing, jittered delay. onEvent(unit, id, event); onState("live" | "offline"). */
-  Page.feed = function (onEvent, onState) {
-    const cursors = {};
+  /* A socket of the hub (same origin, the session cookie): JSON messages in, reconnects
+   * after any drop with a growing, jittered delay (reset once a message arrives). handlers:
+   * open(socket) on each connection, message(data) per message, state("live"|"offline").
+   * A close with 4100 (not signed in) sends the browser to the sign-in page. */
+  Page.live = function (path, handlers) {
     let delay = 500;
     let socket = null;
     let stopped = false;
     function connect() {
       const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-      socket = new WebSocket(scheme + location.host + "/ws/center");
-      socket.onopen = () => {
-        const hello = { t: "hello" };
-        if (Object.keys(cursors).length) hello.after = cursors;
-        socket.send(JSON.stringify(hello));
-      };
+      socket = new WebSocket(scheme + location.host + path);
+      socket.onopen = () => { if (handlers.open) handlers.open(socket); };
       socket.onmessage = (message) => {
-        for (const frame of JSON.parse(message.data)) {
-          if (frame.t === "welcome") {
-            // Where each unit starts: the cursor to resume from even if no event came yet
-            // (else a drop before the first event would lose what happened meanwhile).
-            for (const [unit, id] of Object.entries(frame.cursor || {})) {
-              if (!(unit in cursors)) cursors[unit] = id;
-            }
-            delay = 500;
-            if (onState) onState("live");
-          } else if (frame.t === "event") {
-            cursors[frame.unit] = frame.id;
-            onEvent(frame.unit, frame.id, frame.event);
-          }
-        }
+        delay = 500;
+        handlers.message(JSON.parse(message.data));
       };
       socket.onclose = (close) => {
-        if (onState) onState("offline");
+        if (handlers.state) handlers.state("offline");
         if (stopped) return;
         if (close.code === 4100) return Page.signIn();
         setTimeout(connect, delay + Math.random() * delay);
@@ -160,6 +147,35 @@
     }
     connect();
     return { stop() { stopped = true; if (socket) socket.close(); } };
+  };
+
+  /* The live center feed: resumes from the newest stream id per unit after any drop.
+   * onEvent(unit, id, event); onState("live" | "offline"). */
+  Page.feed = function (onEvent, onState) {
+    const cursors = {};
+    return Page.live("/ws/center", {
+      open(socket) {
+        const hello = { t: "hello" };
+        if (Object.keys(cursors).length) hello.after = cursors;
+        socket.send(JSON.stringify(hello));
+      },
+      message(frames) {
+        for (const frame of frames) {
+          if (frame.t === "welcome") {
+            // Where each unit starts: the cursor to resume from even if no event came yet
+            // (else a drop before the first event would lose what happened meanwhile).
+            for (const [unit, id] of Object.entries(frame.cursor || {})) {
+              if (!(unit in cursors)) cursors[unit] = id;
+            }
+            if (onState) onState("live");
+          } else if (frame.t === "event") {
+            cursors[frame.unit] = frame.id;
+            onEvent(frame.unit, frame.id, frame.event);
+          }
+        }
+      },
+      state: onState,
+    });
   };
 
   const timeFormat = () => new Intl.DateTimeFormat(Page.lang === "zh" ? "zh-CN" : "en-GB", {
