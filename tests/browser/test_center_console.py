@@ -7,17 +7,16 @@ its unit. Screenshots at the wall's size in test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from dispatch_field import protocol
 from dispatch_field.client import FieldClient
-from tests.browser.harness import LiveHub, start_live_hub
+from tests.browser.harness import Background, LiveHub, start_live_hub
 
 XIGONG = (34.670, 112.445)  # a point in Xigong district
 LIVE_MS = 10_000  # what the feed must bring within this
@@ -36,23 +35,20 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
 
 
 class Phone:
-    """A squad's phone: the reference field client on an event loop of its own (the browser
-    tests drive Playwright's synchronous API)."""
+    """A squad's phone: the reference field client, run on the harness's background loop
+    (the sync Playwright API owns the test's thread)."""
 
-    def __init__(self, hub: LiveHub, unit: str, name: str, lat: float, lon: float) -> None:
+    def __init__(
+        self, hub: LiveHub, background: Background, unit: str, name: str, lat: float, lon: float
+    ) -> None:
         squad = hub.create_squad(unit, name)
         self.id, self.unit = squad.id, unit
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
+        self._run = background.run
         self.client: FieldClient = self._run(self._connect(hub, squad.token, lat, lon))
         deadline = time.monotonic() + 10
         while not self._available(hub):
             assert time.monotonic() < deadline, f"squad {self.id} never became available"
             time.sleep(0.05)
-
-    def _run(self, coroutine: Any, timeout_s: float = 20) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
 
     async def _connect(self, hub: LiveHub, token: str, lat: float, lon: float) -> FieldClient:
         client = FieldClient(hub.process.ws, self.id, token, reconnect=False)
@@ -91,18 +87,29 @@ class Phone:
             time.sleep(pause_s)
 
     def close(self) -> None:
-        if self._loop.is_running():
-            self._run(self.client.close())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
+        self._run(self.client.close())
+
+
+@dataclass
+class Phones:
+    """The phones a test connects (``phones.connect(unit, name, lat, lon)``); closed at its
+    end (offline: later tests' requests wait for nobody)."""
+
+    hub: LiveHub
+    background: Background
+    connected: list[Phone] = field(default_factory=list)
+
+    def connect(self, unit: str, name: str, lat: float, lon: float) -> Phone:
+        phone = Phone(self.hub, self.background, unit, name, lat, lon)
+        self.connected.append(phone)
+        return phone
 
 
 @pytest.fixture
-def phones(live_hub: LiveHub) -> Iterator[list[Phone]]:
-    """Phones a test connects; closed at its end (offline: later tests' requests wait)."""
-    connected: list[Phone] = []
-    yield connected
-    for phone in connected:
+def phones(live_hub: LiveHub, background: Background) -> Iterator[Phones]:
+    made = Phones(live_hub, background)
+    yield made
+    for phone in made.connected:
         phone.close()
 
 
@@ -193,11 +200,10 @@ def test_a_request_created_through_the_api_shows_up_live(pages: Any, requests: R
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_a_dispute_is_ruled_in_the_console_and_the_request_moves_to_the_new_unit(
-    pages: Any, live_hub: LiveHub, requests: Requests, phones: list[Phone], lang: str
+    pages: Any, live_hub: LiveHub, requests: Requests, phones: Phones, lang: str
 ) -> None:
-    water = Phone(live_hub, "water", "供水抢修一队", XIGONG[0] + 0.012, XIGONG[1])
-    gas = Phone(live_hub, "gas", "燃气抢修一队", XIGONG[0] - 0.01, XIGONG[1] + 0.004)
-    phones += [water, gas]
+    water = phones.connect("water", "供水抢修一队", XIGONG[0] + 0.012, XIGONG[1])
+    gas = phones.connect("gas", "燃气抢修一队", XIGONG[0] - 0.01, XIGONG[1] + 0.004)
     request_id = requests.create(*XIGONG, "water_main_burst", "路口冒水，有刺鼻气味")
     offer = water.offer(request_id)
     water.accept(offer.assignment)
@@ -273,7 +279,7 @@ def test_cancel_shows_the_hubs_field_error_then_cancels(
 
 
 def test_notices_and_a_squad_offline_with_work_appear_live(
-    pages: Any, live_hub: LiveHub, requests: Requests, phones: list[Phone]
+    pages: Any, live_hub: LiveHub, requests: Requests, phones: Phones
 ) -> None:
     page = _console(pages, "center", "zh")
     before = int(page.locator("#n-notices").inner_text())
@@ -286,8 +292,7 @@ def test_notices_and_a_squad_offline_with_work_appear_live(
     _item(page, "queue", waiting).wait_for(state="attached")
     assert "overdue" in (_item(page, "queue", waiting).get_attribute("class") or "")
 
-    squad = Phone(live_hub, "water", "供水抢修三队", 34.655, 112.46)
-    phones.append(squad)
+    squad = phones.connect("water", "供水抢修三队", 34.655, 112.46)
     held = requests.create(34.652, 112.465, "water_outage", "小区停水")
     offer = squad.offer(held)
     squad.accept(offer.assignment)
@@ -340,10 +345,9 @@ def test_a_unit_desk_sees_only_its_unit(pages: Any, requests: Requests, lang: st
 
 
 def test_a_resolved_request_is_reopened_from_the_console(
-    pages: Any, live_hub: LiveHub, requests: Requests, phones: list[Phone]
+    pages: Any, live_hub: LiveHub, requests: Requests, phones: Phones
 ) -> None:
-    squad = Phone(live_hub, "sanitation", "环卫一队", 34.63, 112.43)
-    phones.append(squad)
+    squad = phones.connect("sanitation", "环卫一队", 34.63, 112.43)
     request_id = requests.create(34.631, 112.431, "garbage_uncollected", "垃圾三天没清运")
     offer = squad.offer(request_id)
     for step in (squad.accept, squad.enroute, squad.arrive):
