@@ -229,7 +229,7 @@ def test_a_dispute_is_ruled_in_the_console_and_the_request_moves_to_the_new_unit
     form.locator("button[type=submit]").click()  # no note: the hub says so, beside the note
     note_error = form.locator("[data-error-for=note]")
     note_error.wait_for()
-    assert note_error.inner_text() == ("请检查: 必填" if lang == "zh" else "Check: required")
+    assert note_error.inner_text() == ("请检查：必填" if lang == "zh" else "Check: required")
     assert "$.note" in (note_error.get_attribute("title") or "")  # the hub's own words
     assert form.locator(".field.invalid textarea[name=note]").count() == 1
     pages.shot(page, "ruling-form-with-the-hubs-field-error")
@@ -268,7 +268,7 @@ def test_cancel_shows_the_hubs_field_error_then_cancels(
     form.locator("button[type=submit]").click()  # duplicate, but of which? the hub asks
     error = form.locator("[data-error-for=duplicate_of]")
     error.wait_for()
-    assert error.inner_text() == "请检查: 必填"
+    assert error.inner_text() == "请检查：必填"
     assert "duplicate_of" in (error.get_attribute("title") or "")
     pages.shot(page, "duplicate-of-missing")
     form.locator("input[name=duplicate_of]").fill(original)

@@ -44,7 +44,7 @@
         unplaced.push(name + ": " + reason);
         continue;
       }
-      spot.textContent = Page.t("check_field") + ": " + friendly(reason);
+      spot.textContent = Page.t("check_field") + (Page.lang === "zh" ? "：" : ": ") + friendly(reason);
       spot.title = reason; // the hub's own words
       const box = spot.closest(".field");
       if (box) box.classList.add("invalid");
