@@ -20,14 +20,17 @@ VENDOR = ROOT / "server" / "static" / "vendor"
 # package -> files under node_modules/<package> to copy (folders copied whole)
 ASSETS: dict[str, tuple[str, ...]] = {
     "leaflet": ("dist/leaflet.js", "dist/leaflet.css", "dist/images", "LICENSE"),
+    # the phone app's codec of the field protocol (UMD build: the global MessagePack)
+    "@msgpack/msgpack": ("dist.umd/msgpack.min.js", "LICENSE"),
 }
 
 
 def copy_package(package: str, files: tuple[str, ...], node_modules: Path, vendor: Path) -> str:
-    """Copy one package's files flat into ``vendor/<package>``; returns its version."""
+    """Copy one package's files flat into ``vendor/<name>`` (a scoped package's name without
+    its scope: ``@msgpack/msgpack`` -> ``msgpack``); returns its version."""
     source = node_modules / package
     manifest = json.loads((source / "package.json").read_text())
-    target = vendor / package
+    target = vendor / package.rsplit("/", 1)[-1]
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -49,7 +52,7 @@ def main() -> int:
         return 1
     for package, files in ASSETS.items():
         version = copy_package(package, files, node_modules, VENDOR)
-        print(f"{package} {version} -> {VENDOR / package}")
+        print(f"{package} {version} -> {VENDOR / package.rsplit('/', 1)[-1]}")
     return 0
 
 
