@@ -67,6 +67,7 @@ from server.store.round_trips import RoundTrips, count_round_trips
 from server.store.scripts import Scripts
 from server.store.squads import Presence, SquadStore
 from server.store.text import text
+from server.webpush.pusher import WebPush
 
 log = logging.getLogger(__name__)
 _channel_codec = msgspec.msgpack.Decoder(tuple[str, int, bytes])
@@ -128,6 +129,7 @@ class Hub:
 
     async def push(self, unit: str, squad: str, seq: int, body: bytes, hub: str) -> None:
         """Deliver a numbered frame that is already in the squad's outbox."""
+        self._services.webpush.on_numbered(squad, body)  # wakes a backgrounded phone
         if hub == self.id:
             self.deliver(squad, seq, body)
         elif hub:
@@ -199,6 +201,7 @@ class Services:
     round_trips: RoundTrips = field(default_factory=RoundTrips)
     auth: Authenticator | None = None  # accounts and sign-in, opened with the ledger
     failed_hellos: AddressBuckets = field(init=False)  # per client address
+    webpush: WebPush = field(init=False)  # offers and notices to phones' push services
 
     @property
     def city(self) -> City:
@@ -239,6 +242,7 @@ def build_services(
     per_min = settings.hello_failures_per_min
     services.failed_hellos = AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min))
     services.hub = Hub(new_hub_id(), services)
+    services.webpush = WebPush(redis, settings, services.availability.failed)
     known = KnownRequests()  # offers made here, steps committed here: read by no one else
     services.dispatcher = Dispatcher(
         redis, scripts, requests, settings, services.hub.push, known=known
@@ -326,6 +330,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from server.api.center import center_routes
     from server.api.citizen import citizen_routes
     from server.api.common import error_handlers
+    from server.api.field import field_routes
     from server.api.notices import notice_routes
     from server.api.routes import api_routes
     from server.feed.session import center_socket
@@ -343,6 +348,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *account_routes(),
         *center_routes(),
         *notice_routes(),
+        *field_routes(),
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),

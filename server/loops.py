@@ -148,6 +148,7 @@ def background_loops(services: Services) -> list[Coroutine[Any, Any, None]]:
         _every(s.hub_beat_s * 2, "dead hubs", services.presence.reap_dead_hubs, services),
         _every(15.0, "reconcile", services.hub.reconcile, services),
         _every(s.citizen_poll_s, "citizen messages", lambda: _deliver_citizen(services), services),
+        services.webpush.run(),
     ]
 
 
