@@ -12,6 +12,8 @@ fixtures it uses (an explicit ``@pytest.mark.<tier>`` wins):
 * ``redis``: integration against a real Redis or database (``redis``, ``redis_url``,
   ``embedded_redis``, the ledger's and accounts' database fixtures).
 * ``system``: real hub processes (``hubs``), several processes, the load test.
+* ``browser``: a real browser on a live hub (``live_hub``, ``browser``, ``pages``,
+  ``signed_in``, ``shot``: see tests/browser/conftest.py).
 
 ``python3 dev.py test --fast`` runs ``pure or app``; ``python3 dev.py test`` runs them all.
 """
@@ -180,9 +182,10 @@ async def app_redis(apps: Apps) -> AsyncIterator[Redis]:
 
 # ---- test tiers -------------------------------------------------------------------------------
 
-TIERS = ("pure", "app", "redis", "system")
+TIERS = ("pure", "app", "redis", "system", "browser")
 # The first tier whose fixtures a test uses is its tier; a test using none is pure.
 TIER_FIXTURES = (
+    ("browser", {"live_hub", "browser", "chromium_executable", "pages", "signed_in", "shot"}),
     ("system", {"hubs"}),
     ("app", {"app", "apps", "app_redis"}),
     (
