@@ -1,0 +1,336 @@
+"""The squad phone app (/phone/) in a real browser at a phone's size (390x844): signing in with
+the squad's token, going on duty with the browser's geolocation, an offer from a request made
+through the API, each step reported with its big button and seen through the API, the app
+resuming after the hub drops its socket (the hub process restarts), and a step tapped while
+offline delivered once. Screenshots in Chinese and English: look at them.
+
+The phone tests have their own hub (restarted by one of them), on its own Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.launch import spawn_hub
+from tests.browser.harness import (
+    BOOTSTRAP_TOKENS,
+    SIZES,
+    LiveHub,
+    PageWatch,
+    Squad,
+    screenshot_path,
+    start_live_hub,
+)
+
+XIGONG = (34.670, 112.445)  # central Luoyang: the squad stands here, the requests are here
+WAIT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def phone_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
+    hub = start_live_hub(tmp_path_factory.mktemp("phone-hub"))
+    yield hub
+    hub.stop()
+
+
+def restart(hub: LiveHub, log_path: Path) -> None:
+    """Stop the hub process (its sockets close with 4000, SERVER_RESTART) and start another
+    one on the same port, Redis and data: the phones' state is all in Redis."""
+    hub.process.stop()
+    start_again(hub, log_path)
+
+
+def start_again(hub: LiveHub, log_path: Path) -> None:
+    """A new hub process in place of the stopped one (same port, Redis, data)."""
+    hub.process = spawn_hub(
+        hub.redis_url,
+        BOOTSTRAP_TOKENS,
+        hub.data_dir,
+        {},
+        port=hub.process.port,
+        log_path=log_path,
+        timeout_s=30,
+    )
+
+
+@dataclass
+class Phone:
+    page: Any
+    context: Any
+    watch: PageWatch
+    lang: str
+    test: str
+
+    def shot(self, label: str) -> Path:
+        path = screenshot_path(self.test, self.lang, "phone", label)
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def text(self, key: str) -> str:
+        return str(self.page.evaluate("(key) => Page.t(key)", key))
+
+
+@pytest.fixture
+def phones(
+    browser: Any, phone_hub: LiveHub, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Phone]]:
+    """Open the phone app in a fresh context (its own IndexedDB) as a phone at XIGONG, with
+    location allowed; every page is watched for console errors and failed requests."""
+    opened: list[Phone] = []
+
+    def open_phone(lang: str) -> Phone:
+        context = browser.new_context(
+            base_url=phone_hub.url,
+            viewport=SIZES["phone"],
+            device_scale_factor=2,
+            is_mobile=True,
+            has_touch=True,
+            locale="zh-CN" if lang == "zh" else "en-US",
+            timezone_id="Asia/Shanghai",
+            geolocation={"latitude": XIGONG[0], "longitude": XIGONG[1], "accuracy": 8},
+            permissions=["geolocation"],
+        )
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        watch = PageWatch()
+        watch.attach(page)
+        page.goto(f"/phone/?lang={lang}")
+        phone = Phone(page, context, watch, lang, request.node.name)
+        opened.append(phone)
+        return phone
+
+    yield open_phone
+    problems = []
+    for phone in opened:
+        problems += [f"[{phone.lang}] {p}" for p in phone.watch.unexpected()]
+        phone.context.close()
+    if problems:
+        pytest.fail("problems on the phone app:\n" + "\n".join(problems), pytrace=False)
+
+
+def sign_in(phone: Phone, squad: Squad) -> None:
+    page = phone.page
+    page.fill("#signin-squad", squad.id)
+    page.fill("#signin-token", squad.token)
+    page.click("#signin-form button[type=submit]")
+    page.wait_for_selector("#work:not([hidden])")
+    page.wait_for_selector("#link-state[data-state=live]")
+
+
+def go_on_duty(phone: Phone, hub: LiveHub, squad: Squad) -> None:
+    phone.page.click("#duty")
+    phone.page.wait_for_selector("#duty[data-on=true]")
+    wait_for(lambda: _available(hub, squad), "the hub never saw the squad on duty there")
+
+
+def _available(hub: LiveHub, squad: Squad) -> bool:
+    seen = hub.api("GET", f"/api/v1/squads/{squad.id}")
+    return bool(seen["online"] and seen["on_duty"] and seen["position"])
+
+
+def wait_for(check: Callable[[], Any], message: str, timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.1)
+
+
+def new_request(hub: LiveHub, category: str) -> dict[str, Any]:
+    body = {
+        "caller_phone": "13800138000",
+        "category": category,
+        "description": "路面积水，水管破裂 / water on the road from a burst pipe",
+        "lat": XIGONG[0] + 0.002,
+        "lon": XIGONG[1] + 0.002,
+        "address": "西工区中州中路 12 号",
+    }
+    return hub.api("POST", "/api/v1/requests", body, expect=201)  # type: ignore[no-any-return]
+
+
+def state_of(hub: LiveHub, request_id: str) -> str:
+    return str(hub.api("GET", f"/api/v1/requests/{request_id}")["state"])
+
+
+def tap_step(phone: Phone, assignment_card: Any, step: str) -> None:
+    assignment_card.locator(f"button[data-step={step}]").click()
+
+
+def card_of(phone: Phone, request_id: str) -> Any:
+    card = phone.page.locator("article.job", has_text=request_id)
+    card.wait_for()
+    return card
+
+
+# ---- the whole job, in each language ------------------------------------------------------
+
+FLOWS = {"zh": ("water", "water_main_burst"), "en": ("power", "power_outage")}
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_sign_in_go_on_duty_take_an_offer_through_to_resolved(
+    phones: Callable[..., Phone], phone_hub: LiveHub, lang: str
+) -> None:
+    unit, category = FLOWS[lang]
+    squad = phone_hub.create_squad(unit, f"Phone {lang}")
+    phone = phones(lang)
+    page = phone.page
+    assert page.evaluate("document.documentElement.lang") == ("zh-CN" if lang == "zh" else "en")
+    assert page.locator("#signin").is_visible()
+    phone.shot("signin")
+
+    sign_in(phone, squad)
+    # the token is kept on the phone, never in the URL
+    assert squad.token not in page.url
+    assert page.evaluate("PhoneStore.get('creds')")["token"] == squad.token
+    go_on_duty(phone, phone_hub, squad)
+    page.wait_for_selector("#fix-state:has-text('±')")
+    phone.shot("on-duty")
+
+    created = new_request(phone_hub, category)
+    card = card_of(phone, created["id"])
+    assert card.get_attribute("data-state") == "offered"
+    countdown = card.locator(".countdown").inner_text()
+    assert countdown and any(ch.isdigit() for ch in countdown), countdown
+    assert card.locator("a[href^='tel:']").get_attribute("href") == "tel:13800138000"
+    assert (
+        card.locator("a[href^='geo:']")
+        .get_attribute("href")
+        .startswith(f"geo:{XIGONG[0] + 0.002},{XIGONG[1] + 0.002}")
+    )
+    phone.shot("offer")
+
+    tap_step(phone, card, "accept")
+    wait_for(lambda: state_of(phone_hub, created["id"]) == "accepted", "accept never arrived")
+    page.wait_for_selector(f"article.job[data-state=accepted] >> text={created['id']}")
+    page.wait_for_selector("article.job .sending", state="detached")  # the hub said ok
+    phone.shot("accepted")
+
+    tap_step(phone, card, "enroute")
+    wait_for(lambda: state_of(phone_hub, created["id"]) == "en_route", "en route never arrived")
+    # the squad stands within the arrival radius of the scene: the hub may record the arrival
+    # itself from its position; otherwise the phone reports it
+    if page.locator("article.job button[data-step=arrive]").count():
+        tap_step(phone, card, "arrive")
+    wait_for(lambda: state_of(phone_hub, created["id"]) == "on_scene", "arrival never arrived")
+    page.wait_for_selector("article.job[data-state=on_scene]")
+
+    tap_step(phone, card, "resolve")
+    page.wait_for_selector("#sheet:not([hidden])")
+    page.fill("#sheet-text", "阀门已关闭，管道已更换 / valve closed, pipe replaced")
+    phone.shot("resolve-note")
+    page.click("#sheet-submit")
+    wait_for(lambda: state_of(phone_hub, created["id"]) == "resolved", "resolve never arrived")
+    page.wait_for_selector("article.job", state="detached")
+    detail = phone_hub.api("GET", f"/api/v1/requests/{created['id']}")
+    resolved = [e for e in detail["timeline"] if e.get("type") == "resolved"]
+    assert len(resolved) == 1 and "valve closed" in str(resolved[0])
+    phone.shot("resolved")
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_promise_a_time_and_not_our_jurisdiction_ask_for_a_reason(
+    phones: Callable[..., Phone], phone_hub: LiveHub, lang: str
+) -> None:
+    unit, category = {"zh": ("gas", "gas_outage"), "en": ("telecom", "telecom_outage")}[lang]
+    squad = phone_hub.create_squad(unit, f"Promise {lang}")
+    phone = phones(lang)
+    page = phone.page
+    sign_in(phone, squad)
+    go_on_duty(phone, phone_hub, squad)
+    created = new_request(phone_hub, category)
+    card = card_of(phone, created["id"])
+    tap_step(phone, card, "accept")
+    wait_for(lambda: state_of(phone_hub, created["id"]) == "accepted", "accept never arrived")
+
+    tap_step(phone, card, "defer")
+    page.wait_for_selector("#sheet:not([hidden])")
+    page.click("#sheet-submit")  # no reason yet
+    assert page.locator("#sheet-message").inner_text() == phone.text("reason_needed")
+    page.click(".preset[data-hours='4']")
+    page.fill("#sheet-text", "需要从仓库调配件 / a spare part must come from the depot")
+    phone.shot("promise")
+    page.click("#sheet-submit")
+    wait_for(lambda: state_of(phone_hub, created["id"]) == "deferred", "the promise never arrived")
+    detail = phone_hub.api("GET", f"/api/v1/requests/{created['id']}")
+    promised = detail["deadlines"]["resolve_by"]
+    assert 3.5 * 3600 < promised - time.time() < 4.5 * 3600
+    page.wait_for_selector("article.job[data-state=deferred]")
+    phone.shot("promised")
+
+    tap_step(phone, card, "dispute")
+    page.fill("#sheet-text", "管道属于相邻区管网 / the pipe belongs to the next district")
+    page.click("#sheet-submit")
+    wait_for(lambda: state_of(phone_hub, created["id"]) == "disputed", "the dispute never arrived")
+    page.wait_for_selector("article.job", state="detached")
+    phone.shot("disputed")
+
+
+# ---- a dropped socket, and a step tapped while offline -----------------------------------------
+
+
+def test_the_app_resumes_after_the_hub_drops_it_and_an_offline_step_is_delivered_once(
+    phones: Callable[..., Phone], phone_hub: LiveHub, tmp_path: Path
+) -> None:
+    squad = phone_hub.create_squad("housing", "Resume")
+    phone = phones("zh")
+    page = phone.page
+    # Chromium reports each refused reconnection attempt on the console itself: expected
+    # while the hub is down or the network is gone.
+    phone.watch.allow(r"WebSocket connection to .*/ws/field' failed")
+    sign_in(phone, squad)
+    go_on_duty(phone, phone_hub, squad)
+    created = new_request(phone_hub, "housing_repair")
+    card = card_of(phone, created["id"])
+    tap_step(phone, card, "accept")
+    wait_for(lambda: state_of(phone_hub, created["id"]) == "accepted", "accept never arrived")
+    page.wait_for_selector("article.job .sending", state="detached")
+
+    # The hub process restarts: it closes the socket (4000); the app shows it and resumes.
+    restart(phone_hub, tmp_path / "hub-restarted.log")
+    page.wait_for_selector("#link-state[data-state=live]", timeout=40_000)
+    assert page.locator("article.job[data-state=accepted]").count() == 1
+
+    # The network goes: the hub drops the socket again, and the phone cannot reconnect.
+    phone.context.set_offline(True)
+    phone_hub.process.stop()
+    page.wait_for_selector("#link-state[data-state=offline]")
+    tap_step(phone, card, "enroute")
+    page.wait_for_selector("#queued:not([hidden])")
+    assert page.locator("#queued").inner_text() == "1 项操作待发送"
+    assert page.locator("article.job[data-state=en_route] .sending").count() == 1
+    phone.shot("offline-queued")
+    assert_down(phone_hub)
+
+    # Back: the hub is up again, the network returns; the queued step goes out with its id.
+    start_again(phone_hub, tmp_path / "hub-back.log")
+    phone.context.set_offline(False)
+    page.wait_for_selector("#link-state[data-state=live]", timeout=40_000)
+    page.wait_for_selector("#queued", state="hidden")
+    wait_for(lambda: state_of(phone_hub, created["id"]) == "en_route", "the queued step was lost")
+    timeline = phone_hub.api("GET", f"/api/v1/requests/{created['id']}")["timeline"]
+    assert [e["type"] for e in timeline].count("en_route") == 1, timeline
+    phone.shot("resumed")
+
+    # The app reloaded (closed and opened again) keeps the squad and its work.
+    page.reload()
+    page.wait_for_selector("#link-state[data-state=live]")
+    assert page.locator("article.job[data-state=en_route]", has_text=created["id"]).count() == 1
+
+
+def assert_down(hub: LiveHub) -> None:
+    """The hub is stopped: nothing answers (the step cannot have gone anywhere)."""
+    try:
+        httpx.get(hub.url + "/api/v1/health", timeout=1)
+    except httpx.HTTPError:
+        return
+    raise AssertionError("the hub still answers")
