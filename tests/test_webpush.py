@@ -174,6 +174,12 @@ def test_the_signed_header_verifies_and_names_the_push_service(tmp_path: Path) -
     assert signer.authorization("https://fcm.googleapis.com/other", now=1e9 + 60) == header
 
 
+@pytest.mark.parametrize("subject", ["", "ops@example.org", "http://example.org", "mailto:x"])
+def test_a_subject_push_services_cannot_use_stops_the_start(tmp_path: Path, subject: str) -> None:
+    with pytest.raises(ValueError, match="DISPATCH_WEBPUSH_SUBJECT"):
+        vapid.VapidSigner(vapid.load_or_create(tmp_path / "k.pem"), subject)
+
+
 def _claims(header: str) -> dict[str, Any]:
     token = header.split("t=")[1].split(",")[0]
     body = token.split(".")[1]

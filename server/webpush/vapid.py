@@ -9,6 +9,7 @@ linked into place, never overwritten).
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,6 +60,9 @@ class VapidSigner:
     hour before its token expires (an ECDSA signature per push would be wasted work)."""
 
     def __init__(self, key: Vapid02, subject: str) -> None:
+        if not re.match(r"^(mailto:[^@\s]+@[^@\s]+|https://[^\s/]+\S*)$", subject):
+            # found now, not at the first offer: py-vapid would refuse every signature
+            raise ValueError(f"DISPATCH_WEBPUSH_SUBJECT: {subject!r} is not mailto: or https:")
         self._key = key
         self._subject = subject
         self._headers: dict[str, tuple[str, float]] = {}

@@ -134,7 +134,7 @@ def _available(hub: LiveHub, squad: Squad) -> bool:
     return bool(seen["online"] and seen["on_duty"] and seen["position"])
 
 
-def wait_for(check: Callable[[], Any], message: str, timeout_s: float = 20.0) -> Any:
+def wait_for(check: Callable[[], Any], message: str, timeout_s: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         value = check()
@@ -159,6 +159,18 @@ def new_request(hub: LiveHub, category: str) -> dict[str, Any]:
 
 def state_of(hub: LiveHub, request_id: str) -> str:
     return str(hub.api("GET", f"/api/v1/requests/{request_id}")["state"])
+
+
+def wait_for_state(hub: LiveHub, request_id: str, state: str, timeout_s: float = 30.0) -> None:
+    """Until the request is in ``state`` (as the API says); on time-out the error shows the
+    request's state and timeline."""
+    try:
+        wait_for(lambda: state_of(hub, request_id) == state, "", timeout_s)
+    except AssertionError:
+        detail = hub.api("GET", f"/api/v1/requests/{request_id}")
+        raise AssertionError(
+            f"{request_id} never reached {state}: {detail['state']}, {detail['timeline']}"
+        ) from None
 
 
 def tap_step(phone: Phone, assignment_card: Any, step: str) -> None:
@@ -210,18 +222,18 @@ def test_sign_in_go_on_duty_take_an_offer_through_to_resolved(
     phone.shot("offer")
 
     tap_step(phone, card, "accept")
-    wait_for(lambda: state_of(phone_hub, created["id"]) == "accepted", "accept never arrived")
+    wait_for_state(phone_hub, created["id"], "accepted")
     page.wait_for_selector(f"article.job[data-state=accepted] >> text={created['id']}")
     page.wait_for_selector("article.job .sending", state="detached")  # the hub said ok
     phone.shot("accepted")
 
     tap_step(phone, card, "enroute")
-    wait_for(lambda: state_of(phone_hub, created["id"]) == "en_route", "en route never arrived")
+    wait_for_state(phone_hub, created["id"], "en_route")
     # the squad stands within the arrival radius of the scene: the hub may record the arrival
     # itself from its position; otherwise the phone reports it
     if page.locator("article.job button[data-step=arrive]").count():
         tap_step(phone, card, "arrive")
-    wait_for(lambda: state_of(phone_hub, created["id"]) == "on_scene", "arrival never arrived")
+    wait_for_state(phone_hub, created["id"], "on_scene")
     page.wait_for_selector("article.job[data-state=on_scene]")
 
     tap_step(phone, card, "resolve")
@@ -229,7 +241,7 @@ def test_sign_in_go_on_duty_take_an_offer_through_to_resolved(
     page.fill("#sheet-text", "阀门已关闭，管道已更换 / valve closed, pipe replaced")
     phone.shot("resolve-note")
     page.click("#sheet-submit")
-    wait_for(lambda: state_of(phone_hub, created["id"]) == "resolved", "resolve never arrived")
+    wait_for_state(phone_hub, created["id"], "resolved")
     page.wait_for_selector("article.job", state="detached")
     detail = phone_hub.api("GET", f"/api/v1/requests/{created['id']}")
     resolved = [e for e in detail["timeline"] if e.get("type") == "resolved"]
@@ -250,7 +262,7 @@ def test_promise_a_time_and_not_our_jurisdiction_ask_for_a_reason(
     created = new_request(phone_hub, category)
     card = card_of(phone, created["id"])
     tap_step(phone, card, "accept")
-    wait_for(lambda: state_of(phone_hub, created["id"]) == "accepted", "accept never arrived")
+    wait_for_state(phone_hub, created["id"], "accepted")
 
     tap_step(phone, card, "defer")
     page.wait_for_selector("#sheet:not([hidden])")
@@ -260,7 +272,7 @@ def test_promise_a_time_and_not_our_jurisdiction_ask_for_a_reason(
     page.fill("#sheet-text", "需要从仓库调配件 / a spare part must come from the depot")
     phone.shot("promise")
     page.click("#sheet-submit")
-    wait_for(lambda: state_of(phone_hub, created["id"]) == "deferred", "the promise never arrived")
+    wait_for_state(phone_hub, created["id"], "deferred")
     detail = phone_hub.api("GET", f"/api/v1/requests/{created['id']}")
     promised = detail["deadlines"]["resolve_by"]
     assert 3.5 * 3600 < promised - time.time() < 4.5 * 3600
@@ -270,7 +282,7 @@ def test_promise_a_time_and_not_our_jurisdiction_ask_for_a_reason(
     tap_step(phone, card, "dispute")
     page.fill("#sheet-text", "管道属于相邻区管网 / the pipe belongs to the next district")
     page.click("#sheet-submit")
-    wait_for(lambda: state_of(phone_hub, created["id"]) == "disputed", "the dispute never arrived")
+    wait_for_state(phone_hub, created["id"], "disputed")
     page.wait_for_selector("article.job", state="detached")
     phone.shot("disputed")
 
@@ -292,7 +304,7 @@ def test_the_app_resumes_after_the_hub_drops_it_and_an_offline_step_is_delivered
     created = new_request(phone_hub, "housing_repair")
     card = card_of(phone, created["id"])
     tap_step(phone, card, "accept")
-    wait_for(lambda: state_of(phone_hub, created["id"]) == "accepted", "accept never arrived")
+    wait_for_state(phone_hub, created["id"], "accepted")
     page.wait_for_selector("article.job .sending", state="detached")
 
     # The hub process restarts: it closes the socket (4000); the app shows it and resumes.
@@ -316,7 +328,7 @@ def test_the_app_resumes_after_the_hub_drops_it_and_an_offline_step_is_delivered
     phone.context.set_offline(False)
     page.wait_for_selector("#link-state[data-state=live]", timeout=40_000)
     page.wait_for_selector("#queued", state="hidden")
-    wait_for(lambda: state_of(phone_hub, created["id"]) == "en_route", "the queued step was lost")
+    wait_for_state(phone_hub, created["id"], "en_route")
     timeline = phone_hub.api("GET", f"/api/v1/requests/{created['id']}")["timeline"]
     assert [e["type"] for e in timeline].count("en_route") == 1, timeline
     phone.shot("resumed")
@@ -334,3 +346,97 @@ def assert_down(hub: LiveHub) -> None:
     except httpx.HTTPError:
         return
     raise AssertionError("the hub still answers")
+
+
+# ---- installable, and opens without a network ----------------------------------------------
+
+
+def test_the_app_is_installable_and_opens_without_a_network(
+    phones: Callable[..., Phone], phone_hub: LiveHub
+) -> None:
+    squad = phone_hub.create_squad("telecom", "Offline start")
+    phone = phones("en")
+    page = phone.page
+    # Offline, the profile refresh and the socket fail: that is the point.
+    phone.watch.allow(r"WebSocket connection to .*/ws/field' failed")
+    phone.watch.allow(r"/api/v1/field/me")
+    manifest_url = page.locator("link[rel=manifest]").get_attribute("href")
+    manifest = httpx.get(phone_hub.url + manifest_url).json()
+    assert manifest["start_url"] == manifest["scope"] == "/phone/"
+    assert manifest["display"] == "standalone" and manifest["lang"] == "zh-CN"
+    sizes = set()
+    for icon in manifest["icons"]:
+        answer = httpx.get(phone_hub.url + icon["src"])
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        sizes.add(icon["sizes"])
+    assert {"192x192", "512x512"} <= sizes
+
+    sign_in(phone, squad)
+    page.wait_for_function("navigator.serviceWorker.controller !== null")
+    assert page.evaluate("navigator.serviceWorker.controller.scriptURL").endswith("/phone/sw.js")
+
+    phone.context.set_offline(True)
+    page.reload()
+    page.wait_for_selector("#work:not([hidden])")
+    assert page.locator("#squad-name").inner_text() == "Offline start"
+    page.wait_for_selector("#link-state[data-state=offline]")
+    phone.shot("offline-start")
+    phone.context.set_offline(False)
+    page.wait_for_selector("#link-state[data-state=live]", timeout=40_000)
+
+
+# ---- supervision notices (a hub whose limits run 100 times faster) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def fast_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
+    hub = start_live_hub(tmp_path_factory.mktemp("fast-hub"), time_scale=0.01)
+    yield hub
+    hub.stop()
+
+
+def test_a_missed_limit_shows_a_notice_and_the_overdue_deadline(
+    browser: Any, fast_hub: LiveHub, request: pytest.FixtureRequest
+) -> None:
+    """The accept limit of a water main burst (300 s) passes in 3 s here: the offered squad
+    gets the supervision notice, shown with the deadline in red; the language switch keeps
+    the squad, its work and its notices (the app reloads from the phone's storage)."""
+    squad = fast_hub.create_squad("water", "Notice")
+    context = browser.new_context(
+        base_url=fast_hub.url,
+        viewport=SIZES["phone"],
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        locale="zh-CN",
+        timezone_id="Asia/Shanghai",
+        geolocation={"latitude": XIGONG[0], "longitude": XIGONG[1], "accuracy": 8},
+        permissions=["geolocation"],
+    )
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        watch = PageWatch()
+        watch.attach(page)
+        page.goto("/phone/?lang=zh")
+        phone = Phone(page, context, watch, "zh", request.node.name)
+        sign_in(phone, squad)
+        go_on_duty(phone, fast_hub, squad)
+        created = new_request(fast_hub, "water_main_burst")
+        card_of(phone, created["id"])
+        page.wait_for_selector("#notices .notice", timeout=30_000)
+        notice = page.locator("#notices .notice").first.inner_text()
+        assert "接单超时" in notice and created["id"] in notice and "1 级" in notice
+        page.wait_for_selector("article.job dd.late")
+        phone.shot("notice")
+
+        page.click("#lang")
+        page.wait_for_selector("#link-state[data-state=live]")
+        assert page.evaluate("document.documentElement.lang") == "en"
+        assert "Accept overdue" in page.locator("#notices .notice").first.inner_text()
+        assert page.locator("article.job", has_text=created["id"]).count() == 1
+        phone.lang = "en"
+        phone.shot("notice")
+        assert watch.unexpected() == []
+    finally:
+        context.close()

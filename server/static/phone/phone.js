@@ -16,7 +16,7 @@
       too_many: "尝试次数过多，请稍后再试",
       duty_off: "开始值班", duty_on: "值班中 · 点击结束值班",
       confirm_off_duty: "结束值班？结束后不再接收派单。",
-      state_live: "已连接", state_connecting: "连接中…", state_offline: "已断开 · 重连中",
+      state_live: "已连接", state_connecting: "连接中…", state_offline: "已断开",
       state_stopped: "已停止", stopped_auth: "口令已失效，请重新登录",
       stopped_replaced: "本中队已在另一台手机上登录", stopped_other: "连接被拒绝",
       fix_waiting: "正在定位…", fix_ok: "已定位 ±{acc} 米", fix_none: "无法定位：请打开定位权限",
@@ -58,7 +58,7 @@
       too_many: "Too many attempts: wait a little",
       duty_off: "Go on duty", duty_on: "On duty · tap to go off duty",
       confirm_off_duty: "Go off duty? No more offers will come.",
-      state_live: "Connected", state_connecting: "Connecting…", state_offline: "Offline · reconnecting",
+      state_live: "Connected", state_connecting: "Connecting…", state_offline: "Offline",
       state_stopped: "Stopped", stopped_auth: "Token no longer valid: sign in again",
       stopped_replaced: "This squad signed in on another phone", stopped_other: "Connection refused",
       fix_waiting: "Locating…", fix_ok: "Located ±{acc} m", fix_none: "No location: allow location access",
@@ -226,6 +226,8 @@
     });
     app.link.start();
     if (app.duty) watchPosition(true);
+    // Permission given before: renew the subscription quietly (no tap needed to ask again).
+    if (app.duty && window.Notification && Notification.permission === "granted") enablePush();
     render();
     refreshProfile();
   }
@@ -660,10 +662,12 @@
     return `geo:${r.lat},${r.lon}?q=${r.lat},${r.lon}(${label})`;
   }
 
+  /* The notices about work the squad still holds (a finished job's are history). */
   function renderNotices() {
-    const box = $("notices-box");
-    box.hidden = app.notices.length === 0;
-    $("notices").replaceChildren(...app.notices.map((n) => Page.el("li",
+    const held = new Set([...app.jobs.values()].map((job) => job.request.id));
+    const shown = app.notices.filter((n) => held.has(n.request)).slice(0, 5);
+    $("notices-box").hidden = shown.length === 0;
+    $("notices").replaceChildren(...shown.map((n) => Page.el("li",
       { class: "notice", dataset: { level: Math.min(n.level, 3) } },
       Page.el("strong", {}, Page.t("notice_" + n.kind)),
       ` ${n.request} · ${fill("level", { n: n.level })} · ${when(n.issued_at)}`)));
@@ -747,6 +751,11 @@
     });
     if ("serviceWorker" in navigator) {
       navigator.serviceWorker.register("/phone/sw.js", { scope: "/phone/" }).catch(() => {});
+      // A push reached the app on screen (sw.js): the socket should have brought the same
+      // offer; if it is down, try now rather than at the end of the back-off.
+      navigator.serviceWorker.addEventListener("message", (event) => {
+        if (event.data && event.data.push && app.link) app.link.reconnectNow();
+      });
     }
     setInterval(() => { tick(); alarmAgain(); }, 1000);
     app.creds = await PhoneStore.get("creds");
