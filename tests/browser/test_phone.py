@@ -384,6 +384,12 @@ def test_the_app_is_installable_and_opens_without_a_network(
     phone.context.set_offline(False)
     page.wait_for_selector("#link-state[data-state=live]", timeout=40_000)
 
+    # Signing out asks first, then forgets the squad on this phone.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#signout")
+    page.wait_for_selector("#signin:not([hidden])")
+    assert page.evaluate("PhoneStore.get('creds')") is None
+
 
 # ---- supervision notices (a hub whose limits run 100 times faster) ---------------------------
 

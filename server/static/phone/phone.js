@@ -175,6 +175,11 @@
       button.disabled = false;
       button.textContent = Page.t("signin");
     }
+    if ((await PhoneStore.get("owner")) !== creds.squad) {
+      // Another squad's work, seq and queued steps must not carry over to this one.
+      for (const key of ["jobs", "last_seq", "pending", "notices", "duty"]) await PhoneStore.del(key);
+      await PhoneStore.set("owner", creds.squad);
+    }
     app.creds = creds;
     await PhoneStore.set("creds", creds);
     await PhoneStore.set("profile", app.profile);
