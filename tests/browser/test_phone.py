@@ -8,6 +8,7 @@ The phone tests have their own hub (restarted by one of them), on its own Redis.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -175,6 +176,16 @@ def wait_for_state(hub: LiveHub, request_id: str, state: str, timeout_s: float =
 
 def tap_step(phone: Phone, assignment_card: Any, step: str) -> None:
     assignment_card.locator(f"button[data-step={step}]").click()
+
+
+def until(page: Any, expression: str, timeout_s: float = 20.0) -> None:
+    """Until ``expression`` is true in the page. (Playwright's wait_for_function polls with
+    eval, which the pages' Content-Security-Policy rightly refuses.)"""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never true: {expression}")
+        page.wait_for_timeout(100)
 
 
 def card_of(phone: Phone, request_id: str) -> Any:
@@ -372,7 +383,7 @@ def test_the_app_is_installable_and_opens_without_a_network(
     assert {"192x192", "512x512"} <= sizes
 
     sign_in(phone, squad)
-    page.wait_for_function("navigator.serviceWorker.controller !== null")
+    until(page, "navigator.serviceWorker.controller !== null")
     assert page.evaluate("navigator.serviceWorker.controller.scriptURL").endswith("/phone/sw.js")
 
     phone.context.set_offline(True)
@@ -446,3 +457,81 @@ def test_a_missed_limit_shows_a_notice_and_the_overdue_deadline(
         assert watch.unexpected() == []
     finally:
         context.close()
+
+
+# ---- Web Push in the service worker ------------------------------------------------------------
+
+
+def test_a_push_wakes_the_phone_with_a_notification_when_the_app_is_not_on_screen(
+    browser: Any, phone_hub: LiveHub, request: pytest.FixtureRequest
+) -> None:
+    """A push (delivered to the service worker through the browser's DevTools protocol, as
+    a push service would) reaches the app on screen as a message, and shows a notification
+    in the app's language, with the category's name, when no page of the app is open."""
+    squad = phone_hub.create_squad("water", "Push")
+    context = browser.new_context(
+        base_url=phone_hub.url, viewport=SIZES["phone"], permissions=["notifications"]
+    )
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        watch = PageWatch()
+        watch.attach(page)
+        page.goto("/phone/?lang=zh")
+        sign_in(Phone(page, context, watch, "zh", request.node.name), squad)
+        until(page, "navigator.serviceWorker.controller !== null")
+        devtools = context.new_cdp_session(page)
+        registrations: list[dict[str, Any]] = []
+        devtools.on(
+            "ServiceWorker.workerRegistrationUpdated",
+            lambda event: registrations.extend(event["registrations"]),
+        )
+        devtools.send("ServiceWorker.enable")
+        for _ in range(100):  # Playwright hands over events while it waits, not in a sleep
+            if registrations:
+                break
+            page.wait_for_timeout(100)
+        (registration,) = [r for r in registrations if r["scopeURL"].endswith("/phone/")]
+        push = {
+            "t": "offer",
+            "assignment": "A5e1",
+            "request": "20261130-000042",
+            "category": "water_main_burst",
+            "address": "中州路 12 号",
+            "respond_by": time.time() + 60,
+        }
+
+        def deliver() -> None:
+            devtools.send(
+                "ServiceWorker.deliverPushMessage",
+                {
+                    "origin": phone_hub.url,
+                    "registrationId": registration["registrationId"],
+                    "data": json.dumps(push),
+                },
+            )
+
+        page.evaluate(
+            "navigator.serviceWorker.addEventListener('message', e => { window.seen = e.data })"
+        )
+        deliver()
+        until(page, "window.seen !== undefined")
+        assert page.evaluate("window.seen.push.assignment") == "A5e1"
+        assert shown(page) == []  # on screen: the socket brings it, no notification
+
+        page.goto("about:blank")  # the app closed
+        deliver()
+        page.wait_for_timeout(1000)
+        page.goto("/phone/")
+        assert shown(page) == [["新派单 · 供水管道爆裂", "20261130-000042 · 中州路 12 号", "A5e1"]]
+        assert watch.unexpected() == []
+    finally:
+        context.close()
+
+
+def shown(page: Any) -> Any:
+    """The notifications the app's service worker is showing: [title, body, tag]."""
+    return page.evaluate(
+        "navigator.serviceWorker.ready.then(r => r.getNotifications())"
+        ".then(list => list.map(n => [n.title, n.body, n.tag]))"
+    )

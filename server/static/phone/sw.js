@@ -48,9 +48,20 @@ self.addEventListener("fetch", (event) => {
 });
 
 const TEXT = {
-  zh: { offer: "新派单", notice: "督办通知", open: "打开中队终端接单" },
-  en: { offer: "New offer", notice: "Supervision notice", open: "Open the squad app to accept" },
+  zh: { offer: "新派单", notice: "督办通知", open: "打开中队终端接单",
+    accept: "接单超时", arrive: "到达超时", resolve: "办结超时", promise: "承诺时限已过",
+    waiting: "等待超时", level: "级" },
+  en: { offer: "New offer", notice: "Supervision notice", open: "Open the squad app to accept",
+    accept: "accept overdue", arrive: "arrival overdue", resolve: "resolution overdue",
+    promise: "promise passed", waiting: "waiting too long", level: "level" },
 };
+
+/* The category's name from the squad's profile the app saved (the code if there is none). */
+async function categoryName(code, lang) {
+  const profile = await PhoneStore.get("profile");
+  const found = profile && profile.categories.find((c) => c.code === code);
+  return found ? (lang === "zh" ? found.name_zh : found.name_en) : code;
+}
 
 self.addEventListener("push", (event) => {
   event.waitUntil(handlePush(event));
@@ -72,10 +83,16 @@ async function handlePush(event) {
   }
   const lang = (await PhoneStore.get("lang")) === "en" ? "en" : "zh";
   const text = TEXT[lang];
-  const title = data.t === "notice" ? text.notice : text.offer;
-  const body = data.t === "offer"
-    ? [data.request, data.address].filter(Boolean).join(" · ") || text.open
-    : [data.request, data.kind].filter(Boolean).join(" · ");
+  let title = text.offer;
+  let body = text.open;
+  if (data.t === "offer") {
+    title = `${text.offer} · ${await categoryName(data.category, lang)}`;
+    body = [data.request, data.address].filter(Boolean).join(" · ") || text.open;
+  } else if (data.t === "notice") {
+    title = text.notice;
+    const level = lang === "zh" ? `${data.level} ${text.level}` : `${text.level} ${data.level}`;
+    body = [data.request, text[data.kind] || data.kind, level].join(" · ");
+  }
   await self.registration.showNotification(title, {
     body,
     tag: data.assignment || data.request || "dispatch",
