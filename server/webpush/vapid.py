@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02, b64urlencode
 
-from server.private_files import FILE_MODE, private_dir
+from server.private_files import DIR_MODE, FILE_MODE
 
 KEY_FILE = "webpush-vapid.pem"
 TOKEN_LIFETIME_S = 12 * 3600  # the JWT's ``exp``: push services refuse more than 24 h
@@ -39,8 +39,8 @@ def load_or_create(path: Path) -> Vapid02:
 def _create(path: Path) -> None:
     """Write a new key beside ``path`` and link it into place: a process that loses the race
     to another one starting at the same moment reads the winner's key."""
-    if path.parent != Path(""):
-        private_dir(path.parent)
+    # A folder made here is private; an existing one (the operator's) keeps its mode.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     key = Vapid02()
     key.generate_keys()
     scratch = path.with_name(f".{path.name}.{os.getpid()}")
