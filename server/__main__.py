@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import logging
 import os
 import resource
 import sys
 from pathlib import Path
 
+from server.cli import start
 from server.private_files import private_dir, write_private
-from server.settings import SettingsError, load_settings
 
 
 def _raise_open_files_limit() -> None:
@@ -32,16 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    started = start(parser, argv)
+    if started is None:
         return 2
+    args, settings = started
     print(
         f"hub on http://{args.host}:{args.port}/  field socket ws://{args.host}:{args.port}/ws/field",
         flush=True,
@@ -54,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         write_private(kept, (settings.tokens or "").replace(",", "\n") + "\n")
         print(f"API tokens (generated; role:token): in {kept}", flush=True)
     _raise_open_files_limit()
-    from server.hub import create_app
+    from server.app import create_app
     from server.net import serve
 
     app = create_app(settings)

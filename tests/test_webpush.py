@@ -259,7 +259,7 @@ async def test_a_wrong_token_is_refused_and_guessing_is_throttled(apps: Apps) ->
 
 async def test_a_subscription_is_recorded_replaced_and_forgotten(apps: Apps) -> None:
     app = await apps.start(webpush_hosts="127.0.0.1,fcm.googleapis.com")
-    services = apps.started[0].app.state.services
+    services = apps.started[0].app.state.components
     squad, token = await _squad(app)
     first = PhoneKeys().subscription("https://fcm.googleapis.com/fcm/send/one")
     put = await app.put("/api/v1/field/push-subscription", headers=basic(squad, token), json=first)
@@ -268,7 +268,7 @@ async def test_a_subscription_is_recorded_replaced_and_forgotten(apps: Apps) -> 
     second = PhoneKeys().subscription("http://127.0.0.1:9/push/two")
     put = await app.put("/api/v1/field/push-subscription", headers=basic(squad, token), json=second)
     assert put.status_code == 204
-    other = apps.started[0].app.state.services.webpush.subscriptions
+    other = apps.started[0].app.state.components.webpush.subscriptions
     assert other.of(squad).endpoint.endswith("/two")
     gone = await app.delete("/api/v1/field/push-subscription", headers=basic(squad, token))
     assert gone.status_code == 204
@@ -282,7 +282,7 @@ async def test_another_process_learns_a_subscription(apps: Apps) -> None:
     body = PhoneKeys().subscription("https://fcm.googleapis.com/fcm/send/x")
     put = await first.put("/api/v1/field/push-subscription", headers=basic(squad, token), json=body)
     assert put.status_code == 204
-    elsewhere = apps.started[1].app.state.services.webpush.subscriptions
+    elsewhere = apps.started[1].app.state.components.webpush.subscriptions
 
     async def learnt() -> bool:
         return elsewhere.of(squad) is not None
@@ -342,7 +342,7 @@ async def test_a_pushed_offer_reaches_the_push_service_encrypted_for_the_phone(
     decrypts with the phone's keys, the VAPID header is the hub's; a 410 forgets the
     subscription."""
     app = await apps.start(webpush_hosts="127.0.0.1")
-    services = apps.started[0].app.state.services
+    services = apps.started[0].app.state.components
     squad, token = await _squad(app)
     phone = PhoneKeys()
     with PushService() as service:
@@ -355,7 +355,7 @@ async def test_a_pushed_offer_reaches_the_push_service_encrypted_for_the_phone(
         assert put.status_code == 204, put.text
         profile = (await app.get("/api/v1/field/me", headers=basic(squad, token))).json()
         respond_by = time.time() + 60
-        await services.hub.push("water", squad, 1, _offer(respond_by), "")
+        await services.broker.push("water", squad, 1, _offer(respond_by), "")
 
         received = await asyncio.to_thread(service.next)
         assert received.path == "/push/crew-7"
@@ -373,7 +373,7 @@ async def test_a_pushed_offer_reaches_the_push_service_encrypted_for_the_phone(
         assert abs(message["respond_by"] - respond_by) < 1e-3
 
         # A revoke does not wake the phone; a push service saying "gone" ends the subscription.
-        await services.hub.push(
+        await services.broker.push(
             "water",
             squad,
             2,
@@ -383,7 +383,7 @@ async def test_a_pushed_offer_reaches_the_push_service_encrypted_for_the_phone(
             "",
         )
         service.status = 410
-        await services.hub.push("water", squad, 3, _offer(respond_by), "")
+        await services.broker.push("water", squad, 3, _offer(respond_by), "")
         assert (await asyncio.to_thread(service.next)).headers["topic"] == "A3f9c1d7e20b4"
 
         async def forgotten() -> bool:

@@ -40,7 +40,7 @@ def client_address(scope: Scope) -> str:
 
 class AuthMiddleware:
     """Authenticates every HTTP request that carries a bearer token or a session cookie
-    (the app's ``state.services.auth``). Answers by itself only when the accounts' database
+    (the app's ``state.components.auth``). Answers by itself only when the accounts' database
     cannot be read (503, retry: credentials verified recently keep working from the cache);
     otherwise a route decides whether it needs a principal."""
 
@@ -50,8 +50,8 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            services = getattr(scope["app"].state, "services", None)
-            authenticator: Authenticator | None = getattr(services, "auth", None)
+            components = getattr(scope["app"].state, "components", None)
+            authenticator: Authenticator | None = getattr(components, "auth", None)
             try:
                 result = (
                     NOBODY if authenticator is None else await _authenticate(scope, authenticator)

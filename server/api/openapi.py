@@ -5,15 +5,13 @@ Each handler carries its :class:`Operation` (``@described(...)``: summary, roles
 query, answer, status, errors); :func:`document` walks the app's routes and fails on a
 ``/api/v1`` route that is not described, so the document cannot silently fall behind.
 
-    python -m server.api.openapi           write docs/openapi.json
-    python -m server.api.openapi --check   exit 1 if the committed file is stale
+    python -m server.api                   write docs/openapi.json
+    python -m server.api --check           exit 1 if the committed file is stale
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,28 +231,7 @@ def text(routes: Iterable[BaseRoute]) -> str:
     return json.dumps(document(routes), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
-def _app_routes() -> list[BaseRoute]:
-    from server.hub import create_app
-    from server.settings import load_settings
+if __name__ == "__main__":  # the older spelling of ``python -m server.api``
+    import runpy
 
-    return list(create_app(load_settings({})).routes)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    generated = text(_app_routes())
-    if args.check:
-        current = DOCUMENT_PATH.read_text() if DOCUMENT_PATH.exists() else "{}"
-        if json.loads(current) != json.loads(generated):
-            print(f"{DOCUMENT_PATH} is stale: run python -m server.api.openapi", file=sys.stderr)
-            return 1
-        return 0
-    DOCUMENT_PATH.write_text(generated)
-    print(f"wrote {DOCUMENT_PATH}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("server.api", run_name="__main__")
