@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,18 @@ import httpx
 import pytest
 
 from server.launch import spawn_hub
-from tests.browser.harness import (
-    BOOTSTRAP_TOKENS,
-    SIZES,
-    LiveHub,
-    PageWatch,
-    Squad,
-    screenshot_path,
-    start_live_hub,
+from tests.browser.harness import BOOTSTRAP_TOKENS, LiveHub, start_live_hub
+from tests.browser.phone_app import (
+    XIGONG,
+    Phone,
+    card_of,
+    go_on_duty,
+    open_phone,
+    sign_in,
+    tap_step,
+    until,
+    wait_for,
 )
-
-XIGONG = (34.670, 112.445)  # central Luoyang: the squad stands here, the requests are here
-WAIT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
@@ -60,90 +59,26 @@ def start_again(hub: LiveHub, log_path: Path) -> None:
     )
 
 
-@dataclass
-class Phone:
-    page: Any
-    context: Any
-    watch: PageWatch
-    lang: str
-    test: str
-
-    def shot(self, label: str) -> Path:
-        path = screenshot_path(self.test, self.lang, "phone", label)
-        self.page.screenshot(path=str(path), full_page=True)
-        return path
-
-    def text(self, key: str) -> str:
-        return str(self.page.evaluate("(key) => Page.t(key)", key))
-
-
 @pytest.fixture
 def phones(
     browser: Any, phone_hub: LiveHub, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Phone]]:
-    """Open the phone app in a fresh context (its own IndexedDB) as a phone at XIGONG, with
-    location allowed; every page is watched for console errors and failed requests."""
+    """Open the phone app in a fresh context at XIGONG with location allowed; every page is
+    checked for console errors and failed requests when the test ends."""
     opened: list[Phone] = []
 
-    def open_phone(lang: str) -> Phone:
-        context = browser.new_context(
-            base_url=phone_hub.url,
-            viewport=SIZES["phone"],
-            device_scale_factor=2,
-            is_mobile=True,
-            has_touch=True,
-            locale="zh-CN" if lang == "zh" else "en-US",
-            timezone_id="Asia/Shanghai",
-            geolocation={"latitude": XIGONG[0], "longitude": XIGONG[1], "accuracy": 8},
-            permissions=["geolocation"],
-        )
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        watch = PageWatch()
-        watch.attach(page)
-        page.goto(f"/phone/?lang={lang}")
-        phone = Phone(page, context, watch, lang, request.node.name)
+    def open_one(lang: str) -> Phone:
+        phone = open_phone(browser, phone_hub.url, lang, request.node.name)
         opened.append(phone)
         return phone
 
-    yield open_phone
+    yield open_one
     problems = []
     for phone in opened:
         problems += [f"[{phone.lang}] {p}" for p in phone.watch.unexpected()]
         phone.context.close()
     if problems:
         pytest.fail("problems on the phone app:\n" + "\n".join(problems), pytrace=False)
-
-
-def sign_in(phone: Phone, squad: Squad) -> None:
-    page = phone.page
-    page.fill("#signin-squad", squad.id)
-    page.fill("#signin-token", squad.token)
-    page.click("#signin-form button[type=submit]")
-    page.wait_for_selector("#work:not([hidden])")
-    page.wait_for_selector("#link-state[data-state=live]")
-
-
-def go_on_duty(phone: Phone, hub: LiveHub, squad: Squad) -> None:
-    phone.page.click("#duty")
-    phone.page.wait_for_selector("#duty[data-on=true]")
-    wait_for(lambda: _available(hub, squad), "the hub never saw the squad on duty there")
-
-
-def _available(hub: LiveHub, squad: Squad) -> bool:
-    seen = hub.api("GET", f"/api/v1/squads/{squad.id}")
-    return bool(seen["online"] and seen["on_duty"] and seen["position"])
-
-
-def wait_for(check: Callable[[], Any], message: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.1)
 
 
 def new_request(hub: LiveHub, category: str) -> dict[str, Any]:
@@ -172,26 +107,6 @@ def wait_for_state(hub: LiveHub, request_id: str, state: str, timeout_s: float =
         raise AssertionError(
             f"{request_id} never reached {state}: {detail['state']}, {detail['timeline']}"
         ) from None
-
-
-def tap_step(phone: Phone, assignment_card: Any, step: str) -> None:
-    assignment_card.locator(f"button[data-step={step}]").click()
-
-
-def until(page: Any, expression: str, timeout_s: float = 20.0) -> None:
-    """Until ``expression`` is true in the page. (Playwright's wait_for_function polls with
-    eval, which the pages' Content-Security-Policy rightly refuses.)"""
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never true: {expression}")
-        page.wait_for_timeout(100)
-
-
-def card_of(phone: Phone, request_id: str) -> Any:
-    card = phone.page.locator("article.job", has_text=request_id)
-    card.wait_for()
-    return card
 
 
 # ---- the whole job, in each language ------------------------------------------------------
@@ -232,22 +147,22 @@ def test_sign_in_go_on_duty_take_an_offer_through_to_resolved(
     )
     phone.shot("offer")
 
-    tap_step(phone, card, "accept")
+    tap_step(card, "accept")
     wait_for_state(phone_hub, created["id"], "accepted")
     page.wait_for_selector(f"article.job[data-state=accepted] >> text={created['id']}")
     page.wait_for_selector("article.job .sending", state="detached")  # the hub said ok
     phone.shot("accepted")
 
-    tap_step(phone, card, "enroute")
+    tap_step(card, "enroute")
     wait_for_state(phone_hub, created["id"], "en_route")
     # the squad stands within the arrival radius of the scene: the hub may record the arrival
     # itself from its position; otherwise the phone reports it
     if page.locator("article.job button[data-step=arrive]").count():
-        tap_step(phone, card, "arrive")
+        tap_step(card, "arrive")
     wait_for_state(phone_hub, created["id"], "on_scene")
     page.wait_for_selector("article.job[data-state=on_scene]")
 
-    tap_step(phone, card, "resolve")
+    tap_step(card, "resolve")
     page.wait_for_selector("#sheet:not([hidden])")
     page.fill("#sheet-text", "阀门已关闭，管道已更换 / valve closed, pipe replaced")
     phone.shot("resolve-note")
@@ -272,10 +187,10 @@ def test_promise_a_time_and_not_our_jurisdiction_ask_for_a_reason(
     go_on_duty(phone, phone_hub, squad)
     created = new_request(phone_hub, category)
     card = card_of(phone, created["id"])
-    tap_step(phone, card, "accept")
+    tap_step(card, "accept")
     wait_for_state(phone_hub, created["id"], "accepted")
 
-    tap_step(phone, card, "defer")
+    tap_step(card, "defer")
     page.wait_for_selector("#sheet:not([hidden])")
     page.click("#sheet-submit")  # no reason yet
     assert page.locator("#sheet-message").inner_text() == phone.text("reason_needed")
@@ -290,7 +205,7 @@ def test_promise_a_time_and_not_our_jurisdiction_ask_for_a_reason(
     page.wait_for_selector("article.job[data-state=deferred]")
     phone.shot("promised")
 
-    tap_step(phone, card, "dispute")
+    tap_step(card, "dispute")
     page.fill("#sheet-text", "管道属于相邻区管网 / the pipe belongs to the next district")
     page.click("#sheet-submit")
     wait_for_state(phone_hub, created["id"], "disputed")
@@ -314,7 +229,7 @@ def test_the_app_resumes_after_the_hub_drops_it_and_an_offline_step_is_delivered
     go_on_duty(phone, phone_hub, squad)
     created = new_request(phone_hub, "housing_repair")
     card = card_of(phone, created["id"])
-    tap_step(phone, card, "accept")
+    tap_step(card, "accept")
     wait_for_state(phone_hub, created["id"], "accepted")
     page.wait_for_selector("article.job .sending", state="detached")
 
@@ -327,7 +242,7 @@ def test_the_app_resumes_after_the_hub_drops_it_and_an_offline_step_is_delivered
     phone.context.set_offline(True)
     phone_hub.process.stop()
     page.wait_for_selector("#link-state[data-state=offline]")
-    tap_step(phone, card, "enroute")
+    tap_step(card, "enroute")
     page.wait_for_selector("#queued:not([hidden])")
     assert page.locator("#queued").inner_text() == "1 项操作待发送"
     assert page.locator("article.job[data-state=en_route] .sending").count() == 1
@@ -419,24 +334,9 @@ def test_a_missed_limit_shows_a_notice_and_the_overdue_deadline(
     gets the supervision notice, shown with the deadline in red; the language switch keeps
     the squad, its work and its notices (the app reloads from the phone's storage)."""
     squad = fast_hub.create_squad("water", "Notice")
-    context = browser.new_context(
-        base_url=fast_hub.url,
-        viewport=SIZES["phone"],
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
-        locale="zh-CN",
-        timezone_id="Asia/Shanghai",
-        geolocation={"latitude": XIGONG[0], "longitude": XIGONG[1], "accuracy": 8},
-        permissions=["geolocation"],
-    )
+    phone = open_phone(browser, fast_hub.url, "zh", request.node.name)
+    page, watch = phone.page, phone.watch
     try:
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        watch = PageWatch()
-        watch.attach(page)
-        page.goto("/phone/?lang=zh")
-        phone = Phone(page, context, watch, "zh", request.node.name)
         sign_in(phone, squad)
         go_on_duty(phone, fast_hub, squad)
         created = new_request(fast_hub, "water_main_burst")
@@ -456,7 +356,7 @@ def test_a_missed_limit_shows_a_notice_and_the_overdue_deadline(
         phone.shot("notice")
         assert watch.unexpected() == []
     finally:
-        context.close()
+        phone.context.close()
 
 
 # ---- Web Push in the service worker ------------------------------------------------------------
@@ -469,16 +369,12 @@ def test_a_push_wakes_the_phone_with_a_notification_when_the_app_is_not_on_scree
     a push service would) reaches the app on screen as a message, and shows a notification
     in the app's language, with the category's name, when no page of the app is open."""
     squad = phone_hub.create_squad("water", "Push")
-    context = browser.new_context(
-        base_url=phone_hub.url, viewport=SIZES["phone"], permissions=["notifications"]
+    phone = open_phone(
+        browser, phone_hub.url, "zh", request.node.name, permissions=("notifications",)
     )
+    page, context, watch = phone.page, phone.context, phone.watch
     try:
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        watch = PageWatch()
-        watch.attach(page)
-        page.goto("/phone/?lang=zh")
-        sign_in(Phone(page, context, watch, "zh", request.node.name), squad)
+        sign_in(phone, squad)
         until(page, "navigator.serviceWorker.controller !== null")
         devtools = context.new_cdp_session(page)
         registrations: list[dict[str, Any]] = []
