@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import logging
 import os
 import resource
 import sys
@@ -35,26 +36,40 @@ def main(argv: list[str] | None = None) -> int:
     if started is None:
         return 2
     args, settings = started
-    print(
-        f"hub on http://{args.host}:{args.port}/  field socket ws://{args.host}:{args.port}/ws/field",
-        flush=True,
+
+    def say(message: str) -> None:
+        """To the console; with JSON logs, as a log line like every other line."""
+        if settings.log_format == "json":
+            logging.getLogger("server").warning(message)
+        else:
+            print(message, flush=True)
+
+    say(
+        f"hub on http://{args.host}:{args.port}/  field socket ws://{args.host}:{args.port}/ws/field"
     )
     if os.environ.get("DISPATCH_TOKENS"):
-        print("API tokens: as given in DISPATCH_TOKENS", flush=True)  # never echo secrets
+        say("API tokens: as given in DISPATCH_TOKENS")  # never echo secrets
     else:
         # Not on the console: its output usually ends up in a log file.
         kept = Path(private_dir(settings.data_dir)) / "generated-tokens.txt"
         write_private(kept, (settings.tokens or "").replace(",", "\n") + "\n")
-        print(f"API tokens (generated; role:token): in {kept}", flush=True)
+        say(f"API tokens (generated; role:token): in {kept}")
     _raise_open_files_limit()
-    from server.app import create_app
+    from server.app import create_app, drain
     from server.net import serve
 
     app = create_app(settings)
     # Long-lived connections make full collections the tail of the latency (SPEC): collect
     # young objects often, old ones rarely.
     gc.set_threshold(50_000, 50, 100)
-    serve(app, settings, args.host, args.port, args.log_level)
+    serve(
+        app,
+        settings,
+        args.host,
+        args.port,
+        args.log_level,
+        drain=lambda stop_listening: drain(app, stop_listening),
+    )
     return 0
 
 

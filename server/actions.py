@@ -37,6 +37,7 @@ from server.lifecycle import (
     Triaged,
     transition,
 )
+from server.metrics import Metrics
 from server.settings import Settings
 from server.store import keys
 from server.store.requests import (
@@ -109,8 +110,10 @@ class Intake:
         dispatcher: Dispatcher,
         citizen: CitizenTeller | None = None,
         time_scale: float = 1.0,
+        metrics: Metrics | None = None,
     ) -> None:
         """``citizen``: tells the caller their request's number (None: nobody is told)."""
+        self._metrics = metrics or Metrics()
         self._cities = cities
         self._requests = requests
         self._dispatcher = dispatcher
@@ -156,6 +159,7 @@ class Intake:
         The key is the caller's own (scoped to ``by``) and bound to the request's content:
         the same key with a different request raises IdempotencyKeyReused, records nothing.
         """
+        arrived = time.perf_counter()
         route, district, unit = self.triage(new)  # bad input never takes an id
         category = self._city.category(new.category)
         assert category is not None  # triage checked it
@@ -232,6 +236,7 @@ class Intake:
         if first is not None:
             result = await self._dispatcher.finish_first_offer(first, answer)
             if result.squad:
+                self._metrics.intake_to_offer.observe(time.perf_counter() - arrived)
                 response |= {
                     "state": State.OFFERED.value,
                     "squad": result.squad,

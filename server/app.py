@@ -9,8 +9,9 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+from prometheus_client import start_http_server
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -19,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from dispatch_field.codes import CloseCode
+from dispatch_field.codes import SERVICE_RESTART, CloseCode
 from server.accounts.asgi import AuthMiddleware, PageGate
 from server.accounts.auth import open_authenticator
 from server.api.accounts import account_routes
@@ -28,6 +29,7 @@ from server.api.citizen import citizen_routes
 from server.api.common import error_handlers
 from server.api.field import field_routes
 from server.api.notices import notice_routes
+from server.api.operations import operation_routes
 from server.api.routes import api_routes
 from server.city import load_city
 from server.components import Components, build_components
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),
+        *operation_routes(),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
     # Outermost first: every answer (a 413 too) carries the security headers; an oversized
@@ -131,10 +134,17 @@ async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
         loops.append(
             asyncio.create_task(ledger.consume(redis, parts.directory.unit_codes, parts.hub.id))
         )
+    exporter = (
+        start_http_server(settings.metrics_port, settings.metrics_host, parts.metrics.registry)
+        if settings.metrics_port
+        else None
+    )
     log.info("hub %s ready", parts.hub.id)
     try:
         yield parts
     finally:
+        if exporter is not None:
+            exporter[0].shutdown()
         parts.hub.close_all(CloseCode.SERVER_RESTART, "hub shutting down: reconnect")
         for task in loops:
             task.cancel()
@@ -145,8 +155,34 @@ async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
             await parts.feed.close()
             await parts.sender.close()
         with contextlib.suppress(Exception):
+            if handed := await parts.held_timers.hand_on(redis):
+                log.info("%d timers handed on to the other processes", handed)
+        with contextlib.suppress(Exception):
             await parts.positions.flush()
             await parts.presence.reconcile(everyone=True)
             await parts.presence.leave()
         await ledger.close()
         await redis.aclose()
+
+
+async def drain(app: Starlette, stop_listening: Callable[[], None]) -> None:
+    """Before the server stops: say not ready (a load balancer's check notices within
+    ``drain_wait_s``), then tell this process's phones to reconnect elsewhere (1012), spread
+    over ``drain_spread_s`` in small slices, so they do not all come back at once. The
+    lifespan's end then hands the timers this process holds on to the others."""
+    parts: Components | None = getattr(app.state, "components", None)
+    if parts is None:
+        stop_listening()
+        return
+    settings = parts.settings
+    parts.readiness.draining = True
+    log.warning("hub %s draining: not ready; phones told to reconnect elsewhere", parts.hub.id)
+    await asyncio.sleep(settings.drain_wait_s)
+    stop_listening()
+    sessions = list(parts.hub.sessions.values())
+    slices = max(1, min(len(sessions), int(settings.drain_spread_s * 20)))  # every 50 ms
+    for index in range(slices):
+        for session in sessions[index::slices]:
+            session.close(SERVICE_RESTART, "hub restarting: reconnect")
+        if index < slices - 1:
+            await asyncio.sleep(settings.drain_spread_s / slices)

@@ -7,6 +7,8 @@ import argparse
 import logging
 import sys
 
+from pythonjsonlogger.json import JsonFormatter
+
 from server.settings import Settings, SettingsError, load_settings
 
 
@@ -17,11 +19,30 @@ def start(
     the environment is wrong: the caller exits with 2."""
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
-        return args, load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+    configure_logging(args.log_level, settings.log_format)
+    return args, settings
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, form: str) -> None:
+    """Plain lines, or (``json``) one JSON object per line with the time, level, logger and
+    message, plus whatever ``extra`` a call passed: for a log shipper. Secrets are never
+    logged either way (see server/log_filters.py)."""
+    handler = logging.StreamHandler()
+    if form == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

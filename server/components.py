@@ -34,9 +34,11 @@ from server.hub import Hub
 from server.known import KnownRequests
 from server.ledger import Ledger, highest_request_number
 from server.ledger.streams import with_no_unit
+from server.metrics import Metrics
 from server.notices import Notices
 from server.presence.tracker import PresenceTracker
 from server.settings import Settings
+from server.store import timers
 from server.store.availability import RedisAvailability
 from server.store.positions import PositionWriter
 from server.store.requests import RequestStore
@@ -44,6 +46,13 @@ from server.store.round_trips import RoundTrips
 from server.store.scripts import Scripts
 from server.store.squads import SquadStore
 from server.webpush.pusher import WebPush
+
+
+@dataclass
+class Readiness:
+    """Whether this process takes new connections: not while it drains for a restart."""
+
+    draining: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,9 @@ class Components:
     availability: RedisAvailability
     failed_hellos: AddressBuckets  # per client address
     webpush: WebPush  # offers and notices to the phones' push services
+    metrics: Metrics
+    held_timers: timers.Held  # claimed here, not finished: handed on at shutdown
+    readiness: Readiness  # ready to take connections, or draining
     ledger: Ledger | None = None
     auth: Authenticator | None = None  # accounts and sign-in, opened with the ledger
     round_trips: RoundTrips = field(default_factory=RoundTrips)
@@ -109,9 +121,22 @@ def build_components(
     webpush = WebPush(redis, settings, availability.failed)
     broker = Broker(redis, hub, availability, on_push=webpush.on_numbered)
     background = Background()
+    metrics = Metrics()
+    positions = PositionWriter(redis, settings.position_flush_ms / 1000)
+    round_trips = round_trips or RoundTrips()
+    metrics.live.connections = lambda: len(hub.sessions)
+    metrics.live.positions = lambda: positions.written
+    metrics.live.round_trips = lambda: round_trips.count
     known = KnownRequests()  # offers made here, steps committed here: read by no one else
     dispatcher = Dispatcher(
-        redis, scripts, requests, settings, broker.push, known=known, background=background
+        redis,
+        scripts,
+        requests,
+        settings,
+        broker.push,
+        known=known,
+        background=background,
+        metrics=metrics,
     )
     citizen = _citizen_teller(settings, redis, scripts, directory)
     center = CenterActions(
@@ -132,7 +157,7 @@ def build_components(
         scripts=scripts,
         requests=requests,
         squads=squads,
-        positions=PositionWriter(redis, settings.position_flush_ms / 1000),
+        positions=positions,
         sender=make_sender(settings),
         hub=hub,
         broker=broker,
@@ -145,7 +170,7 @@ def build_components(
             settings.feed_batch,
             availability.failed,
         ),
-        intake=Intake(directory, requests, dispatcher, citizen, settings.time_scale),
+        intake=Intake(directory, requests, dispatcher, citizen, settings.time_scale, metrics),
         actions=SquadActions(
             redis,
             requests,
@@ -157,13 +182,16 @@ def build_components(
         ),
         center=center,
         presence=PresenceTracker(redis, squads, requests, dispatcher, settings, hub, availability),
-        notices=Notices(redis, scripts, requests, settings, broker.push),
+        notices=Notices(redis, scripts, requests, settings, broker.push, metrics),
         availability=availability,
         failed_hellos=AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min)),
         webpush=webpush,
         ledger=ledger,
         auth=auth,
-        round_trips=round_trips or RoundTrips(),
+        round_trips=round_trips,
+        metrics=metrics,
+        held_timers=timers.Held(),
+        readiness=Readiness(),
     )
 
 

@@ -20,6 +20,9 @@ class Connection(Protocol):
     """What the registry needs of a squad's session."""
 
     @property
+    def unit(self) -> str: ...
+
+    @property
     def squad(self) -> str: ...
 
     @property

@@ -12,8 +12,10 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from server.ledger.streams import GROUP as LEDGER_GROUP
 from server.ledger.streams import with_no_unit
-from server.store import keys, timers
+from server.metrics import watch_event_loop
+from server.store import gauges, keys, timers
 from server.store.availability import RedisAvailability, is_outage
 from server.store.timers import TimerKind
 
@@ -65,10 +67,15 @@ async def _fire_due_timers(parts: Components) -> None:
     for unit in parts.directory.unit_codes():
         for _ in range(TIMER_BATCHES_PER_POLL):
             now_ms = int(time.time() * 1000)
-            due = await parts.scripts.due(
+            reply = await parts.scripts.due(
                 keys=[keys.timers(unit)], args=[now_ms, lease_ms, TIMER_BATCH]
             )
-            await _fire(parts, unit, due)
+            due = timers.claimed(reply)
+            parts.metrics.timers_fired(((timers.kind_of(m), at) for m, at in due), now_ms)
+            members = [member for member, _ in due]
+            parts.held_timers.claimed(unit, due)
+            await _fire(parts, unit, members)
+            parts.held_timers.finished(unit, members)
             if len(due) < TIMER_BATCH:
                 break
 
@@ -107,6 +114,19 @@ async def _sweep_queues(parts: Components) -> None:
             await parts.dispatcher.drain(unit)
 
 
+async def _sample_metrics(parts: Components) -> None:
+    """The figures that need Redis to know (see :mod:`server.metrics`)."""
+    metrics, redis = parts.metrics, parts.redis
+    units = parts.directory.unit_codes()
+    metrics.redis_rtt.observe(await gauges.round_trip_s(redis))
+    here = [(s.unit, s.squad) for s in parts.hub.sessions.values()]
+    metrics.outbox_frames.labels("squads").set(await gauges.outbox_frames(redis, here))
+    metrics.outbox_frames.labels("citizens").set(
+        await gauges.citizen_backlog(redis, with_no_unit(units))
+    )
+    metrics.ledger_lag.set(await gauges.ledger_lag_s(redis, with_no_unit(units), LEDGER_GROUP))
+
+
 def background_loops(parts: Components) -> list[Coroutine[Any, Any, None]]:
     s, up = parts.settings, parts.availability
     return [
@@ -126,6 +146,8 @@ def background_loops(parts: Components) -> list[Coroutine[Any, Any, None]]:
         _every(s.hub_beat_s * 2, "dead hubs", parts.presence.reap_dead_hubs, up),
         _every(15.0, "reconcile", parts.presence.reconcile, up),
         _every(s.citizen_poll_s, "citizen messages", lambda: _deliver_citizen(parts), up),
+        _every(s.metrics_sample_s, "metrics", lambda: _sample_metrics(parts), up),
+        watch_event_loop(parts.metrics),
         parts.webpush.run(),
     ]
 

@@ -88,6 +88,9 @@ class Settings(FieldLimits, kw_only=True):
     max_connections: int = 0  # concurrent connections; 0: open files - redis_connections - 128
     max_connections_per_address: int = 1000  # per client IP (carrier NAT shares them); 0: no cap
     max_body_bytes: int = 65_536  # larger request bodies get 413 without being read
+    trusted_proxies: str | None = None  # addresses (comma-separated, or "*") of reverse
+    # proxies whose X-Forwarded-For names the client: per-address limits then count the
+    # client, not the proxy. Only where nothing but the proxy can reach the hub.
 
     # --- the citizen told (server/citizen/) ---
     citizen_sender: Literal["log", "webhook", "memory"] = "log"  # where messages to callers'
@@ -136,6 +139,18 @@ class Settings(FieldLimits, kw_only=True):
     # open escalates one level this often (multiplied by time_scale)
     notice_max_level: Annotated[int, Meta(ge=1, le=20)] = 5  # escalation stops here (the
     # top-level notice stays open until the item is done)
+
+    # --- operations (server/metrics.py, server/app.py) ---
+    metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None  # a port of its own
+    # for /metrics, without sign-in (keep it off the public network); None: only the
+    # main port's GET /metrics, for admin
+    metrics_host: str = "127.0.0.1"  # where that port listens
+    metrics_sample_s: Annotated[float, Meta(gt=0)] = 5.0  # Redis-read figures this often
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per line
+    drain_wait_s: Annotated[float, Meta(ge=0)] = 1.0  # at shutdown, not ready this long
+    # before the phones are told (a load balancer's health check notices first)
+    drain_spread_s: Annotated[float, Meta(ge=0)] = 3.0  # the phones are told to reconnect
+    # elsewhere (close 1012) over this long, not all at once
 
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all

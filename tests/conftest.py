@@ -101,7 +101,9 @@ class Hubs:
     started: list[HubProc] = field(default_factory=list)
 
     def start(self, **settings: object) -> HubProc:
-        """Start a hub process; ``settings`` become DISPATCH_<NAME> variables."""
+        """Start a hub process; ``settings`` become DISPATCH_<NAME> variables. It stops at
+        once when asked (no drain wait or spread) unless ``settings`` say otherwise."""
+        settings = {"drain_wait_s": 0, "drain_spread_s": 0, **settings}
         log_path = self.tmp / f"hub-{len(self.started)}.log"
         hub = spawn_hub(
             self.redis_url,

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
 from server.field.session import FieldSession
+from server.metrics import Metrics
 from server.settings import load_settings
 
 
@@ -50,7 +51,9 @@ class Hub:
 
 def _session(socket: FakeSocket, hub: Hub) -> FieldSession:
     settings = load_settings(env={}, send_queue_frames=16, close_timeout_s=0.2, hello_timeout_s=60)
-    context = SimpleNamespace(settings=settings, presence=SimpleNamespace(left=hub.left_session))
+    context = SimpleNamespace(
+        settings=settings, presence=SimpleNamespace(left=hub.left_session), metrics=Metrics()
+    )
     return FieldSession(socket, context)  # type: ignore[arg-type]
 
 

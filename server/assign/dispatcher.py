@@ -34,6 +34,7 @@ from server.lifecycle import (
     Step,
     transition,
 )
+from server.metrics import Metrics
 from server.settings import Settings
 from server.store import keys, timers
 from server.store.requests import (
@@ -142,10 +143,12 @@ class Dispatcher:
         *,
         known: KnownRequests | None = None,
         background: Background | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``known``: where an offer's record is left for the squad's first command (which
         then needs no read). ``background``: where :meth:`drain_soon` runs its drains."""
         self._background = background or Background()
+        self._metrics = metrics or Metrics()
         self._known = known
         self._redis = redis
         self._scripts = scripts
@@ -424,6 +427,7 @@ class Dispatcher:
                 self._known.forget(unit, squad, assignment)
             if commit.revoke_seq:
                 await self._push(unit, squad, commit.revoke_seq, commit.revoke_body, commit.hub)
+            self._metrics.offers_passed_on.labels(reason).inc()
             await self.dispatch(unit, request_id)
             return True
         log.warning(

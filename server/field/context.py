@@ -9,6 +9,7 @@ from server.actions import SquadActions
 from server.assign.dispatcher import Dispatcher
 from server.background import Background
 from server.guard import AddressBuckets
+from server.metrics import Metrics
 from server.presence.tracker import PresenceTracker
 from server.settings import Settings
 from server.store.availability import RedisAvailability
@@ -32,6 +33,7 @@ class FieldContext:
     failed_hellos: AddressBuckets  # per client address
     availability: RedisAvailability
     background: Background
+    metrics: Metrics
 
     @classmethod
     def of(cls, parts: Components) -> FieldContext:
@@ -46,4 +48,5 @@ class FieldContext:
             failed_hellos=parts.failed_hellos,
             availability=parts.availability,
             background=parts.background,
+            metrics=parts.metrics,
         )

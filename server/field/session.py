@@ -27,6 +27,7 @@ from server.field.core import Closed, Sequencer, Step, decode_error, plan_resume
 from server.field.router import FieldRouter, rate_limited
 from server.field.transport import Disconnected, Transport
 from server.guard import TokenBucket
+from server.metrics import frame_type
 from server.store.availability import is_outage
 from server.store.requests import request_info
 from server.store.squads import Presence
@@ -248,10 +249,13 @@ class FieldSession:
                 )
             else:
                 try:
-                    return protocol.decode_phone(data)
+                    frame = protocol.decode_phone(data)
                 except Exception as exc:  # noqa: BLE001 - decoding is pure: whatever it raises
                     # (RecursionError from deep nesting too) the frame is at fault, not the hub
                     error = decode_error(data, exc)
+                else:
+                    self._context.metrics.frame_in(frame)
+                    return frame
             self.push(error)
             if greeting:
                 raise Closed(CloseCode.HELLO_REQUIRED, "the first frame must be a valid hello")
@@ -279,7 +283,7 @@ class FieldSession:
             item = await self._queue.get()
             if isinstance(item, bytes):
                 if item:
-                    await self._transport.send(item)
+                    await self._send(item)
             elif self._closing is not None:
                 pass  # numbered frames wait in the outbox for the resume
             elif isinstance(item, _Replay):
@@ -292,7 +296,7 @@ class FieldSession:
                 if step is Step.FILL:
                     await self._send_kept(self._sequencer.sent)  # the gap, from the outbox
                 if step is not Step.SKIP and self._sequencer.sent_up_to(item.seq):
-                    await self._transport.send(protocol.stamp_seq(item.body, item.seq))
+                    await self._send(protocol.stamp_seq(item.body, item.seq))
             if self._closing is not None and self._queue.empty():
                 await self._send_close()
                 return
@@ -301,7 +305,11 @@ class FieldSession:
         frames = await self._context.squads.frames_after(self.unit, self.squad, after)
         for seq, body in frames:
             if self._sequencer.sent_up_to(seq):
-                await self._transport.send(protocol.stamp_seq(body, seq))
+                await self._send(protocol.stamp_seq(body, seq))
+
+    async def _send(self, frame: bytes) -> None:
+        await self._transport.send(frame)
+        self._context.metrics.frame_out(frame_type(frame))
 
     async def _send_close(self) -> None:
         closing = self._closing

@@ -41,9 +41,6 @@ class Session(Connection, Protocol):
     disconnect is recorded only by the connection that is still the squad's)."""
 
     @property
-    def unit(self) -> str: ...
-
-    @property
     def conn_id(self) -> str: ...
 
 
