@@ -112,8 +112,11 @@ class Settings(FieldLimits, kw_only=True):
     citizen_templates: str | None = None  # the message templates file; None: the shipped one
 
     # --- Web Push to squads' phones (server/webpush/) ---
-    webpush_key_file: str | None = None  # PEM of the VAPID key (EC P-256) that every hub
-    # process of the city shares (a phone's subscription is bound to it); None:
+    webpush_private_key: str | None = None  # the VAPID private key (EC P-256) as base64url
+    # of its 32 bytes (`python -m server.webpush` makes one): for hubs that share no data
+    # directory (containers); a secret, never logged. Set, it wins over webpush_key_file
+    webpush_key_file: str | None = None  # PEM of the VAPID key that every hub process of the
+    # city shares (a phone's subscription is bound to it); None:
     # <data_dir>/webpush-vapid.pem, made on the first start (0600)
     webpush_subject: str = "mailto:dispatch@localhost"  # VAPID ``sub``: how a push service
     # reaches the operator (mailto: or https: URL)

@@ -162,6 +162,27 @@ def test_a_configured_key_file_is_used(tmp_path: Path) -> None:
     assert not (tmp_path / "unused").exists()
 
 
+def test_a_key_from_the_environment_wins_and_makes_no_file(tmp_path: Path) -> None:
+    private = vapid.new_private_key()
+    key = vapid.hub_key(private, None, str(tmp_path / "data"))
+    again = vapid.hub_key(private, None, str(tmp_path / "elsewhere"))
+    public = [vapid.VapidSigner(k, "mailto:ops@example.org").public_key for k in (key, again)]
+    assert public[0] == public[1]
+    assert not (tmp_path / "data").exists()  # nothing written: the key is the setting's
+    with pytest.raises(ValueError, match="DISPATCH_WEBPUSH_PRIVATE_KEY"):
+        vapid.hub_key("not-a-key", None, str(tmp_path))
+
+
+def test_the_key_command_prints_a_key_the_hub_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.webpush.__main__ import main
+
+    main()
+    line = capsys.readouterr().out.splitlines()[0]
+    name, _, value = line.partition("=")
+    assert name == "DISPATCH_WEBPUSH_PRIVATE_KEY"
+    vapid.hub_key(value, None, "unused")
+
+
 def test_the_signed_header_verifies_and_names_the_push_service(tmp_path: Path) -> None:
     signer = vapid.VapidSigner(vapid.load_or_create(tmp_path / "k.pem"), "mailto:ops@example.org")
     header = signer.authorization("https://fcm.googleapis.com/fcm/send/abc", now=1e9)

@@ -36,7 +36,9 @@ class WebPush:
     ) -> None:
         self._settings = settings
         self.subscriptions = Subscriptions(redis, failed)
-        key = vapid.load_or_create(vapid.key_path(settings.webpush_key_file, settings.data_dir))
+        key = vapid.hub_key(
+            settings.webpush_private_key, settings.webpush_key_file, settings.data_dir
+        )
         self.signer = vapid.VapidSigner(key, settings.webpush_subject)
         self.hosts = allowed_hosts(settings.webpush_hosts)
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(settings.webpush_queue)

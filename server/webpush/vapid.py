@@ -1,9 +1,12 @@
 """The hub's VAPID key (RFC 8292): one EC P-256 key that every hub process of the city
 shares, since a phone's subscription is bound to the public key it was made with.
 
-The key comes from ``webpush_key_file`` or, by default, ``<data_dir>/webpush-vapid.pem``,
-made on the first start with mode 0600; processes starting at once agree on one file (it is
-linked into place, never overwritten).
+The key comes from ``webpush_private_key`` (base64url of the raw 32-byte scalar, for
+containers that share no data directory), else from ``webpush_key_file`` or, by default,
+``<data_dir>/webpush-vapid.pem``, made on the first start with mode 0600; processes starting
+at once agree on one file (it is linked into place, never overwritten).
+
+    python -m server.webpush      prints a new key for DISPATCH_WEBPUSH_PRIVATE_KEY
 """
 
 from __future__ import annotations
@@ -26,6 +29,27 @@ RENEW_BEFORE_S = 3600  # a cached header is replaced this long before it expires
 
 def key_path(key_file: str | None, data_dir: str) -> Path:
     return Path(key_file) if key_file else Path(data_dir) / KEY_FILE
+
+
+def hub_key(private_key: str | None, key_file: str | None, data_dir: str) -> Vapid02:
+    """The hub's key, from the settings of the same names (see the module's docstring)."""
+    if private_key:
+        try:
+            return Vapid02.from_raw(private_key.strip().encode())
+        except Exception:  # noqa: BLE001 - whatever the decoding raises: say which setting
+            raise ValueError(
+                "DISPATCH_WEBPUSH_PRIVATE_KEY: not a base64url P-256 private key "
+                "(python -m server.webpush makes one)"
+            ) from None
+    return load_or_create(key_path(key_file, data_dir))
+
+
+def new_private_key() -> str:
+    """A new key as DISPATCH_WEBPUSH_PRIVATE_KEY takes it."""
+    key = Vapid02()
+    key.generate_keys()
+    number = key.private_key.private_numbers().private_value
+    return str(b64urlencode(number.to_bytes(32, "big")))
 
 
 def load_or_create(path: Path) -> Vapid02:
