@@ -127,6 +127,7 @@ def build_components(
     metrics.live.connections = lambda: len(hub.sessions)
     metrics.live.positions = lambda: positions.written
     metrics.live.round_trips = lambda: round_trips.count
+    metrics.live.webpush = webpush.counts
     known = KnownRequests()  # offers made here, steps committed here: read by no one else
     dispatcher = Dispatcher(
         redis,

@@ -413,6 +413,10 @@ async def test_a_pushed_offer_reaches_the_push_service_encrypted_for_the_phone(
         await eventually(forgotten, timeout_s=5)
         assert service.received.empty()  # the revoke was never pushed
         assert services.webpush.sent == 1 and services.webpush.failed == 1
+    metrics = (await app.get("/metrics", headers=auth("admin"))).text
+    assert 'dispatch_webpush_total{outcome="sent"} 1.0' in metrics
+    assert 'dispatch_webpush_total{outcome="failed"} 1.0' in metrics
+    assert "dispatch_webpush_subscriptions 0.0" in metrics  # the gone one was forgotten
 
 
 async def test_an_offer_to_a_connected_squad_is_also_pushed(hubs: Any) -> None:

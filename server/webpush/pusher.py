@@ -47,6 +47,10 @@ class WebPush:
         self.dropped = 0  # not sent: the queue was full
         self._warned_at = -math.inf
 
+    def counts(self) -> tuple[int, int, int, int]:
+        """(sent, failed, dropped, subscriptions known here), for the metrics."""
+        return self.sent, self.failed, self.dropped, len(self.subscriptions.copy)
+
     def check(self, subscription: Subscription) -> None:
         """Raise BadSubscription unless this hub may push to ``subscription``."""
         check(subscription, self.hosts)
