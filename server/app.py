@@ -27,6 +27,7 @@ from server.api.accounts import account_routes
 from server.api.center import center_routes
 from server.api.citizen import citizen_routes
 from server.api.common import error_handlers
+from server.api.field import field_routes
 from server.api.intake import intake_routes
 from server.api.notices import notice_routes
 from server.api.operations import operation_routes
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *center_routes(),
         *notice_routes(),
         *intake_routes(),
+        *field_routes(),
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),

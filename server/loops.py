@@ -148,6 +148,7 @@ def background_loops(parts: Components) -> list[Coroutine[Any, Any, None]]:
         _every(s.citizen_poll_s, "citizen messages", lambda: _deliver_citizen(parts), up),
         _every(s.metrics_sample_s, "metrics", lambda: _sample_metrics(parts), up),
         watch_event_loop(parts.metrics),
+        parts.webpush.run(),
     ]
 
 

@@ -114,6 +114,28 @@ class Settings(FieldLimits, kw_only=True):
     # its last message (longer than command_memory_s: a retried step never sends twice)
     citizen_templates: str | None = None  # the message templates file; None: the shipped one
 
+    # --- Web Push to squads' phones (server/webpush/) ---
+    webpush_private_key: str | None = None  # the VAPID private key (EC P-256) as base64url
+    # of its 32 bytes (`python -m server.webpush` makes one): for hubs that share no data
+    # directory (containers); a secret, never logged. Set, it wins over webpush_key_file
+    webpush_key_file: str | None = None  # PEM of the VAPID key that every hub process of the
+    # city shares (a phone's subscription is bound to it); None:
+    # <data_dir>/webpush-vapid.pem, made on the first start (0600)
+    webpush_subject: str = "mailto:dispatch@localhost"  # VAPID ``sub``: how a push service
+    # reaches the operator (mailto: or https: URL)
+    webpush_hosts: str = (  # push services a subscription may name, comma-separated, "*."
+        # for any subdomain: a phone cannot make the hub post anywhere else. https only,
+        # except to a loopback host named here (a local relay, the tests)
+        "fcm.googleapis.com,updates.push.services.mozilla.com,web.push.apple.com,"
+        "*.notify.windows.com"
+    )
+    webpush_timeout_s: float = 10.0  # a push service slower than this: that push is dropped
+    # (the offer still waits in the squad's outbox for its socket)
+    webpush_queue: int = 10_000  # pushes waiting to be sent; beyond it new ones are dropped
+    webpush_senders: Annotated[int, Meta(ge=1, le=64)] = 4  # pushes in flight at once
+    webpush_reload_s: float = 2.0  # how often a process checks for subscriptions that
+    # another process recorded
+
     # --- the live center feed (/ws/center) ---
     feed_batch: int = 200  # most frames in one WebSocket message (and one stream read)
     feed_queue_frames: int = 4096  # per-connection bound; overflow closes SLOW_CONSUMER

@@ -2,8 +2,9 @@
  *   Page.lang          "zh" (default) or "en"; ?lang= sets it once, remembered per browser
  *   Page.t(key)        the page's text in that language (Page.texts(TEXT) registers it)
  *   Page.applyTexts()  fills every [data-i18n] element; [data-i18n-placeholder] too
- *   Page.api(method, path, body?) -> parsed JSON (or null for 204); throws Page.ApiError
- *                      with .status, .code, .fields; a 401 sends the browser to sign in
+ *   Page.api(method, path, body?, headers?) -> parsed JSON (or null for 204); throws
+ *                      Page.ApiError with .status, .code, .fields; a 401 calls
+ *                      Page.onUnauthenticated() (default: Page.signIn)
  *   Page.signIn()      to signin.html?next=<this page>, keeping the language
  *   Page.signOut()     DELETE /api/v1/session, then to signin.html
  *   Page.feed(onEvent, onState) the live center feed (/ws/center) with resume
@@ -91,7 +92,7 @@
       throw new ApiError(0, "network", String(error));
     }
     if (response.status === 401) {
-      Page.signIn();
+      Page.onUnauthenticated();
       throw new ApiError(401, "unauthenticated", "not signed in");
     }
     if (response.status === 204) return null;
@@ -106,6 +107,12 @@
       throw new ApiError(response.status, e.code, e.message, e.fields);
     }
     return data;
+  };
+
+  /* What a 401 does. A person's page goes to sign in; a page signed in otherwise (the squad
+   * phone app, with the squad's token) replaces this. */
+  Page.onUnauthenticated = function () {
+    Page.signIn();
   };
 
   Page.signIn = function () {
