@@ -12,7 +12,7 @@ import jsonschema
 
 from dispatch_field import protocol
 from server.api import openapi
-from server.hub import create_app
+from server.app import create_app
 from server.settings import load_settings
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
