@@ -21,9 +21,7 @@ from functools import partial
 from typing import Any
 
 import msgspec
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -61,9 +59,10 @@ from server.settings import Settings, load_settings
 from server.store import keys
 from server.store.availability import RedisAvailability, is_outage
 from server.store.embedded import EmbeddedRedis
+from server.store.pool import open_redis
 from server.store.positions import PositionWriter
 from server.store.requests import RequestStore
-from server.store.round_trips import RoundTrips, count_round_trips
+from server.store.round_trips import RoundTrips
 from server.store.scripts import Scripts
 from server.store.squads import Presence, SquadStore
 from server.store.text import text
@@ -382,20 +381,7 @@ async def _redis_url(settings: Settings) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterator[None]:
     """Services and background loops, from start-up to shutdown."""
-    # A blocking pool: a burst (thousands of phones reconnecting) waits for a connection
-    # instead of failing; Redis answers in microseconds, so a few dozen are plenty.
-    # A command on a connection that died (Redis restarted) reconnects and is sent again,
-    # with backoff, for about 1.5 s: every script is idempotent by its ids (a retried step
-    # finds its command id or version already moved and says so), so a retry is safe.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_connections,
-        timeout=10,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.8, base=0.05), 5),
-    )
-    round_trips = count_round_trips(pool)
-    redis = Redis(connection_pool=pool)
+    redis, round_trips = open_redis(url, settings)  # bounded, lean, retried: see there
     city = load_city(settings.config_path)
     # The ledger before the services: request numbers resume from it (see server.ids).
     ledger = await Ledger.open(settings.database_url or default_database_url(settings.data_dir))
