@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from dispatch_field import protocol
 from server import deadlines, ids
@@ -347,15 +346,11 @@ class RequestStore:
         if then is not None:
             calls.append(then)
         for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            call.queue(pipe)
         answers = await pipe.execute(raise_on_error=False)
-        results = []
-        for call, answer in zip(calls, answers[1:], strict=True):
-            if isinstance(answer, NoScriptError):  # Redis lost its scripts: the call loads it
-                answer = await call.script(keys=call.keys, args=call.args)
-            elif isinstance(answer, Exception):
-                raise answer
-            results.append(answer)
+        results = [
+            await call.settle(answer) for call, answer in zip(calls, answers[1:], strict=True)
+        ]
         if isinstance(answers[0], Exception):
             raise answers[0]
         then_answer = results[1] if then is not None else None

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 _LUA = Path(__file__).parent / "lua"
 _INCLUDE = "--#include "
@@ -38,6 +40,21 @@ class ScriptCall:
     keys: list[str]
     args: list[Any]
 
+    def queue(self, pipe: Pipeline) -> None:
+        """Add the call to ``pipe`` as an EVALSHA (the hub loads every script when it starts:
+        :meth:`Scripts.load`); its answer goes through :meth:`settle`."""
+        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+
+    async def settle(self, answer: Any) -> Any:
+        """The call's answer, from a pipeline run with ``raise_on_error=False``: a NOSCRIPT
+        one (Redis lost its scripts: restarted without its data) is the call made again by
+        its script, which loads it; any other error is raised."""
+        if isinstance(answer, NoScriptError):
+            return await self.script(keys=self.keys, args=self.args)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
 
 @dataclass(frozen=True, slots=True)
 class Scripts:
@@ -56,6 +73,7 @@ class Scripts:
     citizen_done: AsyncScript
     notice: AsyncScript
     offer_nearest: AsyncScript
+    positions: AsyncScript  # called by PositionWriter, which registers its own: loaded here
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
