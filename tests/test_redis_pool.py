@@ -15,9 +15,10 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.settings import Settings
-from server.store.pool import BoundedPool, hiredis_packing, open_redis
+from server.store.pool import BoundedPool, lean_connection, open_redis
 
 
 class Kind(enum.IntEnum):
@@ -37,7 +38,7 @@ ARGUMENTS: list[tuple[object, ...]] = [
 
 @pytest.mark.parametrize("args", ARGUMENTS)
 def test_hiredis_packs_what_redis_py_packs(args: tuple[object, ...]) -> None:
-    python, packed = Connection(), hiredis_packing(Connection)()
+    python, packed = Connection(), lean_connection(Connection)()
     assert b"".join(packed.pack_command(*args)) == b"".join(python.pack_command(*args))
     assert b"".join(packed.pack_commands([args, args])) == b"".join(
         python.pack_commands([args, args])
@@ -45,7 +46,7 @@ def test_hiredis_packs_what_redis_py_packs(args: tuple[object, ...]) -> None:
 
 
 def test_what_hiredis_refuses_is_packed_or_refused_by_redis_py() -> None:
-    python, packed = Connection(), hiredis_packing(Connection)()
+    python, packed = Connection(), lean_connection(Connection)()
     assert packed.pack_command("SET", "k", Kind.ONE) == python.pack_command("SET", "k", Kind.ONE)
     with pytest.raises(DataError):
         packed.pack_command("SET", "k", None)
@@ -63,7 +64,7 @@ async def test_the_hubs_client_parses_with_hiredis_and_counts_its_round_trips(
         assert await client.set("k", 1.5) and await client.get("k") == b"1.5"
         connection = await pool.get_connection()
         assert isinstance(connection._parser, _AsyncHiredisParser)
-        assert "HiredisPacking" in type(connection).__mro__[1].__name__
+        assert type(connection).__mro__[1].__name__ == "LeanConnection"
         await pool.release(connection)
         before = round_trips.count
         pipe = client.pipeline(transaction=False)
@@ -133,4 +134,24 @@ async def test_connections_cut_by_redis_are_made_again(redis_url: str) -> None:
         assert sorted(results) == list(range(21, 41))
     finally:
         watcher.close()
+        await client.aclose()
+
+
+async def test_a_redis_that_stops_answering_still_times_out(redis_url: str) -> None:
+    """Small commands are written without a timer (they cannot block), the reply is still
+    awaited with ``socket_timeout``; a large command is sent as redis-py sends it."""
+    pool = BoundedPool.from_url(redis_url, max_connections=2, socket_timeout=0.3)
+    pool.connection_class = lean_connection(pool.connection_class)
+    client = Redis.from_pool(pool)
+    try:
+        big = b"x" * 100_000
+        assert await client.set("big", big) and await client.get("big") == big
+        with pytest.raises(RedisTimeoutError):
+            await client.execute_command("DEBUG", "SLEEP", "0.6")
+        await asyncio.sleep(0.5)
+        assert await client.incr("after") == 1
+        connection = await pool.get_connection()
+        assert connection.socket_timeout == 0.3  # the fast path put it back
+        await pool.release(connection)
+    finally:
         await client.aclose()

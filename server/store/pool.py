@@ -58,7 +58,7 @@ def open_redis(url: str, settings: Settings) -> tuple[Redis, RoundTrips]:
         retry=Retry(*RETRY),
         health_check_interval=0,
     )
-    pool.connection_class = hiredis_packing(pool.connection_class)
+    pool.connection_class = lean_connection(pool.connection_class)
     round_trips = count_round_trips(pool)
     return Redis.from_pool(pool), round_trips
 
@@ -129,12 +129,42 @@ class BoundedPool(ConnectionPool):
             raise
 
 
-def hiredis_packing(base: Any) -> Any:
+# A command this small sent on a connection with nothing waiting to go out fits in the
+# transport's buffer (asyncio's high-water mark is 64 KiB): the write returns at once.
+_SMALL_SEND = 32 * 1024
+
+
+def lean_connection(base: Any) -> Any:
     """``base`` (the pool's connection class: TCP, TLS or Unix socket) packing its commands
     with hiredis. An argument hiredis does not take (anything but str, bytes, int, float) is
-    packed by redis-py as before, with its errors."""
+    packed by redis-py as before, with its errors.
 
-    class HiredisPacking(base):  # type: ignore[misc, valid-type]
+    It also sends a small command without redis-py's ``asyncio.wait_for`` around the write (a
+    task and a timer per command): a write that cannot block needs no timeout. A large one,
+    or one behind unsent bytes, is sent with the timeout as before; a Redis that stops
+    answering is still caught by the timeout on the reply (``socket_timeout``)."""
+
+    class Lean(base):  # type: ignore[misc, valid-type]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            timeout: float | None = self.socket_timeout  # type: ignore[has-type]
+            if (
+                timeout
+                and self.is_connected
+                and type(command) is list
+                and len(command) == 1
+                and len(command[0]) < _SMALL_SEND
+                and not self._writer.transport.get_write_buffer_size()
+            ):
+                # Nothing below awaits but a drain that returns at once; the connection is
+                # this caller's alone meanwhile, so the timeout is back before anyone reads.
+                self.socket_timeout = None
+                try:
+                    await super().send_packed_command(command, check_health)
+                finally:
+                    self.socket_timeout = timeout
+            else:
+                await super().send_packed_command(command, check_health)
+
         def pack_command(self, *args: Any) -> list[bytes]:
             try:
                 return [hiredis.pack_command(_split_name(args))]
@@ -147,8 +177,8 @@ def hiredis_packing(base: Any) -> Any:
             except TypeError:
                 return super().pack_commands(commands)  # type: ignore[no-any-return]
 
-    HiredisPacking.__name__ = f"HiredisPacking{base.__name__}"
-    return HiredisPacking
+    Lean.__name__ = f"Lean{base.__name__}"
+    return Lean
 
 
 _NAMES: dict[Any, tuple[bytes, ...]] = {}  # 'SCRIPT LOAD' -> (b'SCRIPT', b'LOAD'), ...
