@@ -3,9 +3,11 @@
 Each script's header names its KEYS and ARGV. redis-py's ``Script`` runs EVALSHA and loads
 the script again if the server lost it (after a restart), so callers just call.
 
-A piece of Lua that several scripts carry out (the outbox append, the citizen's message
-queue) is written once in ``server/store/lua/lib/`` and pulled in by a ``--#include lib/<name>.lua``
-line: Redis runs each script alone, so the text is joined here, before it is registered.
+A piece of Lua that several scripts carry out (the outbox append and acknowledgement, an
+event recorded on the timeline and the stream, the citizen's message queue, the candidate
+search, the claim) is written once in ``server/store/lua/lib/`` and pulled in by a
+``--#include lib/<name>.lua`` line: Redis runs each script alone, so the text is joined here,
+before it is registered (a piece that uses another is included after it).
 """
 
 from __future__ import annotations
