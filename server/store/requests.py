@@ -102,8 +102,8 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> RequestRecord:
         """From the hash as Redis returns it (bytes) or as the caller wrote it (text)."""
-        values = {text(k): text(v) for k, v in raw.items()}
-        return msgspec.convert({k: v for k, v in values.items() if v != ""}, cls, strict=False)
+        values = {text(k): value for k, v in raw.items() if (value := text(v))}  # "": unset
+        return msgspec.convert(values, cls, strict=False)
 
     def as_fields(self) -> dict[str, str]:
         """The record as the text fields it was stored as (for code that reads fields by
