@@ -102,7 +102,11 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> RequestRecord:
         """From the hash as Redis returns it (bytes) or as the caller wrote it (text)."""
-        values = {text(k): value for k, v in raw.items() if (value := text(v))}  # "": unset
+        values = {}
+        for k, v in raw.items():  # inline text(): this runs for every record read or known
+            value = v.decode() if type(v) is bytes else text(v)
+            if value:  # "": unset
+                values[k.decode() if type(k) is bytes else text(k)] = value
         return msgspec.convert(values, cls, strict=False)
 
     def as_fields(self) -> dict[str, str]:
