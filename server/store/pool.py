@@ -82,12 +82,11 @@ class BoundedPool(ConnectionPool):
             else:
                 connection = await self._wait_for_release()
         self._in_use_connections.add(connection)
-        # A connection whose socket Redis closed (a restart), or that kept an unread reply,
-        # is connected again before use; a live clean one goes out as it is.
-        if connection.is_connected and not await connection.can_read():
-            return connection
         try:
-            await self.ensure_connection(connection)
+            # A connection whose socket Redis closed (a restart), or that kept an unread
+            # reply, is connected again before use; a live clean one goes out as it is.
+            if not connection.is_connected or await connection.can_read():
+                await self.ensure_connection(connection)
         except BaseException:
             await self.release(connection)
             raise
