@@ -6,6 +6,7 @@ test_notice_scripts, test_request_ids); here each script stands alone."""
 from __future__ import annotations
 
 import json
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -135,8 +136,10 @@ GEO, FIX_TIMES = keys.geo(UNIT), keys.fix_times(UNIT)
 
 def _fixes(*fixes: tuple[str, float, float, float]) -> list[Any]:
     """ARGV of positions.lua for (id, lon, lat, time) fixes."""
-    places = [v for squad, lon, lat, _ in fixes for v in (lon, lat, squad)]
-    return places + [v for squad, _, _, at in fixes for v in (at, squad)]
+    numbers = struct.pack(
+        f"<{3 * len(fixes)}d", *(v for _, *lon_lat_at in fixes for v in lon_lat_at)
+    )
+    return [numbers, *(squad for squad, *_ in fixes)]
 
 
 async def test_positions_places_then_times(redis: Redis, scripts: Scripts) -> None:

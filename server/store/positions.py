@@ -3,8 +3,9 @@
 A per-frame Redis round trip would exhaust the connection pool and the CPU at 18,000 fixes a
 second (SPEC, "lessons"); one ``positions.lua`` call per unit, all of a flush's calls in one
 pipeline, carries any number of fixes. Only the latest fix of a squad within a flush window
-is written. The Python side per fix is a few list appends: the arguments are packed in C
-(server.store.pool) and the script writes the GEO index and the fix times itself.
+is written. The Python side per fix is next to nothing: a unit's fixes go as one string of
+binary doubles and their ids (packed in C, server.store.pool), and the script writes the GEO
+index and the fix times itself.
 
 A fix's time (``fix_times``) is written only once its position is: a squad whose position
 Redis refused must not look freshly placed at its old spot. Redis refuses a whole GEOADD for
@@ -16,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
+from array import array
 from collections import defaultdict
+from itertools import chain
 
 from redis.asyncio import Redis
 
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Fix = tuple[float, float, float]  # lon, lat, fixed_at
 REPORT_EVERY_S = 60.0  # refused fixes and failed flushes are logged at most this often
+_BIG_ENDIAN = sys.byteorder == "big"  # positions.lua reads little-endian doubles
 
 
 class PositionWriter:
@@ -83,13 +88,14 @@ class PositionWriter:
         return count
 
     def _call(self, unit: str, fixes: dict[str, Fix]) -> ScriptCall:
-        places: list[float | str] = []
-        times: list[float | str] = []
-        for squad, (lon, lat, fixed_at) in fixes.items():
-            places += (lon, lat, squad)
-            times += (fixed_at, squad)
-        places += times
-        return ScriptCall(self._script, [keys.geo(unit), keys.fix_times(unit)], places)
+        """positions.lua's call for one unit: the fixes' numbers as binary doubles (no number
+        formatted as text here), then their squads' ids."""
+        numbers = array("d", chain.from_iterable(fixes.values()))
+        if _BIG_ENDIAN:
+            numbers.byteswap()
+        return ScriptCall(
+            self._script, [keys.geo(unit), keys.fix_times(unit)], [numbers.tobytes(), *fixes]
+        )
 
     async def run(self) -> None:
         """Flush every interval until cancelled; a failed flush is logged (once per burst, with
