@@ -5,6 +5,7 @@
   /* Each page: its file, who may open it, its name and a line about it (zh, en). Pages for
    * one role are shown to that role and to the admin. */
   const PAGES = [
+    { href: "intake.html", roles: ["calltaker", "admin"], key: "intake" },
     { href: "wall.html", roles: ["wall", "center", "admin"], key: "wall" },
     { href: "api/v1/health", roles: ["admin", "center"], key: "health" },
   ];
@@ -12,6 +13,7 @@
   Page.texts({
     zh: {
       title: "洛阳市城市应急联动调度", api_note: "HTTP API：/api/v1/…（浏览器会话或个人令牌）。",
+      intake: "受理台", intake_about: "接听来电、登记诉求：号码、类别、描述、地点，提交前预览去向与重复。",
       wall: "调度大屏", wall_about: "全屏实时地图：各区边界、分队位置、未结诉求与超时提醒。",
       health: "服务状态", health_about: "调度中心服务与 Redis 是否正常。",
       none: "此账号没有可打开的页面。", roles: { admin: "管理员", calltaker: "接线员",
@@ -19,6 +21,7 @@
     },
     en: {
       title: "Luoyang City Linkage Dispatch", api_note: "HTTP API: /api/v1/… (this browser's session or a personal token).",
+      intake: "Intake console", intake_about: "Record a caller's request: number, category, description, place; see where it goes and possible duplicates before sending.",
       wall: "Wall map", wall_about: "Full-screen live map: districts, squads, open requests and what is late.",
       health: "Health", health_about: "Whether the hub and its Redis answer.",
       none: "This account has no pages to open.", roles: { admin: "admin", calltaker: "call-taker",

@@ -33,7 +33,7 @@ from server.accounts.asgi import authenticate_connection
 from server.wallmap.watch import RESYNC, MapWatcher, Wall, watcher_of
 
 if TYPE_CHECKING:
-    from server.hub import Services
+    from server.components import Components as Services
 
 WATCHERS = ("wall", "center", "calltaker", "admin")
 RECHECK_S = 60.0
@@ -97,7 +97,7 @@ async def _recheck(ws: WebSocket, services: Services) -> None:
 async def map_socket(ws: WebSocket) -> None:
     """Accepted first, so that a refusal carries a close code and a reason."""
     await ws.accept()
-    services: Services = ws.app.state.services
+    services: Services = ws.app.state.components
     try:
         await _check(ws, services)
     except _Refused as refused:

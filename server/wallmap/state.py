@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from server.deadlines import overdue_on_map
 
 if TYPE_CHECKING:
-    from server.hub import Services
+    from server.components import Components as Services
 
 ON_DUTY = 1
 BUSY = 2

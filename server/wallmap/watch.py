@@ -31,7 +31,7 @@ from server.wallmap.state import MapState, delta, read_map, snapshot
 from server.wallmap.ticker import KEPT, Ticker, item_of_frame, ticker_item
 
 if TYPE_CHECKING:
-    from server.hub import Services
+    from server.components import Components as Services
 
 log = logging.getLogger(__name__)
 
