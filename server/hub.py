@@ -51,6 +51,7 @@ from server.field.session import FieldSession
 from server.guard import AddressBuckets
 from server.known import KnownRequests
 from server.ledger import Ledger, default_database_url, highest_request_number
+from server.ledger.running import ledger_loops
 from server.ledger.streams import with_no_unit
 from server.loops import background_loops
 from server.net import BodyLimit
@@ -411,11 +412,12 @@ async def _running(app: Starlette, settings: Settings, url: str) -> AsyncIterato
     )
     loops = [asyncio.create_task(coro) for coro in background_loops(services)]
     if settings.ledger_in_hub:  # else ``python -m server.ledger`` records, in its own process
-        loops.append(
-            asyncio.create_task(
-                ledger.consume(redis, services.directory.unit_codes, services.hub.id)
+        loops += [
+            asyncio.create_task(loop)
+            for loop in ledger_loops(
+                ledger, redis, services.directory.unit_codes, services.hub.id, settings
             )
-        )
+        ]
     log.info("hub %s ready", services.hub.id)
     try:
         yield

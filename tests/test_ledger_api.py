@@ -1,5 +1,6 @@
 """The ledger's HTTP endpoints (the app in process, its SQLite ledger recording in the hub):
-the new filters and lists, paging, a unit desk confined to its unit, 422 naming the field."""
+the new filters and lists, paging, a unit desk confined to its unit, 422 naming the field;
+a request whose live state left Redis is answered from the ledger."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from server.store import keys
 from tests.helpers import XIGONG, auth, eventually
 
 CENTER = auth("center")
@@ -156,3 +158,39 @@ async def test_bad_filter_values_are_a_422_naming_the_field(app: httpx.AsyncClie
         assert field in response.json()["error"]["fields"], (path, params, response.text)
     audit = await app.get("/api/v1/audit", headers=auth("admin"), params={"offset": "x"})
     assert audit.status_code == 422 and "offset" in audit.json()["error"]["fields"]
+
+
+async def test_a_request_whose_live_state_left_is_answered_from_the_ledger(apps: Any) -> None:
+    """The hub's writer sweeps too (DISPATCH_LIVE_RETENTION_H): once recorded and its caller
+    told, a closed request leaves Redis and GET /requests/{id} answers from the ledger."""
+    app = await apps.start(live_retention_h=0.0005)  # 1.8 s
+    redis = apps.started[0].app.state.components.redis
+    request_id = await _request(app, "13900000010")
+    cancel = await app.post(
+        f"/api/v1/requests/{request_id}/cancel",
+        headers=CENTER,
+        json={"reason": "withdrawn", "note": "fixed itself"},
+    )
+    assert cancel.status_code == 200, cancel.text
+    live = await _get(app, f"/api/v1/requests/{request_id}", CENTER)
+    assert "archived" not in live
+
+    async def dropped() -> bool:
+        return not await redis.exists(keys.request("water", request_id))
+
+    await eventually(dropped, timeout_s=30)
+    archived = await _get(app, f"/api/v1/requests/{request_id}", CENTER)
+    assert archived["archived"] is True
+    assert (archived["state"], archived["unit"], archived["caller_phone"]) == (
+        "cancelled",
+        "water",
+        "13900000010",
+    )
+    assert [e["type"] for e in archived["timeline"]] == [e["type"] for e in live["timeline"]]
+    assert set(archived["deadlines"]) == {"accept_by", "arrive_by", "resolve_by"}
+    gas = await _desk(app, "gas")
+    assert (await app.get(f"/api/v1/requests/{request_id}", headers=gas)).status_code == 403
+    water = await _desk(app, "water")
+    assert (await app.get(f"/api/v1/requests/{request_id}", headers=water)).status_code == 200
+    missing = await app.get("/api/v1/requests/20991231-000001", headers=CENTER)
+    assert missing.status_code == 404

@@ -27,8 +27,10 @@ from starlette.routing import Route
 
 from server.api.answers import Rows
 from server.api.common import (
+    ApiError,
     Code,
     authorize,
+    components,
     json_response,
     ledger_of,
     read_query,
@@ -37,6 +39,7 @@ from server.api.common import (
 from server.api.openapi import described
 from server.deadlines import NOTICE_KINDS
 from server.ledger import (
+    archived_request,
     audit_trail,
     export_csv,
     find_actions,
@@ -47,6 +50,7 @@ from server.ledger import (
     request_events,
 )
 from server.ledger.records import ACTION_EVENTS
+from server.store.keys import NO_UNIT
 from server.store.requests import Actor
 
 # Finite and within the database's numbers: "inf", "nan" and 2**63 are a 422, not a 500.
@@ -297,6 +301,20 @@ async def audit(request: Request) -> Response:
     return json_response(
         await audit_trail(ledger_of(request), query.action, query.limit, query.offset)
     )
+
+
+async def archived_detail(
+    request: Request, actor: Actor, request_id: str, live_unit: str | None
+) -> Response:
+    """``GET /api/v1/requests/{id}`` for a request not in Redis: the ledger's record of it
+    (``archived``: its live state was dropped after the retention window), else a 404."""
+    ledger = components(request).ledger
+    found = await archived_request(ledger, request_id) if ledger is not None else None
+    if found is None:
+        require_unit(actor, live_unit)
+        raise ApiError(404, "not_found", f"no request {request_id}")
+    require_unit(actor, found["unit"] or NO_UNIT)
+    return json_response(found)
 
 
 def ledger_routes(prefix: str = "/api/v1") -> list[Route]:

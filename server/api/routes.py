@@ -38,7 +38,7 @@ from server.api.common import (
     read_body,
     require_unit,
 )
-from server.api.ledger import ledger_routes
+from server.api.ledger import archived_detail, ledger_routes
 from server.api.openapi import described
 from server.api.openapi import document as openapi_document
 from server.city import Category, Unit
@@ -278,10 +278,10 @@ async def request_detail(request: Request) -> Response:
     services = components(request)
     request_id = request.path_params["request_id"]
     unit = await services.requests.unit_of(request_id)
-    require_unit(actor, unit)
     record = await services.requests.read(unit, request_id) if unit else None
-    if unit is None or record is None:
-        raise ApiError(404, "not_found", f"no request {request_id}")
+    if unit is None or record is None:  # closed long ago, its live state gone: the ledger's
+        return await archived_detail(request, actor, request_id, unit)
+    require_unit(actor, unit)
     body: dict[str, Any] = {
         k: v for k, v in msgspec.structs.asdict(record).items() if k != "v" and v is not None
     }

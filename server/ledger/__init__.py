@@ -12,6 +12,7 @@ notices, actions, messages), ``streams`` (the consumer group), ``writer`` (:clas
 
 from server.ledger.queries import (
     MILESTONES,
+    archived_request,
     audit_trail,
     export_csv,
     find_requests,
@@ -33,6 +34,7 @@ from server.ledger.writer import (
 __all__ = [
     "DEFAULT_CONSUMER",
     "MILESTONES",
+    "archived_request",
     "GROUP",
     "Ledger",
     "StreamEntry",

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server import ids
 from server.ledger import tables
 from server.ledger.writer import Ledger
+from server.store import keys
 
 Filter = str | Collection[str] | None  # one value, or any of several
 Moment = float | datetime | None
@@ -132,6 +133,32 @@ async def request_events(
     for row in rows:
         row["data"] = json.loads(row["data"])
     return rows
+
+
+async def archived_request(source: AsyncEngine | Ledger, request_id: str) -> dict[str, Any] | None:
+    """A request as the ledger recorded it, in the shape of the live request's detail
+    (``GET /api/v1/requests/{id}``: fields, ``deadlines``, ``timeline``), with ``archived``
+    true; for a request whose live state has left Redis (:mod:`server.ledger.retention`).
+    None: the ledger has no such request."""
+    requests = tables.requests
+    query = select(*(requests.c[name] for name in tables.REQUEST_COLUMNS)).where(
+        requests.c.id == request_id
+    )
+    async with _engine(source).connect() as conn:
+        row = (await conn.execute(query)).mappings().one_or_none()
+    if row is None:
+        return None
+    found: dict[str, Any] = {k: v for k, v in row.items() if v is not None}
+    found["state"] = found.get("state") or "received"
+    found["unit"] = None if row["unit"] == keys.NO_UNIT else row["unit"]
+    found["deadlines"] = {k: found.pop(k, None) for k in ("accept_by", "arrive_by", "resolve_by")}
+    found["timeline"] = [
+        event["data"]
+        for event in await request_events(source, request_id)
+        if not event["type"].startswith("citizen_message_")  # the stream's, not the timeline's
+    ]
+    found["archived"] = True
+    return found
 
 
 async def request_conflicts(source: AsyncEngine | Ledger, request_id: str) -> list[dict[str, Any]]:

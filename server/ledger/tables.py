@@ -62,6 +62,8 @@ requests = Table(
     Column("promise_key", String),
     Column("cancel_reason", String),  # duplicate, withdrawn, unfounded; lead_closed (assist)
     Column("duplicate_of", String),  # the request a duplicate repeats
+    # When its live state left Redis (server.ledger.retention); None: still there.
+    Column("live_dropped_at", Float),
     Index("ix_requests_unit", "unit"),
     Index("ix_requests_category", "category"),
     Index("ix_requests_district", "district"),
@@ -69,6 +71,7 @@ requests = Table(
     Index("ix_requests_received_at", "received_at"),
     Index("ix_requests_squad", "squad"),
     Index("ix_requests_caller_phone", "caller_phone"),
+    Index("ix_requests_updated_at", "updated_at"),
 )
 
 events = Table(
@@ -209,7 +212,9 @@ citizen_attempts = Table(
 
 # Columns a caller sees; the bookkeeping ones stay inside the ledger.
 REQUEST_COLUMNS: tuple[str, ...] = tuple(
-    c.name for c in requests.columns if c.name not in ("event_key", "version", "promise_key")
+    c.name
+    for c in requests.columns
+    if c.name not in ("event_key", "version", "promise_key", "live_dropped_at")
 )
 
 # Actions on the record itself that are not events of a request (an export of the ledger):
