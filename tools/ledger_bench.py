@@ -11,7 +11,9 @@ opens a fresh ledger (SQLite file in a temporary folder, or a fresh PostgreSQL d
 127.0.0.1:5432, dropped afterwards) and times ``--consumers`` writers (``Ledger.consume``,
 as a hub or ``python -m server.ledger`` runs it) until every entry is committed: the rate
 is the writer's ceiling (under a live load it records as fast as events come; see
-``report["ledger"]`` of ``python -m tools.loadtest``).
+``report["ledger"]`` of ``python -m tools.loadtest``). Then times a start on the filled
+ledger (the migration check) and the upgrade of the same ledger taken back to the previous
+release's schema (migration 0002 replays the center's record from the events).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+from alembic import command
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from server.city import load_city
-from server.ledger import Ledger, default_database_url, tables
+from server.ledger import Ledger, default_database_url, migrate, tables
 from server.lifecycle import (
     Cancelled,
     Event,
@@ -164,13 +167,14 @@ async def bench(requests: int, database: str, consumers: int) -> dict[str, Any]:
             url, dropped = await _database(database, folder)
             ledgers = [await Ledger.open(url) for _ in range(consumers)]
             try:
-                started = time.monotonic()
+                started, cpu_started = time.monotonic(), time.process_time()
                 loops = [
                     asyncio.create_task(ledger.consume(redis, lambda: units, f"bench-{i}"))
                     for i, ledger in enumerate(ledgers)
                 ]
                 waited = await catch_up_s(redis, units, timeout_s=3600)
                 elapsed = time.monotonic() - started
+                cpu_s = time.process_time() - cpu_started
                 for loop in loops:
                     loop.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
@@ -181,6 +185,11 @@ async def bench(requests: int, database: str, consumers: int) -> dict[str, Any]:
                     actions = (
                         await conn.execute(select(func.count()).select_from(tables.actions))
                     ).scalar_one()
+                for ledger in ledgers:
+                    await ledger.close()
+                ledgers = []
+                open_s = await _timed_open(url)
+                upgrade_s = await _timed_upgrade_from_baseline(url)
             finally:
                 for ledger in ledgers:
                     await ledger.close()
@@ -197,8 +206,38 @@ async def bench(requests: int, database: str, consumers: int) -> dict[str, Any]:
         "seed_s": round(seeded_s, 1),
         "drain_s": round(elapsed, 2),
         "events_per_s": round(rows / elapsed, 1),
+        # This process (writer and its database thread; not the PostgreSQL server), per event:
+        # steadier than the rate on a shared machine.
+        "writer_cpu_us_per_event": round(cpu_s / rows * 1e6, 1),
         "caught_up": waited is not None,
+        "open_at_head_s": round(open_s, 3),
+        "upgrade_from_previous_release_s": round(upgrade_s, 2),
     }
+
+
+async def _timed_open(url: str) -> float:
+    """How long a start takes to open a ledger already at the head (the migration check)."""
+    started = time.monotonic()
+    ledger = await Ledger.open(url)
+    elapsed = time.monotonic() - started
+    await ledger.close()
+    return elapsed
+
+
+async def _timed_upgrade_from_baseline(url: str) -> float:
+    """Take the filled ledger back to the previous release's schema (revision 0001), then
+    time the start that upgrades it (the center's record replayed from its events)."""
+
+    def downgrade(connection: Any) -> None:
+        cfg = migrate.config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, migrate.BASELINE)
+
+    ledger = await Ledger.open(url)
+    async with ledger.engine.begin() as conn:
+        await conn.run_sync(downgrade)
+    await ledger.close()
+    return await _timed_open(url)
 
 
 def main() -> None:
