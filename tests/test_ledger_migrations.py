@@ -296,3 +296,12 @@ async def test_a_ledger_of_unknown_shape_is_refused(database_url: str) -> None:
             assert names == ["requests"]
     finally:
         await engine.dispose()
+
+
+async def test_a_ledger_migrated_by_a_newer_release_is_refused(database_url: str) -> None:
+    ledger = await Ledger.open(database_url)
+    async with ledger.engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    await ledger.close()
+    with pytest.raises(migrate.UnknownSchema, match="9999.*newer release"):
+        await Ledger.open(database_url)

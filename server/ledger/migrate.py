@@ -101,6 +101,12 @@ def _upgrade(connection: Connection) -> None:
         log.info("ledger made before migrations: recorded as revision %s", BASELINE)
         command.stamp(cfg, BASELINE)
         current = BASELINE
+    known = {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
+    if current is not None and current not in known:
+        raise UnknownSchema(
+            f"the ledger is at revision {current}, which this release does not know (its "
+            f"newest is {head()}): a newer release migrated it; run that release"
+        )
     if current != head():
         log.info("migrating the ledger from revision %s to %s", current, head())
         command.upgrade(cfg, "head")
