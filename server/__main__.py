@@ -15,8 +15,8 @@ import resource
 import sys
 from pathlib import Path
 
+from server.cli import start
 from server.private_files import private_dir, write_private
-from server.settings import SettingsError, load_settings
 
 
 def _raise_open_files_limit() -> None:
@@ -32,36 +32,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    started = start(parser, argv)
+    if started is None:
         return 2
-    print(
-        f"hub on http://{args.host}:{args.port}/  field socket ws://{args.host}:{args.port}/ws/field",
-        flush=True,
+    args, settings = started
+
+    def say(message: str) -> None:
+        """To the console; with JSON logs, as a log line like every other line."""
+        if settings.log_format == "json":
+            logging.getLogger("server").warning(message)
+        else:
+            print(message, flush=True)
+
+    say(
+        f"hub on http://{args.host}:{args.port}/  field socket ws://{args.host}:{args.port}/ws/field"
     )
     if os.environ.get("DISPATCH_TOKENS"):
-        print("API tokens: as given in DISPATCH_TOKENS", flush=True)  # never echo secrets
+        say("API tokens: as given in DISPATCH_TOKENS")  # never echo secrets
     else:
         # Not on the console: its output usually ends up in a log file.
         kept = Path(private_dir(settings.data_dir)) / "generated-tokens.txt"
         write_private(kept, (settings.tokens or "").replace(",", "\n") + "\n")
-        print(f"API tokens (generated; role:token): in {kept}", flush=True)
+        say(f"API tokens (generated; role:token): in {kept}")
     _raise_open_files_limit()
-    from server.hub import create_app
+    from server.app import create_app, drain
     from server.net import serve
 
     app = create_app(settings)
     # Long-lived connections make full collections the tail of the latency (SPEC): collect
     # young objects often, old ones rarely.
     gc.set_threshold(50_000, 50, 100)
-    serve(app, settings, args.host, args.port, args.log_level)
+    serve(
+        app,
+        settings,
+        args.host,
+        args.port,
+        args.log_level,
+        drain=lambda stop_listening: drain(app, stop_listening),
+    )
     return 0
 
 

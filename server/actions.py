@@ -37,6 +37,7 @@ from server.lifecycle import (
     Triaged,
     transition,
 )
+from server.metrics import Metrics
 from server.settings import Settings
 from server.store import keys
 from server.store.requests import (
@@ -68,6 +69,20 @@ class NewRequest(msgspec.Struct, forbid_unknown_fields=True):
         """A hash of the request's content, the same whatever the JSON's spacing, key order
         or spelling of numbers: what an ``Idempotency-Key`` is bound to."""
         return hashlib.sha256(msgspec.json.encode(self)).hexdigest()
+
+
+class Located(Protocol):
+    """What triage reads of a request: a :class:`NewRequest`, or the intake console's
+    preview of one (``POST /api/v1/requests/preview``), which runs the same triage."""
+
+    @property
+    def category(self) -> str: ...
+
+    @property
+    def lat(self) -> float: ...
+
+    @property
+    def lon(self) -> float: ...
 
 
 class HasCity(Protocol):
@@ -109,8 +124,10 @@ class Intake:
         dispatcher: Dispatcher,
         citizen: CitizenTeller | None = None,
         time_scale: float = 1.0,
+        metrics: Metrics | None = None,
     ) -> None:
         """``citizen``: tells the caller their request's number (None: nobody is told)."""
+        self._metrics = metrics or Metrics()
         self._cities = cities
         self._requests = requests
         self._dispatcher = dispatcher
@@ -121,7 +138,7 @@ class Intake:
     def _city(self) -> City:
         return self._cities.city
 
-    def triage(self, new: NewRequest) -> tuple[str, str, str]:
+    def triage(self, new: Located) -> tuple[str, str, str]:
         """(route, district, unit) for a request; pure. Raises IntakeError."""
         category = self._city.category(new.category)
         if category is None:
@@ -156,6 +173,7 @@ class Intake:
         The key is the caller's own (scoped to ``by``) and bound to the request's content:
         the same key with a different request raises IdempotencyKeyReused, records nothing.
         """
+        arrived = time.perf_counter()
         route, district, unit = self.triage(new)  # bad input never takes an id
         category = self._city.category(new.category)
         assert category is not None  # triage checked it
@@ -232,6 +250,7 @@ class Intake:
         if first is not None:
             result = await self._dispatcher.finish_first_offer(first, answer)
             if result.squad:
+                self._metrics.intake_to_offer.observe(time.perf_counter() - arrived)
                 response |= {
                     "state": State.OFFERED.value,
                     "squad": result.squad,

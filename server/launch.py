@@ -117,6 +117,16 @@ def tokens_env(tokens: Mapping[str, str]) -> str:
     return ",".join(f"{role}:{token}" for role, token in tokens.items())
 
 
+# The commands every deployment runs (deploy/compose.yaml and the Dockerfile run these too,
+# after "python"; tests/test_deploy.py holds them together).
+LEDGER_COMMAND = ("-m", "server.ledger")
+
+
+def hub_command(host: str, port: int) -> tuple[str, ...]:
+    """A hub process's arguments after the interpreter."""
+    return ("-m", "server", "--host", host, "--port", str(port))
+
+
 def spawn_hub(
     redis_url: str,
     tokens: Mapping[str, str],
@@ -152,17 +162,7 @@ def spawn_hub(
         log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") if log_path else contextlib.nullcontext() as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--log-level",
-                log_level,
-            ],
+            [sys.executable, *hub_command(host, port), "--log-level", log_level],
             cwd=ROOT,
             env=env,
             stdout=log if log is not None else subprocess.DEVNULL,
@@ -217,7 +217,7 @@ def spawn_ledger(
     env |= {f"DISPATCH_{name.upper()}": str(value) for name, value in (settings or {}).items()}
     out = log_path.open("ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "server.ledger", "--log-level", log_level],
+        [sys.executable, *LEDGER_COMMAND, "--log-level", log_level],
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,

@@ -27,10 +27,18 @@ class DropQueryStrings(logging.Filter):
         return True
 
 
-def uvicorn_log_config() -> dict[str, Any]:
+def uvicorn_log_config(form: str = "text") -> dict[str, Any]:
     """uvicorn's own logging configuration with :class:`DropQueryStrings` on its access and
-    error loggers (the latter logs WebSocket handshakes with their path)."""
+    error loggers (the latter logs WebSocket handshakes with their path); with ``json`` its
+    lines are JSON objects like the hub's own (see server.cli.configure_logging)."""
     config = copy.deepcopy(LOGGING_CONFIG)
+    if form == "json":
+        for name in ("default", "access"):
+            config["formatters"][name] = {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            }
     config.setdefault("filters", {})["drop_query_strings"] = {"()": DropQueryStrings}
     for name in ("uvicorn.access", "uvicorn.error"):
         config["loggers"].setdefault(name, {})["filters"] = ["drop_query_strings"]

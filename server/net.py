@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -329,6 +330,7 @@ async def watch_descriptors(interval_s: float = 5.0, share: float = 0.95) -> Non
 
 class _Server(uvicorn.Server):
     _watch: asyncio.Task[None] | None = None
+    drain: Callable[[Callable[[], None]], Awaitable[None]] | None = None
 
     async def startup(self, sockets: Any = None) -> None:
         loop = asyncio.get_running_loop()
@@ -339,13 +341,30 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: Any = None) -> None:
         if self._watch is not None:
             self._watch.cancel()
+        if self.drain is not None:
+            try:
+                await self.drain(self._stop_listening)
+            except Exception:  # noqa: BLE001 - the shutdown goes on regardless
+                log.exception("draining failed; shutting down anyway")
         await super().shutdown(sockets)
 
+    def _stop_listening(self) -> None:
+        for server in self.servers:
+            server.close()
 
-def serve(app: ASGIApp, settings: Settings, host: str, port: int, log_level: str) -> None:
+
+def serve(
+    app: ASGIApp,
+    settings: Settings,
+    host: str,
+    port: int,
+    log_level: str,
+    drain: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
+) -> None:
     """Run ``app`` until a signal stops it: uvloop, httptools for HTTP/1.1 and
     websockets-sansio for the field socket (what uvicorn's "auto" picked, made explicit so
-    the limits above apply to the classes that really run)."""
+    the limits above apply to the classes that really run). ``drain(stop_listening)``: run
+    when a signal asks the server to stop, before the connections are shut."""
     limits = EdgeLimits.from_settings(settings)
     http, ws = edge_protocols(limits)
     log.info(
@@ -366,7 +385,11 @@ def serve(app: ASGIApp, settings: Settings, host: str, port: int, log_level: str
         ws_ping_timeout=settings.heartbeat_s,
         ws_max_size=max(65536, settings.max_frame_bytes * 4),
         backlog=4096,
-        timeout_graceful_shutdown=5,
-        log_config=uvicorn_log_config(),  # no query strings in the access log
+        proxy_headers=settings.trusted_proxies is not None,
+        forwarded_allow_ips=settings.trusted_proxies,
+        timeout_graceful_shutdown=5 + math.ceil(settings.drain_spread_s),
+        log_config=uvicorn_log_config(settings.log_format),  # no query strings in the access log
     )
-    _Server(config).run()
+    server = _Server(config)
+    server.drain = drain
+    server.run()

@@ -27,6 +27,7 @@ from server import deadlines
 from server.assign.dispatcher import Push
 from server.deadlines import Due, NoticeKind
 from server.lifecycle import HELD
+from server.metrics import Metrics
 from server.settings import Settings
 from server.store import keys, timers
 from server.store.requests import Actor, RequestRecord, RequestStore, event_json
@@ -81,7 +82,9 @@ class Notices:
         requests: RequestStore,
         settings: Settings,
         push: Push,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._redis = redis
         self._scripts = scripts
         self._requests = requests
@@ -239,6 +242,7 @@ class Notices:
         if outcome == "issued":
             seq, hub = int(result[1]), text(result[2])
             log.info("notice %s issued", notice.id)
+            self._metrics.notices_issued.labels(kind.value, str(level)).inc()
             if seq:
                 await self._push(unit, held, seq, body, hub)
         return True

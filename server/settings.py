@@ -61,6 +61,11 @@ class Settings(FieldLimits, kw_only=True):
     close_timeout_s: float = 2.0  # a closing phone that takes nothing is cut off after this
     position_max_age_s: float = 120.0  # older fixes do not count for dispatch
     position_flush_ms: float = 10.0  # positions are batched into one Redis pipeline
+    # a squad holding work: one point of its track per this (the center's map; see
+    # server.store.tracks), the newest points a track keeps, and how long after its last
+    track_interval_s: Annotated[float, Meta(gt=0)] = 10.0
+    track_points: Annotated[int, Meta(ge=10, le=100_000)] = 360
+    track_keep_s: Annotated[float, Meta(gt=0)] = 6 * 3600.0
     ack_flush_ms: float = 200.0  # a phone's ack not followed by a command is recorded after this
     search_radius_km: float = 60.0  # largest candidate search radius around the scene
     search_first_radius_km: float = 1.0  # the search starts here and widens 4x at a time
@@ -79,6 +84,9 @@ class Settings(FieldLimits, kw_only=True):
     # leaves Redis this long after its last event, once the ledger holds all of it (the
     # ledger then answers for it); 0: kept in Redis for good. Swept where the writer runs.
     session_hours: float = 12.0  # a browser sign-in (cookie ld_session) lasts this long
+    wall_session_days: Annotated[float, Meta(gt=0, le=400)] = 90.0  # a wall display's
+    # sign-in lasts this long instead: a wall signs in once, then runs unattended (its role
+    # only reads the map; signing out or disabling the account ends it at once)
     cookie_secure: bool = False  # DISPATCH_COOKIE_SECURE=1: the cookie only over HTTPS (set it
     # behind a TLS proxy)
     auth_cache_s: float = 30.0  # a verified token or session is trusted this long without a
@@ -91,6 +99,9 @@ class Settings(FieldLimits, kw_only=True):
     max_connections: int = 0  # concurrent connections; 0: open files - redis_connections - 128
     max_connections_per_address: int = 1000  # per client IP (carrier NAT shares them); 0: no cap
     max_body_bytes: int = 65_536  # larger request bodies get 413 without being read
+    trusted_proxies: str | None = None  # addresses (comma-separated, or "*") of reverse
+    # proxies whose X-Forwarded-For names the client: per-address limits then count the
+    # client, not the proxy. Only where nothing but the proxy can reach the hub.
 
     # --- the citizen told (server/citizen/) ---
     citizen_sender: Literal["log", "webhook", "memory"] = "log"  # where messages to callers'
@@ -111,15 +122,56 @@ class Settings(FieldLimits, kw_only=True):
     # its last message (longer than command_memory_s: a retried step never sends twice)
     citizen_templates: str | None = None  # the message templates file; None: the shipped one
 
+    # --- Web Push to squads' phones (server/webpush/) ---
+    webpush_private_key: str | None = None  # the VAPID private key (EC P-256) as base64url
+    # of its 32 bytes (`python -m server.webpush` makes one): for hubs that share no data
+    # directory (containers); a secret, never logged. Set, it wins over webpush_key_file
+    webpush_key_file: str | None = None  # PEM of the VAPID key that every hub process of the
+    # city shares (a phone's subscription is bound to it); None:
+    # <data_dir>/webpush-vapid.pem, made on the first start (0600)
+    webpush_subject: str = "mailto:dispatch@localhost"  # VAPID ``sub``: how a push service
+    # reaches the operator (mailto: or https: URL)
+    webpush_hosts: str = (  # push services a subscription may name, comma-separated, "*."
+        # for any subdomain: a phone cannot make the hub post anywhere else. https only,
+        # except to a loopback host named here (a local relay, the tests)
+        "fcm.googleapis.com,updates.push.services.mozilla.com,web.push.apple.com,"
+        "*.notify.windows.com"
+    )
+    webpush_timeout_s: float = 10.0  # a push service slower than this: that push is dropped
+    # (the offer still waits in the squad's outbox for its socket)
+    webpush_queue: int = 10_000  # pushes waiting to be sent; beyond it new ones are dropped
+    webpush_senders: Annotated[int, Meta(ge=1, le=64)] = 4  # pushes in flight at once
+    webpush_reload_s: float = 2.0  # how often a process checks for subscriptions that
+    # another process recorded
+
     # --- the live center feed (/ws/center) ---
     feed_batch: int = 200  # most frames in one WebSocket message (and one stream read)
     feed_queue_frames: int = 4096  # per-connection bound; overflow closes SLOW_CONSUMER
+
+    # --- the intake console (server/calltaker/) ---
+    duplicate_radius_m: Annotated[float, Meta(gt=0, le=10_000)] = 300.0  # a request of the
+    # same category this close to a new one, received within duplicate_window_s, is shown
+    # to the call-taker as a possible duplicate before sending
+    duplicate_window_s: Annotated[float, Meta(gt=0, le=30 * 86_400)] = 7200.0  # (multiplied
+    # by time_scale, as every limit)
 
     # --- supervision notices (server/notices.py) ---
     notice_escalate_s: Annotated[float, Meta(gt=0)] = 1800.0  # a notice whose item stays
     # open escalates one level this often (multiplied by time_scale)
     notice_max_level: Annotated[int, Meta(ge=1, le=20)] = 5  # escalation stops here (the
     # top-level notice stays open until the item is done)
+
+    # --- operations (server/metrics.py, server/app.py) ---
+    metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None  # a port of its own
+    # for /metrics, without sign-in (keep it off the public network); None: only the
+    # main port's GET /metrics, for admin
+    metrics_host: str = "127.0.0.1"  # where that port listens
+    metrics_sample_s: Annotated[float, Meta(gt=0)] = 5.0  # Redis-read figures this often
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per line
+    drain_wait_s: Annotated[float, Meta(ge=0)] = 1.0  # at shutdown, not ready this long
+    # before the phones are told (a load balancer's health check notices first)
+    drain_spread_s: Annotated[float, Meta(ge=0)] = 3.0  # the phones are told to reconnect
+    # elsewhere (close 1012) over this long, not all at once
 
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all

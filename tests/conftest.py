@@ -12,6 +12,8 @@ fixtures it uses (an explicit ``@pytest.mark.<tier>`` wins):
 * ``redis``: integration against a real Redis or database (``redis``, ``redis_url``,
   ``embedded_redis``, the ledger's and accounts' database fixtures).
 * ``system``: real hub processes (``hubs``), several processes, the load test.
+* ``browser``: a real browser on a live hub (``live_hub``, ``browser``, ``pages``,
+  ``signed_in``, ``shot``: see tests/browser/conftest.py).
 
 ``python3 dev.py test --fast`` runs ``pure or app``; ``python3 dev.py test`` runs them all.
 """
@@ -99,7 +101,9 @@ class Hubs:
     started: list[HubProc] = field(default_factory=list)
 
     def start(self, **settings: object) -> HubProc:
-        """Start a hub process; ``settings`` become DISPATCH_<NAME> variables."""
+        """Start a hub process; ``settings`` become DISPATCH_<NAME> variables. It stops at
+        once when asked (no drain wait or spread) unless ``settings`` say otherwise."""
+        settings = {"drain_wait_s": 0, "drain_spread_s": 0, **settings}
         log_path = self.tmp / f"hub-{len(self.started)}.log"
         hub = spawn_hub(
             self.redis_url,
@@ -180,9 +184,13 @@ async def app_redis(apps: Apps) -> AsyncIterator[Redis]:
 
 # ---- test tiers -------------------------------------------------------------------------------
 
-TIERS = ("pure", "app", "redis", "system")
+TIERS = ("pure", "app", "redis", "system", "browser")
 # The first tier whose fixtures a test uses is its tier; a test using none is pure.
 TIER_FIXTURES = (
+    (
+        "browser",
+        {"live_hub", "browser", "playwright", "chromium_executable", "pages", "signed_in", "shot"},
+    ),
     ("system", {"hubs"}),
     ("app", {"app", "apps", "app_redis"}),
     (
@@ -207,3 +215,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         names = set(getattr(item, "fixturenames", ()))
         tier = next((tier for tier, fixtures in TIER_FIXTURES if names & fixtures), "pure")
         item.add_marker(getattr(pytest.mark, tier))
+    # The browser tier last: Playwright's sync driver (session-scoped) leaves its event loop
+    # set as the main thread's running loop, and pytest-asyncio cannot run a test after it.
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

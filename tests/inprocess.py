@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from server.hub import create_app
+from server.app import create_app
 from server.settings import load_settings
 
 ASGIMessage = dict[str, Any]

@@ -51,6 +51,8 @@ requests = Table(
     Index("ix_requests_district", "district"),
     Index("ix_requests_state", "state"),
     Index("ix_requests_received_at", "received_at"),
+    # the intake console: a caller's earlier requests, newest first
+    Index("ix_requests_caller_phone", "caller_phone", "received_at"),
 )
 
 events = Table(
@@ -69,6 +71,8 @@ events = Table(
     Index("ix_events_request_id", "request_id"),
     Index("ix_events_unit_at", "unit", "at"),
     Index("ix_events_type", "type"),
+    # the intake console: the requests a call-taker recorded ("received" events by them)
+    Index("ix_events_by_type_at", "by", "type", "at"),
 )
 
 # Events the ledger refused to fold into a request row because they belong to a second

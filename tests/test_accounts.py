@@ -557,7 +557,7 @@ async def test_an_unreachable_accounts_database_is_a_503_not_a_500() -> None:
         routes=[Route("/", lambda _: PlainTextResponse("open"))],
         middleware=[Middleware(AuthMiddleware)],
     )
-    app.state.services = SimpleNamespace(
+    app.state.components = SimpleNamespace(
         auth=Authenticator(AccountStore(engine), {}, cache_s=30, failures_per_min=20)
     )
     transport = httpx.ASGITransport(app=app)

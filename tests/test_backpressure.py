@@ -8,28 +8,29 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from starlette.websockets import WebSocketState
-
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
 from server.field.session import FieldSession
+from server.metrics import Metrics
 from server.settings import load_settings
 
 
 class FakeSocket:
-    """A phone's socket: ``stalled`` phones take one frame and then never another."""
+    """A phone's socket (a :class:`~server.field.transport.Transport`): ``stalled`` phones
+    take one frame and then never another."""
+
+    address = "192.0.2.1"
 
     def __init__(self, stalled: bool) -> None:
         self.stalled = stalled
         self.sent: list[bytes] = []
         self.closed_with: int | None = None
-        self.incoming: asyncio.Queue[dict] = asyncio.Queue()
-        self.application_state = WebSocketState.CONNECTED
+        self.incoming: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def receive(self) -> dict:
+    async def receive(self) -> bytes:
         return await self.incoming.get()
 
-    async def send_bytes(self, data: bytes) -> None:
+    async def send(self, data: bytes) -> None:
         if self.stalled and self.sent:
             await asyncio.Event().wait()  # the TCP window never opens again
         self.sent.append(data)
@@ -50,8 +51,10 @@ class Hub:
 
 def _session(socket: FakeSocket, hub: Hub) -> FieldSession:
     settings = load_settings(env={}, send_queue_frames=16, close_timeout_s=0.2, hello_timeout_s=60)
-    services = SimpleNamespace(settings=settings, hub=SimpleNamespace(left=hub.left_session))
-    return FieldSession(socket, services, json_mode=False)  # type: ignore[arg-type]
+    context = SimpleNamespace(
+        settings=settings, presence=SimpleNamespace(left=hub.left_session), metrics=Metrics()
+    )
+    return FieldSession(socket, context)  # type: ignore[arg-type]
 
 
 async def test_stalled_phone_is_cut_off_without_blocking_the_pusher_or_others():

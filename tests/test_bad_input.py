@@ -14,7 +14,7 @@ from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
 from server.actions import NewRequest
 from server.city import load_city
-from server.hub import build_services
+from server.components import build_components
 from server.settings import Settings
 from server.store import keys
 from tests.helpers import XIGONG, Api, auth, online_squad
@@ -255,7 +255,7 @@ async def test_intake_retries_with_an_idempotency_key_never_make_twins(hubs, red
     assert await redis.hlen(keys.request_units()) == 2  # call-1 and call-2, nothing else
     # A crash after the key reserved an id but before the request was stored (the store's
     # own reservation, made here without the request): the retry creates it under that id.
-    store = build_services(Settings(), redis, load_city()).requests
+    store = build_components(Settings(), redis, load_city()).requests
     fingerprint = msgspec.convert(GOOD, NewRequest).fingerprint()
     # (keys are scoped to the caller's actor label: DISPATCH_TOKENS' bootstrap account)
     reserved, stored = await store.reserve_id(

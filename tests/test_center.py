@@ -17,7 +17,7 @@ from server.actions import NewRequest
 from server.center.actions import CenterError
 from server.center.moves import Mover
 from server.city import load_city
-from server.hub import Services, build_services
+from server.components import Components, build_components
 from server.lifecycle import Disputed, RequestView, State, transition
 from server.settings import Settings
 from server.store import keys
@@ -31,7 +31,7 @@ CENTER = Actor("center", "li")
 # ---- in process, real Redis: the move and its crash safety ------------------------------------
 
 
-async def _disputed(services: Services) -> str:
+async def _disputed(services: Components) -> str:
     """A water request in Xigong, disputed (its squad said: not ours)."""
     created = await services.intake.create(
         NewRequest(
@@ -76,7 +76,7 @@ def _types(timeline: list[dict[str, Any]]) -> list[str]:
 
 
 async def test_reassign_moves_the_request_and_keeps_its_deadlines(redis: Redis) -> None:
-    services = build_services(Settings(), redis, load_city())
+    services = build_components(Settings(), redis, load_city())
     request_id = await _disputed(services)
     before = await services.requests.read("water", request_id)
     answer = await services.center.reassign(
@@ -105,7 +105,7 @@ async def test_reassign_moves_the_request_and_keeps_its_deadlines(redis: Redis) 
 async def test_a_moved_request_takes_its_supervision_notices_along(redis: Redis) -> None:
     """One notice per request, kind and level, whichever unit holds it: an open notice the
     old unit got moves with the request (and stops counting as the old unit's open one)."""
-    services = build_services(Settings(), redis, load_city())
+    services = build_components(Settings(), redis, load_city())
     request_id = await _disputed(services)
     notice_id = f"{request_id}-accept-1"
     record = json.dumps({"id": notice_id, "kind": "accept", "level": 1, "unit": "water"})
@@ -124,7 +124,7 @@ async def test_a_moved_request_takes_its_supervision_notices_along(redis: Redis)
 async def test_a_move_interrupted_by_a_crash_is_completed_by_the_retry_once(
     redis: Redis, crash_at: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    services = build_services(Settings(), redis, load_city())
+    services = build_components(Settings(), redis, load_city())
     request_id = await _disputed(services)
     center = services.center
     targets = {
@@ -176,7 +176,7 @@ async def test_a_move_interrupted_by_a_crash_is_completed_by_the_retry_once(
 async def test_a_second_retry_of_a_finished_ruling_is_refused_with_the_state(
     redis: Redis,
 ) -> None:
-    services = build_services(Settings(), redis, load_city())
+    services = build_components(Settings(), redis, load_city())
     request_id = await _disputed(services)
     await services.center.reassign(request_id, "gas", "gas_leak_smell", [], "gas", CENTER)
     with pytest.raises(CenterError) as refused:
@@ -188,7 +188,7 @@ async def test_move_script_is_idempotent_by_version_and_replaces_an_older_stay(
     redis: Redis,
 ) -> None:
     """water -> gas -> water: the second move replaces what the first left in water."""
-    services = build_services(Settings(), redis, load_city())
+    services = build_components(Settings(), redis, load_city())
     request_id = await _disputed(services)
     await services.center.reassign(request_id, "gas", "gas_leak_smell", [], "gas", CENTER)
     mover = Mover(redis, services.scripts, 1000)

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, text
 
 from server import ids
 from server.city import load_city
-from server.hub import build_services
+from server.components import build_components
 from server.ledger import (
     GROUP,
     Ledger,
@@ -97,7 +97,7 @@ class Desk:
 
     def __init__(self, redis: Redis, ledger: Ledger | None = None) -> None:
         # The hub's own composition root builds the store, with the default settings.
-        self.store: RequestStore = build_services(Settings(), redis, load_city(), ledger).requests
+        self.store: RequestStore = build_components(Settings(), redis, load_city(), ledger).requests
 
     async def receive(
         self,

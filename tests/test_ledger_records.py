@@ -21,7 +21,7 @@ from server.actions import NewRequest
 from server.citizen.compose import Message
 from server.citizen.delivery import Attempt, Outcome
 from server.city import load_city
-from server.hub import Services, build_services
+from server.components import Components, build_components
 from server.ledger import (
     Ledger,
     find_actions,
@@ -232,7 +232,7 @@ class Gateway:
         return None
 
 
-async def _intake(services: Services, phone: str = "13800000000") -> str:
+async def _intake(services: Components, phone: str = "13800000000") -> str:
     created = await services.intake.create(
         NewRequest(
             caller_phone=phone,
@@ -252,7 +252,7 @@ async def _dispute(desk: Desk, request_id: str, reason: str) -> None:
 
 
 async def test_the_center_record_lands_in_the_ledger(redis: Redis, ledger: Ledger) -> None:
-    services = build_services(Settings(), redis, load_city(), ledger)
+    services = build_components(Settings(), redis, load_city(), ledger)
     desk = Desk(redis, ledger)
 
     # Late, supervised, escalated, disputed, upheld, noted, cancelled.
@@ -390,7 +390,7 @@ async def test_overdue_is_a_missed_deadline(redis: Redis, ledger: Ledger) -> Non
 
 async def test_notice_close_event_names_who_met_it(redis: Redis) -> None:
     """apply.lua puts the step's actor on the notice_closed event (``met_by``)."""
-    services = build_services(Settings(), redis, load_city())
+    services = build_components(Settings(), redis, load_city())
     request_id = await _intake(services)
     await redis.hset(keys.request("water", request_id), "accept_by", repr(time.time() - 5))
     await services.notices.on_timer("water", TimerKind.DEADLINE, f"{request_id}:accept")

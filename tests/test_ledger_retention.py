@@ -18,7 +18,7 @@ from sqlalchemy import select
 from server.actions import NewRequest
 from server.citizen.senders import MemorySender
 from server.city import load_city
-from server.hub import build_services
+from server.components import build_components
 from server.ledger import Ledger, archived_request, find_requests, request_events, tables
 from server.ledger.retention import LEASE_KEY, run, sweep
 from server.ledger.streams import ack
@@ -115,7 +115,7 @@ async def test_closed_and_recorded_requests_leave_redis(redis: Redis, ledger: Le
 async def test_an_event_the_ledger_lacks_keeps_the_request(redis: Redis, ledger: Ledger) -> None:
     """A note on a closed request, a reopening, a message still being sent: Redis holds
     something the ledger does not (yet), and the request stays."""
-    services = build_services(Settings(), redis, load_city(), ledger)
+    services = build_components(Settings(), redis, load_city(), ledger)
     desk = Desk(redis, ledger)
     noted, reopened = await desk.receive(), await desk.receive()
     for request_id in (noted, reopened):
@@ -153,7 +153,7 @@ async def test_an_event_the_ledger_lacks_keeps_the_request(redis: Redis, ledger:
 
 
 async def test_a_moved_request_leaves_both_units(redis: Redis, ledger: Ledger) -> None:
-    services = build_services(Settings(), redis, load_city(), ledger)
+    services = build_components(Settings(), redis, load_city(), ledger)
     desk = Desk(redis, ledger)
     request_id = await desk.receive()
     await desk.step("water", request_id, Offered("S1", "A1"))

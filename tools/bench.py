@@ -37,7 +37,7 @@ from dispatch_field import protocol
 from server.assign.dispatcher import Dispatcher
 from server.assign.ranking import haversine_m, rank
 from server.city import load_city
-from server.hub import build_services
+from server.components import build_components
 from server.settings import Settings
 from server.store import keys
 from server.store.embedded import EmbeddedRedis
@@ -296,7 +296,7 @@ async def redis_benches(seconds: float) -> list[Result]:
         try:
             # The hub's own objects, built by its composition root: the bench calls what the
             # hub calls, with the arguments it uses.
-            services = build_services(Settings(), redis, load_city())
+            services = build_components(Settings(), redis, load_city())
             return [
                 *await client_benches(server.url, seconds, pid),
                 *await ingest_benches(services.positions, seconds, pid),

@@ -42,6 +42,11 @@ class CloseCode(IntEnum):
 # RFC 6455 "try again later", the one standard code the hub sends itself: its live state
 # (Redis) is unreachable now; the phone reconnects with backoff and resumes.
 TRY_AGAIN_LATER = 1013
+# RFC 6455 "service restart": this hub process is draining for a restart; the phone
+# reconnects (the proxy sends it to another process) after its usual random delay, and
+# resumes. Sent spread over DISPATCH_DRAIN_SPREAD_S, so the phones do not all come back at
+# once.
+SERVICE_RESTART = 1012
 
 
 def should_reconnect(code: int) -> bool:

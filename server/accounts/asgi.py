@@ -40,7 +40,7 @@ def client_address(scope: Scope) -> str:
 
 class AuthMiddleware:
     """Authenticates every HTTP request that carries a bearer token or a session cookie
-    (the app's ``state.services.auth``). Answers by itself only when the accounts' database
+    (the app's ``state.components.auth``). Answers by itself only when the accounts' database
     cannot be read (503, retry: credentials verified recently keep working from the cache);
     otherwise a route decides whether it needs a principal."""
 
@@ -50,8 +50,8 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            services = getattr(scope["app"].state, "services", None)
-            authenticator: Authenticator | None = getattr(services, "auth", None)
+            components = getattr(scope["app"].state, "components", None)
+            authenticator: Authenticator | None = getattr(components, "auth", None)
             try:
                 result = (
                     NOBODY if authenticator is None else await _authenticate(scope, authenticator)
@@ -135,10 +135,16 @@ def safe_next(target: str | None) -> str:
     return target if not parts.scheme and not parts.netloc else "/"
 
 
+# The squad phone app: a squad has no person session; its socket (and the field API)
+# authenticate with the squad's token, and these pages hold no data of their own.
+PUBLIC_FOLDERS = ("/phone/",)
+
+
 class PageGate:
     """Wraps the static files: an ``.html`` page (or a folder's index) needs a signed-in
     session; without one the browser is sent (303) to the sign-in page, which comes back to
-    the page after. The sign-in page and the assets (css, js, images) are public."""
+    the page after. The sign-in page, the assets (css, js, images) and the pages of
+    :data:`PUBLIC_FOLDERS` are public."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -153,7 +159,14 @@ class PageGate:
 
 
 def _is_page(path: str) -> bool:
-    return (path.endswith(".html") or path.endswith("/")) and path != SIGNIN_PAGE
+    if path == SIGNIN_PAGE or _in_public_folder(path):
+        return False
+    return path.endswith(".html") or path.endswith("/")
+
+
+def _in_public_folder(path: str) -> bool:
+    # "/phone/../wall.html" names a gated page: the static files resolve the dots.
+    return path.startswith(PUBLIC_FOLDERS) and ".." not in path.split("/")
 
 
 async def _redirect_to_signin(scope: Scope, send: Send) -> None:

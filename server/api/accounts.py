@@ -30,6 +30,7 @@ from server.accounts.store import UsernameTaken
 from server.api.answers import Anything, Rows
 from server.api.common import ApiError, authorize, components, json_response, read_body
 from server.api.openapi import described
+from server.settings import Settings
 
 
 def _auth(request: Request) -> Authenticator:
@@ -145,6 +146,14 @@ def _refuse(result: AuthResult) -> ApiError:
     return ApiError(401, "unauthenticated", "wrong username or password")
 
 
+def session_lifetime_s(settings: Settings, role: str) -> float:
+    """How long a browser sign-in of ``role`` lasts: a wall display's for days (it signs in
+    once and runs unattended), everyone else's for a working day or so."""
+    if role == "wall":
+        return settings.wall_session_days * 86_400
+    return settings.session_hours * 3600
+
+
 @described(
     summary="Sign in: sets the ld_session cookie (HttpOnly, SameSite=Strict)",
     roles=(),
@@ -159,7 +168,7 @@ async def sign_in(request: Request) -> Response:
     if result.principal is None:
         raise _refuse(result)
     settings = components(request).settings
-    lifetime_s = settings.session_hours * 3600
+    lifetime_s = session_lifetime_s(settings, result.principal.role)
     session_id, expires_at = await auth.store.open_session(result.principal.username, lifetime_s)
     response = json_response(result.principal.public() | {"expires_at": expires_at})
     response.set_cookie(

@@ -7,7 +7,8 @@ Bodies are msgspec Structs that refuse unknown fields; a request in the wrong st
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Awaitable
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -21,8 +22,8 @@ from server.api.common import (
     Code,
     authorize,
     components,
-    invalid,
     json_response,
+    read_body,
     require_unit,
 )
 from server.api.openapi import described
@@ -70,18 +71,14 @@ def _center(request: Request) -> CenterActions:
     return components(request).center
 
 
-async def _decode(request: Request, kind: object) -> object:
+async def _carried_out(step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """The center's step, its refusal as the API's error (a wrong state names the current
+    one)."""
     try:
-        return msgspec.json.decode(await request.body(), type=kind)
-    except msgspec.ValidationError as exc:
-        raise invalid(exc) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
-
-
-def _api_error(exc: CenterError) -> ApiError:
-    extra = {"state": exc.state.value} if exc.state is not None else {}
-    return ApiError(exc.status, exc.code, exc.message, exc.fields, extra=extra)
+        return await step
+    except CenterError as exc:
+        extra = {"state": exc.state.value} if exc.state is not None else {}
+        raise ApiError(exc.status, exc.code, exc.message, exc.fields, extra=extra) from None
 
 
 @described(
@@ -93,19 +90,14 @@ def _api_error(exc: CenterError) -> ApiError:
 )
 async def ruling(request: Request) -> Response:
     actor = authorize(request, "center")
-    body = await _decode(request, Ruling)
+    body = await read_body(request, Ruling)
     request_id = request.path_params["request_id"]
     center = _center(request)
-    try:
-        if isinstance(body, Reassign):
-            done = await center.reassign(
-                request_id, body.unit, body.category, body.assist, body.note, actor
-            )
-        else:
-            assert isinstance(body, Uphold)
-            done = await center.uphold(request_id, body.note, actor)
-    except CenterError as exc:
-        raise _api_error(exc) from None
+    if isinstance(body, Reassign):
+        step = center.reassign(request_id, body.unit, body.category, body.assist, body.note, actor)
+    else:
+        step = center.uphold(request_id, body.note, actor)
+    done = await _carried_out(step)
     return json_response(done)
 
 
@@ -118,21 +110,19 @@ async def ruling(request: Request) -> Response:
 )
 async def cancel(request: Request) -> Response:
     actor = authorize(request, "center")
-    body = await _decode(request, Cancel)
-    assert isinstance(body, Cancel)
+    body = await read_body(request, Cancel)
     if (body.reason == "duplicate") != bool(body.duplicate_of):
         reason = "names the original exactly when reason is duplicate"
         raise ApiError(422, "invalid", f"duplicate_of {reason}", {"duplicate_of": reason})
-    try:
-        done = await _center(request).cancel(
+    done = await _carried_out(
+        _center(request).cancel(
             request.path_params["request_id"],
             body.reason,
             body.note,
             body.duplicate_of or "",
             actor,
         )
-    except CenterError as exc:
-        raise _api_error(exc) from None
+    )
     return json_response(done)
 
 
@@ -147,14 +137,10 @@ async def cancel(request: Request) -> Response:
 async def note(request: Request) -> Response:
     """A note by the center, or by a unit desk on its own unit's request."""
     actor = authorize(request, "center", "unit")
-    body = await _decode(request, NoteBody)
-    assert isinstance(body, NoteBody)
+    body = await read_body(request, NoteBody)
     request_id = request.path_params["request_id"]
     await _require_own(request, actor, request_id)
-    try:
-        done = await _center(request).note(request_id, body.note, actor)
-    except CenterError as exc:
-        raise _api_error(exc) from None
+    done = await _carried_out(_center(request).note(request_id, body.note, actor))
     return json_response(done, 201)
 
 
@@ -167,12 +153,10 @@ async def note(request: Request) -> Response:
 )
 async def reopen(request: Request) -> Response:
     actor = authorize(request, "center")
-    body = await _decode(request, Reopen)
-    assert isinstance(body, Reopen)
-    try:
-        done = await _center(request).reopen(request.path_params["request_id"], body.note, actor)
-    except CenterError as exc:
-        raise _api_error(exc) from None
+    body = await read_body(request, Reopen)
+    done = await _carried_out(
+        _center(request).reopen(request.path_params["request_id"], body.note, actor)
+    )
     return json_response(done)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, overload
 
 import msgspec
 from msgspec import Meta
@@ -104,9 +104,14 @@ def invalid(exc: msgspec.ValidationError) -> ApiError:
     return ApiError(422, "invalid", message, {match.group(1): message} if match else {})
 
 
-async def read_body(request: Request, kind: type[T]) -> T:
-    """The JSON body as ``kind``: 400 ``malformed_json`` if it is not JSON, 422 ``invalid``
-    naming the field if it breaks the schema."""
+@overload
+async def read_body(request: Request, kind: type[T]) -> T: ...
+@overload
+async def read_body(request: Request, kind: Any) -> Any: ...
+async def read_body(request: Request, kind: Any) -> Any:
+    """The JSON body as ``kind`` (a Struct, or a union of tagged Structs): 400
+    ``malformed_json`` if it is not JSON, 422 ``invalid`` naming the field if it breaks the
+    schema."""
     raw = await request.body()
     try:
         return msgspec.json.decode(raw, type=kind)

@@ -26,15 +26,14 @@ from server.api.common import (
     Code,
     authorize,
     components,
-    invalid,
     json_response,
+    read_query,
     require_unit,
 )
 from server.api.openapi import described
-from server.hub import Services
+from server.components import Components
 from server.store import keys
-from server.store.requests import Actor, RequestRecord
-from server.store.text import text
+from server.store.requests import Actor
 
 RequestId = Annotated[str, Meta(pattern=r"^[0-9]{8}-[0-9]{6}$")]
 # Items read per unit for the queue: the open set of one unit beyond this is a backlog that a
@@ -54,14 +53,7 @@ class NoticeQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
 
 
-def _query(request: Request, kind: type[Any]) -> Any:
-    try:
-        return msgspec.convert(dict(request.query_params), kind, strict=False)
-    except msgspec.ValidationError as exc:
-        raise invalid(exc) from None
-
-
-def _units(services: Services, actor: Actor, unit: str | None) -> list[str]:
+def _units(services: Components, actor: Actor, unit: str | None) -> list[str]:
     """The units the caller asked for and may see."""
     if actor.kind == "unit":
         require_unit(actor, unit or actor.unit)
@@ -82,12 +74,12 @@ def _units(services: Services, actor: Actor, unit: str | None) -> list[str]:
 )
 async def center_queue(request: Request) -> Response:
     actor = authorize(request, "center", "unit")
-    query: QueueQuery = _query(request, QueueQuery)
+    query: QueueQuery = read_query(request, QueueQuery)
     services = components(request)
     now = time.time()
     items: list[tuple[tuple[int, float], dict[str, Any]]] = []
     for unit in _units(services, actor, query.unit):
-        records = await _open_records(services, unit)
+        records = await services.requests.open_records(unit, QUEUE_SCAN)
         notices = await services.notices.open_by_request(unit, (r.id for r in records))
         for record in records:
             upcoming = deadlines.next_deadline(record.progress())
@@ -110,16 +102,6 @@ async def center_queue(request: Request) -> Response:
     return json_response({"at": now, "items": [item for _, item in items[: query.limit]]})
 
 
-async def _open_records(services: Services, unit: str) -> list[RequestRecord]:
-    ids = await services.redis.zrange(keys.open_requests(unit), 0, QUEUE_SCAN - 1)
-    if not ids:
-        return []
-    pipe = services.redis.pipeline(transaction=False)
-    for raw in ids:
-        pipe.hgetall(keys.request(unit, text(raw)))
-    return [RequestRecord.from_hash(h) for h in await pipe.execute() if h]
-
-
 @described(
     summary="Supervision notices by request, unit and state (open or closed)",
     roles=("center", "unit"),
@@ -129,7 +111,7 @@ async def _open_records(services: Services, unit: str) -> list[RequestRecord]:
 )
 async def notices(request: Request) -> Response:
     actor = authorize(request, "center", "unit")
-    query: NoticeQuery = _query(request, NoticeQuery)
+    query: NoticeQuery = read_query(request, NoticeQuery)
     services = components(request)
     found: list[Any] = []
     if query.request is not None:

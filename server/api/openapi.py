@@ -5,15 +5,13 @@ Each handler carries its :class:`Operation` (``@described(...)``: summary, roles
 query, answer, status, errors); :func:`document` walks the app's routes and fails on a
 ``/api/v1`` route that is not described, so the document cannot silently fall behind.
 
-    python -m server.api.openapi           write docs/openapi.json
-    python -m server.api.openapi --check   exit 1 if the committed file is stale
+    python -m server.api                   write docs/openapi.json
+    python -m server.api --check           exit 1 if the committed file is stale
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 PREFIX = "/api/v1"
 DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 F = TypeVar("F", bound=Callable[..., Any])
+SQUAD = ("squad",)  # the roles of a route for squads' phones: Basic <squad>:<token>
 
 _STATUS_TEXT = {
     200: "OK",
@@ -57,7 +56,8 @@ class ErrorBody(msgspec.Struct):
 @dataclass(frozen=True, slots=True)
 class Operation:
     summary: str
-    roles: tuple[str, ...]  # () : no sign-in needed; admin may do anything a role may
+    roles: tuple[str, ...]  # () : no sign-in needed; admin may do anything a role may;
+    # SQUAD: a squad's id and token (no person)
     body: Any = None  # the msgspec type of the JSON body
     query: Any = None  # a Struct whose fields are the query parameters
     answer: Any = None  # the type of the JSON answer (None: no body)
@@ -128,6 +128,11 @@ def document(routes: Iterable[BaseRoute], version: str = "1") -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "ld_session"},
+                "squad": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "A squad's id and token (as in the field socket's hello).",
+                },
             },
         },
     }
@@ -139,7 +144,10 @@ def _operation(route: Route, operation: Operation, types: set[Any]) -> dict[str,
         "operationId": route.name,
         "x-roles": list(operation.roles),
     }
-    if operation.roles:
+    if operation.roles == SQUAD:
+        result["security"] = [{"squad": []}]
+        result["description"] = "A squad's phone: Basic credentials <squad id>:<token>."
+    elif operation.roles:
         result["security"] = [{"bearer": []}, {"session": []}]
         result["description"] = "Roles: " + ", ".join(operation.roles) + " (and admin)."
     else:
@@ -174,7 +182,8 @@ def _operation(route: Route, operation: Operation, types: set[Any]) -> dict[str,
         )
         answer["content"] = {operation.media_type: {"schema": schema}}
     responses: dict[str, Any] = {str(operation.status): answer}
-    errors = set(operation.errors) | ({401, 403} if operation.roles else set())
+    signed_in = {401} if operation.roles == SQUAD else {401, 403} if operation.roles else set()
+    errors = set(operation.errors) | signed_in
     if operation.body is not None:
         errors |= {400, 413, 422}
     for status in sorted(errors):
@@ -222,28 +231,7 @@ def text(routes: Iterable[BaseRoute]) -> str:
     return json.dumps(document(routes), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
-def _app_routes() -> list[BaseRoute]:
-    from server.hub import create_app
-    from server.settings import load_settings
+if __name__ == "__main__":  # the older spelling of ``python -m server.api``
+    import runpy
 
-    return list(create_app(load_settings({})).routes)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    generated = text(_app_routes())
-    if args.check:
-        current = DOCUMENT_PATH.read_text() if DOCUMENT_PATH.exists() else "{}"
-        if json.loads(current) != json.loads(generated):
-            print(f"{DOCUMENT_PATH} is stale: run python -m server.api.openapi", file=sys.stderr)
-            return 1
-        return 0
-    DOCUMENT_PATH.write_text(generated)
-    print(f"wrote {DOCUMENT_PATH}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("server.api", run_name="__main__")

@@ -42,9 +42,9 @@ from server.api.ledger import archived_detail, ledger_routes
 from server.api.openapi import described
 from server.api.openapi import document as openapi_document
 from server.city import Category, Unit
-from server.deadlines import overdue_on_map
 from server.store import keys
 from server.store.requests import IdempotencyKeyReused
+from server.wallmap.state import read_requests
 
 
 class NewSquad(msgspec.Struct, forbid_unknown_fields=True):
@@ -297,34 +297,17 @@ async def request_detail(request: Request) -> Response:
     answer=LiveMap,
 )
 async def live_map(request: Request) -> Response:
-    """What the wall map draws: every online squad and every open request."""
+    """What the wall map draws: every online squad and every open request (the live wall
+    takes the same, as deltas, from ``/ws/map``: server.wallmap)."""
     authorize(request, "wall", "center", "calltaker")
     services = components(request)
-    units = services.directory.unit_codes()
     radius = services.settings.search_radius_km * 4
     squads: list[dict[str, Any]] = []
-    requests: list[dict[str, Any]] = []
     now = time.time()
-    for unit in units:
+    for unit in services.directory.unit_codes():
         squads += await services.squads.positions(unit, services.city.center, radius)
-        for item in await services.requests.open_requests(unit):
-            missed = overdue_on_map(item, now)
-            requests.append(
-                {k: item[k] for k in _MAP_FIELDS if k in item}
-                | {
-                    "unit": unit,
-                    "lat": float(item["lat"]),
-                    "lon": float(item["lon"]),
-                    "received_at": float(item["received_at"]),
-                    # the deadline it missed (accept, arrive, resolve, promise) or None
-                    "overdue": missed.kind.value if missed else None,
-                    "overdue_since": round(missed.at, 3) if missed else None,
-                }
-            )
+    requests = list((await read_requests(services, now)).values())
     return json_response({"at": now, "squads": squads, "requests": requests})
-
-
-_MAP_FIELDS = ("id", "category", "state", "squad", "district")
 
 
 @described(

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from server.assign.ranking import parse_candidates, rank
+from server.background import Background
 from server.known import KnownRequests
 from server.lifecycle import (
     InvalidTransition,
@@ -33,6 +34,7 @@ from server.lifecycle import (
     Step,
     transition,
 )
+from server.metrics import Metrics
 from server.settings import Settings
 from server.store import keys, timers
 from server.store.requests import (
@@ -140,9 +142,13 @@ class Dispatcher:
         push: Push,
         *,
         known: KnownRequests | None = None,
+        background: Background | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``known``: where an offer's record is left for the squad's first command (which
-        then needs no read)."""
+        then needs no read). ``background``: where :meth:`drain_soon` runs its drains."""
+        self._background = background or Background()
+        self._metrics = metrics or Metrics()
         self._known = known
         self._redis = redis
         self._scripts = scripts
@@ -342,6 +348,16 @@ class Dispatcher:
         )
         return parse_candidates(flat)
 
+    def drain_soon(self, unit: str, after_s: float = 0.0) -> None:
+        """Move the unit's queue in the background (a squad became available), now or once
+        ``after_s`` has passed (a first position must reach Redis first)."""
+        self._background.spawn(self._drain_after(unit, after_s))
+
+    async def _drain_after(self, unit: str, after_s: float) -> None:
+        if after_s:
+            await asyncio.sleep(after_s)
+        await self.drain(unit)
+
     async def drain(self, unit: str, limit: int = 200) -> int:
         """Try the unit's waiting requests, oldest first; returns how many were offered.
 
@@ -411,6 +427,7 @@ class Dispatcher:
                 self._known.forget(unit, squad, assignment)
             if commit.revoke_seq:
                 await self._push(unit, squad, commit.revoke_seq, commit.revoke_body, commit.hub)
+            self._metrics.offers_passed_on.labels(reason).inc()
             await self.dispatch(unit, request_id)
             return True
         log.warning(

@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 
 from server.citizen.compose import Message
 from server.citizen.delivery import Attempt, Outcome, RetryPolicy, next_step
-from server.store import keys
+from server.store import keys, timers
 from server.store.requests import Actor, QueuedMessage, event_json
 from server.store.scripts import Scripts
 from server.store.text import text
@@ -133,7 +133,7 @@ class CitizenOutbox:
             due = await self._scripts.due(
                 keys=[keys.citizen_due(unit)], args=[now_ms, self._lease_ms, batch]
             )
-            claimed += [(unit, text(request)) for request in due]
+            claimed += [(unit, text(request)) for request, _ in timers.claimed(due)]
         if not claimed:
             return 0
         limit = asyncio.Semaphore(CONCURRENT_SENDS)

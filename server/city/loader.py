@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from .model import Category, City, CityConfigError, CityFile, District
+from .search import syllables_match
 
 __all__ = ["DEFAULT_CITY_PATH", "check_city_file", "load_city", "parse_city"]
 
@@ -56,7 +57,7 @@ def check_city_file(file: CityFile) -> list[str]:
     district; units name only known categories and districts; police/fire/medical handled by
     no unit; each linkage category handled by exactly one unit in every district, with
     0 < accept_s <= arrive_s <= resolve_s <= promise_max_s and work_s > 0; the time zone
-    exists.
+    exists; a category's pinyin, when given, has one syllable per Han character of its name.
     """
     return [
         *_timezone_problems(file),
@@ -65,6 +66,7 @@ def check_city_file(file: CityFile) -> list[str]:
         *_unit_reference_problems(file),
         *_coverage_problems(file),
         *_linkage_limit_problems(file.categories),
+        *_pinyin_problems(file.categories),
     ]
 
 
@@ -164,6 +166,15 @@ def _linkage_limit_problems(categories: tuple[Category, ...]) -> Iterator[str]:
             )
         if category.work_s <= 0:
             yield f"linkage category {category.code!r} needs work_s > 0"
+
+
+def _pinyin_problems(categories: tuple[Category, ...]) -> Iterator[str]:
+    for category in categories:
+        if category.pinyin and not syllables_match(category.name_zh, category.pinyin):
+            yield (
+                f"category {category.code!r} pinyin {category.pinyin!r} needs one syllable per "
+                f"Han character of {category.name_zh!r}"
+            )
 
 
 def _linkage(categories: tuple[Category, ...]) -> Iterator[Category]:

@@ -60,6 +60,9 @@ Ring = tuple[LonLat, ...]
 BBox = tuple[float, float, float, float]
 """(min_lat, min_lon, max_lat, max_lon)."""
 
+# Toneless syllables separated by single spaces ("gong shui"); "v" stands for u-umlaut.
+Pinyin = Annotated[str, msgspec.Meta(pattern=r"^([a-z]+( [a-z]+)*)?$", max_length=400)]
+
 Route = Literal["linkage", "police", "fire", "medical"]
 """`linkage` tickets are dispatched to a city unit; the others are handed over to 110/119/120."""
 
@@ -83,7 +86,9 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Category(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A kind of citizen request. `work_s` is the typical on-scene work time (simulation)."""
+    """A kind of citizen request. `work_s` is the typical on-scene work time (simulation).
+    `pinyin`: the toneless pinyin of `name_zh`, one syllable per Han character ("" : none
+    given; the intake console then finds the category by its Chinese and English names)."""
 
     code: Code
     name_zh: Name
@@ -91,6 +96,7 @@ class Category(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     route: Route
     limits: Limits
     work_s: Seconds = 0
+    pinyin: Pinyin = ""
 
 
 class Unit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -31,25 +31,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from msgspec import Meta
+from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dispatch_field.codes import TRY_AGAIN_LATER, CloseCode
 from server.accounts.asgi import authenticate_connection, client_address
-from server.accounts.auth import AuthResult
+from server.accounts.auth import Authenticator, AuthResult
 from server.accounts.model import Principal
-from server.feed.broker import FeedEntry, entry_frame, stream_ends, stream_position
+from server.directory import Directory
+from server.feed.broker import FeedBroker, FeedEntry, entry_frame, stream_ends, stream_position
 from server.ledger.streams import with_no_unit
+from server.settings import Settings
 from server.store import keys
-from server.store.availability import is_outage
+from server.store.availability import RedisAvailability, is_outage
 from server.store.text import text
 
 if TYPE_CHECKING:
-    from server.hub import Services
+    from server.components import Components
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +80,29 @@ class _Closing(Exception):
         self.code, self.reason = code, reason
 
 
+@dataclass(frozen=True, slots=True)
+class FeedContext:
+    """What a center feed socket may use of its process."""
+
+    settings: Settings
+    redis: Redis  # the units' event streams
+    feed: FeedBroker  # live entries
+    directory: Directory  # which units there are
+    auth: Authenticator | None  # None until the accounts are open
+    availability: RedisAvailability
+
+    @classmethod
+    def of(cls, parts: Components) -> FeedContext:
+        return cls(
+            parts.settings, parts.redis, parts.feed, parts.directory, parts.auth, parts.availability
+        )
+
+
 class FeedSession:
-    def __init__(self, ws: WebSocket, services: Services) -> None:
+    def __init__(self, ws: WebSocket, context: FeedContext) -> None:
         self._ws = ws
-        self._services = services
-        settings = services.settings
+        self._context = context
+        settings = context.settings
         self._batch = max(1, settings.feed_batch)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=settings.feed_queue_frames)
         self._held: list[FeedEntry] | None = None  # live entries held during the last catch-up
@@ -136,7 +158,7 @@ class FeedSession:
     async def run(self) -> None:
         self._reader = asyncio.current_task()
         writer = asyncio.create_task(self._writer())
-        broker = self._services.feed
+        broker = self._context.feed
         try:
             hello = await self._greet()
             await self._catch_up(hello)
@@ -168,7 +190,7 @@ class FeedSession:
                 raise
         except Exception as exc:
             if is_outage(exc):
-                self._services.availability.failed("center feed", exc)
+                self._context.availability.failed("center feed", exc)
                 self.close(TRY_AGAIN_LATER, "live state unreachable: retry")
             else:
                 log.exception("center feed session failed")
@@ -177,13 +199,13 @@ class FeedSession:
             broker.unsubscribe(self)
             if self._closing is None:
                 writer.cancel()
-            done, _ = await asyncio.wait({writer}, timeout=self._services.settings.close_timeout_s)
+            done, _ = await asyncio.wait({writer}, timeout=self._context.settings.close_timeout_s)
             if not done:
                 writer.cancel()
 
     async def _greet(self) -> FeedHello:
-        services = self._services
-        authenticator = services.auth
+        context = self._context
+        authenticator = context.auth
         if authenticator is None:
             raise _Closing(TRY_AGAIN_LATER, "accounts not open yet: retry")
         try:
@@ -191,7 +213,7 @@ class FeedSession:
         except (SQLAlchemyError, OSError):
             raise _Closing(TRY_AGAIN_LATER, "accounts unreachable: retry") from None
         try:
-            raw = await asyncio.wait_for(self._ws.receive(), services.settings.hello_timeout_s)
+            raw = await asyncio.wait_for(self._ws.receive(), context.settings.hello_timeout_s)
         except TimeoutError:
             raise _Closing(CloseCode.HELLO_TIMEOUT, "no hello in time") from None
         if raw["type"] == "websocket.disconnect":
@@ -228,13 +250,13 @@ class FeedSession:
 
     def _units(self) -> list[str]:
         if self._all_units:
-            return with_no_unit(self._services.directory.unit_codes())
+            return with_no_unit(self._context.directory.unit_codes())
         return [self._unit]
 
     async def _catch_up(self, hello: FeedHello) -> None:
         """Welcome the client, set its cursors, and send the history after them."""
         units = self._units()
-        ends = await stream_ends(self._services.redis, units)
+        ends = await stream_ends(self._context.redis, units)
         after = hello.after
         for unit in units:
             if isinstance(after, dict) and unit in after:
@@ -255,7 +277,7 @@ class FeedSession:
 
     async def _catch_up_once(self) -> None:
         """Send every entry after the cursors, up to the streams' ends (paced by the writer)."""
-        redis = self._services.redis
+        redis = self._context.redis
         behind = self._units()
         while behind and self._closing is None:
             still: list[str] = []
@@ -276,7 +298,7 @@ class FeedSession:
         closed like one whose live queue overflows (else a stalled client in catch-up would
         hold its session, and its descriptor, for good)."""
         if self._closing is None:
-            stall_s = self._services.settings.close_timeout_s * STALL_FACTOR
+            stall_s = self._context.settings.close_timeout_s * STALL_FACTOR
             try:
                 await asyncio.wait_for(self._queue.put(frame), stall_s)
             except TimeoutError:
@@ -306,7 +328,7 @@ class FeedSession:
                     # A client that takes nothing for the stall time is cut off even when no
                     # new frame arrives to overflow its queue (the catch-up may have filled
                     # it, then the streams went quiet).
-                    stall_s = self._services.settings.close_timeout_s * STALL_FACTOR
+                    stall_s = self._context.settings.close_timeout_s * STALL_FACTOR
                     try:
                         await asyncio.wait_for(
                             ws.send_text((b"[" + b",".join(batch) + b"]").decode()), stall_s
@@ -331,4 +353,4 @@ def _stream_id(position: tuple[int, int]) -> str:
 async def center_socket(ws: WebSocket) -> None:
     """``/ws/center``: accepted first, so a refusal carries a close code and a reason."""
     await ws.accept()
-    await FeedSession(ws, ws.app.state.services).run()
+    await FeedSession(ws, FeedContext.of(ws.app.state.components)).run()

@@ -27,10 +27,11 @@ import sys
 from redis.asyncio import Redis
 
 from server.city import load_city
+from server.cli import start
 from server.directory import Directory
 from server.ledger.running import ledger_loops
 from server.ledger.writer import Ledger, default_database_url
-from server.settings import Settings, SettingsError, load_settings
+from server.settings import Settings
 
 log = logging.getLogger("server.ledger")
 
@@ -75,16 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    started = start(parser, argv)
+    if started is None:
         return 2
+    _, settings = started
     if not settings.redis_url:
         print("error: REDIS_URL is required (the Redis the hubs use)", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Index, MetaData, Table, create_engine, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -97,7 +97,7 @@ def _upgrade(connection: Connection) -> None:
     cfg.attributes["connection"] = connection
     current = MigrationContext.configure(connection).get_current_revision()
     if current is None and inspect(connection).has_table("requests"):
-        _check_baseline(connection)
+        _take_over_baseline(connection)
         log.info("ledger made before migrations: recorded as revision %s", BASELINE)
         command.stamp(cfg, BASELINE)
         current = BASELINE
@@ -112,13 +112,14 @@ def _upgrade(connection: Connection) -> None:
         command.upgrade(cfg, "head")
 
 
-def _check_baseline(connection: Connection) -> None:
-    """Refuse a database that has ``requests`` but not every table and column the baseline
-    revision creates: not one this code knows how to take over (better than half-migrated)."""
-    expected = _baseline_columns()
+def _take_over_baseline(connection: Connection) -> None:
+    """Make a ledger from before migrations the baseline revision: refuse one that lacks a
+    table or column of it (not one this code knows how to take over; better than
+    half-migrated), and create the baseline's indexes a still older release did not make."""
+    expected = _baseline_schema()
     inspector = inspect(connection)
     missing: list[str] = []
-    for table, columns in expected.items():
+    for table, (columns, _indexes) in expected.items():
         if not inspector.has_table(table):
             missing.append(table)
             continue
@@ -129,11 +130,19 @@ def _check_baseline(connection: Connection) -> None:
             "the database has a ledger from before migrations, but not the schema of the "
             f"previous release (missing: {', '.join(missing)}); migrate it by hand"
         )
+    for table, (_columns, indexes) in expected.items():
+        present = {index["name"] for index in inspector.get_indexes(table)}
+        reflected = Table(table, MetaData(), autoload_with=connection)
+        for name, indexed in indexes.items():
+            if name not in present:
+                log.info("creating index %s of the previous release", name)
+                Index(name, *(reflected.c[c] for c in indexed)).create(connection)
 
 
-def _baseline_columns() -> dict[str, set[str]]:
-    """Table -> column names of the baseline revision, read from a scratch in-memory
-    database migrated to it (so the frozen migration is the one description of it)."""
+def _baseline_schema() -> dict[str, tuple[set[str], dict[str, list[str]]]]:
+    """Table -> (column names, index name -> its columns) of the baseline revision, read
+    from a scratch in-memory database migrated to it (so the frozen migration is the one
+    description of it)."""
     engine = create_engine("sqlite://")
     try:
         with engine.begin() as scratch:
@@ -142,7 +151,13 @@ def _baseline_columns() -> dict[str, set[str]]:
             command.upgrade(cfg, BASELINE)
             inspector = inspect(scratch)
             return {
-                table: {column["name"] for column in inspector.get_columns(table)}
+                table: (
+                    {column["name"] for column in inspector.get_columns(table)},
+                    {
+                        str(index["name"]): [str(c) for c in index["column_names"]]
+                        for index in inspector.get_indexes(table)
+                    },
+                )
                 for table in inspector.get_table_names()
                 if table != "alembic_version"
             }

@@ -44,7 +44,7 @@ from sqlalchemy import bindparam, select, update
 from server.ledger import tables
 from server.ledger.fold import sort_key
 from server.ledger.streams import GROUP
-from server.ledger.writer import Ledger
+from server.ledger.writer import Ledger, stop_if_cancelled
 from server.lifecycle import FINAL
 from server.store import keys
 from server.store.text import text
@@ -106,10 +106,8 @@ async def run(
     """Sweep every ``every_s`` (at once again while a sweep drops a full ``batch``) until
     cancelled; one process at a time (a lease of ``LEASE_KEY``). A failure is logged and
     the next sweep tries again."""
-    task = asyncio.current_task()
     while True:
-        if task is not None and task.cancelling():  # swallowed below us: see Ledger.consume
-            raise asyncio.CancelledError
+        stop_if_cancelled()  # a cancellation redis-py lost (see there)
         full = False
         try:
             if await redis.set(LEASE_KEY, owner, nx=True, px=int(every_s * 2000)):

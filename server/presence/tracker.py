@@ -19,22 +19,38 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
 from redis.asyncio import Redis
 
 from server.assign.dispatcher import Dispatcher
+from server.hub import Connection, Hub
 from server.settings import Settings
 from server.store import keys, timers
+from server.store.availability import RedisAvailability, is_outage
 from server.store.requests import Actor, RequestStore, event_json
-from server.store.squads import SquadStore
+from server.store.squads import Presence, SquadStore
 from server.store.text import text
 from server.store.timers import TimerKind
 
 log = logging.getLogger(__name__)
+
+
+class Session(Connection, Protocol):
+    """What presence needs of a squad's connection: who it is, and its connection id (a
+    disconnect is recorded only by the connection that is still the squad's)."""
+
+    @property
+    def conn_id(self) -> str: ...
+
+
 PRESENCE = Actor("system", "presence")
 
 
 class PresenceTracker:
+    """Records this process's squads online and offline in Redis, and carries out the
+    presence timers of every unit."""
+
     def __init__(
         self,
         redis: Redis,
@@ -42,14 +58,64 @@ class PresenceTracker:
         requests: RequestStore,
         dispatcher: Dispatcher,
         settings: Settings,
-        hub_id: str,
+        hub: Hub,
+        availability: RedisAvailability,
     ) -> None:
         self._redis = redis
         self._squads = squads
         self._requests = requests
         self._dispatcher = dispatcher
         self._settings = settings
-        self._hub_id = hub_id
+        self._hub = hub
+        self._hub_id = hub.id
+        self._availability = availability
+
+    # ---- this process's squads ------------------------------------------------------------
+
+    async def joined(self, session: Session) -> Presence:
+        """The squad of ``session`` (authenticated) is online here: registered with the hub
+        (closing an older connection of the same squad) and recorded in Redis. Its unit's
+        queue moves if it is on duty."""
+        unit, squad = session.unit, session.squad
+        self._hub.register(session)
+        presence = await self._squads.connect(unit, squad, self._hub_id, session.conn_id)
+        if presence.on_duty:
+            self._dispatcher.drain_soon(unit)
+        return presence
+
+    async def left(self, session: Session) -> None:
+        """The connection of ``session`` ended. Recorded offline unless a newer connection
+        of the squad took over; if Redis cannot be told now, :meth:`reconcile` catches up."""
+        squad, unit = session.squad, session.unit
+        if not squad:
+            return
+        self._hub.unregister(session)
+        try:
+            if await self._squads.disconnect(unit, squad, session.conn_id):
+                await self._redis.srem(keys.hub_squads(self._hub_id), f"{unit}/{squad}")
+                await self.went_offline(unit, squad)
+        except Exception as exc:  # noqa: BLE001 - Redis down: reconcile() catches up
+            if is_outage(exc):
+                self._availability.failed("squad offline", exc)
+            else:
+                log.exception("could not record %s offline; reconcile() will", squad)
+
+    async def reconcile(self, *, everyone: bool = False) -> int:
+        """Squads Redis believes are connected here but are not (a disconnect that could not
+        be recorded, e.g. during a Redis restart): take them offline now. ``everyone``: all of
+        this process's squads (it is shutting down)."""
+        stale = 0
+        for member in await self._redis.smembers(keys.hub_squads(self._hub_id)):
+            unit, _, squad = text(member).partition("/")
+            if self._hub.holds(squad) and not everyone:
+                continue
+            if await self._squads.disconnect(unit, squad, self._hub_id, by_hub=True):
+                await self.went_offline(unit, squad)
+                stale += 1
+            await self._redis.srem(keys.hub_squads(self._hub_id), member)
+        return stale
+
+    # ---- offline timers --------------------------------------------------------------------
 
     async def went_offline(self, unit: str, squad: str) -> None:
         now_ms = time.time() * 1000

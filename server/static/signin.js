@@ -15,8 +15,23 @@
   };
 
   const params = new URLSearchParams(location.search);
-  const lang = params.get("lang") === "en" ? "en" : "zh";
+  const lang = chooseLanguage();
   const t = TEXT[lang];
+
+  /* ?lang= here, else the ?lang= of the page being opened (?next=), else the language this
+   * browser chose before (common/page.js remembers it), else Chinese. */
+  function chooseLanguage() {
+    let asked = params.get("lang");
+    if (!asked) {
+      try {
+        asked = new URL(params.get("next") || "/", location.origin).searchParams.get("lang");
+      } catch (error) {
+        asked = null;
+      }
+    }
+    if (!asked) asked = localStorage.getItem("dispatch.lang");
+    return asked === "en" ? "en" : "zh";
+  }
 
   /* Only a path on this site: "/wall.html?lang=en" yes; "//evil", "https://evil", "/\evil" no. */
   function safeNext(target) {

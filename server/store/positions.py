@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from server.guard import Burst
 from server.store import keys
+from server.store.tracks import TrackRecorder
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,13 @@ REPORT_EVERY_S = 60.0  # refused fixes and failed flushes are logged at most thi
 
 
 class PositionWriter:
-    def __init__(self, redis: Redis, flush_interval_s: float) -> None:
+    def __init__(
+        self, redis: Redis, flush_interval_s: float, tracks: TrackRecorder | None = None
+    ) -> None:
+        """``tracks``: keeps samples of the fixes of squads holding work (the center's map);
+        None: no tracks."""
         self._redis = redis
+        self._tracks = tracks
         self._interval = flush_interval_s
         self._pending: dict[str, dict[str, Fix]] = defaultdict(dict)
         self._wake = asyncio.Event()
@@ -49,6 +55,8 @@ class PositionWriter:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, defaultdict(dict)
+        if self._tracks is not None:  # samples them; writes them in a task of its own
+            self._tracks.record(batch)
         pipe = self._redis.pipeline(transaction=False)
         for unit, fixes in batch.items():
             pipe.geoadd(keys.geo(unit), _geo_values(fixes))

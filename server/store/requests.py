@@ -378,6 +378,16 @@ class RequestStore:
         raw = await self._redis.hgetall(keys.request(unit, request_id))
         return RequestRecord.from_hash(raw) if raw else None
 
+    async def open_records(self, unit: str, limit: int) -> list[RequestRecord]:
+        """The unit's unresolved requests, oldest first, at most ``limit``."""
+        ids = await self._redis.zrange(keys.open_requests(unit), 0, limit - 1)
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for raw in ids:
+            pipe.hgetall(keys.request(unit, text(raw)))
+        return [RequestRecord.from_hash(h) for h in await pipe.execute() if h]
+
     async def open_requests(self, unit: str, limit: int = 2000) -> list[dict[str, str]]:
         """The unit's unresolved requests (oldest first) with what a map shows of them."""
         ids = await self._redis.zrange(keys.open_requests(unit), 0, limit - 1)

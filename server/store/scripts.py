@@ -56,6 +56,7 @@ class Scripts:
     citizen_done: AsyncScript
     notice: AsyncScript
     offer_nearest: AsyncScript
+    track: AsyncScript  # called by server.store.tracks (its own registration, same script)
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

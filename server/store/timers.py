@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from redis.asyncio import Redis
+
+from server.store import keys
+
 
 class TimerKind(StrEnum):
     OFFER = "offer"  # id: assignment; the offer window passes
@@ -33,3 +37,45 @@ def parse(member: str | bytes) -> tuple[TimerKind | None, str]:
         return TimerKind(kind), ident
     except ValueError:
         return None, ident
+
+
+def kind_of(member: bytes) -> str:
+    """The kind of a member, as text (for labels)."""
+    return member.split(b":", 1)[0].decode(errors="replace")
+
+
+def claimed(reply: list[bytes]) -> list[tuple[bytes, float]]:
+    """``due.lua``'s reply as (member, due epoch ms) pairs."""
+    return [(reply[i], float(reply[i + 1])) for i in range(0, len(reply) - 1, 2)]
+
+
+class Held:
+    """Timers this process claimed (leased) and has not finished: at shutdown
+    :meth:`hand_on` makes them due again at once, so another process fires them now instead
+    of when the lease runs out. A finished timer is gone from its set and stays gone."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, dict[bytes, float]] = {}
+
+    def claimed(self, unit: str, due: list[tuple[bytes, float]]) -> None:
+        self._held.setdefault(unit, {}).update(due)
+
+    def finished(self, unit: str, members: list[bytes]) -> None:
+        held = self._held.get(unit, {})
+        for member in members:
+            held.pop(member, None)
+
+    def __len__(self) -> int:
+        return sum(len(held) for held in self._held.values())
+
+    async def hand_on(self, redis: Redis) -> int:
+        pipe = redis.pipeline(transaction=False)
+        count = 0
+        for unit, held in self._held.items():
+            if held:
+                pipe.zadd(keys.timers(unit), dict(held), xx=True)
+                count += len(held)
+        if count:
+            await pipe.execute()
+        self._held.clear()
+        return count

@@ -2,13 +2,20 @@
  *   Page.lang          "zh" (default) or "en"; ?lang= sets it once, remembered per browser
  *   Page.t(key)        the page's text in that language (Page.texts(TEXT) registers it)
  *   Page.applyTexts()  fills every [data-i18n] element; [data-i18n-placeholder] too
- *   Page.api(method, path, body?) -> parsed JSON (or null for 204); throws Page.ApiError
- *                      with .status, .code, .fields; a 401 sends the browser to sign in
+ *   Page.api(method, path, body?, headers?) -> parsed JSON (or null for 204); throws
+ *                      Page.ApiError with .status, .code, .fields, .detail (the error
+ *                      object, e.g. a 409's "state"); a 401 calls
+ *                      Page.onUnauthenticated() (default: Page.signIn)
  *   Page.signIn()      to signin.html?next=<this page>, keeping the language
  *   Page.signOut()     DELETE /api/v1/session, then to signin.html
- *   Page.feed(after, onEvent, onState) the live center feed (/ws/center) with resume
+ *   Page.feed(onEvent, onState) the live center feed (/ws/center) with resume
+ *   Page.live(path, {open, message, state}) any of the hub's JSON sockets, reconnecting
+ *                      with a growing, jittered delay; 4100 (not signed in) -> sign in
  *   Page.time(epochSeconds) / Page.ago(epochSeconds)  local clock text, "3 min ago"
  *   Page.el(tag, attrs, ...children)  a DOM element (text children are escaped)
+ *   Page.search(query, items, keysOf) the items matching a name as typed (Chinese, pinyin,
+ *                      initials, English), best first; keysOf(item) = Page.searchKeys(zh,
+ *                      pinyin, en); the rule of server/city/search.py
  * The session is an HttpOnly cookie this script never sees: no token in any URL or storage. */
 (function () {
   "use strict";
@@ -64,11 +71,12 @@
   };
 
   class ApiError extends Error {
-    constructor(status, code, message, fields) {
+    constructor(status, code, message, fields, detail) {
       super(message || code || "HTTP " + status);
       this.status = status;
       this.code = code || "http_" + status;
       this.fields = fields || {};
+      this.detail = detail || {}; // the whole error object: e.g. a 409's current "state"
     }
   }
   Page.ApiError = ApiError;
@@ -86,7 +94,7 @@
       throw new ApiError(0, "network", String(error));
     }
     if (response.status === 401) {
-      Page.signIn();
+      Page.onUnauthenticated();
       throw new ApiError(401, "unauthenticated", "not signed in");
     }
     if (response.status === 204) return null;
@@ -98,9 +106,15 @@
     }
     if (!response.ok) {
       const e = (data && data.error) || {};
-      throw new ApiError(response.status, e.code, e.message, e.fields);
+      throw new ApiError(response.status, e.code, e.message, e.fields, e);
     }
     return data;
+  };
+
+  /* What a 401 does. A person's page goes to sign in; a page signed in otherwise (the squad
+   * phone app, with the squad's token) replaces this. */
+  Page.onUnauthenticated = function () {
+    Page.signIn();
   };
 
   Page.signIn = function () {
@@ -117,34 +131,24 @@
     }
   };
 
-  /* The live center feed: resumes from the newest stream id per unit after any drop, with a
-   * growing, jittered delay. onEvent(unit, id, event); onState("live" | "offline"). */
-  Page.feed = function (onEvent, onState) {
-    const cursors = {};
+  /* A socket of the hub (same origin, the session cookie): JSON messages in, reconnects
+   * after any drop with a growing, jittered delay (reset once a message arrives). handlers:
+   * open(socket) on each connection, message(data) per message, state("live"|"offline").
+   * A close with 4100 (not signed in) sends the browser to the sign-in page. */
+  Page.live = function (path, handlers) {
     let delay = 500;
     let socket = null;
     let stopped = false;
     function connect() {
       const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-      socket = new WebSocket(scheme + location.host + "/ws/center");
-      socket.onopen = () => {
-        const hello = { t: "hello" };
-        if (Object.keys(cursors).length) hello.after = cursors;
-        socket.send(JSON.stringify(hello));
-      };
+      socket = new WebSocket(scheme + location.host + path);
+      socket.onopen = () => { if (handlers.open) handlers.open(socket); };
       socket.onmessage = (message) => {
-        for (const frame of JSON.parse(message.data)) {
-          if (frame.t === "welcome") {
-            delay = 500;
-            if (onState) onState("live");
-          } else if (frame.t === "event") {
-            cursors[frame.unit] = frame.id;
-            onEvent(frame.unit, frame.id, frame.event);
-          }
-        }
+        delay = 500;
+        handlers.message(JSON.parse(message.data));
       };
       socket.onclose = (close) => {
-        if (onState) onState("offline");
+        if (handlers.state) handlers.state("offline");
         if (stopped) return;
         if (close.code === 4100) return Page.signIn();
         setTimeout(connect, delay + Math.random() * delay);
@@ -153,6 +157,35 @@
     }
     connect();
     return { stop() { stopped = true; if (socket) socket.close(); } };
+  };
+
+  /* The live center feed: resumes from the newest stream id per unit after any drop.
+   * onEvent(unit, id, event); onState("live" | "offline"). */
+  Page.feed = function (onEvent, onState) {
+    const cursors = {};
+    return Page.live("/ws/center", {
+      open(socket) {
+        const hello = { t: "hello" };
+        if (Object.keys(cursors).length) hello.after = cursors;
+        socket.send(JSON.stringify(hello));
+      },
+      message(frames) {
+        for (const frame of frames) {
+          if (frame.t === "welcome") {
+            // Where each unit starts: the cursor to resume from even if no event came yet
+            // (else a drop before the first event would lose what happened meanwhile).
+            for (const [unit, id] of Object.entries(frame.cursor || {})) {
+              if (!(unit in cursors)) cursors[unit] = id;
+            }
+            if (onState) onState("live");
+          } else if (frame.t === "event") {
+            cursors[frame.unit] = frame.id;
+            onEvent(frame.unit, frame.id, frame.event);
+          }
+        }
+      },
+      state: onState,
+    });
   };
 
   const timeFormat = () => new Intl.DateTimeFormat(Page.lang === "zh" ? "zh-CN" : "en-GB", {
@@ -183,6 +216,45 @@
       el.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
     return el;
+  };
+
+  /* Finding a name as it is typed: the rule of server/city/search.py (which the hub applies
+   * to places), kept in step by tests/browser/test_intake.py. Rank 0: a key (the Chinese
+   * name, the pinyin initials, the pinyin, the English name) starts with the query; rank 1:
+   * the Chinese name contains it, or a key starts with it from a later syllable or word. */
+  const SEPARATORS = /[\s'’·\-_/.,]+/g;
+
+  Page.normalise = function (query) {
+    return query.normalize("NFKC").toLowerCase().replace(/ü/g, "v").replace(SEPARATORS, "");
+  };
+
+  Page.searchKeys = function (nameZh, pinyin, nameEn) {
+    const syllables = (pinyin || "").split(" ").filter(Boolean);
+    const words = (nameEn || "").normalize("NFKC").toLowerCase().trim().split(SEPARATORS)
+      .filter(Boolean);
+    const initials = syllables.map((s) => s[0]).join("");
+    const later = [];
+    for (let i = 1; i < syllables.length; i++) later.push(syllables.slice(i).join(""), initials.slice(i));
+    for (let i = 1; i < words.length; i++) later.push(words.slice(i).join(""));
+    return { zh: nameZh, starts: [nameZh, initials, syllables.join(""), words.join("")], later };
+  };
+
+  Page.matchRank = function (query, keys) {
+    if (!query) return null;
+    if (keys.starts.some((key) => key.startsWith(query))) return 0;
+    if (keys.zh.includes(query) || keys.later.some((key) => key.startsWith(query))) return 1;
+    return null;
+  };
+
+  Page.search = function (query, items, keysOf) {
+    const wanted = Page.normalise(query);
+    const ranked = [];
+    items.forEach((item, index) => {
+      const rank = Page.matchRank(wanted, keysOf(item));
+      if (rank !== null) ranked.push([rank, index, item]);
+    });
+    ranked.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    return ranked.map((entry) => entry[2]);
   };
 
   window.Page = Page;

@@ -3,10 +3,10 @@
 -- finisher removes the timer (ZREM); handlers are idempotent.
 -- KEYS[1] timers
 -- ARGV[1] now (epoch ms)  ARGV[2] lease (ms)  ARGV[3] at most this many
--- Returns the claimed members.
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+-- Returns the claimed members and the times they were due: {member, due_ms, member, ...}.
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
 local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for _, member in ipairs(due) do
-  redis.call('ZADD', KEYS[1], until_ms, member)
+for i = 1, #due, 2 do
+  redis.call('ZADD', KEYS[1], until_ms, due[i])
 end
 return due

@@ -2,7 +2,8 @@
 
 The schema the previous release created with ``metadata.create_all``. A database made by it
 has these tables and no ``alembic_version``: :mod:`server.ledger.migrate` recognises it and
-records it as this revision (it runs nothing), then upgrades it from here.
+records it as this revision (it runs nothing but the indexes a still older release did not
+make), then upgrades it from here.
 
 Revision 0001, the first. Frozen: never edit; add a migration instead.
 """
@@ -50,6 +51,7 @@ def upgrade() -> None:
     )
     for column in ("unit", "category", "district", "state", "received_at"):
         op.create_index(f"ix_requests_{column}", "requests", [column])
+    op.create_index("ix_requests_caller_phone", "requests", ["caller_phone", "received_at"])
 
     op.create_table(
         "events",
@@ -67,6 +69,7 @@ def upgrade() -> None:
     op.create_index("ix_events_request_id", "events", ["request_id"])
     op.create_index("ix_events_unit_at", "events", ["unit", "at"])
     op.create_index("ix_events_type", "events", ["type"])
+    op.create_index("ix_events_by_type_at", "events", ["by", "type", "at"])
 
     op.create_table(
         "conflicts",

@@ -1,7 +1,6 @@
 """The supervision center's record: notices, actions, the caller's messages and their
 delivery attempts (tables derived from the events by ``server.ledger.records``); a
-cancellation's reason and original on the request; indexes for the squad and caller phone
-filters.
+cancellation's reason and original on the request; an index for the squad filter.
 
 The events already recorded are replayed into the new tables and columns, so a ledger
 upgraded from the previous release answers for its past as well.
@@ -28,7 +27,6 @@ def upgrade() -> None:
     op.add_column("requests", sa.Column("cancel_reason", sa.String()))
     op.add_column("requests", sa.Column("duplicate_of", sa.String()))
     op.create_index("ix_requests_squad", "requests", ["squad"])
-    op.create_index("ix_requests_caller_phone", "requests", ["caller_phone"])
 
     notices = op.create_table(
         "notices",
@@ -186,7 +184,6 @@ def _replay(notices: sa.Table, actions: sa.Table, messages: sa.Table, attempts: 
 def downgrade() -> None:
     for table in ("citizen_attempts", "citizen_messages", "actions", "notices"):
         op.drop_table(table)
-    op.drop_index("ix_requests_caller_phone", "requests")
     op.drop_index("ix_requests_squad", "requests")
     with op.batch_alter_table("requests") as batch:
         batch.drop_column("duplicate_of")

@@ -1,0 +1,67 @@
+"""The socket under a squad session, as the session sees it: receive a frame, send one,
+close. :class:`WebSocketTransport` carries it over Starlette's WebSocket; tests use their
+own."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from uvicorn.protocols.utils import ClientDisconnected
+
+from dispatch_field import protocol
+
+
+class Disconnected(Exception):
+    """The phone went away."""
+
+
+class Transport(Protocol):
+    @property
+    def address(self) -> str:
+        """The client's address (for per-address limits)."""
+        ...
+
+    async def receive(self) -> bytes | str:
+        """The next frame; raises :class:`Disconnected` when the phone went away."""
+        ...
+
+    async def send(self, frame: bytes) -> None:
+        """Send an encoded (MessagePack) frame; raises :class:`Disconnected`."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send the close frame, if the socket is still open; never raises."""
+        ...
+
+
+class WebSocketTransport:
+    """A Starlette WebSocket. ``json_mode``: the phone chose the JSON subprotocol, so every
+    frame goes out as JSON text (the hub encodes MessagePack once, for every phone)."""
+
+    def __init__(self, ws: WebSocket, json_mode: bool) -> None:
+        self._ws = ws
+        self._json = json_mode
+        self.address = ws.client.host if ws.client else ""
+
+    async def receive(self) -> bytes | str:
+        message = await self._ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise Disconnected
+        data: bytes | str | None = message.get("bytes")
+        return data if data is not None else message.get("text") or ""
+
+    async def send(self, frame: bytes) -> None:
+        try:
+            if self._json:
+                await self._ws.send_text(protocol.msgpack_to_json(frame))
+            else:
+                await self._ws.send_bytes(frame)
+        except (WebSocketDisconnect, ClientDisconnected):
+            raise Disconnected from None
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):  # the peer may already be gone
+                await self._ws.close(code, reason)
