@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from server.city import load_city
+from server.reports.scorecard import Spread, spread, verdict
 from server.store.embedded import free_port
 from simulations.api import HubApi
 from simulations.arrivals import (
@@ -38,7 +39,6 @@ from simulations.clock import SimClock
 from simulations.movement import Trip, distance_m, kmh_to_mps, offset_m, street_route
 from simulations.people import Behaviour, plan_job
 from simulations.report import collect_and_write, fmt_duration
-from server.reports.scorecard import Spread, spread, verdict
 from simulations.stats import outcome_of, state_from_timeline, summarize
 from tests.conftest import ROOT, TOKENS
 
@@ -269,6 +269,7 @@ def test_state_from_timeline_and_promises() -> None:
         ("resolved", 50),
     ]
     assert state_from_timeline([{"type": k} for k, _ in events]) == "resolved"
+
     def promising(until: float) -> dict[str, Any]:
         detail = _detail(events, "resolved", promised_by=until)
         detail["timeline"][5]["until"] = until  # the deferred event names the promised time
