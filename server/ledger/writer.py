@@ -24,11 +24,10 @@ from redis.asyncio import Redis
 from sqlalchemy import Table, bindparam, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
-from server.ledger import tables
+from server.ledger import migrate, tables
 from server.ledger.fold import (
     SNAPSHOT_EVENTS,
     Attribution,
@@ -80,8 +79,9 @@ class Ledger:
 
     @classmethod
     async def open(cls, database_url: str) -> Ledger:
-        """Connect and create the tables if missing. Safe when several processes open the
-        same database at once."""
+        """Connect and bring the schema up to date (:func:`server.ledger.migrate.upgrade`:
+        creates the tables in an empty database, migrates an older one). Safe when several
+        processes open the same database at once."""
         url = make_url(async_database_url(database_url))
         if url.get_backend_name() == "sqlite":
             engine = _sqlite_engine(url.render_as_string(hide_password=False), url.database)
@@ -89,7 +89,7 @@ class Ledger:
             engine = create_async_engine(url, pool_pre_ping=True)
         ledger = cls(engine)
         try:
-            await ledger._create_tables()
+            await migrate.upgrade(engine)
         except BaseException:
             await engine.dispose()
             raise
@@ -97,19 +97,6 @@ class Ledger:
 
     async def close(self) -> None:
         await self.engine.dispose()
-
-    async def _create_tables(self) -> None:
-        # create_all checks, then creates: two processes starting together can both see a
-        # table missing, and the slower one fails; its retry finds the tables.
-        for attempt in range(5):
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(tables.metadata.create_all)
-                return
-            except DBAPIError:
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.1 * (attempt + 1))
 
     # ---- the loop ------------------------------------------------------------------------
 
