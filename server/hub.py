@@ -327,6 +327,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from server.api.citizen import citizen_routes
     from server.api.common import error_handlers
     from server.api.notices import notice_routes
+    from server.api.reports import report_routes
     from server.api.routes import api_routes
     from server.feed.session import center_socket
     from server.web import static_dir
@@ -343,6 +344,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *account_routes(),
         *center_routes(),
         *notice_routes(),
+        *report_routes(),
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),

@@ -118,6 +118,10 @@ class Settings(FieldLimits, kw_only=True):
     notice_max_level: Annotated[int, Meta(ge=1, le=20)] = 5  # escalation stops here (the
     # top-level notice stays open until the item is done)
 
+    # --- the center's reports (server/reports/) ---
+    reports_policy: str | None = None  # the monthly score's weighting, ranking, spot-check
+    # size and fortnight thresholds (TOML); None: the shipped server/reports/policy.toml
+
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all
         (not even generated ones: see load_settings) gives an empty mapping."""

@@ -62,6 +62,7 @@ requests = Table(
     Index("ix_requests_district", "district"),
     Index("ix_requests_state", "state"),
     Index("ix_requests_received_at", "received_at"),
+    Index("ix_requests_resolved_at", "resolved_at"),  # the week's resolved: spot checks
 )
 
 events = Table(

@@ -57,6 +57,14 @@ def previous_month(text: str) -> str:
     return f"{year - 1}-12" if number == 1 else f"{year}-{number - 1:02d}"
 
 
+def months_between(first: str, last: str) -> list[str]:
+    """Every month from ``first`` to ``last`` (both included), oldest first."""
+    found = [last]
+    while found[0] > first:
+        found.insert(0, previous_month(found[0]))
+    return found
+
+
 def months_until(last: str, count: int) -> list[str]:
     """``count`` months ending with ``last``, oldest first."""
     found = [last]

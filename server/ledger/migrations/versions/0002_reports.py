@@ -2,7 +2,8 @@
 
 ``spot_checks``: each request drawn for a callback (once ever: unique ``request_id``) and
 the outcome the center recorded. ``efficiency_records``: each unit's scorecard of a month,
-frozen when the month is closed (unique per month and unit). New tables only: nothing to
+frozen when the month is closed (unique per month and unit). An index on
+``requests.resolved_at``: a week's draw reads the requests resolved in the week. Nothing to
 fill from the events already recorded.
 
 Revision 0002, after 0001. Frozen once merged: never edit; add a migration instead.
@@ -22,6 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_index("ix_requests_resolved_at", "requests", ["resolved_at"])
     op.create_table(
         "spot_checks",
         sa.Column("id", sa.Integer(), autoincrement=True, primary_key=True),
@@ -65,3 +67,4 @@ def downgrade() -> None:
     op.drop_index("ix_spot_checks_unit", table_name="spot_checks")
     op.drop_index("ix_spot_checks_week", table_name="spot_checks")
     op.drop_table("spot_checks")
+    op.drop_index("ix_requests_resolved_at", table_name="requests")
