@@ -3,16 +3,13 @@ the weighting, the rank, the change against the month before; and the report per
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from server.reports import periods
 from server.reports.policy import Policy, PolicyError, Ranking, Weights, load_policy
 from server.reports.scorecard import (
-    Event,
     RequestFacts,
     Scorecard,
     Spread,
@@ -23,171 +20,20 @@ from server.reports.scorecard import (
     tally_facts,
     timeline_events,
 )
+from tests.report_month import AS_OF, ZONE, T, recorded
+from tests.report_month import the_month as month_recorded
 
-ZONE = ZoneInfo("Asia/Shanghai")
-MONTH = periods.month("2026-03", ZONE)
-T = MONTH.start + 86_400  # 2 March, 00:00 in Luoyang
-AS_OF = MONTH.end + 60
-LIMITS = {"accept_by": 300.0, "arrive_by": 1_800.0, "resolve_by": 14_400.0}
 EQUAL = Policy(weights=Weights(**{name: 1 for name in Weights.__struct_fields__}))
 
-Step = tuple[str, float, str] | tuple[str, float, str, dict[str, Any]]
 
-
-def request(
-    request_id: str,
-    unit: str,
-    received: float,
-    state: str,
-    steps: Sequence[Step],
-    **row: Any,
-) -> RequestFacts:
-    """One request as the ledger holds it: its row (deadlines from receipt, the first
-    acceptance and arrival as the ledger's fold keeps them) and its events, each recorded in
-    the stream of the unit named."""
-    events = [
-        Event(kind, received + offset, holder, {"type": kind, **(extra[0] if extra else {})})
-        for kind, offset, holder, *extra in steps
-    ]
-    first = {
-        f"{name}_at": next((e.at for e in events if e.type == kind), None)
-        for name, kind in (("accepted", "accepted"), ("arrived", "arrived"))
-    }
-    full = {
-        "id": request_id,
-        "unit": unit,
-        "category": "water_main_burst",
-        "district": "xigong",
-        "route": "linkage",
-        "state": state,
-        "received_at": received,
-        **{name: received + limit for name, limit in LIMITS.items()},
-        **first,
-        **row,
-    }
-    return facts_of(full, events, AS_OF)
+def request(*args: Any, **kwargs: Any) -> RequestFacts:
+    """The facts of one request of :func:`tests.report_month.recorded`."""
+    row, events = recorded(*args, **kwargs)
+    return facts_of(row, ledger_events(events), AS_OF)
 
 
 def the_month() -> list[RequestFacts]:
-    t = T
-    late = MONTH.end - 100
-    return [
-        # water: everything on time
-        request(
-            "W1",
-            "water",
-            t,
-            "resolved",
-            [
-                ("offered", 1, "water"),
-                ("accepted", 100, "water"),
-                ("arrived", 1000, "water"),
-                ("resolved", 5000, "water"),
-            ],
-        ),
-        # water: an offer left to expire, late acceptance and arrival (two notices), a
-        # promise that moved the resolution deadline, kept
-        request(
-            "W2",
-            "water",
-            t + 10,
-            "resolved",
-            [
-                ("offered", 1, "water"),
-                ("offer_expired", 61, "water"),
-                ("offered", 62, "water"),
-                ("notice_issued", 300, "water", {"notice_kind": "accept", "level": 1}),
-                ("accepted", 400, "water"),
-                ("notice_issued", 1800, "water", {"notice_kind": "arrive", "level": 1}),
-                ("arrived", 2000, "water"),
-                ("deferred", 2100, "water", {"until": t + 10 + 20_000}),
-                ("resolved", 19_000, "water"),
-            ],
-            resolve_by=t + 10 + 20_000,
-        ),
-        # water disputes it, the center reassigns it to power; power resolves it late (two
-        # notices, power's); the first acceptance stands for the accept limit
-        request(
-            "W3",
-            "power",
-            t + 20,
-            "resolved",
-            [
-                ("offered", 1, "water"),
-                ("accepted", 60, "water"),
-                ("disputed", 120, "water"),
-                ("reassigned", 200, "water", {"unit": "power"}),
-                ("offered", 210, "power"),
-                ("accepted", 700, "power"),
-                ("arrived", 1500, "power"),
-                ("notice_issued", 14_400, "power", {"notice_kind": "resolve", "level": 1}),
-                ("notice_issued", 16_200, "power", {"notice_kind": "resolve", "level": 2}),
-                ("resolved", 20_000, "power"),
-            ],
-        ),
-        # water: received 100 s before the month ends, judged a minute after: pending
-        request("W4", "water", late, "offered", [("offered", 1, "water")]),
-        # water: cancelled as a duplicate before its accept limit: nothing to judge
-        request(
-            "W5",
-            "water",
-            t + 40,
-            "cancelled",
-            [("cancelled", 200, "water", {"reason": "duplicate"})],
-        ),
-        # power: resolved, reopened (a spot check found it not fixed) with a new deadline,
-        # resolved again in time
-        request(
-            "P1",
-            "power",
-            t + 50,
-            "resolved",
-            [
-                ("offered", 1, "power"),
-                ("accepted", 50, "power"),
-                ("arrived", 900, "power"),
-                ("resolved", 3000, "power"),
-                ("reopened", 10_000, "power"),
-                ("offered", 10_001, "power"),
-                ("resolved", 25_000, "power"),
-            ],
-            resolve_by=t + 50 + 30_000,
-        ),
-        # power disputes it, the center upholds: power goes on with it
-        request(
-            "P2",
-            "power",
-            t + 60,
-            "resolved",
-            [
-                ("offered", 1, "power"),
-                ("accepted", 30, "power"),
-                ("disputed", 60, "power"),
-                ("upheld", 300, "power"),
-                ("offered", 301, "power"),
-                ("accepted", 320, "power"),
-                ("arrived", 1000, "power"),
-                ("resolved", 4000, "power"),
-            ],
-        ),
-        # gas: a promise not kept; still open at the end of the month
-        request(
-            "G1",
-            "gas",
-            t + 70,
-            "deferred",
-            [
-                ("offered", 1, "gas"),
-                ("accepted", 100, "gas"),
-                ("arrived", 600, "gas"),
-                ("deferred", 700, "gas", {"until": t + 70 + 8000}),
-                ("notice_issued", 8000, "gas", {"notice_kind": "promise", "level": 1}),
-            ],
-            resolve_by=t + 70 + 8000,
-        ),
-        # handed to the police: no unit's
-        request("X1", "-", t + 80, "transferred", [], route="police", category="police"),
-    ]
+    return [facts_of(row, ledger_events(events), AS_OF) for row, events in month_recorded()]
 
 
 SPOT_CHECKS = [
