@@ -49,6 +49,7 @@ class Outcome:
     elapsed_s: float  # simulated seconds from receipt to the report
     auto_arrival: bool | None  # arrived by the geofence (True) or the button; None: no arrival
     deadlines: Mapping[str, float | None]
+    offers: int  # offers made (the scorecards count non-responses, not offers)
 
     @property
     def id(self) -> str:
@@ -73,10 +74,6 @@ class Outcome:
     @property
     def verdicts(self) -> Mapping[str, Verdict] | None:
         return self.facts.verdicts
-
-    @property
-    def offers(self) -> int:
-        return len(self.facts.offers)
 
     @property
     def non_responses(self) -> int:
@@ -159,6 +156,7 @@ def outcome_of(detail: Mapping[str, Any], speed: float, now: float) -> Outcome:
         elapsed_s=max(0.0, now - received) * speed,
         auto_arrival=None if arrived is None else arrived.get("by") == AUTO_ARRIVAL_BY,
         deadlines={name: row[f"{name}_by"] for name in LIMITS},
+        offers=sum(e.get("type") == "offered" for e in timeline),
     )
 
 

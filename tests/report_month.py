@@ -53,8 +53,8 @@ def recorded(
             }
         )
     first = {
-        f"{name}_at": next((e["at"] for e in events if e["type"] == kind), None)
-        for name, kind in (("accepted", "accepted"), ("arrived", "arrived"))
+        f"{kind}_at": next((e["at"] for e in events if e["type"] == kind), None)
+        for kind in ("accepted", "arrived", "resolved")
     }
     full = {
         "id": request_id,

@@ -17,7 +17,7 @@ Rules (the README's "Reports" section says the same for people):
 
 - A request counts for the unit that holds it in the end (after any reassignment): volume,
   limits, times. An event counts for the unit that held the request when it happened (the
-  stream it was recorded in): an offer, a non-response, a dispute, a promise, a notice.
+  stream it was recorded in): a non-response, a dispute, a promise, a notice.
 - Limits are judged against the request's own deadlines (set at intake from its category,
   scaled by DISPATCH_TIME_SCALE; a promise or a reopening moves the resolution deadline).
   A limit is ``met`` when its step happened by the deadline, ``missed`` when it happened
@@ -26,6 +26,9 @@ Rules (the README's "Reports" section says the same for people):
   was cancelled in time or has no such deadline. A resolution meets the arrive limit of a
   request resolved without an arrival (as it closes the arrive notice).
 - The resolution is the last one: a request reopened and not resolved again is unresolved.
+  The ``resolved`` events of a request never reopened may be left out: the row's
+  ``resolved_at`` (its first resolution) stands for them, so a reader of a month need not
+  fetch one event per request.
 - A promise is the last ``deferred`` of a request: kept when the request was resolved by the
   promised time, broken when it was resolved later or was still open past it.
 - A dispute is ruled ``upheld`` (the unit keeps the request), ``reassigned`` (moved to the
@@ -54,10 +57,10 @@ SPOT_OUTCOMES = ("satisfied", "not_satisfied", "not_fixed", "unreachable")
 SPOT_REACHED = frozenset({"satisfied", "not_satisfied", "not_fixed"})
 SPOT_PASSED = frozenset({"satisfied"})
 
-# The event types the figures read: a reader of the ledger may fetch only these.
+# The event types the figures read: a reader of the ledger may fetch only these (and
+# ``resolved`` only for requests with a ``reopened``: see the module docstring).
 COUNTED_EVENTS = frozenset(
     {
-        "offered",
         "offer_expired",
         "disputed",
         "upheld",
@@ -108,7 +111,9 @@ def spread(values: Iterable[float]) -> Spread:
 # ---- one request ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, here and in RequestFacts: a month is hundreds of thousands of these, and a
+# frozen dataclass pays for every field it sets in __init__. Nothing changes them.
+@dataclass(slots=True)
 class Event:
     """One event of a request: its type, time, the unit that held the request when it
     happened, and the event's JSON as recorded."""
@@ -148,7 +153,7 @@ def timeline_events(timeline: Iterable[Mapping[str, Any]], unit: str) -> list[Ev
     return found
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestFacts:
     """One request, reduced to what the scorecards count. Durations are seconds from
     receipt (times ``duration_scale``); None when the step has not happened."""
@@ -162,7 +167,6 @@ class RequestFacts:
     received_at: float
     took: Mapping[str, float | None]
     verdicts: Mapping[str, Verdict] | None  # None: not a linkage request (not scored)
-    offers: tuple[str, ...] = ()  # the unit of each offer
     non_responses: tuple[str, ...] = ()  # the unit of each offer left to expire
     disputes: tuple[tuple[str, str], ...] = ()  # (unit, ruling) of each dispute
     promise: tuple[str, bool | None] | None = None  # (unit, kept) of the last promise
@@ -185,29 +189,88 @@ def facts_of(
     ``category``, ``district``, ``route``, ``state``, ``received_at``, the deadlines
     ``accept_by`` / ``arrive_by`` / ``resolve_by`` and the first ``accepted_at`` /
     ``arrived_at``); ``events`` are its events (any types; those outside
-    :data:`COUNTED_EVENTS` are passed over). ``as_of``: the moment the figures are judged at."""
-    ordered = sorted(events, key=lambda e: e.at if e.at is not None else -math.inf)
-    received = float(row.get("received_at") or 0.0)
-    resolved_at = _final_resolution(ordered) if row.get("state") == "resolved" else None
-    cancelled = next((e for e in reversed(ordered) if e.type == "cancelled"), None)
-    cancelled_at = cancelled.at if cancelled is not None else None
-    accepted_at = _either(_number(row.get("accepted_at")), _first(ordered, "accepted"))
-    arrived_at = _either(_number(row.get("arrived_at")), _first(ordered, "arrived"))
-    moments = {
-        "accept": accepted_at,
-        "arrive": arrived_at if arrived_at is not None else resolved_at,
-        "resolve": resolved_at,
-    }
+    :data:`COUNTED_EVENTS` are passed over). ``as_of``: the moment the figures are judged at.
+
+    One pass over the events, in time order (a month is hundreds of thousands of requests:
+    this is the hot loop of the evaluation)."""
+    non_responses: list[str] = []
+    notices: list[tuple[str, str, int]] = []
+    disputes: list[list[str]] = []  # [unit, ruling]
+    unruled: list[list[str]] = []
+    reopened = resolutions = 0
+    resolution: float | None = None  # the last resolution not followed by a reopening
+    first_accepted = first_arrived = None
+    cancelled: Event | None = None
+    promise: Event | None = None
+    promise_resolved: float | None = None  # the first resolution after the last promise
+    promise_cancelled: float | None = None
+    for event in sorted(events, key=_time_of):
+        kind = event.type
+        if kind == "resolved":
+            resolution = event.at
+            resolutions += 1
+            if promise is not None and promise_resolved is None:
+                promise_resolved = event.at
+        elif kind == "accepted":
+            if first_accepted is None:
+                first_accepted = event.at
+        elif kind == "arrived":
+            if first_arrived is None:
+                first_arrived = event.at
+        elif kind == "offer_expired":
+            non_responses.append(event.unit)
+        elif kind == "notice_issued":
+            payload = event.payload
+            notices.append(
+                (event.unit, str(payload.get("notice_kind", "?")), _level(payload.get("level")))
+            )
+        elif kind == "deferred":
+            promise, promise_resolved, promise_cancelled = event, None, None
+        elif kind == "disputed":
+            dispute = [event.unit, "open"]
+            disputes.append(dispute)
+            unruled.append(dispute)
+        elif kind in _RULING_OF:
+            for dispute in unruled:
+                dispute[1] = _RULING_OF[kind]
+            unruled = []
+            if kind == "cancelled":
+                cancelled = event
+                if promise is not None and promise_cancelled is None:
+                    promise_cancelled = event.at
+        elif kind == "reopened":
+            reopened += 1
+            resolution = None
+    received = _time(row["received_at"]) or 0.0
+    if not resolutions and not reopened:  # resolved events left out: the row's stands
+        resolution = _time(row.get("resolved_at"))
+        if promise is not None and resolution is not None and promise_resolved is None:
+            promise_resolved = resolution if promise.at is None or resolution >= promise.at else None
+    resolved_at = resolution if row["state"] == "resolved" else None
+    accepted_at = _time(row.get("accepted_at"))
+    arrived_at = _time(row.get("arrived_at"))
+    accepted_at = first_accepted if accepted_at is None else accepted_at
+    arrived_at = first_arrived if arrived_at is None else arrived_at
+    arrive_moment = arrived_at if arrived_at is not None else resolved_at
     took = {
-        name: None if at is None else max(0.0, at - received) * duration_scale
-        for name, at in moments.items()
+        "accept": None
+        if accepted_at is None
+        else max(0.0, accepted_at - received) * duration_scale,
+        "arrive": (
+            None if arrive_moment is None else max(0.0, arrive_moment - received) * duration_scale
+        ),
+        "resolve": None
+        if resolved_at is None
+        else max(0.0, resolved_at - received) * duration_scale,
     }
     verdicts: dict[str, Verdict] | None = None
     if row.get("route") == "linkage":
-        closed = min(as_of, cancelled_at) if cancelled_at is not None else as_of
+        cancelled_at = cancelled.at if cancelled is not None else None
+        closed = as_of if cancelled_at is None else min(as_of, cancelled_at)
         verdicts = {
-            name: verdict(moments[name], _number(row.get(f"{name}_by")), closed, cancelled_at)
-            for name in LIMITS
+            "accept": verdict(accepted_at, _time(row.get("accept_by")), closed, cancelled_at),
+            "arrive": verdict(arrive_moment, _time(row.get("arrive_by")), closed, cancelled_at),
+            "resolve": verdict(resolved_at, _time(row.get("resolve_by")), closed, cancelled_at),
         }
     return RequestFacts(
         id=str(row["id"]),
@@ -219,16 +282,15 @@ def facts_of(
         received_at=received,
         took=took,
         verdicts=verdicts,
-        offers=tuple(e.unit for e in ordered if e.type == "offered"),
-        non_responses=tuple(e.unit for e in ordered if e.type == "offer_expired"),
-        disputes=_disputes(ordered),
-        promise=_promise(ordered, as_of),
-        notices=tuple(
-            (e.unit, str(e.payload.get("notice_kind", "?")), _level(e.payload.get("level")))
-            for e in ordered
-            if e.type == "notice_issued"
+        non_responses=tuple(non_responses),
+        disputes=tuple((unit, ruling) for unit, ruling in disputes),
+        promise=(
+            None
+            if promise is None
+            else (promise.unit, _kept(promise, promise_resolved, promise_cancelled, as_of))
         ),
-        reopened=sum(e.type == "reopened" for e in ordered),
+        notices=tuple(notices),
+        reopened=reopened,
         cancelled=(
             str(cancelled.payload.get("reason") or cancelled.payload.get("cancel_reason") or "")
             if cancelled is not None
@@ -251,54 +313,27 @@ def verdict(
     return "void" if cancelled_at is not None else "pending"
 
 
-def _final_resolution(ordered: Sequence[Event]) -> float | None:
-    """The time of the resolution that stands: the last ``resolved`` not followed by a
-    reopening."""
-    for event in reversed(ordered):
-        if event.type == "reopened":
-            return None
-        if event.type == "resolved":
-            return event.at
-    return None
-
-
-def _first(ordered: Sequence[Event], kind: str) -> float | None:
-    return next((e.at for e in ordered if e.type == kind), None)
-
-
-def _disputes(ordered: Sequence[Event]) -> tuple[tuple[str, str], ...]:
-    found = []
-    for i, event in enumerate(ordered):
-        if event.type != "disputed":
-            continue
-        ruling = next(
-            (_RULING_OF[e.type] for e in ordered[i + 1 :] if e.type in _RULING_OF), "open"
-        )
-        found.append((event.unit, ruling))
-    return tuple(found)
-
-
-def _promise(ordered: Sequence[Event], as_of: float) -> tuple[str, bool | None] | None:
-    """(unit, kept) of the last promise: True kept, False broken, None still running (or
+def _kept(
+    promise: Event, resolved: float | None, cancelled: float | None, as_of: float
+) -> bool | None:
+    """Whether the last promise was kept: True kept, False broken, None still running (or
     moot: cancelled before it fell due)."""
-    index = next((i for i in range(len(ordered) - 1, -1, -1) if ordered[i].type == "deferred"), -1)
-    if index < 0:
-        return None
-    promise = ordered[index]
     until = _number(promise.payload.get("until"))
     if until is None:
-        return (promise.unit, None)
-    after = ordered[index + 1 :]
-    resolved = next((e.at for e in after if e.type == "resolved"), None)
+        return None
     if resolved is not None:
-        return (promise.unit, resolved <= until)
-    cancelled = next((e.at for e in after if e.type == "cancelled"), None)
+        return resolved <= until
     ended = cancelled if cancelled is not None else as_of
-    return (promise.unit, False if ended > until else None)
+    return False if ended > until else None
 
 
-def _either(value: float | None, fallback: float | None) -> float | None:
-    return value if value is not None else fallback
+def _time_of(event: Event) -> float:
+    return event.at if event.at is not None else -math.inf
+
+
+def _time(value: Any) -> float | None:
+    """A time from a row: floats pass as they are (the ledger's), anything else is read."""
+    return value if value.__class__ is float else _number(value)
 
 
 def _number(value: Any) -> float | None:
@@ -362,8 +397,7 @@ class Scorecard(msgspec.Struct, kw_only=True):
     limits: dict[str, dict[str, int]] = {}  # limit -> verdict -> requests
     on_time: dict[str, float | None] = {}  # limit -> met / (met + missed)
     times: dict[str, Spread] = {}  # limit -> how long the step took
-    offers: int = 0
-    non_responses: int = 0
+    non_responses: int = 0  # offers a squad of the unit let expire
     notices: Notices = msgspec.field(default_factory=Notices)
     disputes: Disputes = msgspec.field(default_factory=Disputes)
     promises: Promises = msgspec.field(default_factory=Promises)
@@ -390,7 +424,6 @@ class _Tally:
         default_factory=lambda: {name: Counter() for name in LIMITS}
     )
     times: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in LIMITS})
-    offers: int = 0
     non_responses: int = 0
     notice_kinds: Counter[str] = field(default_factory=Counter)
     notice_levels: Counter[int] = field(default_factory=Counter)
@@ -438,8 +471,6 @@ def tally_facts(
         if not item.linkage:
             continue
         _add_request(of(item.unit), item)
-        for unit in item.offers:
-            of(unit).offers += 1
         for unit in item.non_responses:
             of(unit).non_responses += 1
         for unit, ruling in item.disputes:
@@ -469,7 +500,6 @@ def _card(unit: str, tally: _Tally) -> Scorecard:
         limits=limits,
         on_time={name: on_time_rate(limits[name]) for name in LIMITS},
         times={name: spread(tally.times[name]) for name in LIMITS},
-        offers=tally.offers,
         non_responses=tally.non_responses,
         notices=Notices(
             total=sum(tally.notice_kinds.values()),
@@ -513,7 +543,9 @@ def components(card: Scorecard) -> dict[str, float | None]:
         "resolve_on_time": card.on_time.get("resolve"),
         "spot_check_pass": card.spot_checks.pass_rate,
         "promises_kept": card.promises.kept / judged if judged else None,
-        "responsiveness": 1.0 - card.non_responses / card.offers if card.offers else None,
+        "responsiveness": (
+            max(0.0, 1.0 - card.non_responses / card.requests) if card.requests else None
+        ),
         "notice_free": (
             max(0.0, 1.0 - card.notices.total / card.requests) if card.requests else None
         ),
@@ -595,6 +627,7 @@ def detail_row(detail: Mapping[str, Any]) -> dict[str, Any]:
             "received_at",
             "accepted_at",
             "arrived_at",
+            "resolved_at",
         )
     }
     deadlines = detail.get("deadlines") or {}

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, case, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -45,6 +45,7 @@ FACT_COLUMNS = (
     "resolve_by",
     "accepted_at",
     "arrived_at",
+    "resolved_at",
 )
 PLACE_COLUMNS = ("lat", "lon", "address")
 # Events whose JSON the figures read (the others count by type, unit and time alone).
@@ -78,26 +79,44 @@ async def period_facts(
         .where(in_span)
         .order_by(requests.c.received_at, requests.c.id)
     )
-    event_query = (
-        select(
-            events.c.request_id,
-            events.c.unit,
-            events.c.type,
-            events.c.at,
-            case((events.c.type.in_(PAYLOAD_EVENTS), events.c.data), else_=None).label("data"),
+    # The events the figures count: the rare ones (no resolution: the row's resolved_at
+    # stands for it unless the request was reopened), by type, unit and time; the
+    # resolutions of reopened requests; and the few whose JSON the figures read.
+    plain = COUNTED_EVENTS - PAYLOAD_EVENTS - {"resolved"}
+    with_payload = PAYLOAD_EVENTS
+    joined = events.join(requests, events.c.request_id == requests.c.id)
+    reopened = select(events.c.request_id).where(events.c.type == "reopened")
+    plain_query = (
+        select(events.c.request_id, events.c.unit, events.c.type, events.c.at)
+        .select_from(joined)
+        .where(
+            in_span,
+            or_(
+                events.c.type.in_(sorted(plain)),
+                and_(events.c.type == "resolved", events.c.request_id.in_(reopened)),
+            ),
         )
-        .select_from(events.join(requests, events.c.request_id == requests.c.id))
-        .where(in_span, events.c.type.in_(sorted(COUNTED_EVENTS)))
+        .order_by(events.c.request_id, events.c.sort_key)
+    )
+    payload_query = (
+        select(events.c.request_id, events.c.unit, events.c.type, events.c.at, events.c.data)
+        .select_from(joined)
+        .where(in_span, events.c.type.in_(sorted(with_payload)))
         .order_by(events.c.request_id, events.c.sort_key)
     )
     async with engine.connect() as conn:
-        rows = [dict(r) for r in (await conn.execute(row_query)).mappings()]
-        raw_events = (await conn.execute(event_query)).all()
+        raw_rows = (await conn.execute(row_query)).all()
+        plain_events = (await conn.execute(plain_query)).all()
+        payload_events = (await conn.execute(payload_query)).all()
+    rows = [dict(zip(columns, values, strict=True)) for values in raw_rows]
     by_request: dict[str, list[Event]] = defaultdict(list)
-    loads = json.loads
-    for request_id, unit, kind, at, data in raw_events:
-        by_request[request_id].append(Event(kind, at, unit, loads(data) if data else {}))
-    facts = [facts_of(row, by_request.get(row["id"], ()), as_of) for row in rows]
+    empty: dict[str, Any] = {}
+    for request_id, unit, kind, at in plain_events:
+        by_request[request_id].append(Event(kind, at, unit, empty))
+    for request_id, unit, kind, at, data in payload_events:
+        by_request[request_id].append(Event(kind, at, unit, json.loads(data)))
+    no_events: list[Event] = []
+    facts = [facts_of(row, by_request.get(row["id"], no_events), as_of) for row in rows]
     return rows, facts
 
 
