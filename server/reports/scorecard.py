@@ -72,6 +72,23 @@ COUNTED_EVENTS = frozenset(
         "notice_issued",
     }
 )
+# The request columns facts_of reads (the ledger's names).
+ROW_COLUMNS = (
+    "id",
+    "unit",
+    "category",
+    "district",
+    "route",
+    "state",
+    "received_at",
+    "accept_by",
+    "arrive_by",
+    "resolve_by",
+    "accepted_at",
+    "arrived_at",
+    "resolved_at",
+)
+_TIME_COLUMNS = frozenset(ROW_COLUMNS[6:])
 _RULING_OF = {"upheld": "upheld", "reassigned": "reassigned", "cancelled": "cancelled"}
 
 
@@ -185,11 +202,10 @@ def facts_of(
     as_of: float,
     duration_scale: float = 1.0,
 ) -> RequestFacts:
-    """Reduce one request: ``row`` has the ledger's request columns (``id``, ``unit``,
-    ``category``, ``district``, ``route``, ``state``, ``received_at``, the deadlines
-    ``accept_by`` / ``arrive_by`` / ``resolve_by`` and the first ``accepted_at`` /
-    ``arrived_at``); ``events`` are its events (any types; those outside
-    :data:`COUNTED_EVENTS` are passed over). ``as_of``: the moment the figures are judged at.
+    """Reduce one request: ``row`` has every column of :data:`ROW_COLUMNS` (times as floats
+    or None, as the ledger holds them; :func:`detail_row` makes one from the hub's answer);
+    ``events`` are its events (any types; those outside :data:`COUNTED_EVENTS` are passed
+    over). ``as_of``: the moment the figures are judged at.
 
     One pass over the events, in time order (a month is hundreds of thousands of requests:
     this is the hot loop of the evaluation)."""
@@ -204,7 +220,10 @@ def facts_of(
     promise: Event | None = None
     promise_resolved: float | None = None  # the first resolution after the last promise
     promise_cancelled: float | None = None
-    for event in sorted(events, key=_time_of):
+    ordered = (
+        events if isinstance(events, list) and len(events) < 2 else sorted(events, key=_time_of)
+    )
+    for event in ordered:
         kind = event.type
         if kind == "resolved":
             resolution = event.at
@@ -241,44 +260,47 @@ def facts_of(
         elif kind == "reopened":
             reopened += 1
             resolution = None
-    received = _time(row["received_at"]) or 0.0
+    received: float = row["received_at"] or 0.0
+    state = row["state"]
     if not resolutions and not reopened:  # resolved events left out: the row's stands
-        resolution = _time(row.get("resolved_at"))
-        if promise is not None and resolution is not None and promise_resolved is None:
-            promise_resolved = resolution if promise.at is None or resolution >= promise.at else None
-    resolved_at = resolution if row["state"] == "resolved" else None
-    accepted_at = _time(row.get("accepted_at"))
-    arrived_at = _time(row.get("arrived_at"))
-    accepted_at = first_accepted if accepted_at is None else accepted_at
-    arrived_at = first_arrived if arrived_at is None else arrived_at
+        resolution = row["resolved_at"]
+        if (
+            promise is not None
+            and resolution is not None
+            and promise_resolved is None
+            and (promise.at is None or resolution >= promise.at)
+        ):
+            promise_resolved = resolution
+    resolved_at = resolution if state == "resolved" else None
+    accepted_at = row["accepted_at"]
+    arrived_at = row["arrived_at"]
+    if accepted_at is None:
+        accepted_at = first_accepted
+    if arrived_at is None:
+        arrived_at = first_arrived
     arrive_moment = arrived_at if arrived_at is not None else resolved_at
     took = {
-        "accept": None
-        if accepted_at is None
-        else max(0.0, accepted_at - received) * duration_scale,
-        "arrive": (
-            None if arrive_moment is None else max(0.0, arrive_moment - received) * duration_scale
-        ),
-        "resolve": None
-        if resolved_at is None
-        else max(0.0, resolved_at - received) * duration_scale,
+        "accept": _took(accepted_at, received, duration_scale),
+        "arrive": _took(arrive_moment, received, duration_scale),
+        "resolve": _took(resolved_at, received, duration_scale),
     }
     verdicts: dict[str, Verdict] | None = None
-    if row.get("route") == "linkage":
+    route = row["route"]
+    if route == "linkage":
         cancelled_at = cancelled.at if cancelled is not None else None
-        closed = as_of if cancelled_at is None else min(as_of, cancelled_at)
+        closed = as_of if cancelled_at is None or as_of < cancelled_at else cancelled_at
         verdicts = {
-            "accept": verdict(accepted_at, _time(row.get("accept_by")), closed, cancelled_at),
-            "arrive": verdict(arrive_moment, _time(row.get("arrive_by")), closed, cancelled_at),
-            "resolve": verdict(resolved_at, _time(row.get("resolve_by")), closed, cancelled_at),
+            "accept": verdict(accepted_at, row["accept_by"], closed, cancelled_at),
+            "arrive": verdict(arrive_moment, row["arrive_by"], closed, cancelled_at),
+            "resolve": verdict(resolved_at, row["resolve_by"], closed, cancelled_at),
         }
     return RequestFacts(
-        id=str(row["id"]),
-        unit=str(row.get("unit") or ""),
-        category=str(row.get("category") or ""),
-        district=str(row.get("district") or ""),
-        route=str(row.get("route") or ""),
-        state=str(row.get("state") or ""),
+        id=row["id"],
+        unit=row["unit"] or "",
+        category=row["category"] or "",
+        district=row["district"] or "",
+        route=route or "",
+        state=state or "",
         received_at=received,
         took=took,
         verdicts=verdicts,
@@ -297,6 +319,12 @@ def facts_of(
             else None
         ),
     )
+
+
+def _took(at: float | None, received: float, scale: float) -> float | None:
+    if at is None:
+        return None
+    return (at - received) * scale if at > received else 0.0
 
 
 def verdict(
@@ -329,11 +357,6 @@ def _kept(
 
 def _time_of(event: Event) -> float:
     return event.at if event.at is not None else -math.inf
-
-
-def _time(value: Any) -> float | None:
-    """A time from a row: floats pass as they are (the ledger's), anything else is read."""
-    return value if value.__class__ is float else _number(value)
 
 
 def _number(value: Any) -> float | None:
@@ -614,23 +637,10 @@ def scorecards(
 
 def detail_row(detail: Mapping[str, Any]) -> dict[str, Any]:
     """A request as the hub answers it (``GET /api/v1/requests/{id}``: deadlines nested under
-    ``deadlines``) in the shape of the ledger's row, for :func:`facts_of`."""
-    row = {
-        name: detail.get(name)
-        for name in (
-            "id",
-            "unit",
-            "category",
-            "district",
-            "route",
-            "state",
-            "received_at",
-            "accepted_at",
-            "arrived_at",
-            "resolved_at",
-        )
-    }
+    ``deadlines``) as a row of :data:`ROW_COLUMNS` for :func:`facts_of` (times as floats)."""
     deadlines = detail.get("deadlines") or {}
-    for name in ("accept_by", "arrive_by", "resolve_by"):
-        row[name] = deadlines.get(name, detail.get(name))
+    row = {}
+    for name in ROW_COLUMNS:
+        value = deadlines.get(name, detail.get(name)) if name.endswith("_by") else detail.get(name)
+        row[name] = _number(value) if name in _TIME_COLUMNS else value
     return row
