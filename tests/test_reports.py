@@ -21,6 +21,7 @@ import jsonschema
 import pytest
 from sqlalchemy import update
 
+from server.api.reports import _only_unit
 from server.city import load_city
 from server.ledger import Ledger, default_database_url, tables
 from server.lifecycle import RequestView, SquadStep, State, transition
@@ -623,3 +624,41 @@ async def test_a_not_fixed_callback_reopens_the_request_with_a_notice(apps: Any)
     assert missing.status_code == 404
     wrong = await app.post(outcome, headers=auth("center"), json={"outcome": "happy"})
     assert wrong.status_code == 422 and "outcome" in wrong.json()["error"]["fields"]
+
+
+def test_a_desk_reads_the_fortnight_of_its_own_unit_only() -> None:
+    item = fortnight.RepeatItem
+    report = FortnightReport(
+        period="p",
+        start=0,
+        end=1,
+        as_of=1,
+        disputes=[
+            fortnight.OpenDispute("A", "water", "water_outage", "x", 0, 0, "", "/a"),
+            fortnight.OpenDispute("B", "gas", "gas_leak_smell", "x", 0, 0, "", "/b"),
+        ],
+        overdue_units=[
+            fortnight.Overdue("water", 3, 1, 0.3, True),
+            fortnight.Overdue("gas", 3, 2, 0.6, True),
+        ],
+        overdue_categories=[
+            fortnight.Overdue("water_outage", 3, 1, 0.3, True),
+            fortnight.Overdue("gas_leak_smell", 3, 2, 0.6, True),
+        ],
+        repeats=[
+            fortnight.Repeat("water_outage", 0, 0, "", 3, 0, 0, [item("A", "water", 0, "", "/a")]),
+            fortnight.Repeat("gas_leak_smell", 0, 0, "", 3, 0, 0, [item("B", "gas", 0, "", "/b")]),
+        ],
+        notices=[
+            fortnight.OpenNotice("A-accept-2", "A", "water", "accept", 2, 0, "/a"),
+            fortnight.OpenNotice("B-accept-2", "B", "gas", "accept", 2, 0, "/b"),
+        ],
+    )
+    water = CITY.unit("water")
+    assert water is not None
+    mine = _only_unit(report, "water", set(water.categories))
+    assert [d.id for d in mine.disputes] == ["A"]
+    assert [o.key for o in mine.overdue_units] == ["water"]
+    assert [o.key for o in mine.overdue_categories] == ["water_outage"]
+    assert [r.category for r in mine.repeats] == ["water_outage"]
+    assert [n.id for n in mine.notices] == ["A-accept-2"]
