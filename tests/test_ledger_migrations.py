@@ -11,6 +11,7 @@ PostgreSQL (a fresh database per test; skipped, visibly, when none answers on 54
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,17 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from server.ledger import Ledger, async_database_url, default_database_url, migrate, tables
+from server.ledger import (
+    Ledger,
+    async_database_url,
+    default_database_url,
+    find_actions,
+    find_messages,
+    find_notices,
+    find_requests,
+    migrate,
+    tables,
+)
 from tests import ledger_schema_before_migrations as before
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -85,34 +96,80 @@ async def test_an_empty_database_is_brought_to_the_head(database_url: str) -> No
         await ledger.close()
 
 
+RID = "20240501-000001"
+# What the previous release recorded of a request: its events as the streams carried them.
+PAST: list[dict[str, Any]] = [
+    {"type": "received", "by": "calltaker:wang", "category": "water_main_burst"},
+    {
+        "type": "citizen_message_queued",
+        "by": "system:citizen",
+        "key": "K1",
+        "message": "M1",
+        "event": "received",
+        "lang": "zh",
+        "text": "收到",
+        "phone": "*******0000",
+    },
+    {
+        "type": "citizen_message_attempt",
+        "by": "system:citizen",
+        "key": "K1",
+        "message": "M1",
+        "attempt": 1,
+        "outcome": "delivered",
+        "status": 200,
+    },
+    {"type": "citizen_message_delivered", "by": "system:citizen", "key": "K1", "attempts": 1},
+    {
+        "type": "notice_issued",
+        "by": "system:supervision",
+        "notice": f"{RID}-accept-1",
+        "notice_kind": "accept",
+        "level": 1,
+        "due_at": 1714521900.0,
+    },
+    {"type": "cancelled", "by": "center:li", "reason": "unfounded", "note": "no leak"},
+    {
+        "type": "notice_closed",
+        "by": "system",
+        "notice": f"{RID}-accept-1",
+        "notice_kind": "accept",
+        "level": 1,
+        "closed_by": "cancelled",
+    },
+]
+
+
+def _old_event(n: int, event: dict[str, Any]) -> dict[str, Any]:
+    at = 1714521600.0 + n
+    return {
+        "unit": "water",
+        "stream_id": f"1714521600000-{n}",
+        "sort_key": f"{1714521600000:015d}-{n:020d}",
+        "request_id": RID,
+        "type": event["type"],
+        "at": at,
+        "by": event["by"],
+        "data": json.dumps({"request": RID, "at": at, **event}, ensure_ascii=False),
+    }
+
+
 async def test_the_previous_release_is_taken_over_with_its_rows(database_url: str) -> None:
     engine = await engine_of(database_url)
     async with engine.begin() as conn:  # what the release before migrations did at start
         await conn.run_sync(before.metadata.create_all)
         await conn.execute(
             before.requests.insert().values(
-                id="20240501-000001",
+                id=RID,
                 unit="water",
-                state="resolved",
+                state="cancelled",
                 caller_phone="13800000000",
                 received_at=1714521600.0,
-                resolved_at=1714525200.0,
-                event_key="000001714521600000-00000000000000000001",
+                event_key="000001714521600000-00000000000000000005",
                 version=7,
             )
         )
-        await conn.execute(
-            before.events.insert().values(
-                unit="water",
-                stream_id="1714521600000-1",
-                sort_key="000001714521600000-00000000000000000001",
-                request_id="20240501-000001",
-                type="resolved",
-                at=1714525200.0,
-                by="squad:w-1",
-                data='{"type":"resolved"}',
-            )
-        )
+        await conn.execute(before.events.insert(), [_old_event(n, e) for n, e in enumerate(PAST)])
         await conn.execute(
             before.audit.insert().values(
                 at=1.0, by="center:li", action="ledger_export", detail="{}"
@@ -127,20 +184,34 @@ async def test_the_previous_release_is_taken_over_with_its_rows(database_url: st
         assert await revision_of(ledger) == migrate.head()
         async with ledger.engine.connect() as conn:
             assert await conn.run_sync(schema_differences) == []
-            row = (
-                (
-                    await conn.execute(
-                        select(tables.requests).where(tables.requests.c.unit == "water")
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            assert (row["id"], row["state"], row["version"]) == ("20240501-000001", "resolved", 7)
-            assert (
-                await conn.execute(select(func.count()).select_from(tables.events))
-            ).scalar() == 1
+            count = select(func.count()).select_from(tables.events)
+            assert (await conn.execute(count)).scalar() == len(PAST)
             assert (await conn.execute(select(tables.audit.c.by))).scalars().all() == ["center:li"]
+        [row] = await find_requests(ledger)
+        assert (row["id"], row["state"], row["caller_phone"]) == (RID, "cancelled", "13800000000")
+        # The events recorded before are replayed into the new tables and columns.
+        assert row["cancel_reason"] == "unfounded"
+        [notice] = await find_notices(ledger)
+        assert (notice["id"], notice["issued_by"], notice["closed_event"], notice["state"]) == (
+            f"{RID}-accept-1",
+            "system:supervision",
+            "cancelled",
+            "closed",
+        )
+        assert notice["closed_by"] is None  # that release did not say whose step met it
+        [cancel] = await find_actions(ledger)
+        assert (cancel["action"], cancel["by"], cancel["reason"]) == (
+            "cancelled",
+            "center:li",
+            "unfounded",
+        )
+        [message] = await find_messages(ledger)
+        assert (message["outcome"], message["attempts"], message["queued_by"]) == (
+            "delivered",
+            1,
+            "system:citizen",
+        )
+        assert [t["status"] for t in message["tries"]] == [200]
     finally:
         await ledger.close()
 

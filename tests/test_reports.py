@@ -142,14 +142,13 @@ def test_chronic_overdue_and_open_notices() -> None:
     assert not units["water"].chronic and units["gas"].chronic and units["power"].chronic
     assert units["roads"].overdue_now == ["Z1"] and units["roads"].requests == 0
     assert [o.key for o in fortnight.overdue(facts, "unit", policy, {})][0] == "gas"
-    events = [
-        {"unit": "water", "type": "notice_issued", "at": 1.0, "payload": _notice("A-accept-1", 1)},
-        {"unit": "water", "type": "notice_issued", "at": 2.0, "payload": _notice("A-accept-2", 2)},
-        {"unit": "water", "type": "notice_issued", "at": 3.0, "payload": _notice("B-resolve-2", 2)},
-        {"unit": "water", "type": "notice_closed", "at": 4.0, "payload": {"notice": "B-resolve-2"}},
-        {"unit": "gas", "type": "notice_issued", "at": 5.0, "payload": _notice("C-promise-3", 3)},
+    rows = [
+        _notice("A-accept-1", "water", 1.0, None),
+        _notice("A-accept-2", "water", 2.0, None),
+        _notice("B-resolve-2", "water", 3.0, 4.0),  # closed
+        _notice("C-promise-3", "gas", 5.0, None),
     ]
-    found = fortnight.open_notices(events, level=2)
+    found = fortnight.open_notices(rows, level=2)
     assert [(n.id, n.level, n.unit) for n in found] == [
         ("C-promise-3", 3, "gas"),
         ("A-accept-2", 2, "water"),
@@ -157,9 +156,18 @@ def test_chronic_overdue_and_open_notices() -> None:
     assert found[1].link == "/api/v1/requests/A"
 
 
-def _notice(ident: str, level: int) -> dict[str, Any]:
-    request, kind, _ = ident.rsplit("-", 2)
-    return {"notice": ident, "request": request, "notice_kind": kind, "level": level}
+def _notice(ident: str, unit: str, issued: float, closed: float | None) -> dict[str, Any]:
+    """A row of the ledger's notices."""
+    request, kind, level = ident.rsplit("-", 2)
+    return {
+        "id": ident,
+        "request_id": request,
+        "unit": unit,
+        "kind": kind,
+        "level": int(level),
+        "issued_at": issued,
+        "closed_at": closed,
+    }
 
 
 # ---- CSV and SVG (pure) -----------------------------------------------------------------------
@@ -440,7 +448,25 @@ async def test_the_fortnight_from_the_ledger(ledger: Ledger) -> None:
     assert found.repeats and found.repeats[0].count == 8
     gas = next(o for o in found.overdue_units if o.key == "gas")
     assert gas.overdue_now == ["G1"]  # its promise passed, still open
-    assert [n.id for n in found.notices] == []  # W3's level 2 notice: W3 resolved since
+    assert found.notices == []
+    async with ledger.engine.begin() as conn:
+        for ident, closed in (("G1-promise-2", None), ("W3-resolve-2", T + 20_000)):
+            request, kind, level = ident.rsplit("-", 2)
+            await conn.execute(
+                tables.notices.insert().values(
+                    id=ident,
+                    request_id=request,
+                    unit=request[0].replace("G", "gas").replace("W", "power"),
+                    kind=kind,
+                    level=int(level),
+                    issued_at=T + 9000,
+                    closed_at=closed,
+                )
+            )
+    found = await reports.fortnight(periods.day_of(T, ZONE))
+    assert [(n.id, n.unit, n.link) for n in found.notices] == [
+        ("G1-promise-2", "gas", "/api/v1/requests/G1")
+    ]
 
 
 # ---- the API, in process ----------------------------------------------------------------------

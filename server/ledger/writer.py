@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
-from server.ledger import migrate, tables
+from server.ledger import migrate, records, tables
 from server.ledger.fold import (
     SNAPSHOT_EVENTS,
     Attribution,
@@ -115,7 +115,14 @@ class Ledger:
         ``block_ms`` when nothing was waiting. A failure (database or Redis unreachable) is
         logged and the pass retried with exponential backoff; it never ends the loop."""
         failures = 0
+        task = asyncio.current_task()
         while True:
+            # A cancellation can be swallowed by a library under a pass (seen on Python 3.11
+            # with the hub's Redis connection pool: the pass returns normally); the task still
+            # says it is being cancelled: stop, rather than record on forever (a stopped
+            # hub's writer would go on taking entries from the group).
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             try:
                 done = await self.process_once(
                     redis, units(), consumer, batch=batch, claim_idle_ms=claim_idle_ms
@@ -204,6 +211,8 @@ class Ledger:
                     self._insert_ignore(tables.events),
                     [e.row() for e in sorted(kept, key=_event_order)],
                 )
+                for statement, rows in records.statements(self.dialect, records.derive(kept)):
+                    await conn.execute(statement, rows)
             if refused:
                 await conn.execute(
                     self._insert_ignore(tables.conflicts),
@@ -279,9 +288,14 @@ class Ledger:
             f"{split.received_at:.3f}",
         )
 
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
     def _insert_ignore(self, table: Table) -> Insert:
         """INSERT that skips rows whose unique key exists (the dialect's ON CONFLICT)."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing()
 
     def _reader(self, consumer: str) -> GroupReader:

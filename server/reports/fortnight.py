@@ -8,7 +8,7 @@ is stuck. Pure: the caller reads the ledger and passes plain rows.
 - **Repeat locations**: the same problem (category) reported again and again within a
   radius in the fortnight: a cluster starts at a request and takes every later request of
   the category within the radius of that first one.
-- **Notices still open** at the policy's level or higher (issued and not closed).
+- **Notices still open** at the policy's level or higher (the ledger's ``notices``).
 
 Every item carries ``link``, the API path of the request.
 """
@@ -233,31 +233,23 @@ def _repeat(cluster: Sequence[Mapping[str, Any]]) -> Repeat:
     )
 
 
-def open_notices(events: Iterable[Mapping[str, Any]], level: int) -> list[OpenNotice]:
-    """Notices issued and not closed, at ``level`` or higher, most escalated first.
-    ``events``: ``notice_issued`` and ``notice_closed`` events, each ``{"unit", "at",
-    "type", "payload"}`` (the payload names the notice, its kind and level)."""
-    issued: dict[str, OpenNotice] = {}
-    closed: set[str] = set()
-    for event in events:
-        payload = event["payload"]
-        notice = str(payload.get("notice") or "")
-        if not notice:
-            continue
-        if event["type"] == "notice_closed":
-            closed.add(notice)
-        elif event["type"] == "notice_issued":
-            request = str(payload.get("request") or "")
-            issued[notice] = OpenNotice(
-                id=notice,
-                request=request,
-                unit=str(event.get("unit") or ""),
-                kind=str(payload.get("notice_kind") or ""),
-                level=int(payload.get("level") or 1),
-                issued_at=event.get("at"),
-                link=link(request),
-            )
-    found = [n for k, n in issued.items() if k not in closed and n.level >= level]
+def open_notices(rows: Iterable[Mapping[str, Any]], level: int) -> list[OpenNotice]:
+    """Notices not closed, at ``level`` or higher, most escalated first. ``rows``: the
+    ledger's ``notices`` rows (``id``, ``request_id``, ``unit``, ``kind``, ``level``,
+    ``issued_at``, ``closed_at``)."""
+    found = [
+        OpenNotice(
+            id=str(row["id"]),
+            request=str(row["request_id"]),
+            unit=str(row["unit"]),
+            kind=str(row["kind"]),
+            level=int(row["level"]),
+            issued_at=row.get("issued_at"),
+            link=link(str(row["request_id"])),
+        )
+        for row in rows
+        if row.get("closed_at") is None and int(row["level"]) >= level
+    ]
     return sorted(found, key=lambda n: (-n.level, n.issued_at or 0.0, n.id))
 
 
@@ -272,7 +264,7 @@ def report(
     disputed_rows: Iterable[Mapping[str, Any]],
     disputed_events: Mapping[str, Mapping[str, Any]],
     open_items: Iterable[tuple[str, str]],
-    notice_events: Iterable[Mapping[str, Any]],
+    notice_rows: Iterable[Mapping[str, Any]],
     policy: Fortnight,
 ) -> FortnightReport:
     """The report. ``rows`` / ``facts``: the fortnight's requests; ``open_items``: (unit,
@@ -289,5 +281,5 @@ def report(
         overdue_units=overdue(facts, "unit", policy, overdue_now),
         overdue_categories=overdue(facts, "category", policy, {}),
         repeats=repeats(rows, policy),
-        notices=open_notices(notice_events, policy.notice_level),
+        notices=open_notices(notice_rows, policy.notice_level),
     )

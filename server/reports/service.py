@@ -283,7 +283,7 @@ class Reports:
             self._engine, [r["id"] for r in disputed], "disputed"
         )
         late = [(r["unit"], r["id"]) for r in await store.open_rows(self._engine) if _late(r, now)]
-        notices = await store.notice_events_of_open_requests(self._engine)
+        notices = await store.open_notices(self._engine, self._policy.fortnight.notice_level)
         return fortnight.report(
             period=span.name,
             start=span.start,
@@ -294,7 +294,7 @@ class Reports:
             disputed_rows=disputed,
             disputed_events=disputed_events,
             open_items=late,
-            notice_events=notices,
+            notice_rows=notices,
             policy=self._policy.fortnight,
         )
 

@@ -157,25 +157,12 @@ async def last_events(
     return {request_id: json.loads(data) for request_id, data in found}
 
 
-async def notice_events_of_open_requests(engine: AsyncEngine) -> list[dict[str, Any]]:
-    """``notice_issued`` and ``notice_closed`` events of the requests still open, each
-    ``{"unit", "type", "at", "payload"}``, in the order recorded."""
-    requests, events = tables.requests, tables.events
-    query = (
-        select(events.c.unit, events.c.type, events.c.at, events.c.data)
-        .select_from(events.join(requests, events.c.request_id == requests.c.id))
-        .where(
-            requests.c.state.not_in(FINAL_STATES),
-            events.c.type.in_(("notice_issued", "notice_closed")),
-        )
-        .order_by(events.c.sort_key)
-    )
+async def open_notices(engine: AsyncEngine, level: int) -> list[dict[str, Any]]:
+    """The ledger's notices not closed, at ``level`` or higher."""
+    notices = tables.notices
+    query = select(notices).where(notices.c.closed_at.is_(None), notices.c.level >= level)
     async with engine.connect() as conn:
-        found = (await conn.execute(query)).all()
-    return [
-        {"unit": unit, "type": kind, "at": at, "payload": json.loads(data)}
-        for unit, kind, at, data in found
-    ]
+        return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
 # ---- efficiency records ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ frozen when the month is closed (unique per month and unit). An index on
 ``requests.resolved_at``: a week's draw reads the requests resolved in the week. Nothing to
 fill from the events already recorded.
 
-Revision 0002, after 0001. Frozen once merged: never edit; add a migration instead.
+Revision 0003, after 0002. Frozen once merged: never edit; add a migration instead.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | Sequence[str] | None = "0001"
+revision: str = "0003"
+down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
