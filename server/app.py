@@ -29,6 +29,7 @@ from server.api.field import field_routes
 from server.api.intake import intake_routes
 from server.api.notices import notice_routes
 from server.api.operations import operation_routes
+from server.api.reports import report_routes
 from server.api.routes import api_routes
 from server.city import load_city
 from server.components import Components, build_components
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),
         *operation_routes(),
+        *report_routes(),
         *wallmap_routes(),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]

@@ -173,6 +173,10 @@ class Settings(FieldLimits, kw_only=True):
     drain_spread_s: Annotated[float, Meta(ge=0)] = 3.0  # the phones are told to reconnect
     # elsewhere (close 1012) over this long, not all at once
 
+    # --- the center's reports (server/reports/) ---
+    reports_policy: str | None = None  # the monthly score's weighting, ranking, spot-check
+    # size and fortnight thresholds (TOML); None: the shipped server/reports/policy.toml
+
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all
         (not even generated ones: see load_settings) gives an empty mapping."""

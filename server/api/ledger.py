@@ -61,7 +61,7 @@ RequestId = Annotated[str, Meta(pattern=r"^[0-9]{8}-[0-9]{6,}(~[a-z][a-z0-9_]*)?
 SquadId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Phone = Annotated[str, Meta(pattern=r"^\+?[0-9]{3,20}$")]
 ActorLabel = Annotated[str, Meta(pattern=r"^[a-z]+(:[^\s]{1,100})?$")]
-NoticeKind = Literal["accept", "arrive", "resolve", "promise", "waiting"]
+NoticeKind = Literal["accept", "arrive", "resolve", "promise", "waiting", "recheck"]
 ActionKind = Literal[
     "disputed", "deferred", "upheld", "reassigned", "cancelled", "reopened", "note"
 ]

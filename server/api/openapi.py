@@ -64,6 +64,7 @@ class Operation:
     status: int = 200
     errors: tuple[int, ...] = ()
     media_type: str = "application/json"
+    alternatives: tuple[str, ...] = ()  # other media types of the answer (``Accept``), as text
 
 
 def described(**fields: Any) -> Callable[[F], F]:
@@ -181,6 +182,8 @@ def _operation(route: Route, operation: Operation, types: set[Any]) -> dict[str,
             else {"type": "string"}
         )
         answer["content"] = {operation.media_type: {"schema": schema}}
+        for media_type in operation.alternatives:
+            answer["content"][media_type] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(operation.status): answer}
     signed_in = {401} if operation.roles == SQUAD else {401, 403} if operation.roles else set()
     errors = set(operation.errors) | signed_in

@@ -74,6 +74,7 @@ requests = Table(
     Index("ix_requests_caller_phone", "caller_phone", "received_at"),
     Index("ix_requests_squad", "squad"),
     Index("ix_requests_updated_at", "updated_at"),
+    Index("ix_requests_resolved_at", "resolved_at"),  # the week's resolved: spot checks
 )
 
 events = Table(
@@ -232,4 +233,48 @@ audit = Table(
     Column("action", String, nullable=False),  # e.g. "ledger_export"
     Column("detail", Text, nullable=False),  # JSON: the filters, the rows returned
     Index("ix_audit_at", "at"),
+)
+
+# ---- the center's reports (server.reports) ---------------------------------------------------
+
+# Weekly spot checks (暗访): each request drawn for a callback, once ever (the unique
+# request_id), and the outcome the center recorded.
+spot_checks = Table(
+    "spot_checks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("week", String, nullable=False),  # ISO week of the draw, "2026-W10"
+    Column("unit", String, nullable=False),  # the unit that resolved it
+    Column("request_id", String, nullable=False),
+    Column("category", String),
+    Column("seed", String, nullable=False),  # the draw's seed: the same seed draws the same
+    Column("drawn_at", Float, nullable=False),
+    Column("drawn_by", String, nullable=False),
+    Column("outcome", String),  # satisfied / not_satisfied / not_fixed / unreachable; None: not yet
+    Column("note", Text),
+    Column("outcome_at", Float),
+    Column("outcome_by", String),
+    UniqueConstraint("request_id", name="uq_spot_checks_request_id"),
+    Index("ix_spot_checks_week", "week"),
+    Index("ix_spot_checks_unit", "unit"),
+    Index("ix_spot_checks_outcome_at", "outcome_at"),
+)
+
+# Efficiency records (效能档案): each unit's scorecard of a month, frozen when the center
+# closes the month; never updated (a later recomputation is shown beside it).
+efficiency_records = Table(
+    "efficiency_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("month", String, nullable=False),  # "2026-03"
+    Column("unit", String, nullable=False),
+    Column("score", Float),
+    Column("rank", Integer),
+    Column("figures", Text, nullable=False),  # the scorecard as JSON
+    Column("policy", Text, nullable=False),  # the weighting it was scored with, as JSON
+    Column("as_of", Float, nullable=False),  # the moment the figures were judged at
+    Column("closed_at", Float, nullable=False),
+    Column("closed_by", String, nullable=False),
+    UniqueConstraint("month", "unit", name="uq_efficiency_records_month_unit"),
+    Index("ix_efficiency_records_unit", "unit"),
 )
