@@ -125,7 +125,7 @@ def intake_state(intake: Any, request_id: str, state: str) -> None:
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_a_call_goes_from_the_intake_console_to_a_squad_through_a_dispute_and_a_dropped_hub(
+def test_a_call_goes_through_every_page(
     pages: Pages, live_hub: LiveHub, made: list[str], tmp_path: Path, lang: str
 ) -> None:
     j = JOURNEYS[lang]
@@ -151,7 +151,7 @@ def test_a_call_goes_from_the_intake_console_to_a_squad_through_a_dispute_and_a_
     intake = open_intake(pages, lang)
     fill_by_keyboard(intake, caller_number(), j.category, j.description, j.place)
     expect(intake.locator("#triage")).to_contain_text(j.water)
-    pages.shot(intake, "1-typed")
+    pages.shot(intake, "1-intake-typed")
     intake.keyboard.press("Control+Enter")
     expect(intake.locator("#result")).to_be_visible()
     request_id = intake.locator("#result-number").inner_text()
@@ -161,19 +161,19 @@ def test_a_call_goes_from_the_intake_console_to_a_squad_through_a_dispute_and_a_
     # ... it is on the wall map, ...
     wall_state(wall, request_id, "offered")
     expect(wall.locator("#ticker")).to_contain_text(request_id, timeout=LIVE_MS)
-    pages.shot(wall, "1-offered")
+    pages.shot(wall, "1-wall-offered")
     # ... offered on the water squad's phone, ...
     offer = card_of(water, request_id)
     expect(offer).to_have_attribute("data-state", "offered")
     expect(offer).to_contain_text(j.description)
-    pages.shot(water.page, "1-offer", full_page=True)
+    pages.shot(water.page, "1-phone-water-offer", full_page=True)
     # ... and in the center's queue.
     queued = center.locator(f"#pane-queue [data-request='{request_id}']")
     expect(queued.locator(".state")).to_have_class(re.compile(r"\bs-offered\b"), timeout=LIVE_MS)
     queued.click()
     expect(center.locator("#request-head")).to_contain_text(request_id)
     expect(center.locator("#request-head .state")).to_have_class(re.compile(r"\bs-offered\b"))
-    pages.shot(center, "1-offered")
+    pages.shot(center, "1-center-offered")
 
     # 2. Accepted on the phone: the center console shows it live, without a reload.
     tap_step(offer, "accept")
@@ -185,15 +185,15 @@ def test_a_call_goes_from_the_intake_console_to_a_squad_through_a_dispute_and_a_
     assert center.evaluate("window.notReloaded") is True
     wall_state(wall, request_id, "accepted")
     intake_state(intake, request_id, "accepted")
-    pages.shot(water.page, "2-accepted", full_page=True)
-    pages.shot(center, "2-accepted")
-    pages.shot(intake, "2-accepted")
+    pages.shot(water.page, "2-phone-water-accepted", full_page=True)
+    pages.shot(center, "2-center-accepted")
+    pages.shot(intake, "2-intake-accepted")
 
     # 3. Not our jurisdiction, with a reason ...
     tap_step(offer, "dispute")
     expect(water.page.locator("#sheet")).to_be_visible()
     water.page.fill("#sheet-text", j.reason)
-    pages.shot(water.page, "3-not-our-jurisdiction", full_page=True)
+    pages.shot(water.page, "3-phone-water-not-our-jurisdiction", full_page=True)
     water.page.click("#sheet-submit")
     expect(water.page.locator("article.job", has_text=request_id)).to_have_count(0)
     # ... in the center's disputes, its ruling form open on the request ...
@@ -207,7 +207,7 @@ def test_a_call_goes_from_the_intake_console_to_a_squad_through_a_dispute_and_a_
     form.locator("select[name=unit]").select_option("gas")
     form.locator("select[name=category]").select_option("gas_leak_smell")
     form.locator("textarea[name=note]").fill(j.note)
-    pages.shot(center, "3-ruling")
+    pages.shot(center, "3-center-ruling")
     form.locator("button[type=submit]").click()
     expect(center.locator("#request-facts dd[data-fact=unit]")).to_have_text(j.gas)
     expect(center.locator("#timeline .t-reassigned")).to_contain_text(j.note, timeout=LIVE_MS)
@@ -215,15 +215,15 @@ def test_a_call_goes_from_the_intake_console_to_a_squad_through_a_dispute_and_a_
     # The gas squad's phone gets the offer, and takes it.
     moved = card_of(gas, request_id)
     expect(moved).to_have_attribute("data-state", "offered")
-    pages.shot(gas.page, "3-offer", full_page=True)
+    pages.shot(gas.page, "3-phone-gas-offer", full_page=True)
     tap_step(moved, "accept")
     expect(moved.locator(".sending")).to_have_count(0, timeout=LIVE_MS)
     expect(center.locator("#request-head .s-accepted")).to_be_visible(timeout=LIVE_MS)
     expect(center.locator("#request-facts dd[data-fact=squad]")).to_have_text(gas_squad.id)
     center.click("#tab-queue")
     wall_state(wall, request_id, "accepted")
-    pages.shot(center, "3-reassigned")
-    pages.shot(wall, "3-reassigned")
+    pages.shot(center, "3-center-reassigned")
+    pages.shot(wall, "3-wall-reassigned")
 
     # 4. The hub process stops: every socket is dropped, the pages say so.
     for opened in pages.opened:
@@ -238,9 +238,9 @@ def test_a_call_goes_from_the_intake_console_to_a_squad_through_a_dispute_and_a_
     expect(gas.page.locator("#queued")).to_be_visible()
     expect(moved).to_have_attribute("data-state", "en_route")
     expect(moved.locator(".sending")).to_have_count(1)
-    pages.shot(gas.page, "4-hub-down", full_page=True)
-    pages.shot(center, "4-hub-down")
-    pages.shot(wall, "4-hub-down")
+    pages.shot(gas.page, "4-phone-gas-hub-down", full_page=True)
+    pages.shot(center, "4-center-hub-down")
+    pages.shot(wall, "4-wall-hub-down")
 
     # The hub is back: each page resumes by itself, and the step is delivered once.
     live_hub.start_again(tmp_path / "hub-again.log")
@@ -265,13 +265,14 @@ def test_a_call_goes_from_the_intake_console_to_a_squad_through_a_dispute_and_a_
     steps = [(e["type"], e.get("by")) for e in timeline]
     assert steps.count(("en_route", f"squad:{gas_squad.id}")) == 1, timeline
     assert steps.count(("accepted", f"squad:{gas_squad.id}")) == 1, timeline
-    for page in (gas.page, center, wall, intake):
-        pages.shot(page, "4-resumed", full_page=page is gas.page)
+    pages.shot(gas.page, "4-phone-gas-resumed", full_page=True)
+    for name, page in (("center", center), ("wall", wall), ("intake", intake)):
+        pages.shot(page, f"4-{name}-resumed")
 
     # 5. Each page at the other size, as it stands at the end of the journey.
-    for page, size in ((intake, "phone"), (center, "phone"), (wall, "phone")):
-        pages.resize(page, size)
-        pages.shot(page, "5-end", full_page=True)
-    for phone in (gas, water):
-        pages.resize(phone.page, "wall")
-        pages.shot(phone.page, "5-end-" + ("gas" if phone is gas else "water"))
+    for name, page in (("intake", intake), ("center", center), ("wall", wall)):
+        pages.resize(page, "phone")
+        pages.shot(page, f"5-{name}-end", full_page=True)
+    for name, page in (("phone-gas", gas.page), ("phone-water", water.page)):
+        pages.resize(page, "wall")
+        pages.shot(page, f"5-{name}-end")
