@@ -55,6 +55,8 @@ class Journey:
     note: str  # the center's ruling
     water: str  # the units as the pages name them
     gas: str
+    crews: tuple[str, str]  # the water and the gas squads' names
+    moved_in: str  # the wall's name for the request reaching its new unit
 
 
 JOURNEYS = {
@@ -67,6 +69,8 @@ JOURNEYS = {
         "燃气公司管辖，请立即处置",
         "洛阳市自来水公司",
         "洛阳市燃气公司",
+        ("供水抢修一队", "燃气抢修一队"),
+        "改派转入",
     ),
     "en": Journey(
         "burst",  # Water main burst
@@ -77,6 +81,8 @@ JOURNEYS = {
         "the gas company's: go at once",
         "Luoyang Water Supply Company",
         "Luoyang Gas Company",
+        ("Water crew 1", "Gas crew 1"),
+        "reassigned in",
     ),
 }
 
@@ -118,6 +124,19 @@ def wall_state(wall: Any, request_id: str, state: str) -> None:
     )
 
 
+def timeline_of(hub: LiveHub, request_id: str) -> list[dict[str, Any]]:
+    return hub.api("GET", f"/api/v1/requests/{request_id}")["timeline"]  # type: ignore[no-any-return]
+
+
+def assert_named(items: Any, lang: str, within: str = "") -> None:
+    """No event in ``items`` goes by its code (``reassigned_in``): each is named in the page's
+    language (``within``: the name is the second part of the text, split by it)."""
+    texts = items.all_inner_texts()
+    names = [t.split(within)[1] if within else t for t in texts]
+    code = re.compile(r"[a-z]+(_[a-z]+)+" if lang == "en" else r"[a-z_]+")
+    assert names and not [n for n in names if code.fullmatch(n.strip())], texts
+
+
 def intake_state(intake: Any, request_id: str, state: str) -> None:
     """Until the intake console's list of the seat's requests shows the request in ``state``."""
     line = intake.locator(f"#recent li[data-id='{request_id}'] .state")
@@ -132,8 +151,8 @@ def test_a_call_goes_through_every_page(
 
     # The squads, each with its phone in its own context: water near the scene, gas a little
     # farther (out of the arrival radius: its steps are its own taps).
-    water_squad = live_hub.create_squad("water", f"供水抢修 {lang}")
-    gas_squad = live_hub.create_squad("gas", f"燃气抢修 {lang}")
+    water_squad = live_hub.create_squad("water", j.crews[0])
+    gas_squad = live_hub.create_squad("gas", j.crews[1])
     water = pages.phone_app(lang, at=near(j.scene, 0.005, 0.003))
     sign_in(water, water_squad)
     go_on_duty(water, live_hub, water_squad)
@@ -221,7 +240,12 @@ def test_a_call_goes_through_every_page(
     expect(center.locator("#request-head .s-accepted")).to_be_visible(timeout=LIVE_MS)
     expect(center.locator("#request-facts dd[data-fact=squad]")).to_have_text(gas_squad.id)
     center.click("#tab-queue")
+    expect(queued.locator(".state")).to_have_class(re.compile(r"\bs-accepted\b"), timeout=LIVE_MS)
     wall_state(wall, request_id, "accepted")
+    # Every step of the way is named in the page's language, on the wall and in the console.
+    expect(wall.locator("#ticker")).to_contain_text(j.moved_in, timeout=LIVE_MS)
+    assert_named(wall.locator("#ticker .what"), lang)
+    assert_named(center.locator("#timeline li b"), lang)
     pages.shot(center, "3-center-reassigned")
     pages.shot(wall, "3-wall-reassigned")
 
@@ -261,7 +285,15 @@ def test_a_call_goes_through_every_page(
     )
     intake_state(intake, request_id, "en_route")
     assert center.evaluate("window.notReloaded") is True
-    timeline = live_hub.api("GET", f"/api/v1/requests/{request_id}")["timeline"]
+    # The call-taker opens the request from the seat's list: the whole way, named.
+    intake.click(f"#recent a[data-request='{request_id}']")
+    expect(intake.locator("#detail-timeline li")).to_have_count(
+        len(timeline_of(live_hub, request_id))
+    )
+    assert_named(intake.locator("#detail-timeline li"), lang, within=" · ")
+    pages.shot(intake, "4-intake-the-requests-way")
+    intake.keyboard.press("Escape")
+    timeline = timeline_of(live_hub, request_id)
     steps = [(e["type"], e.get("by")) for e in timeline]
     assert steps.count(("en_route", f"squad:{gas_squad.id}")) == 1, timeline
     assert steps.count(("accepted", f"squad:{gas_squad.id}")) == 1, timeline
