@@ -192,7 +192,7 @@
   /* A wall's browser often changes size after the page loads (full screen, kiosk mode):
    * the whole city again, clear of the panels. */
   map.on("resize", () => {
-    if (view.bounds) map.fitBounds(view.bounds, fitPadding());
+    if (view.bounds) map.fitBounds(view.bounds, { ...fitPadding(), animate: false });
   });
 
   /* Keep the city clear of the panels: the title, the side panel on the right and the

@@ -124,6 +124,18 @@ def wall_state(wall: Any, request_id: str, state: str) -> None:
     )
 
 
+# Every district's name is inside the wall's map (the city fits it, whatever its size).
+CITY_IN_VIEW = """() => {
+  const map = document.getElementById("map").getBoundingClientRect();
+  const labels = [...document.querySelectorAll(".district-label")];
+  return labels.length > 0 && labels.every((label) => {
+    const box = label.getBoundingClientRect();
+    return box.left >= map.left && box.right <= map.right
+      && box.top >= map.top && box.bottom <= map.bottom;
+  });
+}"""
+
+
 def timeline_of(hub: LiveHub, request_id: str) -> list[dict[str, Any]]:
     return hub.api("GET", f"/api/v1/requests/{request_id}")["timeline"]  # type: ignore[no-any-return]
 
@@ -304,6 +316,8 @@ def test_a_call_goes_through_every_page(
     # 5. Each page at the other size, as it stands at the end of the journey.
     for name, page in (("intake", intake), ("center", center), ("wall", wall)):
         pages.resize(page, "phone")
+        if page is wall:  # the whole city again, in the map's new place
+            wall.wait_for_function(CITY_IN_VIEW, timeout=LIVE_MS)
         pages.shot(page, f"5-{name}-end", full_page=True)
     for name, page in (("phone-gas", gas.page), ("phone-water", water.page)):
         pages.resize(page, "wall")
