@@ -12,9 +12,6 @@ import os
 from collections.abc import AsyncIterator, Callable
 
 from prometheus_client import start_http_server
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
@@ -43,7 +40,7 @@ from server.net import BodyLimit
 from server.security_headers import SecurityHeaders
 from server.settings import Settings, load_settings
 from server.store.embedded import EmbeddedRedis
-from server.store.round_trips import count_round_trips
+from server.store.pool import open_redis
 from server.wallmap.routes import wallmap_routes
 from server.web import static_dir
 
@@ -110,20 +107,7 @@ async def _redis_url(settings: Settings) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
     """The process's components and background loops, from start-up to shutdown."""
-    # A blocking pool: a burst (thousands of phones reconnecting) waits for a connection
-    # instead of failing; Redis answers in microseconds, so a few dozen are plenty.
-    # A command on a connection that died (Redis restarted) reconnects and is sent again,
-    # with backoff, for about 1.5 s: every script is idempotent by its ids (a retried step
-    # finds its command id or version already moved and says so), so a retry is safe.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_connections,
-        timeout=10,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.8, base=0.05), 5),
-    )
-    round_trips = count_round_trips(pool)
-    redis = Redis(connection_pool=pool)
+    redis, round_trips = open_redis(url, settings)  # see server.store.pool
     city = load_city(settings.config_path)
     # The ledger first: request numbers resume from it (see server.ids); accounts live in it.
     ledger = await Ledger.open(settings.database_url or default_database_url(settings.data_dir))
