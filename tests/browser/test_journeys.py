@@ -44,6 +44,17 @@ HUB_DOWN = (
     r"ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE",  # a request under way as the hub stopped
 )
 
+# Every district's name is inside the wall's map (the city fits it, whatever its size).
+CITY_IN_VIEW = """() => {
+  const map = document.getElementById("map").getBoundingClientRect();
+  const labels = [...document.querySelectorAll(".district-label")];
+  return labels.length > 0 && labels.every((label) => {
+    const box = label.getBoundingClientRect();
+    return box.left >= map.left && box.right <= map.right
+      && box.top >= map.top && box.bottom <= map.bottom;
+  });
+}"""
+
 
 @dataclass(frozen=True)
 class Journey:
@@ -97,11 +108,14 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
 
 
 @pytest.fixture
-def made(live_hub: LiveHub) -> Iterator[list[str]]:
+def made(live_hub: LiveHub, tmp_path: Path) -> Iterator[list[str]]:
     """The requests a journey makes: any still open at its end is cancelled, so that the next
-    journey's squads are offered nothing of it."""
+    journey's squads are offered nothing of it (the hub started again first if the journey
+    ended while it was down)."""
     requests: list[str] = []
     yield requests
+    if live_hub.process.process.poll() is not None:
+        live_hub.start_again(tmp_path / "hub-after.log")
     for request_id in requests:
         if live_hub.api("GET", f"/api/v1/requests/{request_id}")["state"] in FINAL:
             continue
@@ -122,18 +136,6 @@ def wall_state(wall: Any, request_id: str, state: str) -> None:
         arg=[request_id, state],
         timeout=LIVE_MS,
     )
-
-
-# Every district's name is inside the wall's map (the city fits it, whatever its size).
-CITY_IN_VIEW = """() => {
-  const map = document.getElementById("map").getBoundingClientRect();
-  const labels = [...document.querySelectorAll(".district-label")];
-  return labels.length > 0 && labels.every((label) => {
-    const box = label.getBoundingClientRect();
-    return box.left >= map.left && box.right <= map.right
-      && box.top >= map.top && box.bottom <= map.bottom;
-  });
-}"""
 
 
 def timeline_of(hub: LiveHub, request_id: str) -> list[dict[str, Any]]:
@@ -240,7 +242,7 @@ def test_a_call_goes_through_every_page(
     form.locator("textarea[name=note]").fill(j.note)
     pages.shot(center, "3-center-ruling")
     form.locator("button[type=submit]").click()
-    expect(center.locator("#request-facts dd[data-fact=unit]")).to_have_text(j.gas)
+    expect(center.locator("#request-facts dd[data-fact=unit]")).to_have_text(j.gas, timeout=LIVE_MS)
     expect(center.locator("#timeline .t-reassigned")).to_contain_text(j.note, timeout=LIVE_MS)
     expect(disputed).to_have_count(0, timeout=LIVE_MS)
     # The gas squad's phone gets the offer, and takes it.
@@ -250,7 +252,9 @@ def test_a_call_goes_through_every_page(
     tap_step(moved, "accept")
     expect(moved.locator(".sending")).to_have_count(0, timeout=LIVE_MS)
     expect(center.locator("#request-head .s-accepted")).to_be_visible(timeout=LIVE_MS)
-    expect(center.locator("#request-facts dd[data-fact=squad]")).to_have_text(gas_squad.id)
+    expect(center.locator("#request-facts dd[data-fact=squad]")).to_have_text(
+        gas_squad.id, timeout=LIVE_MS
+    )
     center.click("#tab-queue")
     expect(queued.locator(".state")).to_have_class(re.compile(r"\bs-accepted\b"), timeout=LIVE_MS)
     wall_state(wall, request_id, "accepted")
@@ -299,9 +303,7 @@ def test_a_call_goes_through_every_page(
     assert center.evaluate("window.notReloaded") is True
     # The call-taker opens the request from the seat's list: the whole way, named.
     intake.click(f"#recent a[data-request='{request_id}']")
-    expect(intake.locator("#detail-timeline li")).to_have_count(
-        len(timeline_of(live_hub, request_id))
-    )
+    expect(intake.locator("#detail-timeline")).to_contain_text(gas_squad.id)  # on its way
     assert_named(intake.locator("#detail-timeline li"), lang, within=" · ")
     pages.shot(intake, "4-intake-the-requests-way")
     intake.keyboard.press("Escape")
