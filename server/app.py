@@ -35,6 +35,7 @@ from server.components import Components, build_components
 from server.feed.session import center_socket
 from server.field.socket import field_socket
 from server.ledger import Ledger, default_database_url
+from server.ledger.running import ledger_loops
 from server.loops import background_loops
 from server.net import BodyLimit
 from server.security_headers import SecurityHeaders
@@ -121,9 +122,12 @@ async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
     await parts.presence.beat()
     loops = [asyncio.create_task(coro) for coro in background_loops(parts)]
     if settings.ledger_in_hub:  # else ``python -m server.ledger`` records, in its own process
-        loops.append(
-            asyncio.create_task(ledger.consume(redis, parts.directory.unit_codes, parts.hub.id))
-        )
+        loops += [
+            asyncio.create_task(loop)
+            for loop in ledger_loops(
+                ledger, redis, parts.directory.unit_codes, parts.hub.id, settings
+            )
+        ]
     exporter = (
         start_http_server(settings.metrics_port, settings.metrics_host, parts.metrics.registry)
         if settings.metrics_port

@@ -80,6 +80,9 @@ class Settings(FieldLimits, kw_only=True):
     demo: bool = False  # create demo squads and print their tokens at start
     ledger_in_hub: bool = True  # run the ledger writer in this process (0: a separate
     # ``python -m server.ledger`` records; the hub still reads the ledger)
+    live_retention_h: Annotated[float, Meta(ge=0)] = 0.0  # a closed request's live state
+    # leaves Redis this long after its last event, once the ledger holds all of it (the
+    # ledger then answers for it); 0: kept in Redis for good. Swept where the writer runs.
     session_hours: float = 12.0  # a browser sign-in (cookie ld_session) lasts this long
     wall_session_days: Annotated[float, Meta(gt=0, le=400)] = 90.0  # a wall display's
     # sign-in lasts this long instead: a wall signs in once, then runs unattended (its role

@@ -58,6 +58,7 @@ from server.store import keys
 from server.store.embedded import EmbeddedRedis, free_port
 from tools.loadtest import client as lc
 from tools.loadtest import floor as bare
+from tools.loadtest import ledger_lag
 from tools.loadtest import stats as st
 from tools.loadtest.http_client import HttpError, HttpPool
 from tools.loadtest.plan import RequestPlan, SquadPlan, plan_requests, plan_squads
@@ -461,6 +462,7 @@ class Observed:
     machine_cpu: float  # all processes of the machine, % of one core (2 cores: up to 200)
     other_cpu: float  # processes that are not part of this test
     timings: dict[str, float] = field(default_factory=dict)
+    ledger: dict[str, Any] = field(default_factory=dict)  # the writer: rate, lag (ledger_lag)
 
 
 async def run(config: Config) -> dict[str, Any]:
@@ -496,7 +498,14 @@ async def run(config: Config) -> dict[str, Any]:
             )
             assert redis_server.process is not None
             report = await _run_with(
-                config, city, hubs, redis_server, squad_plans, request_plans, tokens
+                config,
+                city,
+                hubs,
+                redis_server,
+                squad_plans,
+                request_plans,
+                tokens,
+                WriterProcess(ledger.pid, tmp / "hub0" / "ledger.sqlite3"),
             )
         finally:
             for hub in hubs:
@@ -529,6 +538,14 @@ def client_config(config: Config) -> lc.ClientConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class WriterProcess:
+    """The ledger writer process (``python -m server.ledger``) and the SQLite file it fills."""
+
+    pid: int
+    database: Path
+
+
 async def _run_with(
     config: Config,
     city: City,
@@ -537,6 +554,7 @@ async def _run_with(
     squad_plans: list[SquadPlan],
     request_plans: list[RequestPlan],
     tokens: dict[str, str],
+    writer: WriterProcess | None = None,
 ) -> dict[str, Any]:
     api = Api(hubs, tokens)
     redis = Redis.from_url(redis_server.url)
@@ -552,7 +570,16 @@ async def _run_with(
         try:
             with lc.no_gc_pauses():
                 return await _measure(
-                    config, city, hubs, redis_server, redis, api, clients, request_plans, timings
+                    config,
+                    city,
+                    hubs,
+                    redis_server,
+                    redis,
+                    api,
+                    clients,
+                    request_plans,
+                    timings,
+                    writer,
                 )
         finally:
             if not clients.stop.is_set():
@@ -576,6 +603,7 @@ async def _measure(
     clients: Clients,
     request_plans: list[RequestPlan],
     timings: dict[str, float],
+    writer: WriterProcess | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
     done = await wait_for(
@@ -603,6 +631,12 @@ async def _measure(
     sampler = asyncio.create_task(
         sample_ingest(redis, [u.code for u in city.units], window, slack, stop_sampling)
     )
+    unit_codes = [u.code for u in city.units]
+    stop_lag = asyncio.Event()
+    lag_sampler = asyncio.create_task(ledger_lag.sample_lag(redis, unit_codes, stop_lag))
+    produced_before = await ledger_lag.stream_entries(redis, unit_codes)
+    recorded_before = ledger_lag.recorded_events(writer.database) if writer else None
+    writer_before = cpu_mark([writer.pid]) if writer else None
     profilers = start_profiles(hubs, config.duration, config.profile) if config.profile else []
     log(f"measuring for {config.duration}s: {len(request_plans)} requests")
     written_before = await api.positions_written()
@@ -614,6 +648,11 @@ async def _measure(
         intakes = []
         await asyncio.sleep(config.duration)
     pos_after, after = clients.total(lc.POS_SENT), cpu_mark(pids)
+    produced_after = await ledger_lag.stream_entries(redis, unit_codes)
+    recorded_after = ledger_lag.recorded_events(writer.database) if writer else None
+    writer_after = cpu_mark([writer.pid]) if writer else None
+    stop_lag.set()
+    lag_samples = await lag_sampler
     written_after = await api.positions_written()
     stop_sampling.set()
     samples = await sampler
@@ -641,6 +680,22 @@ async def _measure(
             if written_before is None or written_after is None
             else written_after - written_before
         ),
+    )
+    observed.ledger = ledger_lag.summary(
+        lag_samples,
+        (recorded_before, recorded_after),
+        (produced_before, produced_after),
+        after.at - before.at,
+        await ledger_lag.catch_up_s(redis, unit_codes),
+    )
+    if writer and writer_before and writer_after:
+        observed.ledger["writer_cpu_percent"] = cpu_between(
+            writer_before, writer_after, [writer.pid]
+        )[0]
+    log(
+        "ledger: {events_recorded_per_s} events/s recorded of {events_produced_per_s}/s "
+        "produced; lag p50 {lag_entries_p50} entries, oldest p95 {lag_oldest_ms_p95} ms, max "
+        "{lag_oldest_ms_max} ms; caught up {catch_up_s} s after".format(**observed.ledger)
     )
     return await _finish(config, city, hubs, redis, api, clients, observed)
 
@@ -696,7 +751,7 @@ async def _finish(
     hub_rss = [proc_rss_mb(h.process.pid) for h in hubs]
     redis_checks = await check_redis(redis, [u.code for u in city.units])
     results = await clients.collect()
-    return build_report(
+    report = build_report(
         config,
         observed,
         results,
@@ -707,6 +762,9 @@ async def _finish(
         redis_checks,
         len(late),
     )
+    if observed.ledger:
+        report["ledger"] = observed.ledger
+    return report
 
 
 async def storm(clients: Clients, squads: int) -> None:
