@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.launch import spawn_hub
-from tests.browser.harness import BOOTSTRAP_TOKENS, LiveHub, start_live_hub
+from tests.browser.harness import LiveHub, start_live_hub
 from tests.browser.phone_app import (
     XIGONG,
     Phone,
@@ -43,20 +42,7 @@ def restart(hub: LiveHub, log_path: Path) -> None:
     """Stop the hub process (its sockets close with 4000, SERVER_RESTART) and start another
     one on the same port, Redis and data: the phones' state is all in Redis."""
     hub.process.stop()
-    start_again(hub, log_path)
-
-
-def start_again(hub: LiveHub, log_path: Path) -> None:
-    """A new hub process in place of the stopped one (same port, Redis, data)."""
-    hub.process = spawn_hub(
-        hub.redis_url,
-        BOOTSTRAP_TOKENS,
-        hub.data_dir,
-        {},
-        port=hub.process.port,
-        log_path=log_path,
-        timeout_s=30,
-    )
+    hub.start_again(log_path)
 
 
 @pytest.fixture
@@ -250,7 +236,7 @@ def test_the_app_resumes_after_the_hub_drops_it_and_an_offline_step_is_delivered
     assert_down(phone_hub)
 
     # Back: the hub is up again, the network returns; the queued step goes out with its id.
-    start_again(phone_hub, tmp_path / "hub-back.log")
+    phone_hub.start_again(tmp_path / "hub-back.log")
     phone.context.set_offline(False)
     page.wait_for_selector("#link-state[data-state=live]", timeout=40_000)
     page.wait_for_selector("#queued", state="hidden")

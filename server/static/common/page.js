@@ -12,6 +12,7 @@
  *   Page.live(path, {open, message, state}) any of the hub's JSON sockets, reconnecting
  *                      with a growing, jittered delay; 4100 (not signed in) -> sign in
  *   Page.time(epochSeconds) / Page.ago(epochSeconds)  local clock text, "3 min ago"
+ *   Page.actor(by)     who did it, from an event's `by` ("squad:S1" -> "分队 S1")
  *   Page.el(tag, attrs, ...children)  a DOM element (text children are escaped)
  *   Page.search(query, items, keysOf) the items matching a name as typed (Chinese, pinyin,
  *                      initials, English), best first; keysOf(item) = Page.searchKeys(zh,
@@ -31,10 +32,12 @@
   const COMMON = {
     zh: { sign_out: "退出登录", switch: "EN", live: "实时", connecting: "连接中…",
       offline: "连接中断，正在重连…", ago: "前", min: "分钟", sec: "秒", hour: "小时",
-      error: "出错了" },
+      error: "出错了", actors: { system: "系统", squad: "分队", calltaker: "话务员", center: "中心",
+        unit: "单位值班台", admin: "管理员" } },
     en: { sign_out: "Sign out", switch: "中文", live: "live", connecting: "connecting…",
       offline: "connection lost, reconnecting…", ago: "ago", min: "min", sec: "s", hour: "h",
-      error: "Something went wrong" },
+      error: "Something went wrong", actors: { system: "system", squad: "squad",
+        calltaker: "call-taker", center: "center", unit: "unit desk", admin: "admin" } },
   };
 
   const Page = {
@@ -200,6 +203,14 @@
     const text = s < 60 ? s + Page.t("sec") : s < 3600 ? Math.floor(s / 60) + Page.t("min")
       : Math.floor(s / 3600) + Page.t("hour");
     return Page.lang === "zh" ? text + Page.t("ago") : text + " " + Page.t("ago");
+  };
+
+  Page.actor = function (by) {
+    if (!by) return "";
+    const [kind, ...rest] = String(by).split(":");
+    const who = rest.join(":");
+    const word = (Page.t("actors") || {})[kind] || kind;
+    return who ? word + " " + who : word;
   };
 
   Page.el = function (tag, attrs, ...children) {
