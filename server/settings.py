@@ -174,6 +174,8 @@ class Settings(FieldLimits, kw_only=True):
     # elsewhere (close 1012) over this long, not all at once
 
     # --- the center's reports (server/reports/) ---
+    spot_check_poll_s: Annotated[float, Meta(ge=0)] = 3600.0  # how often a process checks
+    # whether last week's spot checks are drawn, and draws them if not; 0: only on demand
     reports_policy: str | None = None  # the monthly score's weighting, ranking, spot-check
     # size and fortnight thresholds (TOML); None: the shipped server/reports/policy.toml
 

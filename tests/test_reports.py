@@ -30,7 +30,7 @@ from server.reports.fortnight import FortnightReport
 from server.reports.policy import Fortnight, Policy, Weights
 from server.reports.sampling import Candidate
 from server.reports.scorecard import facts_of, ledger_events, scorecards
-from server.reports.service import Reports, UnitName, circular_rows
+from server.reports.service import WEEKLY_DRAWER, Reports, UnitName, circular_rows
 from server.store.requests import Actor, event_json
 from tests.helpers import XIGONG, auth, eventually
 from tests.report_month import AS_OF, MONTH, ZONE, T, recorded, the_month
@@ -431,6 +431,25 @@ async def test_draws_are_stratified_reproducible_and_never_repeat(
             c["request_id"] for c in await store.spot_checks(ledger.engine) if c["id"] in more
         ]
     assert len(drawn) == len(set(drawn)) == 14  # every resolved request once, none twice
+
+
+async def test_each_week_is_drawn_once_over_by_itself_unless_someone_drew_it(
+    ledger: Ledger,
+) -> None:
+    week = periods.week("2026-W10", ZONE)
+    await _record(ledger, _resolved_rows(week, ""))
+    reports = Reports(ledger.engine, CITY, EQUAL)
+    during = week.start + 3 * 86_400
+    earlier = await reports.draw_last_week(during)  # W09: nothing resolved, nothing drawn
+    assert earlier is not None and earlier == ("2026-W09", [])
+    assert await store.spot_checks(ledger.engine, week="2026-W10") == []  # not over yet
+    after = week.end + 3600  # Monday of W11: W10 is over
+    drawn = await reports.draw_last_week(after)
+    assert drawn is not None and drawn[0] == "2026-W10" and drawn[1]
+    checks = await store.spot_checks(ledger.engine, week="2026-W10")
+    assert {c["drawn_by"] for c in checks} == {WEEKLY_DRAWER}
+    assert await reports.draw_last_week(after + 3600) is None  # drawn: not again
+    assert len(await store.spot_checks(ledger.engine, week="2026-W10")) == len(checks)
 
 
 async def test_the_fortnight_from_the_ledger(ledger: Ledger) -> None:

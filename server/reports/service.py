@@ -104,6 +104,9 @@ class Circular(msgspec.Struct):
     units: list[CircularRow]
 
 
+WEEKLY_DRAWER = "system:weekly-spot-checks"
+
+
 class Reports:
     def __init__(
         self,
@@ -267,6 +270,20 @@ class Reports:
         ids = await store.insert_draw(self._engine, week, picked, seed, by, self._clock())
         return seed, ids
 
+    async def draw_last_week(self, now: float) -> tuple[str, list[int]] | None:
+        """The weekly draw (seed §4.4): once a week is over, its spot checks are drawn unless
+        someone drew them already (on demand, or another process). Returns the week and the
+        new checks, or None if there was nothing to do. A concurrent draw that took one of
+        the requests wins; this one draws nothing (the next call finds the week drawn)."""
+        week = periods.week_of(now - 7 * 86_400, self.zone)
+        if await store.spot_checks(self._engine, week=week):
+            return None
+        try:
+            _, ids = await self.draw(week, None, None, WEEKLY_DRAWER)
+        except store.Conflict:
+            return None
+        return week, ids
+
     async def circular(self, week: str, units: Iterable[str] | None = None) -> Circular:
         span = periods.week(week, self.zone)
         checks = await store.spot_checks(self._engine, week=week)
@@ -374,3 +391,4 @@ def circular_rows(
         wanted = set(units)
         rows = [r for r in rows if r.unit in wanted]
     return sorted(rows, key=lambda r: (r.rank is None, r.rank or 0, r.unit))
+
