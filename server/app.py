@@ -12,9 +12,6 @@ import os
 from collections.abc import AsyncIterator, Callable
 
 from prometheus_client import start_http_server
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
@@ -27,21 +24,25 @@ from server.api.accounts import account_routes
 from server.api.center import center_routes
 from server.api.citizen import citizen_routes
 from server.api.common import error_handlers
+from server.api.console import console_routes
+from server.api.field import field_routes
 from server.api.intake import intake_routes
 from server.api.notices import notice_routes
 from server.api.operations import operation_routes
+from server.api.reports import report_routes
 from server.api.routes import api_routes
 from server.city import load_city
 from server.components import Components, build_components
 from server.feed.session import center_socket
 from server.field.socket import field_socket
 from server.ledger import Ledger, default_database_url
+from server.ledger.running import ledger_loops
 from server.loops import background_loops
 from server.net import BodyLimit
 from server.security_headers import SecurityHeaders
 from server.settings import Settings, load_settings
 from server.store.embedded import EmbeddedRedis
-from server.store.round_trips import count_round_trips
+from server.store.pool import open_redis
 from server.wallmap.routes import wallmap_routes
 from server.web import static_dir
 
@@ -64,11 +65,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *account_routes(),
         *center_routes(),
         *notice_routes(),
+        *console_routes(),
         *intake_routes(),
+        *field_routes(),
         WebSocketRoute("/ws/field", field_socket),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),
         *operation_routes(),
+        *report_routes(),
         *wallmap_routes(),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
@@ -106,20 +110,7 @@ async def _redis_url(settings: Settings) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
     """The process's components and background loops, from start-up to shutdown."""
-    # A blocking pool: a burst (thousands of phones reconnecting) waits for a connection
-    # instead of failing; Redis answers in microseconds, so a few dozen are plenty.
-    # A command on a connection that died (Redis restarted) reconnects and is sent again,
-    # with backoff, for about 1.5 s: every script is idempotent by its ids (a retried step
-    # finds its command id or version already moved and says so), so a retry is safe.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_connections,
-        timeout=10,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.8, base=0.05), 5),
-    )
-    round_trips = count_round_trips(pool)
-    redis = Redis(connection_pool=pool)
+    redis, round_trips = open_redis(url, settings)  # see server.store.pool
     city = load_city(settings.config_path)
     # The ledger first: request numbers resume from it (see server.ids); accounts live in it.
     ledger = await Ledger.open(settings.database_url or default_database_url(settings.data_dir))
@@ -133,9 +124,12 @@ async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
     await parts.presence.beat()
     loops = [asyncio.create_task(coro) for coro in background_loops(parts)]
     if settings.ledger_in_hub:  # else ``python -m server.ledger`` records, in its own process
-        loops.append(
-            asyncio.create_task(ledger.consume(redis, parts.directory.unit_codes, parts.hub.id))
-        )
+        loops += [
+            asyncio.create_task(loop)
+            for loop in ledger_loops(
+                ledger, redis, parts.directory.unit_codes, parts.hub.id, settings
+            )
+        ]
     exporter = (
         start_http_server(settings.metrics_port, settings.metrics_host, parts.metrics.registry)
         if settings.metrics_port

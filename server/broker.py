@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import msgspec
 from redis.asyncio import Redis
@@ -23,15 +24,29 @@ _message = msgspec.msgpack.Decoder(tuple[str, int, bytes])
 _encoder = msgspec.msgpack.Encoder()
 
 
+def _nobody(squad: str, body: bytes) -> None:
+    pass
+
+
 class Broker:
-    def __init__(self, redis: Redis, hub: Hub, availability: RedisAvailability) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        hub: Hub,
+        availability: RedisAvailability,
+        on_push: Callable[[str, bytes], None] = _nobody,
+    ) -> None:
+        """``on_push(squad, body)`` sees every numbered frame pushed from this process, once
+        (Web Push wakes a backgrounded phone); it must not block."""
         self._redis = redis
         self._hub = hub
         self._availability = availability
+        self._on_push = on_push
 
     async def push(self, unit: str, squad: str, seq: int, body: bytes, hub: str) -> None:
         """Deliver a numbered frame that is already in the squad's outbox to the process
         ``hub`` that holds the squad ("" when offline: the frame waits for the resume)."""
+        self._on_push(squad, body)
         if hub == self._hub.id:
             self._hub.deliver(squad, seq, body)
         elif hub:

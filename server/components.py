@@ -45,6 +45,8 @@ from server.store.requests import RequestStore
 from server.store.round_trips import RoundTrips
 from server.store.scripts import Scripts
 from server.store.squads import SquadStore
+from server.store.tracks import TrackRecorder
+from server.webpush.pusher import WebPush
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Components:
     notices: Notices
     availability: RedisAvailability
     failed_hellos: AddressBuckets  # per client address
+    webpush: WebPush  # offers and notices to the phones' push services
     metrics: Metrics
     held_timers: timers.Held  # claimed here, not finished: handed on at shutdown
     readiness: Readiness  # ready to take connections, or draining
@@ -116,14 +119,22 @@ def build_components(
     squads = SquadStore(redis, scripts)
     availability = RedisAvailability()
     hub = hub or Hub()
-    broker = Broker(redis, hub, availability)
+    webpush = WebPush(redis, settings, availability.failed)
+    broker = Broker(redis, hub, availability, on_push=webpush.on_numbered)
     background = Background()
     metrics = Metrics()
-    positions = PositionWriter(redis, settings.position_flush_ms / 1000)
+    positions = PositionWriter(
+        redis,
+        settings.position_flush_ms / 1000,
+        TrackRecorder(
+            redis, settings.track_interval_s, settings.track_points, settings.track_keep_s
+        ),
+    )
     round_trips = round_trips or RoundTrips()
     metrics.live.connections = lambda: len(hub.sessions)
     metrics.live.positions = lambda: positions.written
     metrics.live.round_trips = lambda: round_trips.count
+    metrics.live.webpush = webpush.counts
     known = KnownRequests()  # offers made here, steps committed here: read by no one else
     dispatcher = Dispatcher(
         redis,
@@ -182,6 +193,7 @@ def build_components(
         notices=Notices(redis, scripts, requests, settings, broker.push, metrics),
         availability=availability,
         failed_hellos=AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min)),
+        webpush=webpush,
         ledger=ledger,
         auth=auth,
         round_trips=round_trips,

@@ -6,9 +6,12 @@ deadline by the promised time, the ``promise`` deadline. Each pending deadline i
 (``server.store.timers``); when it fires with the milestone unmet, a supervision notice is issued
 (:func:`notice_due`), and it escalates one level every interval while the item stays open.
 
-Notice kinds: ``accept``, ``arrive``, ``resolve``, ``promise`` (a broken promise) and
+Notice kinds: ``accept``, ``arrive``, ``resolve``, ``promise`` (a broken promise),
 ``waiting`` (the accept limit passed while the request sat in the queue: no squad could take
-it). A notice closes when the step that meets its milestone is committed (:func:`closes`).
+it) and ``recheck`` (a spot check's callback found the problem not fixed: the center reopened
+it; issued by :meth:`server.notices.Notices.issue_recheck`, not by a timer). A notice closes
+when the step that meets its milestone is committed (:func:`closes`); a ``recheck`` with the
+resolution.
 
 This module decides; ``server.store.requests`` (commit), ``server.notices`` (timers) and the
 Lua scripts carry the decisions out.
@@ -37,6 +40,7 @@ class NoticeKind(StrEnum):
     RESOLVE = "resolve"
     PROMISE = "promise"
     WAITING = "waiting"
+    RECHECK = "recheck"  # a spot check found it not fixed (server.reports)
 
 
 NOTICE_KINDS = tuple(k.value for k in NoticeKind)
@@ -89,6 +93,8 @@ def closes(state: State) -> frozenset[NoticeKind]:
     kinds = {NoticeKind(m.value) for m in met}
     if Milestone.ACCEPT in met:
         kinds.add(NoticeKind.WAITING)
+    if Milestone.RESOLVE in met:
+        kinds.add(NoticeKind.RECHECK)
     return frozenset(kinds)
 
 
@@ -209,6 +215,8 @@ def kind_is_met(progress: Progress, kind: NoticeKind) -> bool:
     """Whether the item a notice of ``kind`` is about is done (the notice would close)."""
     if kind is NoticeKind.WAITING:
         return is_met(progress, Milestone.ACCEPT)
+    if kind is NoticeKind.RECHECK:
+        return is_met(progress, Milestone.RESOLVE)
     return is_met(progress, Milestone(kind.value))
 
 

@@ -201,13 +201,20 @@ def _env_name(setting: str) -> str:
 
 
 def spawn_ledger(
-    redis_url: str, data_dir: Path, *, log_path: Path | None = None, log_level: str = "warning"
+    redis_url: str,
+    data_dir: Path,
+    *,
+    log_path: Path | None = None,
+    log_level: str = "warning",
+    settings: Mapping[str, object] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m server.ledger`` (the ledger writer in its own process) on the
-    SQLite ledger of ``data_dir``; for hubs started with ``ledger_in_hub=0``."""
+    SQLite ledger of ``data_dir``; for hubs started with ``ledger_in_hub=0``. ``settings``
+    become DISPATCH_<NAME> values."""
     env = dict(
         os.environ, REDIS_URL=redis_url, DISPATCH_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1"
     )
+    env |= {f"DISPATCH_{name.upper()}": str(value) for name, value in (settings or {}).items()}
     out = log_path.open("ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, *LEDGER_COMMAND, "--log-level", log_level],

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from server.ledger.streams import GROUP as LEDGER_GROUP
 from server.ledger.streams import with_no_unit
 from server.metrics import watch_event_loop
+from server.reports.policy import load_policy
+from server.reports.service import Reports
 from server.store import gauges, keys, timers
 from server.store.availability import RedisAvailability, is_outage
 from server.store.timers import TimerKind
@@ -131,6 +133,16 @@ async def _sample_metrics(parts: Components) -> None:
     metrics.ledger_lag.set(await gauges.ledger_lag_s(redis, with_no_unit(units), LEDGER_GROUP))
 
 
+async def _weekly_spot_checks(parts: Components) -> None:
+    """Draw last week's spot checks if nobody has (any process may: the first one wins)."""
+    if parts.ledger is None:
+        return
+    policy = load_policy(parts.settings.reports_policy)
+    drawn = await Reports(parts.ledger.engine, parts.city, policy).draw_last_week(time.time())
+    if drawn is not None:
+        log.warning("spot checks of %s drawn: %d requests", drawn[0], len(drawn[1]))
+
+
 def background_loops(parts: Components) -> list[Coroutine[Any, Any, None]]:
     s, up = parts.settings, parts.availability
     return [
@@ -152,6 +164,19 @@ def background_loops(parts: Components) -> list[Coroutine[Any, Any, None]]:
         _every(s.citizen_poll_s, "citizen messages", lambda: _deliver_citizen(parts), up),
         _every(s.metrics_sample_s, "metrics", lambda: _sample_metrics(parts), up),
         watch_event_loop(parts.metrics),
+        parts.webpush.run(),
+        *(
+            [
+                _every(
+                    s.spot_check_poll_s,
+                    "weekly spot checks",
+                    lambda: _weekly_spot_checks(parts),
+                    up,
+                )
+            ]
+            if s.spot_check_poll_s
+            else []
+        ),
     ]
 
 

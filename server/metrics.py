@@ -57,6 +57,8 @@ class _Live(Collector):
         self.connections: Callable[[], int] = lambda: 0
         self.positions: Callable[[], int] = lambda: 0
         self.round_trips: Callable[[], int] = lambda: 0
+        # Web Push: (sent, failed, dropped, subscriptions known here)
+        self.webpush: Callable[[], tuple[int, int, int, int]] = lambda: (0, 0, 0, 0)
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -69,6 +71,21 @@ class _Live(Collector):
             "dispatch_redis_round_trips",
             "round trips to Redis made by this process",
             value=self.round_trips(),
+        )
+        sent, failed, dropped, subscriptions = self.webpush()
+        pushes = CounterMetricFamily(
+            "dispatch_webpush",
+            "Web Pushes to squads' phones by outcome (sent: accepted by the push service; "
+            "failed: refused, gone or unreachable; dropped: the send queue was full)",
+            labels=["outcome"],
+        )
+        for outcome, count in (("sent", sent), ("failed", failed), ("dropped", dropped)):
+            pushes.add_metric([outcome], count)
+        yield pushes
+        yield GaugeMetricFamily(
+            "dispatch_webpush_subscriptions",
+            "squads with a Web Push subscription, as this process knows them",
+            value=subscriptions,
         )
 
 

@@ -178,11 +178,35 @@ class Notices:
             if await self._issue(unit, record, kind, level, previous.due_at):
                 return
 
+    async def issue_recheck(self, request_id: str) -> str | None:
+        """Issue the ``recheck`` notice of a request a spot check found not fixed, just
+        reopened by the center: level 1, due at its new resolution deadline, to the unit and
+        the squad holding it (if one does yet). It does not escalate: the new resolution
+        deadline's own notices chase the item. Idempotent. Returns the notice id; None if
+        the request is not in the live state."""
+        for _ in range(CAS_ATTEMPTS):
+            found = await self._current(request_id)
+            if found is None:
+                return None
+            unit, record = found
+            due = record.resolve_by if record.resolve_by is not None else time.time()
+            if await self._issue(unit, record, NoticeKind.RECHECK, 1, due, escalate=False):
+                return deadlines.notice_id(request_id, NoticeKind.RECHECK, 1)
+        log.warning("request %s kept changing; its recheck notice was not issued", request_id)
+        return None
+
     async def _issue(
-        self, unit: str, record: RequestRecord, kind: NoticeKind, level: int, due_at: float
+        self,
+        unit: str,
+        record: RequestRecord,
+        kind: NoticeKind,
+        level: int,
+        due_at: float,
+        escalate: bool = True,
     ) -> bool:
-        """Issue the notice of ``level`` unless it exists. False: the request changed since
-        it was read (read again)."""
+        """Issue the notice of ``level`` unless it exists (and schedule the next level's,
+        with ``escalate``, below the top level). False: the request changed since it was
+        read (read again)."""
         now = time.time()
         held = record.squad if record.state in HELD else ""
         notice = NoticeRecord(
@@ -196,7 +220,7 @@ class Notices:
             due_at=round(due_at, 3),
         )
         escalation, escalate_at = "", 0
-        if level < self._settings.notice_max_level:
+        if escalate and level < self._settings.notice_max_level:
             escalation = deadlines.escalation_entry(record.id, kind, level + 1)
             escalate_at = int(deadlines.escalation_at(due_at, level, self.escalate_s) * 1000)
         body = protocol.encode(protocol.Notice(notice=notice.info())) if held else b""

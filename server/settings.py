@@ -61,6 +61,11 @@ class Settings(FieldLimits, kw_only=True):
     close_timeout_s: float = 2.0  # a closing phone that takes nothing is cut off after this
     position_max_age_s: float = 120.0  # older fixes do not count for dispatch
     position_flush_ms: float = 10.0  # positions are batched into one Redis pipeline
+    # a squad holding work: one point of its track per this (the center's map; see
+    # server.store.tracks), the newest points a track keeps, and how long after its last
+    track_interval_s: Annotated[float, Meta(gt=0)] = 10.0
+    track_points: Annotated[int, Meta(ge=10, le=100_000)] = 360
+    track_keep_s: Annotated[float, Meta(gt=0)] = 6 * 3600.0
     ack_flush_ms: float = 200.0  # a phone's ack not followed by a command is recorded after this
     search_radius_km: float = 60.0  # largest candidate search radius around the scene
     search_first_radius_km: float = 1.0  # the search starts here and widens 4x at a time
@@ -75,6 +80,9 @@ class Settings(FieldLimits, kw_only=True):
     demo: bool = False  # create demo squads and print their tokens at start
     ledger_in_hub: bool = True  # run the ledger writer in this process (0: a separate
     # ``python -m server.ledger`` records; the hub still reads the ledger)
+    live_retention_h: Annotated[float, Meta(ge=0)] = 0.0  # a closed request's live state
+    # leaves Redis this long after its last event, once the ledger holds all of it (the
+    # ledger then answers for it); 0: kept in Redis for good. Swept where the writer runs.
     session_hours: float = 12.0  # a browser sign-in (cookie ld_session) lasts this long
     wall_session_days: Annotated[float, Meta(gt=0, le=400)] = 90.0  # a wall display's
     # sign-in lasts this long instead: a wall signs in once, then runs unattended (its role
@@ -114,6 +122,28 @@ class Settings(FieldLimits, kw_only=True):
     # its last message (longer than command_memory_s: a retried step never sends twice)
     citizen_templates: str | None = None  # the message templates file; None: the shipped one
 
+    # --- Web Push to squads' phones (server/webpush/) ---
+    webpush_private_key: str | None = None  # the VAPID private key (EC P-256) as base64url
+    # of its 32 bytes (`python -m server.webpush` makes one): for hubs that share no data
+    # directory (containers); a secret, never logged. Set, it wins over webpush_key_file
+    webpush_key_file: str | None = None  # PEM of the VAPID key that every hub process of the
+    # city shares (a phone's subscription is bound to it); None:
+    # <data_dir>/webpush-vapid.pem, made on the first start (0600)
+    webpush_subject: str = "mailto:dispatch@localhost"  # VAPID ``sub``: how a push service
+    # reaches the operator (mailto: or https: URL)
+    webpush_hosts: str = (  # push services a subscription may name, comma-separated, "*."
+        # for any subdomain: a phone cannot make the hub post anywhere else. https only,
+        # except to a loopback host named here (a local relay, the tests)
+        "fcm.googleapis.com,updates.push.services.mozilla.com,web.push.apple.com,"
+        "*.notify.windows.com"
+    )
+    webpush_timeout_s: float = 10.0  # a push service slower than this: that push is dropped
+    # (the offer still waits in the squad's outbox for its socket)
+    webpush_queue: int = 10_000  # pushes waiting to be sent; beyond it new ones are dropped
+    webpush_senders: Annotated[int, Meta(ge=1, le=64)] = 4  # pushes in flight at once
+    webpush_reload_s: float = 2.0  # how often a process checks for subscriptions that
+    # another process recorded
+
     # --- the live center feed (/ws/center) ---
     feed_batch: int = 200  # most frames in one WebSocket message (and one stream read)
     feed_queue_frames: int = 4096  # per-connection bound; overflow closes SLOW_CONSUMER
@@ -142,6 +172,12 @@ class Settings(FieldLimits, kw_only=True):
     # before the phones are told (a load balancer's health check notices first)
     drain_spread_s: Annotated[float, Meta(ge=0)] = 3.0  # the phones are told to reconnect
     # elsewhere (close 1012) over this long, not all at once
+
+    # --- the center's reports (server/reports/) ---
+    spot_check_poll_s: Annotated[float, Meta(ge=0)] = 3600.0  # how often a process checks
+    # whether last week's spot checks are drawn, and draws them if not; 0: only on demand
+    reports_policy: str | None = None  # the monthly score's weighting, ranking, spot-check
+    # size and fortnight thresholds (TOML); None: the shipped server/reports/policy.toml
 
     def role_tokens(self) -> dict[str, Role]:
         """Token -> role. Raises SettingsError on a malformed DISPATCH_TOKENS; no tokens at all

@@ -29,18 +29,12 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 from matplotlib.figure import Figure  # noqa: E402
 
 from server.city import City  # noqa: E402
+from server.reports.scorecard import LIMITS, VERDICTS, spread  # noqa: E402
 from simulations.api import ApiError, HubApi  # noqa: E402
 from simulations.city import SimRun  # noqa: E402
-from simulations.stats import (  # noqa: E402
-    LIMITS,
-    Outcome,
-    outcome_of,
-    percentiles,
-    state_from_timeline,
-    summarize,
-)
+from simulations.stats import Outcome, outcome_of, state_from_timeline, summarize  # noqa: E402
 
-STATE_COLOURS = {"met": "#2e7d32", "missed": "#c62828", "pending": "#9e9e9e"}
+STATE_COLOURS = {"met": "#2e7d32", "missed": "#c62828", "pending": "#9e9e9e", "void": "#e0e0e0"}
 LIMIT_COLOURS = {"accept": "#1565c0", "arrive": "#ef6c00", "resolve": "#6a1b9a"}
 
 
@@ -107,7 +101,7 @@ def write_report(
     # running out while the report is made says nothing about the squads.
     now = (run.ended_at or time.time()) if now is None else now
     out_dir.mkdir(parents=True, exist_ok=True)
-    outcomes = [outcome_of(d, city, run.speed, now) for d in details]
+    outcomes = [outcome_of(d, run.speed, now) for d in details]
     summary = summarize(outcomes, city)
     summary["missing"] = list(missing)
     document = {"run": run.to_json(), "made_at": now, "summary": summary}
@@ -161,9 +155,9 @@ def _times_figure(outcomes: Sequence[Outcome]) -> Figure:
                 color=LIMIT_COLOURS[name],
                 alpha=0.8,
             )
-            spread = percentiles(minutes)  # the same quantiles as the tables
+            quantiles = spread(minutes)  # the same quantiles as the tables
             for key, style in (("p50", "-"), ("p90", "--")):
-                value = float(spread[key] or 0.0)
+                value = float(getattr(quantiles, key) or 0.0)
                 ax.axvline(
                     value,
                     color="black",
@@ -184,12 +178,12 @@ def _times_figure(outcomes: Sequence[Outcome]) -> Figure:
 def _limits_figure(summary: Mapping[str, Any]) -> Figure:
     figure, ax = plt.subplots(figsize=(7, 2.8))
     left = [0.0] * len(LIMITS)
-    for verdict in ("met", "missed", "pending"):
-        values = [summary["limits"][name][verdict] for name in LIMITS]
+    for verdict in VERDICTS:
+        values = [summary["limits"][name].get(verdict, 0) for name in LIMITS]
         ax.barh(list(LIMITS), values, left=left, color=STATE_COLOURS[verdict], label=verdict)
         left = [a + b for a, b in zip(left, values, strict=True)]
     ax.set_xlabel("linkage requests")
-    ax.set_title("limits met / missed / pending")
+    ax.set_title("limits met / missed / pending / void (cancelled in time)")
     ax.invert_yaxis()
     ax.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
@@ -279,6 +273,7 @@ def _limits_table(summary: Mapping[str, Any], city: City) -> str:
                 c["met"],
                 c["missed"],
                 c["pending"],
+                c["void"],
                 fmt_rate(summary["on_time"][name]),
                 t["count"],
                 fmt_duration(t["p50"]),
@@ -292,6 +287,7 @@ def _limits_table(summary: Mapping[str, Any], city: City) -> str:
             "met 达标",
             "missed 超时",
             "pending 未到期",
+            "void 已撤销",
             "on time 及时率",
             "n",
             "p50",
@@ -310,6 +306,8 @@ def _units_table(summary: Mapping[str, Any]) -> str:
             [
                 r["unit"],
                 r["name_zh"],
+                r["rank"] if r["rank"] is not None else "–",
+                "–" if r["score"] is None else f"{r['score']:.1f}",
                 r["requests"],
                 r["resolved"],
                 r["open"],
@@ -319,15 +317,18 @@ def _units_table(summary: Mapping[str, Any]) -> str:
                     for n in LIMITS
                 ),
                 r["non_responses"],
-                r["disputes"],
-                r["deferrals"],
-                r["broken_promises"],
+                r["notices"]["total"],
+                r["disputes"]["raised"],
+                r["promises"]["made"],
+                r["promises"]["broken"],
             ]
         )
     return _table(
         [
             "unit",
             "单位",
+            "rank 排名",
+            "score 得分",
             "requests",
             "resolved",
             "open",
@@ -338,8 +339,9 @@ def _units_table(summary: Mapping[str, Any]) -> str:
             "arrive p50/p90",
             "resolve p50/p90",
             "non-responses",
+            "notices",
             "disputes",
-            "deferrals",
+            "promises",
             "broken promises",
         ],
         rows,

@@ -50,3 +50,41 @@ def test_the_ledger_process_needs_the_hubs_redis() -> None:
         check=False,
     )
     assert done.returncode == 2 and "REDIS_URL is required" in done.stderr
+
+
+async def test_the_ledger_process_drops_closed_requests_live_state(
+    hubs: Hubs, redis_url: str
+) -> None:
+    """With DISPATCH_LIVE_RETENTION_H, the writer process also sweeps: a cancelled request
+    (recorded, its caller told) leaves Redis and is answered from the ledger."""
+    hub = hubs.start(ledger_in_hub=0)
+    api = Api(hub)
+    writer = spawn_ledger(
+        redis_url,
+        hubs.tmp / "var",
+        log_path=hubs.tmp / "ledger.log",
+        settings={"live_retention_h": 0.0005},  # 1.8 s
+    )
+    try:
+        created = await api.request(*XIGONG)
+        cancel = await api.http.post(
+            f"/api/v1/requests/{created['id']}/cancel",
+            headers=auth("center"),
+            json={"reason": "withdrawn", "note": "fixed itself"},
+        )
+        assert cancel.status_code == 200, cancel.text
+
+        async def archived() -> bool:
+            return bool((await api.get_request(created["id"])).get("archived"))
+
+        await eventually(archived, timeout_s=30)
+        detail = await api.get_request(created["id"])
+        assert detail["state"] == "cancelled" and detail["timeline"][-1]["type"] == "cancelled"
+    finally:
+        writer.terminate()
+        try:
+            writer.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            writer.kill()
+            writer.wait()
+    await api.close()

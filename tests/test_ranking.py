@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 from geographiclib.geodesic import Geodesic
 
@@ -125,3 +128,66 @@ def test_haversine_within_half_a_percent_of_geodesic(
 
 def test_haversine_of_a_point_to_itself_is_zero() -> None:
     assert haversine_m(*SCENE, *SCENE) == 0.0
+
+
+# ---- geodesics only between near-ties -------------------------------------------------------
+
+
+def _full_geodesic_order(
+    scene: tuple[float, float], squads: list[tuple[str, float, float]]
+) -> list[str]:
+    return [s[0] for s in sorted(squads, key=lambda s: (geodesic_m(*scene, s[1], s[2]), s[0]))]
+
+
+def test_the_order_is_the_full_geodesic_order_wherever_and_however_close() -> None:
+    """Random scenes over the whole globe (but the poles' caps GEO cannot store), candidates
+    spread from metres to tens of kilometres, with near-ties made on purpose (the same
+    spherical distance on another bearing, twins on one spot, the scene itself)."""
+    rng = random.Random(20261130)
+    for trial in range(800):
+        lat, lon = rng.uniform(-84, 84), rng.uniform(-180, 180)
+        spread = rng.choice((0.0001, 0.01, 0.3))
+        squads = [
+            (f"s{i}", lat + rng.uniform(-spread, spread), lon + rng.uniform(-spread, spread))
+            for i in range(rng.randint(1, 8))
+        ]
+        if trial % 3 == 0:  # another squad at the first one's spherical distance, turned
+            _, a_lat, a_lon = squads[0]
+            bearing = rng.uniform(0, 2 * math.pi)
+            reach = math.hypot(a_lat - lat, (a_lon - lon) * math.cos(math.radians(lat)))
+            squads.append(
+                (
+                    "turned",
+                    lat + reach * math.cos(bearing),
+                    lon + reach * math.sin(bearing) / math.cos(math.radians(lat)),
+                )
+            )
+        if trial % 5 == 0:
+            squads += [("twin-b", *squads[0][1:]), ("twin-a", *squads[0][1:])]
+        if trial % 7 == 0:
+            squads.append(("on-scene", lat, lon))
+        rng.shuffle(squads)
+        ranked = rank(lat, lon, squads)
+        assert [c.squad for c in ranked] == _full_geodesic_order((lat, lon), squads), (lat, lon)
+
+
+def test_geodesics_are_computed_only_between_near_ties(monkeypatch: pytest.MonkeyPatch) -> None:
+    import server.assign.ranking as ranking
+
+    calls: list[tuple[float, float]] = []
+    exact = ranking.geodesic_m
+
+    def counted(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+        calls.append((lat2, lon2))
+        return exact(lat1, lon1, lat2, lon2)
+
+    monkeypatch.setattr(ranking, "geodesic_m", counted)
+    lat, lon = SCENE
+    apart = [(f"s{i}", lat + 0.01 * (i + 1), lon) for i in range(5)]  # 1.1, 2.2, ... km
+    assert [c.squad for c in rank(lat, lon, apart)] == ["s0", "s1", "s2", "s3", "s4"]
+    assert calls == []  # each farther by far more than the margin: no geodesic at all
+    north = ("north", lat + 0.01, lon)
+    east = ("east", lat, lon + 0.01 / math.cos(math.radians(lat)))  # the same spherical distance
+    ranked = rank(lat, lon, [*apart[2:], north, east])
+    assert sorted(calls) == sorted([north[1:], east[1:]])  # the near-tie alone
+    assert [c.squad for c in ranked] == _full_geodesic_order(SCENE, [*apart[2:], north, east])

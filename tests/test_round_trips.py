@@ -22,6 +22,8 @@ QUIET = {  # background loops slowed down, so that they do not blur the count
     "hub_dead_after_s": 3000,
     "timer_poll_ms": 600_000,
     "offline_after_s": 3000,
+    "webpush_reload_s": 3600,
+    "metrics_sample_s": 3600,
 }
 
 

@@ -8,10 +8,18 @@
   ``haversine_m``;
 * position ingest: ``PositionWriter.add`` + ``flush`` against a real (embedded) Redis, in
   batches the size of one 10 ms flush at 18,000 fixes/s, and of 1,000;
+* the hub's own code per position: a ``pos`` frame decoded and validated, queued, and its
+  share of a flush (180 fixes a flush): everything of a fix but the web server's and the
+  WebSocket library's part (the load test's "framework floor");
 * Redis round trip: one command through redis-py's asyncio client (the hub's fixed cost per
-  command), with a plain and a blocking connection pool;
+  command): redis-py's plain and blocking connection pools, and the hub's
+  (``server.store.pool``: a bounded pool without a lock per command, packing in C);
 * candidate search: ``Dispatcher.candidates`` (the ``candidates`` Lua script) + ``rank``,
-  with 1,000 and 10,000 squads of one unit in the GEO index, all available.
+  with 1,000 and 10,000 squads of one unit in the GEO index, all available;
+* the hub's own code per request lifecycle: ``Intake.create`` (triage, number, create and
+  first offer) and the squad's accept (with the offer's ack), en route, arrive and resolve
+  through ``SquadActions.apply``, on the hub's own objects and Redis client, without HTTP
+  or WebSocket: the part of a lifecycle's cost that is the hub's code and its Redis calls.
 
 Pure code is timed with ``timeit`` (best of three); Redis paths are timed one call after the
 other (each waits for its reply), so they give the rate of one coroutine, not of a loaded hub.
@@ -34,14 +42,17 @@ from dataclasses import asdict, dataclass
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 
 from dispatch_field import protocol
+from server.actions import NewRequest
 from server.assign.dispatcher import Dispatcher
 from server.assign.ranking import haversine_m, rank
 from server.city import load_city
-from server.components import build_components
+from server.components import Components, build_components
 from server.settings import Settings
 from server.store import keys
 from server.store.embedded import EmbeddedRedis
+from server.store.pool import open_redis
 from server.store.positions import PositionWriter
+from server.store.requests import Actor
 
 SCENE = (34.67, 112.445)  # Xigong district, central Luoyang
 UNIT = "water"
@@ -263,17 +274,20 @@ async def search_benches(
 
 async def client_benches(url: str, seconds: float, redis_pid: int) -> list[Result]:
     """One Redis round trip (HGET, ten in flight) through redis-py's asyncio client: the fixed
-    cost every command of the hub pays, with a plain pool and with a blocking pool that
-    checks connection health (each adds an asyncio timeout per command)."""
-    pools = {
-        "ConnectionPool": ConnectionPool.from_url(url, max_connections=64),
-        "BlockingConnectionPool + checks": BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=10, health_check_interval=30
+    cost every command of the hub pays, with redis-py's plain pool, its blocking pool that
+    checks connection health (the hub's before issue 9: a condition and an asyncio timeout
+    per command), and the hub's own client (``server.store.pool.open_redis``)."""
+    clients = {
+        "ConnectionPool": Redis(connection_pool=ConnectionPool.from_url(url, max_connections=64)),
+        "BlockingConnectionPool + checks": Redis(
+            connection_pool=BlockingConnectionPool.from_url(
+                url, max_connections=64, timeout=10, health_check_interval=30
+            )
         ),
+        "open_redis (the hub's)": open_redis(url, Settings(redis_connections=64))[0],
     }
     results = []
-    for name, pool in pools.items():
-        client = Redis(connection_pool=pool)
+    for name, client in clients.items():
 
         async def ten_round_trips(client: Redis = client) -> int:
             await asyncio.gather(*(client.hget("bench", "field") for _ in range(10)))
@@ -288,22 +302,138 @@ async def client_benches(url: str, seconds: float, redis_pid: int) -> list[Resul
     return results
 
 
-async def redis_benches(seconds: float) -> list[Result]:
+async def position_path_benches(
+    writer: PositionWriter, seconds: float, redis_pid: int
+) -> list[Result]:
+    """The hub's own code per fix: decode and validate the frame, queue it, and its share of
+    a flush (180 fixes a flush: 18,000 fixes/s flushed every 10 ms)."""
+    rng = random.Random(5)
+    units = ["water", "power", "gas", "municipal", "sanitation"]
+    squads = [(units[i % len(units)], f"S{i:05d}") for i in range(18_000)]
+    frames = [
+        protocol.encode(
+            protocol.Pos(lat=34.6 + rng.random() * 0.1, lon=112.4 + rng.random() * 0.1, ts=1e9)
+        )
+        for _ in range(1_000)
+    ]
+    cursor = 0
+
+    async def one_flush(batch: int = 180) -> int:
+        nonlocal cursor
+        for _ in range(batch):
+            unit, squad = squads[cursor % len(squads)]
+            frame = protocol.decode_phone(frames[cursor % len(frames)])
+            assert isinstance(frame, protocol.Pos)
+            writer.add(unit, squad, frame.lat, frame.lon, time.time())
+            cursor += 1
+        return await writer.flush()
+
+    return [
+        await time_async(
+            "hub code per position (decode, queue, flush; 180/flush)",
+            one_flush,
+            seconds,
+            redis_pid,
+            "fixes",
+            180,
+        )
+    ]
+
+
+class _Seqs:
+    """Stands in for a squad's session: keeps the seq of the last frame pushed to it."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def push_numbered(self, seq: int, body: bytes) -> None:
+        self.last = seq
+
+
+async def lifecycle_benches(
+    services: Components, redis: Redis, seconds: float, redis_pid: int
+) -> list[Result]:
+    """The hub's own code per request lifecycle (see the module's docstring): 1,000 squads
+    online on this hub, each request offered to the nearest, then accepted (with the offer's
+    ack), en route, arrived and resolved by it. Round trips counted by the hub's client."""
+    rng = random.Random(13)
+    await fill_unit(redis, 1_000, rng)
+    hub = services.hub
+    sessions: dict[str, _Seqs] = {}
+    pipe = redis.pipeline(transaction=False)
+    for i in range(1_000):
+        squad = f"S{i:05d}"
+        pipe.hset(keys.squad(UNIT, squad), mapping={"hub": hub.id, "online": 1, "duty": 1})
+        sessions[squad] = _Seqs()
+    await pipe.execute()
+    hub.sessions.update(sessions)  # type: ignore[arg-type]
+    calltaker = Actor("calltaker", "bench")
+    step = 0
+
+    async def one_lifecycle() -> int:
+        nonlocal step
+        new = NewRequest(
+            caller_phone="13800000000",
+            category=CATEGORY,
+            description="water main burst at the corner",
+            lat=SCENE[0] + rng.uniform(-0.03, 0.03),
+            lon=SCENE[1] + rng.uniform(-0.03, 0.03),
+        )
+        created = await services.intake.create(new, calltaker)
+        squad, assignment = created["squad"], created["assignment"]
+        commands: list[protocol.Command] = [
+            protocol.Accept(assignment=assignment, id=f"c{step}a"),
+            protocol.Enroute(assignment=assignment, id=f"c{step}e"),
+            protocol.Arrive(assignment=assignment, id=f"c{step}r"),
+            protocol.Resolve(assignment=assignment, id=f"c{step}z", note="fixed"),
+        ]
+        step += 1
+        ack = sessions[squad].last  # the offer's, riding on the accept as a phone's does
+        for command in commands:
+            await services.actions.apply(UNIT, squad, command, ack=ack)
+            ack = 0
+        return 1
+
+    before = services.round_trips.count
+    result = await time_async(
+        "hub code per request lifecycle (intake + 4 squad steps)",
+        one_lifecycle,
+        seconds,
+        redis_pid,
+        "lifecycles",
+    )
+    print(
+        f"  (round trips per lifecycle: {(services.round_trips.count - before) / max(step, 1):.1f},"
+        f" warm-up included)",
+        file=sys.stderr,
+    )
+    return [result]
+
+
+async def redis_benches(seconds: float, only: set[str]) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, EmbeddedRedis(tmp) as server:
-        redis = Redis.from_url(server.url)
+        # The hub's own client and objects, built by its composition root: the bench calls
+        # what the hub calls, with the arguments it uses, over the connections it uses.
+        settings = Settings()
+        redis, round_trips = open_redis(server.url, settings)
         assert server.process is not None
         pid = server.process.pid
         try:
-            # The hub's own objects, built by its composition root: the bench calls what the
-            # hub calls, with the arguments it uses.
-            services = build_components(Settings(), redis, load_city())
-            return [
-                *await client_benches(server.url, seconds, pid),
-                *await ingest_benches(services.positions, seconds, pid),
-                *await search_benches(services.dispatcher, redis, seconds, pid),
-            ]
+            services = build_components(settings, redis, load_city(), round_trips=round_trips)
+            await services.scripts.load(redis)
+            groups = {
+                "client": lambda: client_benches(server.url, seconds, pid),
+                "ingest": lambda: ingest_benches(services.positions, seconds, pid),
+                "position": lambda: position_path_benches(services.positions, seconds, pid),
+                "search": lambda: search_benches(services.dispatcher, redis, seconds, pid),
+                "lifecycle": lambda: lifecycle_benches(services, redis, seconds, pid),
+            }
+            return [r for name, run in groups.items() if name in only for r in await run()]
         finally:
             await redis.aclose()
+
+
+GROUPS = ("frames", "ranking", "client", "ingest", "position", "search", "lifecycle")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,12 +442,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated groups to run, of {','.join(GROUPS)} (default: all)",
+    )
     args = parser.parse_args(argv)
     seconds = 0.3 if args.quick else 2.0
+    only = set(args.only.split(","))
+    if only - set(GROUPS):
+        parser.error(f"unknown group(s): {', '.join(sorted(only - set(GROUPS)))}")
     results = [
-        *frame_benches(args.quick),
-        *ranking_benches(args.quick),
-        *asyncio.run(redis_benches(seconds)),
+        *(frame_benches(args.quick) if "frames" in only else []),
+        *(ranking_benches(args.quick) if "ranking" in only else []),
+        *asyncio.run(redis_benches(seconds, only)),
     ]
     print(f"{'benchmark':<56} {'rate':>12} {'':<11} {'per op':>12}")
     for result in results:

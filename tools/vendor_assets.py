@@ -37,6 +37,15 @@ ASSETS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Chinese text: CJK ideographs (and extension A), CJK punctuation, full-width forms.
+CHINESE = (
+    range(0x3400, 0x4DC0),
+    range(0x4E00, 0xA000),
+    range(0x3000, 0x3040),
+    range(0xFF00, 0xFFF0),
+)
+
+
 @dataclass(frozen=True)
 class FontCut:
     """Which part of a fontsource package is served."""
@@ -44,8 +53,11 @@ class FontCut:
     package: str
     weights: tuple[int, ...]
     # a slice is kept when its name (the part between the family and the weight: "57",
-    # "latin", "cyrillic") matches
+    # "latin", "cyrillic") matches; a numbered slice serves only its characters in
+    # ``needed`` (symbols and emoji are left to the system's fonts: a page that shows a "✕"
+    # must not need a Chinese font's file, which an offline phone may lack)
     slices: re.Pattern[str]
+    needed: tuple[range, ...] = CHINESE
 
 
 FONTS = (
@@ -54,6 +66,27 @@ FONTS = (
     # 400 for text, 700 for headings and figures (600 in the pages' CSS takes the 700).
     FontCut("@fontsource/noto-sans-sc", (400, 700), re.compile(r"^(\d+|latin)$")),
 )
+
+
+def unicode_range(points: list[int]) -> str:
+    """The CSS ``unicode-range`` of sorted code points, runs as ``U+first-last``."""
+    runs: list[list[int]] = []
+    for point in points:
+        if runs and point == runs[-1][1] + 1:
+            runs[-1][1] = point
+        else:
+            runs.append([point, point])
+    return ",".join(f"U+{a:x}" if a == b else f"U+{a:x}-{b:x}" for a, b in runs)
+
+
+def code_points(unicode_range: str) -> set[int]:
+    """The code points of a CSS ``unicode-range`` (``U+4e00-4e0f,U+3002``)."""
+    points: set[int] = set()
+    for part in unicode_range.split(","):
+        first, _, last = part.strip().removeprefix("U+").removeprefix("u+").partition("-")
+        points.update(range(int(first, 16), int(last or first, 16) + 1))
+    return points
+
 
 _FACE = re.compile(r"@font-face\s*\{(?P<body>[^}]*)\}", re.S)
 _WOFF2 = re.compile(r"url\(\./files/(?P<file>[^)]+\.woff2)\)")
@@ -107,6 +140,13 @@ def cut_font(font: FontCut, node_modules: Path, vendor: Path) -> tuple[str, int]
             slice_name = re.sub(rf"^{re.escape(source.name)}-|-{weight}-normal\.woff2$", "", file)
             if not font.slices.match(slice_name):
                 continue
+            if slice_name.isdigit():
+                found = re.search(r"unicode-range:\s*([^;]+);", body)
+                points = code_points(found.group(1)) if found else set()
+                kept = sorted(p for p in points if any(p in wanted for wanted in font.needed))
+                if found is None or not kept:
+                    continue
+                body = body.replace(found.group(0), f"unicode-range: {unicode_range(kept)};")
             shutil.copy2(source / "files" / file, target / "files" / file)
             copied += (target / "files" / file).stat().st_size
             src = f"src: url(./files/{file}) format('woff2');"

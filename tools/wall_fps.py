@@ -244,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         cpu_before, clock_before = hub.cpu_seconds(), time.monotonic()
         result = measure(hub.http, args.seconds, args.squads)
         hub_cpu = (hub.cpu_seconds() - cpu_before) / (time.monotonic() - clock_before)
+        full_map = httpx.get(hub.http + "/api/v1/map", headers=headers, timeout=30)
         result |= {
+            "full_map_bytes": len(full_map.content),
             "squads": args.squads,
             "moving_per_s": math.floor(args.squads * min(1.0, args.moving)),
             "hub_cpu_share_of_a_core": round(hub_cpu, 3),
@@ -266,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             f"layer in {result['elapsed_s']:.1f} s, {result['ws_bytes_per_s'] / 1000:.0f} kB/s "
             f"over /ws/map (a message applied in {result['message_ms']:.0f} ms, the layer drawn "
             f"in {result['draw_ms']:.0f} ms); "
-            f"hub CPU {result['hub_cpu_share_of_a_core']:.0%} of a core"
+            f"hub CPU {result['hub_cpu_share_of_a_core']:.0%} of a core; "
+            f"the whole map (GET /api/v1/map) is {result['full_map_bytes'] / 1000:.0f} kB"
         )
     return 0
 

@@ -171,7 +171,8 @@ class Revoke(_Frame, tag="revoke"):
     seq: int = 0
 
 
-NoticeKind = Literal["accept", "arrive", "resolve", "promise", "waiting"]
+# "recheck": a spot check's callback found the problem not fixed and the center reopened it.
+NoticeKind = Literal["accept", "arrive", "resolve", "promise", "waiting", "recheck"]
 
 
 class NoticeInfo(Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -135,10 +135,16 @@ def safe_next(target: str | None) -> str:
     return target if not parts.scheme and not parts.netloc else "/"
 
 
+# The squad phone app: a squad has no person session; its socket (and the field API)
+# authenticate with the squad's token, and these pages hold no data of their own.
+PUBLIC_FOLDERS = ("/phone/",)
+
+
 class PageGate:
     """Wraps the static files: an ``.html`` page (or a folder's index) needs a signed-in
     session; without one the browser is sent (303) to the sign-in page, which comes back to
-    the page after. The sign-in page and the assets (css, js, images) are public."""
+    the page after. The sign-in page, the assets (css, js, images) and the pages of
+    :data:`PUBLIC_FOLDERS` are public."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -153,7 +159,14 @@ class PageGate:
 
 
 def _is_page(path: str) -> bool:
-    return (path.endswith(".html") or path.endswith("/")) and path != SIGNIN_PAGE
+    if path == SIGNIN_PAGE or _in_public_folder(path):
+        return False
+    return path.endswith(".html") or path.endswith("/")
+
+
+def _in_public_folder(path: str) -> bool:
+    # "/phone/../wall.html" names a gated page: the static files resolve the dots.
+    return path.startswith(PUBLIC_FOLDERS) and ".." not in path.split("/")
 
 
 async def _redirect_to_signin(scope: Scope, send: Send) -> None:

@@ -55,6 +55,7 @@ class RequestDetail(msgspec.Struct, omit_defaults=True):
     squad: str = ""
     assignment: str = ""
     result: str = ""
+    archived: bool = False  # true: its live state has left Redis; this is the ledger's record
 
 
 class SquadCreated(msgspec.Struct):

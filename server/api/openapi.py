@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 PREFIX = "/api/v1"
 DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 F = TypeVar("F", bound=Callable[..., Any])
+SQUAD = ("squad",)  # the roles of a route for squads' phones: Basic <squad>:<token>
 
 _STATUS_TEXT = {
     200: "OK",
@@ -55,13 +56,15 @@ class ErrorBody(msgspec.Struct):
 @dataclass(frozen=True, slots=True)
 class Operation:
     summary: str
-    roles: tuple[str, ...]  # () : no sign-in needed; admin may do anything a role may
+    roles: tuple[str, ...]  # () : no sign-in needed; admin may do anything a role may;
+    # SQUAD: a squad's id and token (no person)
     body: Any = None  # the msgspec type of the JSON body
     query: Any = None  # a Struct whose fields are the query parameters
     answer: Any = None  # the type of the JSON answer (None: no body)
     status: int = 200
     errors: tuple[int, ...] = ()
     media_type: str = "application/json"
+    alternatives: tuple[str, ...] = ()  # other media types of the answer (``Accept``), as text
 
 
 def described(**fields: Any) -> Callable[[F], F]:
@@ -126,6 +129,11 @@ def document(routes: Iterable[BaseRoute], version: str = "1") -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "ld_session"},
+                "squad": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "A squad's id and token (as in the field socket's hello).",
+                },
             },
         },
     }
@@ -137,7 +145,10 @@ def _operation(route: Route, operation: Operation, types: set[Any]) -> dict[str,
         "operationId": route.name,
         "x-roles": list(operation.roles),
     }
-    if operation.roles:
+    if operation.roles == SQUAD:
+        result["security"] = [{"squad": []}]
+        result["description"] = "A squad's phone: Basic credentials <squad id>:<token>."
+    elif operation.roles:
         result["security"] = [{"bearer": []}, {"session": []}]
         result["description"] = "Roles: " + ", ".join(operation.roles) + " (and admin)."
     else:
@@ -171,8 +182,11 @@ def _operation(route: Route, operation: Operation, types: set[Any]) -> dict[str,
             else {"type": "string"}
         )
         answer["content"] = {operation.media_type: {"schema": schema}}
+        for media_type in operation.alternatives:
+            answer["content"][media_type] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(operation.status): answer}
-    errors = set(operation.errors) | ({401, 403} if operation.roles else set())
+    signed_in = {401} if operation.roles == SQUAD else {401, 403} if operation.roles else set()
+    errors = set(operation.errors) | signed_in
     if operation.body is not None:
         errors |= {400, 413, 422}
     for status in sorted(errors):

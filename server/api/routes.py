@@ -34,24 +34,16 @@ from server.api.common import (
     Code,
     authorize,
     components,
-    invalid,
     json_response,
-    ledger_of,
     read_body,
     require_unit,
 )
+from server.api.ledger import archived_detail, ledger_routes
 from server.api.openapi import described
 from server.api.openapi import document as openapi_document
 from server.city import Category, Unit
-from server.ledger import (
-    audit_trail,
-    export_csv,
-    find_requests,
-    record_audit,
-    request_events,
-)
 from server.store import keys
-from server.store.requests import Actor, IdempotencyKeyReused
+from server.store.requests import IdempotencyKeyReused
 from server.wallmap.state import read_requests
 
 
@@ -286,10 +278,10 @@ async def request_detail(request: Request) -> Response:
     services = components(request)
     request_id = request.path_params["request_id"]
     unit = await services.requests.unit_of(request_id)
-    require_unit(actor, unit)
     record = await services.requests.read(unit, request_id) if unit else None
-    if unit is None or record is None:
-        raise ApiError(404, "not_found", f"no request {request_id}")
+    if unit is None or record is None:  # closed long ago, its live state gone: the ledger's
+        return await archived_detail(request, actor, request_id, unit)
+    require_unit(actor, unit)
     body: dict[str, Any] = {
         k: v for k, v in msgspec.structs.asdict(record).items() if k != "v" and v is not None
     }
@@ -318,116 +310,6 @@ async def live_map(request: Request) -> Response:
     return json_response({"at": now, "squads": squads, "requests": requests})
 
 
-# ---- ledger ------------------------------------------------------------------------------
-
-
-# Finite and within the database's numbers: "inf", "nan" and 2**63 are a 422, not a 500.
-EpochSeconds = Annotated[float, Meta(ge=0, le=1e11)]
-
-
-class LedgerQuery(msgspec.Struct, forbid_unknown_fields=True):
-    """Filters of the ledger endpoints (query string)."""
-
-    unit: Code | None = None
-    category: Code | None = None
-    district: Code | None = None
-    state: Annotated[str, Meta(pattern=r"^[a-z_]+$")] | None = None
-    since: EpochSeconds | None = None
-    until: EpochSeconds | None = None
-    limit: Annotated[int, Meta(ge=1, le=10_000)] = 100
-    offset: Annotated[int, Meta(ge=0, le=1_000_000)] = 0  # deeper pages: narrow by time
-
-
-def _ledger_query(request: Request, actor: Actor | None = None) -> LedgerQuery:
-    """The query's filters; a unit desk's are its own unit's (another unit is a 403)."""
-    try:
-        query = msgspec.convert(dict(request.query_params), LedgerQuery, strict=False)
-    except msgspec.ValidationError as exc:
-        raise invalid(exc) from None
-    if actor is not None and actor.kind == "unit":
-        require_unit(actor, query.unit or actor.unit)
-        query.unit = actor.unit
-    return query
-
-
-@described(
-    summary="The ledger: requests by unit, category, district, state, time",
-    roles=("center", "unit"),
-    query=LedgerQuery,
-    answer=Rows,
-    errors=(422, 503),
-)
-async def ledger_requests(request: Request) -> Response:
-    """Requests from the ledger, filtered by unit, category, district, state and time."""
-    actor = authorize(request, "center", "unit")
-    query = msgspec.structs.asdict(_ledger_query(request, actor))
-    return json_response(await find_requests(ledger_of(request), **query))
-
-
-@described(
-    summary="Every recorded event of a request",
-    roles=("center", "unit"),
-    answer=Rows,
-    errors=(503,),
-)
-async def ledger_events(request: Request) -> Response:
-    actor = authorize(request, "center", "unit")
-    events = await request_events(ledger_of(request), request.path_params["request_id"])
-    for unit in {event["unit"] for event in events}:
-        require_unit(actor, unit)
-    return json_response(events)
-
-
-@described(
-    summary="The ledger as CSV (UTF-8 with BOM); the export is recorded",
-    roles=("center", "unit"),
-    query=LedgerQuery,
-    answer=str,
-    media_type="text/csv",
-    errors=(422, 503),
-)
-async def ledger_export(request: Request) -> Response:
-    actor = authorize(request, "center", "unit")
-    query = msgspec.structs.asdict(_ledger_query(request, actor))
-    query["limit"] = None if "limit" not in request.query_params else query["limit"]
-    ledger = ledger_of(request)
-    text = await export_csv(ledger, **query)
-    # An export takes callers' data out of the system: the record says who, when, what.
-    await record_audit(
-        ledger,
-        actor.label(),
-        "ledger_export",
-        {"filters": {k: v for k, v in query.items() if v is not None}, "bytes": len(text.encode())},
-    )
-    return Response(
-        text,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="ledger.csv"'},
-    )
-
-
-class AuditQuery(msgspec.Struct, forbid_unknown_fields=True):
-    action: Code | None = None
-    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
-
-
-@described(
-    summary="Who exported the ledger, when, with which filters",
-    roles=("admin",),
-    query=AuditQuery,
-    answer=Rows,
-    errors=(422,),
-)
-async def audit(request: Request) -> Response:
-    """Who exported the record (and, as the product grows, other actions on the record)."""
-    authorize(request, "admin")
-    try:
-        query = msgspec.convert(dict(request.query_params), AuditQuery, strict=False)
-    except msgspec.ValidationError as exc:
-        raise invalid(exc) from None
-    return json_response(await audit_trail(ledger_of(request), query.action, query.limit))
-
-
 @described(
     summary="This document: the HTTP API as OpenAPI 3.1",
     roles=("calltaker", "center", "unit", "wall"),
@@ -448,7 +330,6 @@ def api_routes() -> list[Route]:
     prefix = "/api/v1"
     return [
         Route(f"{prefix}/health", health),
-        Route(f"{prefix}/audit", audit),
         Route(f"{prefix}/openapi.json", openapi_json),
         Route(f"{prefix}/categories", categories),
         Route(f"{prefix}/units", units, methods=["GET"]),
@@ -459,9 +340,7 @@ def api_routes() -> list[Route]:
         Route(f"{prefix}/requests", create_request, methods=["POST"]),
         Route(f"{prefix}/requests/{{request_id}}", request_detail),
         Route(f"{prefix}/map", live_map),
-        Route(f"{prefix}/ledger/requests", ledger_requests),
-        Route(f"{prefix}/ledger/requests/{{request_id}}/events", ledger_events),
-        Route(f"{prefix}/ledger/export.csv", ledger_export),
+        *ledger_routes(prefix),
     ]
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from dispatch_field import protocol
-from server.assign.ranking import parse_candidates, rank
+from server.assign.ranking import NEAR_TIE, parse_candidates, rank
 from server.background import Background
 from server.known import KnownRequests
 from server.lifecycle import (
@@ -70,11 +70,6 @@ class DispatchResult:
     assignment: str = ""
 
 
-# Redis's GEO distance is spherical, the ranking geodesic (WGS-84). Their ratio depends on
-# the bearing and latitude and spans about 1 % (the ellipsoid's radius of curvature runs from
-# 6,335 to 6,400 km around the sphere's 6,373), so when the second nearest is more than 2 %
-# farther than the nearest by the spherical distance, it is farther by the geodesic too.
-NEAR_TIE = 0.02
 _ANY = "\0"  # offer_nearest.lua puts a squad's id in place of this in its keys
 
 

@@ -8,7 +8,9 @@ consumers share one group, but the CPU is then spent in the hubs).
 
 It reads the same settings as a hub: ``REDIS_URL`` (required: a hub's embedded Redis is not
 reachable from here unless its URL is given), ``DATABASE_URL`` or ``DISPATCH_DATA_DIR`` (the
-SQLite file), ``DISPATCH_CONFIG`` (the city, for its units). Several may run at once.
+SQLite file), ``DISPATCH_CONFIG`` (the city, for its units), ``DISPATCH_LIVE_RETENTION_H``
+(drop closed requests' live state from Redis once recorded: server.ledger.retention). The
+schema is migrated at start (server/ledger/migrations). Several may run at once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from redis.asyncio import Redis
 from server.city import load_city
 from server.cli import start
 from server.directory import Directory
+from server.ledger.running import ledger_loops
 from server.ledger.writer import Ledger, default_database_url
 from server.settings import Settings
 
@@ -56,7 +59,7 @@ async def run(settings: Settings, consumer: str) -> None:
     refresher = asyncio.create_task(refresh())
     log.info("ledger writer %s recording", consumer)
     try:
-        await ledger.consume(redis, directory.unit_codes, consumer)
+        await asyncio.gather(*ledger_loops(ledger, redis, directory.unit_codes, consumer, settings))
     except asyncio.CancelledError:
         log.info("ledger writer %s stopping", consumer)
     finally:

@@ -239,6 +239,9 @@ def _apply_event(row: dict[str, Any], event: LedgerEvent) -> None:
     _fill(row, "route", _text_or_none(payload.get("route")))
     if event.type == "resolved" and payload.get("note"):
         row["result"] = str(payload["note"])
+    if event.type == "cancelled":  # final: no later event undoes it
+        _set_if_given(row, "cancel_reason", _text_or_none(payload.get("reason")))
+        _set_if_given(row, "duplicate_of", _text_or_none(payload.get("duplicate_of")))
     until = _number(payload.get("until")) if event.type == "deferred" else None
     if until is not None and (row.get("promise_key") or "") < event.sort_key:
         row["resolve_by"], row["promise_key"] = until, event.sort_key  # the newest promise

@@ -23,12 +23,11 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import Table, bindparam, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
-from server.ledger import tables
+from server.ledger import migrate, records, tables
 from server.ledger.fold import (
     SNAPSHOT_EVENTS,
     Attribution,
@@ -80,8 +79,9 @@ class Ledger:
 
     @classmethod
     async def open(cls, database_url: str) -> Ledger:
-        """Connect and create the tables if missing. Safe when several processes open the
-        same database at once."""
+        """Connect and bring the schema up to date (:func:`server.ledger.migrate.upgrade`:
+        creates the tables in an empty database, migrates an older one). Safe when several
+        processes open the same database at once."""
         url = make_url(async_database_url(database_url))
         if url.get_backend_name() == "sqlite":
             engine = _sqlite_engine(url.render_as_string(hide_password=False), url.database)
@@ -89,7 +89,7 @@ class Ledger:
             engine = create_async_engine(url, pool_pre_ping=True)
         ledger = cls(engine)
         try:
-            await ledger._create_tables()
+            await migrate.upgrade(engine)
         except BaseException:
             await engine.dispose()
             raise
@@ -97,20 +97,6 @@ class Ledger:
 
     async def close(self) -> None:
         await self.engine.dispose()
-
-    async def _create_tables(self) -> None:
-        # create_all checks, then creates: two processes starting together can both see a
-        # table missing, and the slower one fails; its retry finds the tables.
-        for attempt in range(5):
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(tables.metadata.create_all)
-                    await conn.run_sync(_create_missing_indexes)
-                return
-            except DBAPIError:
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.1 * (attempt + 1))
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -130,7 +116,7 @@ class Ledger:
         logged and the pass retried with exponential backoff; it never ends the loop."""
         failures = 0
         while True:
-            _stop_if_cancelled()
+            stop_if_cancelled()
             try:
                 done = await self.process_once(
                     redis, units(), consumer, batch=batch, claim_idle_ms=claim_idle_ms
@@ -219,6 +205,8 @@ class Ledger:
                     self._insert_ignore(tables.events),
                     [e.row() for e in sorted(kept, key=_event_order)],
                 )
+                for statement, rows in records.statements(self.dialect, records.derive(kept)):
+                    await conn.execute(statement, rows)
             if refused:
                 await conn.execute(
                     self._insert_ignore(tables.conflicts),
@@ -294,9 +282,14 @@ class Ledger:
             f"{split.received_at:.3f}",
         )
 
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
     def _insert_ignore(self, table: Table) -> Insert:
         """INSERT that skips rows whose unique key exists (the dialect's ON CONFLICT)."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing()
 
     def _reader(self, consumer: str) -> GroupReader:
@@ -390,7 +383,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _stop_if_cancelled() -> None:
+def stop_if_cancelled() -> None:
     """Raise CancelledError if this task was asked to stop. redis-py (8.1) can lose a
     cancellation that arrives during a pipeline (measured: 4 in 200 cancels of this loop;
     the pipeline returns normally), and a writer that outlives its hub's shutdown keeps
@@ -398,11 +391,3 @@ def _stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _create_missing_indexes(connection: Connection) -> None:
-    """Indexes added to the schema after a ledger's tables were made (create_all makes a
-    table's indexes only with the table)."""
-    for table in tables.metadata.sorted_tables:
-        for index in table.indexes:
-            index.create(connection, checkfirst=True)

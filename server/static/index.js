@@ -5,24 +5,30 @@
   /* Each page: its file, who may open it, its name and a line about it (zh, en). Pages for
    * one role are shown to that role and to the admin. */
   const PAGES = [
+    { href: "center.html", roles: ["center", "unit", "admin"], key: "center" },
     { href: "intake.html", roles: ["calltaker", "admin"], key: "intake" },
     { href: "wall.html", roles: ["wall", "center", "admin"], key: "wall" },
+    { href: "reports/index.html", roles: ["center", "unit", "admin"], key: "reports" },
     { href: "api/v1/health", roles: ["admin", "center"], key: "health" },
   ];
 
   Page.texts({
     zh: {
       title: "洛阳市城市应急联动调度", api_note: "HTTP API：/api/v1/…（浏览器会话或个人令牌）。",
+      center: "督办台", center_about: "待办队列（超时在前）、管辖争议裁决、督办通知、离线分队；每件诉求的全过程与地图。",
       intake: "受理台", intake_about: "接听来电、登记诉求：号码、类别、描述、地点，提交前预览去向与重复。",
       wall: "调度大屏", wall_about: "全屏实时地图：各区边界、分队位置、未结诉求与超时提醒。",
+      reports: "报表", reports_about: "月度考核与效能档案、每周暗访通报、领导小组半月协调报告。",
       health: "服务状态", health_about: "调度中心服务与 Redis 是否正常。",
       none: "此账号没有可打开的页面。", roles: { admin: "管理员", calltaker: "接线员",
         center: "监督中心", unit: "单位值班台", wall: "大屏" },
     },
     en: {
       title: "Luoyang City Linkage Dispatch", api_note: "HTTP API: /api/v1/… (this browser's session or a personal token).",
+      center: "Supervision console", center_about: "The queue (overdue first), rulings on disputes, notices, squads offline; each request's timeline and map.",
       intake: "Intake console", intake_about: "Record a caller's request: number, category, description, place; see where it goes and possible duplicates before sending.",
       wall: "Wall map", wall_about: "Full-screen live map: districts, squads, open requests and what is late.",
+      reports: "Reports", reports_about: "Monthly evaluation and efficiency records, weekly spot checks, the fortnightly coordination report.",
       health: "Health", health_about: "Whether the hub and its Redis answer.",
       none: "This account has no pages to open.", roles: { admin: "admin", calltaker: "call-taker",
         center: "supervision center", unit: "unit desk", wall: "wall display" },

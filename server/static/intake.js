@@ -56,7 +56,10 @@
         accepted: "接单", en_route: "出发", arrived: "到场", resolved: "办结", deferred: "承诺办结时间",
         disputed: "提出管辖争议", cancelled: "撤销", note: "备注", reopened: "重新办理",
         citizen_message_queued: "短信排队", citizen_message_delivered: "短信送达",
-        citizen_message_attempt: "短信发送", notice: "督办通知" },
+        citizen_message_attempt: "短信发送", citizen_message_failed: "短信发送失败",
+        notice_issued: "督办通知", notice_closed: "督办销号", offer_expired: "派单未响应，重新派单",
+        upheld: "裁决：维持原单位", reassigned: "裁决：改派", reassigned_in: "改派转入",
+        squad_offline: "分队离线", assist_requested: "请求协办" },
       states: { received: "已受理", queued: "待派", offered: "已派待接", accepted: "已接单",
         en_route: "在途", on_scene: "到场处置", deferred: "承诺办结", disputed: "管辖争议",
         resolved: "已办结", cancelled: "已撤销", transferred: "已移交" },
@@ -94,7 +97,11 @@
         resolved: "resolved", deferred: "completion promised", disputed: "jurisdiction disputed",
         cancelled: "cancelled", note: "note", reopened: "reopened",
         citizen_message_queued: "text message queued", citizen_message_delivered: "text message delivered",
-        citizen_message_attempt: "text message sent", notice: "supervision notice" },
+        citizen_message_attempt: "text message sent", citizen_message_failed: "text message failed",
+        notice_issued: "supervision notice", notice_closed: "notice closed",
+        offer_expired: "offer not answered, offered again", upheld: "ruling: stays with its unit",
+        reassigned: "ruling: reassigned", reassigned_in: "reassigned in", squad_offline: "squad offline",
+        assist_requested: "assistance requested" },
       states: { received: "received", queued: "waiting", offered: "offered", accepted: "accepted",
         en_route: "en route", on_scene: "on scene", deferred: "promised", disputed: "disputed",
         resolved: "resolved", cancelled: "cancelled", transferred: "transferred" },
@@ -789,7 +796,7 @@
     $("detail-fields").replaceChildren(...rows.filter((row) => row[1]).flatMap(([key, value]) => [
       Page.el("dt", null, Page.t(key)), Page.el("dd", null, value)]));
     $("detail-timeline").replaceChildren(...(request.timeline || []).map((event) => Page.el("li", null,
-      Page.time(event.at) + " · " + (Page.t("events")[event.type] || event.type) + " · " + (event.by || ""))));
+      Page.time(event.at) + " · " + (Page.t("events")[event.type] || event.type) + " · " + Page.actor(event.by))));
   }
 
   start().catch((error) => {

@@ -34,9 +34,10 @@
         on_scene: "到场处置", deferred: "承诺办结", disputed: "管辖争议", received: "已受理" },
       events: { received: "受理", queued: "排队待派", transferred: "转警/消防/急救", offered: "派单",
         offer_expired: "超时未接，重新派单", accepted: "接单", en_route: "出发", arrived: "到场",
-        deferred: "承诺办结", disputed: "提出管辖争议", upheld: "争议成立，改派", reassigned: "改派",
-        resolved: "办结", reopened: "重新办理", cancelled: "撤销", note: "备注",
-        notice_issued: "督办通知", notice_closed: "督办解除", squad_offline: "分队离线" },
+        deferred: "承诺办结", disputed: "提出管辖争议", upheld: "裁决：维持原单位", reassigned: "改派",
+        reassigned_in: "改派转入", resolved: "办结", reopened: "重新办理", cancelled: "撤销", note: "备注",
+        notice_issued: "督办通知", notice_closed: "督办解除", squad_offline: "分队离线",
+        assist_requested: "请求协办" },
       level: "级",
     },
     en: {
@@ -55,7 +56,8 @@
       events: { received: "received", queued: "queued", transferred: "transferred to 110/119/120",
         offered: "offered", offer_expired: "offer expired, offered again", accepted: "accepted",
         en_route: "on the way", arrived: "arrived", deferred: "promised a time",
-        disputed: "disputed", upheld: "dispute upheld, reassigned", reassigned: "reassigned",
+        disputed: "disputed", upheld: "ruling: stays with its unit", reassigned: "reassigned",
+        reassigned_in: "reassigned in", assist_requested: "assistance requested",
         resolved: "resolved", reopened: "reopened", cancelled: "cancelled", note: "note",
         notice_issued: "supervision notice", notice_closed: "notice closed",
         squad_offline: "squad offline" },
@@ -67,6 +69,7 @@
     units: new Map(), // code -> {name_zh, name_en, colour}
     categories: new Map(),
     districts: [],
+    bounds: null, // the city's, to fit it on screen
     requests: new Map(), // id -> marker (marker.data: the request)
     ticker: [], // newest first
     tickerSeen: new Set(),
@@ -181,10 +184,16 @@
       }
     }
     if (all.length) {
-      const bounds = all.reduce((a, b) => a.extend(b), L.latLngBounds(all[0].getSouthWest(), all[0].getNorthEast()));
-      map.fitBounds(bounds, fitPadding());
+      view.bounds = all.reduce((a, b) => a.extend(b), L.latLngBounds(all[0].getSouthWest(), all[0].getNorthEast()));
+      map.fitBounds(view.bounds, fitPadding());
     }
   }
+
+  /* A wall's browser often changes size after the page loads (full screen, kiosk mode):
+   * the whole city again, clear of the panels. */
+  map.on("resize", () => {
+    if (view.bounds) map.fitBounds(view.bounds, { ...fitPadding(), animate: false });
+  });
 
   /* Keep the city clear of the panels: the title, the side panel on the right and the
    * ticker at the bottom (on a phone both are below the map). */

@@ -4,7 +4,8 @@ Keys of one unit share the hash tag ``{u:<unit>}``: a unit's squads, requests, a
 outboxes, queue, timers and events live in one Cluster slot, so every Lua script touches
 keys of a single slot and the same code runs on Redis Cluster. The few global keys (id
 counters and id -> unit indexes) are only used by single-key commands, except the request
-sequence's, which share the hash tag ``{ids}`` for ``sequence.lua``.
+sequence's, which share the hash tag ``{ids}`` for ``sequence.lua``, and the Web Push
+subscriptions with their version (``{push}``, changed together in a transaction).
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def outbox(unit: str, squad_id: str) -> str:
 def jobs(unit: str, squad_id: str) -> str:
     """Set: the squad's active assignment ids."""
     return f"{_u(unit)}:sq:{squad_id}:jobs"
+
+
+def track(unit: str, squad_id: str) -> str:
+    """Stream: recent position samples of the squad while it holds work (``p``: "lat,lon";
+    the id is the time), capped and expiring (see server.store.tracks)."""
+    return f"{_u(unit)}:sq:{squad_id}:track"
 
 
 def command(unit: str, squad_id: str, command_id: str) -> str:
@@ -176,6 +183,17 @@ def hub_squads(hub_id: str) -> str:
 def center_channel() -> str:
     """Pub/sub channel of the supervision center's live feed."""
     return f"{PREFIX}:center"
+
+
+def push_subscriptions() -> str:
+    """Hash: squad id -> JSON of its phone's Web Push subscription (server.webpush)."""
+    return f"{PREFIX}:{{push}}:subs"
+
+
+def push_version() -> str:
+    """String: a counter bumped with every change of :func:`push_subscriptions` (same hash
+    tag: both change in one transaction); each process reloads its copy when it moves."""
+    return f"{PREFIX}:{{push}}:version"
 
 
 NO_UNIT = "-"  # the unit tag of requests that left the linkage flow

@@ -1,37 +1,54 @@
-"""Position ingest: fixes are buffered in memory and written in one pipeline per flush.
+"""Position ingest: fixes are buffered in memory and written in one round trip per flush.
 
 A per-frame Redis round trip would exhaust the connection pool and the CPU at 18,000 fixes a
-second (SPEC, "lessons"); one GEOADD and one ZADD per unit per flush carry any number of fixes.
-Only the latest fix of a squad within a flush window is written.
+second (SPEC, "lessons"); one ``positions.lua`` call per unit, all of a flush's calls in one
+pipeline, carries any number of fixes. Only the latest fix of a squad within a flush window
+is written. The Python side per fix is next to nothing: a unit's fixes go as one string of
+binary doubles and their ids (packed in C, server.store.pool), and the script writes the GEO
+index and the fix times itself.
 
 A fix's time (``fix_times``) is written only once its position is: a squad whose position
 Redis refused must not look freshly placed at its old spot. Redis refuses a whole GEOADD for
-one bad pair, so a refused unit batch is written again fix by fix, and one bad fix costs only
-itself, never the rest of its unit.
+one bad pair, so the script writes a refused batch again fix by fix, and one bad fix costs
+only itself, never the rest of its unit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
+from array import array
 from collections import defaultdict
+from itertools import chain
 
 from redis.asyncio import Redis
 
 from server.guard import Burst
 from server.store import keys
+from server.store.scripts import ScriptCall, source
+from server.store.text import text
+from server.store.tracks import TrackRecorder
 
 log = logging.getLogger(__name__)
 
 Fix = tuple[float, float, float]  # lon, lat, fixed_at
 REPORT_EVERY_S = 60.0  # refused fixes and failed flushes are logged at most this often
+_BIG_ENDIAN = sys.byteorder == "big"  # positions.lua reads little-endian doubles
 
 
 class PositionWriter:
-    def __init__(self, redis: Redis, flush_interval_s: float) -> None:
+    def __init__(
+        self, redis: Redis, flush_interval_s: float, tracks: TrackRecorder | None = None
+    ) -> None:
+        """``tracks``: keeps samples of the fixes of squads holding work (the center's map);
+        None: no tracks."""
         self._redis = redis
+        self._tracks = tracks
         self._interval = flush_interval_s
+        # The hub loads it with the others at start (server.store.scripts.Scripts.positions).
+        self._script = redis.register_script(source("positions"))
         self._pending: dict[str, dict[str, Fix]] = defaultdict(dict)
         self._wake = asyncio.Event()
         self.written = 0  # fixes written since start (for the benchmark and the health page)
@@ -44,56 +61,49 @@ class PositionWriter:
         self._pending[unit][squad_id] = (lon, lat, fixed_at)
 
     async def flush(self) -> int:
-        """Write everything queued now; returns the number of fixes written. Fixes Redis
-        refuses are dropped (and counted); a lost connection raises."""
+        """Write everything queued now, in one round trip; returns the number of fixes
+        written. Fixes Redis refuses are dropped (and counted); a lost connection raises, and
+        so does a unit's batch that failed whole (after the other units' are counted)."""
         if not self._pending:
             return 0
         batch, self._pending = self._pending, defaultdict(dict)
+        if self._tracks is not None:  # samples them; writes them in a task of its own
+            self._tracks.record(batch)
+        calls = [self._call(unit, fixes) for unit, fixes in batch.items()]
         pipe = self._redis.pipeline(transaction=False)
-        for unit, fixes in batch.items():
-            pipe.geoadd(keys.geo(unit), _geo_values(fixes))
-        results = await pipe.execute(raise_on_error=False)
-        placed: dict[str, dict[str, Fix]] = {}
-        refused: list[tuple[str, dict[str, Fix], Exception]] = []
-        for (unit, fixes), result in zip(batch.items(), results, strict=True):
-            if isinstance(result, Exception):
-                refused.append((unit, fixes, result))
-            else:
-                placed[unit] = fixes
-        if refused:
-            placed |= await self._one_by_one(refused)
-        pipe = self._redis.pipeline(transaction=False)
-        for unit, fixes in placed.items():
-            if fixes:
-                pipe.zadd(keys.fix_times(unit), {sid: fix[2] for sid, fix in fixes.items()})
-        await pipe.execute()
-        count = sum(len(fixes) for fixes in placed.values())
+        for call in calls:
+            call.queue(pipe)
+        answers = await pipe.execute(raise_on_error=False)
+        count, bad, failure = 0, [], None
+        for (unit, fixes), call, answer in zip(batch.items(), calls, answers, strict=True):
+            try:
+                placed, error, *refused = await call.settle(answer)
+            except Exception as exc:  # noqa: BLE001 - raised below, once the rest is counted
+                failure = exc
+                continue
+            count += placed
+            for squad in refused:
+                lon, lat, _ = fixes[text(squad)]
+                bad.append(f"{unit}/{text(squad)} ({lat}, {lon}): {text(error)}")
         self.written += count
+        if bad:
+            self.refused += len(bad)
+            noted = self._refusals.note(time.monotonic(), len(bad))
+            if noted:
+                log.warning("Redis refused %d position fix(es), latest %s", noted, bad[-1])
+        if failure is not None:
+            raise failure
         return count
 
-    async def _one_by_one(
-        self, refused: list[tuple[str, dict[str, Fix], Exception]]
-    ) -> dict[str, dict[str, Fix]]:
-        """Write the fixes of refused unit batches one GEOADD each; the fixes placed."""
-        pipe = self._redis.pipeline(transaction=False)
-        order = [(unit, sid, fix) for unit, fixes, _ in refused for sid, fix in fixes.items()]
-        for unit, sid, fix in order:
-            pipe.geoadd(keys.geo(unit), _geo_values({sid: fix}))
-        results = await pipe.execute(raise_on_error=False)
-        placed: dict[str, dict[str, Fix]] = {unit: {} for unit, _, _ in refused}
-        bad: list[str] = []
-        error: Exception | None = None
-        for (unit, sid, fix), result in zip(order, results, strict=True):
-            if isinstance(result, Exception):
-                bad.append(f"{unit}/{sid} ({fix[1]}, {fix[0]})")
-                error = result
-            else:
-                placed[unit][sid] = fix
-        self.refused += len(bad)
-        count = self._refusals.note(time.monotonic(), len(bad)) if bad else 0
-        if count:
-            log.warning("Redis refused %d position fix(es), latest %s: %s", count, bad[-1], error)
-        return placed
+    def _call(self, unit: str, fixes: dict[str, Fix]) -> ScriptCall:
+        """positions.lua's call for one unit: the fixes' numbers as binary doubles (no number
+        formatted as text here), then their squads' ids."""
+        numbers = array("d", chain.from_iterable(fixes.values()))
+        if _BIG_ENDIAN:
+            numbers.byteswap()
+        return ScriptCall(
+            self._script, [keys.geo(unit), keys.fix_times(unit)], [numbers.tobytes(), *fixes]
+        )
 
     async def run(self) -> None:
         """Flush every interval until cancelled; a failed flush is logged (once per burst, with
@@ -107,10 +117,3 @@ class PositionWriter:
                 count = self._failures.note(time.monotonic())
                 if count:
                     log.warning("%d position flush(es) failed: %r", count, exc)
-
-
-def _geo_values(fixes: dict[str, Fix]) -> list[float | str]:
-    values: list[float | str] = []
-    for squad_id, (lon, lat, _) in fixes.items():
-        values.extend((lon, lat, squad_id))
-    return values

@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from dispatch_field import protocol
 from server import deadlines, ids
@@ -103,8 +102,12 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> RequestRecord:
         """From the hash as Redis returns it (bytes) or as the caller wrote it (text)."""
-        values = {text(k): text(v) for k, v in raw.items()}
-        return msgspec.convert({k: v for k, v in values.items() if v != ""}, cls, strict=False)
+        values = {}
+        for k, v in raw.items():  # inline text(): this runs for every record read or known
+            value = v.decode() if type(v) is bytes else text(v)
+            if value:  # "": unset
+                values[k.decode() if type(k) is bytes else text(k)] = value
+        return msgspec.convert(values, cls, strict=False)
 
     def as_fields(self) -> dict[str, str]:
         """The record as the text fields it was stored as (for code that reads fields by
@@ -347,15 +350,11 @@ class RequestStore:
         if then is not None:
             calls.append(then)
         for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            call.queue(pipe)
         answers = await pipe.execute(raise_on_error=False)
-        results = []
-        for call, answer in zip(calls, answers[1:], strict=True):
-            if isinstance(answer, NoScriptError):  # Redis lost its scripts: the call loads it
-                answer = await call.script(keys=call.keys, args=call.args)
-            elif isinstance(answer, Exception):
-                raise answer
-            results.append(answer)
+        results = [
+            await call.settle(answer) for call, answer in zip(calls, answers[1:], strict=True)
+        ]
         if isinstance(answers[0], Exception):
             raise answers[0]
         then_answer = results[1] if then is not None else None

@@ -3,9 +3,11 @@
 Each script's header names its KEYS and ARGV. redis-py's ``Script`` runs EVALSHA and loads
 the script again if the server lost it (after a restart), so callers just call.
 
-A piece of Lua that several scripts carry out (the outbox append, the citizen's message
-queue) is written once in ``server/store/lua/lib/`` and pulled in by a ``--#include lib/<name>.lua``
-line: Redis runs each script alone, so the text is joined here, before it is registered.
+A piece of Lua that several scripts carry out (the outbox append and acknowledgement, an
+event recorded on the timeline and the stream, the citizen's message queue, the candidate
+search, the claim) is written once in ``server/store/lua/lib/`` and pulled in by a
+``--#include lib/<name>.lua`` line: Redis runs each script alone, so the text is joined here,
+before it is registered (a piece that uses another is included after it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 _LUA = Path(__file__).parent / "lua"
 _INCLUDE = "--#include "
@@ -38,6 +42,21 @@ class ScriptCall:
     keys: list[str]
     args: list[Any]
 
+    def queue(self, pipe: Pipeline) -> None:
+        """Add the call to ``pipe`` as an EVALSHA (the hub loads every script when it starts:
+        :meth:`Scripts.load`); its answer goes through :meth:`settle`."""
+        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+
+    async def settle(self, answer: Any) -> Any:
+        """The call's answer, from a pipeline run with ``raise_on_error=False``: a NOSCRIPT
+        one (Redis lost its scripts: restarted without its data) is the call made again by
+        its script, which loads it; any other error is raised."""
+        if isinstance(answer, NoScriptError):
+            return await self.script(keys=self.keys, args=self.args)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
 
 @dataclass(frozen=True, slots=True)
 class Scripts:
@@ -56,6 +75,8 @@ class Scripts:
     citizen_done: AsyncScript
     notice: AsyncScript
     offer_nearest: AsyncScript
+    track: AsyncScript  # called by server.store.tracks (its own registration, same script)
+    positions: AsyncScript  # called by PositionWriter, which registers its own: loaded here
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -19,7 +19,10 @@
   and lands on ``path``; ``pages.anonymous(path, ...)`` opens without a session;
   ``pages.shot(page, label, full_page=False)`` saves
   test-artifacts/screenshots/<test>[-params][-label]-<lang>-<size>.png;
-  ``pages.watch(page).allow(regex)`` lets an expected error through.
+  ``pages.watch(page).allow(regex)`` lets an expected error through;
+  ``pages.phone_app(lang, at=(lat, lon))`` opens the squad phone app (a ``Phone`` of
+  tests/browser/phone_app.py) in a phone context of its own, watched like the rest;
+  ``pages.resize(page, size)`` looks at a page at the other size.
   ``signed_in`` and ``shot`` are the same functions as fixtures of their own.
 * Every page opened is watched: a console error, an uncaught exception, a failed request or
   a 4xx/5xx answer fails the test (at teardown) unless allowed.
@@ -45,6 +48,7 @@ from tests.browser.harness import (
     screenshot_path,
     start_live_hub,
 )
+from tests.browser.phone_app import XIGONG, Phone, open_phone
 
 SIGN_IN_TIMEOUT_MS = 15_000
 
@@ -151,6 +155,23 @@ class Pages:
         page.wait_for_url(lambda url: urlsplit(url).path == wanted)
         page.wait_for_load_state("load")
         return page
+
+    def phone_app(
+        self, lang: str = "zh", *, at: tuple[float, float] = XIGONG, **options: Any
+    ) -> Phone:
+        """The squad phone app (/phone/) in a fresh phone context standing at ``at``, with
+        location allowed (tests/browser/phone_app.py: sign it in, go on duty); watched, shot
+        and closed like the other pages."""
+        phone = open_phone(self.browser, self.hub.url, lang, self.test_name, at=at, **options)
+        self.opened.append(Opened(phone.page, phone.context, phone.watch, lang, "phone"))
+        return phone
+
+    def resize(self, page: Any, size: str) -> None:
+        """Look at ``page`` at another of the SIZES (the window only: a phone context stays a
+        touch device); its screenshots are named after the new size."""
+        opened = self._find(page)
+        page.set_viewport_size(SIZES[size])
+        opened.size = size
 
     def watch(self, page: Any) -> PageWatch:
         return self._find(page).watch

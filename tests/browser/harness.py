@@ -83,6 +83,7 @@ class LiveHub:
     process: HubProc
     redis: EmbeddedRedis
     data_dir: Path
+    settings: dict[str, object] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
     squad: Squad | None = None
     _tokens: dict[str, str] = field(default_factory=dict)
@@ -142,6 +143,20 @@ class LiveHub:
         answer = self.api("POST", "/api/v1/squads", {"unit": unit, "name": name}, expect=201)
         return Squad(answer["id"], answer["unit"], answer["name"], answer["token"])
 
+    def start_again(self, log_path: Path) -> None:
+        """A new hub process in place of the stopped one (``process.stop()``: its sockets
+        close with 4000, SERVER_RESTART): same port, Redis, data and settings, so pages and
+        phones come back to the same address and find their state (it is all in Redis)."""
+        self.process = spawn_hub(
+            self.redis_url,
+            BOOTSTRAP_TOKENS,
+            self.data_dir,
+            self.settings,
+            port=self.process.port,
+            log_path=log_path,
+            timeout_s=30,
+        )
+
     def stop(self) -> None:
         self.process.stop()
         self.redis.stop()
@@ -164,7 +179,7 @@ def start_live_hub(tmp: Path, **settings: object) -> LiveHub:
     except BaseException:
         redis.stop()
         raise
-    hub = LiveHub(process, redis, tmp / "var")
+    hub = LiveHub(process, redis, tmp / "var", dict(settings))
     try:
         for role in ROLES:
             unit = UNIT_OF_DESK if role == "unit" else ""

@@ -20,10 +20,16 @@ PAGE_ROLES = {"wall.html": "wall"}
 # How long a page may take to settle after its load event (first API answers, feed hello).
 SETTLE_MS = 1500
 
+# Folders of pages that open without a person's session: the squad phone app signs in with
+# the squad's token (tests/browser/test_phone.py).
+PUBLIC_FOLDERS = {"phone"}
+
 PAGES = sorted(
     path.relative_to(STATIC).as_posix()
     for path in STATIC.rglob("*.html")
-    if "vendor" not in path.parts and path.name not in PUBLIC_PAGES
+    if "vendor" not in path.parts
+    and path.name not in PUBLIC_PAGES
+    and path.relative_to(STATIC).parts[0] not in PUBLIC_FOLDERS
 )
 
 

@@ -81,3 +81,21 @@ def test_only_the_slices_a_page_needs_are_fetched(bare_pages: Pages) -> None:
     shipped = sum(n for family, n in title.items() if family.startswith("Noto Sans SC"))
     assert shipped >= len("城市应急联动调度登录"), title
     bare_pages.shot(page, "no-cjk-fonts")
+
+
+def test_symbols_do_not_fetch_the_chinese_font(bare_pages: Pages) -> None:
+    """Symbols and emoji come from the system's fonts: a "✕" on an offline phone must not
+    wait for (and fail to fetch) a slice of the Chinese font."""
+    page = bare_pages.anonymous("/signin.html", lang="en", size="phone")
+    page.wait_for_function("() => document.fonts.status === 'loaded'")
+    before = _fonts_fetched(page)
+    page.evaluate(
+        """() => {
+            const p = document.createElement("p");
+            p.textContent = "✕ ✓ ☎ ● ↻ ⚠ ✈ ♥ ❶";
+            document.querySelector("form").append(p);
+        }"""
+    )
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => document.fonts.status === 'loaded'")
+    assert _fonts_fetched(page) == before

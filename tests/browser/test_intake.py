@@ -6,7 +6,6 @@ has no console error in Chinese or English. Screenshots at the wall's size (1920
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Any
 
@@ -16,40 +15,13 @@ from server.city import load_city
 from server.city.places import places_for_city
 from server.city.search import keys_of, search
 from tests.browser.harness import LiveHub
-
-# A typist's pace: 150 keys a minute.
-KEY_DELAY_MS = 80
-_numbers = itertools.count(1)
-
-
-def _phone() -> str:
-    """A caller's number no other test of the session uses."""
-    return f"1390000{next(_numbers):04d}"
-
-
-def _open(pages: Any, lang: str) -> Any:
-    page = pages.signed_in("calltaker", "/intake.html", lang=lang, size="wall")
-    page.wait_for_function("() => document.querySelectorAll('.district-label').length > 0")
-    assert page.evaluate("document.activeElement.id") == "phone"  # ready to type the number
-    return page
-
-
-def _type(page: Any, text: str) -> None:
-    page.keyboard.type(text, delay=KEY_DELAY_MS)
-
-
-def _fill_by_keyboard(page: Any, phone: str, category: str, description: str, place: str) -> None:
-    """number, Tab, category query, Tab (takes the first match), description, Tab, place
-    query, Enter (takes the first place; focus goes to the send button)."""
-    _type(page, phone)
-    page.keyboard.press("Tab")
-    _type(page, category)
-    page.keyboard.press("Tab")
-    _type(page, description)
-    page.keyboard.press("Tab")
-    _type(page, place)
-    page.keyboard.press("Enter")
-    page.wait_for_function("() => document.activeElement.id === 'send'")
+from tests.browser.intake_console import (
+    KEY_DELAY_MS,
+    caller_number,
+    fill_by_keyboard,
+    open_intake,
+    type_keys,
+)
 
 
 def _on_the_map(hub: LiveHub, request_id: str) -> bool:
@@ -68,10 +40,10 @@ def test_a_request_typed_by_keyboard_alone_is_created(
     pages: Any, live_hub: LiveHub, lang: str
 ) -> None:
     query, code, place_query, unit_name, place = CASES[lang]
-    page = _open(pages, lang)
-    phone = _phone()
+    page = open_intake(pages, lang)
+    phone = caller_number()
     started = time.monotonic()
-    _fill_by_keyboard(page, phone, query, "water pouring from the pavement", place_query)
+    fill_by_keyboard(page, phone, query, "water pouring from the pavement", place_query)
     page.wait_for_function(
         "(unit) => document.getElementById('triage').textContent.includes(unit)", arg=unit_name
     )
@@ -97,7 +69,7 @@ def test_a_request_typed_by_keyboard_alone_is_created(
     pages.shot(page, "sent")
 
     # The same caller again: the earlier request shows as soon as the number is typed.
-    _type(page, phone)
+    type_keys(page, phone)
     page.wait_for_selector(f"#history-list a[data-request='{request_id}']")
     pages.shot(page, "caller-known")
 
@@ -112,15 +84,15 @@ def test_a_possible_duplicate_is_shown_and_needs_a_second_send(
         "POST",
         "/api/v1/requests",
         {
-            "caller_phone": _phone(),
+            "caller_phone": caller_number(),
             "category": "manhole_cover_missing",
             "description": "manhole cover gone",
             "address": "洛阳博物馆",
             **museum,
         },
     )
-    page = _open(pages, lang)
-    _fill_by_keyboard(page, _phone(), "jg", "no cover on the manhole", "lybwg")
+    page = open_intake(pages, lang)
+    fill_by_keyboard(page, caller_number(), "jg", "no cover on the manhole", "lybwg")
     page.wait_for_selector(f"#duplicate-list a[data-request='{first['id']}']")
     assert page.is_visible("#duplicates")
     page.keyboard.press("Control+Enter")  # the first press asks
@@ -142,7 +114,7 @@ def test_a_possible_duplicate_is_shown_and_needs_a_second_send(
     assert second and second != first["id"]
 
     # Alt+N drops a call: nothing is sent.
-    _fill_by_keyboard(page, _phone(), "jg", "the same manhole again", "lybwg")
+    fill_by_keyboard(page, caller_number(), "jg", "the same manhole again", "lybwg")
     page.wait_for_selector("#duplicate-list li")
     page.keyboard.press("Control+Enter")
     page.wait_for_selector("#duplicates-confirm:not([hidden])")
@@ -153,16 +125,16 @@ def test_a_possible_duplicate_is_shown_and_needs_a_second_send(
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_the_triage_shows_a_transfer_before_sending(pages: Any, lang: str) -> None:
-    page = _open(pages, lang)
-    _type(page, _phone())
+    page = open_intake(pages, lang)
+    type_keys(page, caller_number())
     page.keyboard.press("Tab")
-    _type(page, "hj")  # 火警: fire, by its initials
+    type_keys(page, "hj")  # 火警: fire, by its initials
     page.wait_for_selector("#category-list:not([hidden]) #category-option-0")
     pages.shot(page, "category-search")
     page.keyboard.press("Alt+Digit1")  # the first match, from the keyboard
     assert page.evaluate("document.activeElement.id") == "description"
     page.keyboard.press("Tab")
-    _type(page, "zzzl")  # 中州中路
+    type_keys(page, "zzzl")  # 中州中路
     page.wait_for_selector("#place-list:not([hidden]) #place-option-0")
     pages.shot(page, "place-search")
     page.keyboard.press("Enter")
@@ -180,8 +152,8 @@ def test_the_triage_shows_a_transfer_before_sending(pages: Any, lang: str) -> No
 
 
 def test_a_retry_after_a_lost_answer_records_one_request(pages: Any, live_hub: LiveHub) -> None:
-    page = _open(pages, "zh")
-    phone = _phone()
+    page = open_intake(pages, "zh")
+    phone = caller_number()
     keys: list[str | None] = []
 
     def lose_the_first_answer(route: Any) -> None:
@@ -194,7 +166,7 @@ def test_a_retry_after_a_lost_answer_records_one_request(pages: Any, live_hub: L
 
     page.route("**/api/v1/requests", lose_the_first_answer)
     pages.watch(page).allow(r"ERR_CONNECTION_RESET")
-    _fill_by_keyboard(page, phone, "ld", "street light dark all night", "jfl")  # 路灯不亮, 解放路
+    fill_by_keyboard(page, phone, "ld", "street light dark all night", "jfl")  # 路灯不亮, 解放路
     page.keyboard.press("Control+Enter")
     page.wait_for_selector("#form-error:not([hidden])")  # not sure it was recorded: retry
     page.keyboard.press("Control+Enter")
@@ -234,7 +206,7 @@ def test_the_browser_finds_names_by_the_hubs_rule(pages: Any) -> None:
     """Page.search (the category picker) and server/city/search.py (the places) agree."""
     names = [(c.name_zh, c.pinyin, c.name_en) for c in load_city().categories]
     names += [(p.name_zh, p.pinyin, p.name_en) for p in places_for_city(None).places]
-    page = _open(pages, "zh")
+    page = open_intake(pages, "zh")
     in_browser = page.evaluate(
         """([queries, names]) => queries.map((query) => Page.search(query, names,
             (n) => Page.searchKeys(n[0], n[1], n[2])).map((n) => n[0]))""",

@@ -67,6 +67,7 @@ from server.store import keys
 from server.store.embedded import EmbeddedRedis, free_port
 from tools.loadtest import client as lc
 from tools.loadtest import floor as bare
+from tools.loadtest import ledger_lag
 from tools.loadtest import rolling as rr
 from tools.loadtest import stats as st
 from tools.loadtest.http_client import HttpError, HttpPool
@@ -528,6 +529,7 @@ class Observed:
     other_cpu: float  # processes that are not part of this test
     measure_start: float = 0.0  # monotonic
     timings: dict[str, float] = field(default_factory=dict)
+    ledger: dict[str, Any] = field(default_factory=dict)  # the writer: rate, lag (ledger_lag)
 
 
 async def run(config: Config) -> dict[str, Any]:
@@ -577,7 +579,15 @@ async def run(config: Config) -> dict[str, Any]:
                 )
 
             report = await _run_with(
-                config, city, hubs, redis_server, squad_plans, request_plans, tokens, restart
+                config,
+                city,
+                hubs,
+                redis_server,
+                squad_plans,
+                request_plans,
+                tokens,
+                WriterProcess(ledger.pid, tmp / "hub0" / "ledger.sqlite3"),
+                restart,
             )
         finally:
             for hub in hubs:
@@ -611,6 +621,14 @@ def client_config(config: Config) -> lc.ClientConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class WriterProcess:
+    """The ledger writer process (``python -m server.ledger``) and the SQLite file it fills."""
+
+    pid: int
+    database: Path
+
+
 async def _run_with(
     config: Config,
     city: City,
@@ -619,7 +637,8 @@ async def _run_with(
     squad_plans: list[SquadPlan],
     request_plans: list[RequestPlan],
     tokens: dict[str, str],
-    restart: Callable[[int, int], HubProc],
+    writer: WriterProcess | None = None,
+    restart: Callable[[int, int], HubProc] | None = None,
 ) -> dict[str, Any]:
     api = Api(hubs, tokens, retries=2 if config.rolling_restart else 0)
     redis = Redis.from_url(redis_server.url)
@@ -642,7 +661,7 @@ async def _run_with(
                         api.headers["admin"],
                         lambda: clients.total(lc.CONNECTED) >= config.squads,
                     )
-                    if config.rolling_restart
+                    if config.rolling_restart and restart is not None
                     else None
                 )
                 return await _measure(
@@ -655,6 +674,7 @@ async def _run_with(
                     clients,
                     request_plans,
                     timings,
+                    writer,
                     roller,
                 )
         finally:
@@ -679,6 +699,7 @@ async def _measure(
     clients: Clients,
     request_plans: list[RequestPlan],
     timings: dict[str, float],
+    writer: WriterProcess | None = None,
     roller: rr.Roller | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
@@ -707,6 +728,12 @@ async def _measure(
     sampler = asyncio.create_task(
         sample_ingest(redis, [u.code for u in city.units], window, slack, stop_sampling)
     )
+    unit_codes = [u.code for u in city.units]
+    stop_lag = asyncio.Event()
+    lag_sampler = asyncio.create_task(ledger_lag.sample_lag(redis, unit_codes, stop_lag))
+    produced_before = await ledger_lag.stream_entries(redis, unit_codes)
+    recorded_before = ledger_lag.recorded_events(writer.database) if writer else None
+    writer_before = cpu_mark([writer.pid]) if writer else None
     profilers = start_profiles(hubs, config.duration, config.profile) if config.profile else []
     log(f"measuring for {config.duration}s: {len(request_plans)} requests")
     # A restarted hub's counter starts again from 0: the fix times in Redis are used then.
@@ -724,6 +751,11 @@ async def _measure(
         hub_pids = [h.process.pid for h in hubs]  # the processes running now
         pids = [*hub_pids, *pids[len(hub_pids) :]]
     pos_after, after = clients.total(lc.POS_SENT), cpu_mark(pids)
+    produced_after = await ledger_lag.stream_entries(redis, unit_codes)
+    recorded_after = ledger_lag.recorded_events(writer.database) if writer else None
+    writer_after = cpu_mark([writer.pid]) if writer else None
+    stop_lag.set()
+    lag_samples = await lag_sampler
     written_after = await api.positions_written()
     stop_sampling.set()
     samples = await sampler
@@ -758,6 +790,22 @@ async def _measure(
             if written_before is None or written_after is None
             else written_after - written_before
         ),
+    )
+    observed.ledger = ledger_lag.summary(
+        lag_samples,
+        (recorded_before, recorded_after),
+        (produced_before, produced_after),
+        after.at - before.at,
+        await ledger_lag.catch_up_s(redis, unit_codes),
+    )
+    if writer and writer_before and writer_after:
+        observed.ledger["writer_cpu_percent"] = cpu_between(
+            writer_before, writer_after, [writer.pid]
+        )[0]
+    log(
+        "ledger: {events_recorded_per_s} events/s recorded of {events_produced_per_s}/s "
+        "produced; lag p50 {lag_entries_p50} entries, oldest p95 {lag_oldest_ms_p95} ms, max "
+        "{lag_oldest_ms_max} ms; caught up {catch_up_s} s after".format(**observed.ledger)
     )
     return await _finish(config, city, hubs, redis, api, clients, observed, roller)
 
@@ -835,6 +883,8 @@ async def _finish(
         redis_checks,
         len(late),
     )
+    if observed.ledger:
+        report["ledger"] = observed.ledger
     if roller is not None:
         report["rolling"] = rolling_report(roller, observed, results, requests, overdue)
         log(f"rolling restart: lost {report['rolling']['lost']}")

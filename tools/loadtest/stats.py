@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from simulations.stats import percentile
+from server.reports.scorecard import percentile
 
 
 def summarize(

@@ -2,14 +2,17 @@
  *   Page.lang          "zh" (default) or "en"; ?lang= sets it once, remembered per browser
  *   Page.t(key)        the page's text in that language (Page.texts(TEXT) registers it)
  *   Page.applyTexts()  fills every [data-i18n] element; [data-i18n-placeholder] too
- *   Page.api(method, path, body?) -> parsed JSON (or null for 204); throws Page.ApiError
- *                      with .status, .code, .fields; a 401 sends the browser to sign in
+ *   Page.api(method, path, body?, headers?) -> parsed JSON (or null for 204); throws
+ *                      Page.ApiError with .status, .code, .fields, .detail (the error
+ *                      object, e.g. a 409's "state"); a 401 calls
+ *                      Page.onUnauthenticated() (default: Page.signIn)
  *   Page.signIn()      to signin.html?next=<this page>, keeping the language
  *   Page.signOut()     DELETE /api/v1/session, then to signin.html
  *   Page.feed(onEvent, onState) the live center feed (/ws/center) with resume
  *   Page.live(path, {open, message, state}) any of the hub's JSON sockets, reconnecting
  *                      with a growing, jittered delay; 4100 (not signed in) -> sign in
  *   Page.time(epochSeconds) / Page.ago(epochSeconds)  local clock text, "3 min ago"
+ *   Page.actor(by)     who did it, from an event's `by` ("squad:S1" -> "分队 S1")
  *   Page.el(tag, attrs, ...children)  a DOM element (text children are escaped)
  *   Page.search(query, items, keysOf) the items matching a name as typed (Chinese, pinyin,
  *                      initials, English), best first; keysOf(item) = Page.searchKeys(zh,
@@ -29,10 +32,12 @@
   const COMMON = {
     zh: { sign_out: "退出登录", switch: "EN", live: "实时", connecting: "连接中…",
       offline: "连接中断，正在重连…", ago: "前", min: "分钟", sec: "秒", hour: "小时",
-      error: "出错了" },
+      error: "出错了", actors: { system: "系统", squad: "分队", calltaker: "话务员", center: "中心",
+        unit: "单位值班台", admin: "管理员" } },
     en: { sign_out: "Sign out", switch: "中文", live: "live", connecting: "connecting…",
       offline: "connection lost, reconnecting…", ago: "ago", min: "min", sec: "s", hour: "h",
-      error: "Something went wrong" },
+      error: "Something went wrong", actors: { system: "system", squad: "squad",
+        calltaker: "call-taker", center: "center", unit: "unit desk", admin: "admin" } },
   };
 
   const Page = {
@@ -69,11 +74,12 @@
   };
 
   class ApiError extends Error {
-    constructor(status, code, message, fields) {
+    constructor(status, code, message, fields, detail) {
       super(message || code || "HTTP " + status);
       this.status = status;
       this.code = code || "http_" + status;
       this.fields = fields || {};
+      this.detail = detail || {}; // the whole error object: e.g. a 409's current "state"
     }
   }
   Page.ApiError = ApiError;
@@ -91,7 +97,7 @@
       throw new ApiError(0, "network", String(error));
     }
     if (response.status === 401) {
-      Page.signIn();
+      Page.onUnauthenticated();
       throw new ApiError(401, "unauthenticated", "not signed in");
     }
     if (response.status === 204) return null;
@@ -103,9 +109,15 @@
     }
     if (!response.ok) {
       const e = (data && data.error) || {};
-      throw new ApiError(response.status, e.code, e.message, e.fields);
+      throw new ApiError(response.status, e.code, e.message, e.fields, e);
     }
     return data;
+  };
+
+  /* What a 401 does. A person's page goes to sign in; a page signed in otherwise (the squad
+   * phone app, with the squad's token) replaces this. */
+  Page.onUnauthenticated = function () {
+    Page.signIn();
   };
 
   Page.signIn = function () {
@@ -163,6 +175,11 @@
       message(frames) {
         for (const frame of frames) {
           if (frame.t === "welcome") {
+            // Where each unit starts: the cursor to resume from even if no event came yet
+            // (else a drop before the first event would lose what happened meanwhile).
+            for (const [unit, id] of Object.entries(frame.cursor || {})) {
+              if (!(unit in cursors)) cursors[unit] = id;
+            }
             if (onState) onState("live");
           } else if (frame.t === "event") {
             cursors[frame.unit] = frame.id;
@@ -186,6 +203,14 @@
     const text = s < 60 ? s + Page.t("sec") : s < 3600 ? Math.floor(s / 60) + Page.t("min")
       : Math.floor(s / 3600) + Page.t("hour");
     return Page.lang === "zh" ? text + Page.t("ago") : text + " " + Page.t("ago");
+  };
+
+  Page.actor = function (by) {
+    if (!by) return "";
+    const [kind, ...rest] = String(by).split(":");
+    const who = rest.join(":");
+    const word = (Page.t("actors") || {})[kind] || kind;
+    return who ? word + " " + who : word;
   };
 
   Page.el = function (tag, attrs, ...children) {

@@ -32,6 +32,7 @@
 --   ('queued requests': the unit's queue length when the step released a squad, else -1)
 --#include lib/outbox_append.lua
 --#include lib/outbox_ack.lua
+--#include lib/record_event.lua
 --#include lib/citizen_enqueue.lua
 local flags = ARGV[4]
 local function has(flag) return string.find(flags, flag, 1, true) ~= nil end
@@ -54,10 +55,7 @@ if pairs_n > 0 then
 end
 version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 local rid, aid, sid = ARGV[6], ARGV[7], ARGV[8]
-for event in string.gmatch(ARGV[2], '[^\n]+') do
-  redis.call('RPUSH', KEYS[2], event)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'e', event)
-end
+for event in string.gmatch(ARGV[2], '[^\n]+') do record_event(KEYS[2], KEYS[3], ARGV[3], event) end
 if has('T') then redis.call('ZREM', KEYS[5], ARGV[14]) end
 if has('A') then redis.call('HSET', KEYS[8], 'state', ARGV[12]) end
 if has('R') and redis.call('SREM', KEYS[11], aid) == 1 then
@@ -80,6 +78,12 @@ for member in string.gmatch(ARGV[17], '[^\n]+') do redis.call('ZREM', KEYS[5], m
 for name in string.gmatch(ARGV[18], '[^\n]+') do redis.call('HSETNX', KEYS[1], name, ARGV[15]) end
 -- Close the open notices this step meets (a request without any pays one SCARD).
 if ARGV[19] ~= '' and redis.call('SCARD', KEYS[15]) > 0 then
+  -- Who took the step (its event's "by"): the record says who met the notice.
+  local met_by = nil
+  for event in string.gmatch(ARGV[2], '[^\n]+') do
+    local ok, decoded = pcall(cjson.decode, event)
+    if ok and type(decoded) == 'table' and decoded.type == ARGV[20] then met_by = decoded.by end
+  end
   for _, nid in ipairs(redis.call('SMEMBERS', KEYS[15])) do
     local raw = redis.call('HGET', KEYS[14], nid)
     local notice = raw and cjson.decode(raw)
@@ -95,9 +99,9 @@ if ARGV[19] ~= '' and redis.call('SCARD', KEYS[15]) > 0 then
       redis.call('ZREM', KEYS[16], nid)
       redis.call('ZADD', KEYS[17], math.floor(at * 1000), nid)
       local event = cjson.encode({type = 'notice_closed', request = rid, at = at, by = 'system',
-        notice = nid, notice_kind = notice.kind, level = notice.level, closed_by = ARGV[20]})
-      redis.call('RPUSH', KEYS[2], event)
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'e', event)
+        notice = nid, notice_kind = notice.kind, level = notice.level, closed_by = ARGV[20],
+        met_by = met_by})
+      record_event(KEYS[2], KEYS[3], ARGV[3], event)
     end
   end
 end

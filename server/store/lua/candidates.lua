@@ -9,10 +9,4 @@
 local found = find_candidates(
   {geo = KEYS[1], available = KEYS[2], free = KEYS[3], skills = KEYS[4], fix_times = KEYS[5]},
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-local out = {}
-for _, c in ipairs(found) do
-  out[#out + 1] = c[1]
-  out[#out + 1] = c[3]
-  out[#out + 1] = c[4]
-end
-return out
+return flat_candidates(found, {})

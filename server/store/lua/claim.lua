@@ -10,18 +10,12 @@
 -- ARGV[12..] candidate squad ids
 -- Returns {'ok', squad, seq, hub, version} | {'stale', state} | {'none'}
 --#include lib/outbox_append.lua
+--#include lib/record_event.lua
 --#include lib/claim.lua
 local ids = {}
 for i = 12, #ARGV do ids[#ids + 1] = ARGV[i] end
-return claim_offer(
-  {request = KEYS[1], queue = KEYS[2], available = KEYS[3], free = KEYS[4], tried = KEYS[5],
-   timers = KEYS[6], events = KEYS[7], timeline = KEYS[8], assignment = KEYS[9],
-   stats = KEYS[10]},
-  {rid = ARGV[1], aid = ARGV[2], now = ARGV[3], respond_by = ARGV[4], body = ARGV[5],
-   maxlen = ARGV[6], keep = ARGV[7], required = ARGV[8], after = ARGV[9], event = ARGV[10],
-   timer = ARGV[11]},
-  ids,
-  function(i)
-    local base = 10 + (i - 1) * 3
-    return KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
-  end)
+local k, a = claim_request()
+return claim_offer(k, a, ids, function(i)
+  local base = 10 + (i - 1) * 3
+  return KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
+end)

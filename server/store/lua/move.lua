@@ -17,6 +17,7 @@
 --            notice pairs, then this unit's new events (JSON), which also go to this unit's
 --            event stream
 -- Returns {'moved', version} | {'done', version}
+--#include lib/record_event.lua
 local version = tonumber(ARGV[1])
 local present = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
 if present >= version then
@@ -43,10 +44,7 @@ for i = first_open, first_new - 1, 2 do
   redis.call('ZADD', KEYS[8], ARGV[i + 1], ARGV[i])
 end
 redis.call('HSET', KEYS[1], 'v', version)
-for i = first_new, #ARGV do
-  redis.call('RPUSH', KEYS[2], ARGV[i])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'e', ARGV[i])
-end
+for i = first_new, #ARGV do record_event(KEYS[2], KEYS[3], ARGV[4], ARGV[i]) end
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
 return {'moved', version}

@@ -13,6 +13,7 @@
 -- ARGV[10] outbox retention (frames)
 -- Returns {'issued', seq, hub} | {'exists'} | {'stale', version}
 --#include lib/outbox_append.lua
+--#include lib/record_event.lua
 local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'stale', version}
@@ -22,8 +23,7 @@ if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then
 end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[2])
-redis.call('RPUSH', KEYS[5], ARGV[4])
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[4])
+record_event(KEYS[5], KEYS[6], ARGV[5], ARGV[4])
 if ARGV[7] ~= '' then redis.call('ZADD', KEYS[7], ARGV[8], ARGV[7]) end
 local seq, hub = 0, ''
 if ARGV[9] ~= '' then

@@ -15,6 +15,7 @@
 -- Returns {'ok', squad, seq, hub, version} | {'stale', state} | {'none'} (no candidate)
 --       | {'tie', id, lon, lat, id, lon, lat, ...}
 --#include lib/outbox_append.lua
+--#include lib/record_event.lua
 --#include lib/candidates.lua
 --#include lib/claim.lua
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -24,28 +25,14 @@ local found = find_candidates(
   ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19])
 if #found == 0 then return {'none'} end
 if #found > 1 and found[2][2] <= found[1][2] * (1 + tonumber(ARGV[20])) then
-  local out = {'tie'}
-  for _, c in ipairs(found) do
-    out[#out + 1] = c[1]
-    out[#out + 1] = c[3]
-    out[#out + 1] = c[4]
-  end
-  return out
+  return flat_candidates(found, {'tie'})
 end
 local function squad_key(template, id)
   local at = string.find(template, '\0', 1, true)
   return string.sub(template, 1, at - 1) .. id .. string.sub(template, at + 1)
 end
 local nearest = found[1][1]
-return claim_offer(
-  {request = KEYS[1], queue = KEYS[2], available = KEYS[3], free = KEYS[4], tried = KEYS[5],
-   timers = KEYS[6], events = KEYS[7], timeline = KEYS[8], assignment = KEYS[9],
-   stats = KEYS[10]},
-  {rid = ARGV[1], aid = ARGV[2], now = ARGV[3], respond_by = ARGV[4], body = ARGV[5],
-   maxlen = ARGV[6], keep = ARGV[7], required = ARGV[8], after = ARGV[9], event = ARGV[10],
-   timer = ARGV[11]},
-  {nearest},
-  function()
-    return squad_key(ARGV[21], nearest), squad_key(ARGV[22], nearest),
-      squad_key(ARGV[23], nearest)
-  end)
+local k, a = claim_request()
+return claim_offer(k, a, {nearest}, function()
+  return squad_key(ARGV[21], nearest), squad_key(ARGV[22], nearest), squad_key(ARGV[23], nearest)
+end)

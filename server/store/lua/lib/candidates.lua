@@ -46,3 +46,14 @@ local function find_candidates(k, lon, lat, first_radius, count, category, min_f
     end
   end
 end
+
+-- Append each candidate's id, lon, lat to ``out`` (the flat reply callers parse with
+-- server.assign.ranking.parse_candidates); returns ``out``.
+local function flat_candidates(found, out)
+  for _, c in ipairs(found) do
+    out[#out + 1] = c[1]
+    out[#out + 1] = c[3]
+    out[#out + 1] = c[4]
+  end
+  return out
+end

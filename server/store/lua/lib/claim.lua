@@ -48,7 +48,17 @@ local function claim_offer(k, a, ids, squad_keys)
   redis.call('HINCRBY', k.stats, 'offers', 1)
   local event = cjson.encode({type = a.event, request = rid, by = 'system', squad = sid,
     assignment = aid, at = now / 1000, seq = seq, respond_by = tonumber(a.respond_by) / 1000})
-  redis.call('RPUSH', k.timeline, event)
-  redis.call('XADD', k.events, 'MAXLEN', '~', a.maxlen, '*', 'e', event)
+  record_event(k.timeline, k.events, a.maxlen, event)
   return {'ok', sid, seq, redis.call('HGET', squad_key, 'hub') or '', version}
+end
+
+-- k and a of claim_offer from KEYS[1..10] and ARGV[1..11], the layout claim.lua and
+-- offer_nearest.lua share (see their headers).
+local function claim_request()
+  return {request = KEYS[1], queue = KEYS[2], available = KEYS[3], free = KEYS[4],
+      tried = KEYS[5], timers = KEYS[6], events = KEYS[7], timeline = KEYS[8],
+      assignment = KEYS[9], stats = KEYS[10]},
+    {rid = ARGV[1], aid = ARGV[2], now = ARGV[3], respond_by = ARGV[4], body = ARGV[5],
+      maxlen = ARGV[6], keep = ARGV[7], required = ARGV[8], after = ARGV[9], event = ARGV[10],
+      timer = ARGV[11]}
 end
