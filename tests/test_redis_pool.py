@@ -14,7 +14,7 @@ from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError
+from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.settings import Settings
@@ -146,8 +146,11 @@ async def test_a_redis_that_stops_answering_still_times_out(redis_url: str) -> N
     try:
         big = b"x" * 100_000
         assert await client.set("big", big) and await client.get("big") == big
-        with pytest.raises(RedisTimeoutError):
-            await client.execute_command("DEBUG", "SLEEP", "0.6")
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await client.execute_command("DEBUG", "SLEEP", "0.6")
+        except ResponseError as exc:  # a shared server may refuse DEBUG: nothing to stall
+            pytest.skip(f"this Redis cannot be made to stop answering: {exc}")
         await asyncio.sleep(0.5)
         assert await client.incr("after") == 1
         connection = await pool.get_connection()
