@@ -175,7 +175,7 @@ def test_the_console_loads_cleanly_in_both_languages(pages: Any, lang: str) -> N
     assert nav.count() >= 3 and "/reports/" in [
         nav.nth(i).get_attribute("href") for i in range(nav.count())
     ]
-    assert page.locator("#detail-empty").is_visible()
+    page.wait_for_selector("#detail-empty", state="visible")
     pages.shot(page)
 
 

@@ -109,7 +109,7 @@ def test_sign_in_go_on_duty_take_an_offer_through_to_resolved(
     phone = phones(lang)
     page = phone.page
     assert page.evaluate("document.documentElement.lang") == ("zh-CN" if lang == "zh" else "en")
-    assert page.locator("#signin").is_visible()
+    page.wait_for_selector("#signin", state="visible")
     phone.shot("signin")
 
     sign_in(phone, squad)

@@ -87,7 +87,7 @@ def test_the_wall_shows_the_city(pages: Any, city: dict[str, Any], lang: str, si
     page.wait_for_function("() => document.getElementById('n-dispatched').textContent === '2'")
     page.wait_for_function("() => document.getElementById('n-arrival').textContent !== '–'")
     assert page.locator("#n-open").inner_text() == str(len(REQUESTS))
-    assert page.locator("#late-box").is_visible()
+    page.wait_for_selector("#late-box", state="visible")
     assert page.locator("#late li").count() >= 3
     assert page.locator(".req.overdue").count() >= 3
     assert page.locator(".big.late.alarm").count() == 1
