@@ -20,7 +20,9 @@ fixtures it uses (an explicit ``@pytest.mark.<tier>`` wins):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,13 @@ from server.store.embedded import EmbeddedRedis
 from tests.inprocess import InProcessHub
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEM_REDIS_DB = 13  # a spare database of the machine's Redis 7; never db 0
+# Spare databases of the machine's Redis 7 (never db 0, which is someone else's): a test run
+# claims one of them for itself, so runs at the same moment (CI, a developer, a second
+# checkout) never flush each other's keys. The claims live in CLAIMS_DB, each with a lease
+# that the run renews and gives back at its end (a killed run's lapses on its own).
+SYSTEM_REDIS_DBS = range(8, 15)
+CLAIMS_DB = 15
+CLAIM_LEASE_S = 120
 TOKENS = {
     "admin": "admin-token-123456",
     "calltaker": "calltaker-token-123456",
@@ -45,15 +53,53 @@ TOKENS = {
 TOKENS_ENV = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
 
 
-def _system_redis_url() -> str | None:
-    url = f"redis://127.0.0.1:6379/{SYSTEM_REDIS_DB}"
-    try:
-        client = redis_sync.Redis.from_url(url, socket_connect_timeout=0.3)
-        version = client.info("server")["redis_version"]
-        client.close()
-    except Exception:  # noqa: BLE001 - not reachable: those runs are skipped
-        return None
-    return url if int(version.split(".")[0]) >= 7 else None
+class _SystemRedis:
+    """The machine's Redis 7, when one answers on 6379: one spare database, claimed."""
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self.reason = "no Redis 7 reachable on 127.0.0.1:6379"
+        self._claims: redis_sync.Redis | None = None
+        self._key = ""
+        self._token = os.urandom(8).hex()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def claim(self) -> None:
+        try:
+            claims = redis_sync.Redis(port=6379, db=CLAIMS_DB, socket_connect_timeout=0.3)
+            version = claims.info("server")["redis_version"]
+        except Exception:  # noqa: BLE001 - not reachable: those runs are skipped
+            return
+        if int(version.split(".")[0]) < 7:
+            self.reason = f"the Redis on 127.0.0.1:6379 is {version}, not 7"
+            return
+        for db in SYSTEM_REDIS_DBS:
+            key = f"dispatch-tests:claim:{db}"
+            if claims.set(key, self._token, nx=True, ex=CLAIM_LEASE_S):
+                self._claims, self._key = claims, key
+                self.url = f"redis://127.0.0.1:6379/{db}"
+                self._renewer = threading.Thread(target=self._renew, daemon=True)
+                self._renewer.start()
+                return
+        self.reason = (
+            f"every spare database of the Redis 7 on 6379 ({SYSTEM_REDIS_DBS}) is claimed by "
+            "another run"
+        )
+
+    def _renew(self) -> None:
+        while not self._stop.wait(CLAIM_LEASE_S / 4):
+            assert self._claims is not None
+            with contextlib.suppress(Exception):
+                self._claims.expire(self._key, CLAIM_LEASE_S)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._claims is not None:
+            with contextlib.suppress(Exception):
+                if self._claims.get(self._key) == self._token.encode():
+                    self._claims.delete(self._key)
+            self._claims.close()
 
 
 @pytest.fixture(scope="session")
@@ -63,14 +109,22 @@ def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def system_redis() -> Iterator[_SystemRedis]:
+    system = _SystemRedis()
+    system.claim()
+    yield system
+    system.release()
+
+
 @pytest.fixture(scope="session", params=["redis6.2-embedded", "redis7-system"])
 def redis_base_url(request: pytest.FixtureRequest, embedded_redis: EmbeddedRedis) -> str:
     if request.param == "redis6.2-embedded":
         return embedded_redis.url
-    url = _system_redis_url()
-    if url is None:
-        pytest.skip("no Redis 7 reachable on 127.0.0.1:6379")
-    return url
+    system: _SystemRedis = request.getfixturevalue("system_redis")
+    if system.url is None:
+        pytest.skip(system.reason)
+    return system.url
 
 
 @pytest.fixture
