@@ -3,7 +3,8 @@
 
     python3 dev.py serve [--port 8000]   # hub + embedded Redis + SQLite + a small simulated city
     python3 dev.py test [pytest args]    # the whole test suite
-    python3 dev.py test --fast [args]    # the fast tier only: pure + app tests (-m "pure or app")
+    python3 dev.py test --fast [args]    # the fast tier only: pure + app tests (-m "pure or app"),
+                                         # on two worker processes (pytest-xdist; -n 0: one)
     python3 dev.py lock [--upgrade]      # re-resolve requirements.lock after editing pyproject.toml
 
 ``serve`` and ``test`` create ``.venv`` and install the whole pinned dependency tree from
@@ -94,6 +95,9 @@ def main() -> int:
     else:
         if "--fast" in rest:  # the tiers are pytest markers, see tests/conftest.py
             rest = [arg for arg in rest if arg != "--fast"] + ["-m", "pure or app"]
+            if not any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in rest):
+                # Two worker processes (pytest-xdist): these tiers share nothing between tests.
+                rest += ["-n", str(min(2, os.cpu_count() or 1))]
         args = [str(PYTHON), "-m", "pytest", *rest]
     os.execv(args[0], args)
 

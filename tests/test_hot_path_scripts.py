@@ -195,14 +195,14 @@ def test_beyond_the_near_tie_margin_the_spherical_order_is_the_geodesic_order() 
         return 2 * 6_372_797.560856 * math.asin(math.sqrt(a))
 
     checked = 0
-    for _ in range(20_000):
+    for _ in range(5_000):
         lat, lon = rng.uniform(-80, 80), rng.uniform(-179, 179)
         points = [(lat + rng.uniform(-0.5, 0.5), lon + rng.uniform(-0.5, 0.5)) for _ in range(2)]
         near, far = sorted(points, key=lambda p: spherical_m(lat, lon, *p))
         if spherical_m(lat, lon, *far) > spherical_m(lat, lon, *near) * (1 + NEAR_TIE):
             assert geodesic_m(lat, lon, *near) < geodesic_m(lat, lon, *far)
             checked += 1
-    assert checked > 10_000
+    assert checked > 2_500
 
 
 # ---- apply.lua: ownership, pending ack, citizen messages ----------------------------------------

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from server.api.console import MAX_SEGMENTS, hold_segments
 from server.store import keys
@@ -89,7 +91,8 @@ async def test_the_recorder_writes_by_itself_at_most_once_per_write_interval(
 
 
 async def test_a_failing_redis_never_makes_recording_raise() -> None:
-    dead = Redis(port=free_port(), socket_connect_timeout=0.2)
+    # No retries: the client's own backoff (seconds) is not what this test is about.
+    dead = Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     recorder = TrackRecorder(dead, interval_s=1, keep_points=10, keep_s=60, write_every_s=0)
     recorder.record({"water": {"S1": (112.0, 34.0, 1.0)}})
     await recorder.write_now()  # logged, not raised
