@@ -136,6 +136,14 @@ def is_cluster(redis: Any) -> bool:
     return isinstance(redis, RedisCluster)
 
 
+async def sharded_pubsub(redis: Any) -> bool:
+    """Whether ``redis`` is a cluster whose servers have shard channels (Redis >= 7)."""
+    if not is_cluster(redis):
+        return False
+    info = await redis.info("server")
+    return int(str(info["redis_version"]).split(".")[0]) >= 7
+
+
 def _counting(base: Any, counter: RoundTrips) -> Any:
     class Counting(base):  # type: ignore[misc, valid-type]
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
@@ -176,6 +184,7 @@ def queue_wait(pipe: Any, redis: Any, key: str, replicas: int, timeout_ms: int) 
     cluster, sent to that node with them (one connection per node in a pipeline); on a single
     Redis, on the pipeline's connection. Its answer (replicas reached) is the pipeline's last."""
     if is_cluster(redis):
-        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=redis.get_node_from_key(key))
+        node = redis.get_node_from_key(key)
+        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
     else:
         pipe.execute_command("WAIT", replicas, timeout_ms)

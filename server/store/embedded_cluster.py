@@ -152,9 +152,7 @@ class EmbeddedCluster:
 
     def roles(self) -> dict[int, str]:
         """Port -> "master" / "slave" of every live node, as each sees itself."""
-        return {
-            node.port: self.client(node).info("replication")["role"] for node in self.alive()
-        }
+        return {node.port: self.client(node).info("replication")["role"] for node in self.alive()}
 
     def master_nodes(self) -> list[EmbeddedRedis]:
         roles = self.roles()
