@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 from server.store.embedded import EmbeddedRedis, redis_server_binary
 
@@ -157,6 +158,15 @@ class EmbeddedCluster:
     def master_nodes(self) -> list[EmbeddedRedis]:
         roles = self.roles()
         return [n for n in self.alive() if roles.get(n.port) == "master"]
+
+    def master_of(self, key: str) -> EmbeddedRedis:
+        """The live master that serves ``key``'s slot."""
+        slot = key_slot(key.encode())
+        for node in self.master_nodes():
+            for low, high, master, *_ in self.client(node).execute_command("CLUSTER SLOTS"):
+                if low <= slot <= high:
+                    return next(n for n in self.nodes if n.port == int(master[1]))
+        raise LookupError(f"no master serves slot {slot}")
 
     def healthy(self) -> bool:
         """Every live node sees the cluster ok, the slots served by live masters, and every
