@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from dispatch_field import protocol
+from server.broker import Broker
+from server.hub import Hub
 from server.settings import Settings
 from server.store import keys
-from server.store.cluster import parse_cluster_url, wants_cluster
+from server.store.availability import RedisAvailability
+from server.store.cluster import open_client, parse_cluster_url, sharded_pubsub, wants_cluster
 from server.store.embedded_cluster import EmbeddedCluster
 from tests.conftest import Hubs
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
@@ -31,6 +36,26 @@ def test_a_cluster_is_named_by_its_url_or_by_the_setting() -> None:
     for bad in ("redis+cluster://h:1/3", "redis+cluster://h", "http://h:1"):
         with pytest.raises(ValueError):
             parse_cluster_url(bad)
+
+
+async def test_the_cluster_client_bounds_what_is_in_flight_and_counts_round_trips(
+    embedded_cluster: EmbeddedCluster,
+) -> None:
+    embedded_cluster.flush()
+    client, trips = open_client(embedded_cluster.url, Settings(redis_connections=4))
+    try:
+        counters = [keys.stats(f"u{i}") for i in range(9)]  # nine units: every master
+        await asyncio.gather(*(client.hincrby(counters[i % 9], "n", 1) for i in range(300)))
+        pipe = client.pipeline(transaction=False)
+        for key in counters:
+            pipe.hget(key, "n")
+        assert sum(int(n) for n in await pipe.execute()) == 300
+        assert trips.count >= 300
+        connections = [len(node._connections) for node in client.get_nodes()]  # type: ignore[attr-defined]
+        assert max(connections) <= 4, connections  # a burst of 300 waited in line
+        assert type(client).__name__ == "BoundedCluster"
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -150,3 +175,61 @@ async def _offered(squad: object, request_id: str) -> bool:
     except (TimeoutError, AssertionError):
         return False
     return bool(offer.request.id == request_id)
+
+
+SYSTEM_REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+def _system_major() -> int:
+    if not SYSTEM_REDIS_SERVER.exists():
+        return 0
+    out = subprocess.run(
+        [str(SYSTEM_REDIS_SERVER), "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    match = re.search(r"v=(\d+)\.", out)
+    return int(match.group(1)) if match else 0
+
+
+@pytest.mark.parametrize("binary", ["redis6.2-packaged", "redis7-system"])
+async def test_pushes_reach_the_holding_process_on_the_cluster(
+    binary: str, tmp_path: Path, embedded_cluster: EmbeddedCluster
+) -> None:
+    """A push published by one process reaches the subscription of the process that holds
+    the squad: plain pub/sub on 6.2, shard channels (SSUBSCRIBE / SPUBLISH) on Redis 7."""
+    if binary == "redis7-system":
+        if _system_major() < 7:
+            pytest.skip("no Redis 7 redis-server at /usr/bin")
+        cluster = EmbeddedCluster(tmp_path / "c7", binary=str(SYSTEM_REDIS_SERVER)).start()
+    else:
+        cluster = embedded_cluster
+    sender_client, _ = open_client(cluster.url, Settings())
+    holder_client, _ = open_client(cluster.url, Settings())
+    received: asyncio.Queue[tuple[str, int, bytes]] = asyncio.Queue()
+
+    class Holder(Hub):
+        def deliver(self, squad: str, seq: int, body: bytes) -> None:  # type: ignore[override]
+            received.put_nowait((squad, seq, body))
+
+    holder = Holder()
+    listening = Broker(holder_client, holder, RedisAvailability())
+    sender = Broker(sender_client, Hub(), RedisAvailability())
+    task = asyncio.create_task(listening.listen())
+    try:
+        assert await sharded_pubsub(sender_client) is (binary == "redis7-system")
+
+        async def pushed() -> bool:
+            await sender.push("water", "S1", 7, b'{"t":"offer"}', holder.id)
+            try:
+                return await asyncio.wait_for(received.get(), 0.3) == ("S1", 7, b'{"t":"offer"}')
+            except TimeoutError:
+                return False
+
+        await eventually(pushed)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sender_client.aclose()
+        await holder_client.aclose()
+        if cluster is not embedded_cluster:
+            cluster.stop()

@@ -167,9 +167,9 @@ class BoundedCluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        pipe.__class__ = _BoundedPipeline
-        return pipe
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused by redis-py
+        return _BoundedPipeline(self, transaction)  # type: ignore[abstract]  # redis-py stubs
 
 
 class _BoundedPipeline(ClusterPipeline):

@@ -24,7 +24,7 @@ from dispatch_field import protocol
 from server import deadlines, ids
 from server.lifecycle import RequestView, State, Step
 from server.store import keys, timers
-from server.store.cluster import queue_wait
+from server.store.cluster import is_cluster, queue_wait
 from server.store.scripts import ScriptCall, Scripts
 from server.store.text import text
 from server.store.timers import TimerKind
@@ -239,6 +239,7 @@ class RequestStore:
         self._outbox_max_frames = outbox_max_frames
         self._zone = zone
         self._wait = (wait_replicas, wait_timeout_ms)
+        self._cluster = is_cluster(redis)
         self.replicas_short = 0  # new requests answered before wait_replicas had them
         self._highest_recorded = highest_recorded
 
@@ -333,10 +334,15 @@ class RequestStore:
 
         The id -> unit index is written first, in the same pipeline (one round trip): a
         crash between the two leaves an index entry that leads to nothing (a 404), never a
-        request that cannot be found.
+        request that cannot be found. On a Redis Cluster the index lives in another slot
+        (another node, perhaps) and a pipeline's nodes are written in parallel: there it is
+        written first on its own (one more round trip), for the same guarantee.
         """
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(keys.request_units(), request_id, unit)
+        if self._cluster:
+            await self._redis.hset(keys.request_units(), request_id, unit)
+        else:
+            pipe.hset(keys.request_units(), request_id, unit)
         apply_keys = self._apply_keys(unit, request_id, "", "", None)
         apply_args = self._apply_args(
             expected=0,
@@ -362,6 +368,8 @@ class RequestStore:
         if replicas:  # behind the writes, on their connection: they reached the replicas
             queue_wait(pipe, self._redis, apply_keys[0], replicas, timeout_ms)
         answers = await pipe.execute(raise_on_error=False)
+        if self._cluster:
+            answers.insert(0, 0)  # the index's place (written above)
         if replicas:
             reached = answers.pop()
             if isinstance(reached, Exception) or int(reached) < replicas:
