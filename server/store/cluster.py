@@ -23,7 +23,12 @@ them per node (one round trip per node, in parallel). Differences the callers ha
   (:mod:`server.broker`);
 * redis-py's cluster client fails a command at once when a node's ``max_connections`` are all
   busy, where the single path waits in line: :class:`BoundedCluster` lets at most
-  ``redis_connections`` commands or pipelines be in flight per process, the others wait.
+  ``IN_FLIGHT_PER_CONNECTION * redis_connections`` commands or pipelines be in flight per
+  process, the others wait. Not ``redis_connections`` alone: an operation stays in flight
+  longer on the cluster client (a task per node of a pipeline, its replies gathered), and
+  with 64 one hub at 100 requests/s queued for seconds (intake -> offer p50 52 ms, p95
+  1.6 s) at 35 % of a core; with 256: p50 10 ms, p95 82 ms (docs/benchmarks.md, "Redis
+  Cluster").
 
 ``WAIT`` (``DISPATCH_REDIS_WAIT_REPLICAS``): Redis replicates asynchronously, so a write a
 master acknowledged can be lost if it dies before its replica has it (see docs/benchmarks.md,
@@ -52,6 +57,7 @@ CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> 
 # A failover takes cluster-node-timeout plus an election (a few seconds on defaults): a
 # command keeps retrying, with the topology refreshed, for about that long.
 CLUSTER_RETRY = (ExponentialBackoff(cap=1.0, base=0.05), 12)  # ~8 s
+IN_FLIGHT_PER_CONNECTION = 4  # see the module's docstring
 MAX_NODE_CONNECTIONS_MARGIN = 16  # transactions with WATCH hold theirs outside the bound
 
 
@@ -110,16 +116,17 @@ def open_client(url: str, settings: Settings | None = None) -> tuple[Redis, Roun
 def open_cluster(url: str, settings: Settings) -> tuple[Redis, RoundTrips]:
     address = parse_cluster_url(url)
     counter = RoundTrips()
+    bound = IN_FLIGHT_PER_CONNECTION * settings.redis_connections
     client = BoundedCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
         username=address.username,
         password=address.password,
         ssl=address.tls,
-        max_connections=settings.redis_connections + MAX_NODE_CONNECTIONS_MARGIN,
+        max_connections=bound + MAX_NODE_CONNECTIONS_MARGIN,
         retry=Retry(*CLUSTER_RETRY),
         require_full_coverage=False,  # the other slots keep working while one fails over
         health_check_interval=0,
-        bound=settings.redis_connections,
+        bound=bound,
     )
     connection_class = lean_connection(
         _counting(SSLConnection if address.tls else Connection, counter)
