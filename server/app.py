@@ -40,7 +40,7 @@ from server.ledger.running import ledger_loops
 from server.loops import background_loops
 from server.net import BodyLimit
 from server.security_headers import SecurityHeaders
-from server.settings import Settings, load_settings
+from server.settings import Settings, SettingsError, load_settings
 from server.store.cluster import open_client
 from server.store.embedded import EmbeddedRedis
 from server.wallmap.routes import wallmap_routes
@@ -97,6 +97,8 @@ async def _redis_url(settings: Settings) -> AsyncIterator[str]:
     if settings.redis_url:
         yield settings.redis_url
         return
+    if settings.redis_cluster:
+        raise SettingsError("DISPATCH_REDIS_CLUSTER=1 needs REDIS_URL (a node of the cluster)")
     embedded = EmbeddedRedis(os.path.join(settings.data_dir, "redis"))
     await asyncio.to_thread(embedded.start)
     # public_url: the URL without its password (never logged)
