@@ -40,9 +40,9 @@ from server.ledger.running import ledger_loops
 from server.loops import background_loops
 from server.net import BodyLimit
 from server.security_headers import SecurityHeaders
-from server.settings import Settings, load_settings
+from server.settings import Settings, SettingsError, load_settings
+from server.store.cluster import open_client
 from server.store.embedded import EmbeddedRedis
-from server.store.pool import open_redis
 from server.wallmap.routes import wallmap_routes
 from server.web import static_dir
 
@@ -97,6 +97,8 @@ async def _redis_url(settings: Settings) -> AsyncIterator[str]:
     if settings.redis_url:
         yield settings.redis_url
         return
+    if settings.redis_cluster:
+        raise SettingsError("DISPATCH_REDIS_CLUSTER=1 needs REDIS_URL (a node of the cluster)")
     embedded = EmbeddedRedis(os.path.join(settings.data_dir, "redis"))
     await asyncio.to_thread(embedded.start)
     # public_url: the URL without its password (never logged)
@@ -110,7 +112,7 @@ async def _redis_url(settings: Settings) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
     """The process's components and background loops, from start-up to shutdown."""
-    redis, round_trips = open_redis(url, settings)  # see server.store.pool
+    redis, round_trips = open_client(url, settings)  # single Redis or cluster: store.cluster
     city = load_city(settings.config_path)
     # The ledger first: request numbers resume from it (see server.ids); accounts live in it.
     ledger = await Ledger.open(settings.database_url or default_database_url(settings.data_dir))

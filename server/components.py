@@ -113,6 +113,8 @@ def build_components(
         outbox_max_frames=settings.outbox_max_frames,
         zone=city.zone,
         id_block=settings.request_id_block,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
         highest_recorded=partial(highest_request_number, ledger) if ledger else None,
     )
     directory = Directory(redis, city)

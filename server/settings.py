@@ -46,6 +46,12 @@ class Settings(FieldLimits, kw_only=True):
     # --- tunables: DISPATCH_<NAME> ---
     data_dir: str = "./var"  # embedded Redis data (AOF) and the SQLite ledger
     redis_connections: int = 64  # pool size per hub process; callers wait for a free one
+    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster (a
+    # ``redis+cluster://host:port,host:port`` URL says so by itself): see server.store.cluster
+    # replicas that must have a new request (intake) before it is answered: ``WAIT n`` after
+    # the write (0: none; Redis replicates asynchronously, see docs/benchmarks.md "Redis Cluster")
+    redis_wait_replicas: Annotated[int, Meta(ge=0, le=8)] = 0
+    redis_wait_timeout_ms: Annotated[int, Meta(ge=1)] = 500  # the WAIT's longest wait
     time_scale: Annotated[float, Meta(gt=0, le=1000)] = 1.0  # multiplies every category limit
     # (accept, arrive, resolve, promise cap) and every escalation interval: 1/N for the
     # simulation at --speed N runs the real rules N times faster; tests use limits of seconds

@@ -2,7 +2,11 @@
 Redis 7 on a spare database when one answers on 6379), the app in process, and real hub
 processes.
 
-Integration tests take ``redis_url``; they run once per reachable Redis version.
+Integration tests take ``redis_url``; they run once per reachable Redis version, and once on
+a Redis Cluster of three masters with a replica each (``redis6.2-cluster``: the packaged
+redis-server, six processes, started once per session; flushed on every master between
+tests). A test that addresses one server by nature (DEBUG, CLIENT KILL, the single pool)
+skips itself there with :func:`skip_on_cluster`.
 
 Every test belongs to one tier, marked by :func:`pytest_collection_modifyitems` from the
 fixtures it uses (an explicit ``@pytest.mark.<tier>`` wins):
@@ -33,7 +37,10 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from server.launch import HubProc, spawn_hub
+from server.settings import Settings
+from server.store.cluster import open_client, wants_cluster
 from server.store.embedded import EmbeddedRedis
+from server.store.embedded_cluster import EmbeddedCluster
 from tests.inprocess import InProcessHub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,28 +124,69 @@ def system_redis() -> Iterator[_SystemRedis]:
     system.release()
 
 
-@pytest.fixture(scope="session", params=["redis6.2-embedded", "redis7-system"])
+_CLUSTERS: dict[str, EmbeddedCluster] = {}  # url -> the session's cluster (to flush it)
+
+
+@pytest.fixture(scope="session")
+def embedded_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
+    """Three masters, each with a replica (Redis 6.2, the packaged binary)."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster")).start()
+    _CLUSTERS[cluster.url] = cluster
+    yield cluster
+    _CLUSTERS.pop(cluster.url, None)
+    cluster.stop()
+
+
+@pytest.fixture(scope="session", params=["redis6.2-embedded", "redis7-system", "redis6.2-cluster"])
 def redis_base_url(request: pytest.FixtureRequest, embedded_redis: EmbeddedRedis) -> str:
     if request.param == "redis6.2-embedded":
         return embedded_redis.url
+    if request.param == "redis6.2-cluster":
+        cluster: EmbeddedCluster = request.getfixturevalue("embedded_cluster")
+        return cluster.url
     system: _SystemRedis = request.getfixturevalue("system_redis")
     if system.url is None:
         pytest.skip(system.reason)
     return system.url
 
 
+def is_cluster_url(url: str) -> bool:
+    return wants_cluster(url, Settings())
+
+
+def skip_on_cluster(url: str, reason: str) -> None:
+    """Skip the test, visibly, when ``url`` is a Redis Cluster: it addresses one server."""
+    if is_cluster_url(url):
+        pytest.skip(f"single Redis only: {reason}")
+
+
+def flush(url: str) -> None:
+    """Empty the Redis of ``url``: its database, or every master of the cluster."""
+    cluster = _CLUSTERS.get(url)
+    if cluster is not None:
+        cluster.wait_healthy()  # a test that killed a master left it failing over
+        cluster.flush()
+        return
+    client = redis_sync.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
+def redis_client(url: str) -> Redis:
+    """An asyncio client of ``url`` (a cluster client for a cluster URL)."""
+    return open_client(url, Settings())[0]
+
+
 @pytest.fixture
 def redis_url(redis_base_url: str) -> str:
     """A clean database for each test."""
-    client = redis_sync.Redis.from_url(redis_base_url)
-    client.flushdb()
-    client.close()
+    flush(redis_base_url)
     return redis_base_url
 
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     yield client
     await client.aclose()
 
@@ -254,6 +302,7 @@ TIER_FIXTURES = (
             "redis_url",
             "redis_base_url",
             "embedded_redis",
+            "embedded_cluster",
             "database_url",
             "ledger",
             "store",

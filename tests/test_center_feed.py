@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from dispatch_field.codes import CloseCode
 from server.ledger.streams import with_no_unit
 from server.store import keys
+from tests.conftest import redis_client
 from tests.helpers import XIGONG, Api, auth
 from tests.test_citizen import _desk_token
 
@@ -96,7 +97,7 @@ class Seen:
 async def test_center_sees_events_live_and_resumes_exactly(hubs, redis_url) -> None:
     hub = hubs.start(citizen_poll_s=0.1)
     api = Api(hub)
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     units = with_no_unit(UNITS)
     ws = await _open(hub, auth("center"))
     welcome = await _welcome(ws)
@@ -261,7 +262,7 @@ async def test_a_client_that_reads_gets_a_flood_whole_and_a_stalled_one_is_cut_o
     # A queue that holds the whole flood: the reading client never falls that far behind,
     # whatever the pace of this test's writes against the hub's sends.
     hub = hubs.start(feed_queue_frames=2 * FLOOD, feed_batch=4, close_timeout_s=0.5)
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     slow = _stalled_client(hub, {"t": "hello"})
     # The fast client takes every frame off its socket as it comes (no bound on its own
     # queue), so only the hub's pace can hold it back, never this test's loop, busy writing.
@@ -293,7 +294,7 @@ async def test_a_stalled_client_with_a_small_queue_is_cut_off_during_the_flood(
     # A queue of 8 frames: the live entries overflow it once the stalled socket's kernel
     # buffers are full, well before the flood ends.
     hub = hubs.start(feed_queue_frames=8, feed_batch=4, close_timeout_s=0.5)
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     slow = _stalled_client(hub, {"t": "hello"})
     await asyncio.sleep(0.5)  # its hello is read and it is subscribed
     filler = _filler()

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from dispatch_field import protocol
 from dispatch_field.client import CommandRejected, FieldClient
 from server.store import keys
+from tests.conftest import redis_client
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
 FAST = {"time_scale": 0.002, "notice_escalate_s": 500, "timer_poll_ms": 50}
@@ -156,7 +157,7 @@ async def test_accepted_within_the_limit_gets_no_accept_notice(hubs, redis_url):
     due = (await api.get_request(created["id"]))["deadlines"]
     await asyncio.sleep(max(0.0, due["accept_by"] - time.time()) + 1.0)
     assert await _notices(api, created["id"]) == {}
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     pending = {m.decode() for m in await redis.zrange(keys.timers("water"), 0, -1)}
     await redis.aclose()
     assert f"deadline:{created['id']}:accept" not in pending
@@ -185,7 +186,7 @@ async def test_promises_kept_broken_past_the_cap_and_the_resolve_limit(hubs, red
     promise = await _notice(api, f"{broken[0]}-promise-1")
     _on_time(promise, until)
     assert promise["kind"] == "promise"
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     pending = {m.decode() for m in await redis.zrange(keys.timers("gas"), 0, -1)}
     await redis.aclose()
     assert f"deadline:{broken[0]}:resolve" not in pending  # the promise replaced it
@@ -232,7 +233,7 @@ async def test_each_notice_is_issued_once_when_a_hub_dies_holding_timers(hubs, r
     doomed, survivor = hubs.start(**settings), hubs.start(**settings)
     os.kill(survivor.process.pid, signal.SIGSTOP)  # only the doomed hub claims timers for now
     api = Api(doomed)
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     try:
         created = await asyncio.gather(
             *(api.request(*XIGONG, category="gas_leak_smell") for _ in range(60))

@@ -23,7 +23,7 @@ from server.store import keys, timers
 from server.store.embedded import EmbeddedRedis
 from server.store.scripts import Scripts
 from server.store.text import text
-from tests.conftest import Apps, Hubs
+from tests.conftest import Apps, Hubs, redis_client
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
 SERIES = {
@@ -219,7 +219,7 @@ async def test_a_draining_hub_sends_its_phones_elsewhere_spread_out_and_loses_no
         # Told to move, a phone is not recorded offline for its move (it stays in dispatch,
         # and the draining hub spends no Redis call on it): only one not back elsewhere when
         # the process finishes is, which only the last ones told can be.
-        redis = Redis.from_url(hubs.redis_url)
+        redis = redis_client(hubs.redis_url)
         try:
             pending = {text(m) for m in await redis.zrange(keys.timers("water"), 0, -1)}
         finally:

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.settings import Settings
 from server.store.pool import BoundedPool, lean_connection, open_redis
+from tests.conftest import skip_on_cluster
 
 
 class Kind(enum.IntEnum):
@@ -34,6 +35,14 @@ ARGUMENTS: list[tuple[object, ...]] = [
     ("SET", "k", memoryview(b"view")),
     ("EVALSHA", "abc", 0),
 ]
+
+
+@pytest.fixture
+def redis_url(redis_url: str) -> str:
+    """This module's tests are of the single Redis's pool (server.store.pool); the cluster
+    client's bound and packing are tested in tests/test_cluster.py."""
+    skip_on_cluster(redis_url, "BoundedPool, DEBUG and CLIENT KILL address one server")
+    return redis_url
 
 
 @pytest.mark.parametrize("args", ARGUMENTS)

@@ -13,6 +13,7 @@ import asyncio
 import time
 
 from dispatch_field import protocol
+from tests.conftest import is_cluster_url
 from tests.helpers import XIGONG, Api, auth, online_squad
 
 CEILING = 7  # measured 7 on 2026-11-30 (31 before issue 9)
@@ -47,6 +48,9 @@ async def test_a_lifecycle_stays_within_its_round_trip_ceiling(hubs) -> None:
     took = time.monotonic() - started
     spent = await count() - before - 1  # less the PING of the health read itself
     assert spent > 5, spent  # the counter counts
-    assert spent <= CEILING + took * 3, (spent, took)  # ~2 idle round trips a second
+    # On a cluster the request -> unit index is written before the request, alone (its slot
+    # is another node's, and a pipeline's nodes are written in parallel): one more.
+    ceiling = CEILING + (1 if is_cluster_url(hubs.redis_url) else 0)
+    assert spent <= ceiling + took * 3, (spent, took)  # ~2 idle round trips a second
     await phone.close()
     await api.close()

@@ -6,8 +6,12 @@ process however many center desks are connected, each entry encoded once as a fr
 handed to every subscriber without waiting (a subscriber must never block the broker: it
 queues, or closes itself as a slow consumer).
 
-XREAD names several streams, of several units: on a Redis Cluster it must become one read per
-node. The broker runs only while someone subscribes; it starts at the streams' ends (a subscriber
+XREAD names several streams, of several units, so several slots: a Redis Cluster refuses that
+(even for slots of one node). There the broker reads each unit's stream with its own XREAD,
+without BLOCK, all in one pipeline (redis-py sends one batch per node, in parallel), and waits
+``POLL_S`` after a pass that found nothing: a live entry reaches the desks within that, at the
+cost of one small pipeline per pass per process with a feed open. The broker runs only while
+someone subscribes; it starts at the streams' ends (a subscriber
 first catches up, then subscribes, then reads once more up to the end: see the session).
 """
 
@@ -26,11 +30,13 @@ from redis.asyncio import Redis
 from dispatch_field.codes import CloseCode
 from server.store import keys
 from server.store.availability import is_outage
+from server.store.cluster import is_cluster
 from server.store.text import text
 
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 1000  # one blocking read returns at least this often (new units are picked up)
+POLL_S = 0.05  # on a cluster: the pause after a pass of reads that found nothing
 
 
 def stream_position(stream_id: str) -> tuple[int, int]:
@@ -161,7 +167,11 @@ class FeedBroker:
             positions.update(start)
         self._positioned.set()
         streams: dict[Any, Any] = {keys.events(unit): positions[unit] for unit in units}
-        replies: Any = await self._redis.xread(streams, count=self._batch, block=BLOCK_MS)
+        replies: Any
+        if is_cluster(self._redis):
+            replies = await self._read_each(streams)
+        else:
+            replies = await self._redis.xread(streams, count=self._batch, block=BLOCK_MS)
         by_key = {keys.events(unit): unit for unit in units}
         for stream, entries in replies or ():
             unit = by_key[text(stream)]
@@ -170,3 +180,14 @@ class FeedBroker:
                 positions[unit] = entry.stream_id
                 for subscriber in list(self._subscribers):
                     subscriber.live(entry)
+
+    async def _read_each(self, streams: dict[Any, Any]) -> list[Any]:
+        """One XREAD per stream in a pipeline (a cluster: each unit in its own slot), then a
+        pause of ``POLL_S`` if nothing came; the replies as one XREAD's."""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream, start in streams.items():
+            pipe.xread({stream: start}, count=self._batch)
+        replies = [reply for found in await pipe.execute() for reply in found or ()]
+        if not replies:
+            await asyncio.sleep(POLL_S)
+        return replies

@@ -24,14 +24,13 @@ import signal
 import socket
 import sys
 
-from redis.asyncio import Redis
-
 from server.city import load_city
 from server.cli import start
 from server.directory import Directory
 from server.ledger.running import ledger_loops
 from server.ledger.writer import Ledger, default_database_url
 from server.settings import Settings
+from server.store.cluster import open_client
 
 log = logging.getLogger("server.ledger")
 
@@ -41,7 +40,7 @@ DIRECTORY_REFRESH_S = 5.0  # units added through the API are recorded from then 
 async def run(settings: Settings, consumer: str) -> None:
     """Record until cancelled (SIGTERM or SIGINT)."""
     assert settings.redis_url is not None
-    redis = Redis.from_url(settings.redis_url)
+    redis, _ = open_client(settings.redis_url, settings)
     ledger = await Ledger.open(settings.database_url or default_database_url(settings.data_dir))
     directory = Directory(redis, load_city(settings.config_path))
     task = asyncio.current_task()

@@ -118,7 +118,7 @@ class GroupReader:
                 name = text(info["name"])
                 if name != self.consumer and not info["pending"] and info["idle"] > FORGET_IDLE_MS:
                     forget.xgroup_delconsumer(keys.events(unit), GROUP, name)
-        if forget.command_stack:
+        if len(forget):
             await forget.execute(raise_on_error=False)
 
     async def _read(

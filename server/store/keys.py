@@ -1,11 +1,38 @@
 """Every Redis key the project uses, as small functions.
 
-Keys of one unit share the hash tag ``{u:<unit>}``: a unit's squads, requests, assignments,
-outboxes, queue, timers and events live in one Cluster slot, so every Lua script touches
-keys of a single slot and the same code runs on Redis Cluster. The few global keys (id
-counters and id -> unit indexes) are only used by single-key commands, except the request
-sequence's, which share the hash tag ``{ids}`` for ``sequence.lua``, and the Web Push
-subscriptions with their version (``{push}``, changed together in a transaction).
+Which keys live together, and why (Redis Cluster: see also server.store.cluster)
+-------------------------------------------------------------------------------
+
+A Redis Cluster runs a multi-key command, a Lua script or a MULTI/EXEC only when all its keys
+hash to one slot; ``{...}`` in a key is its hash tag (only the tag is hashed). So:
+
+* ``{u:<unit>}`` -- everything of one unit: its squads (hash, outbox, jobs, track, command
+  ids), requests (hash, timeline, tried set, notices, citizen messages), assignments, the
+  GEO set and fix times, availability and free capacity, queue, open requests, timers, due
+  citizen messages, stats, and the unit's event stream. Every script (``lua/*.lua``) and
+  every transaction names keys of ONE unit: a dispatch step touches a request, a squad, the
+  unit's queue and timers at once, and a squad belongs to one unit. A request moved to
+  another unit (``move.lua``) is written in the new unit's slot by one script, and removed
+  from the old one by a second step (server.center.moves). Pipelines may name several
+  units (a position flush, the ledger's reads): they are not atomic and need not be; on a
+  cluster redis-py splits them per node.
+* ``{ids}`` -- the day's request counter and its marker: ``sequence.lua`` reads both.
+* ``{push}`` -- the Web Push subscriptions and their version, changed in one transaction.
+* no tag -- the global keys below (id -> unit indexes, units, idempotency reservations,
+  hubs and their squads, channels): only ever single-key commands, each in its own slot.
+
+What spans units, and how it avoids a cross-slot command:
+
+* the center feed (server.feed.broker) reads every unit's stream: one blocking XREAD on a
+  single Redis; on a cluster one XREAD per unit in a pipeline, polled;
+* the ledger writer (server.ledger.streams) reads each unit's stream with its own
+  XREADGROUP / XAUTOCLAIM / XACK, in a pipeline;
+* a request's creation writes the global request -> unit index and the unit's keys: two
+  commands (on a cluster the index first, alone, so that a request is never stored without
+  its index entry); presence (``hubs``, ``hub:<id>:squads``) names squads as "unit/squad"
+  and settles each with its unit's script;
+* pushes between processes: one channel per hub process (sharded pub/sub on Redis 7
+  clusters: server.broker).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from dispatch_field import protocol
 from server import deadlines, ids
 from server.lifecycle import RequestView, State, Step
 from server.store import keys, timers
+from server.store.cluster import is_cluster, queue_wait
 from server.store.scripts import ScriptCall, Scripts
 from server.store.text import text
 from server.store.timers import TimerKind
@@ -215,8 +216,12 @@ class RequestStore:
         zone: ZoneInfo,
         highest_recorded: HighestRecorded | None = None,
         id_block: int = 1,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         """``zone``: the city's time zone (request numbers carry its date).
+        ``wait_replicas``: a new request is answered only once that many replicas have it
+        (``WAIT``, at most ``wait_timeout_ms``; see server.store.cluster), 0: not waited for.
         ``highest_recorded``: asks the ledger where a day's numbers got to, when Redis has
         no counter for the day; None (no ledger) counts as 0. ``id_block``: how many request
         numbers this process takes from the day's counter at a time and hands out itself
@@ -233,6 +238,9 @@ class RequestStore:
         self._command_memory_s = command_memory_s
         self._outbox_max_frames = outbox_max_frames
         self._zone = zone
+        self._wait = (wait_replicas, wait_timeout_ms)
+        self._cluster = is_cluster(redis)
+        self.replicas_short = 0  # new requests answered before wait_replicas had them
         self._highest_recorded = highest_recorded
 
     async def reserve_id(self, scope: str, key: str | None, fingerprint: str) -> tuple[str, bool]:
@@ -326,10 +334,15 @@ class RequestStore:
 
         The id -> unit index is written first, in the same pipeline (one round trip): a
         crash between the two leaves an index entry that leads to nothing (a 404), never a
-        request that cannot be found.
+        request that cannot be found. On a Redis Cluster the index lives in another slot
+        (another node, perhaps) and a pipeline's nodes are written in parallel: there it is
+        written first on its own (one more round trip), for the same guarantee.
         """
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(keys.request_units(), request_id, unit)
+        if self._cluster:
+            await self._redis.hset(keys.request_units(), request_id, unit)
+        else:
+            pipe.hset(keys.request_units(), request_id, unit)
         apply_keys = self._apply_keys(unit, request_id, "", "", None)
         apply_args = self._apply_args(
             expected=0,
@@ -351,7 +364,17 @@ class RequestStore:
             calls.append(then)
         for call in calls:
             call.queue(pipe)
+        replicas, timeout_ms = self._wait
+        if replicas:  # behind the writes, on their connection: they reached the replicas
+            queue_wait(pipe, self._redis, apply_keys[0], replicas, timeout_ms)
         answers = await pipe.execute(raise_on_error=False)
+        if self._cluster:
+            answers.insert(0, 0)  # the index's place (written above)
+        if replicas:
+            reached = answers.pop()
+            if isinstance(reached, Exception) or int(reached) < replicas:
+                self.replicas_short += 1
+                log.warning("request %s: %s of %d replicas have it", request_id, reached, replicas)
         results = [
             await call.settle(answer) for call, answer in zip(calls, answers[1:], strict=True)
         ]

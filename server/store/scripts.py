@@ -21,6 +21,8 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from server.store.cluster import is_cluster
+
 _LUA = Path(__file__).parent / "lua"
 _INCLUDE = "--#include "
 
@@ -44,8 +46,10 @@ class ScriptCall:
 
     def queue(self, pipe: Pipeline) -> None:
         """Add the call to ``pipe`` as an EVALSHA (the hub loads every script when it starts:
-        :meth:`Scripts.load`); its answer goes through :meth:`settle`."""
-        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+        :meth:`Scripts.load`); its answer goes through :meth:`settle`. Through
+        ``execute_command``: redis-py's cluster pipeline refuses its ``evalsha`` method but
+        routes the command itself by its keys (which share one slot)."""
+        pipe.execute_command("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
 
     async def settle(self, answer: Any) -> Any:
         """The call's answer, from a pipeline run with ``raise_on_error=False``: a NOSCRIPT
@@ -86,6 +90,10 @@ class Scripts:
     async def load(self, redis: Redis) -> None:
         """Load every script now (one pipeline), so the hot path never pays a NOSCRIPT
         answer and a second call for a script's first use."""
+        if is_cluster(redis):  # SCRIPT LOAD goes to every master; not in a cluster pipeline
+            for name in self.__dataclass_fields__:
+                await redis.script_load(getattr(self, name).script)
+            return
         pipe = redis.pipeline(transaction=False)
         for name in self.__dataclass_fields__:
             pipe.script_load(getattr(self, name).script)

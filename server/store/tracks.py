@@ -128,7 +128,8 @@ class TrackRecorder:
                 calls.append((call_keys, args))
         pipe = self._redis.pipeline(transaction=False)
         for call_keys, args in calls:
-            pipe.evalsha(self._script.sha, len(call_keys), *call_keys, *args)
+            # execute_command: a cluster pipeline refuses evalsha() (see ScriptCall.queue)
+            pipe.execute_command("EVALSHA", self._script.sha, len(call_keys), *call_keys, *args)
         answers = await pipe.execute(raise_on_error=False)
         for (call_keys, args), answer in zip(calls, answers, strict=True):
             if isinstance(answer, NoScriptError):  # Redis lost its scripts: the call loads it

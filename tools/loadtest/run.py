@@ -2,7 +2,7 @@
 
     python -m tools.loadtest --squads 10000 --pos-interval 1 --rate 100 --duration 30 \
         [--hubs K] [--clients C] [--out report.json] [--profile DIR] [--storm] [--floor] \
-        [--rolling-restart]
+        [--rolling-restart] [--cluster]
 
 ``--storm``: the squads hold every offer unacknowledged (so it stays in their outboxes), then
 all drop and say hello again at once with ``last_seq`` 0; the report's ``storm`` says when
@@ -15,6 +15,11 @@ long the stopped hub's phones took to be back elsewhere, and what Redis holds at
 against what the phones saw: every request offered, every offer received, every acknowledged
 step recorded, every timer fired (a share of offers is left to expire, and deadlines are
 scaled down, for that: see :mod:`tools.loadtest.rolling`).
+
+``--cluster``: a Redis Cluster of three masters with a replica each
+(:class:`server.store.embedded_cluster.EmbeddedCluster`, the packaged Redis 6.2) instead of
+the one embedded Redis; the hubs and the ledger writer get its ``redis+cluster://`` URL, and
+the report's Redis CPU is the six processes' sum (``redis_processes``: 6).
 
 ``--floor``: after the hub, the same workload with the same client against the bare dispatch
 (:mod:`tools.loadtest.floor`); the report's ``floor`` holds its figures and ``vs_floor`` the
@@ -64,7 +69,9 @@ from server.city import City, load_city
 from server.launch import HubProc, spawn_hub, spawn_ledger
 from server.settings import ROLES
 from server.store import keys
+from server.store.cluster import open_client
 from server.store.embedded import EmbeddedRedis, free_port
+from server.store.embedded_cluster import EmbeddedCluster
 from tools.loadtest import client as lc
 from tools.loadtest import floor as bare
 from tools.loadtest import ledger_lag
@@ -101,6 +108,7 @@ class Config:
     client: str = "python"  # or "node": the independent probe (tools/probe/probe.mjs)
     rolling_restart: bool = False  # restart each hub in turn during the measure phase
     ignore_share: float | None = None  # offers left to expire; None: 2 % when rolling, else 0
+    cluster: bool = False  # a Redis Cluster (3 masters, 3 replicas) instead of one Redis
 
     @property
     def client_processes(self) -> int:
@@ -547,7 +555,12 @@ async def run(config: Config) -> dict[str, Any]:
         hub_settings = {"offer_window_s": "3600", **hub_settings}
     if config.rolling_restart:  # offer timers and deadlines fire within the run
         hub_settings = {**rr.HUB_SETTINGS, **hub_settings}
-    with _workdir(config.workdir) as tmp, EmbeddedRedis(tmp / "redis") as redis_server:
+    with (
+        _workdir(config.workdir) as tmp,
+        (
+            EmbeddedCluster(tmp / "cluster") if config.cluster else EmbeddedRedis(tmp / "redis")
+        ) as redis_server,
+    ):
         log(f"embedded Redis at {redis_server.public_url}")
         hubs: list[HubProc] = []
         ledger = spawn_ledger(redis_server.url, tmp / "hub0", log_path=tmp / "ledger.log")
@@ -565,7 +578,6 @@ async def run(config: Config) -> dict[str, Any]:
                     for i in range(config.hubs)
                 )
             )
-            assert redis_server.process is not None
 
             def restart(index: int, port: int) -> HubProc:
                 """Hub ``index`` again: same port, data directory, settings and log."""
@@ -602,6 +614,15 @@ async def run(config: Config) -> dict[str, Any]:
         return report
 
 
+RedisServer = EmbeddedRedis | EmbeddedCluster
+
+
+def server_pids(server: RedisServer) -> list[int]:
+    """The Redis processes: the one server, or every node of the cluster."""
+    nodes = server.nodes if isinstance(server, EmbeddedCluster) else [server]
+    return [node.process.pid for node in nodes if node.process is not None]
+
+
 @contextlib.contextmanager
 def _workdir(path: str | None) -> Iterator[Path]:
     if path:
@@ -633,7 +654,7 @@ async def _run_with(
     config: Config,
     city: City,
     hubs: list[HubProc],
-    redis_server: EmbeddedRedis,
+    redis_server: RedisServer,
     squad_plans: list[SquadPlan],
     request_plans: list[RequestPlan],
     tokens: dict[str, str],
@@ -641,7 +662,7 @@ async def _run_with(
     restart: Callable[[int, int], HubProc] | None = None,
 ) -> dict[str, Any]:
     api = Api(hubs, tokens, retries=2 if config.rolling_restart else 0)
-    redis = Redis.from_url(redis_server.url)
+    redis = open_client(redis_server.url)[0]
     timings: dict[str, float] = {}
     try:
         started = time.monotonic()
@@ -693,7 +714,7 @@ async def _measure(
     config: Config,
     city: City,
     hubs: list[HubProc],
-    redis_server: EmbeddedRedis,
+    redis_server: RedisServer,
     redis: Redis,
     api: Api,
     clients: Clients,
@@ -719,9 +740,9 @@ async def _measure(
     clients.go.set()
     await asyncio.sleep(config.warmup or config.pos_interval + 1.0)
 
-    assert redis_server.process is not None
     hub_pids = [h.process.pid for h in hubs]
-    pids = [*hub_pids, redis_server.process.pid, *clients.pids, os.getpid()]
+    redis_pids = server_pids(redis_server)
+    pids = [*hub_pids, *redis_pids, *clients.pids, os.getpid()]
     window = min(1.0, config.pos_interval / 2)
     slack = min(1.0, 0.8 * (config.pos_interval - window))
     stop_sampling = asyncio.Event()
@@ -777,8 +798,8 @@ async def _measure(
         pos_sent=pos_after - pos_before,
         measure_s=after.at - before.at,
         hub_cpu=cpu[:k],
-        redis_cpu=cpu[k],
-        client_cpu=cpu[k + 1 : -1],
+        redis_cpu=round(sum(cpu[k : k + len(redis_pids)]), 1),
+        client_cpu=cpu[k + len(redis_pids) : -1],
         driver_cpu=cpu[-1],
         timings=timings,
         machine_cpu=machine,
@@ -1093,7 +1114,7 @@ PROBE = Path(__file__).resolve().parents[1] / "probe" / "probe.mjs"
 async def run_probe(
     config: Config,
     hubs: list[HubProc],
-    redis_server: EmbeddedRedis,
+    redis_server: RedisServer,
     specs: list[lc.SquadSpec],
     request_plans: list[RequestPlan],
     tokens: dict[str, str],
@@ -1117,8 +1138,7 @@ async def run_probe(
         "warmup": config.warmup or config.pos_interval + 1.0,
         "drain": config.drain,
     }
-    assert redis_server.process is not None
-    pids = [*(h.process.pid for h in hubs), redis_server.process.pid]
+    pids = [*(h.process.pid for h in hubs), *server_pids(redis_server)]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
         json.dump(plan, file)
     probe = await asyncio.create_subprocess_exec(
@@ -1164,7 +1184,7 @@ async def run_probe(
 
 async def run_floor(
     config: Config,
-    redis_server: EmbeddedRedis,
+    redis_server: RedisServer,
     squad_plans: list[SquadPlan],
     request_plans: list[RequestPlan],
     tmp: Path,
@@ -1270,6 +1290,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of requests")
     parser.add_argument("--hubs", type=int, default=1)
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a Redis Cluster of 3 masters with a replica each instead of one Redis",
+    )
+    parser.add_argument(
         "--clients",
         type=int,
         default=0,
@@ -1341,6 +1366,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--rolling-restart drives the hubs with the python client")
     if args.ignore_share is not None and not 0 <= args.ignore_share < 1:
         parser.error("--ignore-share is a share: 0 <= it < 1")
+    if args.cluster and args.floor:
+        parser.error("--floor runs on one Redis: not with --cluster")
     settings = dict(s.split("=", 1) for s in args.hub_setting)
     return Config(
         squads=args.squads,
@@ -1363,6 +1390,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         client=args.client,
         rolling_restart=args.rolling_restart,
         ignore_share=args.ignore_share,
+        cluster=args.cluster,
     )
 
 
