@@ -34,7 +34,7 @@ from server.api.routes import api_routes
 from server.city import load_city
 from server.components import Components, build_components
 from server.feed.session import center_socket
-from server.field.socket import field_socket
+from server.field.socket import FieldSocket
 from server.ledger import Ledger, default_database_url
 from server.ledger.running import ledger_loops
 from server.loops import background_loops
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *console_routes(),
         *intake_routes(),
         *field_routes(),
-        WebSocketRoute("/ws/field", field_socket),
+        WebSocketRoute("/ws/field", FieldSocket()),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),
         *operation_routes(),

@@ -45,10 +45,20 @@ class TokenBucket:
 
     def take(self, now: float, cost: float = 1.0) -> bool:
         """Spend ``cost`` tokens if there are that many; False (nothing spent) otherwise."""
-        self._refill(now)
-        if self.tokens < cost:
+        # _refill, written out: this runs for every frame a phone sends
+        tokens = self.tokens
+        if tokens < 0:
+            tokens = self.burst
+        elif now > self.updated:
+            tokens += (now - self.updated) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+        if now > self.updated:
+            self.updated = now
+        if tokens < cost:
+            self.tokens = tokens
             return False
-        self.tokens -= cost
+        self.tokens = tokens - cost
         return True
 
     def available(self, now: float) -> float:

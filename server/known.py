@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import msgspec
+
 from server import deadlines
 from server.lifecycle import Step
 from server.store.requests import RequestRecord
@@ -46,8 +48,10 @@ class KnownRequests:
 def after_step(record: RequestRecord, step: Step, version: int, at: float) -> RequestRecord:
     """``record`` as ``apply.lua`` leaves it after committing ``step`` at ``at``: the step's
     fields and state, the first-time stamps, the new version (pure)."""
-    fields = record.as_fields() | step.fields | {"state": step.state.value, "v": str(version)}
-    for name in deadlines.stamps(step.state):
-        if not fields.get(name):
-            fields[name] = repr(round(at, 3))
-    return RequestRecord.from_hash(fields)
+    updated = record.with_fields(step.fields | {"state": step.state.value, "v": str(version)})
+    stamped = {
+        name: round(at, 3)
+        for name in deadlines.stamps(step.state)
+        if getattr(updated, name) is None
+    }
+    return msgspec.structs.replace(updated, **stamped) if stamped else updated

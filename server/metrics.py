@@ -1,9 +1,10 @@
 """What one hub process measures, for Prometheus (``GET /metrics`` for admin, or a port of
 its own: ``DISPATCH_METRICS_PORT``).
 
-Counters on the hot path are pre-bound label children (a dict lookup and a locked add);
-everything that needs Redis to know (outbox depth, ledger lag, Redis round-trip time) is
-sampled by :func:`sample_forever` every few seconds, never per frame. Series:
+Counters on the hot path are plain integers in a dict, read when scraped (a prometheus_client
+counter's ``inc`` checks, locks and adds: about a microsecond a frame); everything that needs
+Redis to know (outbox depth, ledger lag, Redis round-trip time) is sampled by
+:func:`sample_forever` every few seconds, never per frame. Series:
 
 =====================================  =====================================================
 ``dispatch_connections``               squad sockets open on this process
@@ -49,11 +50,20 @@ FRAME_TYPES = sorted(
     for frame in (*get_args(protocol.PhoneFrame), *get_args(protocol.HubFrame))
 )
 
+# a phone frame's class -> its type (the label of dispatch_frames_in)
+PHONE_FRAME_TYPES: dict[type, str] = {
+    frame: str(frame.__struct_config__.tag) for frame in get_args(protocol.PhoneFrame)
+}
+
 
 class _Live(Collector):
-    """Series read when scraped (nothing to do per frame)."""
+    """Series read when scraped (nothing to do per frame but count)."""
 
     def __init__(self) -> None:
+        # frames by type, in and out: every type listed (0 until seen), so the dicts never
+        # change size while a scrape on another thread copies them
+        self.frames_in: dict[type, int] = dict.fromkeys(PHONE_FRAME_TYPES, 0)
+        self.frames_out = dict.fromkeys(FRAME_TYPES, 0)
         self.connections: Callable[[], int] = lambda: 0
         self.positions: Callable[[], int] = lambda: 0
         self.round_trips: Callable[[], int] = lambda: 0
@@ -64,6 +74,18 @@ class _Live(Collector):
         yield GaugeMetricFamily(
             "dispatch_connections", "squad sockets open on this process", value=self.connections()
         )
+        frames = CounterMetricFamily(
+            "dispatch_frames_in", "frames from phones, by type", labels=["type"]
+        )
+        for frame, count in dict(self.frames_in).items():
+            frames.add_metric([PHONE_FRAME_TYPES[frame]], count)
+        yield frames
+        frames = CounterMetricFamily(
+            "dispatch_frames_out", "frames to phones, by type", labels=["type"]
+        )
+        for kind, count in dict(self.frames_out).items():
+            frames.add_metric([kind], count)
+        yield frames
         yield CounterMetricFamily(
             "dispatch_positions_written", "positions written to Redis", value=self.positions()
         )
@@ -94,17 +116,6 @@ class Metrics:
         self.registry = registry = CollectorRegistry()
         self.live = _Live()
         registry.register(self.live)
-        frames_in = Counter(
-            "dispatch_frames_in", "frames from phones, by type", ["type"], registry=registry
-        )
-        frames_out = Counter(
-            "dispatch_frames_out", "frames to phones, by type", ["type"], registry=registry
-        )
-        self._in = {
-            frame: frames_in.labels(str(frame.__struct_config__.tag))
-            for frame in get_args(protocol.PhoneFrame)
-        }
-        self._out = {t: frames_out.labels(t) for t in FRAME_TYPES}
         self.intake_to_offer = Histogram(
             "dispatch_intake_to_offer_seconds",
             "from an intake's arrival to its first offer pushed",
@@ -155,14 +166,14 @@ class Metrics:
         )
 
     def frame_in(self, frame: object) -> None:
-        child = self._in.get(type(frame))
-        if child is not None:
-            child.inc()
+        counts, kind = self.live.frames_in, type(frame)
+        if kind in counts:
+            counts[kind] += 1
 
     def frame_out(self, kind: str) -> None:
-        child = self._out.get(kind)
-        if child is not None:
-            child.inc()
+        counts = self.live.frames_out
+        if kind in counts:
+            counts[kind] += 1
 
     def timers_fired(self, kinds_and_due_ms: Iterable[tuple[str, float]], now_ms: float) -> None:
         for kind, due_ms in kinds_and_due_ms:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from dispatch_field import protocol
 from server.citizen.compose import Message, intake_messages, step_message
@@ -46,6 +47,7 @@ from server.citizen.senders import MemorySender
 from server.city import load_city
 from server.store import keys
 from server.store.embedded import free_port
+from server.store.round_trips import count_round_trips
 from server.store.scripts import Scripts
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
@@ -275,6 +277,33 @@ async def test_a_message_is_queued_once_per_key(redis: Redis) -> None:
         "citizen_message_delivered",
     ]
     assert 0 < await redis.ttl(keys.citizen_messages("water", "R1")) <= 60
+
+
+async def test_a_delivery_pass_claims_and_takes_in_one_round_trip_each(redis: Redis) -> None:
+    """Every unit's due requests are claimed in one round trip and their messages taken in
+    another; then one round trip per message records its outcome."""
+    pool = BlockingConnectionPool(  # one connection: its set-up is not counted below
+        max_connections=1,
+        connection_class=redis.connection_pool.connection_class,
+        **redis.connection_pool.connection_kwargs,
+    )
+    trips = count_round_trips(pool)
+    client = Redis(connection_pool=pool)
+    try:
+        await Scripts.register(client).load(client)
+        outbox = _outbox(client)
+        for request in ("R1", "R2", "R3"):
+            await outbox.enqueue(_message(request, "received"))
+        await outbox.enqueue(msgspec.structs.replace(_message("R4", "received"), unit="power"))
+        sender = MemorySender()
+        before = trips.count
+        assert await outbox.deliver_due(sender, ["water", "power", "gas"]) == 4
+        assert trips.count - before == 2 + 4
+        assert sorted(m.request for m in sender.sent) == ["R1", "R2", "R3", "R4"]
+        await _drain(outbox, sender)
+        assert len(sender.sent) == 4  # nothing sent twice
+    finally:
+        await client.aclose()
 
 
 async def test_one_requests_messages_keep_their_order_through_retries(redis: Redis) -> None:

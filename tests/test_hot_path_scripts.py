@@ -352,6 +352,60 @@ async def test_a_command_from_a_known_record_commits_or_reads_again_when_stale(
     assert stored.v == 2
 
 
+async def test_the_known_record_after_each_step_is_the_stored_one(parts: Parts) -> None:
+    """What this process keeps of a request after a step (the offer's record, then each
+    step applied to it without reading back) is field for field what Redis holds."""
+    _, assignment = await _offered(parts)
+    stored = await parts.store.read(UNIT, RID)
+    assert stored is not None and parts.known.get(UNIT, "sq", assignment) == stored
+    actions = SquadActions(
+        parts.redis,
+        parts.store,
+        _Teller(),
+        Settings(tokens="admin:adm-12345678"),  # type: ignore[arg-type]
+        known=parts.known,
+    )
+    for command in (
+        protocol.Accept(assignment=assignment, id="k1"),
+        protocol.Enroute(assignment=assignment, id="k2"),
+        protocol.Arrive(assignment=assignment, id="k3"),
+    ):
+        done = await actions.apply(UNIT, "sq", command)
+        stored = await parts.store.read(UNIT, RID)
+        assert done.record is not None and done.record == stored, type(command).__name__
+        assert parts.known.get(UNIT, "sq", assignment) == stored
+
+
+def test_a_record_with_text_fields_is_the_record_read_back() -> None:
+    """``with_fields`` (a step's text fields on a typed record) agrees with writing the
+    fields into the hash and reading it back: numbers parsed, "" unsets, other names
+    ignored."""
+    record = RequestRecord.from_hash(
+        {
+            "id": RID,
+            "state": "offered",
+            "v": "2",
+            "lat": "34.75",
+            "lon": "113.62",
+            "accept_by": "1700000060.5",
+            "squad": "sq",
+            "defer_reason": "parts",
+        }
+    )
+    changes = {
+        "state": "deferred",
+        "v": "3",
+        "promised_by": "1700003600.25",
+        "defer_reason": "",
+        "squad": "",
+        "not_a_field": "x",
+    }
+    expected = RequestRecord.from_hash(record.as_fields() | changes)
+    assert record.with_fields(changes) == expected
+    assert expected.promised_by == 1700003600.25 and expected.defer_reason == ""
+    assert expected.squad == "" and expected.state is State.DEFERRED and expected.v == 3
+
+
 # ---- the scripts built from lib/ pieces, called directly ----------------------------------------
 
 

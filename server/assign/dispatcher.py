@@ -290,9 +290,7 @@ class Dispatcher:
                 "offered_at": str(int(offer.now * 1000)),
                 "v": str(record.v + 1),
             }
-            self._known.remember(
-                unit, squad, assignment, RequestRecord.from_hash(record.as_fields() | offered)
-            )
+            self._known.remember(unit, squad, assignment, record.with_fields(offered))
         await self._push(unit, squad, seq, offer.body, hub)
         return DispatchResult(Outcome.OFFERED, squad, assignment)
 

@@ -8,13 +8,13 @@ stream, so each script touches one slot, and queuing could join the step's own c
 - :meth:`CitizenOutbox.enqueue` (``citizen_enqueue.lua``): a message is queued once per
   idempotency key, with its ``citizen_message_queued`` event, atomically.
 - :meth:`CitizenOutbox.deliver_due`, run by every hub process: claims due requests with a lease
-  (``due.lua``, as timers are), takes each one's oldest undelivered message
-  (``citizen_take.lua``), sends it, and records the attempt and what follows
-  (``citizen_done.lua``). A process that dies mid-send leaves the lease to run out; another
-  process then sends the message again, with the same idempotency key: delivery is
-  at-least-once to the gateway, which must dedupe by ``Idempotency-Key`` for exactly-once on
-  the phone. One request's messages never overtake each other: the next is taken only once
-  the one before is delivered or has failed for good.
+  (``due.lua``, as timers are; every unit in one round trip), takes each one's oldest
+  undelivered message (``citizen_take.lua``; all of them in one round trip), sends it, and
+  records the attempt and what follows (``citizen_done.lua``). A process that dies mid-send
+  leaves the lease to run out; another process then sends the message again, with the same
+  idempotency key: delivery is at-least-once to the gateway, which must dedupe by
+  ``Idempotency-Key`` for exactly-once on the phone. One request's messages never overtake
+  each other: the next is taken only once the one before is delivered or has failed for good.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from server.citizen.compose import Message
 from server.citizen.delivery import Attempt, Outcome, RetryPolicy, next_step
 from server.store import keys, timers
 from server.store.requests import Actor, QueuedMessage, event_json
-from server.store.scripts import Scripts
+from server.store.scripts import ScriptCall, Scripts
 from server.store.text import text
 
 log = logging.getLogger(__name__)
@@ -126,31 +126,49 @@ class CitizenOutbox:
         self, sender: CitizenSender, units: Iterable[str], batch: int = 100
     ) -> int:
         """One pass: send every due message of ``units`` (one per request at a time).
-        Returns how many attempts were made."""
+        Returns how many attempts were made. Two round trips before the sends, whatever the
+        number of units and messages: every unit's due requests claimed in one pipeline,
+        then every claimed request's next message taken in another; each message's outcome
+        is recorded as soon as its send returns."""
         now_ms = int(time.time() * 1000)
+        units = list(units)
+        dues = [
+            ScriptCall(self._scripts.due, [keys.citizen_due(unit)], [now_ms, self._lease_ms, batch])
+            for unit in units
+        ]
         claimed: list[tuple[str, str]] = []
-        for unit in units:
-            due = await self._scripts.due(
-                keys=[keys.citizen_due(unit)], args=[now_ms, self._lease_ms, batch]
-            )
+        for unit, due in zip(units, await self._run(dues), strict=True):
             claimed += [(unit, text(request)) for request, _ in timers.claimed(due)]
         if not claimed:
             return 0
+        takes = [
+            ScriptCall(
+                self._scripts.citizen_take,
+                [keys.citizen_messages(unit, request), keys.citizen_due(unit)],
+                [request],
+            )
+            for unit, request in claimed
+        ]
+        taken = [answer for answer in await self._run(takes) if answer]
         limit = asyncio.Semaphore(CONCURRENT_SENDS)
 
-        async def one(unit: str, request: str) -> bool:
+        async def one(taken: list[Any]) -> None:
             async with limit:
-                return await self._deliver(sender, unit, request)
+                await self._deliver(sender, taken)
 
-        results = await asyncio.gather(*(one(u, r) for u, r in claimed))
-        return sum(results)
+        await asyncio.gather(*(one(t) for t in taken))
+        return len(taken)
 
-    async def _deliver(self, sender: CitizenSender, unit: str, request: str) -> bool:
-        taken = await self._scripts.citizen_take(
-            keys=[keys.citizen_messages(unit, request), keys.citizen_due(unit)], args=[request]
-        )
-        if not taken:
-            return False
+    async def _run(self, calls: list[ScriptCall]) -> list[Any]:
+        """The calls' answers, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for call in calls:
+            call.queue(pipe)
+        answers = await pipe.execute(raise_on_error=False)
+        return [await call.settle(a) for call, a in zip(calls, answers, strict=True)]
+
+    async def _deliver(self, sender: CitizenSender, taken: list[Any]) -> None:
+        """Send a message ``citizen_take.lua`` took, and record the attempt."""
         n, number, raw = int(taken[0]), int(taken[1]), taken[2]
         message = _decode_message.decode(raw)
         try:
@@ -161,7 +179,6 @@ class CitizenOutbox:
         now = time.time()
         outcome, retry_at = next_step(attempt, number, message.queued_at, now, self.policy)
         await self._record(message, n, number, attempt, outcome, retry_at, now)
-        return True
 
     async def _record(
         self,

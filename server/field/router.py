@@ -69,7 +69,7 @@ class FieldRouter:
                     context.dispatcher.drain_soon(
                         session.unit, after_s=self._settings.position_flush_ms / 500
                     )
-                if self._geofence:
+                if self._geofence.scenes:
                     await self._check_arrival(frame.lat, frame.lon)
             case protocol.Ack():
                 self._note_ack(frame.seq)

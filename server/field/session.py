@@ -33,6 +33,8 @@ from server.store.requests import request_info
 from server.store.squads import Presence
 
 log = logging.getLogger(__name__)
+monotonic = time.monotonic
+decode_phone = protocol.decode_phone
 
 
 @dataclass(slots=True)
@@ -63,6 +65,7 @@ class FieldSession:
         self._router = FieldRouter(context, self)
         self.last_heard = time.monotonic()
         self._frame_rate = TokenBucket(settings.frame_rate, settings.frame_burst)
+        self._max_frame_bytes = settings.max_frame_bytes
 
     # ---- pushing (called by the hub; never blocks) ---------------------------------------
 
@@ -238,10 +241,10 @@ class FieldSession:
         A phone past its frame rate is closed (RATE_LIMITED)."""
         while True:
             data = await self._transport.receive()
-            self.last_heard = now = time.monotonic()
+            self.last_heard = now = monotonic()
             if not self._frame_rate.take(now):
                 raise rate_limited(self, "frames")
-            limit = self._settings.max_frame_bytes
+            limit = self._max_frame_bytes
             if len(data) > limit:
                 error = protocol.Error(
                     code=ErrorCode.TOO_LARGE,
@@ -249,7 +252,7 @@ class FieldSession:
                 )
             else:
                 try:
-                    frame = protocol.decode_phone(data)
+                    frame = decode_phone(data)
                 except Exception as exc:  # noqa: BLE001 - decoding is pure: whatever it raises
                     # (RecursionError from deep nesting too) the frame is at fault, not the hub
                     error = decode_error(data, exc)

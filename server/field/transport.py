@@ -1,12 +1,13 @@
 """The socket under a squad session, as the session sees it: receive a frame, send one,
-close. :class:`WebSocketTransport` carries it over Starlette's WebSocket; tests use their
-own."""
+close. :class:`WebSocketTransport` carries it over Starlette's WebSocket (frames in straight
+from the server's ASGI ``receive``); tests use their own."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Protocol
 
+from starlette.types import Receive
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
@@ -37,20 +38,27 @@ class Transport(Protocol):
 
 
 class WebSocketTransport:
-    """A Starlette WebSocket. ``json_mode``: the phone chose the JSON subprotocol, so every
-    frame goes out as JSON text (the hub encodes MessagePack once, for every phone)."""
+    """A Starlette WebSocket, accepted. Frames are read from ``receive``, the ASGI server's
+    own (the one ``ws`` wraps): once the socket is accepted the server sends only
+    ``websocket.receive`` and ``websocket.disconnect``, so Starlette's per-message state
+    check has nothing to add on the hot path. ``json_mode``: the phone chose the JSON
+    subprotocol, so every frame goes out as JSON text (the hub encodes MessagePack once, for
+    every phone)."""
 
-    def __init__(self, ws: WebSocket, json_mode: bool) -> None:
+    def __init__(self, ws: WebSocket, receive: Receive, json_mode: bool) -> None:
         self._ws = ws
+        self._receive = receive
         self._json = json_mode
         self.address = ws.client.host if ws.client else ""
 
     async def receive(self) -> bytes | str:
-        message = await self._ws.receive()
+        message = await self._receive()
+        data: bytes | str | None = message.get("bytes")
+        if data is not None:  # a binary frame (MessagePack): nearly all of them
+            return data
         if message["type"] == "websocket.disconnect":
             raise Disconnected
-        data: bytes | str | None = message.get("bytes")
-        return data if data is not None else message.get("text") or ""
+        return message.get("text") or ""
 
     async def send(self, frame: bytes) -> None:
         try:

@@ -110,6 +110,19 @@ class RequestRecord(msgspec.Struct, kw_only=True):
                 values[k.decode() if type(k) is bytes else text(k)] = value
         return msgspec.convert(values, cls, strict=False)
 
+    def with_fields(self, changes: Mapping[str, str]) -> RequestRecord:
+        """This record with ``changes`` applied: text fields as a script writes them (``""``
+        unsets one; names that are not fields are ignored), typed as :meth:`from_hash` types
+        them. What reading the hash back would give, without turning the whole record into
+        text and back (a step's few fields are all that is converted)."""
+        known = {name: value for name, value in changes.items() if name in _FIELDS}
+        parsed = msgspec.convert(
+            {"id": self.id} | {name: value for name, value in known.items() if value},
+            RequestRecord,
+            strict=False,
+        )
+        return msgspec.structs.replace(self, **{name: getattr(parsed, name) for name in known})
+
     def as_fields(self) -> dict[str, str]:
         """The record as the text fields it was stored as (for code that reads fields by
         name, such as the citizen's message templates)."""
@@ -134,6 +147,9 @@ class RequestRecord(msgspec.Struct, kw_only=True):
             accepted_at=self.accepted_at,
             arrived_at=self.arrived_at,
         )
+
+
+_FIELDS = frozenset(RequestRecord.__struct_fields__)
 
 
 def request_info(record: RequestRecord) -> protocol.RequestInfo:
