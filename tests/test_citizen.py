@@ -49,6 +49,7 @@ from server.store import keys
 from server.store.embedded import free_port
 from server.store.round_trips import count_round_trips
 from server.store.scripts import Scripts
+from tests.conftest import skip_on_cluster
 from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
 TEMPLATES = load_templates()
@@ -279,9 +280,12 @@ async def test_a_message_is_queued_once_per_key(redis: Redis) -> None:
     assert 0 < await redis.ttl(keys.citizen_messages("water", "R1")) <= 60
 
 
-async def test_a_delivery_pass_claims_and_takes_in_one_round_trip_each(redis: Redis) -> None:
+async def test_a_delivery_pass_claims_and_takes_in_one_round_trip_each(
+    redis: Redis, redis_url: str
+) -> None:
     """Every unit's due requests are claimed in one round trip and their messages taken in
     another; then one round trip per message records its outcome."""
+    skip_on_cluster(redis_url, "counts the round trips of one connection to one server")
     pool = BlockingConnectionPool(  # one connection: its set-up is not counted below
         max_connections=1,
         connection_class=redis.connection_pool.connection_class,
