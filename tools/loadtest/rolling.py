@@ -273,6 +273,42 @@ def restart_summary(
     }
 
 
+def move_dispatch(
+    restart: Restart,
+    moves: Sequence[Move],
+    intakes: Sequence[st.Intake],
+    offers: Sequence[tuple[str, str, str, float]],
+) -> dict[str, Any]:
+    """Intake -> offer for the requests sent while the restarted hub's phones moved (from
+    SIGTERM to the last of them welcomed elsewhere): from the intake's send to the first
+    offer of its request received by any squad, whether it was offered at intake or queued
+    first (the run's ``dispatch_ms`` counts only requests offered at intake, to the squad
+    the API named). ``offers``: (request, squad, assignment, received at)."""
+    start = restart.sigterm_at
+    end = max(
+        (
+            back
+            for lost, back, port, _ in moves
+            if port == restart.port and start <= lost <= restart.exited_at + 0.5
+        ),
+        default=start,
+    )
+    first: dict[str, float] = {}
+    for request, _, _, at in offers:
+        if request not in first or at < first[request]:
+            first[request] = at
+    sent = [i for i in intakes if i.status == 201 and start <= i.sent_at <= end]
+    latencies = [(first[i.request_id] - i.sent_at) * 1000.0 for i in sent if i.request_id in first]
+    return {
+        "window_s": _round(end - start),
+        "requests": len(sent),
+        "queued_at_intake": sum(1 for i in sent if not i.assignment),
+        "never_offered": sum(1 for i in sent if i.request_id not in first),
+        "dispatch_ms": st.summarize(latencies, (50, 95, 99), digits=1),
+        "dispatch_max_ms": _round(max(latencies)) if latencies else None,
+    }
+
+
 def _seconds(values: Sequence[float]) -> dict[str, float | None]:
     summary = st.summarize(values, (50, 99))
     return summary | {"max": _round(max(values)) if values else None}
