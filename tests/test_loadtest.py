@@ -204,8 +204,10 @@ def test_a_rolling_restart_of_two_hubs_under_load_loses_nothing(tmp_path: Path) 
         assert restart["closes_spread_s"] >= 1.0  # told over DISPATCH_DRAIN_SPREAD_S (3 s)
         assert restart["draining_after_s"] < restart["exited_after_s"]
         assert restart["exited_after_s"] < restart["ready_again_after_s"]
-        during = restart["during_move"]
-        assert during["requests"] > 0 and during["never_offered"] == 0
+        assert restart["during_move"]["never_offered"] == 0
+    # requests flow during the first move (the second may come after the measure phase)
+    assert first["during_move"]["requests"] > 0
+    assert first["during_move"]["dispatch_ms"]["p50"] is not None
     assert rolling["close_codes"] == {"1012": 300}
     assert rolling["requests"] == rolling["requests_resolved"] == RATE * 10
     assert rolling["offers_received"] == rolling["offers_made"] > rolling["requests"]
