@@ -10,6 +10,11 @@ silent beyond ``offline_after_s`` is closed by its hub). When it goes offline:
 
 Both are timers in the unit's Redis timer set, so any living hub process carries them out.
 
+A draining process (``server.app.drain``) moves its squads to the others instead: each slice
+of phones steps aside (out of dispatch candidacy, still online and on duty) just before it is
+told to reconnect elsewhere, and is a candidate again on its hello there; meanwhile nobody
+records it offline, unless it is not back when the process ends.
+
 Each hub process records a heartbeat; one that stops beating for ``hub_dead_after_s`` is dead
 (``kill -9``, machine lost): a living process claims it (one ZREM wins), and marks its squads
 offline, unless they already reconnected elsewhere.
