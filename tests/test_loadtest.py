@@ -286,9 +286,13 @@ def test_move_dispatch_times_the_requests_sent_while_the_phones_moved_to_their_f
     ]
     intakes = [
         st.Intake(99.0, 201, "R0", "S1", "A0"),  # before the SIGTERM
-        st.Intake(101.0, 201, "R1", "S1", "A1"),  # offered at intake, received 0.5 s later
-        st.Intake(102.0, 201, "R2"),  # queued at intake, offered 2 s later (twice)
-        st.Intake(103.0, 201, "R3"),  # never offered
+        st.Intake(
+            101.0, 201, "R1", "S1", "A1", answered_at=101.1
+        ),  # offered at intake, received 0.5 s later
+        st.Intake(
+            102.0, 201, "R2", answered_at=102.2
+        ),  # queued at intake, offered 2 s later (twice)
+        st.Intake(103.0, 201, "R3", answered_at=103.3),  # never offered
         st.Intake(104.0, 503),  # failed: not a request
         st.Intake(108.0, 201, "R4", "S2", "A4"),  # after the move
     ]
@@ -303,6 +307,7 @@ def test_move_dispatch_times_the_requests_sent_while_the_phones_moved_to_their_f
     assert summary["window_s"] == 7.0 and summary["requests"] == 3
     assert summary["queued_at_intake"] == 2 and summary["never_offered"] == 1
     assert summary["dispatch_max_ms"] == 2000.0 and summary["dispatch_ms"]["p50"] == 1250.0
+    assert summary["intake_response_ms"]["p50"] == 200.0
     nobody = rr.move_dispatch(_restart(), [], intakes, offers)
     assert nobody["window_s"] == 0.0 and nobody["dispatch_ms"]["p50"] is None
 

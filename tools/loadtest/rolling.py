@@ -306,6 +306,10 @@ def move_dispatch(
         "never_offered": sum(1 for i in sent if i.request_id not in first),
         "dispatch_ms": st.summarize(latencies, (50, 95, 99), digits=1),
         "dispatch_max_ms": _round(max(latencies)) if latencies else None,
+        # the HTTP answer to the intake: how busy the hub taking the phones was
+        "intake_response_ms": st.summarize(
+            [(i.answered_at - i.sent_at) * 1000.0 for i in sent], (50, 95, 99), digits=1
+        ),
     }
 
 
