@@ -278,12 +278,18 @@ def move_dispatch(
     moves: Sequence[Move],
     intakes: Sequence[st.Intake],
     offers: Sequence[tuple[str, str, str, float]],
+    squad_moves: Sequence[tuple[str, float, float]] = (),
 ) -> dict[str, Any]:
     """Intake -> offer for the requests sent while the restarted hub's phones moved (from
     SIGTERM to the last of them welcomed elsewhere): from the intake's send to the first
     offer of its request received by any squad, whether it was offered at intake or queued
     first (the run's ``dispatch_ms`` counts only requests offered at intake, to the squad
-    the API named). ``offers``: (request, squad, assignment, received at)."""
+    the API named). ``offers``: (request, squad, assignment, received at).
+
+    ``waited_for_a_move``: those whose first offer went to a squad between hubs: made before
+    the squad was welcomed back after a lost connection, and received only after that (the
+    offer waited in its outbox for the resume). ``squad_moves``: (squad, lost at, welcomed
+    again at) of every reconnection."""
     start = restart.sigterm_at
     end = max(
         (
@@ -294,9 +300,21 @@ def move_dispatch(
         default=start,
     )
     first: dict[str, float] = {}
-    for request, _, _, at in offers:
+    first_to: dict[str, str] = {}
+    for request, squad, _, at in offers:
         if request not in first or at < first[request]:
-            first[request] = at
+            first[request], first_to[request] = at, squad
+    away: dict[str, list[tuple[float, float]]] = {}
+    for squad, lost, back in squad_moves:
+        away.setdefault(squad, []).append((lost, back))
+
+    def waited(intake: st.Intake) -> bool:
+        at = first[intake.request_id]
+        return any(
+            lost < at and intake.sent_at < back <= at
+            for lost, back in away.get(first_to[intake.request_id], [])
+        )
+
     sent = [i for i in intakes if i.status == 201 and start <= i.sent_at <= end]
     latencies = [(first[i.request_id] - i.sent_at) * 1000.0 for i in sent if i.request_id in first]
     return {
@@ -304,6 +322,7 @@ def move_dispatch(
         "requests": len(sent),
         "queued_at_intake": sum(1 for i in sent if not i.assignment),
         "never_offered": sum(1 for i in sent if i.request_id not in first),
+        "waited_for_a_move": sum(1 for i in sent if i.request_id in first and waited(i)),
         "dispatch_ms": st.summarize(latencies, (50, 95, 99), digits=1),
         "dispatch_max_ms": _round(max(latencies)) if latencies else None,
         # the HTTP answer to the intake: how busy the hub taking the phones was
