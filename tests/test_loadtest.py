@@ -303,9 +303,10 @@ def test_move_dispatch_times_the_requests_sent_while_the_phones_moved_to_their_f
         ("R2", "S2", "A2", 104.0),
         ("R4", "S2", "A4", 108.1),
     ]
-    # S2 lost its connection at 102.5 and was welcomed back at 103.9: R2's offer (sent at
-    # 102.0, received at 104.0) waited for it; S1's move was long before R1
-    squad_moves = [("S2", 102.5, 103.9), ("S1", 90.0, 91.0), ("S3", 101.5, 105.9)]
+    # S2 lost its connection at 102.5 and was welcomed back at 103.9: R2's offer (made by
+    # 102.2, received at 104.0) waited for it. S1 was welcomed back at 101.05, after R1 was
+    # sent but before its intake was answered: the offer may have been made after the welcome.
+    squad_moves = [("S2", 102.5, 103.9), ("S1", 100.5, 101.05), ("S3", 101.5, 105.9)]
     summary = rr.move_dispatch(_restart(), moves, intakes, offers, squad_moves)
     assert summary["waited_for_a_move"] == 1
     assert summary["window_s"] == 7.0 and summary["requests"] == 3

@@ -286,10 +286,12 @@ def move_dispatch(
     first (the run's ``dispatch_ms`` counts only requests offered at intake, to the squad
     the API named). ``offers``: (request, squad, assignment, received at).
 
-    ``waited_for_a_move``: those whose first offer went to a squad between hubs: made before
-    the squad was welcomed back after a lost connection, and received only after that (the
-    offer waited in its outbox for the resume). ``squad_moves``: (squad, lost at, welcomed
-    again at) of every reconnection."""
+    ``waited_for_a_move``: those whose first offer surely went to a squad between hubs: the
+    intake was answered (the offer made) before the squad was welcomed back after a lost
+    connection, and the offer received only after that (it waited in its outbox for the
+    resume). A lower bound: an offer made just before the welcome but answered after it is
+    not counted. ``squad_moves``: (squad, lost at, welcomed again at) of every
+    reconnection."""
     start = restart.sigterm_at
     end = max(
         (
@@ -311,7 +313,7 @@ def move_dispatch(
     def waited(intake: st.Intake) -> bool:
         at = first[intake.request_id]
         return any(
-            lost < at and intake.sent_at < back <= at
+            lost < at and 0 < intake.answered_at < back <= at
             for lost, back in away.get(first_to[intake.request_id], [])
         )
 
