@@ -41,6 +41,7 @@ from server.loops import background_loops
 from server.net import BodyLimit
 from server.security_headers import SecurityHeaders
 from server.settings import Settings, SettingsError, load_settings
+from server.store.availability import is_outage
 from server.store.cluster import open_client
 from server.store.embedded import EmbeddedRedis
 from server.wallmap.routes import wallmap_routes
@@ -166,8 +167,10 @@ async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
 async def drain(app: Starlette, stop_listening: Callable[[], None]) -> None:
     """Before the server stops: say not ready (a load balancer's check notices within
     ``drain_wait_s``), then tell this process's phones to reconnect elsewhere (1012), spread
-    over ``drain_spread_s`` in small slices, so they do not all come back at once. Those
-    phones are not recorded offline as they go (they resume elsewhere within a second: see
+    over ``drain_spread_s`` in small slices, so they do not all come back at once. Each slice
+    steps aside first (``PresenceTracker.step_aside``): out of dispatch candidacy until its
+    hello on another process, so no new offer waits for a phone between hubs. Those phones
+    are not recorded offline as they go (they resume elsewhere: see
     ``PresenceTracker.handing_over``). The lifespan's end then hands the timers this process
     holds on to the others, and records offline whoever is not back elsewhere."""
     parts: Components | None = getattr(app.state, "components", None)
@@ -182,8 +185,21 @@ async def drain(app: Starlette, stop_listening: Callable[[], None]) -> None:
     parts.presence.handing_over = True  # the phones' next hello is on another process
     sessions = list(parts.hub.sessions.values())
     slices = max(1, min(len(sessions), int(settings.drain_spread_s * 20)))  # every 50 ms
+    # Each slice at its own time from the start: the step aside's round trip and the closes
+    # do not stretch the spread.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     for index in range(slices):
-        for session in sessions[index::slices]:
+        part = sessions[index::slices]
+        try:  # no new offer to a phone about to be closed: it is a candidate again on hello
+            await parts.presence.step_aside(part)
+        except Exception as exc:  # noqa: BLE001 - Redis down: the phones must move anyway
+            if is_outage(exc):
+                parts.availability.failed("step aside", exc)
+            else:
+                log.exception("could not take %d squads out of dispatch first", len(part))
+        for session in part:
             session.close(SERVICE_RESTART, "hub restarting: reconnect")
         if index < slices - 1:
-            await asyncio.sleep(settings.drain_spread_s / slices)
+            due = started + (index + 1) * settings.drain_spread_s / slices
+            await asyncio.sleep(max(0.0, due - loop.time()))

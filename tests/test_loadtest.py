@@ -204,6 +204,10 @@ def test_a_rolling_restart_of_two_hubs_under_load_loses_nothing(tmp_path: Path) 
         assert restart["closes_spread_s"] >= 1.0  # told over DISPATCH_DRAIN_SPREAD_S (3 s)
         assert restart["draining_after_s"] < restart["exited_after_s"]
         assert restart["exited_after_s"] < restart["ready_again_after_s"]
+        assert restart["during_move"]["never_offered"] == 0
+    # requests flow during the first move (the second may come after the measure phase)
+    assert first["during_move"]["requests"] > 0
+    assert first["during_move"]["dispatch_ms"]["p50"] is not None
     assert rolling["close_codes"] == {"1012": 300}
     assert rolling["requests"] == rolling["requests_resolved"] == RATE * 10
     assert rolling["offers_received"] == rolling["offers_made"] > rolling["requests"]
@@ -270,6 +274,47 @@ def test_restart_summary_counts_the_phones_of_the_stopped_hub_only() -> None:
     empty = rr.restart_summary(_restart(back_at=0.0), [], [])
     assert empty["moved"] == 0 and empty["all_back_s"] is None and empty["gap_s"]["max"] is None
     assert empty["takeover_cpu_s"] is None and empty["drain_cpu_ms_per_phone"] is None
+
+
+def test_move_dispatch_times_the_requests_sent_while_the_phones_moved_to_their_first_offer() -> (
+    None
+):
+    moves = [
+        (101.0, 101.2, 9000, 9001),
+        (102.0, 107.0, 9000, 9001),  # the last phone of the restarted hub back: the window's end
+        (103.0, 109.0, 9001, 9000),  # another hub's phone
+    ]
+    intakes = [
+        st.Intake(99.0, 201, "R0", "S1", "A0"),  # before the SIGTERM
+        st.Intake(
+            101.0, 201, "R1", "S1", "A1", answered_at=101.1
+        ),  # offered at intake, received 0.5 s later
+        st.Intake(
+            102.0, 201, "R2", answered_at=102.2
+        ),  # queued at intake, offered 2 s later (twice)
+        st.Intake(103.0, 201, "R3", answered_at=103.3),  # never offered
+        st.Intake(104.0, 503),  # failed: not a request
+        st.Intake(108.0, 201, "R4", "S2", "A4"),  # after the move
+    ]
+    offers = [
+        ("R0", "S1", "A0", 99.1),
+        ("R1", "S1", "A1", 101.5),
+        ("R2", "S3", "A3", 106.0),
+        ("R2", "S2", "A2", 104.0),
+        ("R4", "S2", "A4", 108.1),
+    ]
+    # S2 lost its connection at 102.5 and was welcomed back at 103.9: R2's offer (made by
+    # 102.2, received at 104.0) waited for it. S1 was welcomed back at 101.05, after R1 was
+    # sent but before its intake was answered: the offer may have been made after the welcome.
+    squad_moves = [("S2", 102.5, 103.9), ("S1", 100.5, 101.05), ("S3", 101.5, 105.9)]
+    summary = rr.move_dispatch(_restart(), moves, intakes, offers, squad_moves)
+    assert summary["waited_for_a_move"] == 1
+    assert summary["window_s"] == 7.0 and summary["requests"] == 3
+    assert summary["queued_at_intake"] == 2 and summary["never_offered"] == 1
+    assert summary["dispatch_max_ms"] == 2000.0 and summary["dispatch_ms"]["p50"] == 1250.0
+    assert summary["intake_response_ms"]["p50"] == 200.0
+    nobody = rr.move_dispatch(_restart(), [], intakes, offers)
+    assert nobody["window_s"] == 0.0 and nobody["dispatch_ms"]["p50"] is None
 
 
 def _event(kind: str, at: float, **fields: Any) -> dict[str, Any]:

@@ -122,6 +122,41 @@ async def test_disconnect_takes_offline_only_for_the_connection_or_hub_that_owns
     assert await redis.exists(keys.squad(UNIT, "nobody")) == 0
 
 
+async def test_step_aside_takes_this_hubs_squads_out_of_candidacy_until_their_next_hello(
+    redis: Redis, scripts: Scripts
+) -> None:
+    here = {"online": "1", "hub": "hub-1", "conn": "c1", "duty": "1"}
+    squads = {
+        "sq": here,
+        "moved": {**here, "hub": "hub-2", "conn": "c9"},  # already resumed on another hub
+        "gone": {"online": "0", "hub": "", "conn": "", "duty": "1"},
+    }
+    for squad, state in squads.items():
+        await redis.hset(keys.squad(UNIT, squad), mapping=state)
+    await redis.sadd(AVAILABLE, "sq", "moved", "other")
+    aside_keys = [AVAILABLE, *(keys.squad(UNIT, s) for s in [*squads, "never"])]
+    stepped = await scripts.step_aside(keys=aside_keys, args=["hub-1", *squads, "never"])
+    # Only the squad this hub holds: out of the available set, still online and on duty.
+    assert stepped == 1
+    assert await redis.smembers(AVAILABLE) == {b"moved", b"other"}
+    assert _s(await redis.hgetall(SQUAD)) == {**here, "aside": "1"}
+    assert _s(await redis.hgetall(keys.squad(UNIT, "moved"))) == squads["moved"]
+    assert await redis.exists(keys.squad(UNIT, "never")) == 0
+    # Its phone, not yet closed, says duty on: recorded, but not a candidate again.
+    assert await scripts.duty(keys=[SQUAD, AVAILABLE], args=["sq", "1", "c1"]) == 0
+    assert await redis.sismember(AVAILABLE, "sq") == 0
+    # Its hello on the other hub: a candidate again, the mark gone.
+    reply = await scripts.connect(keys=[SQUAD, AVAILABLE], args=["sq", "hub-2", "c2"])
+    assert _s(reply)[2] == "1"
+    assert await redis.sismember(AVAILABLE, "sq") == 1
+    assert await redis.hexists(SQUAD, "aside") == 0
+    # Stepped aside and never back: the shutdown's disconnect clears the mark too.
+    assert await scripts.step_aside(keys=[AVAILABLE, SQUAD], args=["hub-2", "sq"]) == 1
+    geo = keys.geo(UNIT)
+    assert await scripts.disconnect(keys=[SQUAD, AVAILABLE, geo], args=["sq", "hub-2", 5, "hub"])
+    assert await redis.hexists(SQUAD, "aside") == 0 and await redis.hget(SQUAD, "online") == b"0"
+
+
 async def test_ack_of_a_squad_never_numbered_writes_nothing(redis: Redis, scripts: Scripts) -> None:
     outbox = keys.outbox(UNIT, "sq")
     await redis.zadd(outbox, {"000000000001x": 1})  # a frame the squad hash does not know

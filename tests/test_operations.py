@@ -132,6 +132,26 @@ async def test_a_draining_process_claims_no_timer_and_leaves_them_to_the_others(
     await eventually(fired)
 
 
+async def test_a_draining_process_takes_none_of_its_moving_squads_offline_until_it_ends(
+    apps: Apps, app_redis: Redis
+) -> None:
+    await apps.start()
+    parts = apps.started[0].app.state.components
+    hub = parts.hub.id
+    # A squad this process held, closed by the drain and not yet back on another process.
+    await app_redis.hset(
+        keys.squad("water", "S-moving"), mapping={"online": "1", "hub": hub, "conn": "c1"}
+    )
+    await app_redis.sadd(keys.hub_squads(hub), "water/S-moving")
+    parts.presence.handing_over = True  # what the drain sets before it closes its phones
+    assert await parts.presence.reconcile() == 0  # the periodic one: it is moving, not gone
+    assert await app_redis.hget(keys.squad("water", "S-moving"), "online") == b"1"
+    assert await app_redis.zcard(keys.timers("water")) == 0  # no offline timer started
+    # The shutdown's: whoever is not back elsewhere by then is recorded offline.
+    assert await parts.presence.reconcile(everyone=True) == 1
+    assert await app_redis.hget(keys.squad("water", "S-moving"), "online") == b"0"
+
+
 # ---- hub processes ------------------------------------------------------------------------
 
 
@@ -236,6 +256,51 @@ async def test_a_draining_hub_sends_its_phones_elsewhere_spread_out_and_loses_no
         for phone in phones:
             await phone.close()
         await api.close()
+
+
+async def test_a_draining_hubs_phones_step_aside_and_are_candidates_again_on_their_hello(
+    hubs: Hubs,
+) -> None:
+    # Two slices 2 s apart: the near squad is told first, the idle one 2 s later, so the
+    # draining hub is still up while the near squad is between hubs.
+    leaving = hubs.start(drain_wait_s=0.2, drain_spread_s=4.0)
+    staying = hubs.start()
+    api = Api(staying)
+    phones: list[FieldClient] = []
+    try:
+        near = await online_squad(api, leaving, *XIGONG, name="near")
+        phones.append(near)
+        idle = await api.squad("water", "idle")  # second session of the draining hub
+        phones.append(FieldClient(leaving.ws, idle["id"], idle["token"], reconnect=False))
+        await phones[-1].start()
+        far = await online_squad(api, staying, XIGONG[0], XIGONG[1] + 0.01, name="far")
+        phones.append(far)
+        leaving.process.terminate()
+        await eventually(lambda: _async(near.close_codes == [SERVICE_RESTART]), timeout_s=10)
+        assert not phones[1].close_codes, "both slices closed at once: no window to test"
+        # Between hubs: still online and on duty (not recorded offline for its move), but a
+        # new request goes to the squad on the remaining hub, not to the one about to move.
+        moving = await api.get_squad(near.squad)
+        assert moving["online"] and moving["on_duty"]
+        first = await api.request(*XIGONG)
+        assert first.get("squad") == far.squad
+        # Its hello on the other hub: a candidate again (the far squad is busy now).
+        back = FieldClient(staying.ws, near.squad, near.token, reconnect=False)
+        phones.append(back)
+        await back.start()
+        second = await api.request(*XIGONG)
+        assert second.get("squad") == near.squad
+        offer = await back.next_frame(protocol.Offer, timeout_s=10)
+        assert offer.request.id == second["id"]
+        assert (await asyncio.to_thread(leaving.process.wait, 15)) in (0, -signal.SIGTERM)
+    finally:
+        for phone in phones:
+            await phone.close()
+        await api.close()
+
+
+async def _async(value: bool) -> bool:
+    return value
 
 
 async def test_json_logs_are_one_object_a_line(hubs: Hubs, tmp_path: Path) -> None:

@@ -10,6 +10,11 @@ silent beyond ``offline_after_s`` is closed by its hub). When it goes offline:
 
 Both are timers in the unit's Redis timer set, so any living hub process carries them out.
 
+A draining process (``server.app.drain``) moves its squads to the others instead: each slice
+of phones steps aside (out of dispatch candidacy, still online and on duty) just before it is
+told to reconnect elsewhere, and is a candidate again on its hello there; meanwhile nobody
+records it offline, unless it is not back when the process ends.
+
 Each hub process records a heartbeat; one that stops beating for ``hub_dead_after_s`` is dead
 (``kill -9``, machine lost): a living process claims it (one ZREM wins), and marks its squads
 offline, unless they already reconnected elsewhere.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -112,10 +118,24 @@ class PresenceTracker:
             else:
                 log.exception("could not record %s offline; reconcile() will", squad)
 
+    async def step_aside(self, sessions: Sequence[Connection]) -> int:
+        """Before the drain closes ``sessions`` (1012: reconnect elsewhere), take their squads
+        out of dispatch candidacy (``step_aside.lua``, atomic per unit), so no new offer goes
+        to a phone about to be closed; offers already made stay in their outboxes and are
+        replayed on resume. The squads stay online and on duty: their hello on another process
+        (``connect.lua``) makes them candidates again. Returns how many stepped aside."""
+        members = [(s.unit, s.squad) for s in sessions if s.squad]
+        return await self._squads.step_aside(self._hub_id, members)
+
     async def reconcile(self, *, everyone: bool = False) -> int:
         """Squads Redis believes are connected here but are not (a disconnect that could not
         be recorded, e.g. during a Redis restart): take them offline now. ``everyone``: all of
         this process's squads (it is shutting down)."""
+        if self.handing_over and not everyone:
+            # Draining: the phones this process closed are between hubs, not gone; taking
+            # them offline now would start their offline timers and take them off the map.
+            # The shutdown's reconcile(everyone=True) records whoever did not come back.
+            return 0
         members = [text(m) for m in await self._redis.smembers(keys.hub_squads(self._hub_id))]
         if not everyone:
             members = [m for m in members if not self._hub.holds(m.partition("/")[2])]

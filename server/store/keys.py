@@ -98,7 +98,9 @@ def stats(unit: str) -> str:
 
 
 def squad(unit: str, squad_id: str) -> str:
-    """Hash: name, capacity, duty, online, hub, conn, token_hash, seq, acked, created."""
+    """Hash: name, capacity, duty, online, hub, conn, token_hash, seq, acked, created; and
+    while its draining hub is moving it, aside (``step_aside.lua``: not a candidate until
+    its hello on another hub)."""
     return f"{_u(unit)}:sq:{squad_id}"
 
 

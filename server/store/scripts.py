@@ -71,6 +71,7 @@ class Scripts:
     connect: AsyncScript
     disconnect: AsyncScript
     duty: AsyncScript
+    step_aside: AsyncScript
     ack: AsyncScript
     sequence: AsyncScript
     move: AsyncScript

@@ -12,7 +12,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from server.store import keys
-from server.store.scripts import Scripts
+from server.store.scripts import ScriptCall, Scripts
 from server.store.text import text
 
 SEQ_DIGITS = 12  # outbox members are a 12-digit seq followed by the frame body
@@ -102,6 +102,31 @@ class SquadStore:
             args=[squad_id, owner, time.time(), "hub" if by_hub else "conn"],
         )
         return int(went) == 1
+
+    async def step_aside(self, hub_id: str, members: list[tuple[str, str]]) -> int:
+        """Take the squads of ``members`` (unit, squad id) connected to ``hub_id`` out of
+        dispatch candidacy, atomically per unit (one ``step_aside.lua`` call per unit, all in
+        one round trip), before their draining hub closes them; they stay online and on duty,
+        and their hello on another hub makes them candidates again. Returns how many stepped
+        aside."""
+        by_unit: dict[str, list[str]] = {}
+        for unit, squad_id in members:
+            by_unit.setdefault(unit, []).append(squad_id)
+        calls = [
+            ScriptCall(
+                self._scripts.step_aside,
+                [keys.available(unit), *(keys.squad(unit, s) for s in squads)],
+                [hub_id, *squads],
+            )
+            for unit, squads in by_unit.items()
+        ]
+        if not calls:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for call in calls:
+            call.queue(pipe)
+        answers = await pipe.execute(raise_on_error=False)
+        return sum([int(await c.settle(a)) for c, a in zip(calls, answers, strict=True)])
 
     async def is_online(self, unit: str, squad_id: str) -> bool:
         return text(await self._redis.hget(keys.squad(unit, squad_id), "online")) == "1"

@@ -175,6 +175,7 @@ class Connection(asyncio.Protocol):
         link = self.link
         if link.lost_at is not None:  # back after a lost connection: how long it took
             self.runner.moves.append((link.lost_at, now, link.lost_port, self.port))
+            self.runner.squad_moves.append((link.agent.squad, link.lost_at, now))
             link.lost_at = None
         self.send_position(time.time())
         if not self.welcomed.done():
@@ -257,6 +258,7 @@ class Runner:
         self.close_codes: Counter[int] = Counter()
         # (lost at, welcomed again at, port lost, port welcomed on) of each reconnection
         self.moves: list[tuple[float, float, int, int]] = []
+        self.squad_moves: list[tuple[str, float, float]] = []  # squad, lost at, welcomed at
         self._handshakes = asyncio.Semaphore(config.connect_concurrency)
         self._resumes = asyncio.Semaphore(config.resume_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -408,6 +410,7 @@ class Runner:
                 "failures": dict(self.failures),
                 "close_codes": dict(self.close_codes),
                 "moves": self.moves,
+                "squad_moves": self.squad_moves,
                 # (lost at, port) of squads still away from every hub
                 "away": [(k.lost_at, k.lost_port) for k in self.links if k.lost_at is not None],
             }

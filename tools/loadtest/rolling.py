@@ -273,6 +273,67 @@ def restart_summary(
     }
 
 
+def move_dispatch(
+    restart: Restart,
+    moves: Sequence[Move],
+    intakes: Sequence[st.Intake],
+    offers: Sequence[tuple[str, str, str, float]],
+    squad_moves: Sequence[tuple[str, float, float]] = (),
+) -> dict[str, Any]:
+    """Intake -> offer for the requests sent while the restarted hub's phones moved (from
+    SIGTERM to the last of them welcomed elsewhere): from the intake's send to the first
+    offer of its request received by any squad, whether it was offered at intake or queued
+    first (the run's ``dispatch_ms`` counts only requests offered at intake, to the squad
+    the API named). ``offers``: (request, squad, assignment, received at).
+
+    ``waited_for_a_move``: those whose first offer surely went to a squad between hubs: the
+    intake was answered (the offer made) before the squad was welcomed back after a lost
+    connection, and the offer received only after that (it waited in its outbox for the
+    resume). A lower bound: an offer made just before the welcome but answered after it is
+    not counted. ``squad_moves``: (squad, lost at, welcomed again at) of every
+    reconnection."""
+    start = restart.sigterm_at
+    end = max(
+        (
+            back
+            for lost, back, port, _ in moves
+            if port == restart.port and start <= lost <= restart.exited_at + 0.5
+        ),
+        default=start,
+    )
+    first: dict[str, float] = {}
+    first_to: dict[str, str] = {}
+    for request, squad, _, at in offers:
+        if request not in first or at < first[request]:
+            first[request], first_to[request] = at, squad
+    away: dict[str, list[tuple[float, float]]] = {}
+    for squad, lost, back in squad_moves:
+        away.setdefault(squad, []).append((lost, back))
+
+    def waited(intake: st.Intake) -> bool:
+        at = first[intake.request_id]
+        return any(
+            lost < at and 0 < intake.answered_at < back <= at
+            for lost, back in away.get(first_to[intake.request_id], [])
+        )
+
+    sent = [i for i in intakes if i.status == 201 and start <= i.sent_at <= end]
+    latencies = [(first[i.request_id] - i.sent_at) * 1000.0 for i in sent if i.request_id in first]
+    return {
+        "window_s": _round(end - start),
+        "requests": len(sent),
+        "queued_at_intake": sum(1 for i in sent if not i.assignment),
+        "never_offered": sum(1 for i in sent if i.request_id not in first),
+        "waited_for_a_move": sum(1 for i in sent if i.request_id in first and waited(i)),
+        "dispatch_ms": st.summarize(latencies, (50, 95, 99), digits=1),
+        "dispatch_max_ms": _round(max(latencies)) if latencies else None,
+        # the HTTP answer to the intake: how busy the hub taking the phones was
+        "intake_response_ms": st.summarize(
+            [(i.answered_at - i.sent_at) * 1000.0 for i in sent], (50, 95, 99), digits=1
+        ),
+    }
+
+
 def _seconds(values: Sequence[float]) -> dict[str, float | None]:
     summary = st.summarize(values, (50, 99))
     return summary | {"max": _round(max(values)) if values else None}

@@ -922,6 +922,8 @@ def rolling_report(
     """Per restart, how long the phones took to move; then what was lost (see
     :func:`tools.loadtest.rolling.losses`)."""
     moves = [tuple(m) for r in results for m in r["moves"]]
+    offers = [tuple(o) for r in results for o in r["offers"]]
+    squad_moves = [tuple(m) for r in results for m in r.get("squad_moves", [])]
     away = [tuple(a) for r in results for a in r["away"]]
     seen = rr.Seen(
         offers={(o[2], o[1]) for r in results for o in r["offers"]},
@@ -938,6 +940,11 @@ def rolling_report(
         "restarts": [
             {"sigterm_at_s": round(restart.sigterm_at - start, 3)}
             | rr.restart_summary(restart, moves, away)  # type: ignore[arg-type]
+            | {
+                "during_move": rr.move_dispatch(
+                    restart, moves, observed.intakes, offers, squad_moves
+                )
+            }  # type: ignore[arg-type]
             for restart in roller.restarts
         ],
         "close_codes": dict(close_codes),
