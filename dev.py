@@ -95,7 +95,7 @@ def main() -> int:
     else:
         if "--fast" in rest:  # the tiers are pytest markers, see tests/conftest.py
             rest = [arg for arg in rest if arg != "--fast"] + ["-m", "pure or app"]
-            if not any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in rest):
+            if not any(arg.startswith(("-n", "--numprocesses")) for arg in rest):
                 # Two worker processes (pytest-xdist): these tiers share nothing between tests.
                 rest += ["-n", str(min(2, os.cpu_count() or 1))]
         args = [str(PYTHON), "-m", "pytest", *rest]

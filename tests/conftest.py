@@ -26,17 +26,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
 from server.launch import HubProc, spawn_hub
+from server.ledger import Ledger, default_database_url
 from server.settings import Settings
 from server.store.cluster import open_client, wants_cluster
 from server.store.embedded import EmbeddedRedis
@@ -321,3 +324,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The browser tier last: Playwright's sync driver (session-scoped) leaves its event loop
     # set as the main thread's running loop, and pytest-asyncio cannot run a test after it.
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+# ---- the ledger's database: SQLite and PostgreSQL ----------------------------------------------
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A SQLite file in tmp_path, or a fresh PostgreSQL database dropped afterwards (the test
+    skips, saying why, where no PostgreSQL answers)."""
+    if request.param == "sqlite":
+        yield default_database_url(tmp_path / "var")
+        return
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        pytest.skip("no PostgreSQL reachable on 127.0.0.1:5432")
+    name = f"dispatch_test_{secrets.token_hex(6)}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        # The plain form, as DATABASE_URL would give it: the ledger picks asyncpg itself.
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[Ledger]:
+    opened = await Ledger.open(database_url)
+    yield opened
+    await opened.close()

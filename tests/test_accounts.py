@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import redis as redis_sync
@@ -35,7 +33,6 @@ from server.store.embedded import EmbeddedRedis
 from tests.conftest import ROOT, HubProcess, Hubs
 from tests.helpers import XIGONG, auth, eventually
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PASSWORD = "correct horse battery"
 NEW_REQUEST = {
     "caller_phone": "13800000000",
@@ -139,26 +136,10 @@ def test_password_hashes_verify_and_say_when_to_rehash() -> None:
 # ---- the store, on SQLite and PostgreSQL --------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AccountStore]:
-    if request.param == "sqlite":
-        ledger = await Ledger.open(default_database_url(tmp_path / "var"))
-        yield await AccountStore.open(ledger.engine)
-        await ledger.close()
-        return
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        pytest.skip("no PostgreSQL reachable on 127.0.0.1:5432")
-    name = f"accounts_test_{secrets.token_hex(6)}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        ledger = await Ledger.open(f"postgresql://postgres@127.0.0.1:5432/{name}")
-        yield await AccountStore.open(ledger.engine)
-        await ledger.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+@pytest.fixture
+async def store(ledger: Ledger) -> AccountStore:
+    """The accounts in the ledger's database, on SQLite and PostgreSQL."""
+    return await AccountStore.open(ledger.engine)
 
 
 async def test_store_keeps_people_tokens_sessions_and_their_history(

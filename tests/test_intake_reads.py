@@ -5,7 +5,6 @@ yet; and the indexes they use, added to a ledger made before them."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from server.ledger import tables
 from server.ledger.writer import Ledger, async_database_url
 from server.store import keys
 from tests import ledger_schema_before_migrations as before
-from tests.test_ledger import database_url  # noqa: F401 - the fixture (sqlite, postgresql)
 
 NOW = time.time()  # set again at each test's start (below)
 
@@ -30,13 +28,6 @@ def _now_is_the_tests_start() -> None:
     start, not from when the module was imported (20 minutes earlier in the whole suite)."""
     global NOW
     NOW = time.time()
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Ledger]:  # noqa: F811
-    opened = await Ledger.open(database_url)
-    yield opened
-    await opened.close()
 
 
 def _row(request_id: str, **extra: Any) -> dict[str, Any]:
@@ -167,7 +158,7 @@ async def test_without_a_ledger_the_reads_answer_from_the_live_state(redis: Redi
     assert read is False and [s.id for s in seen] == ["r-older"]
 
 
-async def test_a_ledger_made_before_the_new_indexes_gets_them(database_url: str) -> None:  # noqa: F811
+async def test_a_ledger_made_before_the_new_indexes_gets_them(database_url: str) -> None:
     # A ledger of a release before these indexes (and before migrations): the tables only.
     if database_url.startswith("sqlite"):
         Path(database_url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)

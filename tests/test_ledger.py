@@ -15,13 +15,11 @@ import itertools
 import json
 import logging
 import random
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select, text
@@ -58,38 +56,10 @@ from server.store import keys
 from server.store.embedded import EmbeddedRedis
 from server.store.requests import Actor, RequestStore, event_json
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CALLTAKER = Actor("calltaker", "seat-1")
 
 
 # ---- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A SQLite file in tmp_path, or a fresh PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield default_database_url(tmp_path / "var")
-        return
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        pytest.skip("no PostgreSQL reachable on 127.0.0.1:5432")
-    name = f"ledger_test_{secrets.token_hex(6)}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        # The plain form, as DATABASE_URL would give it: the ledger picks asyncpg itself.
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(database_url)
-    yield opened
-    await opened.close()
 
 
 class Desk:

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -28,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from server.ledger import (
     Ledger,
     async_database_url,
-    default_database_url,
     find_actions,
     find_messages,
     find_notices,
@@ -37,27 +33,6 @@ from server.ledger import (
     tables,
 )
 from tests import ledger_schema_before_migrations as before
-
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A SQLite file in tmp_path, or a fresh PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield default_database_url(tmp_path / "var")
-        return
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        pytest.skip("no PostgreSQL reachable on 127.0.0.1:5432")
-    name = f"ledger_migrations_{secrets.token_hex(6)}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def engine_of(database_url: str) -> AsyncEngine:

@@ -5,7 +5,7 @@ caller phone, squad).
 
 Pure tests of the derivation, then the server's own code (intake, the center's actions,
 the notices, the citizen outbox) against a real Redis and a real database (SQLite and
-PostgreSQL, as in test_ledger).
+PostgreSQL: the fixtures of tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -36,14 +36,11 @@ from server.settings import Settings
 from server.store import keys
 from server.store.requests import Actor
 from server.store.timers import TimerKind
-from tests import test_ledger
 from tests.helpers import XIGONG
 from tests.test_ledger import Desk, drain
 
 # The ledger's fixtures: a SQLite file, or a fresh PostgreSQL database (skipped, visibly,
 # when none answers).
-database_url = test_ledger.database_url
-ledger = test_ledger.ledger
 CENTER = Actor("center", "li")
 UNITS = ["water", "gas", "power"]
 

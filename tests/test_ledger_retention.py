@@ -1,6 +1,6 @@
 """Retention: the live state of requests closed long ago leaves Redis once the ledger holds
-it, and only then. Real Redis, real database (SQLite and PostgreSQL, as in test_ledger); the
-requests are driven by the server's own code.
+it, and only then. Real Redis, real database (SQLite and PostgreSQL, the fixtures of
+tests/conftest.py); the requests are driven by the server's own code.
 
 ``now`` is moved forward instead of waiting: the sweep is asked about a moment an hour
 ahead, with a retention of half an hour, so what closed before the test counts as old.
@@ -27,12 +27,9 @@ from server.settings import Settings
 from server.store import keys
 from server.store.requests import Actor
 from server.store.timers import TimerKind
-from tests import test_ledger
 from tests.helpers import XIGONG
 from tests.test_ledger import Desk, drain, eventually
 
-database_url = test_ledger.database_url
-ledger = test_ledger.ledger
 CENTER = Actor("center", "li")
 UNITS = ["water", "gas", "power"]
 HOUR = 3600.0

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import jsonschema
 import pytest
@@ -35,7 +32,6 @@ from server.store.requests import Actor, event_json
 from tests.helpers import XIGONG, auth, eventually
 from tests.report_month import AS_OF, MONTH, ZONE, T, recorded, the_month
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CITY = load_city()
 EQUAL = Policy(weights=Weights(**{name: 1 for name in Weights.__struct_fields__}))
 SPOT = [
@@ -242,32 +238,6 @@ def test_the_charts_are_svg_with_a_bar_per_unit_and_a_line_per_unit() -> None:
 
 
 # ---- through a real ledger ---------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A SQLite file in tmp_path, or a fresh PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield default_database_url(tmp_path / "var")
-        return
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        pytest.skip("no PostgreSQL reachable on 127.0.0.1:5432")
-    name = f"reports_test_{secrets.token_hex(6)}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(database_url)
-    yield opened
-    await opened.close()
 
 
 async def _record(
