@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,9 @@ class Ledger:
         return reader
 
 
+WAL_ATTEMPTS = 100  # 5 s of tries to turn a new ledger file into WAL (see _sqlite_engine)
+
+
 def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
     """SQLite in WAL mode (readers never wait for the writer) with a generous busy timeout:
     several hub processes may write the same file, one transaction at a time. The file holds
@@ -312,7 +316,18 @@ def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # Turning a file into WAL takes its exclusive lock; processes that open a new ledger
+        # at the same moment (a hub and the ledger process) can meet in a lock SQLite will not
+        # wait out (it answers "database is locked" at once): try again, briefly. Once the
+        # file is in WAL the pragma takes no lock and passes the first time.
+        for attempt in range(WAL_ATTEMPTS):
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except Exception as exc:
+                if "locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05)
         cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
         cursor.close()
 
