@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
@@ -30,6 +31,7 @@ from redis.asyncio import Redis
 
 from server.citizen.compose import Message
 from server.citizen.delivery import Attempt, Outcome, RetryPolicy, next_step
+from server.group_commit import GroupCommit
 from server.store import keys, timers
 from server.store.requests import Actor, QueuedMessage, event_json
 from server.store.scripts import ScriptCall, Scripts
@@ -49,6 +51,11 @@ class CitizenSender(Protocol):
     async def send(self, message: Message) -> Attempt: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: Exception
 
 
 def mask_phone(phone: str) -> str:
@@ -76,6 +83,10 @@ class CitizenOutbox:
         self._lease_ms = int(lease_s * 1000)
         self._keep_s = keep_s
         self._events_maxlen = events_maxlen
+        # Outcomes that come back together (a pass's sends through the log file, or webhooks
+        # answering at once) are recorded in one round trip; one that comes back alone is
+        # recorded at once, as before.
+        self._records: GroupCommit[ScriptCall, Any] = GroupCommit(self._run_each)
 
     # ---- queuing -------------------------------------------------------------------------
 
@@ -129,7 +140,8 @@ class CitizenOutbox:
         Returns how many attempts were made. Two round trips before the sends, whatever the
         number of units and messages: every unit's due requests claimed in one pipeline,
         then every claimed request's next message taken in another; each message's outcome
-        is recorded as soon as its send returns."""
+        is recorded as soon as its send returns, together with the outcomes that came back
+        meanwhile (one round trip for a pass whose sends all return at once)."""
         now_ms = int(time.time() * 1000)
         units = list(units)
         dues = [
@@ -166,6 +178,21 @@ class CitizenOutbox:
             call.queue(pipe)
         answers = await pipe.execute(raise_on_error=False)
         return [await call.settle(a) for call, a in zip(calls, answers, strict=True)]
+
+    async def _run_each(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """The calls' answers, in one round trip; a call that failed answers its exception
+        (raised to its own caller only)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for call in calls:
+            call.queue(pipe)
+        answers = await pipe.execute(raise_on_error=False)
+        settled: list[Any] = []
+        for call, answer in zip(calls, answers, strict=True):
+            try:
+                settled.append(await call.settle(answer))
+            except Exception as exc:  # noqa: BLE001 - that call's caller raises it
+                settled.append(_Failed(exc))
+        return settled
 
     async def _deliver(self, sender: CitizenSender, taken: list[Any]) -> None:
         """Send a message ``citizen_take.lua`` took, and record the attempt."""
@@ -231,9 +258,10 @@ class CitizenOutbox:
                 number,
                 attempt.error or attempt.status,
             )
-        await self._scripts.citizen_done(
-            keys=self._keys(message.unit, message.request),
-            args=[
+        call = ScriptCall(
+            self._scripts.citizen_done,
+            self._keys(message.unit, message.request),
+            [
                 message.request,
                 n,
                 number,
@@ -246,6 +274,9 @@ class CitizenOutbox:
                 self._keep_s,
             ],
         )
+        answer = await self._records.submit(call)
+        if isinstance(answer, _Failed):
+            raise answer.error
 
     @staticmethod
     def _keys(unit: str, request: str) -> list[str]:

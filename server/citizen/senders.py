@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import httpx
 from server.citizen.compose import Message
 from server.citizen.delivery import Attempt, Outcome, http_outcome, retry_after_s
 from server.citizen.outbox import CitizenSender, mask_phone
+from server.group_commit import GroupCommit
 from server.private_files import FILE_MODE, private_dir
 from server.settings import Settings, SettingsError
 
@@ -46,31 +48,43 @@ def payload(message: Message) -> dict[str, Any]:
 
 class LogFileSender:
     """Appends each message to a 0600 file, one JSON line (with ``sent_at``). A message sent
-    again after a crash (see the outbox) appears twice with the same ``idempotency_key``."""
+    again after a crash (see the outbox) appears twice with the same ``idempotency_key``.
+    The lines of messages sent at the same moment (a delivery pass) go in one write, from one
+    worker-thread hop (:class:`~server.group_commit.GroupCommit`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         private_dir(self.path.parent)
+        self._appends: GroupCommit[bytes, OSError | None] = GroupCommit(self._append_all)
 
     async def send(self, message: Message) -> Attempt:
         line = (
             json.dumps(payload(message) | {"sent_at": round(time.time(), 3)}, ensure_ascii=False)
             + "\n"
         )
-        try:
-            await asyncio.to_thread(self._append, line.encode())
-        except OSError as exc:
-            return Attempt(Outcome.RETRY, error=f"log file: {exc.strerror or exc}")
+        error = await self._appends.submit(line.encode())
+        if error is not None:
+            return Attempt(Outcome.RETRY, error=f"log file: {error.strerror or error}")
         log.info(
             "citizen message %s to %s (%s)", message.id, mask_phone(message.phone), message.event
         )
         return Attempt(Outcome.DELIVERED)
 
+    async def _append_all(self, lines: Sequence[bytes]) -> list[OSError | None]:
+        try:
+            await asyncio.to_thread(self._append, b"".join(lines))
+        except OSError as exc:
+            return [exc] * len(lines)
+        return [None] * len(lines)
+
     def _append(self, data: bytes) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)  # an existing file keeps its mode through os.open
-            os.write(fd, data)  # one write of one line: lines of two processes never mix
+            # One write of whole lines (O_APPEND): lines of two processes never mix. A short
+            # write (a full disk) is an error for every line of it: they are sent again.
+            if os.write(fd, data) != len(data):
+                raise OSError(28, "short write (disk full?)")
         finally:
             os.close(fd)
 
