@@ -44,9 +44,11 @@ from server.store.requests import (
     Actor,
     DuplicateCommand,
     ForeignAssignment,
+    KeptChanging,
     RequestRecord,
     RequestStore,
     StaleRequest,
+    compare_and_set,
     event_json,
 )
 from server.store.text import text
@@ -352,7 +354,9 @@ class SquadActions:
         assignment = command.assignment
         record = self.known.get(unit, squad, assignment)
         fresh = record is None
-        for _ in range(8):  # compare-and-set retries against concurrent steps
+
+        async def attempt() -> CommandDone:
+            nonlocal record, fresh, ack
             if record is None:
                 record = await self._read_owned(unit, squad, assignment)
                 fresh = True
@@ -363,7 +367,7 @@ class SquadActions:
             except InvalidTransition as exc:
                 if not fresh:  # what this process knew may be out of date: look again
                     record = None
-                    continue
+                    raise StaleRequest(request_id) from None
                 self.known.forget(unit, squad, assignment)  # read fresh next time too
                 if await self._seen(unit, squad, command.id):
                     await self._retell(unit, request_id, squad, command)
@@ -412,7 +416,7 @@ class SquadActions:
                 return CommandDone(request_id, view.state, False)
             except StaleRequest:
                 record = None
-                continue
+                raise
             updated = after_step(record, step, commit.version, at)
             if step.effects.release_squad or updated.assignment != assignment:
                 self.known.forget(unit, squad, assignment)
@@ -425,7 +429,13 @@ class SquadActions:
                     log.exception("after %s closed: the closing hook failed", request_id)
             available = step.effects.squad_available and commit.queued != 0
             return CommandDone(request_id, step.state, available, updated)
-        raise CommandError(ErrorCode.BUSY, "the request kept changing: retry with the same id")
+
+        try:
+            return await compare_and_set(attempt, 8)
+        except KeptChanging:
+            raise CommandError(
+                ErrorCode.BUSY, "the request kept changing: retry with the same id"
+            ) from None
 
     async def _read_owned(self, unit: str, squad: str, assignment: str) -> RequestRecord:
         """The request behind ``assignment``, read from Redis, if the assignment is this

@@ -30,7 +30,15 @@ from server.lifecycle import HELD
 from server.metrics import Metrics
 from server.settings import Settings
 from server.store import keys, timers
-from server.store.requests import Actor, RequestRecord, RequestStore, event_json
+from server.store.requests import (
+    Actor,
+    KeptChanging,
+    RequestRecord,
+    RequestStore,
+    StaleRequest,
+    compare_and_set,
+    event_json,
+)
 from server.store.scripts import Scripts
 from server.store.text import text
 from server.store.timers import TimerKind
@@ -145,25 +153,32 @@ class Notices:
     async def _deadline_passed(self, request_id: str, milestone: deadlines.Milestone) -> str | None:
         """Issue the notice a passed deadline calls for; returns the request's unit (None:
         the request is gone)."""
-        unit = None
-        for _ in range(CAS_ATTEMPTS):
+        seen: str | None = None
+
+        async def attempt() -> str | None:
+            nonlocal seen
             found = await self._current(request_id)
             if found is None:
                 return None
-            unit, record = found
+            seen, record = found
             decision = deadlines.notice_due(record.progress(), milestone, time.time())
-            if decision.due is not Due.ISSUE:
-                return unit
-            assert decision.kind is not None and decision.at is not None
-            if await self._issue(unit, record, decision.kind, 1, decision.at):
-                return unit
-        log.warning(
-            "request %s kept changing; its %s deadline will fire again", request_id, milestone.value
-        )
-        return unit
+            if decision.due is Due.ISSUE:
+                assert decision.kind is not None and decision.at is not None
+                await self._issue(seen, record, decision.kind, 1, decision.at)
+            return seen
+
+        try:
+            return await compare_and_set(attempt, CAS_ATTEMPTS)
+        except KeptChanging:
+            log.warning(
+                "request %s kept changing; its %s deadline will fire again",
+                request_id,
+                milestone.value,
+            )
+            return seen
 
     async def _escalate(self, request_id: str, kind: NoticeKind, level: int) -> None:
-        for _ in range(CAS_ATTEMPTS):
+        async def attempt() -> None:
             found = await self._current(request_id)
             if found is None:
                 return
@@ -175,8 +190,17 @@ class Notices:
             )
             if previous is None or previous.state != "open":
                 return
-            if await self._issue(unit, record, kind, level, previous.due_at):
-                return
+            await self._issue(unit, record, kind, level, previous.due_at)
+
+        try:
+            await compare_and_set(attempt, CAS_ATTEMPTS)
+        except KeptChanging:
+            log.warning(
+                "request %s kept changing; its level %d %s notice was not issued",
+                request_id,
+                level,
+                kind.value,
+            )
 
     async def issue_recheck(self, request_id: str) -> str | None:
         """Issue the ``recheck`` notice of a request a spot check found not fixed, just
@@ -184,16 +208,21 @@ class Notices:
         the squad holding it (if one does yet). It does not escalate: the new resolution
         deadline's own notices chase the item. Idempotent. Returns the notice id; None if
         the request is not in the live state."""
-        for _ in range(CAS_ATTEMPTS):
+
+        async def attempt() -> str | None:
             found = await self._current(request_id)
             if found is None:
                 return None
             unit, record = found
             due = record.resolve_by if record.resolve_by is not None else time.time()
-            if await self._issue(unit, record, NoticeKind.RECHECK, 1, due, escalate=False):
-                return deadlines.notice_id(request_id, NoticeKind.RECHECK, 1)
-        log.warning("request %s kept changing; its recheck notice was not issued", request_id)
-        return None
+            await self._issue(unit, record, NoticeKind.RECHECK, 1, due, escalate=False)
+            return deadlines.notice_id(request_id, NoticeKind.RECHECK, 1)
+
+        try:
+            return await compare_and_set(attempt, CAS_ATTEMPTS)
+        except KeptChanging:
+            log.warning("request %s kept changing; its recheck notice was not issued", request_id)
+            return None
 
     async def _issue(
         self,
@@ -203,10 +232,10 @@ class Notices:
         level: int,
         due_at: float,
         escalate: bool = True,
-    ) -> bool:
+    ) -> None:
         """Issue the notice of ``level`` unless it exists (and schedule the next level's,
-        with ``escalate``, below the top level). False: the request changed since it was
-        read (read again)."""
+        with ``escalate``, below the top level). Raises StaleRequest when the request
+        changed since it was read (read again)."""
         now = time.time()
         held = record.squad if record.state in HELD else ""
         notice = NoticeRecord(
@@ -262,14 +291,13 @@ class Notices:
         )
         outcome = text(result[0])
         if outcome == "stale":
-            return False
+            raise StaleRequest(record.id)
         if outcome == "issued":
             seq, hub = int(result[1]), text(result[2])
             log.info("notice %s issued", notice.id)
             self._metrics.notices_issued.labels(kind.value, str(level)).inc()
             if seq:
                 await self._push(unit, held, seq, body, hub)
-        return True
 
     async def _current(self, request_id: str) -> tuple[str, RequestRecord] | None:
         unit = await self._requests.unit_of(request_id)

@@ -39,9 +39,11 @@ from server.settings import Settings
 from server.store import keys, timers
 from server.store.requests import (
     Actor,
+    Commit,
+    KeptChanging,
     RequestRecord,
     RequestStore,
-    StaleRequest,
+    compare_and_set,
     event_json,
     request_info,
 )
@@ -384,16 +386,16 @@ class Dispatcher:
         if info.get("state") != State.OFFERED:
             await self._redis.zrem(keys.timers(unit), timer)
             return False
-        for _ in range(5):  # CAS retries against concurrent steps on the same request
+
+        async def attempt() -> Commit | None:
             record = await self._requests.read(unit, request_id)
             if record is None:
-                return False
-            view, version = record.view(), record.v
+                return None
             try:
-                step = transition(view, OfferExpired(assignment, reason))
+                step = transition(record.view(), OfferExpired(assignment, reason))
             except InvalidTransition:
                 await self._redis.zrem(keys.timers(unit), timer)
-                return False
+                return None
             event = event_json(
                 step.event,
                 request_id,
@@ -403,27 +405,30 @@ class Dispatcher:
                 assignment=assignment,
                 reason=reason,
             )
-            try:
-                commit = await self._requests.commit(
-                    unit,
-                    request_id,
-                    version,
-                    step,
-                    [event],
-                    assignment=assignment,
-                    squad=squad,
-                    queue_score=record.received_at,
-                )
-            except StaleRequest:
-                continue
-            if self._known is not None:
-                self._known.forget(unit, squad, assignment)
-            if commit.revoke_seq:
-                await self._push(unit, squad, commit.revoke_seq, commit.revoke_body, commit.hub)
-            self._metrics.offers_passed_on.labels(reason).inc()
-            await self.dispatch(unit, request_id)
-            return True
-        log.warning(
-            "offer %s of request %s kept changing; the timer will retry", assignment, request_id
-        )
-        return False
+            return await self._requests.commit(  # StaleRequest: moved on, attempt again
+                unit,
+                request_id,
+                record.v,
+                step,
+                [event],
+                assignment=assignment,
+                squad=squad,
+                queue_score=record.received_at,
+            )
+
+        try:
+            commit = await compare_and_set(attempt, 5)
+        except KeptChanging:
+            log.warning(
+                "offer %s of request %s kept changing; the timer will retry", assignment, request_id
+            )
+            return False
+        if commit is None:
+            return False
+        if self._known is not None:
+            self._known.forget(unit, squad, assignment)
+        if commit.revoke_seq:
+            await self._push(unit, squad, commit.revoke_seq, commit.revoke_body, commit.hub)
+        self._metrics.offers_passed_on.labels(reason).inc()
+        await self.dispatch(unit, request_id)
+        return True

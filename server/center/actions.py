@@ -43,9 +43,11 @@ from server.store import keys
 from server.store.requests import (
     Actor,
     Commit,
+    KeptChanging,
     RequestRecord,
     RequestStore,
     StaleRequest,
+    compare_and_set,
     event_json,
 )
 
@@ -412,7 +414,8 @@ class CenterActions:
         """Read the request, decide its step (``event_for`` may raise RulingRefused), record
         the event with ``extra`` (and ``extra_after`` of the step), commit; retry when the
         request moved on meanwhile. Raises CenterError: 404, 409 with the state, 422."""
-        for _ in range(RETRIES):
+
+        async def attempt() -> Done:
             unit, record = await self.current(request_id, actor)
             try:
                 step = transition(record.view(), event_for(record))
@@ -424,21 +427,22 @@ class CenterActions:
             payload = extra(record) | (extra_after(step) if extra_after else {})
             event = event_json(step.event, request_id, now, actor, **payload)
             held = record.state in HELD
-            try:
-                commit = await self._requests.commit(
-                    unit,
-                    request_id,
-                    record.v,
-                    leaving(step) if step.effects.move_to_unit else step,
-                    [event],
-                    assignment=record.assignment if held else "",
-                    squad=record.squad if held else "",
-                    queue_score=record.received_at,
-                )
-            except StaleRequest:
-                continue
+            commit = await self._requests.commit(  # StaleRequest: moved on, attempt again
+                unit,
+                request_id,
+                record.v,
+                leaving(step) if step.effects.move_to_unit else step,
+                [event],
+                assignment=record.assignment if held else "",
+                squad=record.squad if held else "",
+                queue_score=record.received_at,
+            )
             return Done(unit, record, step, commit)
-        raise CenterError(503, "busy", "the request kept changing: retry")
+
+        try:
+            return await compare_and_set(attempt, RETRIES)
+        except KeptChanging:
+            raise CenterError(503, "busy", "the request kept changing: retry") from None
 
     async def describe(self, request_id: str, actor: Actor) -> dict[str, Any]:
         """What the center's actions answer: the request's state now."""

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -30,6 +30,7 @@ from server.store.text import text
 from server.store.timers import TimerKind
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IDEMPOTENCY_TTL_S = 86_400  # how long an intake Idempotency-Key is remembered
 SEQUENCE_TTL_S = 3 * 86_400  # a day's counter outlives the day (clocks of processes differ)
@@ -45,6 +46,23 @@ class StaleRequest(Exception):
     def __init__(self, request_id: str, then: Any = None) -> None:
         super().__init__(request_id)
         self.then = then  # RequestStore.create: the answer of its ``then`` call (sent anyway)
+
+
+class KeptChanging(Exception):
+    """Every attempt of :func:`compare_and_set` met a request changed since it read it."""
+
+
+async def compare_and_set(attempt: Callable[[], Awaitable[T]], attempts: int) -> T:
+    """The one compare-and-set loop: ``attempt`` reads the request, decides its step and
+    commits it with the version it read; while it raises :class:`StaleRequest` (another step
+    was committed in between) it runs again, at most ``attempts`` times in all, then
+    :class:`KeptChanging` is raised (each caller says what that means to its client)."""
+    for _ in range(attempts):
+        try:
+            return await attempt()
+        except StaleRequest:
+            continue
+    raise KeptChanging
 
 
 class DuplicateCommand(Exception):
