@@ -10,6 +10,7 @@ import sys
 from pythonjsonlogger.json import JsonFormatter
 
 from server.settings import Settings, SettingsError, load_settings
+from server.store.cluster import check_redis_url
 
 
 def start(
@@ -21,6 +22,7 @@ def start(
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
+        check_redis_url(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None

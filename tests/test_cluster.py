@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,29 @@ def test_a_cluster_is_named_by_its_url_or_by_the_setting() -> None:
     for bad in ("redis+cluster://h:1/3", "redis+cluster://h", "http://h:1"):
         with pytest.raises(ValueError):
             parse_cluster_url(bad)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+cluster://10.0.0.1", "each cluster node is host:port"),
+        ("redis+cluster://h:7000/3", "a Redis Cluster has only database 0"),
+    ],
+)
+@pytest.mark.parametrize("command", ["server", "server.ledger"])
+def test_a_malformed_cluster_url_stops_the_command_with_one_line(
+    command: str, url: str, reason: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", command],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "REDIS_URL": url},
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: REDIS_URL: {reason}"]
 
 
 async def test_the_cluster_client_bounds_what_is_in_flight_and_counts_round_trips(

@@ -49,7 +49,7 @@ from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from server.store.pool import lean_connection, open_redis
 from server.store.round_trips import RoundTrips
 
@@ -72,6 +72,17 @@ class ClusterAddress:
 def wants_cluster(url: str, settings: Settings) -> bool:
     """Whether ``url`` (with ``settings``) names a Redis Cluster."""
     return url.partition("://")[0].lower() in CLUSTER_SCHEMES or settings.redis_cluster
+
+
+def check_redis_url(settings: Settings) -> None:
+    """Raise SettingsError (one line, before the server starts) if ``REDIS_URL`` names a
+    cluster its nodes cannot be read from."""
+    url = settings.redis_url
+    if url and wants_cluster(url, settings):
+        try:
+            parse_cluster_url(url)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
 
 
 def parse_cluster_url(url: str) -> ClusterAddress:
