@@ -35,7 +35,6 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from server.guard import Burst, ConnectionLedger, Verdict, default_max_connections
 from server.log_filters import uvicorn_log_config
-from server.loop_queue import LoopQueue
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -240,11 +239,6 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     limits: ClassVar[EdgeLimits]
     _handshake_deadline: asyncio.TimerHandle | None = None
     _cut_off: asyncio.TimerHandle | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The frames' queue, bound to its loop: no system call per frame (see LoopQueue).
-        self.queue = LoopQueue(loop=self.loop)
 
     async def run_asgi(self) -> None:
         await super().run_asgi()

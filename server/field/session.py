@@ -27,7 +27,6 @@ from server.field.core import Closed, Sequencer, Step, decode_error, plan_resume
 from server.field.router import FieldRouter, rate_limited
 from server.field.transport import Disconnected, Transport
 from server.guard import TokenBucket
-from server.loop_queue import LoopQueue
 from server.metrics import frame_type
 from server.store.availability import is_outage
 from server.store.requests import request_info
@@ -57,8 +56,8 @@ class FieldSession:
         self.unit = ""
         self.squad = ""
         self.conn_id = secrets.token_hex(8)
-        self._queue: asyncio.Queue[bytes | _Numbered | _Replay] = LoopQueue(
-            settings.send_queue_frames
+        self._queue: asyncio.Queue[bytes | _Numbered | _Replay] = asyncio.Queue(
+            maxsize=settings.send_queue_frames
         )
         self._sequencer = Sequencer()
         self._closing: Closed | None = None
