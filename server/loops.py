@@ -126,7 +126,8 @@ async def _sample_metrics(parts: Components) -> None:
     units = parts.directory.unit_codes()
     metrics.redis_rtt.observe(await gauges.round_trip_s(redis))
     here = [(s.unit, s.squad) for s in parts.hub.sessions.values()]
-    metrics.outbox_frames.labels("squads").set(await gauges.outbox_frames(redis, here))
+    kept = await gauges.outbox_frames(redis, parts.scripts, here)
+    metrics.outbox_frames.labels("squads").set(kept)
     metrics.outbox_frames.labels("citizens").set(
         await gauges.citizen_backlog(redis, with_no_unit(units))
     )

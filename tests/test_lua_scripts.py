@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
-from server.store import keys
+from server.store import gauges, keys
+from server.store.round_trips import count_round_trips
 from server.store.scripts import Scripts
-from tests.conftest import ROOT
+from tests.conftest import ROOT, skip_on_cluster
 
 UNIT = "water"
 RID = "20261130-000042"
@@ -848,3 +849,41 @@ async def test_a_script_error_is_an_error(redis: Redis, scripts: Scripts) -> Non
     await redis.set(keys.timers(UNIT), "not a sorted set")
     with pytest.raises(ResponseError):
         await scripts.due(keys=[keys.timers(UNIT)], args=[1000, 30_000, 10])
+
+
+# ---- metrics --------------------------------------------------------------------------------
+
+
+async def test_outbox_count_sums_the_frames_kept_in_one_units_outboxes(
+    redis: Redis, scripts: Scripts
+) -> None:
+    outboxes = [keys.outbox(UNIT, f"sq{i}") for i in range(3)]
+    await redis.zadd(outboxes[0], {"a": 1, "b": 2})
+    await redis.zadd(outboxes[2], {"c": 5})
+    assert await scripts.outbox_count(keys=outboxes, args=[]) == 3  # sq1 has none
+    assert await scripts.outbox_count(keys=outboxes[1:2], args=[]) == 0
+
+
+async def test_the_outbox_gauge_counts_every_units_squads_in_one_round_trip(
+    redis: Redis, scripts: Scripts, redis_url: str
+) -> None:
+    squads = [("water", f"w{i}") for i in range(500)] + [("power", "p1"), ("power", "p2")]
+    for unit, squad in squads[:7] + squads[-1:]:
+        await redis.zadd(keys.outbox(unit, squad), {f"{squad}-1": 1, f"{squad}-2": 2})
+    assert await gauges.outbox_frames(redis, scripts, squads) == 16  # a cluster too
+    assert await gauges.outbox_frames(redis, scripts, []) == 0
+    skip_on_cluster(redis_url, "counts the round trips of one connection to one server")
+    pool = BlockingConnectionPool(  # one connection: its set-up is not counted below
+        max_connections=1,
+        connection_class=redis.connection_pool.connection_class,
+        **redis.connection_pool.connection_kwargs,
+    )
+    trips = count_round_trips(pool)
+    client = Redis(connection_pool=pool)
+    try:
+        await client.ping()
+        before = trips.count
+        assert await gauges.outbox_frames(client, scripts, squads) == 16
+        assert trips.count - before == 1
+    finally:
+        await client.aclose()

@@ -4,12 +4,14 @@ sampled every few seconds, never on a frame's way."""
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from server.store import keys
+from server.store.scripts import ScriptCall, Scripts
 from server.store.text import text
 
 
@@ -19,14 +21,22 @@ async def round_trip_s(redis: Redis) -> float:
     return time.perf_counter() - started
 
 
-async def outbox_frames(redis: Redis, squads: Iterable[tuple[str, str]]) -> int:
-    """Frames kept, not yet acknowledged, in the outboxes of ``(unit, squad)``."""
-    pipe = redis.pipeline(transaction=False)
-    count = 0
+async def outbox_frames(redis: Redis, scripts: Scripts, squads: Iterable[tuple[str, str]]) -> int:
+    """Frames kept, not yet acknowledged, in the outboxes of ``(unit, squad)``: one
+    ``outbox_count.lua`` call per unit, all in one round trip."""
+    outboxes: dict[str, list[str]] = defaultdict(list)
     for unit, squad in squads:
-        pipe.zcard(keys.outbox(unit, squad))
-        count += 1
-    return sum(await pipe.execute()) if count else 0
+        outboxes[unit].append(keys.outbox(unit, squad))
+    if not outboxes:
+        return 0
+    calls = [
+        ScriptCall(scripts.outbox_count, unit_outboxes, []) for unit_outboxes in outboxes.values()
+    ]
+    pipe = redis.pipeline(transaction=False)
+    for call in calls:
+        call.queue(pipe)
+    answers = await pipe.execute(raise_on_error=False)
+    return sum([int(await call.settle(a)) for call, a in zip(calls, answers, strict=True)])
 
 
 async def citizen_backlog(redis: Redis, units: Iterable[str]) -> int:

@@ -80,6 +80,7 @@ class Scripts:
     citizen_done: AsyncScript
     notice: AsyncScript
     offer_nearest: AsyncScript
+    outbox_count: AsyncScript  # a metric: server.store.gauges.outbox_frames
     track: AsyncScript  # called by server.store.tracks (its own registration, same script)
     positions: AsyncScript  # called by PositionWriter, which registers its own: loaded here
 
