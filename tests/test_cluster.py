@@ -46,16 +46,16 @@ def test_a_cluster_is_named_by_its_url_or_by_the_setting() -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "reason"),
+    ("command", "url", "reason"),
     [
-        ("redis+cluster://10.0.0.1", "each cluster node is host:port"),
-        ("redis+cluster://h:7000/3", "a Redis Cluster has only database 0"),
+        ("server", "redis+cluster://10.0.0.1", "each cluster node is host:port"),
+        ("server.ledger", "redis+cluster://h:7000/3", "a Redis Cluster has only database 0"),
     ],
 )
-@pytest.mark.parametrize("command", ["server", "server.ledger"])
 def test_a_malformed_cluster_url_stops_the_command_with_one_line(
     command: str, url: str, reason: str
 ) -> None:
+    """The hub's command and the ledger process's (they share server.cli.start)."""
     done = subprocess.run(
         [sys.executable, "-m", command],
         capture_output=True,
