@@ -31,7 +31,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from server.city import City  # noqa: E402
 from server.reports.scorecard import LIMITS, VERDICTS, spread  # noqa: E402
 from simulations.api import ApiError, HubApi  # noqa: E402
-from simulations.city import SimRun  # noqa: E402
+from simulations.run import SimRun  # noqa: E402
 from simulations.stats import Outcome, outcome_of, state_from_timeline, summarize  # noqa: E402
 
 STATE_COLOURS = {"met": "#2e7d32", "missed": "#c62828", "pending": "#9e9e9e", "void": "#e0e0e0"}
