@@ -22,6 +22,7 @@ import logging
 import secrets
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,7 @@ async def run_city(
         stop_on_signals(stop)
         simulation = Simulation(api, city, seats, config_from(args), resume=resume)
         run = await simulation.run(stop)
+        print("city stopped: squads disconnected", flush=True)
         if not args.no_report:
             from simulations.report import collect_and_write
 
@@ -226,12 +228,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}\n{hub.log_tail() if hub else ''}", file=sys.stderr)
         return 1
     finally:
+        # Each part says when it is down: a slow stop shows where it was slow.
+        started = time.monotonic()
         if hub is not None:
             hub.stop()
+            _stopped("hub", started)
         if ledger is not None:
             ledger.terminate()
             ledger.wait(timeout=10)
+            _stopped("ledger writer", started)
         redis.stop()
+        _stopped("Redis", started)
+
+
+def _stopped(what: str, started: float) -> None:
+    print(f"{what} stopped ({time.monotonic() - started:.1f} s)", flush=True)
 
 
 if __name__ == "__main__":

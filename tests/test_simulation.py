@@ -502,8 +502,20 @@ def _run_demo(port: int, data_dir: Path, seconds: float) -> str:
     )
     time.sleep(seconds)
     process.send_signal(signal.SIGINT)  # Ctrl-C: the demo shuts everything down itself
-    output, _ = process.communicate(timeout=30)
+    try:
+        output, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        logs = "".join(
+            f"\n--- {name} (last 4,000 characters) ---\n"
+            + (data_dir / name).read_text(errors="replace")[-4000:]
+            for name in ("hub.log", "ledger.log")
+            if (data_dir / name).exists()
+        )
+        pytest.fail(f"the demo did not stop in 30 s:\n{output.decode(errors='replace')}{logs}")
     assert process.returncode == 0, output.decode(errors="replace")
+    assert "city stopped" in output.decode() and "Redis stopped" in output.decode()
     return output.decode()
 
 
