@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from dispatch_field.client import FieldClient
+from server.store.round_trips import RoundTrips, count_round_trips
 from tests.conftest import TOKENS, HubProcess
 
 T = TypeVar("T")
@@ -112,3 +115,21 @@ async def online_squad(
     except AssertionError as exc:
         raise AssertionError(f"squad never became available: {last}") from exc
     return client
+
+
+@contextlib.asynccontextmanager
+async def counted_client(redis: Redis) -> AsyncIterator[tuple[Redis, RoundTrips]]:
+    """A client of ``redis``'s server on one connection that counts what it sends (round
+    trips); the connection is opened before the caller counts. Single Redis only."""
+    pool = BlockingConnectionPool(
+        max_connections=1,
+        connection_class=redis.connection_pool.connection_class,
+        **redis.connection_pool.connection_kwargs,
+    )
+    trips = count_round_trips(pool)
+    client = Redis(connection_pool=pool)
+    try:
+        await client.ping()
+        yield client, trips
+    finally:
+        await client.aclose()

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from dispatch_field import protocol
 from server.citizen.compose import Message, intake_messages, step_message
@@ -47,10 +47,9 @@ from server.citizen.senders import MemorySender
 from server.city import load_city
 from server.store import keys
 from server.store.embedded import free_port
-from server.store.round_trips import count_round_trips
 from server.store.scripts import Scripts
 from tests.conftest import skip_on_cluster
-from tests.helpers import XIGONG, Api, auth, eventually, online_squad
+from tests.helpers import XIGONG, Api, auth, counted_client, eventually, online_squad
 
 TEMPLATES = load_templates()
 CITY = load_city()
@@ -286,14 +285,7 @@ async def test_a_delivery_pass_claims_takes_and_records_in_one_round_trip_each(
     """Every unit's due requests are claimed in one round trip and their messages taken in
     another; the outcomes of sends that return together are recorded in a third."""
     skip_on_cluster(redis_url, "counts the round trips of one connection to one server")
-    pool = BlockingConnectionPool(  # one connection: its set-up is not counted below
-        max_connections=1,
-        connection_class=redis.connection_pool.connection_class,
-        **redis.connection_pool.connection_kwargs,
-    )
-    trips = count_round_trips(pool)
-    client = Redis(connection_pool=pool)
-    try:
+    async with counted_client(redis) as (client, trips):
         await Scripts.register(client).load(client)
         outbox = _outbox(client)
         for request in ("R1", "R2", "R3"):
@@ -306,8 +298,6 @@ async def test_a_delivery_pass_claims_takes_and_records_in_one_round_trip_each(
         assert sorted(m.request for m in sender.sent) == ["R1", "R2", "R3", "R4"]
         await _drain(outbox, sender)
         assert len(sender.sent) == 4  # nothing sent twice
-    finally:
-        await client.aclose()
 
 
 async def test_one_requests_messages_keep_their_order_through_retries(redis: Redis) -> None:

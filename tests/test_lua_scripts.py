@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from server.store import gauges, keys
-from server.store.round_trips import count_round_trips
 from server.store.scripts import Scripts
 from tests.conftest import ROOT, skip_on_cluster
+from tests.helpers import counted_client
 
 UNIT = "water"
 RID = "20261130-000042"
@@ -873,17 +873,7 @@ async def test_the_outbox_gauge_counts_every_units_squads_in_one_round_trip(
     assert await gauges.outbox_frames(redis, scripts, squads) == 16  # a cluster too
     assert await gauges.outbox_frames(redis, scripts, []) == 0
     skip_on_cluster(redis_url, "counts the round trips of one connection to one server")
-    pool = BlockingConnectionPool(  # one connection: its set-up is not counted below
-        max_connections=1,
-        connection_class=redis.connection_pool.connection_class,
-        **redis.connection_pool.connection_kwargs,
-    )
-    trips = count_round_trips(pool)
-    client = Redis(connection_pool=pool)
-    try:
-        await client.ping()
+    async with counted_client(redis) as (client, trips):
         before = trips.count
         assert await gauges.outbox_frames(client, scripts, squads) == 16
         assert trips.count - before == 1
-    finally:
-        await client.aclose()
