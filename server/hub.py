@@ -44,10 +44,26 @@ class Hub:
     def __init__(self, hub_id: str | None = None) -> None:
         self.id = hub_id or new_hub_id()
         self.sessions: dict[str, Connection] = {}
+        # Sessions whose hello is being checked, by squad: they are handed the squad's frames
+        # too (a frame numbered after their outbox was read must reach them), but close no one.
+        self.joining: dict[str, list[Connection]] = {}
+
+    def expect(self, session: Connection) -> None:
+        """``session``'s hello is being checked: hand it the squad's frames meanwhile."""
+        self.joining.setdefault(session.squad, []).append(session)
+
+    def unexpect(self, session: Connection) -> None:
+        """The hello of ``session`` was checked (accepted or refused)."""
+        waiting = self.joining.get(session.squad)
+        if waiting is not None and session in waiting:
+            waiting.remove(session)
+            if not waiting:
+                del self.joining[session.squad]
 
     def register(self, session: Connection) -> None:
         """``session`` is now the squad's connection here; an older one of the same squad is
         closed (REPLACED): a phone that reconnected before its old socket timed out."""
+        self.unexpect(session)
         previous = self.sessions.get(session.squad)
         if previous is not None and previous is not session:
             previous.close(CloseCode.REPLACED, "a newer connection of this squad took over")
@@ -65,6 +81,9 @@ class Hub:
         session = self.sessions.get(squad)
         if session is not None:
             session.push_numbered(seq, body)
+        if self.joining:
+            for waiting in self.joining.get(squad, ()):
+                waiting.push_numbered(seq, body)
 
     def close_silent(self, silent_for_s: float) -> int:
         """Close sessions that sent nothing for ``silent_for_s``; they may resume later."""

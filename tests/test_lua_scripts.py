@@ -57,18 +57,51 @@ SQUAD = keys.squad(UNIT, "sq")
 AVAILABLE = keys.available(UNIT)
 
 
-async def test_connect_marks_the_squad_online_here_and_tells_where_its_frames_are(
+JOBS = keys.jobs(UNIT, "sq")
+OUTBOX = keys.outbox(UNIT, "sq")
+CONNECT_KEYS = [SQUAD, AVAILABLE, JOBS, OUTBOX]
+TOKEN_HASH = "ab" * 32
+
+
+def _hello(hub: str, conn: str, last_seq: int = 0, token_hash: str = TOKEN_HASH) -> list[Any]:
+    return ["sq", hub, conn, token_hash, last_seq, keys.assignment(UNIT, "")]
+
+
+async def test_connect_checks_the_token_marks_the_squad_online_and_reads_its_resume(
     redis: Redis, scripts: Scripts
 ) -> None:
-    # A squad never seen: nothing numbered, nothing acknowledged, off duty, not available.
-    first = await scripts.connect(keys=[SQUAD, AVAILABLE], args=["sq", "hub-1", "c1"])
-    assert _s(first) == ["0", "0", "0", "0"]
-    assert _s(await redis.hgetall(SQUAD)) == {"online": "1", "hub": "hub-1", "conn": "c1"}
+    # Unknown squad, or a wrong token: refused, nothing written.
+    assert await scripts.connect(keys=CONNECT_KEYS, args=_hello("hub-1", "c1")) == [0]
+    assert await redis.exists(SQUAD) == 0
+    await redis.hset(SQUAD, "token_hash", TOKEN_HASH)
+    wrong = _hello("hub-1", "c1", token_hash="cd" * 32)
+    assert await scripts.connect(keys=CONNECT_KEYS, args=wrong) == [0]
+    assert _s(await redis.hgetall(SQUAD)) == {"token_hash": TOKEN_HASH}
+    # A squad never connected: nothing numbered, nothing acknowledged, off duty, not
+    # available, no frames, no jobs.
+    first = await scripts.connect(keys=CONNECT_KEYS, args=_hello("hub-1", "c1"))
+    assert _s(first) == [1, "0", "0", "0", "0", [], []]
+    assert _s(await redis.hgetall(SQUAD)) == {
+        "token_hash": TOKEN_HASH,
+        "online": "1",
+        "hub": "hub-1",
+        "conn": "c1",
+    }
     assert await redis.sismember(AVAILABLE, "sq") == 0
-    # On duty, with frames numbered and some dropped: back in the available set.
+    # On duty, with frames numbered (3 kept, some dropped) and two jobs (one whose hash is
+    # gone): back in the available set; the frames above last_seq and the jobs come back.
     await redis.hset(SQUAD, mapping={"duty": "1", "seq": 9, "acked": 4, "trimmed": 2})
-    again = await scripts.connect(keys=[SQUAD, AVAILABLE], args=["sq", "hub-2", "c2"])
-    assert _s(again) == ["9", "4", "1", "2"]
+    await redis.zadd(OUTBOX, {b"%012d" % n + b"\x81body" + bytes([n]): n for n in (5, 7, 9)})
+    await redis.sadd(JOBS, "A1", "A2")
+    await redis.hset(
+        keys.assignment(UNIT, "A1"),
+        mapping={"request": RID, "state": "en_route", "respond_by": "1700"},
+    )
+    again = await scripts.connect(keys=CONNECT_KEYS, args=_hello("hub-2", "c2", last_seq=5))
+    assert again[:5] == [1, b"9", b"4", b"1", b"2"]
+    assert again[5] == [b"%012d" % n + b"\x81body" + bytes([n]) for n in (7, 9)]
+    jobs = [again[6][i : i + 4] for i in range(0, len(again[6]), 4)]
+    assert sorted(_s(jobs)) == [["A1", RID, "en_route", "1700"], ["A2", "", "", ""]]
     assert _s(await redis.hmget(SQUAD, ["hub", "conn"])) == ["hub-2", "c2"]
     assert await redis.sismember(AVAILABLE, "sq") == 1
 
@@ -98,14 +131,20 @@ async def test_disconnect_takes_offline_only_for_the_connection_or_hub_that_owns
     await redis.hset(SQUAD, mapping=state)
     await redis.sadd(AVAILABLE, "sq")
     await redis.geoadd(geo, [SCENE_LON, SCENE_LAT, "sq"])
-    disconnect_keys = [SQUAD, AVAILABLE, geo]
+    disconnect_keys = [SQUAD, AVAILABLE, geo, TIMERS]
     # An older connection ending (a newer one took over), or another hub's reaping: nothing.
-    assert await scripts.disconnect(keys=disconnect_keys, args=["sq", "c1", 100, "conn"]) == 0
-    assert await scripts.disconnect(keys=disconnect_keys, args=["sq", "hub-9", 100, "hub"]) == 0
+    assert await scripts.disconnect(keys=disconnect_keys, args=_gone("c1", 100, "conn")) == 0
+    assert await scripts.disconnect(keys=disconnect_keys, args=_gone("hub-9", 100, "hub")) == 0
     assert _s(await redis.hgetall(SQUAD)) == state
     assert await redis.sismember(AVAILABLE, "sq") == 1 and await redis.geopos(geo, "sq") != [None]
-    # Its own connection: offline, no longer available, off the map; duty is kept.
-    assert await scripts.disconnect(keys=disconnect_keys, args=["sq", "c2", 100.5, "conn"]) == 1
+    assert await redis.exists(TIMERS) == 0
+    # Its own connection: offline, no longer available, off the map, its offline and alert
+    # timers started; duty is kept.
+    assert await scripts.disconnect(keys=disconnect_keys, args=_gone("c2", 100.5, "conn")) == 1
+    assert await redis.zrange(TIMERS, 0, -1, withscores=True) == [
+        (b"offline:sq", 400500.0),
+        (b"alert:sq", 700500.0),
+    ]
     assert _s(await redis.hgetall(SQUAD)) == {
         "online": "0",
         "hub": "",
@@ -116,11 +155,21 @@ async def test_disconnect_takes_offline_only_for_the_connection_or_hub_that_owns
     assert await redis.sismember(AVAILABLE, "sq") == 0 and await redis.geopos(geo, "sq") == [None]
     # A hub that died: reaped by its id. A missing squad hash is nobody's.
     await redis.hset(SQUAD, mapping={"online": "1", "hub": "hub-1", "conn": "c3"})
-    assert await scripts.disconnect(keys=disconnect_keys, args=["sq", "hub-1", 101, "hub"]) == 1
+    assert await scripts.disconnect(keys=disconnect_keys, args=_gone("hub-1", 101, "hub")) == 1
     assert await redis.hget(SQUAD, "online") == b"0"
-    gone = [keys.squad(UNIT, "nobody"), AVAILABLE, geo]
-    assert await scripts.disconnect(keys=gone, args=["nobody", "", 1, "conn"]) == 0
+    nobody = [keys.squad(UNIT, "nobody"), AVAILABLE, geo, TIMERS]
+    args = ["nobody", "", 1, "conn", "offline:nobody", 1, "alert:nobody", 2]
+    assert await scripts.disconnect(keys=nobody, args=args) == 0
     assert await redis.exists(keys.squad(UNIT, "nobody")) == 0
+    assert await redis.zscore(TIMERS, "offline:nobody") is None
+
+
+TIMERS = keys.timers(UNIT)
+
+
+def _gone(owner: str, now: float, by: str) -> list[Any]:
+    """disconnect.lua's ARGV: the offline timer due 300 s after ``now``, the alert 600 s."""
+    return ["sq", owner, now, by, "offline:sq", (now + 300) * 1000, "alert:sq", (now + 600) * 1000]
 
 
 async def test_step_aside_takes_this_hubs_squads_out_of_candidacy_until_their_next_hello(
@@ -147,14 +196,16 @@ async def test_step_aside_takes_this_hubs_squads_out_of_candidacy_until_their_ne
     assert await scripts.duty(keys=[SQUAD, AVAILABLE], args=["sq", "1", "c1"]) == 0
     assert await redis.sismember(AVAILABLE, "sq") == 0
     # Its hello on the other hub: a candidate again, the mark gone.
-    reply = await scripts.connect(keys=[SQUAD, AVAILABLE], args=["sq", "hub-2", "c2"])
-    assert _s(reply)[2] == "1"
+    await redis.hset(SQUAD, "token_hash", TOKEN_HASH)
+    reply = await scripts.connect(keys=CONNECT_KEYS, args=_hello("hub-2", "c2"))
+    assert _s(reply)[3] == "1"
     assert await redis.sismember(AVAILABLE, "sq") == 1
     assert await redis.hexists(SQUAD, "aside") == 0
     # Stepped aside and never back: the shutdown's disconnect clears the mark too.
     assert await scripts.step_aside(keys=[AVAILABLE, SQUAD], args=["hub-2", "sq"]) == 1
     geo = keys.geo(UNIT)
-    assert await scripts.disconnect(keys=[SQUAD, AVAILABLE, geo], args=["sq", "hub-2", 5, "hub"])
+    gone_keys = [SQUAD, AVAILABLE, geo, TIMERS]
+    assert await scripts.disconnect(keys=gone_keys, args=_gone("hub-2", 5, "hub"))
     assert await redis.hexists(SQUAD, "aside") == 0 and await redis.hget(SQUAD, "online") == b"0"
 
 

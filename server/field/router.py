@@ -52,8 +52,7 @@ class FieldRouter:
     async def joined(self, presence: Presence) -> None:
         """The squad is greeted: track the scenes of its en-route assignments (after a
         reconnect too)."""
-        session = self._session
-        for job in await self._context.squads.active_jobs(session.unit, session.squad):
+        for job in presence.jobs:
             if job.get("state") == "en_route":
                 await self._track_scene(job["id"], job["request"])
 

@@ -13,6 +13,7 @@ What a frame does once the squad is greeted is :class:`~server.field.router.Fiel
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -39,13 +40,24 @@ decode_phone = protocol.decode_phone
 
 @dataclass(slots=True)
 class _Replay:
-    after: int
+    frames: tuple[tuple[int, bytes], ...]  # read with the hello: (seq, body), in order
 
 
 @dataclass(slots=True)
 class _Numbered:
     seq: int
     body: bytes
+
+
+_CONNECTIONS = itertools.count(1)
+_PROCESS_TAG = secrets.token_hex(4)
+
+
+def _connection_id() -> str:
+    """Unique across processes and restarts (a random tag per process, then a count): a
+    connection id only tells a squad's connections apart, it grants nothing, and a reconnect
+    storm makes 10,000 of them at once."""
+    return f"{_PROCESS_TAG}{next(_CONNECTIONS):x}"
 
 
 class FieldSession:
@@ -55,7 +67,7 @@ class FieldSession:
         self._settings = settings = context.settings
         self.unit = ""
         self.squad = ""
-        self.conn_id = secrets.token_hex(8)
+        self.conn_id = _connection_id()
         self._queue: asyncio.Queue[bytes | _Numbered | _Replay] = asyncio.Queue(
             maxsize=settings.send_queue_frames
         )
@@ -181,21 +193,17 @@ class FieldSession:
         self.push(welcome)
         if plan.resync is not None:
             # Say so, and send the complete current work instead of a silent gap.
-            self.push(await self._resync(plan.resync, presence.seq))
-        self._enqueue(_Replay(plan.sent_seq))
+            self.push(await self._resync(plan.resync, presence))
+        self._enqueue(_Replay(presence.frames))
         await self._router.joined(presence)
 
-    async def _join(self, frame: protocol.Hello) -> Presence:
-        """Authenticate the squad and record it online on this hub."""
-        self.unit = await self._authenticate(frame)
-        self.squad = frame.squad
-        return await self._context.presence.joined(self)
-
-    async def _authenticate(self, hello: protocol.Hello) -> str:
-        """The squad's unit. Failed hellos are counted per client address: past
+    async def _join(self, hello: protocol.Hello) -> Presence:
+        """Authenticate the squad and record it online on this hub: one round trip once this
+        process knows the squad's unit. Failed hellos are counted per client address: past
         ``hello_failures_per_min`` every hello from that address is refused, unchecked, until
         its budget refills, so guessing tokens gains nothing from speed."""
-        failures = self._context.failed_hellos
+        context = self._context
+        failures = context.failed_hellos
         address = self._transport.address
         if not failures.allows(address, time.monotonic()):
             self.push(
@@ -205,8 +213,13 @@ class FieldSession:
                 )
             )
             raise Closed(CloseCode.HELLO_THROTTLED, "too many failed hellos")
-        unit = await self._context.squads.authenticate(hello.squad, hello.token)
-        if unit is None:
+        unit = await context.squads.unit_of(hello.squad)
+        presence = None
+        if unit is not None:
+            self.unit, self.squad = unit, hello.squad
+            presence = await context.presence.joined(self, hello.token, hello.last_seq)
+        if presence is None:
+            self.unit = self.squad = ""  # nothing to record when the connection ends
             now = time.monotonic()
             if failures.spend(address, now) < 1 and (blocked := failures.emptied.note(now)):
                 log.warning(
@@ -216,12 +229,12 @@ class FieldSession:
                 )
             self.push(protocol.Error(code=ErrorCode.AUTH_FAILED, message="unknown squad or token"))
             raise Closed(CloseCode.AUTH_FAILED, "authentication failed")
-        return unit
+        return presence
 
-    async def _resync(self, reason: str, last_seq: int) -> protocol.Resync:
+    async def _resync(self, reason: str, presence: Presence) -> protocol.Resync:
         context = self._context
         listed = []
-        for job in await context.squads.active_jobs(self.unit, self.squad):
+        for job in presence.jobs:
             record = await context.requests.read(self.unit, job["request"])
             if record is None:
                 continue
@@ -233,7 +246,7 @@ class FieldSession:
                     request=request_info(record),
                 )
             )
-        return protocol.Resync(reason=reason, last_seq=last_seq, assignments=listed)
+        return protocol.Resync(reason=reason, last_seq=presence.seq, assignments=listed)
 
     async def _receive(self, greeting: bool = False) -> protocol.PhoneFrame:
         """The next valid frame; invalid ones are answered with an error frame and skipped,
@@ -282,6 +295,7 @@ class FieldSession:
 
     async def _write_loop(self) -> None:
         greeted = False
+        held = 0  # the highest numbered frame pushed before the replay
         while True:
             item = await self._queue.get()
             if isinstance(item, bytes):
@@ -290,10 +304,14 @@ class FieldSession:
             elif self._closing is not None:
                 pass  # numbered frames wait in the outbox for the resume
             elif isinstance(item, _Replay):
-                await self._send_kept(item.after)
+                for seq, body in item.frames:
+                    if self._sequencer.sent_up_to(seq):
+                        await self._send(protocol.stamp_seq(body, seq))
+                if held > self._sequencer.sent:  # numbered after the hello read the outbox
+                    await self._send_kept(self._sequencer.sent)
                 greeted = True
             elif not greeted:
-                pass  # pushed while greeting: already in the outbox, the replay sends it
+                held = max(held, item.seq)  # the replay sends it, from the outbox
             else:
                 step = self._sequencer.step(item.seq)
                 if step is Step.FILL:

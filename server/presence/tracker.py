@@ -36,7 +36,7 @@ from server.settings import Settings
 from server.store import keys, timers
 from server.store.availability import RedisAvailability, is_outage
 from server.store.requests import Actor, RequestStore, event_json
-from server.store.squads import Presence, SquadStore
+from server.store.squads import Presence, SquadStore, hub_member, parse_hub_member
 from server.store.text import text
 from server.store.timers import TimerKind
 
@@ -83,23 +83,39 @@ class PresenceTracker:
 
     # ---- this process's squads ------------------------------------------------------------
 
-    async def joined(self, session: Session) -> Presence:
-        """The squad of ``session`` (authenticated) is online here: registered with the hub
-        (closing an older connection of the same squad) and recorded in Redis. Its unit's
-        queue moves if it is on duty."""
+    async def joined(self, session: Session, token: str, last_seq: int) -> Presence | None:
+        """The squad of ``session`` (its unit known) says hello with ``token``, having seen
+        its frames up to ``last_seq``: None if the token is not its own (nothing changed).
+        Else it is online here: recorded in Redis (one round trip, which also reads what the
+        resume needs: :meth:`SquadStore.connect`) and registered with the hub, closing an
+        older connection of the same squad. Its unit's queue moves if it is on duty."""
         unit, squad = session.unit, session.squad
-        self._hub.register(session)
-        presence = await self._squads.connect(unit, squad, self._hub_id, session.conn_id)
-        if presence.on_duty:
-            self._dispatcher.drain_soon(unit)
+        hub = self._hub
+        hub.expect(session)  # a frame numbered after its outbox is read reaches it too
+        try:
+            presence = await self._squads.connect(
+                unit, squad, token, last_seq, self._hub_id, session.conn_id
+            )
+        finally:
+            hub.unexpect(session)
+        if presence is not None:
+            hub.register(session)
+            if presence.on_duty:
+                self._dispatcher.drain_soon(unit)
         return presence
 
+    def _timers_at(self) -> tuple[float, float]:
+        """When the offline and the alert timers of a squad going offline now are due."""
+        now, s = time.time(), self._settings
+        return now + s.offline_after_s, now + s.offline_alert_s
+
     async def left(self, session: Session) -> None:
-        """The connection of ``session`` ended. Recorded offline unless a newer connection
-        of the squad took over; if Redis cannot be told now, :meth:`reconcile` catches up."""
+        """The connection of ``session`` ended. Recorded offline (and its offline timers
+        started) unless a newer connection of the squad took over, in one round trip; if
+        Redis cannot be told now, :meth:`reconcile` catches up."""
         squad, unit = session.squad, session.unit
         if not squad:
-            return
+            return  # no hello accepted on it
         self._hub.unregister(session)
         if self.handing_over:
             # Told to resume on another process (the drain): that process takes the squad
@@ -108,10 +124,11 @@ class PresenceTracker:
             # calls at once; whoever does not come back is recorded offline by the shutdown's
             # reconcile(everyone=True) (or, if this process dies first, by reap_dead_hubs).
             return
+        member = hub_member(unit, squad, session.conn_id)
         try:
-            if await self._squads.disconnect(unit, squad, session.conn_id):
-                await self._redis.srem(keys.hub_squads(self._hub_id), f"{unit}/{squad}")
-                await self.went_offline(unit, squad)
+            await self._squads.disconnect(
+                unit, squad, session.conn_id, self._timers_at(), member=(self._hub_id, member)
+            )
         except Exception as exc:  # noqa: BLE001 - Redis down: reconcile() catches up
             if is_outage(exc):
                 self._availability.failed("squad offline", exc)
@@ -138,35 +155,34 @@ class PresenceTracker:
             return 0
         members = [text(m) for m in await self._redis.smembers(keys.hub_squads(self._hub_id))]
         if not everyone:
-            members = [m for m in members if not self._hub.holds(m.partition("/")[2])]
+            members = [m for m in members if not self._holds(m)]
         stale = 0
         for start in range(0, len(members), RECONCILE_CONCURRENCY):
             part = members[start : start + RECONCILE_CONCURRENCY]
-            stale += sum(await asyncio.gather(*(self._take_offline(m) for m in part)))
+            stale += sum(await asyncio.gather(*(self._take_offline(self._hub_id, m) for m in part)))
         return stale
 
-    async def _take_offline(self, member: str) -> bool:
-        """Record the squad of a ``unit/squad`` member of this process's set offline unless it
-        is connected elsewhere now; True if it went offline."""
-        unit, _, squad = member.partition("/")
-        went = await self._squads.disconnect(unit, squad, self._hub_id, by_hub=True)
-        if went:
-            await self.went_offline(unit, squad)
-        await self._redis.srem(keys.hub_squads(self._hub_id), member)
-        return went
+    def _holds(self, member: str) -> bool:
+        """Whether the connection of a member of this process's set is still open here."""
+        _, squad, conn = parse_hub_member(member)
+        session = self._hub.sessions.get(squad)
+        return session is not None and (not conn or getattr(session, "conn_id", "") == conn)
+
+    async def _take_offline(self, hub_id: str, member: str) -> bool:
+        """Record the squad of a member of ``hub_id``'s set offline, unless it is connected
+        elsewhere now (or, for a member naming its connection, through another connection),
+        and drop the member; True if it went offline."""
+        unit, squad, conn = parse_hub_member(member)
+        return await self._squads.disconnect(
+            unit,
+            squad,
+            conn or hub_id,
+            self._timers_at(),
+            by_hub=not conn,
+            member=(hub_id, member),
+        )
 
     # ---- offline timers --------------------------------------------------------------------
-
-    async def went_offline(self, unit: str, squad: str) -> None:
-        now_ms = time.time() * 1000
-        s = self._settings
-        await self._redis.zadd(
-            keys.timers(unit),
-            {
-                timers.entry(TimerKind.OFFLINE, squad): now_ms + s.offline_after_s * 1000,
-                timers.entry(TimerKind.ALERT, squad): now_ms + s.offline_alert_s * 1000,
-            },
-        )
 
     async def on_timer(self, unit: str, kind: TimerKind, squad: str) -> bool:
         """Carry out a presence timer; True if capacity may have come free."""
@@ -218,9 +234,6 @@ class PresenceTracker:
                 continue  # ourselves (a stall, not a death), or another process took it
             log.warning("hub %s stopped beating: taking its squads offline", hub)
             for member in await self._redis.smembers(keys.hub_squads(hub)):
-                unit, _, squad = text(member).partition("/")
-                if await self._squads.disconnect(unit, squad, hub, by_hub=True):
-                    await self.went_offline(unit, squad)
-                    offline += 1
+                offline += await self._take_offline(hub, text(member))
             await self._redis.delete(keys.hub_squads(hub))
         return offline

@@ -11,9 +11,10 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from server.store import keys
+from server.store import keys, timers
 from server.store.scripts import ScriptCall, Scripts
 from server.store.text import text
+from server.store.timers import TimerKind
 
 SEQ_DIGITS = 12  # outbox members are a 12-digit seq followed by the frame body
 
@@ -30,12 +31,42 @@ class Presence:
     acked: int  # last frame it acknowledged
     on_duty: bool
     trimmed: int = 0  # highest seq dropped from the outbox before it was acknowledged
+    # Kept frames numbered above the hello's last_seq, read with the rest: (seq, body)
+    frames: tuple[tuple[int, bytes], ...] = ()
+    # Its active assignments: id, request, state, respond_by (as :meth:`SquadStore.active_jobs`)
+    jobs: tuple[dict[str, str], ...] = ()
+
+
+def hub_member(unit: str, squad_id: str, conn_id: str) -> str:
+    """The member of a hub process's set (``keys.hub_squads``) for one connection."""
+    return f"{unit}/{squad_id}/{conn_id}"
+
+
+def parse_hub_member(member: str) -> tuple[str, str, str]:
+    """(unit, squad id, connection id) of a hub set member; the connection id is empty in
+    a member written before it was part of it (``unit/squad``)."""
+    unit, _, rest = member.partition("/")
+    squad_id, _, conn_id = rest.partition("/")
+    return unit, squad_id, conn_id
+
+
+def _raise_any(answers: list[Any]) -> None:
+    for answer in answers:
+        if isinstance(answer, Exception):
+            raise answer
+
+
+def _frames(members: list[bytes]) -> tuple[tuple[int, bytes], ...]:
+    return tuple((int(member[:SEQ_DIGITS]), member[SEQ_DIGITS:]) for member in members)
 
 
 class SquadStore:
     def __init__(self, redis: Redis, scripts: Scripts) -> None:
         self._redis = redis
         self._scripts = scripts
+        # squad id -> unit, for squads that exist: a squad never changes unit, and is never
+        # removed, so a hello after the first needs no lookup (a reconnect storm is 10,000)
+        self._units: dict[str, str] = {}
 
     async def create(
         self, unit: str, name: str, capacity: int, skills: list[str]
@@ -72,8 +103,12 @@ class SquadStore:
         return squad_id, token
 
     async def unit_of(self, squad_id: str) -> str | None:
-        unit = await self._redis.hget(keys.squad_units(), squad_id)
-        return text(unit) or None
+        unit = self._units.get(squad_id)
+        if unit is None:
+            unit = text(await self._redis.hget(keys.squad_units(), squad_id)) or None
+            if unit is not None:
+                self._units[squad_id] = unit
+        return unit
 
     async def authenticate(self, squad_id: str, token: str) -> str | None:
         """The squad's unit if ``token`` is its token, else None (same time either way)."""
@@ -82,26 +117,105 @@ class SquadStore:
         ok = hmac.compare_digest(text(stored) or "x" * 64, token_hash(token))
         return unit if ok and unit else None
 
-    async def connect(self, unit: str, squad_id: str, hub_id: str, conn_id: str) -> Presence:
-        seq, acked, duty, trimmed = await self._scripts.connect(
-            keys=[keys.squad(unit, squad_id), keys.available(unit)],
-            args=[squad_id, hub_id, conn_id],
+    async def connect(
+        self,
+        unit: str,
+        squad_id: str,
+        token: str,
+        last_seq: int,
+        hub_id: str,
+        conn_id: str,
+    ) -> Presence | None:
+        """The hello of a squad of ``unit``: None if ``token`` is not its token (nothing
+        written). Else it is marked online on ``hub_id`` for ``conn_id``, and the answer
+        holds its outbox's frames above ``last_seq`` and its active assignments too: one
+        round trip (``connect.lua``, and the hub's set in the same pipeline)."""
+        call = ScriptCall(
+            self._scripts.connect,
+            [
+                keys.squad(unit, squad_id),
+                keys.available(unit),
+                keys.jobs(unit, squad_id),
+                keys.outbox(unit, squad_id),
+            ],
+            [squad_id, hub_id, conn_id, token_hash(token), last_seq, keys.assignment(unit, "")],
         )
-        await self._redis.sadd(keys.hub_squads(hub_id), f"{unit}/{squad_id}")
+        member = hub_member(unit, squad_id, conn_id)
+        pipe = self._redis.pipeline(transaction=False)
+        # Listed before the squad is marked online here: if this process dies between the
+        # two, the reaper still finds it (a member whose squad is not online here is dropped).
+        pipe.sadd(keys.hub_squads(hub_id), member)
+        call.queue(pipe)
+        added, answer = await pipe.execute(raise_on_error=False)
+        _raise_any([added])
+        reply = await call.settle(answer)
+        if int(reply[0]) != 1:
+            await self._redis.srem(keys.hub_squads(hub_id), member)
+            return None
+        _, seq, acked, duty, trimmed, frames, flat = reply
+        jobs = sorted(
+            (
+                {
+                    "id": text(flat[i]),
+                    "request": text(flat[i + 1]),
+                    "state": text(flat[i + 2]),
+                    "respond_by": text(flat[i + 3]),
+                }
+                for i in range(0, len(flat), 4)
+            ),
+            key=lambda job: job["id"],
+        )
         return Presence(
-            seq=int(seq), acked=int(acked), on_duty=text(duty) == "1", trimmed=int(trimmed)
+            seq=int(seq),
+            acked=int(acked),
+            on_duty=text(duty) == "1",
+            trimmed=int(trimmed),
+            frames=_frames(frames),
+            jobs=tuple(jobs),
         )
 
     async def disconnect(
-        self, unit: str, squad_id: str, owner: str, *, by_hub: bool = False
+        self,
+        unit: str,
+        squad_id: str,
+        owner: str,
+        timers_at: tuple[float, float],
+        *,
+        by_hub: bool = False,
+        member: tuple[str, str] | None = None,
     ) -> bool:
         """Mark the squad offline if ``owner`` (its connection id, or with ``by_hub`` its hub
-        process id) still owns it. Returns True if it went offline now."""
-        went = await self._scripts.disconnect(
-            keys=[keys.squad(unit, squad_id), keys.available(unit), keys.geo(unit)],
-            args=[squad_id, owner, time.time(), "hub" if by_hub else "conn"],
+        process id) still owns it, and start its offline and alert timers, due at
+        ``timers_at`` (epoch s). ``member``: (hub id, member) to drop from that hub's set
+        (``hub_member``) in the same round trip, whether or not the squad went offline.
+        Returns True if it went offline now."""
+        offline_at, alert_at = timers_at
+        call = ScriptCall(
+            self._scripts.disconnect,
+            [
+                keys.squad(unit, squad_id),
+                keys.available(unit),
+                keys.geo(unit),
+                keys.timers(unit),
+            ],
+            [
+                squad_id,
+                owner,
+                time.time(),
+                "hub" if by_hub else "conn",
+                timers.entry(TimerKind.OFFLINE, squad_id),
+                round(offline_at * 1000, 3),
+                timers.entry(TimerKind.ALERT, squad_id),
+                round(alert_at * 1000, 3),
+            ],
         )
-        return int(went) == 1
+        pipe = self._redis.pipeline(transaction=False)
+        call.queue(pipe)
+        if member is not None:
+            pipe.srem(keys.hub_squads(member[0]), member[1])
+        answers = await pipe.execute(raise_on_error=False)
+        _raise_any(answers[1:])
+        return int(await call.settle(answers[0])) == 1
 
     async def step_aside(self, hub_id: str, members: list[tuple[str, str]]) -> int:
         """Take the squads of ``members`` (unit, squad id) connected to ``hub_id`` out of
@@ -148,8 +262,7 @@ class SquadStore:
     async def frames_after(self, unit: str, squad_id: str, seq: int) -> list[tuple[int, bytes]]:
         """Kept numbered frames with a number above ``seq``, in order: (seq, body)."""
         raw = await self._redis.zrangebyscore(keys.outbox(unit, squad_id), f"({seq}", "+inf")
-        members = cast(list[bytes], raw)  # the client does not decode: frames are binary
-        return [(int(member[:SEQ_DIGITS]), member[SEQ_DIGITS:]) for member in members]
+        return list(_frames(cast(list[bytes], raw)))  # not decoded: frames are binary
 
     async def positions(
         self, unit: str, center: tuple[float, float], radius_km: float

@@ -51,6 +51,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -536,8 +537,10 @@ class Observed:
     machine_cpu: float  # all processes of the machine, % of one core (2 cores: up to 200)
     other_cpu: float  # processes that are not part of this test
     measure_start: float = 0.0  # monotonic
+    pids: list[int] = field(default_factory=list)  # hubs, Redis, clients, this process
     timings: dict[str, float] = field(default_factory=dict)
     ledger: dict[str, Any] = field(default_factory=dict)  # the writer: rate, lag (ledger_lag)
+    storm_cpu: dict[str, Any] = field(default_factory=dict)  # the storm's CPU, by process
 
 
 async def run(config: Config) -> dict[str, Any]:
@@ -755,7 +758,11 @@ async def _measure(
     produced_before = await ledger_lag.stream_entries(redis, unit_codes)
     recorded_before = ledger_lag.recorded_events(writer.database) if writer else None
     writer_before = cpu_mark([writer.pid]) if writer else None
-    profilers = start_profiles(hubs, config.duration, config.profile) if config.profile else []
+    profilers = (
+        start_profiles(hubs, config.duration, config.profile)
+        if config.profile and not config.storm  # --storm profiles the storm instead
+        else []
+    )
     log(f"measuring for {config.duration}s: {len(request_plans)} requests")
     # A restarted hub's counter starts again from 0: the fix times in Redis are used then.
     written_before = None if roller else await api.positions_written()
@@ -805,6 +812,7 @@ async def _measure(
         machine_cpu=machine,
         other_cpu=round(max(0.0, machine - sum(cpu)), 1),
         measure_start=before.at,
+        pids=pids,
         api_fresh=await api_freshness(api, clients.specs, config.pos_interval),
         written=(
             None
@@ -879,7 +887,9 @@ async def _finish(
         "late offers",
     )
     if config.storm:
-        await storm(clients, len(clients.specs))
+        observed.storm_cpu = await storm(
+            clients, len(clients.specs), hubs, observed.pids, config.profile
+        )
     connected = clients.total(lc.CONNECTED)
     sessions = await api.sessions()
     hub_rss = [proc_rss_mb(h.process.pid) for h in hubs]
@@ -977,15 +987,46 @@ async def settle(
     log("gave up waiting for every request to be resolved")
 
 
-async def storm(clients: Clients, squads: int) -> None:
-    """Every squad drops and says hello again at once (the clients time it themselves)."""
+async def storm(
+    clients: Clients,
+    squads: int,
+    hubs: Sequence[HubProc],
+    pids: Sequence[int],
+    profile: str | None,
+) -> dict[str, Any]:
+    """Every squad drops and says hello again at once (the clients time it themselves).
+    Returns the CPU each kind of process took from the drop until every squad was back
+    (``pids``: the hubs, Redis, the clients, this process, as in the measure phase); with
+    ``profile``, py-spy records the hubs over the storm."""
     log(f"storm: {squads} squads drop and say hello again with last_seq 0")
+    profilers = start_profiles(hubs, 600, profile) if profile else []
+    before = cpu_mark(pids)
     clients.storm.set()
     await wait_for(
         lambda: clients.total(lc.BACK) >= squads or not clients.alive(),
         120 + squads / 50,
         "squads back after the storm",
     )
+    after = cpu_mark(pids)
+    for profiler in profilers:  # py-spy writes its profile when interrupted
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(timeout=30)
+    cpu = cpu_between(before, after, pids)
+    k, clients_n = len(hubs), len(clients.pids)
+    redis_n = len(pids) - k - clients_n - 1
+    return {
+        "cpu_percent": {
+            "hubs": [round(c, 1) for c in cpu[:k]],
+            "redis": round(sum(cpu[k : k + redis_n]), 1),
+            "clients": round(sum(cpu[k + redis_n : -1]), 1),
+            "driver": round(cpu[-1], 1),
+            "machine": round(
+                st.cpu_percent(before.machine, after.machine, after.at - before.at), 1
+            ),
+        },
+        "cpu_wall_s": round(after.at - before.at, 3),
+    }
 
 
 async def check_redis(redis: Redis, units: Sequence[str]) -> dict[str, int]:
@@ -1078,7 +1119,10 @@ def build_report(
             "config": asdict(config),
         }
         | (
-            {"storm": st.storm_summary([r["storm"] for r in results if "storm" in r])}
+            {
+                "storm": st.storm_summary([r["storm"] for r in results if "storm" in r])
+                | observed.storm_cpu
+            }
             if config.storm
             else {}
         )
@@ -1311,7 +1355,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="py-spy record each hub during the measure phase (collapsed stacks in DIR/hubN.txt)",
+        help="py-spy record each hub during the measure phase, or with --storm during the storm "
+        "(collapsed stacks in DIR/hubN.txt)",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=0.0)
