@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from dispatch_field.codes import SERVICE_RESTART, CloseCode
 from server.accounts.asgi import AuthMiddleware, PageGate
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *console_routes(),
         *intake_routes(),
         *field_routes(),
-        WebSocketRoute("/ws/field", FieldSocket()),
+        WebSocketRoute(FIELD_SOCKET_PATH, FieldSocket()),
         WebSocketRoute("/ws/center", center_socket),
         *citizen_routes(),
         *operation_routes(),
@@ -84,12 +85,35 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
         Middleware(AuthMiddleware),
     ]
-    return Starlette(
+    return HubApp(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers=error_handlers(),
     )
+
+
+FIELD_SOCKET_PATH = "/ws/field"
+
+
+class HubApp(Starlette):
+    """The app, with one shortcut: a squad phone's socket (``/ws/field``) goes straight to
+    its handler. The middleware leaves every WebSocket untouched (security headers and a
+    body limit are HTTP's; credentials come in the phone's hello), so the shortcut changes
+    nothing a phone sees; it spares each connection the await chain of the middleware and
+    the router, a dozen coroutines kept alive for as long as the phone is connected. With
+    10,000 phones that is 120,000 objects fewer for the garbage collector to walk, and a
+    reconnect storm passes them 10,000 times. The route stays listed (and answers the
+    same) for anything that reads the routes."""
+
+    _field_socket = FieldSocket()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == FIELD_SOCKET_PATH:
+            scope["app"] = self
+            await self._field_socket(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 @contextlib.asynccontextmanager

@@ -154,6 +154,8 @@ class Dispatcher:
         self._push = push
         self._draining: dict[str, asyncio.Lock] = {}
         self._drain_again: set[str] = set()
+        self._drain_pending: set[str] = set()  # units whose drain is started but not yet running
+        self._drain_later: dict[str, bool] = {}  # units with a delayed drain asleep: called again
 
     async def dispatch(
         self, unit: str, request_id: str, record: RequestRecord | None = None, prefer: str = ""
@@ -345,13 +347,37 @@ class Dispatcher:
 
     def drain_soon(self, unit: str, after_s: float = 0.0) -> None:
         """Move the unit's queue in the background (a squad became available), now or once
-        ``after_s`` has passed (a first position must reach Redis first)."""
-        self._background.spawn(self._drain_after(unit, after_s))
+        ``after_s`` has passed (a first position must reach Redis first).
+
+        Calls are folded: while a drain of the unit is started but has not yet read the
+        queue, another call adds nothing (that drain sees what the call was for); while a
+        delayed drain sleeps, another delayed call makes it run once more, ``after_s`` after
+        its run. A reconnect storm is 10,000 calls over a dozen units."""
+        if after_s:
+            if unit in self._drain_later:
+                self._drain_later[unit] = True
+                return
+            self._drain_later[unit] = False
+            self._background.spawn(self._drain_after(unit, after_s))
+        elif unit not in self._drain_pending:
+            self._drain_pending.add(unit)
+            self._background.spawn(self._drain_now(unit))
+
+    async def _drain_now(self, unit: str) -> None:
+        self._drain_pending.discard(unit)
+        await self.drain(unit)
 
     async def _drain_after(self, unit: str, after_s: float) -> None:
-        if after_s:
-            await asyncio.sleep(after_s)
-        await self.drain(unit)
+        try:
+            again = True
+            while again:
+                await asyncio.sleep(after_s)
+                called_asleep, self._drain_later[unit] = self._drain_later[unit], False
+                await self.drain(unit)
+                # Called while it slept or drained: that fix may reach Redis after this drain.
+                again = called_asleep or self._drain_later[unit]
+        finally:
+            self._drain_later.pop(unit, None)
 
     async def drain(self, unit: str, limit: int = 200) -> int:
         """Try the unit's waiting requests, oldest first; returns how many were offered.
