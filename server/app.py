@@ -10,11 +10,12 @@ import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from prometheus_client import start_http_server
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
@@ -103,10 +104,14 @@ class HubApp(Starlette):
     nothing a phone sees; it spares each connection the await chain of the middleware and
     the router, a dozen coroutines kept alive for as long as the phone is connected. With
     10,000 phones that is 120,000 objects fewer for the garbage collector to walk, and a
-    reconnect storm passes them 10,000 times. The route stays listed (and answers the
-    same) for anything that reads the routes."""
+    reconnect storm passes them 10,000 times. The route stays listed, and its handler is
+    the one the shortcut calls."""
 
-    _field_socket = FieldSocket()
+    def __init__(self, *, routes: list[BaseRoute], **kwargs: Any) -> None:
+        super().__init__(routes=routes, **kwargs)
+        self._field_socket = next(
+            r.app for r in routes if isinstance(r, WebSocketRoute) and r.path == FIELD_SOCKET_PATH
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == FIELD_SOCKET_PATH:

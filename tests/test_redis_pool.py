@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -81,6 +82,48 @@ async def test_the_hubs_client_parses_with_hiredis_and_counts_its_round_trips(
         assert await pipe.execute() == [True, 2, b"2"]
         await client.get("a")
         assert round_trips.count - before == 2  # one pipeline, one command
+    finally:
+        await client.aclose()
+
+
+async def test_a_pipeline_hands_its_connection_back_without_a_task(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py releases a pipeline's connection through ``asyncio.shield`` (a task each
+    time); the hub's pipelines give a clean connection back at once, and one that must be
+    dropped still goes the long way."""
+    client, _ = open_redis(redis_url, Settings(redis_connections=2))
+    shielded: list[object] = []
+    shield = asyncio.shield
+
+    def counting_shield(awaitable: Any) -> Any:
+        shielded.append(awaitable)
+        return shield(awaitable)
+
+    monkeypatch.setattr(asyncio, "shield", counting_shield)
+    try:
+        pool = client.connection_pool
+        assert isinstance(pool, BoundedPool)
+        for _ in range(3):
+            pipe = client.pipeline(transaction=False)
+            pipe.set("a", 1).incr("a")
+            assert await pipe.execute() == [True, 2]
+        async with client.pipeline(transaction=True) as pipe:  # WATCH, MULTI/EXEC
+            await pipe.watch("a")
+            assert await pipe.get("a") == b"2"
+            pipe.multi()
+            pipe.set("a", 3)
+            assert await pipe.execute() == [True]
+        assert shielded == []
+        assert len(pool._available_connections) == 1 and not pool._in_use_connections
+        # A connection that must be dropped: released through the pool's own release.
+        pipe = client.pipeline(transaction=False)
+        pipe.get("a")
+        monkeypatch.setattr(
+            type(pool._available_connections[0]), "should_reconnect", lambda _: True
+        )
+        assert await pipe.execute() == [b"3"]
+        assert len(shielded) == 1
     finally:
         await client.aclose()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -11,6 +13,9 @@ from server.field.context import FieldContext
 from server.field.session import FieldSession
 from server.field.transport import WebSocketTransport
 
+if TYPE_CHECKING:
+    from server.components import Components
+
 
 class FieldSocket:
     """The ASGI app of ``/ws/field`` (an app, not a Starlette endpoint function, so that the
@@ -18,11 +23,22 @@ class FieldSocket:
     ``WebSocket.receive`` would add a coroutine and a state check to every position fix).
     The handshake, sends and the close still go through Starlette's ``WebSocket``."""
 
+    def __init__(self) -> None:
+        self._context: tuple[object, FieldContext] | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await field_socket(WebSocket(scope, receive, send), receive)
+        ws = WebSocket(scope, receive, send)
+        await field_socket(ws, receive, self._context_of(ws.app.state.components))
+
+    def _context_of(self, components: Components) -> FieldContext:
+        """The sessions' context, made once per process's components (not per phone)."""
+        cached = self._context
+        if cached is None or cached[0] is not components:
+            cached = self._context = (components, FieldContext.of(components))
+        return cached[1]
 
 
-async def field_socket(ws: WebSocket, receive: Receive) -> None:
+async def field_socket(ws: WebSocket, receive: Receive, context: FieldContext) -> None:
     offered = ws.scope.get("subprotocols") or []
     chosen = next((p for p in offered if p in protocol.SUBPROTOCOLS), None)
     await ws.accept(subprotocol=chosen)
@@ -33,5 +49,4 @@ async def field_socket(ws: WebSocket, receive: Receive) -> None:
         )
         return
     transport = WebSocketTransport(ws, receive, chosen == protocol.SUBPROTOCOL_JSON)
-    context = FieldContext.of(ws.app.state.components)
     await FieldSession(transport, context).run()

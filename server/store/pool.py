@@ -35,6 +35,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -60,7 +61,32 @@ def open_redis(url: str, settings: Settings) -> tuple[Redis, RoundTrips]:
     )
     pool.connection_class = lean_connection(pool.connection_class)
     round_trips = count_round_trips(pool)
-    return Redis.from_pool(pool), round_trips
+    return LeanRedis.from_pool(pool), round_trips
+
+
+class LeanPipeline(Pipeline):
+    """redis-py's pipeline, but a clean connection goes back to the :class:`BoundedPool` at
+    once when the pipeline is done: redis-py shields the release from cancellation, which
+    makes a task of it (a task, a context and a loop turn per pipeline), although the pool's
+    release only ever awaits when the connection must be dropped."""
+
+    async def reset(self) -> None:  # type: ignore[override]  # redis-py's stubs: RESET
+        connection, pool = self.connection, self.connection_pool
+        if (
+            connection is not None
+            and not self.watching
+            and isinstance(pool, BoundedPool)
+            and pool.release_at_once(connection)
+        ):
+            self.connection = None
+        await super().reset()
+
+
+class LeanRedis(Redis):
+    """The hub's client: its pipelines are :class:`LeanPipeline`."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return LeanPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
 class BoundedPool(ConnectionPool):
@@ -96,6 +122,14 @@ class BoundedPool(ConnectionPool):
         if connection.should_reconnect():
             await connection.disconnect()
         self._hand_on(connection)
+
+    def release_at_once(self, connection: AbstractConnection) -> bool:
+        """Release ``connection`` without awaiting, if it need not be dropped first; False
+        (nothing done) if it must go through :meth:`release`."""
+        if connection.should_reconnect():
+            return False
+        self._hand_on(connection)
+        return True
 
     def _hand_on(self, connection: AbstractConnection) -> None:
         """To the first command still waiting (the connection stays in use), else back to the
