@@ -7,6 +7,8 @@ Pure: the session's collaborators are fakes (the hello's round trip is one await
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from types import SimpleNamespace
 
 import msgspec
@@ -118,3 +120,40 @@ def test_a_session_whose_hello_is_being_checked_gets_the_squads_frames_but_close
     hub.deliver("S1", 8, b"x")
     assert (current.got, joining.got) == ([7, 8], [7])
     assert hub.joining == {} and hub.sessions["S1"] is current
+
+
+async def test_an_ended_session_is_freed_without_the_garbage_collector():
+    """A reconnect storm ends 10,000 sessions at once: each must go when its last reference
+    does, not wait for a full collection (which walks every object of the process)."""
+    hub = Hub("hub-test")
+    outbox = Outbox({seq: _body(seq) for seq in (2, 3)})
+    presences = Presences(hub, outbox, pushed_meanwhile=True)
+    settings = load_settings(env={}, hello_timeout_s=5, close_timeout_s=0.2)
+    context = SimpleNamespace(
+        settings=settings,
+        presence=presences,
+        squads=outbox,
+        metrics=Metrics(),
+        failed_hellos=SimpleNamespace(allows=lambda address, now: True),
+    )
+    socket = FakeSocket(stalled=False)
+    session = FieldSession(socket, context)  # type: ignore[arg-type]
+    gc.collect()
+    gc.disable()
+    try:
+        run = asyncio.create_task(session.run())
+        await socket.incoming.put(
+            protocol.encode(protocol.Hello(squad="S1", token="t", last_seq=1))
+        )
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(socket.sent) == 4  # welcome, 2, 3, 4
+        session.close(1000, "done")
+        await asyncio.wait_for(run, timeout=2)
+        gone = weakref.ref(session)
+        hub.sessions.clear()
+        presences.left_sessions.clear()
+        del session, run
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -38,6 +38,18 @@ class Reply(Protocol):
     def push(self, frame: protocol.HubFrame) -> None: ...
 
 
+class _Ended:
+    """The session of a router whose session ended: nothing may reach it any more."""
+
+    unit = squad = conn_id = ""
+
+    def push(self, frame: protocol.HubFrame) -> None:
+        pass
+
+
+_ENDED: Reply = _Ended()
+
+
 class FieldRouter:
     def __init__(self, context: FieldContext, session: Reply) -> None:
         self._context = context
@@ -48,6 +60,13 @@ class FieldRouter:
         self._ack_flush: asyncio.TimerHandle | None = None
         self._geofence = Geofence(settings.arrival_radius_m)
         self._command_rate = TokenBucket(settings.command_rate, settings.command_burst)
+
+    def detach(self) -> None:
+        """The session ended: let go of it (it holds this router)."""
+        if self._ack_flush is not None:
+            self._ack_flush.cancel()
+            self._ack_flush = None
+        self._session = _ENDED
 
     async def joined(self, presence: Presence) -> None:
         """The squad is greeted: track the scenes of its en-route assignments (after a

@@ -150,6 +150,10 @@ class FieldSession:
             self.close(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
         finally:
             await self._finish(writer)
+            # Nothing of this session refers back to it any more: it goes with its last
+            # reference, not at the next full garbage collection.
+            self._reader = None
+            self._router.detach()
 
     async def _finish(self, writer: asyncio.Task[None]) -> None:
         try:  # what the phone acknowledged last, kept
@@ -166,9 +170,8 @@ class FieldSession:
 
     async def _greet(self) -> None:
         try:
-            frame = await asyncio.wait_for(
-                self._receive(greeting=True), self._settings.hello_timeout_s
-            )
+            async with asyncio.timeout(self._settings.hello_timeout_s):  # no task of its own
+                frame = await self._receive(greeting=True)
         except TimeoutError:
             raise Closed(CloseCode.HELLO_TIMEOUT, "no hello in time") from None
         if not isinstance(frame, protocol.Hello):
