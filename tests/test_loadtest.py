@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -156,6 +157,11 @@ def test_storm_and_floor_report_their_keys(tmp_path: Path) -> None:
     assert storm["frames_missing"] == 0
     assert storm["all_back_s"] > 0 and storm["resumes_per_s"] > 0
     assert set(storm["back_s"]) == {"p50", "p99"}
+    # What each kind of process spent on the storm (50 squads: a few clock ticks, maybe 0).
+    cpu = storm["cpu_percent"]
+    assert set(cpu) == {"hubs", "redis", "clients", "driver", "machine"}
+    assert len(cpu["hubs"]) == 1 and min(cpu["hubs"][0], cpu["clients"], cpu["redis"]) >= 0
+    assert storm["cpu_wall_s"] > 0
     assert report["ack_ms"] == {"p50": None, "p99": None}  # holding squads answer nothing
     floor = report["floor"]
     assert floor["squads_connected"] == SQUADS and floor["frames_lost"] == 0
@@ -166,6 +172,21 @@ def test_storm_and_floor_report_their_keys(tmp_path: Path) -> None:
     for q in ("p50", "p99"):
         ratio = versus[f"dispatch_{q}_ratio"]
         assert ratio == pytest.approx(report["dispatch_ms"][q] / floor["dispatch_ms"][q], abs=0.01)
+
+
+@pytest.mark.system
+def test_the_independent_node_probe_plays_the_same_workload(tmp_path: Path) -> None:
+    """``--client node``: the probe (tools/probe/probe.mjs, its own WebSocket, HTTP and
+    MessagePack code) connects every squad, and each request is offered and walked to its
+    end. Needs Node.js and ``npm ci`` (the ``ws`` package)."""
+    if shutil.which("node") is None or not (ROOT / "node_modules/ws").is_dir():
+        pytest.skip("the Node probe needs node and `npm ci` (node_modules/ws)")
+    report = _run_loadtest(tmp_path / "report.json", "--client", "node")
+    assert report["client"] == "node" and report["squads_connected"] == SQUADS
+    assert report["requests"] == RATE * 3 and report["requests_failed"] == 0
+    assert report["frames_lost"] == 0 and report["command_errors"] == {}
+    assert report["positions_sent_per_s"] > 0.5 * SQUADS
+    assert report["dispatch_ms"]["p50"] > 0 and report["step_ms"]["p50"] > 0
 
 
 @pytest.mark.system

@@ -8,8 +8,9 @@
 // position every `pos_interval` s (each squad a random phase), and on an offer acknowledges
 // it and walks accept -> en route -> arrive -> resolve, each step on the previous `ok`;
 // requests are posted open loop at `rate` per second (a request counts from when it was due).
-// Frames use the `dispatch.v1.json` subprotocol (no MessagePack library needed; the hub's
-// cost per frame differs by well under a microsecond).
+// Frames use the `dispatch.v1.msgpack` subprotocol, as the phones and the load test do, packed
+// by its own library (@msgpack/msgpack); `"subprotocol": "json"` in the plan uses
+// `dispatch.v1.json` instead (the hub then turns every frame it sends into JSON).
 //
 // plan.json: {host, token, squads: [[id, token, port, lat, lon]], requests: [[port, category,
 // lat, lon]], rate, duration, pos_interval, warmup, drain}. It prints `measure-start` and
@@ -19,8 +20,13 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
+import { decode, encode } from "@msgpack/msgpack";
 
 const plan = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const JSON_FRAMES = plan.subprotocol === "json";
+const SUBPROTOCOL = JSON_FRAMES ? "dispatch.v1.json" : "dispatch.v1.msgpack";
+const pack = JSON_FRAMES ? (frame) => JSON.stringify(frame) : (frame) => encode(frame);
+const unpack = JSON_FRAMES ? (data) => JSON.parse(data.toString()) : (data) => decode(data);
 const SLOTS = 100;
 const JITTER = 0.0002;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -43,12 +49,12 @@ class Squad {
 
   connect() {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws://${plan.host}:${this.port}/ws/field`, "dispatch.v1.json",
+      const ws = new WebSocket(`ws://${plan.host}:${this.port}/ws/field`, SUBPROTOCOL,
         { perMessageDeflate: false });
       this.ws = ws;
       ws.on("open", () => this.send({ t: "hello", squad: this.id, token: this.token, last_seq: 0 }));
       ws.on("message", (data) => {
-        const frame = JSON.parse(data.toString());
+        const frame = unpack(data);
         for (const f of Array.isArray(frame) ? frame : [frame]) this.handle(f, resolve);
       });
       ws.on("error", reject);
@@ -56,7 +62,7 @@ class Squad {
     });
   }
 
-  send(frame) { this.ws.send(JSON.stringify(frame)); }
+  send(frame) { this.ws.send(pack(frame)); }
 
   command(kind, assignment) {
     const id = `${this.id}-p${++this.count}`;
