@@ -809,3 +809,23 @@ def test_profile_summary_separates_idle_samples() -> None:
     assert (profile.total, profile.idle) == (40, 60)
     assert profile.inclusive["work (a.py)"] == 40
     assert profile.self_samples["write (libc.so.6)"] == 30
+
+
+def test_requests_arrive_at_random_or_evenly_within_the_measure_phase() -> None:
+    """Poisson arrivals (the default): every request due within the duration, in order, at
+    irregular intervals (so they meet the position ticks at every phase); ``even``: one
+    every duration / total, as before."""
+    city = load_city()
+    squads = plan_squads(city, 100, random.Random(1))
+    random_plans = plan_requests(city, 3000, squads, random.Random(2), 30.0)
+    due = [p.at_s for p in random_plans]
+    assert due == sorted(due) and due[0] >= 0 and due[-1] < 30.0
+    gaps = [b - a for a, b in zip(due, due[1:], strict=False)]
+    assert 0.008 < sum(gaps) / len(gaps) < 0.012  # 100 a second on average
+    assert max(gaps) > 0.03 and min(gaps) < 0.001  # not a fixed period
+    phases = {int((t % 0.01) / 0.001) for t in due}  # within a 10 ms position tick
+    assert phases == set(range(10))
+    even = plan_requests(city, 3000, squads, random.Random(2), 30.0, "even")
+    assert [p.at_s for p in even[:3]] == [0.0, 0.01, 0.02]
+    with pytest.raises(ValueError, match="poisson or even"):
+        plan_requests(city, 3, squads, random.Random(2), 30.0, "bursty")

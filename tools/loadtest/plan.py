@@ -32,6 +32,7 @@ class RequestPlan:
     category: str
     lat: float
     lon: float
+    at_s: float = 0.0  # when it is due, from the start of the measure phase
 
 
 def unit_counts(city: City, total: int, big: dict[str, float] | None = None) -> dict[str, int]:
@@ -101,16 +102,32 @@ def request_categories(city: City, squads: Sequence[SquadPlan]) -> tuple[list[st
 
 
 def plan_requests(
-    city: City, total: int, squads: Sequence[SquadPlan], rng: random.Random
+    city: City,
+    total: int,
+    squads: Sequence[SquadPlan],
+    rng: random.Random,
+    duration_s: float = 0.0,
+    arrivals: str = "poisson",
 ) -> list[RequestPlan]:
     """``total`` requests in the big units' categories, each inside a district the category's
-    unit covers."""
+    unit covers, due within ``duration_s``: at random, as calls come (``poisson``: a Poisson
+    process of ``total`` arrivals, that is ``total`` uniform times in order), or ``even``
+    (every ``duration_s / total``). Even arrivals share their period with the clients'
+    position ticks (both 10 ms at 100 requests and 1 fix per second a squad), so every
+    request met the same phase of the positions' bursts: a run read the wait behind a burst,
+    or none, for every request alike."""
     categories, weights = request_categories(city, squads)
     if not categories:
         raise ValueError("no squad of a big unit: nothing to dispatch to")
+    if arrivals == "poisson":
+        times = sorted(rng.uniform(0, duration_s) for _ in range(total))
+    elif arrivals == "even":
+        times = [i * duration_s / total for i in range(total)]
+    else:
+        raise ValueError(f"arrivals: poisson or even, not {arrivals!r}")
     plans = []
-    for category in rng.choices(categories, weights, k=total):
+    for category, at_s in zip(rng.choices(categories, weights, k=total), times, strict=True):
         unit = next(u.code for u in city.units if category in u.categories)
         lat, lon = near(city, *rng.choice(depots_of(city, unit)), rng)
-        plans.append(RequestPlan(category, lat, lon))
+        plans.append(RequestPlan(category, lat, lon, round(at_s, 6)))
     return plans

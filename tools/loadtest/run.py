@@ -28,7 +28,9 @@ ratios of the hub's intake -> offer p50 and p99 to the floor's.
 It starts everything itself on 127.0.0.1: an embedded Redis (never the system one), K hub
 processes (``python -m server``), C load-generator processes holding the squads' sockets
 (:mod:`tools.loadtest.client`). Squads are registered through the API, split round-robin
-over the hubs, and requests are posted round-robin, open-loop at a fixed rate. Squads accept
+over the hubs, and requests are posted round-robin, open-loop: ``rate`` a second on average,
+each when it is due (at random, as calls come; ``--arrivals even``: one every 1/rate s). The
+Node probe is given the same schedule. Squads accept
 every offer at once and resolve within milliseconds, so capacity frees.
 
 Phases: start -> register -> connect -> warm-up (positions flowing) -> measure (requests for
@@ -107,6 +109,7 @@ class Config:
     storm_concurrency: int = 1000  # handshakes in flight at once per client process
     floor: bool = False  # then the same workload against the bare dispatch
     client: str = "python"  # or "node": the independent probe (tools/probe/probe.mjs)
+    arrivals: str = "poisson"  # when requests are due: "poisson" (at random) or "even"
     rolling_restart: bool = False  # restart each hub in turn during the measure phase
     ignore_share: float | None = None  # offers left to expire; None: 2 % when rolling, else 0
     cluster: bool = False  # a Redis Cluster (3 masters, 3 replicas) instead of one Redis
@@ -389,12 +392,13 @@ async def register_all(
     return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(plans))))
 
 
-async def drive_requests(api: Api, plans: Sequence[RequestPlan], rate: float) -> list[st.Intake]:
-    """Open loop: request i leaves at start + i / rate whatever happened to the others."""
+async def drive_requests(api: Api, plans: Sequence[RequestPlan]) -> list[st.Intake]:
+    """Open loop: each request leaves when it is due (``at_s`` after the start), whatever
+    happened to the others."""
     start = time.monotonic() + 0.01
     tasks = []
     for index, plan in enumerate(plans):
-        delay = start + index / rate - time.monotonic()
+        delay = start + plan.at_s - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(api.intake(index, plan)))
@@ -548,7 +552,14 @@ async def run(config: Config) -> dict[str, Any]:
     city = load_city()
     rng = random.Random(config.seed)
     squad_plans = plan_squads(city, config.squads, rng)
-    request_plans = plan_requests(city, round(config.rate * config.duration), squad_plans, rng)
+    request_plans = plan_requests(
+        city,
+        round(config.rate * config.duration),
+        squad_plans,
+        rng,
+        config.duration,
+        config.arrivals,
+    )
     tokens: dict[str, str] = {role: f"{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
     # Every simulated phone connects from this machine's one address: lift the per-address
     # cap meant for real clients (unless the run sets it).
@@ -769,7 +780,7 @@ async def _measure(
     pos_before, before = clients.total(lc.POS_SENT), cpu_mark(pids)
     restarts = asyncio.create_task(roller.run(before.at, config.duration)) if roller else None
     if request_plans:
-        intakes = await drive_requests(api, request_plans, config.rate)
+        intakes = await drive_requests(api, request_plans)
         await asyncio.sleep(max(0.0, before.at + config.duration - time.monotonic()))
     else:
         intakes = []
@@ -1181,7 +1192,8 @@ async def run_probe(
         "token": tokens["calltaker"],
         "squads": [[s.squad, s.token, s.port, s.lat, s.lon] for s in specs],
         "requests": [
-            [ports[i % len(ports)], r.category, r.lat, r.lon] for i, r in enumerate(request_plans)
+            [ports[i % len(ports)], r.category, r.lat, r.lon, r.at_s]
+            for i, r in enumerate(request_plans)
         ],
         "rate": config.rate,
         "duration": config.duration,
@@ -1285,7 +1297,7 @@ async def _measure_floor(
             clients.go.set()
             await asyncio.sleep(config.warmup or config.pos_interval + 1.0)
             pos_before, before = clients.total(lc.POS_SENT), cpu_mark([pid])
-            intakes = await drive_requests(api, request_plans, config.rate) if request_plans else []
+            intakes = await drive_requests(api, request_plans) if request_plans else []
             await asyncio.sleep(max(0.0, before.at + config.duration - time.monotonic()))
             pos_after, after = clients.total(lc.POS_SENT), cpu_mark([pid])
             expected = st.expected_offers(intakes)
@@ -1390,6 +1402,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="node: drive the hubs with the independent probe (tools/probe/probe.mjs)",
     )
     parser.add_argument(
+        "--arrivals",
+        choices=("poisson", "even"),
+        default="poisson",
+        help="when requests are due: at random as calls come (poisson, the default), or one "
+        "every 1/rate s (even: sessions 1-6 ran so)",
+    )
+    parser.add_argument(
         "--rolling-restart",
         action="store_true",
         help="restart each hub in turn during the measure phase (SIGTERM, same port); "
@@ -1440,6 +1459,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         storm_concurrency=args.storm_concurrency,
         floor=args.floor,
         client=args.client,
+        arrivals=args.arrivals,
         rolling_restart=args.rolling_restart,
         ignore_share=args.ignore_share,
         cluster=args.cluster,

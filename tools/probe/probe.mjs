@@ -13,7 +13,7 @@
 // `dispatch.v1.json` instead (the hub then turns every frame it sends into JSON).
 //
 // plan.json: {host, token, squads: [[id, token, port, lat, lon]], requests: [[port, category,
-// lat, lon]], rate, duration, pos_interval, warmup, drain}. It prints `measure-start` and
+// lat, lon, due_s]], rate, duration, pos_interval, warmup, drain}. It prints `measure-start` and
 // `measure-end` lines (the caller reads the hub's CPU then) and a last line of JSON: its result.
 
 import { readFileSync } from "node:fs";
@@ -165,8 +165,8 @@ function post(port, body) {
 
 async function intakes() {
   const start = performance.now() + 10;
-  const done = plan.requests.map(async ([port, category, lat, lon], i) => {
-    const due = start + (i * 1000) / plan.rate;
+  const done = plan.requests.map(async ([port, category, lat, lon, at], i) => {
+    const due = start + at * 1000; // the load test's schedule: the same arrivals for both
     await sleep(Math.max(0, due - performance.now()));
     const body = JSON.stringify({ caller_phone: `1390${String(i % 1e7).padStart(7, "0")}`,
       category, description: "probe request", lat, lon });
