@@ -109,6 +109,9 @@ def test_report_is_correct(report: dict[str, Any]) -> None:
     assert report["command_errors"] == {}
     dispatch, ack = report["dispatch_ms"], report["ack_ms"]
     assert dispatch["p50"] <= dispatch["p95"] <= dispatch["p99"]
+    # The hub's own reading counts from the intake's arrival, the client's from its send.
+    hub = report["hub_dispatch_ms"]
+    assert 0 < hub["p50"] <= hub["p95"] <= hub["p99"]
     assert ack["p50"] <= ack["p99"]
     # Positions: ingested at about the rate sent (one per squad per second), read back fresh.
     assert report["positions_per_s"] > 0.5 * SQUADS
@@ -187,6 +190,7 @@ def test_the_independent_node_probe_plays_the_same_workload(tmp_path: Path) -> N
     assert report["frames_lost"] == 0 and report["command_errors"] == {}
     assert report["positions_sent_per_s"] > 0.5 * SQUADS
     assert report["dispatch_ms"]["p50"] > 0 and report["step_ms"]["p50"] > 0
+    assert report["hub_dispatch_ms"]["p50"] > 0  # the hub's own reading of the same
 
 
 @pytest.mark.system
@@ -829,3 +833,17 @@ def test_requests_arrive_at_random_or_evenly_within_the_measure_phase() -> None:
     assert [p.at_s for p in even[:3]] == [0.0, 0.01, 0.02]
     with pytest.raises(ValueError, match="poisson or even"):
         plan_requests(city, 3, squads, random.Random(2), 30.0, "bursty")
+
+
+def test_histogram_quantiles_interpolate_within_a_bucket_like_prometheus() -> None:
+    # 100 observations: 50 at or below 1 ms, 90 at or below 2 ms, 99 at or below 10 ms.
+    buckets = [(0.001, 50.0), (0.002, 90.0), (0.01, 99.0), (float("inf"), 100.0)]
+    assert st.histogram_quantiles(buckets, scale=1000.0) == {
+        "p50": 1.0,
+        "p95": 6.444,  # 2 ms + 8 ms x (95 - 90) / (99 - 90)
+        "p99": 10.0,
+    }
+    assert st.histogram_quantiles(buckets, (25,), 1000.0) == {"p25": 0.5}
+    # Beyond the last finite bound: that bound. Nothing observed: None.
+    assert st.histogram_quantiles([(0.001, 0.0), (float("inf"), 4.0)], (50,)) == {"p50": 0.001}
+    assert st.histogram_quantiles([(0.001, 0.0), (float("inf"), 0.0)], (50,)) == {"p50": None}

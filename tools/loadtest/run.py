@@ -66,6 +66,7 @@ from typing import Any
 
 import httpx
 import msgspec
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from server.city import City, load_city
@@ -239,6 +240,25 @@ class Api:
 
     def on(self, index: int) -> httpx.AsyncClient:
         return self.clients[self._route(index)]
+
+    async def hub_dispatch_ms(self) -> dict[str, float | None]:
+        """intake -> offer as the hubs see it (``dispatch_intake_to_offer_seconds``, from an
+        intake's arrival to its offer's push, summed over the hubs): a reading that neither
+        client's own delays are part of. Interpolated within the histogram's buckets (1, 2, 3,
+        5, 7.5, 10, 25, 50 ms ...), so coarse; only the measured requests are in it (the hubs
+        started with the run)."""
+        counts: dict[float, float] = {}
+        for client in self.clients:
+            answer = await client.get("/metrics", headers=self.headers["admin"])
+            answer.raise_for_status()
+            for family in text_string_to_metric_families(answer.text):
+                if family.name != "dispatch_intake_to_offer_seconds":
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_bucket"):
+                        bound = float(sample.labels["le"])
+                        counts[bound] = counts.get(bound, 0.0) + sample.value
+        return st.histogram_quantiles(list(counts.items()), scale=1000.0)
 
     def _route(self, index: int) -> int:
         """Hub ``index % K``, or the next one in the rotation if that one is out."""
@@ -684,7 +704,8 @@ async def _run_with(
         timings["register_s"] = round(time.monotonic() - started, 1)
         log(f"registered {len(specs)} squads in {timings['register_s']}s")
         if config.client == "node":
-            return await run_probe(config, hubs, redis_server, specs, request_plans, tokens)
+            probed = await run_probe(config, hubs, redis_server, specs, request_plans, tokens)
+            return probed | {"hub_dispatch_ms": await api.hub_dispatch_ms()}
         clients = Clients(specs, config.client_processes, client_config(config))
         try:
             with lc.no_gc_pauses():
@@ -927,6 +948,8 @@ async def _finish(
     )
     if observed.ledger:
         report["ledger"] = observed.ledger
+    if roller is None:  # a restarted hub starts its histogram again
+        report["hub_dispatch_ms"] = await api.hub_dispatch_ms()
     if roller is not None:
         report["rolling"] = rolling_report(roller, observed, results, requests, overdue)
         log(f"rolling restart: lost {report['rolling']['lost']}")

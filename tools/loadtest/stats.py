@@ -161,3 +161,31 @@ def versus_floor(hub: dict[str, float | None], floor: dict[str, float | None]) -
         "hub_dispatch_ms": {q: hub.get(q) for q in ("p50", "p99")},
         "floor_dispatch_ms": {q: floor.get(q) for q in ("p50", "p99")},
     }
+
+
+def histogram_quantiles(
+    buckets: Sequence[tuple[float, float]], qs: Iterable[int] = (50, 95, 99), scale: float = 1.0
+) -> dict[str, float | None]:
+    """Percentiles of a cumulative histogram (``(upper bound, count at or below)``, the last
+    bound ``inf``), interpolated linearly within a bucket as Prometheus' ``histogram_quantile``
+    does; one in the ``inf`` bucket is the highest finite bound. ``scale`` multiplies the
+    results (seconds to milliseconds: 1000)."""
+    ordered = sorted(buckets)
+    total = ordered[-1][1] if ordered else 0.0
+    result: dict[str, float | None] = {}
+    for q in qs:
+        if not total:
+            result[f"p{q}"] = None
+            continue
+        rank = total * q / 100
+        lower, below = 0.0, 0.0
+        value = ordered[-2][0] if len(ordered) > 1 else 0.0
+        for bound, count in ordered:
+            if count >= rank:
+                if bound != float("inf"):
+                    within = (rank - below) / (count - below) if count > below else 1.0
+                    value = lower + (bound - lower) * within
+                break
+            lower, below = bound, count
+        result[f"p{q}"] = round(value * scale, 3)
+    return result
