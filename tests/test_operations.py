@@ -9,6 +9,7 @@ import json
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -150,6 +151,33 @@ async def test_a_draining_process_takes_none_of_its_moving_squads_offline_until_
     # The shutdown's: whoever is not back elsewhere by then is recorded offline.
     assert await parts.presence.reconcile(everyone=True) == 1
     assert await app_redis.hget(keys.squad("water", "S-moving"), "online") == b"0"
+
+
+async def test_reconcile_takes_offline_only_connections_that_are_gone(
+    apps: Apps, app_redis: Redis
+) -> None:
+    """This process's list names each connection: one whose hello is under way (listed, not
+    yet registered) is left alone; one replaced by a newer connection is dropped from the
+    list without taking the squad offline; one that is gone is taken offline."""
+    await apps.start()
+    parts = apps.started[0].app.state.components
+    hub = parts.hub
+    squad_key = keys.squad("water", "S-join")
+    await app_redis.hset(squad_key, mapping={"online": "1", "hub": hub.id, "conn": "c-new"})
+    listed = keys.hub_squads(hub.id)
+    await app_redis.sadd(listed, "water/S-join/c-old", "water/S-join/c-new")
+    joining = SimpleNamespace(unit="water", squad="S-join", conn_id="c-new")
+    hub.expect(joining)  # type: ignore[arg-type]
+    # c-old is gone (c-new took over): dropped from the list, the squad stays online.
+    assert await parts.presence.reconcile() == 0
+    assert await app_redis.smembers(listed) == {b"water/S-join/c-new"}
+    assert await app_redis.hget(squad_key, "online") == b"1"
+    # The hello on c-new ended without a session (the process lost it): offline now.
+    hub.unexpect(joining)  # type: ignore[arg-type]
+    assert await parts.presence.reconcile() == 1
+    assert await app_redis.hget(squad_key, "online") == b"0"
+    assert await app_redis.exists(listed) == 0
+    assert await app_redis.zscore(keys.timers("water"), "offline:S-join") is not None
 
 
 # ---- hub processes ------------------------------------------------------------------------

@@ -163,10 +163,15 @@ class PresenceTracker:
         return stale
 
     def _holds(self, member: str) -> bool:
-        """Whether the connection of a member of this process's set is still open here."""
+        """Whether the connection of a member of this process's set is open here: registered,
+        or with its hello under way (its member is written before the squad is marked online,
+        and the session registered after: it must not be taken offline in between)."""
         _, squad, conn = parse_hub_member(member)
-        session = self._hub.sessions.get(squad)
-        return session is not None and (not conn or getattr(session, "conn_id", "") == conn)
+        hub = self._hub
+        session = hub.sessions.get(squad)
+        if session is not None and (not conn or getattr(session, "conn_id", "") == conn):
+            return True
+        return any(getattr(s, "conn_id", "") == conn for s in hub.joining.get(squad, ()))
 
     async def _take_offline(self, hub_id: str, member: str) -> bool:
         """Record the squad of a member of ``hub_id``'s set offline, unless it is connected
