@@ -112,6 +112,8 @@ def test_report_is_correct(report: dict[str, Any]) -> None:
     # The hub's own reading counts from the intake's arrival, the client's from its send.
     hub = report["hub_dispatch_ms"]
     assert 0 < hub["p50"] <= hub["p95"] <= hub["p99"]
+    late = report["tick_late_ms"]  # the position ticks' lateness: the load's evenness
+    assert late["p50"] <= late["p95"] <= late["p99"] <= late["max"]
     assert ack["p50"] <= ack["p99"]
     # Positions: ingested at about the rate sent (one per squad per second), read back fresh.
     assert report["positions_per_s"] > 0.5 * SQUADS
@@ -191,6 +193,7 @@ def test_the_independent_node_probe_plays_the_same_workload(tmp_path: Path) -> N
     assert report["positions_sent_per_s"] > 0.5 * SQUADS
     assert report["dispatch_ms"]["p50"] > 0 and report["step_ms"]["p50"] > 0
     assert report["hub_dispatch_ms"]["p50"] > 0  # the hub's own reading of the same
+    assert report["tick_late_ms"]["p99"] <= report["tick_late_ms"]["max"]
 
 
 @pytest.mark.system

@@ -259,6 +259,7 @@ class Runner:
         # (lost at, welcomed again at, port lost, port welcomed on) of each reconnection
         self.moves: list[tuple[float, float, int, int]] = []
         self.squad_moves: list[tuple[str, float, float]] = []  # squad, lost at, welcomed at
+        self.tick_late_ms: list[float] = []  # how late each position tick left (ms)
         self._handshakes = asyncio.Semaphore(config.connect_concurrency)
         self._resumes = asyncio.Semaphore(config.resume_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -320,8 +321,10 @@ class Runner:
         tick = self.config.pos_interval_s / WHEEL_SLOTS
         next_at = time.monotonic()
         index = 0
+        late = self.tick_late_ms
         while True:
             wall = time.time()
+            late.append((time.monotonic() - next_at) * 1000)
             for link in slots[index]:
                 conn = link.conn
                 if conn is not None and conn.ready:
@@ -411,6 +414,7 @@ class Runner:
                 "close_codes": dict(self.close_codes),
                 "moves": self.moves,
                 "squad_moves": self.squad_moves,
+                "tick_late_ms": self.tick_late_ms,
                 # (lost at, port) of squads still away from every hub
                 "away": [(k.lost_at, k.lost_port) for k in self.links if k.lost_at is not None],
             }

@@ -1090,6 +1090,7 @@ def build_report(
     dispatch = st.dispatch_latencies_ms(observed.intakes, offers)
     ack = [v for r in results for v in r["ack_ms"]]
     steps = [v for r in results for v in r["step_ms"]]
+    late = [v for r in results for v in r.get("tick_late_ms", [])]
     errors: Counter[str] = Counter()
     failures: Counter[str] = Counter()
     for r in results:
@@ -1134,6 +1135,8 @@ def build_report(
             "ack_samples": len(ack),
             "ack_max_ms": round(max(ack), 3) if ack else None,
             "step_ms": st.summarize(steps, (50, 99)),
+            # how late the clients' position ticks left (a late tick is a burst of positions)
+            "tick_late_ms": st.summarize(late) | {"max": round(max(late), 3) if late else None},
             "offers_expected": len(expected),
             "offers_received": len(offers),
             "offers_made": redis_checks["offers_made"],

@@ -35,6 +35,7 @@ const offersAt = new Map(); // assignment -> when the offer arrived
 const ackMs = [];
 const stepMs = [];
 const errors = {};
+const tickLateMs = [];
 let positionsSent = 0;
 let duplicates = 0;
 
@@ -139,6 +140,7 @@ async function positions(squads, stop) {
   const tick = (plan.pos_interval * 1000) / SLOTS;
   let at = performance.now();
   for (let i = 0; !stop.done; i = (i + 1) % SLOTS) {
+    tickLateMs.push(performance.now() - at); // how late this tick's positions leave
     for (const squad of slots[i]) squad.position();
     at += tick;
     await sleep(Math.max(0, at - performance.now()));
@@ -228,6 +230,8 @@ async function main() {
     command_errors: errors,
     positions_sent_per_s: +(sent / elapsed).toFixed(1),
     probe_cpu_percent: +((100 * (cpu.user + cpu.system)) / 1e6 / elapsed).toFixed(1),
+    // how late the position ticks left (a late tick sends its squads' positions in a burst)
+    tick_late_ms: { ...summary(tickLateMs), max: +Math.max(0, ...tickLateMs).toFixed(3) },
   };
   for (const squad of squads) squad.ws.terminate();
   agent.destroy();
