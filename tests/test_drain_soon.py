@@ -7,7 +7,11 @@ Pure: the drain itself is replaced by a recorder; what is tested is when it runs
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from server.assign.dispatcher import Dispatcher
 from server.settings import load_settings
@@ -58,3 +62,25 @@ async def test_a_delayed_call_while_a_delayed_drain_sleeps_gets_a_drain_after_it
     dispatcher.drain_soon("water", after_s=delay)  # nothing asleep now: a drain of its own
     await asyncio.sleep(delay * 3)
     assert len(ran) == 3
+
+
+async def test_a_background_drain_with_redis_away_gives_up_quietly_and_others_still_fail(
+    caplog: pytest.LogCaptureFixture,
+):
+    """The queue sweep moves the queue once Redis is back, so a drain that meets an outage
+    logs no error; any other failure still does (Background logs it)."""
+    dispatcher, _ = _dispatcher()
+    failures = iter([RedisConnectionError("refused"), ValueError("a bug")])
+
+    async def drain(unit: str, limit: int = 200) -> int:
+        raise next(failures)
+
+    dispatcher.drain = drain  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        dispatcher.drain_soon("water")
+        await _settle()
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        dispatcher.drain_soon("water")
+        await _settle()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "a bug" in str(errors[0].exc_info[1])

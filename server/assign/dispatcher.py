@@ -37,6 +37,7 @@ from server.lifecycle import (
 from server.metrics import Metrics
 from server.settings import Settings
 from server.store import keys, timers
+from server.store.availability import is_outage
 from server.store.requests import (
     Actor,
     Commit,
@@ -365,7 +366,18 @@ class Dispatcher:
 
     async def _drain_now(self, unit: str) -> None:
         self._drain_pending.discard(unit)
-        await self.drain(unit)
+        await self._drain_unless_away(unit)
+
+    async def _drain_unless_away(self, unit: str) -> None:
+        """A drain in the background. With Redis away it gives up quietly: the queue sweep
+        (``server.loops``) moves every unit's queue once Redis is back, and the outage itself
+        is logged where it is first noticed (``RedisAvailability``)."""
+        try:
+            await self.drain(unit)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.debug("drain of %s skipped: Redis unreachable (%s)", unit, exc)
 
     async def _drain_after(self, unit: str, after_s: float) -> None:
         try:
@@ -373,7 +385,7 @@ class Dispatcher:
             while again:
                 await asyncio.sleep(after_s)
                 called_asleep, self._drain_later[unit] = self._drain_later[unit], False
-                await self.drain(unit)
+                await self._drain_unless_away(unit)
                 # Called while it slept or drained: that fix may reach Redis after this drain.
                 again = called_asleep or self._drain_later[unit]
         finally:
