@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import msgspec
@@ -64,13 +65,22 @@ class Presences:
         self.left_sessions.append(session)
 
 
-async def _resume(pushed_meanwhile: bool) -> tuple[list[dict[str, object]], Outbox]:
+@dataclass
+class Setup:
+    hub: Hub
+    outbox: Outbox
+    presences: Presences
+    socket: FakeSocket
+    session: FieldSession
+
+
+def _setup(pushed_meanwhile: bool) -> Setup:
+    """A session over a fake socket, its squad's outbox holding frames 2 and 3."""
     hub = Hub("hub-test")
     outbox = Outbox({seq: _body(seq) for seq in (2, 3)})
     presences = Presences(hub, outbox, pushed_meanwhile)
-    settings = load_settings(env={}, hello_timeout_s=5, close_timeout_s=0.2)
     context = SimpleNamespace(
-        settings=settings,
+        settings=load_settings(env={}, hello_timeout_s=5, close_timeout_s=0.2),
         presence=presences,
         squads=outbox,
         metrics=Metrics(),
@@ -78,13 +88,24 @@ async def _resume(pushed_meanwhile: bool) -> tuple[list[dict[str, object]], Outb
     )
     socket = FakeSocket(stalled=False)
     session = FieldSession(socket, context)  # type: ignore[arg-type]
-    run = asyncio.create_task(session.run())
-    await socket.incoming.put(protocol.encode(protocol.Hello(squad="S1", token="t", last_seq=1)))
+    return Setup(hub, outbox, presences, socket, session)
+
+
+async def _greet_and_close(setup: Setup) -> None:
+    """The phone says hello having seen frame 1; the session runs, then is closed."""
+    run = asyncio.create_task(setup.session.run())
+    hello = protocol.Hello(squad="S1", token="t", last_seq=1)
+    await setup.socket.incoming.put(protocol.encode(hello))
     for _ in range(50):
         await asyncio.sleep(0)
-    session.close(1000, "done")
+    setup.session.close(1000, "done")
     await asyncio.wait_for(run, timeout=2)
-    return [msgspec.msgpack.decode(data) for data in socket.sent], outbox
+
+
+async def _resume(pushed_meanwhile: bool) -> tuple[list[dict[str, object]], Outbox]:
+    setup = _setup(pushed_meanwhile)
+    await _greet_and_close(setup)
+    return [msgspec.msgpack.decode(data) for data in setup.socket.sent], setup.outbox
 
 
 def _seqs(frames: list[dict[str, object]]) -> list[object]:
@@ -125,35 +146,16 @@ def test_a_session_whose_hello_is_being_checked_gets_the_squads_frames_but_close
 async def test_an_ended_session_is_freed_without_the_garbage_collector():
     """A reconnect storm ends 10,000 sessions at once: each must go when its last reference
     does, not wait for a full collection (which walks every object of the process)."""
-    hub = Hub("hub-test")
-    outbox = Outbox({seq: _body(seq) for seq in (2, 3)})
-    presences = Presences(hub, outbox, pushed_meanwhile=True)
-    settings = load_settings(env={}, hello_timeout_s=5, close_timeout_s=0.2)
-    context = SimpleNamespace(
-        settings=settings,
-        presence=presences,
-        squads=outbox,
-        metrics=Metrics(),
-        failed_hellos=SimpleNamespace(allows=lambda address, now: True),
-    )
-    socket = FakeSocket(stalled=False)
-    session = FieldSession(socket, context)  # type: ignore[arg-type]
+    setup = _setup(pushed_meanwhile=True)
     gc.collect()
     gc.disable()
     try:
-        run = asyncio.create_task(session.run())
-        await socket.incoming.put(
-            protocol.encode(protocol.Hello(squad="S1", token="t", last_seq=1))
-        )
-        for _ in range(50):
-            await asyncio.sleep(0)
-        assert len(socket.sent) == 4  # welcome, 2, 3, 4
-        session.close(1000, "done")
-        await asyncio.wait_for(run, timeout=2)
-        gone = weakref.ref(session)
-        hub.sessions.clear()
-        presences.left_sessions.clear()
-        del session, run
+        await _greet_and_close(setup)
+        assert len(setup.socket.sent) == 4  # welcome, 2, 3, 4
+        gone = weakref.ref(setup.session)
+        setup.hub.sessions.clear()
+        setup.presences.left_sessions.clear()
+        del setup
         assert gone() is None
     finally:
         gc.enable()

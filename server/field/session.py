@@ -17,6 +17,7 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -307,9 +308,7 @@ class FieldSession:
             elif self._closing is not None:
                 pass  # numbered frames wait in the outbox for the resume
             elif isinstance(item, _Replay):
-                for seq, body in item.frames:
-                    if self._sequencer.sent_up_to(seq):
-                        await self._send(protocol.stamp_seq(body, seq))
+                await self._send_numbered(item.frames)
                 if held > self._sequencer.sent:  # numbered after the hello read the outbox
                     await self._send_kept(self._sequencer.sent)
                 greeted = True
@@ -326,7 +325,12 @@ class FieldSession:
                 return
 
     async def _send_kept(self, after: int) -> None:
-        frames = await self._context.squads.frames_after(self.unit, self.squad, after)
+        await self._send_numbered(
+            await self._context.squads.frames_after(self.unit, self.squad, after)
+        )
+
+    async def _send_numbered(self, frames: Iterable[tuple[int, bytes]]) -> None:
+        """Outbox frames (seq, body), in order, each unless sent already on this connection."""
         for seq, body in frames:
             if self._sequencer.sent_up_to(seq):
                 await self._send(protocol.stamp_seq(body, seq))

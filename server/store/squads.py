@@ -56,6 +56,16 @@ def _raise_any(answers: list[Any]) -> None:
             raise answer
 
 
+def _job(assignment_id: str, request: Any, state: Any, respond_by: Any) -> dict[str, str]:
+    """An active assignment as the squad's session sees it (fields as Redis gave them)."""
+    return {
+        "id": assignment_id,
+        "request": text(request),
+        "state": text(state),
+        "respond_by": text(respond_by),
+    }
+
+
 def _frames(members: list[bytes]) -> tuple[tuple[int, bytes], ...]:
     return tuple((int(member[:SEQ_DIGITS]), member[SEQ_DIGITS:]) for member in members)
 
@@ -154,15 +164,7 @@ class SquadStore:
             return None
         _, seq, acked, duty, trimmed, frames, flat = reply
         jobs = sorted(
-            (
-                {
-                    "id": text(flat[i]),
-                    "request": text(flat[i + 1]),
-                    "state": text(flat[i + 2]),
-                    "respond_by": text(flat[i + 3]),
-                }
-                for i in range(0, len(flat), 4)
-            ),
+            (_job(text(flat[i]), *flat[i + 1 : i + 4]) for i in range(0, len(flat), 4)),
             key=lambda job: job["id"],
         )
         return Presence(
@@ -306,15 +308,7 @@ class SquadStore:
         for assignment_id in sorted(assignment_ids):
             pipe.hmget(keys.assignment(unit, assignment_id), ["request", "state", "respond_by"])
         rows = await pipe.execute()
-        return [
-            {
-                "id": aid,
-                "request": text(request),
-                "state": text(state),
-                "respond_by": text(respond_by),
-            }
-            for aid, (request, state, respond_by) in zip(sorted(assignment_ids), rows, strict=True)
-        ]
+        return [_job(aid, *row) for aid, row in zip(sorted(assignment_ids), rows, strict=True)]
 
     async def describe(self, unit: str, squad_id: str) -> dict[str, Any] | None:
         """The squad as the center sees it: state, position, active assignments."""
