@@ -182,12 +182,14 @@ def test_storm_and_floor_report_their_keys(tmp_path: Path) -> None:
 @pytest.mark.system
 def test_the_independent_node_probe_plays_the_same_workload(tmp_path: Path) -> None:
     """``--client node``: the probe (tools/probe/probe.mjs, its own WebSocket, HTTP and
-    MessagePack code) connects every squad, and each request is offered and walked to its
-    end. Needs Node.js and ``npm ci`` (the ``ws`` package)."""
+    MessagePack code), its squads and requests shared out over two threads, connects every
+    squad, and each request is offered (to a squad of either thread) and walked to its end.
+    Needs Node.js and ``npm ci`` (the ``ws`` package)."""
     if shutil.which("node") is None or not (ROOT / "node_modules/ws").is_dir():
         pytest.skip("the Node probe needs node and `npm ci` (node_modules/ws)")
-    report = _run_loadtest(tmp_path / "report.json", "--client", "node")
-    assert report["client"] == "node" and report["squads_connected"] == SQUADS
+    report = _run_loadtest(tmp_path / "report.json", "--client", "node", "--clients", "2")
+    assert report["client"] == "node" and report["workers"] == 2
+    assert report["squads_connected"] == SQUADS
     assert report["requests"] == RATE * 3 and report["requests_failed"] == 0
     assert report["frames_lost"] == 0 and report["command_errors"] == {}
     assert report["positions_sent_per_s"] > 0.5 * SQUADS

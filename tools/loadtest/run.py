@@ -1226,6 +1226,7 @@ async def run_probe(
         "pos_interval": config.pos_interval,
         "warmup": config.warmup or config.pos_interval + 1.0,
         "drain": config.drain,
+        "workers": config.client_processes,  # threads, as many as the load test's processes
     }
     pids = [*(h.process.pid for h in hubs), *server_pids(redis_server)]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
@@ -1387,7 +1388,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "--clients",
         type=int,
         default=0,
-        help="load-generator processes (default: one per 6,000 squads)",
+        help="load-generator processes, or the Node probe's threads (default: one per 6,000 squads)",
     )
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument(

@@ -12,17 +12,24 @@
 // by its own library (@msgpack/msgpack); `"subprotocol": "json"` in the plan uses
 // `dispatch.v1.json` instead (the hub then turns every frame it sends into JSON).
 //
+// The squads and the requests are shared out over `workers` threads (default: one per 6,000
+// squads, as the load test's client processes), each with its own event loop, sockets and
+// position wheel, so that no single loop is late to send its ticks or to read its offers. The
+// main thread keeps the schedule: all times are CLOCK_MONOTONIC (process.hrtime), one clock
+// for every thread.
+//
 // plan.json: {host, token, squads: [[id, token, port, lat, lon]], requests: [[port, category,
-// lat, lon, due_s]], rate, duration, pos_interval, warmup, drain}. It prints `measure-start` and
-// `measure-end` lines (the caller reads the hub's CPU then) and a last line of JSON: its result.
+// lat, lon, due_s]], rate, duration, pos_interval, warmup, drain, workers}. It prints
+// `measure-start` and `measure-end` lines (the caller reads the hub's CPU then) and a last line
+// of JSON: its result.
 
 import { readFileSync } from "node:fs";
 import http from "node:http";
-import { performance } from "node:perf_hooks";
+import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import WebSocket from "ws";
 import { decode, encode } from "@msgpack/msgpack";
 
-const plan = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const plan = isMainThread ? JSON.parse(readFileSync(process.argv[2], "utf8")) : workerData.plan;
 const JSON_FRAMES = plan.subprotocol === "json";
 const SUBPROTOCOL = JSON_FRAMES ? "dispatch.v1.json" : "dispatch.v1.msgpack";
 const pack = JSON_FRAMES ? (frame) => JSON.stringify(frame) : (frame) => encode(frame);
@@ -30,8 +37,9 @@ const unpack = JSON_FRAMES ? (data) => JSON.parse(data.toString()) : (data) => d
 const SLOTS = 100;
 const JITTER = 0.0002;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// Milliseconds on CLOCK_MONOTONIC: the same clock in every thread (performance.now is not).
+const now = () => Number(process.hrtime.bigint() / 1000n) / 1000;
 
-const offersAt = new Map(); // assignment -> when the offer arrived
 const ackMs = [];
 const stepMs = [];
 const errors = {};
@@ -67,12 +75,12 @@ class Squad {
 
   command(kind, assignment) {
     const id = `${this.id}-p${++this.count}`;
-    this.sent.set(id, [kind, assignment, performance.now()]);
+    this.sent.set(id, [kind, assignment, now()]);
     this.send({ t: kind, assignment, id });
   }
 
   handle(f, welcomed) {
-    const now = performance.now();
+    const arrived = now();
     switch (f.t) {
       case "welcome":
         this.ready = true;
@@ -82,7 +90,7 @@ class Squad {
       case "offer":
         if (f.seq <= this.lastSeq) { duplicates++; break; }
         this.lastSeq = f.seq;
-        offersAt.set(f.assignment, now);
+        parentPort.postMessage({ t: "offer", assignment: f.assignment, at: arrived });
         this.send({ t: "ack", seq: f.seq });
         this.command("accept", f.assignment);
         break;
@@ -95,7 +103,7 @@ class Squad {
         if (!sent) break;
         this.sent.delete(f.id);
         const [kind, assignment, at] = sent;
-        (kind === "accept" ? ackMs : stepMs).push(now - at);
+        (kind === "accept" ? ackMs : stepMs).push(arrived - at);
         const next = { accept: "enroute", enroute: "arrive", arrive: "resolve" }[kind];
         if (next) this.command(next, assignment);
         break;
@@ -138,12 +146,12 @@ async function positions(squads, stop) {
   const slots = Array.from({ length: SLOTS }, () => []);
   for (const squad of squads) slots[Math.floor(Math.random() * SLOTS)].push(squad);
   const tick = (plan.pos_interval * 1000) / SLOTS;
-  let at = performance.now();
+  let at = now();
   for (let i = 0; !stop.done; i = (i + 1) % SLOTS) {
-    tickLateMs.push(performance.now() - at); // how late this tick's positions leave
+    tickLateMs.push(now() - at); // how late this tick's positions leave
     for (const squad of slots[i]) squad.position();
     at += tick;
-    await sleep(Math.max(0, at - performance.now()));
+    await sleep(Math.max(0, at - now()));
   }
 }
 
@@ -165,18 +173,17 @@ function post(port, body) {
   });
 }
 
-async function intakes() {
-  const start = performance.now() + 10;
-  const done = plan.requests.map(async ([port, category, lat, lon, at], i) => {
+async function intakes(requests, start) {
+  const done = requests.map(async ([i, port, category, lat, lon, at]) => {
     const due = start + at * 1000; // the load test's schedule: the same arrivals for both
-    await sleep(Math.max(0, due - performance.now()));
+    await sleep(Math.max(0, due - now()));
     const body = JSON.stringify({ caller_phone: `1390${String(i % 1e7).padStart(7, "0")}`,
       category, description: "probe request", lat, lon });
     const [status, text] = await post(port, body);
     const reply = status === 201 ? JSON.parse(text) : {};
-    return { due, status, assignment: reply.assignment || "" };
+    parentPort.postMessage({ t: "request", due, status, assignment: reply.assignment || "" });
   });
-  return Promise.all(done);
+  await Promise.all(done);
 }
 
 function percentile(values, q) {
@@ -191,51 +198,113 @@ function percentile(values, q) {
 const summary = (values, qs = [50, 95, 99]) =>
   Object.fromEntries(qs.map((q) => [`p${q}`, percentile(values, q)]));
 
-async function main() {
+// ---- a worker thread: its share of the squads and of the requests ----
+
+async function work() {
   const squads = plan.squads.map((s) => new Squad(s));
   const failed = await connectAll(squads);
   const stop = { done: false };
   const wheel = positions(squads, stop);
+  parentPort.postMessage({ t: "connected", failed });
+  parentPort.on("message", async (message) => {
+    if (message.t === "start") {
+      await intakes(workerData.requests, message.start);
+    } else if (message.t === "mark") {
+      parentPort.postMessage({ t: "mark", positionsSent });
+    } else if (message.t === "stop") {
+      stop.done = true;
+      await wheel;
+      for (const squad of squads) squad.ws.terminate();
+      agent.destroy();
+      parentPort.postMessage({ t: "report", ackMs, stepMs, errors, tickLateMs, duplicates });
+      parentPort.close();
+    }
+  });
+}
+
+// ---- the main thread: the schedule, the measure window, the result ----
+
+async function main() {
+  const count = plan.workers || Math.max(1, Math.ceil(plan.squads.length / 6000));
+  const offersAt = new Map(); // assignment -> when the offer arrived (any worker)
+  const requests = [];
+  const waiting = new Map(); // message kind -> [resolve, count, values]
+  const collect = (kind) => new Promise((resolve) => waiting.set(kind, [resolve, count, []]));
+  const workers = Array.from({ length: count }, (_, w) => {
+    const share = { ...plan, squads: plan.squads.filter((_, i) => i % count === w) };
+    const worker = new Worker(new URL(import.meta.url), { workerData: {
+      plan: { ...share, requests: [] },
+      requests: plan.requests.map((r, i) => [i, ...r]).filter(([i]) => i % count === w),
+    } });
+    worker.on("message", (message) => {
+      if (message.t === "offer") offersAt.set(message.assignment, message.at);
+      else if (message.t === "request") requests.push(message);
+      else {
+        const entry = waiting.get(message.t);
+        entry[2].push(message);
+        if (--entry[1] === 0) { waiting.delete(message.t); entry[0](entry[2]); }
+      }
+    });
+    worker.on("error", (error) => { console.error(error); process.exit(1); });
+    return worker;
+  });
+  const broadcast = (message) => workers.forEach((worker) => worker.postMessage(message));
+  const mark = async () => {
+    const marks = collect("mark");
+    broadcast({ t: "mark" });
+    return (await marks).reduce((sum, m) => sum + m.positionsSent, 0);
+  };
+  const failed = (await collect("connected")).reduce((sum, m) => sum + m.failed, 0);
   await sleep(plan.warmup * 1000);
-  const cpuBefore = process.cpuUsage();
-  const started = performance.now();
-  const sentBefore = positionsSent;
+  const cpuBefore = process.cpuUsage(); // the whole process: every thread
+  const sentBefore = await mark();
+  const started = now();
   console.log("measure-start");
-  const requests = plan.requests.length ? await intakes() : [];
-  await sleep(Math.max(0, started + plan.duration * 1000 - performance.now()));
-  const elapsed = (performance.now() - started) / 1000;
+  broadcast({ t: "start", start: started + 10 });
+  while (requests.length < plan.requests.length) await sleep(20);
+  await sleep(Math.max(0, started + plan.duration * 1000 - now()));
+  const elapsed = (now() - started) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
-  const sent = positionsSent - sentBefore;
+  const sent = (await mark()) - sentBefore;
   console.log("measure-end");
   const offered = requests.filter((r) => r.assignment);
-  const drainUntil = performance.now() + plan.drain * 1000;
-  while (offered.some((r) => !offersAt.has(r.assignment)) && performance.now() < drainUntil) {
+  const drainUntil = now() + plan.drain * 1000;
+  while (offered.some((r) => !offersAt.has(r.assignment)) && now() < drainUntil) {
     await sleep(50);
   }
-  stop.done = true;
-  await wheel;
+  const reportsDone = collect("report");
+  broadcast({ t: "stop" });
+  const reports = await reportsDone;
+  const all = (key) => reports.flatMap((r) => r[key]);
+  const errors = {};
+  for (const r of reports) {
+    for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] || 0) + n;
+  }
+  const tickLateMs = all("tickLateMs");
   const dispatch = offered.filter((r) => offersAt.has(r.assignment))
     .map((r) => offersAt.get(r.assignment) - r.due);
   const result = {
     client: "node",
-    squads_connected: squads.length - failed,
+    workers: count,
+    squads_connected: plan.squads.length - failed,
     dispatch_ms: summary(dispatch),
-    ack_ms: summary(ackMs, [50, 99]),
-    step_ms: summary(stepMs, [50, 99]),
+    ack_ms: summary(all("ackMs"), [50, 99]),
+    step_ms: summary(all("stepMs"), [50, 99]),
     requests: requests.filter((r) => r.status === 201).length,
     requests_failed: requests.filter((r) => r.status !== 201).length,
     requests_queued_at_intake: requests.filter((r) => r.status === 201 && !r.assignment).length,
     frames_lost: offered.length - dispatch.length,
-    duplicates,
+    duplicates: reports.reduce((sum, r) => sum + r.duplicates, 0),
     command_errors: errors,
     positions_sent_per_s: +(sent / elapsed).toFixed(1),
     probe_cpu_percent: +((100 * (cpu.user + cpu.system)) / 1e6 / elapsed).toFixed(1),
     // how late the position ticks left (a late tick sends its squads' positions in a burst)
-    tick_late_ms: { ...summary(tickLateMs), max: +Math.max(0, ...tickLateMs).toFixed(3) },
+    tick_late_ms: { ...summary(tickLateMs),
+                    max: +tickLateMs.reduce((m, v) => Math.max(m, v), 0).toFixed(3) },
   };
-  for (const squad of squads) squad.ws.terminate();
-  agent.destroy();
+  await Promise.all(workers.map((worker) => worker.terminate()));
   console.log(JSON.stringify(result));
 }
 
-main().catch((error) => { console.error(error); process.exit(1); });
+const run = isMainThread ? main : work;
+run().catch((error) => { console.error(error); process.exit(1); });
