@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,28 @@ from typing import Any
 import httpx
 
 from server.app import create_app
+from server.ledger import Ledger
 from server.settings import load_settings
 
 ASGIMessage = dict[str, Any]
+LEDGER_FILE = "ledger.sqlite3"
+_template: Path | None = None  # this process's empty ledger at the newest revision
+
+
+async def _migrated_template() -> Path:
+    """An empty SQLite ledger migrated to the newest revision, made once per test process.
+
+    Each app's ledger starts as a copy of it: the app still opens it through
+    ``Ledger.open`` (which finds it up to date), without running every migration again for
+    every test (about 100 ms each). The migrations themselves are tested on their own, from
+    an empty database and from older ones (tests/test_ledger_migrations.py)."""
+    global _template
+    if _template is None:
+        path = Path(tempfile.mkdtemp(prefix="ledger-template-")) / LEDGER_FILE
+        ledger = await Ledger.open(f"sqlite+aiosqlite:///{path}")
+        await ledger.close()
+        _template = path
+    return _template
 
 
 class InProcessHub:
@@ -31,11 +52,12 @@ class InProcessHub:
     def __init__(
         self, redis_url: str, tokens_env: str, data_dir: Path, settings: Mapping[str, object]
     ) -> None:
+        self._ledger_file = data_dir / LEDGER_FILE
         env = {
             "REDIS_URL": redis_url,
             "DISPATCH_TOKENS": tokens_env,
             "DISPATCH_DATA_DIR": str(data_dir),
-            "DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'ledger.sqlite3'}",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{self._ledger_file}",
         }
         env |= {f"DISPATCH_{name.upper()}": str(value) for name, value in settings.items()}
         self.settings = load_settings(env)
@@ -53,6 +75,9 @@ class InProcessHub:
         await self.app(scope, receive, send)
 
     async def start(self) -> None:
+        if not self._ledger_file.exists():  # a new app: its ledger starts empty, migrated
+            self._ledger_file.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(await _migrated_template(), self._ledger_file)
         scope = {
             "type": "lifespan",
             "asgi": {"version": "3.0", "spec_version": "2.0"},

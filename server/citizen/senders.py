@@ -25,6 +25,7 @@ from server.citizen.compose import Message
 from server.citizen.delivery import Attempt, Outcome, http_outcome, retry_after_s
 from server.citizen.outbox import CitizenSender, mask_phone
 from server.group_commit import GroupCommit
+from server.outbound import tls_context
 from server.private_files import FILE_MODE, private_dir
 from server.settings import Settings, SettingsError
 
@@ -102,7 +103,9 @@ class WebhookSender:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # No redirects: a gateway moved elsewhere is a configuration to fix, not a place to
         # send phone numbers and the token to.
-        self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers, follow_redirects=False)
+        self._client = httpx.AsyncClient(
+            timeout=timeout_s, headers=headers, follow_redirects=False, verify=tls_context()
+        )
 
     async def send(self, message: Message) -> Attempt:
         try:

@@ -18,6 +18,7 @@ revision, then upgraded from there; its rows are kept.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -61,9 +62,18 @@ def config() -> Config:
 
 def head() -> str:
     """The newest revision: the one this code expects."""
-    revision = ScriptDirectory.from_config(config()).get_current_head()
-    assert revision is not None
-    return revision
+    return _revisions()[1]
+
+
+@functools.cache
+def _revisions() -> tuple[frozenset[str], str]:
+    """Every revision of the migration files, and the newest. Read once per process: alembic
+    reads and compiles the files anew each time it is asked (some 20 ms), and they do not
+    change while the process runs."""
+    scripts = ScriptDirectory.from_config(config())
+    newest = scripts.get_current_head()
+    assert newest is not None
+    return frozenset(script.revision for script in scripts.walk_revisions()), newest
 
 
 async def upgrade(engine: AsyncEngine) -> None:
@@ -101,14 +111,14 @@ def _upgrade(connection: Connection) -> None:
         log.info("ledger made before migrations: recorded as revision %s", BASELINE)
         command.stamp(cfg, BASELINE)
         current = BASELINE
-    known = {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
+    known, newest = _revisions()
     if current is not None and current not in known:
         raise UnknownSchema(
             f"the ledger is at revision {current}, which this release does not know (its "
-            f"newest is {head()}): a newer release migrated it; run that release"
+            f"newest is {newest}): a newer release migrated it; run that release"
         )
-    if current != head():
-        log.info("migrating the ledger from revision %s to %s", current, head())
+    if current != newest:
+        log.info("migrating the ledger from revision %s to %s", current, newest)
         command.upgrade(cfg, "head")
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 from redis.asyncio import Redis
 
+from server.outbound import tls_context
 from server.settings import Settings
 from server.webpush import vapid
 from server.webpush.message import Push, encrypt, payload
@@ -73,7 +74,10 @@ class WebPush:
         """The senders and the reload of other processes' subscriptions, until cancelled."""
         limits = httpx.Limits(max_connections=self._settings.webpush_senders * 2)
         http = httpx.AsyncClient(
-            timeout=self._settings.webpush_timeout_s, limits=limits, follow_redirects=False
+            timeout=self._settings.webpush_timeout_s,
+            limits=limits,
+            follow_redirects=False,
+            verify=tls_context(),
         )
         try:
             senders = [self._sender(http) for _ in range(self._settings.webpush_senders)]

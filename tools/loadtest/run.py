@@ -1388,7 +1388,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "--clients",
         type=int,
         default=0,
-        help="load-generator processes, or the Node probe's threads (default: one per 6,000 squads)",
+        help="load-generator processes, or the Node probe's threads (default: 1 per 6,000 squads)",
     )
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument(
