@@ -7,6 +7,7 @@ fields), then `check_city_file` checks the rules that span records. Both raise
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -38,6 +39,15 @@ def load_city(path: str | Path | None = None) -> City:
 
 def parse_city(data: bytes | str, source: str = "<city config>") -> City:
     """Decode and validate TOML text; `source` only prefixes error messages."""
+    return City(_checked(data, source))
+
+
+@functools.lru_cache(maxsize=8)
+def _checked(data: bytes | str, source: str) -> CityFile:
+    """The decoded, checked file. Kept for the same text (a few configs at most): decoding
+    the TOML takes some 15 ms, and a process that starts several apps (the tests) reads the
+    same file each time. A CityFile is frozen all the way down, so sharing it is safe; each
+    caller still gets its own City."""
     try:
         file = msgspec.toml.decode(data, type=CityFile)
     except msgspec.DecodeError as exc:
@@ -47,7 +57,7 @@ def parse_city(data: bytes | str, source: str = "<city config>") -> City:
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise CityConfigError(f"{source}: invalid city config:\n{listing}", tuple(problems))
-    return City(file)
+    return file
 
 
 def check_city_file(file: CityFile) -> list[str]:
