@@ -120,7 +120,8 @@ class FieldSession:
         self._reader = asyncio.current_task()
         writer = asyncio.create_task(self._writer())
         try:
-            await self._greet()
+            if self._closing is None:  # closed before it ran: send what is queued, and end
+                await self._greet()
             while self._closing is None:
                 frame = await self._receive()
                 try:
