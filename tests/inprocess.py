@@ -11,6 +11,7 @@ processes) stays in the system tier.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import shutil
 import tempfile
@@ -38,7 +39,9 @@ async def _migrated_template() -> Path:
     an empty database and from older ones (tests/test_ledger_migrations.py)."""
     global _template
     if _template is None:
-        path = Path(tempfile.mkdtemp(prefix="ledger-template-")) / LEDGER_FILE
+        folder = tempfile.mkdtemp(prefix="ledger-template-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        path = Path(folder) / LEDGER_FILE
         ledger = await Ledger.open(f"sqlite+aiosqlite:///{path}")
         await ledger.close()
         _template = path
