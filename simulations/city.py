@@ -145,7 +145,8 @@ class Simulation:
         self.run_info = SimRun(
             config.speed, config.rate_per_hour, config.seed, start_hour, squads=len(self.seats)
         )
-        self._posts: set[asyncio.Task[None]] = set()
+        self._posts: set[asyncio.Task[None]] = set()  # calls under way
+        self._later: set[asyncio.Task[None]] = set()  # calls planned for later
         setup = AgentSetup(
             ws_url=api.ws_url,
             clock=self.clock,
@@ -178,9 +179,12 @@ class Simulation:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.duration_s)
         finally:
-            for task in tasks:
+            # Calls due later (a repeat caller minutes from now) are not made; calls under way
+            # are waited for, so that every request made is in the run's record.
+            for task in (*tasks, *self._later):
                 task.cancel()
-            await asyncio.gather(*tasks, *self._posts, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._later, return_exceptions=True)
+            await asyncio.gather(*self._posts, return_exceptions=True)
             self.run_info.ended_at = time.time()
             await asyncio.gather(*(agent.stop() for agent in self.agents), return_exceptions=True)
             self._finish_progress()
@@ -212,15 +216,16 @@ class Simulation:
                 self._post_later(repeat_of(planned, self.rng), self.rng.uniform(120, 900))
 
     def _post_later(self, planned: PlannedRequest, after_sim_s: float) -> None:
-        """Another caller reports the same problem a little later."""
+        """Another caller reports the same problem a little later. Until then the call is
+        only planned: a stop cancels it (at 20× a repeat can be 45 real seconds away)."""
 
         async def later() -> None:
             await self.clock.sleep(after_sim_s)
-            await self._call_in(planned, self.clock.now())
+            self._post(planned)
 
         task = asyncio.create_task(later())
-        self._posts.add(task)
-        task.add_done_callback(self._posts.discard)
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     def _post(self, planned: PlannedRequest) -> None:
         # Each call in its own task: a slow answer must not delay the next call.
