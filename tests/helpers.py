@@ -25,6 +25,15 @@ def auth(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
+async def ends_by_itself(task: asyncio.Task[Any], timeout_s: float = 2.0) -> None:
+    """``task`` ends on its own within ``timeout_s`` (its result, or its exception, raised).
+    Not ``wait_for``: a field session closed by the hub swallows the cancellation of a
+    timeout, so ``wait_for`` would return all the same once the time is up."""
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    assert done, f"{task.get_name()} did not end by itself in {timeout_s} s"
+    task.result()
+
+
 async def eventually(
     check: Callable[[], Awaitable[T]], timeout_s: float = 10.0, interval_s: float = 0.02
 ) -> T:

@@ -13,6 +13,7 @@ from dispatch_field.codes import CloseCode
 from server.field.session import FieldSession
 from server.metrics import Metrics
 from server.settings import load_settings
+from tests.helpers import ends_by_itself
 
 
 class FakeSocket:
@@ -49,14 +50,6 @@ class Hub:
         self.left.append(session)
 
 
-async def _ends_by_itself(run: asyncio.Task[None]) -> None:
-    """The session's task ends on its own within 2 s. (Not ``wait_for``: a session closed by
-    the hub swallows the cancellation of a timeout, so wait_for would return all the same.)"""
-    done, _ = await asyncio.wait({run}, timeout=2)
-    assert done, "the session did not end by itself"
-    run.result()
-
-
 def _session(socket: FakeSocket, hub: Hub) -> FieldSession:
     settings = load_settings(env={}, send_queue_frames=16, close_timeout_s=0.2, hello_timeout_s=60)
     context = SimpleNamespace(
@@ -76,11 +69,11 @@ async def test_stalled_phone_is_cut_off_without_blocking_the_pusher_or_others():
         fast.push(frame)
         await asyncio.sleep(0)
     assert slow.close_code == CloseCode.SLOW_CONSUMER
-    await _ends_by_itself(runs[0])  # the stalled session
+    await ends_by_itself(runs[0])  # the stalled session
     assert hub.left == [slow]
     assert fast.close_code is None and len(fast_socket.sent) == 200  # unaffected
     fast.close(CloseCode.SERVER_RESTART, "bye")
-    await _ends_by_itself(runs[1])
+    await ends_by_itself(runs[1])
     assert fast_socket.closed_with == CloseCode.SERVER_RESTART
 
 
@@ -91,6 +84,6 @@ async def test_frames_queued_before_a_close_go_out_before_the_close_frame():
     run = asyncio.create_task(session.run())
     session.push(protocol.Error(code="auth_failed", message="no"))
     session.close(CloseCode.AUTH_FAILED, "no")  # before the session's task has even started
-    await _ends_by_itself(run)
+    await ends_by_itself(run)
     assert [protocol.decode_hub(d).code for d in socket.sent] == ["auth_failed"]  # type: ignore[union-attr]
     assert socket.closed_with == CloseCode.AUTH_FAILED
