@@ -93,6 +93,7 @@ async def test_a_pipeline_hands_its_connection_back_without_a_task(
     time); the hub's pipelines give a clean connection back at once, and one that must be
     dropped still goes the long way."""
     client, _ = open_redis(redis_url, Settings(redis_connections=2))
+    client.mux = None  # the pool's own path (the multiplexed one: tests/test_redis_mux.py)
     shielded: list[object] = []
     shield = asyncio.shield
 
@@ -130,6 +131,7 @@ async def test_a_pipeline_hands_its_connection_back_without_a_task(
 
 async def test_a_burst_waits_in_line_within_the_bound(redis_url: str) -> None:
     client, _ = open_redis(redis_url, Settings(redis_connections=4))
+    client.mux = None  # the pool's own path (the multiplexed one: tests/test_redis_mux.py)
     watcher = redis_sync.Redis.from_url(redis_url)
     try:
         await client.set("n", 0)  # one connection made
@@ -173,12 +175,15 @@ async def test_a_wait_gives_up_after_its_limit_and_loses_no_connection(redis_url
         await client.aclose()
 
 
-async def test_connections_cut_by_redis_are_made_again(redis_url: str) -> None:
+@pytest.mark.parametrize("multiplexed", [True, False], ids=["multiplexed", "pool"])
+async def test_connections_cut_by_redis_are_made_again(redis_url: str, multiplexed: bool) -> None:
     """A restart closes every connection; the next commands reconnect, none fails."""
     client, _ = open_redis(redis_url, Settings(redis_connections=4))
+    if not multiplexed:
+        client.mux = None
     watcher = redis_sync.Redis.from_url(redis_url)
     try:
-        await asyncio.gather(*(client.incr("n") for _ in range(20)))  # four connections open
+        await asyncio.gather(*(client.incr("n") for _ in range(20)))  # connections open
         killed = watcher.execute_command("CLIENT KILL", "SKIPME", "yes", "TYPE", "normal")
         assert killed >= 1
         await asyncio.sleep(0.05)  # the closed sockets reach the event loop

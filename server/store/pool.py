@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hiredis
@@ -40,8 +41,10 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from server.settings import Settings
+from server.store.mux import MAX_PIPELINE, MULTIPLEXED, Multiplexed, parsed, words
 from server.store.round_trips import RoundTrips, count_round_trips
 
 WAIT_S = 10.0  # longest a command waits for a free connection before it fails
@@ -50,8 +53,9 @@ RETRY = (ExponentialBackoff(cap=0.8, base=0.05), 5)  # ~1.5 s of reconnects per 
 
 def open_redis(url: str, settings: Settings) -> tuple[Redis, RoundTrips]:
     """The process's Redis client on ``url`` (a :class:`BoundedPool` of
-    ``settings.redis_connections``, commands packed by hiredis) and the counter of its round
-    trips. The caller closes the client (``aclose``), which closes the pool."""
+    ``settings.redis_connections``, commands packed by hiredis, the hot commands on one
+    multiplexed connection: :mod:`server.store.mux`) and the counter of its round trips. The
+    caller closes the client (``aclose``), which closes the pool."""
     pool = BoundedPool.from_url(
         url,
         max_connections=settings.redis_connections,
@@ -61,14 +65,49 @@ def open_redis(url: str, settings: Settings) -> tuple[Redis, RoundTrips]:
     )
     pool.connection_class = lean_connection(pool.connection_class)
     round_trips = count_round_trips(pool)
-    return LeanRedis.from_pool(pool), round_trips
+    client: LeanRedis = LeanRedis.from_pool(pool)  # type: ignore[assignment]
+    client.mux = Multiplexed.for_client(client, round_trips, RETRY)
+    return client, round_trips
 
 
 class LeanPipeline(Pipeline):
-    """redis-py's pipeline, but a clean connection goes back to the :class:`BoundedPool` at
-    once when the pipeline is done: redis-py shields the release from cancellation, which
-    makes a task of it (a task, a context and a loop turn per pipeline), although the pool's
-    release only ever awaits when the connection must be dropped."""
+    """redis-py's pipeline, but one without a transaction, of the commands the multiplexed
+    connection takes, goes through it (:mod:`server.store.mux`); and a clean connection goes
+    back to the :class:`BoundedPool` at once when the pipeline is done: redis-py shields the
+    release from cancellation, which makes a task of it (a task, a context and a loop turn
+    per pipeline), although the pool's release only ever awaits when the connection must be
+    dropped."""
+
+    mux: Multiplexed | None = None
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack = self.command_stack
+        mux = self.mux
+        if (
+            mux is None
+            or not stack
+            or len(stack) > MAX_PIPELINE
+            or self.is_transaction
+            or self.explicit_transaction
+            or self.watching
+            or self.scripts
+            or not all(_multiplexed(args, options) for args, options in stack)
+        ):
+            return await super().execute(raise_on_error)
+        try:
+            replies = await mux.execute([args for args, _ in stack])
+        except TypeError:  # an argument hiredis does not pack: redis-py packs or refuses it
+            return await super().execute(raise_on_error)
+        finally:
+            if self.command_stack is stack:  # not handed on to redis-py's own execute
+                await self.reset()
+        response = [
+            parsed(self, args[0], reply, dict(options))
+            for (args, options), reply in zip(stack, replies, strict=True)
+        ]
+        if raise_on_error:
+            self.raise_first_error(stack, response)
+        return response
 
     async def reset(self) -> None:  # type: ignore[override]  # redis-py's stubs: RESET
         connection, pool = self.connection, self.connection_pool
@@ -83,10 +122,40 @@ class LeanPipeline(Pipeline):
 
 
 class LeanRedis(Redis):
-    """The hub's client: its pipelines are :class:`LeanPipeline`."""
+    """The hub's client: the commands in :data:`~server.store.mux.MULTIPLEXED` go through
+    one shared connection (``mux``: None where it does not apply, see
+    :meth:`Multiplexed.for_client`), the rest through the pool; its pipelines are
+    :class:`LeanPipeline`."""
+
+    mux: Multiplexed | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        mux = self.mux
+        if mux is None or not _multiplexed(args, options):
+            return await super().execute_command(*args, **options)
+        try:
+            (reply,) = await mux.execute((args,))
+        except TypeError:  # an argument hiredis does not pack: redis-py packs or refuses it
+            return await super().execute_command(*args, **options)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return parsed(self, args[0], reply, options)
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
-        return LeanPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe = LeanPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.mux = self.mux
+        return pipe
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.mux is not None:
+            await self.mux.aclose()
+        await super().aclose(close_connection_pool)
+
+
+def _multiplexed(args: Sequence[Any], options: Mapping[str, Any]) -> bool:
+    """Whether a command goes through the multiplexed connection: one of its commands, with
+    no option that changes how its reply is read (``NEVER_DECODE``, ``EMPTY_RESPONSE``)."""
+    return args[0] in MULTIPLEXED and (not options or options.keys() <= {"keys"})
 
 
 class BoundedPool(ConnectionPool):
@@ -200,30 +269,15 @@ def lean_connection(base: Any) -> Any:
 
         def pack_command(self, *args: Any) -> list[bytes]:
             try:
-                return [hiredis.pack_command(_split_name(args))]
+                return [hiredis.pack_command(words(args))]
             except TypeError:
                 return super().pack_command(*args)  # type: ignore[no-any-return]
 
         def pack_commands(self, commands: Any) -> list[bytes]:
             try:
-                return [b"".join([hiredis.pack_command(_split_name(cmd)) for cmd in commands])]
+                return [b"".join([hiredis.pack_command(words(cmd)) for cmd in commands])]
             except TypeError:
                 return super().pack_commands(commands)  # type: ignore[no-any-return]
 
     Lean.__name__ = f"Lean{base.__name__}"
     return Lean
-
-
-_NAMES: dict[Any, tuple[bytes, ...]] = {}  # 'SCRIPT LOAD' -> (b'SCRIPT', b'LOAD'), ...
-
-
-def _split_name(args: Any) -> tuple[Any, ...]:
-    """The command's name in its words (redis-py passes 'SCRIPT LOAD' as one argument), as
-    redis-py's own packer does."""
-    name = args[0]
-    words = _NAMES.get(name)
-    if words is None:
-        words = tuple((name.encode() if isinstance(name, str) else name).split())
-        if len(_NAMES) < 1024:  # command names only; a bound against anything odd
-            _NAMES[name] = words
-    return (*words, *args[1:])
