@@ -27,6 +27,7 @@ from tools.loadtest import ws
 from tools.loadtest.http_client import HttpError, HttpPool, parse_head, request_bytes
 from tools.loadtest.plan import plan_requests, plan_squads, unit_counts
 from tools.loadtest.profiles import parse
+from tools.loadtest.run import parse_args
 from tools.loadtest.squad import SquadAgent, Tally
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,8 @@ def report(
             str(DURATION),
             "--hubs",
             str(request.param),
+            "--baseline",
+            "1",
             "--out",
             str(out),
         ],
@@ -118,6 +121,13 @@ def test_report_is_correct(report: dict[str, Any]) -> None:
     # Positions: ingested at about the rate sent (one per squad per second), read back fresh.
     assert report["positions_per_s"] > 0.5 * SQUADS
     assert report["positions_api_fresh"] == 1.0
+    # --baseline: the hubs' CPU without requests, and what each lifecycle added to it.
+    idle, busy = report["hub_idle_cpu_percent"], report["hub_cpu_percent"]
+    assert len(idle) == report["hubs"] and all(v >= 0 for v in idle)
+    lifecycle = report["hub_cpu_ms_per_lifecycle"]
+    assert lifecycle > 0
+    expected = (sum(busy) - sum(idle)) / 100 * DURATION / report["requests"] * 1000
+    assert lifecycle == pytest.approx(expected, rel=0.2)  # the window is a little longer
 
 
 def _run_loadtest(
@@ -494,6 +504,24 @@ def test_storm_summary_puts_every_process_on_the_first_drop() -> None:
 def test_versus_floor_divides_the_hub_by_the_floor() -> None:
     ratios = st.versus_floor({"p50": 3.0, "p99": 9.0}, {"p50": 1.5, "p99": 0.0})
     assert ratios["dispatch_p50_ratio"] == 2.0 and ratios["dispatch_p99_ratio"] is None
+    assert ratios["lifecycle_cpu_ratio"] is None  # no --baseline
+    ratios = st.versus_floor({}, {}, hub_lifecycle_ms=4.5, floor_lifecycle_ms=1.5)
+    assert ratios["lifecycle_cpu_ratio"] == 3.0
+
+
+def test_cpu_per_lifecycle_is_the_cpu_the_requests_added_shared_among_them() -> None:
+    # 30 % of a core with requests, 10 % before them, over 20 s: 4 s of CPU for 600.
+    assert st.cpu_ms_per_lifecycle(30.0, 10.0, 600, 20.0) == pytest.approx(6.667)
+    assert st.cpu_ms_per_lifecycle(30.0, 10.0, 300, 20.0) == pytest.approx(13.333)
+    assert st.cpu_ms_per_lifecycle(9.0, 10.0, 600, 20.0) == 0.0  # noise below the baseline
+    assert st.cpu_ms_per_lifecycle(30.0, 10.0, 0, 20.0) is None
+
+
+def test_baseline_refuses_runs_whose_requests_do_not_end_on_the_same_hubs() -> None:
+    assert parse_args(["--baseline", "5", "--floor"]).baseline == 5.0
+    for extra in (["--storm"], ["--client", "node"], ["--rolling-restart", "--hubs", "2"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--baseline", "5", *extra])
 
 
 def test_a_holding_squad_answers_nothing_and_counts_the_replay() -> None:

@@ -276,7 +276,9 @@ async def client_benches(url: str, seconds: float, redis_pid: int) -> list[Resul
     """One Redis round trip (HGET, ten in flight) through redis-py's asyncio client: the fixed
     cost every command of the hub pays, with redis-py's plain pool, its blocking pool that
     checks connection health (the hub's before issue 9: a condition and an asyncio timeout
-    per command), and the hub's own client (``server.store.pool.open_redis``)."""
+    per command), and the hub's own client (``server.store.pool.open_redis``), through its
+    pool alone and as the hub runs it, the command on the one multiplexed connection
+    (:mod:`server.store.mux`)."""
     clients = {
         "ConnectionPool": Redis(connection_pool=ConnectionPool.from_url(url, max_connections=64)),
         "BlockingConnectionPool + checks": Redis(
@@ -284,7 +286,8 @@ async def client_benches(url: str, seconds: float, redis_pid: int) -> list[Resul
                 url, max_connections=64, timeout=10, health_check_interval=30
             )
         ),
-        "open_redis (the hub's)": open_redis(url, Settings(redis_connections=64))[0],
+        "open_redis, pool only": _pool_only(open_redis(url, Settings(redis_connections=64))[0]),
+        "open_redis (the hub's: multiplexed)": open_redis(url, Settings(redis_connections=64))[0],
     }
     results = []
     for name, client in clients.items():
@@ -300,6 +303,12 @@ async def client_benches(url: str, seconds: float, redis_pid: int) -> list[Resul
         )
         await client.aclose()
     return results
+
+
+def _pool_only(client: Redis) -> Redis:
+    """The hub's client without its multiplexed connection: every command through the pool."""
+    client.mux = None  # type: ignore[attr-defined]
+    return client
 
 
 async def position_path_benches(

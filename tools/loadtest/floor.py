@@ -6,8 +6,9 @@ A Starlette app on uvicorn (uvloop, websockets-sansio, ping timers and GC thresh
 hub has them) and redis-py with hiredis, that does only:
 
 * ``/ws/field``: ``hello`` -> ``welcome``; ``pos`` -> GEOADD, buffered and flushed every 10 ms
-  in one pipeline; ``accept`` ... ``resolve`` -> ``ok`` (``resolve`` frees the squad's
-  capacity); ``ack`` and ``duty``: nothing.
+  in one pipeline; ``accept`` ... ``resolve`` -> one Redis round trip that records the step
+  (an HSET; ``resolve``: a script that also frees the squad's capacity), then ``ok``: a
+  request's lifecycle makes 6 round trips (the hub: 7); ``ack`` and ``duty``: nothing.
 * ``POST /api/v1/requests``: district and unit from the city file, GEOSEARCH of the unit's
   nearest squads, one Lua call claiming the first with free capacity, the offer frame written
   to that squad's socket, ``201 {id, squad, assignment}``.
@@ -57,6 +58,10 @@ for i, squad in ipairs(ARGV) do
 end
 return false
 """
+RESOLVE = """
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HDEL', KEYS[2], ARGV[2])
+"""
 SEARCH_KM = 60
 CANDIDATES = 8
 FLUSH_S = 0.010
@@ -80,6 +85,7 @@ class Floor:
         self.sockets: dict[str, WebSocket] = {}
         self.fixes: list[tuple[str, float, float, str]] = []
         self.claim = redis.register_script(CLAIM)
+        self.resolve = redis.register_script(RESOLVE)
         self.ids = itertools.count(1)
         self.decode_request = msgspec.json.Decoder(NewRequest).decode
 
@@ -115,9 +121,16 @@ class Floor:
                 if isinstance(frame, protocol.Pos):
                     self.fixes.append((unit, frame.lon, frame.lat, squad))
                 elif isinstance(frame, protocol.Resolve):
-                    await self.redis.hincrby(f"{PREFIX}free:{unit}", squad, 1)
+                    await self.resolve(  # the job ended and the squad freed: one round trip
+                        keys=[f"{PREFIX}free:{unit}", f"{PREFIX}step:{unit}"],
+                        args=[squad, frame.assignment],
+                    )
                     await ws.send_bytes(protocol.encode(protocol.Ok(id=frame.id)))
                 elif isinstance(frame, protocol.Accept | protocol.Enroute | protocol.Arrive):
+                    # the step recorded: one write, as any hub keeping state in Redis makes
+                    await self.redis.hset(
+                        f"{PREFIX}step:{unit}", frame.assignment, frame.__struct_config__.tag
+                    )
                     await ws.send_bytes(protocol.encode(protocol.Ok(id=frame.id)))
         except WebSocketDisconnect:
             pass

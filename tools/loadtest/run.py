@@ -109,6 +109,7 @@ class Config:
     storm: bool = False  # squads hold their offers, then all reconnect at once
     storm_concurrency: int = 1000  # handshakes in flight at once per client process
     floor: bool = False  # then the same workload against the bare dispatch
+    baseline: float = 0.0  # seconds of CPU measured before the requests (per lifecycle figure)
     client: str = "python"  # or "node": the independent probe (tools/probe/probe.mjs)
     arrivals: str = "poisson"  # when requests are due: "poisson" (at random) or "even"
     rolling_restart: bool = False  # restart each hub in turn during the measure phase
@@ -565,6 +566,7 @@ class Observed:
     timings: dict[str, float] = field(default_factory=dict)
     ledger: dict[str, Any] = field(default_factory=dict)  # the writer: rate, lag (ledger_lag)
     storm_cpu: dict[str, Any] = field(default_factory=dict)  # the storm's CPU, by process
+    hub_idle_cpu: list[float] | None = None  # --baseline: the hubs before the requests
 
 
 async def run(config: Config) -> dict[str, Any]:
@@ -643,7 +645,12 @@ async def run(config: Config) -> dict[str, Any]:
         if config.floor:
             floor = await run_floor(config, redis_server, squad_plans, request_plans, tmp)
             report["floor"] = floor
-            report["vs_floor"] = st.versus_floor(report["dispatch_ms"], floor["dispatch_ms"])
+            report["vs_floor"] = st.versus_floor(
+                report["dispatch_ms"],
+                floor["dispatch_ms"],
+                report.get("hub_cpu_ms_per_lifecycle"),
+                floor["cpu_ms_per_lifecycle"],
+            )
             log(f"hub / bare dispatch, intake -> offer: {report['vs_floor']}")
         return report
 
@@ -776,6 +783,7 @@ async def _measure(
     await asyncio.sleep(config.warmup or config.pos_interval + 1.0)
 
     hub_pids = [h.process.pid for h in hubs]
+    hub_idle_cpu = await idle_cpu(hub_pids, config.baseline) if config.baseline else None
     redis_pids = server_pids(redis_server)
     pids = [*hub_pids, *redis_pids, *clients.pids, os.getpid()]
     window = min(1.0, config.pos_interval / 2)
@@ -845,6 +853,7 @@ async def _measure(
         other_cpu=round(max(0.0, machine - sum(cpu)), 1),
         measure_start=before.at,
         pids=pids,
+        hub_idle_cpu=hub_idle_cpu,
         api_fresh=await api_freshness(api, clients.specs, config.pos_interval),
         written=(
             None
@@ -1124,6 +1133,9 @@ def build_report(
             ),
             "positions_api_fresh": observed.api_fresh,
             "hub_cpu_us_per_position": _cpu_per_position(observed),
+            # --baseline: the hubs' CPU before the requests, and per request lifecycle
+            "hub_idle_cpu_percent": observed.hub_idle_cpu,
+            "hub_cpu_ms_per_lifecycle": _cpu_per_lifecycle(observed, accepted),
             "hub_sessions": sessions,
             "requests_sent": len(observed.intakes),
             "requests_failed": len(observed.intakes) - accepted,
@@ -1183,6 +1195,24 @@ def _positions_per_s(observed: Observed) -> float:
     if observed.written is not None:
         return st.rate(0, observed.written, observed.measure_s)
     return st.ingest_rate(observed.ingest_samples, observed.ingest_window_s)
+
+
+def _cpu_per_lifecycle(observed: Observed, lifecycles: int) -> float | None:
+    """The hubs' CPU per request lifecycle (all hubs together), with ``--baseline``."""
+    if observed.hub_idle_cpu is None:
+        return None
+    return st.cpu_ms_per_lifecycle(
+        sum(observed.hub_cpu), sum(observed.hub_idle_cpu), lifecycles, observed.measure_s
+    )
+
+
+async def idle_cpu(pids: Sequence[int], seconds: float) -> list[float]:
+    """Each process's CPU (% of a core) over the next ``seconds``: the connections and the
+    positions without requests, the baseline of the per-lifecycle figure."""
+    log(f"baseline: {seconds}s of CPU without requests")
+    before = cpu_mark(pids)
+    await asyncio.sleep(seconds)
+    return cpu_between(before, cpu_mark(pids), pids)
 
 
 def _cpu_per_position(observed: Observed) -> float | None:
@@ -1323,6 +1353,7 @@ async def _measure_floor(
             )
             clients.go.set()
             await asyncio.sleep(config.warmup or config.pos_interval + 1.0)
+            idle = (await idle_cpu([pid], config.baseline))[0] if config.baseline else None
             pos_before, before = clients.total(lc.POS_SENT), cpu_mark([pid])
             intakes = await drive_requests(api, request_plans) if request_plans else []
             await asyncio.sleep(max(0.0, before.at + config.duration - time.monotonic()))
@@ -1359,6 +1390,10 @@ async def _measure_floor(
         "requests_failed": len(intakes) - accepted,
         "frames_lost": len(st.missing_offers(expected, offers)),
         "cpu_percent": cpu,
+        "idle_cpu_percent": idle,
+        "cpu_ms_per_lifecycle": (
+            None if idle is None else st.cpu_ms_per_lifecycle(cpu, idle, accepted, wall)
+        ),
         "positions_sent_per_s": round(positions, 1),
         # the whole cost with --rate 0, an upper bound otherwise (as the hub's figure)
         "cpu_us_per_position": round(cpu / 100 / positions * 1e6, 1) if positions else None,
@@ -1399,6 +1434,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=0.0)
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="measure the hubs' CPU for S seconds before the requests (same connections and "
+        "positions) and report the CPU per request lifecycle (hub_cpu_ms_per_lifecycle; with "
+        "--floor the bare dispatch's too, and the ratio)",
+    )
     parser.add_argument("--drain", type=float, default=10.0)
     parser.add_argument("--workdir", help="keep Redis data and hub logs in this directory")
     parser.add_argument(
@@ -1466,6 +1510,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--ignore-share is a share: 0 <= it < 1")
     if args.cluster and args.floor:
         parser.error("--floor runs on one Redis: not with --cluster")
+    if args.baseline < 0 or (
+        args.baseline and (args.storm or args.rolling_restart or args.client != "python")
+    ):
+        parser.error(
+            "--baseline needs S >= 0, and squads walking each request to its end on the same "
+            "hubs: not with --storm, --rolling-restart or --client node"
+        )
     settings = dict(s.split("=", 1) for s in args.hub_setting)
     return Config(
         squads=args.squads,
@@ -1478,6 +1529,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         profile=args.profile,
         seed=args.seed,
         warmup=args.warmup,
+        baseline=args.baseline,
         drain=args.drain,
         workdir=args.workdir,
         samples=args.samples,

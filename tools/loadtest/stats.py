@@ -148,16 +148,34 @@ def storm_summary(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def versus_floor(hub: dict[str, float | None], floor: dict[str, float | None]) -> dict[str, Any]:
-    """The hub's intake -> offer percentiles over the bare dispatch's, measured the same way."""
+def cpu_ms_per_lifecycle(
+    busy_percent: float, idle_percent: float, lifecycles: int, wall_s: float
+) -> float | None:
+    """A server's CPU per request lifecycle (intake to resolution), in ms: its CPU while the
+    requests ran (``busy_percent`` of a core over ``wall_s``) less its CPU over a window
+    just before, with the same connections and positions but no requests
+    (``idle_percent``), shared among the ``lifecycles`` of the window. None without any."""
+    if lifecycles <= 0 or wall_s <= 0:
+        return None
+    return round(max(0.0, busy_percent - idle_percent) / 100 * wall_s / lifecycles * 1000, 3)
 
-    def ratio(q: str) -> float | None:
-        h, f = hub.get(q), floor.get(q)
+
+def versus_floor(
+    hub: dict[str, float | None],
+    floor: dict[str, float | None],
+    hub_lifecycle_ms: float | None = None,
+    floor_lifecycle_ms: float | None = None,
+) -> dict[str, Any]:
+    """The hub's intake -> offer percentiles over the bare dispatch's, measured the same way,
+    and (with ``--baseline``) its CPU per request lifecycle over the bare dispatch's."""
+
+    def ratio(h: float | None, f: float | None) -> float | None:
         return round(h / f, 2) if h is not None and f else None
 
     return {
-        "dispatch_p50_ratio": ratio("p50"),
-        "dispatch_p99_ratio": ratio("p99"),
+        "dispatch_p50_ratio": ratio(hub.get("p50"), floor.get("p50")),
+        "dispatch_p99_ratio": ratio(hub.get("p99"), floor.get("p99")),
+        "lifecycle_cpu_ratio": ratio(hub_lifecycle_ms, floor_lifecycle_ms),
         "hub_dispatch_ms": {q: hub.get(q) for q in ("p50", "p99")},
         "floor_dispatch_ms": {q: floor.get(q) for q in ("p50", "p99")},
     }
