@@ -507,7 +507,7 @@ class SquadActions:
         try:
             return self._citizen.step(
                 unit,
-                record.as_fields(),
+                record.field_view(),
                 event,
                 command_discriminator(squad, command.id),
                 note=getattr(command, "note", "") or getattr(command, "reason", ""),

@@ -406,6 +406,22 @@ def test_a_record_with_text_fields_is_the_record_read_back() -> None:
     assert expected.squad == "" and expected.state is State.DEFERRED and expected.v == 3
 
 
+def test_the_field_view_reads_as_the_fields_in_text() -> None:
+    """``field_view`` (what a step's message reads) gives what ``as_fields`` gives, field by
+    field, without converting the rest: an unset field is absent, a number is in text."""
+    record = RequestRecord.from_hash(
+        {"id": RID, "state": "offered", "v": "2", "lat": "34.75", "lon": "113.62", "lang": "en"}
+    )
+    view, fields = record.field_view(), record.as_fields()
+    assert dict(view) == fields and len(view) == len(fields)
+    assert view["lat"] == "34.75" and view["v"] == "2" and view["lang"] == "en"
+    assert view.get("promised_by") is None and "promised_by" not in fields
+    assert view["caller_phone"] == fields["caller_phone"] == ""  # a text field is never unset
+    assert view.get("not_a_field", "-") == "-"
+    with pytest.raises(KeyError):
+        view["promised_by"]
+
+
 # ---- the scripts built from lib/ pieces, called directly ----------------------------------------
 
 

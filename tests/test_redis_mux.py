@@ -18,6 +18,7 @@ from server.settings import Settings
 from server.store.embedded import EmbeddedRedis
 from server.store.mux import MULTIPLEXED, Multiplexed
 from server.store.pool import LeanRedis, open_redis
+from server.store.scripts import HubScript
 from tests.conftest import skip_on_cluster
 
 
@@ -148,6 +149,28 @@ async def test_a_script_redis_lost_is_loaded_again(redis_url: str) -> None:
         await client.aclose()
 
 
+async def test_the_hubs_script_object_loads_a_lost_script_and_counts_one_round_trip(
+    redis_url: str,
+) -> None:
+    """``HubScript`` (every script of the hub): one round trip a call on the multiplexed
+    connection; after Redis lost its scripts, loaded again and called once more; queued on
+    a pipeline, redis-py's own path."""
+    client, round_trips = open_redis(redis_url, Settings())
+    try:
+        script = HubScript(client, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        await client.script_load(script.script)
+        before = round_trips.count
+        assert await script(keys=["k"], args=[2]) == 2
+        assert round_trips.count - before == 1
+        await client.script_flush()
+        assert await script(keys=["k"], args=[3]) == 5  # NOSCRIPT, load, call again
+        pipe = client.pipeline(transaction=False)
+        await script(keys=["k"], args=[1], client=pipe)
+        assert await pipe.execute() == [6]
+    finally:
+        await client.aclose()
+
+
 async def test_what_hiredis_cannot_pack_goes_to_redis_py(redis_url: str) -> None:
     client = _client(redis_url)
     try:
@@ -187,6 +210,7 @@ async def test_a_cut_connection_is_made_again_and_the_commands_on_it_sent_again(
     other processes on a shared one."""
     client = _client(embedded_redis.url)
     watcher = redis_sync.Redis.from_url(embedded_redis.url)
+    watcher.delete("n", "slow")  # the embedded Redis is shared by the tests of this process
     try:
         script = client.register_script(
             "redis.call('INCR', KEYS[1]) local t = redis.call('TIME') "

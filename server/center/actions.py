@@ -394,7 +394,7 @@ class CenterActions:
             return
         try:
             message = self._citizen.step(
-                unit, record.as_fields(), event, f"v{version}", note=note, reason=reason
+                unit, record.field_view(), event, f"v{version}", note=note, reason=reason
             )
         except (OverflowError, OSError, ValueError):
             log.exception("the message of %s on %s could not be composed", event, record.id)

@@ -20,15 +20,16 @@ if TYPE_CHECKING:
 class FieldSocket:
     """The ASGI app of ``/ws/field`` (an app, not a Starlette endpoint function, so that the
     session's reader takes each frame from the server's own ``receive``: Starlette's
-    ``WebSocket.receive`` would add a coroutine and a state check to every position fix).
-    The handshake, sends and the close still go through Starlette's ``WebSocket``."""
+    ``WebSocket.receive`` would add a coroutine and a state check to every position fix;
+    frames out likewise go to the server's own ``send``). The handshake and the close still
+    go through Starlette's ``WebSocket``."""
 
     def __init__(self) -> None:
         self._context: tuple[object, FieldContext] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ws = WebSocket(scope, receive, send)
-        await field_socket(ws, receive, self._context_of(ws.app.state.components))
+        await field_socket(ws, receive, send, self._context_of(ws.app.state.components))
 
     def _context_of(self, components: Components) -> FieldContext:
         """The sessions' context, made once per process's components (not per phone)."""
@@ -38,7 +39,7 @@ class FieldSocket:
         return cached[1]
 
 
-async def field_socket(ws: WebSocket, receive: Receive, context: FieldContext) -> None:
+async def field_socket(ws: WebSocket, receive: Receive, send: Send, context: FieldContext) -> None:
     offered = ws.scope.get("subprotocols") or []
     chosen = next((p for p in offered if p in protocol.SUBPROTOCOLS), None)
     await ws.accept(subprotocol=chosen)
@@ -48,5 +49,5 @@ async def field_socket(ws: WebSocket, receive: Receive, context: FieldContext) -
             f"use one of the subprotocols {', '.join(protocol.SUBPROTOCOLS)}",
         )
         return
-    transport = WebSocketTransport(ws, receive, chosen == protocol.SUBPROTOCOL_JSON)
+    transport = WebSocketTransport(ws, receive, send, chosen == protocol.SUBPROTOCOL_JSON)
     await FieldSession(transport, context).run()

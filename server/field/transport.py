@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 from typing import Protocol
 
-from starlette.types import Receive
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.types import Receive, Send
+from starlette.websockets import WebSocket, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
 from dispatch_field import protocol
@@ -38,16 +38,18 @@ class Transport(Protocol):
 
 
 class WebSocketTransport:
-    """A Starlette WebSocket, accepted. Frames are read from ``receive``, the ASGI server's
-    own (the one ``ws`` wraps): once the socket is accepted the server sends only
-    ``websocket.receive`` and ``websocket.disconnect``, so Starlette's per-message state
-    check has nothing to add on the hot path. ``json_mode``: the phone chose the JSON
-    subprotocol, so every frame goes out as JSON text (the hub encodes MessagePack once, for
-    every phone)."""
+    """A Starlette WebSocket, accepted. Frames are read from ``receive`` and written with
+    ``send``, the ASGI server's own (the ones ``ws`` wraps): once the socket is accepted the
+    server sends only ``websocket.receive`` and ``websocket.disconnect``, and a frame out is
+    always a ``websocket.send``, so Starlette's per-message state checks have nothing to add
+    on the hot path. The close goes through ``ws``, which knows whether one was sent.
+    ``json_mode``: the phone chose the JSON subprotocol, so every frame goes out as JSON text
+    (the hub encodes MessagePack once, for every phone)."""
 
-    def __init__(self, ws: WebSocket, receive: Receive, json_mode: bool) -> None:
+    def __init__(self, ws: WebSocket, receive: Receive, send: Send, json_mode: bool) -> None:
         self._ws = ws
         self._receive = receive
+        self._send = send
         self._json = json_mode
         self.address = ws.client.host if ws.client else ""
 
@@ -61,12 +63,16 @@ class WebSocketTransport:
         return message.get("text") or ""
 
     async def send(self, frame: bytes) -> None:
+        if self._ws.application_state is not WebSocketState.CONNECTED:
+            raise Disconnected  # closed by the hub: nothing goes out after the close frame
+        message = (
+            {"type": "websocket.send", "text": protocol.msgpack_to_json(frame)}
+            if self._json
+            else {"type": "websocket.send", "bytes": frame}
+        )
         try:
-            if self._json:
-                await self._ws.send_text(protocol.msgpack_to_json(frame))
-            else:
-                await self._ws.send_bytes(frame)
-        except (WebSocketDisconnect, ClientDisconnected):
+            await self._send(message)
+        except (ClientDisconnected, OSError):  # OSError: as Starlette's WebSocket.send
             raise Disconnected from None
 
     async def close(self, code: int, reason: str) -> None:

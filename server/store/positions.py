@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from server.guard import Burst
 from server.store import keys
-from server.store.scripts import ScriptCall, source
+from server.store.scripts import HubScript, ScriptCall, source
 from server.store.text import text
 from server.store.tracks import TrackRecorder
 
@@ -48,7 +48,7 @@ class PositionWriter:
         self._tracks = tracks
         self._interval = flush_interval_s
         # The hub loads it with the others at start (server.store.scripts.Scripts.positions).
-        self._script = redis.register_script(source("positions"))
+        self._script = HubScript(redis, source("positions"))
         self._pending: dict[str, dict[str, Fix]] = defaultdict(dict)
         self._wake = asyncio.Event()
         self.written = 0  # fixes written since start (for the benchmark and the health page)

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -150,6 +150,11 @@ class RequestRecord(msgspec.Struct, kw_only=True):
             if value is not None
         }
 
+    def field_view(self) -> Mapping[str, str]:
+        """:meth:`as_fields`, each field put in text only when it is read (a step's message
+        reads three or four of the record's thirty)."""
+        return _FieldView(self)
+
     def view(self) -> RequestView:
         """What the state machine needs to know of this request."""
         return RequestView(state=self.state, squad=self.squad, assignment=self.assignment)
@@ -168,6 +173,29 @@ class RequestRecord(msgspec.Struct, kw_only=True):
 
 
 _FIELDS = frozenset(RequestRecord.__struct_fields__)
+
+
+class _FieldView(Mapping[str, str]):
+    """A record's fields as text, as :meth:`RequestRecord.as_fields` gives them (an unset
+    field is absent), converted when read."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: RequestRecord) -> None:
+        self._record = record
+
+    def __getitem__(self, name: str) -> str:
+        value = getattr(self._record, name, None) if name in _FIELDS else None
+        if value is None:
+            raise KeyError(name)
+        return value if isinstance(value, str) else repr(value)
+
+    def __iter__(self) -> Iterator[str]:
+        record = self._record
+        return (name for name in record.__struct_fields__ if getattr(record, name) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def request_info(record: RequestRecord) -> protocol.RequestInfo:

@@ -12,6 +12,7 @@ before it is registered (a piece that uses another is included after it).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,30 @@ def source(name: str) -> str:
         (_LUA / line[len(_INCLUDE) :].strip()).read_text() if line.startswith(_INCLUDE) else line
         for line in lines
     )
+
+
+class HubScript(AsyncScript):
+    """redis-py's script object with a shorter call: EVALSHA straight to the client's
+    ``execute_command`` (the hub's: :mod:`server.store.mux`), the script loaded again and
+    called once more when Redis answers NOSCRIPT, as redis-py does. A call queued on a
+    pipeline goes through redis-py's own code (it registers the script with the pipeline)."""
+
+    async def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        if client is not None and client is not self.registered_client:
+            return await super().__call__(keys, args, client)
+        client = self.registered_client
+        keys = keys or ()
+        words = (len(keys), *keys, *(args or ()))
+        try:
+            return await client.execute_command("EVALSHA", self.sha, *words)
+        except NoScriptError:
+            self.sha = await client.script_load(self.script)
+            return await client.execute_command("EVALSHA", self.sha, *words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +111,7 @@ class Scripts:
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
-        loaded = {name: redis.register_script(source(name)) for name in cls.__dataclass_fields__}
+        loaded = {name: HubScript(redis, source(name)) for name in cls.__dataclass_fields__}
         return cls(**loaded)  # type: ignore[arg-type]
 
     async def load(self, redis: Redis) -> None:

@@ -29,7 +29,7 @@ from redis.exceptions import NoScriptError
 
 from server.guard import Burst
 from server.store import keys
-from server.store.scripts import source
+from server.store.scripts import HubScript, source
 from server.store.text import text
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class TrackRecorder:
         self._keep_s = max(1, int(keep_s))
         self._write_every = min(1.0, interval_s) if write_every_s is None else write_every_s
         # The hub loads it with the others at start (server.store.scripts.Scripts.track).
-        self._script = redis.register_script(source("track"))
+        self._script = HubScript(redis, source("track"))
         self._sampled: dict[str, dict[str, float]] = {}  # unit -> squad -> last sample's time
         self._sampled_count = 0
         self._prune_above = 1024
