@@ -19,6 +19,7 @@ Lua scripts carry the decisions out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -64,6 +65,7 @@ _ACCEPTED = frozenset({State.ACCEPTED, State.EN_ROUTE, State.ON_SCENE, State.DEF
 _WAITING = frozenset({State.RECEIVED, State.QUEUED})
 
 
+@functools.cache  # a pure function of the state: computed once per state
 def stamps(state: State) -> tuple[str, ...]:
     """Request fields to stamp (once) with the time of a step that leads to ``state``."""
     if state is State.ON_SCENE:
@@ -73,6 +75,7 @@ def stamps(state: State) -> tuple[str, ...]:
     return ()
 
 
+@functools.cache  # a pure function of the state: computed once per state
 def met_by(state: State) -> frozenset[Milestone]:
     """Milestones a step leading to ``state`` meets (or makes moot: a final state)."""
     if state in FINAL:
@@ -84,6 +87,7 @@ def met_by(state: State) -> frozenset[Milestone]:
     return frozenset()
 
 
+@functools.cache  # a pure function of the state: computed once per state
 def closes(state: State) -> frozenset[NoticeKind]:
     """Notice kinds a step leading to ``state`` closes.
 
@@ -96,6 +100,11 @@ def closes(state: State) -> frozenset[NoticeKind]:
     if Milestone.RESOLVE in met:
         kinds.add(NoticeKind.RECHECK)
     return frozenset(kinds)
+
+
+@functools.cache
+def _met_in_order(state: State) -> tuple[Milestone, ...]:
+    return tuple(sorted(met_by(state)))
 
 
 def _deadline(fields: Mapping[str, str], milestone: Milestone) -> float | None:
@@ -126,7 +135,7 @@ def timer_changes(request_id: str, state: State, fields: Mapping[str, str]) -> T
         at = _deadline(fields, milestone)
         if at is not None:
             add[deadline_entry(request_id, milestone)] = int(at * 1000)
-    remove = [deadline_entry(request_id, m) for m in sorted(met_by(state))]
+    remove = [deadline_entry(request_id, m) for m in _met_in_order(state)]
     promised = _deadline(fields, Milestone.PROMISE)
     resolve_by = _deadline(fields, Milestone.RESOLVE)
     if promised is not None:

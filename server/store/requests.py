@@ -9,6 +9,7 @@ step's effects on squads and queue, in one atomic script.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -133,13 +134,13 @@ class RequestRecord(msgspec.Struct, kw_only=True):
         unsets one; names that are not fields are ignored), typed as :meth:`from_hash` types
         them. What reading the hash back would give, without turning the whole record into
         text and back (a step's few fields are all that is converted)."""
-        known = {name: value for name, value in changes.items() if name in _FIELDS}
-        parsed = msgspec.convert(
-            {"id": self.id} | {name: value for name, value in known.items() if value},
-            RequestRecord,
-            strict=False,
-        )
-        return msgspec.structs.replace(self, **{name: getattr(parsed, name) for name in known})
+        updates = {}
+        for name, value in changes.items():
+            field = _FROM_TEXT.get(name)
+            if field is not None:
+                convert, default = field
+                updates[name] = convert(value) if value else default
+        return msgspec.structs.replace(self, **updates)
 
     def as_fields(self) -> dict[str, str]:
         """The record as the text fields it was stored as (for code that reads fields by
@@ -173,6 +174,22 @@ class RequestRecord(msgspec.Struct, kw_only=True):
 
 
 _FIELDS = frozenset(RequestRecord.__struct_fields__)
+
+
+def _from_text(kind: Any) -> Callable[[str], Any]:
+    """How a field of type ``kind`` is read from its text (as ``from_hash`` reads it)."""
+    if kind in (str, int, float, State):
+        return kind  # type: ignore[no-any-return]
+    if kind == float | None:
+        return float
+    raise TypeError(f"RequestRecord: no text conversion for a field of type {kind!r}")
+
+
+# name -> (text to value, the value of an unset field): RequestRecord.with_fields
+_FROM_TEXT: dict[str, tuple[Callable[[str], Any], Any]] = {
+    info.name: (_from_text(info.type), None if info.default is msgspec.NODEFAULT else info.default)
+    for info in msgspec.structs.fields(RequestRecord)
+}
 
 
 class _FieldView(Mapping[str, str]):
@@ -627,7 +644,6 @@ class RequestStore:
     ) -> list[Any]:
         pairs = [item for kv in fields.items() for item in kv]
         changes = deadlines.timer_changes(request_id, step.state, fields)
-        closes = deadlines.closes(step.state)
         return [
             expected,
             "\n".join(events),
@@ -647,12 +663,19 @@ class RequestStore:
             "\n".join(f"{due} {member}" for member, due in changes.add.items()),
             "\n".join(changes.remove),
             "\n".join(deadlines.stamps(step.state)),
-            f",{','.join(sorted(closes))}," if closes else "",
+            _closes_arg(step.state),
             step.event,
             ack,
             _messages_arg(messages),
             *pairs,
         ]
+
+
+@functools.cache
+def _closes_arg(state: State) -> str:
+    """The notice kinds a step to ``state`` closes, as ``apply.lua`` takes them: ",a,b,"."""
+    closes = deadlines.closes(state)
+    return f",{','.join(sorted(closes))}," if closes else ""
 
 
 def _reservation(fingerprint: str, request_id: str) -> str:
