@@ -6,6 +6,7 @@ timed out, a cancelled caller leaving the others in step."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from server.store.mux import MULTIPLEXED, Multiplexed
 from server.store.pool import LeanRedis, open_redis
 from server.store.scripts import HubScript
 from tests.conftest import skip_on_cluster
+from tests.helpers import eventually
 
 
 @pytest.fixture
@@ -286,3 +288,96 @@ async def test_a_closed_client_refuses_at_once(redis_url: str) -> None:
     assert mux is not None
     with pytest.raises(RedisConnectionError, match="closed"):
         await mux.execute([("INCR", "n")])
+
+
+# ---- against a scripted server: what a real Redis rarely does on cue ----------------------------
+
+
+class _Scripted:
+    """A local TCP server speaking just enough RESP for these tests: each read is answered
+    with the next of ``replies`` (None: no answer, ever). Counts connections made and ended."""
+
+    def __init__(self, replies: list[bytes | None]) -> None:
+        self.replies = replies
+        self.received: list[bytes] = []
+        self.accepted = 0
+        self.ended = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Scripted:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            while data := await reader.read(65536):
+                self.received.append(data)
+                reply = self.replies.pop(0) if self.replies else None
+                if reply is not None:
+                    writer.write(reply)
+                    await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self.ended += 1
+            writer.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    async def check() -> bool:
+        return condition()
+
+    await eventually(check, timeout_s=3.0, interval_s=0.01)
+
+
+async def test_a_redis_still_loading_is_asked_again_as_redis_py_would() -> None:
+    """``-LOADING`` (a Redis restarted with its data, still reading it) is a connection
+    error in redis-py: raised, and the command sent again. Not an answer to hand on."""
+    loading = b"-LOADING Redis is loading the dataset in memory\r\n"
+    async with _Scripted([loading, b"$1\r\nv\r\n"]) as server:
+        client, _ = open_redis(f"redis://127.0.0.1:{server.port}/0?protocol=2", Settings())
+        try:
+            assert isinstance(client, LeanRedis) and client.mux is not None
+            assert await client.get("k") == b"v"
+            assert server.received == [b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"] * 2
+        finally:
+            await client.aclose()
+
+
+async def test_a_connection_whose_handshake_never_ends_is_closed_not_left_open() -> None:
+    """Redis accepts but never answers HELLO: each try times out, and each socket it made
+    is closed (none left open for the process's life)."""
+    async with _Scripted([]) as server:
+        url = f"redis://127.0.0.1:{server.port}/0?socket_connect_timeout=0.1"
+        client, _ = open_redis(url, Settings())
+        try:
+            with pytest.raises(RedisConnectionError):
+                await client.get("k")
+            assert server.accepted >= 2  # tried again
+            await _until(lambda: server.ended == server.accepted)
+        finally:
+            await client.aclose()
+
+
+async def test_closing_the_client_while_it_connects_leaves_no_connection() -> None:
+    """``aclose`` while the handshake is under way: the caller hears the client was closed,
+    and the connection is not kept (nor left open)."""
+    async with _Scripted([]) as server:
+        client, _ = open_redis(f"redis://127.0.0.1:{server.port}/0", Settings())
+        call = asyncio.create_task(client.get("k"))
+        await _until(lambda: bool(server.received))  # the HELLO is in, unanswered
+        await client.aclose()
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await call
+        assert not call.cancelled()
+        await _until(lambda: server.ended == server.accepted == 1)

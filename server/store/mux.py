@@ -202,7 +202,13 @@ class Multiplexed:
                 future = link.send(packed, count)
                 if self._timeout and self._watchdog is None:
                     self._watch()
-                return await future
+                replies = await future
+                for reply in replies:
+                    # LOADING, too many clients, ...: redis-py's parser raises these (and its
+                    # retry sends the command again); nothing of the batch was carried out
+                    if isinstance(reply, RedisConnectionError):
+                        raise reply
+                return replies
             except (RedisConnectionError, OSError, TimeoutError) as exc:
                 attempt += 1
                 if self._closed or attempt > self._retries:
@@ -213,6 +219,8 @@ class Multiplexed:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -225,19 +233,40 @@ class Multiplexed:
         others meanwhile."""
         if self._closed:
             raise RedisConnectionError("the client was closed")
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
         connecting = self._connecting
+        if connecting is None:
+            self._connecting = connecting = asyncio.ensure_future(self._connect())
+            connecting.add_done_callback(self._connected_or_not)  # if all callers went away
         try:
             return await asyncio.shield(connecting)
-        finally:
-            if connecting.done():
-                self._connecting = None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if connecting.cancelled() and not (task and task.cancelling()):  # by aclose
+                raise RedisConnectionError("the client was closed") from None
+            raise
+
+    def _connected_or_not(self, connecting: asyncio.Future[_Link]) -> None:
+        if self._connecting is connecting:
+            self._connecting = None
+        if not connecting.cancelled():
+            connecting.exception()  # retrieved: its callers, if any, had it raised
 
     async def _connect(self) -> _Link:
+        link = _Link()
+        try:
+            await self._set_up(link)
+            if self._closed:  # closed while connecting: nobody may use this connection
+                raise RedisConnectionError("the client was closed")
+        except BaseException:  # a timeout, a refusal, a cancellation: no socket left open
+            link.fail(RedisConnectionError("Redis connection not made"))
+            raise
+        self._link = link
+        return link
+
+    async def _set_up(self, link: _Link) -> None:
+        """Connect ``link`` and say HELLO (AUTH, SELECT, SETNAME) as redis-py does."""
         loop = asyncio.get_running_loop()
         prototype = self._prototype
-        link = _Link()
         async with asyncio.timeout(prototype.socket_connect_timeout or 10.0):
             if isinstance(prototype, UnixDomainSocketConnection):
                 await loop.create_unix_connection(lambda: link, prototype.path)
@@ -258,10 +287,7 @@ class Multiplexed:
                 packed = b"".join(hiredis.pack_command(command) for command in setup)
                 for reply in await link.send(packed, len(setup)):
                     if isinstance(reply, Exception):
-                        link.fail(RedisConnectionError(f"Redis refused the connection: {reply}"))
                         raise reply
-        self._link = link
-        return link
 
     def _watch(self) -> None:
         """Fail the connection when its oldest command has waited ``socket_timeout`` for
