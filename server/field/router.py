@@ -58,6 +58,7 @@ class FieldRouter:
         self._positioned = False  # a position was sent on this connection
         self._ack = PendingAck()
         self._ack_flush: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the first ack's (see _note_ack)
         self._geofence = Geofence(settings.arrival_radius_m)
         self._command_rate = TokenBucket(settings.command_rate, settings.command_burst)
 
@@ -145,7 +146,11 @@ class FieldRouter:
         self._ack.note(seq)
         if self._ack_flush is None:
             delay = self._settings.ack_flush_ms / 1000
-            self._ack_flush = asyncio.get_running_loop().call_later(delay, self._flush_soon)
+            # Kept: asking for the running loop at each ack costs a getpid system call on
+            # Python 3.11.
+            loop = self._loop or asyncio.get_running_loop()
+            self._loop = loop
+            self._ack_flush = loop.call_later(delay, self._flush_soon)
 
     def _flush_soon(self) -> None:
         self._ack_flush = None

@@ -101,6 +101,9 @@ class _Link(asyncio.Protocol):
         self.waiting: deque[_Batch] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        # Made in the loop it serves; asking for the running loop on each command costs a
+        # getpid system call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -137,7 +140,7 @@ class _Link(asyncio.Protocol):
                 future.set_exception(error)
 
     def send(self, packed: bytes, count: int) -> asyncio.Future[list[Any]]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future: asyncio.Future[list[Any]] = loop.create_future()
         if self.lost is not None or self.transport is None:
             future.set_exception(self.lost or RedisConnectionError("Redis connection closed"))
