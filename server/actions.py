@@ -369,7 +369,9 @@ class SquadActions:
                     record = None
                     raise StaleRequest(request_id) from None
                 self.known.forget(unit, squad, assignment)  # read fresh next time too
-                if await self._seen(unit, squad, command.id):
+                first = await self._seen(unit, squad, command.id)
+                if first is not None:
+                    _check_retry(command, first)
                     await self._retell(unit, request_id, squad, command)
                     return CommandDone(request_id, view.state, False)
                 raise CommandError(ErrorCode.INVALID_TRANSITION, str(exc)) from None
@@ -403,6 +405,7 @@ class SquadActions:
                     assignment=assignment,
                     squad=squad,
                     command_id=command.id,
+                    command_what=_what(command),
                     at=at,
                     owner_check=True,
                     ack=acked,
@@ -411,7 +414,8 @@ class SquadActions:
             except ForeignAssignment:
                 self.known.forget(unit, squad, assignment)
                 raise _not_owned(assignment) from None
-            except DuplicateCommand:
+            except DuplicateCommand as exc:
+                _check_retry(command, exc.first)
                 await self._retell(unit, request_id, squad, command)
                 return CommandDone(request_id, view.state, False)
             except StaleRequest:
@@ -491,8 +495,11 @@ class SquadActions:
             return None
         return category.limits.promise_max_s * self._settings.time_scale
 
-    async def _seen(self, unit: str, squad: str, command_id: str) -> bool:
-        return bool(await self._redis.exists(keys.command(unit, squad, command_id)))
+    async def _seen(self, unit: str, squad: str, command_id: str) -> str | None:
+        """What ``command_id`` stood for when it was applied (see :func:`_what`), or None if
+        this squad has not used it (within the command memory)."""
+        first = await self._redis.get(keys.command(unit, squad, command_id))
+        return None if first is None else text(first)
 
     def _message(
         self,
@@ -530,6 +537,22 @@ class SquadActions:
         except CommandError:
             return
         await self._citizen.queue(message)
+
+
+def _what(command: protocol.Command) -> str:
+    """What a command id stands for, kept with it: the assignment and the command. A retry
+    of the same command is answered ``ok`` again; the id reused for another is refused."""
+    return f"{command.assignment} {command.__struct_config__.tag}"
+
+
+def _check_retry(command: protocol.Command, first: str) -> None:
+    """Raise CommandError unless ``command`` is a retry of what its id was first used for
+    (``"ok"``: recorded before ids kept what they stood for, taken as a retry)."""
+    if first != "ok" and first != _what(command):
+        raise CommandError(
+            ErrorCode.INVALID,
+            f"id {command.id!r} was used for another command: a new command needs a new id",
+        )
 
 
 def _not_owned(assignment: str) -> CommandError:

@@ -154,6 +154,57 @@ async def test_retried_command_is_applied_once(hubs):
     await api.close()
 
 
+async def test_a_command_id_reused_for_another_command_is_refused_and_tells_no_one(hubs, redis):
+    """A command id stands for one command (its assignment and kind): sent again, it is a
+    retry (``ok``, applied once); used for another step or another assignment, it is
+    refused, nothing is applied and the caller is told nothing of a step never taken."""
+    hub = hubs.start()
+    api = Api(hub)
+    client = await online_squad(api, hub, *XIGONG)
+    first = await api.request(*XIGONG)
+    offer = await client.next_frame(protocol.Offer)
+
+    async def told(request_id: str) -> list[str]:
+        fields = await redis.hkeys(keys.citizen_messages("water", request_id))
+        return sorted(f.decode().split(":")[2] for f in fields if f.startswith(b"k:"))
+
+    accept = protocol.Accept(assignment=offer.assignment, id="c1")
+    await client.command(accept)
+    await client.command(accept)  # a retry: ok again
+    reused: list[protocol.Command] = [
+        protocol.Enroute(assignment=offer.assignment, id="c1"),
+        protocol.Resolve(assignment=offer.assignment, id="c1", note="all fixed, thank you"),
+    ]
+    for command in reused:
+        with pytest.raises(CommandRejected) as refused:
+            await client.command(command)
+        assert refused.value.code == "invalid" and "'c1'" in refused.value.message
+    assert (await api.get_request(first["id"]))["state"] == "accepted"
+    assert await told(first["id"]) == ["accepted", "received_unit"]
+    await client.command(protocol.Enroute(assignment=offer.assignment, id="c2"))
+    await client.arrive(offer.assignment)
+    await client.resolve(offer.assignment)
+    # The same id on the squad's next assignment is refused too.
+    second = await api.request(*XIGONG)
+    offer2 = await client.next_frame(protocol.Offer)
+    with pytest.raises(CommandRejected) as refused:
+        await client.command(protocol.Accept(assignment=offer2.assignment, id="c1"))
+    assert refused.value.code == "invalid"
+    types = [e["type"] for e in (await api.get_request(first["id"]))["timeline"]]
+    assert types.count("accepted") == types.count("en_route") == types.count("resolved") == 1
+    assert await told(first["id"]) == [
+        "accepted",
+        "arrived",
+        "en_route",
+        "received_unit",
+        "resolved",
+    ]
+    assert (await api.get_request(second["id"]))["state"] == "offered"
+    assert await told(second["id"]) == ["received_unit"]
+    await client.close()
+    await api.close()
+
+
 async def test_json_subprotocol_carries_the_same_frames(hubs):
     hub = hubs.start()
     api = Api(hub)

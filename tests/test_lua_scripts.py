@@ -671,6 +671,7 @@ def _apply_args(
     remove_timers: str = "",
     stamps: str = "",
     closes: str = "",
+    what: str = "A1 accept",
 ) -> list[Any]:
     fields = fields or {}
     return [
@@ -696,6 +697,7 @@ def _apply_args(
         "step",
         ack,
         "[]",
+        what,
         *(item for kv in fields.items() for item in kv),
     ]
 
@@ -741,8 +743,11 @@ async def test_apply_checks_the_owner_records_the_ack_and_remembers_the_command(
     assert await redis.hget(keys.assignment(UNIT, "A1"), "state") == b"accepted"
     assert await redis.hget(keys.request(UNIT, RID), "accepted_at") == b"1500.5"
     assert 0 < await redis.ttl(keys.command(UNIT, "sq", "c1")) <= 60
-    dup = await scripts.apply(keys=_apply_keys("sq", "c1"), args=_apply_args(3, "SCA", {"x": "y"}))
-    assert _s(dup) == ["dup", "ok"]
+    assert await redis.get(keys.command(UNIT, "sq", "c1")) == b"A1 accept"  # what c1 stood for
+    dup = await scripts.apply(
+        keys=_apply_keys("sq", "c1"), args=_apply_args(3, "SCA", {"x": "y"}, what="A1 enroute")
+    )
+    assert _s(dup) == ["dup", "A1 accept"]  # the caller tells a retry from a reused id
     assert await redis.hget(keys.request(UNIT, RID), "v") == b"3"
 
 

@@ -67,7 +67,13 @@ async def compare_and_set(attempt: Callable[[], Awaitable[T]], attempts: int) ->
 
 
 class DuplicateCommand(Exception):
-    """The command id was applied before: the retry is a no-op."""
+    """The command id was applied before. ``first``: what it stood for then (the
+    ``command_what`` of that commit; ``"ok"`` if recorded before ids kept it): a retry of
+    the same command is a no-op, another command reusing the id is refused by the caller."""
+
+    def __init__(self, command_id: str | None, first: str = "ok") -> None:
+        super().__init__(command_id)
+        self.first = first
 
 
 class ForeignAssignment(Exception):
@@ -536,6 +542,7 @@ class RequestStore:
         assignment: str = "",
         squad: str = "",
         command_id: str | None = None,
+        command_what: str = "",
         queue_score: float = 0.0,
         at: float | None = None,
         owner_check: bool = False,
@@ -552,6 +559,9 @@ class RequestStore:
         stamped with it, and the supervision notices the step meets close at it. The
         deadline timers the step sets in motion (server.deadlines.timer_changes) are
         scheduled and dropped in the same script: no caller has to remember them.
+
+        ``command_what``: what ``command_id`` stands for (kept with it, handed back by
+        DuplicateCommand when the id comes again).
 
         Raises StaleRequest if it moved on, DuplicateCommand if ``command_id`` was seen.
         """
@@ -581,13 +591,14 @@ class RequestStore:
                 at=time.time() if at is None else at,
                 ack=ack,
                 messages=messages,
+                command_what=command_what,
             ),
         )
         outcome = text(result[0])
         if outcome == "foreign":
             raise ForeignAssignment(assignment)
         if outcome == "dup":
-            raise DuplicateCommand(command_id)
+            raise DuplicateCommand(command_id, text(result[1]))
         if outcome == "stale":
             raise StaleRequest(request_id)
         return Commit(
@@ -641,6 +652,7 @@ class RequestStore:
         at: float,
         ack: int = 0,
         messages: Sequence[QueuedMessage] = (),
+        command_what: str = "",
     ) -> list[Any]:
         pairs = [item for kv in fields.items() for item in kv]
         changes = deadlines.timer_changes(request_id, step.state, fields)
@@ -667,6 +679,7 @@ class RequestStore:
             step.event,
             ack,
             _messages_arg(messages),
+            command_what or "ok",
             *pairs,
         ]
 

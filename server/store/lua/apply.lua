@@ -24,11 +24,13 @@
 --          ('0': none; a phone's acks ride on its next command: server.field.session)
 -- ARGV[22] the caller's messages to queue with the step, as a JSON array of
 --          [key, queued at (epoch ms), message JSON, citizen_message_queued event] ('[]' none)
--- ARGV[23..] field/value pairs for the request hash
+-- ARGV[23] what the command id stands for (flag C): its assignment and command, kept under
+--          KEYS[12] so that a retry can be told from another command reusing the id
+-- ARGV[24..] field/value pairs for the request hash
 -- KEYS[18] the request's citizen messages (hash)  KEYS[19] the unit's due citizen requests
 -- Flag S: the assignment must be squad ARGV[8]'s (a squad acts only on its own assignments).
 -- Returns {'ok', version, revoke seq, hub, queued requests} | {'stale', version}
---       | {'dup', outcome} | {'foreign'}
+--       | {'dup', what the id was first used for (ARGV[23] then)} | {'foreign'}
 --   ('queued requests': the unit's queue length when the step released a squad, else -1)
 --#include lib/outbox_append.lua
 --#include lib/outbox_ack.lua
@@ -48,7 +50,7 @@ local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if version ~= tonumber(ARGV[1]) then
   return {'stale', version}
 end
-local FIRST_PAIR = 23
+local FIRST_PAIR = 24
 local pairs_n = tonumber(ARGV[11])
 if pairs_n > 0 then
   redis.call('HSET', KEYS[1], unpack(ARGV, FIRST_PAIR, FIRST_PAIR - 1 + pairs_n * 2))
@@ -68,7 +70,7 @@ if has('O') then redis.call('ZADD', KEYS[13], ARGV[10], rid) end
 if has('X') then redis.call('ZREM', KEYS[13], rid) end
 local seq = 0
 if ARGV[5] ~= '' then seq = outbox_append(KEYS[9], KEYS[10], ARGV[5], ARGV[13]) end
-if has('C') then redis.call('SET', KEYS[12], 'ok', 'EX', ARGV[9]) end
+if has('C') then redis.call('SET', KEYS[12], ARGV[23], 'EX', ARGV[9]) end
 local at = tonumber(ARGV[15])
 for line in string.gmatch(ARGV[16], '[^\n]+') do
   local due, member = string.match(line, '^(%S+) (.+)$')
