@@ -63,6 +63,8 @@ async def test_nearest_squad_gets_offer_and_timeline_shows_every_step(hubs):
         "resolved",
     ]
     assert detail["deadlines"]["accept_by"] > detail["received_at"]
+    times = [detail[k] for k in ("received_at", "offered_at", "accepted_at", "arrived_at")]
+    assert times == sorted(times) and times[-1] - times[0] < 60  # all in seconds, in order
     seen = await api.get_squad(squad.squad)
     assert seen["assignments"] == [] and seen["free_capacity"] == 1
     for client in clients:
