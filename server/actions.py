@@ -470,6 +470,18 @@ class SquadActions:
         at = min(at, now)
         if at < record.received_at:
             raise CommandError(ErrorCode.INVALID_TIME, "'at' is before the request was received")
+        # Nor before the request's last step (its offer, first acceptance, first arrival): a
+        # step cannot come before the one it follows. Within the clock skew a phone's slow
+        # clock is forgiven and the step recorded at that last step's time.
+        last = max(
+            record.offered_at / 1000 if record.offered_at else 0.0,
+            record.accepted_at or 0.0,
+            record.arrived_at or 0.0,
+        )
+        if at < last:
+            if at < last - self._settings.clock_skew_s:
+                raise CommandError(ErrorCode.INVALID_TIME, "'at' is before the request's last step")
+            at = last
         if isinstance(command, protocol.Defer):
             until, horizon = command.until, self._settings.promise_horizon_s
             if not math.isfinite(until) or until <= at:

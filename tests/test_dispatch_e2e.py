@@ -64,7 +64,9 @@ async def test_nearest_squad_gets_offer_and_timeline_shows_every_step(hubs):
     ]
     assert detail["deadlines"]["accept_by"] > detail["received_at"]
     times = [detail[k] for k in ("received_at", "offered_at", "accepted_at", "arrived_at")]
-    assert times == sorted(times) and times[-1] - times[0] < 60  # all in seconds, in order
+    # All in seconds, in order (offered_at is kept to the millisecond, cut, not rounded).
+    assert all(b >= a - 0.001 for a, b in zip(times, times[1:], strict=False)), times
+    assert times[-1] - times[0] < 60
     seen = await api.get_squad(squad.squad)
     assert seen["assignments"] == [] and seen["free_capacity"] == 1
     for client in clients:
@@ -203,6 +205,32 @@ async def test_a_command_id_reused_for_another_command_is_refused_and_tells_no_o
     ]
     assert (await api.get_request(second["id"]))["state"] == "offered"
     assert await told(second["id"]) == ["received_unit"]
+    await client.close()
+    await api.close()
+
+
+async def test_a_step_cannot_be_dated_before_the_step_it_follows(hubs):
+    """A phone's ``at`` may be earlier than now (a step recorded offline) but not earlier
+    than the request's last step: beyond the clock skew it is refused, within it the step
+    is recorded at that last step's time, so the timeline stays in order."""
+    hub = hubs.start(clock_skew_s=0.2)
+    api = Api(hub)
+    client = await online_squad(api, hub, *XIGONG)
+    created = await api.request(*XIGONG)
+    offer = await client.next_frame(protocol.Offer)
+    await asyncio.sleep(0.6)
+    await client.accept(offer.assignment)
+    detail = await api.get_request(created["id"])
+    received, accepted = detail["received_at"], detail["accepted_at"]
+    early = protocol.Enroute(assignment=offer.assignment, id="e1", at=received + 0.01)
+    with pytest.raises(CommandRejected) as refused:
+        await client.command(early)
+    assert refused.value.code == "invalid_time" and "last step" in refused.value.message
+    await client.command(protocol.Enroute(assignment=offer.assignment, id="e2", at=accepted - 0.1))
+    await client.command(protocol.Arrive(assignment=offer.assignment, id="a1", at=accepted - 0.1))
+    timeline = (await api.get_request(created["id"]))["timeline"]
+    times = [e["at"] for e in timeline if e["type"] in ("accepted", "en_route", "arrived")]
+    assert times == [accepted, accepted, accepted], timeline
     await client.close()
     await api.close()
 
