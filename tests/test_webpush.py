@@ -63,12 +63,19 @@ def test_an_endpoint_on_an_allowed_push_service_passes(endpoint: str) -> None:
         ("http://fcm.googleapis.com/fcm/send/abc", "https"),
         ("https://user:pw@fcm.googleapis.com/x", "credentials"),
         ("ftp://fcm.googleapis.com/x", "https"),
+        ("https://fcm.googleapis.com:6379/x", "https port"),
+        ("https://fcm.googleapis.com:99999/x", "port number"),
     ],
 )
 def test_an_endpoint_elsewhere_is_refused_naming_it(endpoint: str, reason: str) -> None:
     with pytest.raises(BadSubscription, match=reason) as refused:
         check(_subscription(endpoint), HOSTS)
     assert refused.value.field == "endpoint"
+
+
+def test_the_https_port_may_be_written_and_a_loopback_service_may_have_its_own() -> None:
+    check(_subscription("https://fcm.googleapis.com:443/fcm/send/abc"), HOSTS)
+    check(_subscription("http://127.0.0.1:8443/push"), HOSTS)  # a test push service
 
 
 def test_plain_http_is_only_for_a_loopback_host() -> None:

@@ -73,6 +73,12 @@ def check(subscription: Subscription, hosts: tuple[str, ...]) -> None:
         raise BadSubscription("endpoint", "a push service is reached over https")
     if parts.username or parts.password:
         raise BadSubscription("endpoint", "no credentials in the endpoint")
+    try:
+        port = parts.port
+    except ValueError:
+        raise BadSubscription("endpoint", "not a port number") from None
+    if port not in (None, 443) and not _loopback(host):  # push services listen on 443 only
+        raise BadSubscription("endpoint", "a push service is reached on its https port")
     for name, size in (("p256dh", P256_POINT_BYTES), ("auth", AUTH_SECRET_BYTES)):
         try:
             raw = b64url_bytes(getattr(subscription.keys, name))
