@@ -3,9 +3,11 @@ geofence, pending acknowledgements."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from server.field.core import Geofence, PendingAck, Sequencer, Step, plan_resume
+from dispatch_field import protocol
+from server.field.core import Geofence, PendingAck, Sequencer, Step, decode_error, plan_resume
 
 
 @pytest.mark.parametrize(
@@ -57,3 +59,17 @@ def test_pending_ack_keeps_the_highest_until_taken() -> None:
     ack.note(5)
     assert ack.take() == 7
     assert ack.take() == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        msgspec.msgpack.encode([1, 2, 3]),  # not a map
+        msgspec.msgpack.encode({1: 2, "t": "pos"}),  # a map, but with a number for a key
+    ],
+)
+def test_a_frame_that_is_no_map_of_text_keys_is_malformed_saying_so(data: bytes) -> None:
+    with pytest.raises(msgspec.ValidationError) as failed:
+        protocol.decode_phone(data)
+    error = decode_error(data, failed.value)
+    assert (error.code, error.message) == ("malformed", "a frame must be a map with text keys")

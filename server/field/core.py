@@ -149,7 +149,9 @@ def decode_error(data: bytes | str, exc: Exception) -> protocol.Error:
             _envelope_json.decode(data) if isinstance(data, str) else _envelope_msgpack.decode(data)
         )
     except msgspec.ValidationError:
-        return protocol.Error(code=ErrorCode.MALFORMED, message="a frame must be a map")
+        return protocol.Error(
+            code=ErrorCode.MALFORMED, message="a frame must be a map with text keys"
+        )
     except Exception:  # noqa: BLE001 - nested too deep to look at (RecursionError): not a frame
         return protocol.Error(code=ErrorCode.MALFORMED, message=message)
     command_id = envelope.id if isinstance(envelope.id, str) else None
