@@ -319,8 +319,9 @@ class Simulation:
 # ---- command line ----------------------------------------------------------------------------
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by this module's CLI and the demo's."""
+def add_run_arguments(parser: argparse.ArgumentParser, *, start_hour: float | None = None) -> None:
+    """Options shared by this module's CLI and the demo's. ``start_hour``: the simulated
+    day's default start (None: now in Luoyang)."""
     parser.add_argument(
         "--speed", type=float, default=5.0, help="run K times faster than real time (default 5)"
     )
@@ -334,8 +335,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--start-hour",
         type=float,
-        default=None,
-        help="local hour the simulated day starts (default: now in Luoyang)",
+        default=start_hour,
+        help="local hour the simulated day starts (default: "
+        + ("now in Luoyang" if start_hour is None else f"{start_hour:g}")
+        + ")",
     )
     parser.add_argument(
         "--duration",

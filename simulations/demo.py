@@ -188,9 +188,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--data-dir", default="var")
     parser.add_argument("--no-report", action="store_true", help="skip the end-of-run report")
-    add_run_arguments(parser)
     # A demo at 3 a.m. Luoyang time would show an empty city: start at the morning rush.
-    parser.set_defaults(start_hour=8.0)
+    add_run_arguments(parser, start_hour=8.0)
     return parser.parse_args(argv)
 
 
