@@ -41,6 +41,7 @@ from server.metrics import Metrics
 from server.settings import Settings
 from server.store import keys
 from server.store.requests import (
+    UNKNOWN_COMMAND,
     Actor,
     DuplicateCommand,
     ForeignAssignment,
@@ -473,11 +474,7 @@ class SquadActions:
         # Nor before the request's last step (its offer, first acceptance, first arrival): a
         # step cannot come before the one it follows. Within the clock skew a phone's slow
         # clock is forgiven and the step recorded at that last step's time.
-        last = max(
-            record.offered_at / 1000 if record.offered_at else 0.0,
-            record.accepted_at or 0.0,
-            record.arrived_at or 0.0,
-        )
+        last = record.last_step_at
         if at < last:
             if at < last - self._settings.clock_skew_s:
                 raise CommandError(ErrorCode.INVALID_TIME, "'at' is before the request's last step")
@@ -559,8 +556,8 @@ def _what(command: protocol.Command) -> str:
 
 def _check_retry(command: protocol.Command, first: str) -> None:
     """Raise CommandError unless ``command`` is a retry of what its id was first used for
-    (``"ok"``: recorded before ids kept what they stood for, taken as a retry)."""
-    if first != "ok" and first != _what(command):
+    (UNKNOWN_COMMAND: recorded before ids kept what they stood for, taken as a retry)."""
+    if first != UNKNOWN_COMMAND and first != _what(command):
         raise CommandError(
             ErrorCode.INVALID,
             f"id {command.id!r} was used for another command: a new command needs a new id",

@@ -286,8 +286,8 @@ async def request_detail(request: Request) -> Response:
         k: v for k, v in msgspec.structs.asdict(record).items() if k != "v" and v is not None
     }
     body["unit"] = None if unit == keys.NO_UNIT else unit
-    if "offered_at" in body:  # kept in ms for the claim script; every time here is in seconds
-        body["offered_at"] = round(body["offered_at"] / 1000, 3)
+    if record.offered_at is not None:  # every time here is in seconds
+        body["offered_at"] = record.offered_s
     body["deadlines"] = {k: body.pop(k, None) for k in ("accept_by", "arrive_by", "resolve_by")}
     body["timeline"] = await services.requests.timeline(unit, request_id)
     return json_response(body)

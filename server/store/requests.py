@@ -66,12 +66,16 @@ async def compare_and_set(attempt: Callable[[], Awaitable[T]], attempts: int) ->
     raise KeptChanging
 
 
+UNKNOWN_COMMAND = "ok"  # what a command id kept before ids kept what they stood for
+
+
 class DuplicateCommand(Exception):
     """The command id was applied before. ``first``: what it stood for then (the
-    ``command_what`` of that commit; ``"ok"`` if recorded before ids kept it): a retry of
-    the same command is a no-op, another command reusing the id is refused by the caller."""
+    ``command_what`` of that commit; UNKNOWN_COMMAND if recorded before ids kept it): a
+    retry of the same command is a no-op, another command reusing the id is refused by the
+    caller."""
 
-    def __init__(self, command_id: str | None, first: str = "ok") -> None:
+    def __init__(self, command_id: str | None, first: str = UNKNOWN_COMMAND) -> None:
         super().__init__(command_id)
         self.first = first
 
@@ -161,6 +165,17 @@ class RequestRecord(msgspec.Struct, kw_only=True):
         """:meth:`as_fields`, each field put in text only when it is read (a step's message
         reads three or four of the record's thirty)."""
         return _FieldView(self)
+
+    @property
+    def offered_s(self) -> float | None:
+        """``offered_at`` in epoch seconds, as every other time (it is kept in ms)."""
+        return None if self.offered_at is None else round(self.offered_at / 1000, 3)
+
+    @property
+    def last_step_at(self) -> float:
+        """When the request's last stamped step happened (its offer, first acceptance, first
+        arrival; 0 if none): no later step may be dated before it."""
+        return max(self.offered_s or 0.0, self.accepted_at or 0.0, self.arrived_at or 0.0)
 
     def view(self) -> RequestView:
         """What the state machine needs to know of this request."""
@@ -679,7 +694,7 @@ class RequestStore:
             step.event,
             ack,
             _messages_arg(messages),
-            command_what or "ok",
+            command_what or UNKNOWN_COMMAND,
             *pairs,
         ]
 
