@@ -37,6 +37,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from server.lifecycle import SQUAD_RELEASED, STATE_AFTER_EVENT
 
 # The request's state after each event type, and the events after which no squad holds it:
@@ -293,10 +295,16 @@ def _latest(current: float | None, value: float) -> float:
 
 def _json_object(raw: str) -> dict[str, Any] | None:
     try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
+        value = _JSON.decode(raw)  # a third of json.loads' time
+    except msgspec.DecodeError:
+        try:  # what msgspec refuses and json reads (NaN, say) is read as before
+            value = json.loads(raw)
+        except ValueError:
+            return None
     return value if isinstance(value, dict) else None
+
+
+_JSON = msgspec.json.Decoder()
 
 
 def _text_or_none(value: Any) -> str | None:
