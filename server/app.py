@@ -47,7 +47,7 @@ from server.store.availability import is_outage
 from server.store.cluster import open_client
 from server.store.embedded import EmbeddedRedis
 from server.wallmap.routes import wallmap_routes
-from server.web import static_dir
+from server.web import page_routes, static_dir
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *operation_routes(),
         *report_routes(),
         *wallmap_routes(),
+        *page_routes(),
         Mount("/", app=PageGate(StaticFiles(directory=static_dir(), html=True)), name="web"),
     ]
     # Outermost first: every answer (a 413 too) carries the security headers; an oversized

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
+from server.accounts.__main__ import text_table
 from server.accounts.asgi import safe_next
 from server.accounts.model import (
     FailureWindow,
@@ -105,6 +107,19 @@ def test_next_page_stays_on_this_site() -> None:
         "javascript:alert(1)",
     ):
         assert safe_next(bad) == "/", bad
+
+
+def test_a_text_table_pads_each_column_to_its_widest_cell() -> None:
+    """Chinese characters take two columns of a terminal; the last column is not padded."""
+    lines = text_table(
+        ("UNIT", "DESK", "N"), [("water", "供水值班台", "12"), ("gas", "gas desk", "3")]
+    )
+    assert lines == [
+        "UNIT   DESK        N",
+        "water  供水值班台  12",
+        "gas    gas desk    3",
+    ]
+    assert text_table(("A", "B"), []) == ["A  B"]
 
 
 def test_dispatch_tokens_take_unit_desks() -> None:
@@ -521,6 +536,45 @@ async def test_command_line_accounts_sign_in_through_a_hub(hubs: Hubs, tmp_path:
         ("cli", "token_added"),
         ("cli", "disabled"),
     ]
+
+
+@pytest.mark.redis  # a real database (SQLite), read by the command in its own process
+async def test_the_command_line_lists_accounts_in_aligned_columns(tmp_path: Path) -> None:
+    ledger = await Ledger.open(default_database_url(tmp_path))
+    try:
+        store = await AccountStore.open(ledger.engine)
+        await store.create("al", "Al", "calltaker", None, None, "admin:bob")
+        await store.create("water-night-desk", "供水夜班", "unit", "water", None, "cli:root")
+        await store.create("wall", "Wall display", "wall", None, None, "system:bootstrap")
+        await store.add_token("al", "phone", "admin:bob")
+        await store.disable("wall", "admin:bob")
+    finally:
+        await ledger.close()
+    listed = _cli(tmp_path, "list")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", header)]  # "CREATED (UTC)": one
+    assert [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)] == [
+        "USERNAME",
+        "ROLE",
+        "STATE",
+        "TOKENS",
+        "CREATED (UTC)",
+        "BY",
+        "NAME",
+    ]
+    cells = {}
+    for row in rows:
+        assert row == row.rstrip()
+        for start in starts[1:]:  # every column starts where its heading does
+            assert row[start - 2 : start] == "  " and row[start] != " ", (row, start)
+        cut = [row[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        cells[cut[0]] = cut[1:4] + cut[5:]
+    assert cells == {
+        "al": ["calltaker", "active", "1", "admin:bob", "Al"],
+        "wall": ["wall", "disabled", "0", "system:bootstrap", "Wall display"],
+        "water-night-desk": ["unit (water)", "active", "0", "cli:root", "供水夜班"],
+    }
 
 
 @pytest.mark.app

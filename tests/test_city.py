@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from server.city import DEFAULT_CITY_PATH, City, CityConfigError, load_city
+from tests.conftest import Apps
 
 NON_LINKAGE = {"police": "police", "fire": "fire", "medical": "medical"}
 
@@ -306,3 +307,18 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CityConfigError, match="cannot read"):
         load_city(tmp_path / "nope.toml")
+
+
+async def test_the_pages_are_told_the_city_time_zone(apps: Apps, tmp_path: Path) -> None:
+    """/city.js carries the city file's zone (the pages show every clock in it), not a fixed
+    one; it is public, like the pages' other scripts."""
+    shipped = DEFAULT_CITY_PATH.read_text(encoding="utf-8")
+    assert shipped.count('timezone = "Asia/Shanghai"') == 1
+    elsewhere = tmp_path / "city.toml"
+    elsewhere.write_text(shipped.replace('"Asia/Shanghai"', '"Asia/Urumqi"'), encoding="utf-8")
+    for config, zone in ((DEFAULT_CITY_PATH, "Asia/Shanghai"), (elsewhere, "Asia/Urumqi")):
+        http = await apps.start(config=config)
+        script = await http.get("/city.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert script.text == f'window.City = {{"timezone": "{zone}"}};\n'

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,20 +103,49 @@ def token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+ACCOUNT_COLUMNS = ("USERNAME", "ROLE", "STATE", "TOKENS", "CREATED (UTC)", "BY", "NAME")
+
+
+def account_row(person: dict[str, Any]) -> tuple[str, ...]:
+    """One account of :meth:`AccountStore.everyone` as the cells of :data:`ACCOUNT_COLUMNS`
+    (tokens: the ones not revoked)."""
+    live = [t for t in person["tokens"] if t["revoked_at"] is None]
+    unit = f" ({person['unit']})" if person["unit"] else ""
+    return (
+        person["username"],
+        f"{person['role']}{unit}",
+        "disabled" if person["disabled_at"] else "active",
+        str(len(live)),
+        datetime.fromtimestamp(person["created_at"], UTC).strftime("%Y-%m-%d %H:%M"),
+        person["created_by"],
+        person["name"],
+    )
+
+
+def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """The lines of a plain-text table: each column as wide as its widest cell (Chinese
+    characters count two columns, as a terminal draws them), two spaces between columns,
+    no spaces at the end of a line."""
+    widths = [max(_width(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return [
+        "  ".join(
+            cell + " " * (width - _width(cell)) for cell, width in zip(line, widths, strict=True)
+        ).rstrip()
+        for line in (header, *rows)
+    ]
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def list_accounts(args: argparse.Namespace, settings: Settings) -> int:
     async def action(store: AccountStore) -> list[dict[str, Any]]:
         return await store.everyone()
 
-    for person in asyncio.run(_with_store(settings, action)):
-        live = [t for t in person["tokens"] if t["revoked_at"] is None]
-        state = "disabled" if person["disabled_at"] else "active"
-        created = datetime.fromtimestamp(person["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
-        unit = f" ({person['unit']})" if person["unit"] else ""
-        print(
-            f"{person['username']:<24} {person['role']}{unit:<12} {state:<8} "
-            f"{len(live)} token(s)  created {created} by {person['created_by']}  "
-            f"{person['name']}"
-        )
+    people = asyncio.run(_with_store(settings, action))
+    for line in text_table(ACCOUNT_COLUMNS, [account_row(person) for person in people]):
+        print(line)
     return 0
 
 

@@ -1,6 +1,7 @@
 /* Sign-in: POST /api/v1/session with the username and password; the hub answers with an
  * HttpOnly session cookie (this script never sees it), then the browser goes to ?next=, a
- * path on this site only. Chinese by default, ?lang=en for English. */
+ * path on this site only, in the language chosen here. Chinese by default, ?lang=en for
+ * English. */
 (function () {
   "use strict";
 
@@ -45,6 +46,16 @@
     }
   }
 
+  /* Where to go once signed in: ?next=, with this page's ?lang= when one was given (the
+   * page opened would otherwise speak the language it was remembered in, or Chinese). */
+  function destination() {
+    const next = safeNext(params.get("next"));
+    if (!params.get("lang")) return next;
+    const url = new URL(next, location.origin);
+    url.searchParams.set("lang", lang);
+    return url.pathname + url.search + url.hash;
+  }
+
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
   document.title = t.pageTitle;
   for (const element of document.querySelectorAll("[data-i18n]")) {
@@ -80,7 +91,7 @@
         }),
       });
       if (response.ok) {
-        location.assign(safeNext(params.get("next")));
+        location.assign(destination());
         return;
       }
       say(response.status === 429 ? t.throttled : response.status < 500 ? t.wrong : t.failed);

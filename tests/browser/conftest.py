@@ -14,9 +14,10 @@
   reason, where no chromium can be found. ``playwright``: the session's driver, to launch
   a browser with other options (``chromium_executable`` is its path).
 * ``pages``: opens pages, each in a fresh browser context (its own cookies and storage) at
-  a size (``"phone"`` 390x844 or ``"wall"`` 1920x1080) and a language (``"zh"``/``"en"``):
-  ``pages.signed_in(role, path, lang=, size=)`` signs in through /signin.html like a person
-  and lands on ``path``; ``pages.anonymous(path, ...)`` opens without a session;
+  a size (``"phone"`` 390x844 or ``"wall"`` 1920x1080) and a language (``"zh"``/``"en"``),
+  on a machine set to the city's time zone unless ``zone=`` names another:
+  ``pages.signed_in(role, path, lang=, size=, zone=)`` signs in through /signin.html like a
+  person and lands on ``path``; ``pages.anonymous(path, ...)`` opens without a session;
   ``pages.shot(page, label, full_page=False)`` saves
   test-artifacts/screenshots/<test>[-params][-label]-<lang>-<size>.png;
   ``pages.watch(page).allow(regex)`` lets an expected error through;
@@ -51,6 +52,7 @@ from tests.browser.harness import (
 from tests.browser.phone_app import XIGONG, Phone, open_phone
 
 SIGN_IN_TIMEOUT_MS = 15_000
+CITY_ZONE = "Asia/Shanghai"  # server/city/luoyang.toml's [city] timezone
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +117,7 @@ class Pages:
     test_name: str
     opened: list[Opened] = field(default_factory=list)
 
-    def _new(self, lang: str, size: str) -> Opened:
+    def _new(self, lang: str, size: str, zone: str = CITY_ZONE) -> Opened:
         if size not in SIZES:
             raise ValueError(f"size {size!r}: one of {', '.join(SIZES)}")
         phone = size == "phone"
@@ -123,7 +125,7 @@ class Pages:
             base_url=self.hub.url,
             viewport=SIZES[size],
             locale="zh-CN" if lang == "zh" else "en-US",
-            timezone_id="Asia/Shanghai",
+            timezone_id=zone,
             is_mobile=phone,
             has_touch=phone,
         )
@@ -134,27 +136,41 @@ class Pages:
         self.opened.append(opened)
         return opened
 
-    def anonymous(self, path: str = "/", *, lang: str = "zh", size: str = "wall") -> Any:
+    def anonymous(
+        self, path: str = "/", *, lang: str = "zh", size: str = "wall", zone: str = CITY_ZONE
+    ) -> Any:
         """``path`` (with ``?lang=``) in a fresh context without a session."""
-        opened = self._new(lang, size)
+        opened = self._new(lang, size, zone)
         opened.page.goto(with_lang(path, lang))
         return opened.page
 
-    def signed_in(self, role: str, path: str = "/", *, lang: str = "zh", size: str = "wall") -> Any:
+    def signed_in(
+        self,
+        role: str,
+        path: str = "/",
+        *,
+        lang: str = "zh",
+        size: str = "wall",
+        zone: str = CITY_ZONE,
+    ) -> Any:
         """Open ``path`` in a fresh context as a person would: sent to the sign-in page,
         type the ``role`` account's username and password, press Enter, land on ``path``."""
-        account = self.hub.accounts[role]
-        opened = self._new(lang, size)
+        opened = self._new(lang, size, zone)
         page = opened.page
         page.goto(with_lang(path, lang))
         assert urlsplit(page.url).path == "/signin.html", f"{path} did not ask to sign in"
-        page.fill("#username", account.username)
-        page.fill("#password", account.password)
-        page.press("#password", "Enter")
+        self.type_sign_in(page, role)
         wanted = urlsplit(path).path
         page.wait_for_url(lambda url: urlsplit(url).path == wanted)
         page.wait_for_load_state("load")
         return page
+
+    def type_sign_in(self, page: Any, role: str) -> None:
+        """On the sign-in page: the ``role`` account's username and password, then Enter."""
+        account = self.hub.accounts[role]
+        page.fill("#username", account.username)
+        page.fill("#password", account.password)
+        page.press("#password", "Enter")
 
     def phone_app(
         self, lang: str = "zh", *, at: tuple[float, float] = XIGONG, **options: Any

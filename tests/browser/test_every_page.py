@@ -96,3 +96,40 @@ def test_every_page_links_the_shared_fonts() -> None:
         if "vendor" in path.parts:
             continue
         assert re.search(r'href="(/|\.\./)*common/fonts\.css"', path.read_text()), path.name
+
+
+def test_every_page_is_told_the_city_before_its_scripts_run() -> None:
+    """/city.js (the city's time zone) comes before common/page.js, which reads it once."""
+    for page in PAGES:
+        text = (STATIC / page).read_text()
+        city = text.find('<script src="/city.js"></script>')
+        assert 0 <= city < text.find('common/page.js"></script>'), page
+
+
+@pytest.mark.parametrize(
+    ("asked", "lands_on"),
+    [
+        ("/signin.html?next=%2Fcenter.html", "/center.html"),
+        ("/signin.html?next=%2Freports%2Fevaluation.html%3Fmonth%3D2026-02%26lang%3Dzh", None),
+        ("/signin.html", "/"),
+        ("/signin.html?next=%2F%2Fevil.example%2Fx", "/"),
+        ("/signin.html?next=https%3A%2F%2Fevil.example%2Fx", "/"),
+    ],
+)
+def test_the_language_asked_on_the_sign_in_page_carries_on(
+    pages: Any, live_hub: LiveHub, asked: str, lands_on: str | None
+) -> None:
+    """Opened with ?lang=en (a link, the demo's URL), the sign-in page leads on to ?next= in
+    English, and ?next= stays a path on this site whatever it says."""
+    page = pages.anonymous(asked, lang="en")
+    assert page.locator("button[type=submit]").inner_text() == "Sign in"
+    pages.type_sign_in(page, "center")
+    wanted = lands_on or "/reports/evaluation.html"
+    page.wait_for_url(lambda url: urlsplit(url).path == wanted)
+    page.wait_for_function("() => document.documentElement.lang === 'en'")
+    landed = urlsplit(page.url)
+    assert f"{landed.scheme}://{landed.netloc}" == live_hub.url
+    query = parse_qs(landed.query)
+    assert query["lang"] == ["en"]
+    if lands_on is None:  # the page's own parameters are kept; its language is the one asked
+        assert query["month"] == ["2026-02"]

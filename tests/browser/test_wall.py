@@ -120,3 +120,35 @@ def test_signing_out_of_the_wall(pages: Any, live_hub: LiveHub) -> None:
     page.wait_for_url("**/signin.html**")
     page.goto("/wall.html")
     assert "/signin.html" in page.url
+
+
+# Every district name's box on screen, but the ones hidden for want of room.
+LABEL_BOXES = """() => [...document.querySelectorAll('.district-label')]
+  .filter((label) => getComputedStyle(label).visibility !== 'hidden')
+  .map((label) => { const r = label.getBoundingClientRect();
+    return [label.textContent, r.left, r.top, r.right, r.bottom]; })"""
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_district_names_do_not_cover_each_other(pages: Any, live_hub: LiveHub, lang: str) -> None:
+    """The urban districts are small on a city-wide view: at a laptop's 1600x900 and a wall's
+    1920x1080, no two names overlap, and all of them still find room."""
+    districts = len(live_hub.api("GET", "/api/v1/districts"))
+    page = pages.signed_in("wall", "/wall.html", lang=lang, size="wall")
+    for width, height in ((1600, 900), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_function(
+            "(n) => document.fonts.status === 'loaded'"
+            " && document.querySelectorAll('.district-label').length === n",
+            arg=districts,
+        )
+        page.evaluate(
+            "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+        )
+        boxes = page.evaluate(LABEL_BOXES)
+        assert len(boxes) == districts, (width, boxes)
+        for i, (name, left, top, right, bottom) in enumerate(boxes):
+            for other, o_left, o_top, o_right, o_bottom in boxes[i + 1 :]:
+                apart = right <= o_left or o_right <= left or bottom <= o_top or o_bottom <= top
+                assert apart, f"{width}x{height}: {name} covers {other}"
+    pages.shot(page)

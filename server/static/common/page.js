@@ -11,7 +11,12 @@
  *   Page.feed(onEvent, onState) the live center feed (/ws/center) with resume
  *   Page.live(path, {open, message, state}) any of the hub's JSON sockets, reconnecting
  *                      with a growing, jittered delay; 4100 (not signed in) -> sign in
- *   Page.time(epochSeconds) / Page.ago(epochSeconds)  local clock text, "3 min ago"
+ *   Page.zone          the city's time zone (window.City from /city.js, which a page loads
+ *                      before this script): every clock time a page shows is the city's,
+ *                      whatever zone the browser's machine is set to
+ *   Page.dateFormat(options) an Intl.DateTimeFormat in the page's language and the city's zone
+ *   Page.today()       the city's date now: {year, month, day} (month 1-12)
+ *   Page.time(epochSeconds) / Page.ago(epochSeconds)  the city's clock, "3 min ago"
  *   Page.actor(by)     who did it, from an event's `by` ("squad:S1" -> "分队 S1")
  *   Page.el(tag, attrs, ...children)  a DOM element (text children are escaped)
  *   Page.search(query, items, keysOf) the items matching a name as typed (Chinese, pinyin,
@@ -191,8 +196,20 @@
     });
   };
 
-  const timeFormat = () => new Intl.DateTimeFormat(Page.lang === "zh" ? "zh-CN" : "en-GB", {
-    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  Page.zone = (window.City && window.City.timezone) || undefined; // undefined: the browser's
+
+  Page.dateFormat = function (options) {
+    return new Intl.DateTimeFormat(Page.lang === "zh" ? "zh-CN" : "en-GB", { ...options, timeZone: Page.zone });
+  };
+
+  Page.today = function () {
+    const parts = new Intl.DateTimeFormat("en-GB", {
+      timeZone: Page.zone, year: "numeric", month: "numeric", day: "numeric" }).formatToParts(new Date());
+    const part = (type) => Number(parts.find((p) => p.type === type).value);
+    return { year: part("year"), month: part("month"), day: part("day") };
+  };
+
+  const timeFormat = () => Page.dateFormat({ hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 
   Page.time = function (epochSeconds) {
     return epochSeconds ? timeFormat().format(new Date(epochSeconds * 1000)) : "";

@@ -5,12 +5,14 @@
  *   Reports.duration(seconds)     "42 s", "12.5 min", "3.1 h" or "–"
  *   Reports.number(value, digits) a number or "–"
  *   Reports.change(value)         "+3.2" / "−1" / "–", and its class ("up" / "down")
- *   Reports.when(epochSeconds)    local date and time
+ *   Reports.when(epochSeconds)    date and time in the city's zone
  *   Reports.unitName(names, code) the unit's name in the page's language
  *   Reports.status(text, isError) the line under the header
  *   Reports.header()              wires the language, print and sign-out buttons
- *   Reports.table(headers, rows)  a <table> (cells: text, or Page.el elements)
- *   Reports.lastMonth() / Reports.lastWeek() / Reports.fortnightAgo()  default periods */
+ *   Reports.table(headers, rows)  a <table> (cells: text, or Page.el elements) in a box that
+ *                                 scrolls sideways when the table is wider than the page
+ *   Reports.lastMonth() / Reports.lastWeek() / Reports.fortnightAgo()  default periods,
+ *                                 counted from the city's date today */
 (function () {
   "use strict";
 
@@ -59,9 +61,8 @@
 
   Reports.when = function (epochSeconds) {
     if (!epochSeconds) return "–";
-    return new Intl.DateTimeFormat(Page.lang === "zh" ? "zh-CN" : "en-GB", {
-      year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-      hour12: false }).format(new Date(epochSeconds * 1000));
+    return Page.dateFormat({ year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+      minute: "2-digit", hour12: false }).format(new Date(epochSeconds * 1000));
   };
 
   Reports.unitName = function (names, code) {
@@ -103,7 +104,7 @@
       cells.map((cell) => (cell instanceof Node && cell.tagName === "TD") ? cell
         : Page.el("td", { class: cell && cell.cls ? cell.cls : null },
           cell && cell.node ? cell.node : cell && cell.text !== undefined ? cell.text : cell)))));
-    return Page.el("table", null, head, body);
+    return Page.el("div", { class: "table-box" }, Page.el("table", null, head, body));
   };
 
   Reports.fill = function (id, ...children) {
@@ -114,14 +115,22 @@
 
   function pad(n) { return String(n).padStart(2, "0"); }
 
+  /* The city's date, `days` from today, as a Date at midnight UTC: read it with the
+   * getUTC... methods (the browser's own zone would move it to another day). */
+  function cityDay(days) {
+    const today = Page.today();
+    return new Date(Date.UTC(today.year, today.month - 1, today.day + days));
+  }
+
   Reports.lastMonth = function () {
-    const now = new Date();
-    const first = new Date(now.getFullYear(), now.getMonth() - 1, 1);
-    return first.getFullYear() + "-" + pad(first.getMonth() + 1);
+    const today = Page.today();
+    const first = new Date(Date.UTC(today.year, today.month - 2, 1));
+    return first.getUTCFullYear() + "-" + pad(first.getUTCMonth() + 1);
   };
 
+  /* "2026-W09" of a date read by its UTC fields (as cityDay makes them). */
   Reports.isoWeek = function (date) {
-    const day = new Date(Date.UTC(date.getFullYear(), date.getMonth(), date.getDate()));
+    const day = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
     const weekday = day.getUTCDay() || 7;
     day.setUTCDate(day.getUTCDate() + 4 - weekday);
     const yearStart = new Date(Date.UTC(day.getUTCFullYear(), 0, 1));
@@ -130,15 +139,12 @@
   };
 
   Reports.lastWeek = function () {
-    const date = new Date();
-    date.setDate(date.getDate() - 7);
-    return Reports.isoWeek(date);
+    return Reports.isoWeek(cityDay(-7));
   };
 
   Reports.fortnightAgo = function () {
-    const date = new Date();
-    date.setDate(date.getDate() - 14);
-    return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate());
+    const date = cityDay(-14);
+    return date.getUTCFullYear() + "-" + pad(date.getUTCMonth() + 1) + "-" + pad(date.getUTCDate());
   };
 
   window.Reports = Reports;

@@ -1,0 +1,63 @@
+"""The report pages' layout: a table as wide as the monthly evaluation (a unit per row, a
+figure per column, 19 columns) scrolls inside its own box, never the whole page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.browser.harness import LANGS
+
+# A laptop's screen (1366), a small laptop's or a window beside another (1024), a phone's
+# (390): the page never scrolls sideways.
+WIDTHS = (1366, 1024, 390)
+
+
+def a_busy_month(route: Any) -> None:
+    """The hub's own answer for the month, every unit's figures filled in as a busy month
+    fills them (multi-digit counts, times in minutes and hours, notices at several levels)."""
+    answer = route.fetch()
+    month = answer.json()
+    for rank, card in enumerate(month["units"], start=1):
+        card.update(
+            rank=rank,
+            score=87.5,
+            score_change=-12.3,
+            rank_change=-3,
+            requests=1234,
+            resolved=1200,
+            open=34,
+            non_responses=12,
+        )
+        card["on_time"] = {"accept": 0.987, "arrive": 0.9, "resolve": 1.0}
+        spread = {"count": 1200, "p50": 750.0, "p90": 11_160.0}
+        card["times"] = {"accept": spread, "arrive": spread, "resolve": spread}
+        card["notices"] = {"total": 123, "by_level": {"1": 80, "2": 30, "3": 10, "4": 3}}
+        card["disputes"] = {"raised": 12, "upheld": 5, "reassigned": 7}
+        card["promises"] = {"kept": 10, "broken": 2}
+        card["spot_checks"] = {**card["spot_checks"], "pass_rate": 0.75}
+    route.fulfill(response=answer, json=month)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_evaluation_table_scrolls_in_its_box_not_the_page(pages: Any, lang: str) -> None:
+    page = pages.signed_in("center", "/reports/index.html", lang=lang, size="wall")
+    page.route("**/api/v1/reports/evaluation?*", a_busy_month)
+    page.goto("/reports/evaluation.html?month=2026-02")
+    units = page.locator("#cards tbody tr")
+    page.wait_for_function("() => document.querySelectorAll('#cards tbody tr').length > 5")
+    assert "1234" in units.first.inner_text()  # the busy month is on the page
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 768})
+        page_width, table_width, box_width, box_scrolls = page.evaluate(
+            """() => {
+              const table = document.querySelector('#cards table');
+              const box = table.parentElement;
+              return [document.documentElement.scrollWidth, table.offsetWidth, box.clientWidth,
+                ['auto', 'scroll'].includes(getComputedStyle(box).overflowX)];
+            }"""
+        )
+        assert page_width <= width, f"at {width} px the page is {page_width} px wide"
+        if table_width > box_width:  # wider than the page: all of it is there, in its box
+            assert box_scrolls, f"at {width} px the table is cut, not scrolled"
