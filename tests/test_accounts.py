@@ -5,6 +5,7 @@ call-takers signing in at once, the command line)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -414,6 +415,55 @@ async def test_sessions_cookie_flags_who_am_i_and_sign_out(hubs: Hubs) -> None:
             "/api/v1/session", json={"username": "carol", "password": PASSWORD}
         )
         assert "secure" in signed_in.headers["set-cookie"].lower()
+
+
+async def test_a_sign_in_from_another_sites_page_is_refused(http: httpx.AsyncClient) -> None:
+    """Login CSRF: another site's page can post a text/plain form whose body reads as JSON,
+    and would sign the visitor's browser in as someone else. Only our own page's JSON,
+    from our own origin, signs in."""
+    await _account(http, "erin", role="center")
+    body = json.dumps({"username": "erin", "password": PASSWORD})
+    as_form = await http.post(
+        "/api/v1/session", content=body, headers={"Content-Type": "text/plain"}
+    )
+    assert as_form.status_code == 415 and "set-cookie" not in as_form.headers
+    assert as_form.json()["error"]["fields"] == {"content-type": "must be application/json"}
+    unlabelled = await http.post("/api/v1/session", content=body)
+    assert unlabelled.status_code == 415
+    json_type = {"Content-Type": "application/json; charset=utf-8"}
+    for foreign in ({"Origin": "https://evil.example"}, {"Origin": "null"}):
+        cross = await http.post("/api/v1/session", content=body, headers=json_type | foreign)
+        assert cross.status_code == 403 and "set-cookie" not in cross.headers
+        assert cross.json()["error"]["code"] == "cross_site"
+    fetched = await http.post(
+        "/api/v1/session", content=body, headers=json_type | {"Sec-Fetch-Site": "cross-site"}
+    )
+    assert fetched.status_code == 403
+    host = http.base_url.netloc.decode()
+    ours = await http.post(
+        "/api/v1/session",
+        content=body,
+        headers=json_type | {"Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert ours.status_code == 200 and ours.cookies["ld_session"]
+
+
+async def test_a_session_is_no_token_and_a_token_no_session(http: httpx.AsyncClient) -> None:
+    """Each credential counts only as what it was given as, even while the hub trusts it
+    from its cache (a session id sent as a bearer token, a token sent as the cookie)."""
+    await _account(http, "fay", role="center")
+    signed_in = await http.post("/api/v1/session", json={"username": "fay", "password": PASSWORD})
+    session = signed_in.cookies["ld_session"]
+    http.cookies.clear()
+    assert (await http.get("/api/v1/session", headers=_cookie(session))).status_code == 200
+    as_token = await http.get("/api/v1/session", headers={"Authorization": f"Bearer {session}"})
+    assert as_token.status_code == 401
+    token = await _token(http, "fay")
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert (await http.get("/api/v1/session", headers=bearer)).json()["via"] == "token"
+    assert (await http.get("/api/v1/session", headers=_cookie(token))).status_code == 401
+    page = await http.get("/center.html", headers=_cookie(token))
+    assert page.status_code != 200
 
 
 async def test_wrong_credentials_from_one_address_get_429(hubs: Hubs) -> None:

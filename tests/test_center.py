@@ -615,3 +615,61 @@ async def test_a_unit_desk_notes_and_sees_the_disputes_of_its_own_unit_only(hubs
     assert ruling.status_code == 403  # rulings are the center's
     await squad.close()
     await api.close()
+
+
+async def test_a_moved_request_is_the_new_units_and_an_unknown_id_tells_a_desk_nothing(
+    hubs: Any,
+) -> None:
+    """A desk reads and acts on the requests its unit holds now: one moved to it comes with
+    its history (the ledger's events and the caller's messages too, not only the detail),
+    one moved away goes with it; and a made-up id is refused as another unit's would be,
+    so that no desk can count the other units' requests by trying ids."""
+    hub = hubs.start()
+    api = Api(hub)
+    water_desk, gas_desk = await _desk_token(api, "water"), await _desk_token(api, "gas")
+    squad = await online_squad(api, hub, *XIGONG)
+    created = await api.request(*XIGONG)
+    request_id = created["id"]
+    offer = await _offered(squad, request_id)
+    await squad.dispute(offer.assignment, "a gas smell, not water")
+    noted = await api.http.post(
+        f"/api/v1/requests/{request_id}/notes", headers=water_desk, json={"note": "gas, surely"}
+    )
+    assert noted.status_code == 201, noted.text
+    ruled = await _post(
+        api,
+        f"/api/v1/requests/{request_id}/ruling",
+        {"decision": "reassign", "unit": "gas", "category": "gas_leak_smell", "note": "gas"},
+    )
+    assert ruled.status_code == 200, ruled.text
+    events_path = f"/api/v1/ledger/requests/{request_id}/events"
+
+    async def recorded() -> bool:
+        events = (await api.http.get(events_path, headers=auth("center"))).json()
+        return "reassigned" in [e["type"] for e in events]
+
+    await eventually(recorded)
+    events = await api.http.get(events_path, headers=gas_desk)
+    assert events.status_code == 200, events.text
+    assert {e["unit"] for e in events.json()} == {"water", "gas"}
+    assert "note" in [e["type"] for e in events.json()]
+    messages = f"/api/v1/requests/{request_id}/messages"
+    assert (await api.http.get(messages, headers=gas_desk)).status_code == 200
+    assert (await api.http.get(f"/api/v1/requests/{request_id}", headers=gas_desk)).is_success
+    for path in (events_path, messages, f"/api/v1/requests/{request_id}"):
+        assert (await api.http.get(path, headers=water_desk)).status_code == 403, path
+
+    unknown = f"{request_id.split('-')[0]}-999999"
+    tries = [
+        api.http.post(f"/api/v1/requests/{unknown}/notes", headers=water_desk, json={"note": "?"}),
+        api.http.get(f"/api/v1/requests/{unknown}/messages", headers=water_desk),
+        api.http.get(f"/api/v1/ledger/requests/{unknown}/events", headers=water_desk),
+        api.http.get(f"/api/v1/requests/{unknown}", headers=water_desk),
+    ]
+    assert [(await answer).status_code for answer in tries] == [403, 403, 403, 403]
+    center_messages = await api.http.get(
+        f"/api/v1/requests/{unknown}/messages", headers=auth("center")
+    )
+    assert center_messages.status_code == 404
+    await squad.close()
+    await api.close()

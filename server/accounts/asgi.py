@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -99,7 +100,7 @@ async def _authenticate(scope: Scope, authenticator: Authenticator) -> AuthResul
             return AuthResult(None, "token", "invalid")
         return await authenticator.from_token(token.strip(), address)
     session = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
-    if not session or not _same_origin(scope["method"], headers):
+    if not session or not same_origin(scope["method"], headers):
         return NOBODY
     return await authenticator.from_session(session, address)
 
@@ -115,7 +116,7 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def _same_origin(method: str, headers: dict[str, str]) -> bool:
+def same_origin(method: str, headers: Mapping[str, str]) -> bool:
     """A cookie only counts on a state-changing request sent by our own pages (SameSite=Strict
     already keeps it off other sites' requests; this is the second lock)."""
     if method in _SAFE_METHODS:

@@ -91,7 +91,10 @@ class Authenticator:
 
     async def _lookup(self, hashed: str, via: Via, address: str) -> AuthResult:
         now = self._clock()
-        principal = self._cache.get(hashed, now)
+        # Keyed by the kind of credential too: a session id is no token, nor a token a
+        # session cookie, even while one of them is trusted from the cache.
+        key = f"{via}:{hashed}"
+        principal = self._cache.get(key, now)
         if principal is not None:
             return AuthResult(principal, via)
         blocked = self._failures.retry_after(address, now)
@@ -107,7 +110,7 @@ class Authenticator:
         if principal is None:
             self._failures.record(address, self._clock())
             return AuthResult(None, via, "invalid")
-        self._cache.put(hashed, principal, self._clock())
+        self._cache.put(key, principal, self._clock())
         return AuthResult(principal, via)
 
     async def sign_in(self, username: str, password: str, address: str) -> AuthResult:
@@ -129,7 +132,8 @@ class Authenticator:
 
     def forget(self, hashed: str) -> None:
         """Stop trusting a cached token or session now (revoked, signed out)."""
-        self._cache.drop(hashed)
+        for via in ("token", "cookie"):
+            self._cache.drop(f"{via}:{hashed}")
 
     def forget_account(self, username: str) -> None:
         """Stop trusting every cached credential of ``username`` now (disabled)."""

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.accounts.asgi import auth_result, client_address
+from server.accounts.asgi import auth_result, client_address, same_origin
 from server.accounts.auth import Authenticator, AuthResult
 from server.accounts.model import (
     SESSION_COOKIE,
@@ -159,9 +159,10 @@ def session_lifetime_s(settings: Settings, role: str) -> float:
     roles=(),
     body=SignIn,
     answer=Anything,
-    errors=(401, 429),
+    errors=(401, 403, 415, 429),
 )
 async def sign_in(request: Request) -> Response:
+    _refuse_cross_site(request)
     attempt = await read_body(request, SignIn)
     auth = _auth(request)
     result = await auth.sign_in(attempt.username, attempt.password, client_address(request.scope))
@@ -181,6 +182,25 @@ async def sign_in(request: Request) -> Response:
         secure=settings.cookie_secure,
     )
     return response
+
+
+def _refuse_cross_site(request: Request) -> None:
+    """A sign-in comes from our own sign-in page, as JSON. Another site's page could post a
+    form to it (a text/plain body can be made to look like JSON) and sign the visitor's
+    browser in as someone else, whose name would then stand on what the visitor does."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be application/json, not {media_type or 'unlabelled'}",
+            fields={"content-type": "must be application/json"},
+        )
+    if (
+        not same_origin("POST", request.headers)
+        or request.headers.get("sec-fetch-site") == "cross-site"
+    ):
+        raise ApiError(403, "cross_site", "sign in from this site's own sign-in page")
 
 
 @described(summary="Who the caller is", roles=(), answer=Anything, errors=(401, 429))

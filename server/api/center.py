@@ -24,8 +24,8 @@ from server.api.common import (
     components,
     json_response,
     read_body,
-    require_unit,
 )
+from server.api.ledger import require_owner
 from server.api.openapi import described
 from server.center.actions import CenterActions, CenterError
 from server.store.requests import Actor
@@ -174,13 +174,9 @@ async def disputes(request: Request) -> Response:
 
 
 async def _require_own(request: Request, actor: Actor, request_id: str) -> None:
-    """A unit desk acts on its own unit's requests only (404 before 403: an unknown id)."""
-    if actor.kind != "unit":
-        return
-    unit = await components(request).requests.unit_of(request_id)
-    if unit is None:
-        raise ApiError(404, "not_found", f"no request {request_id}")
-    require_unit(actor, unit)
+    """A unit desk acts on its own unit's requests only; an unknown id is refused like
+    another unit's (:func:`server.api.ledger.require_owner`)."""
+    await require_owner(request, actor, request_id)
 
 
 def center_routes() -> list[Route]:

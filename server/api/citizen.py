@@ -14,8 +14,8 @@ from server.api.common import (
     components,
     json_response,
     ledger_of,
-    require_unit,
 )
+from server.api.ledger import require_owner
 from server.api.openapi import described
 from server.citizen.record import messages_of
 from server.ledger import request_events
@@ -30,15 +30,10 @@ from server.ledger import request_events
 async def request_messages(request: Request) -> Response:
     actor = authorize(request, "center", "unit")
     request_id = request.path_params["request_id"]
+    await require_owner(request, actor, request_id)
     events = await request_events(ledger_of(request), request_id)
-    units = {event["unit"] for event in events}
-    live_unit = await components(request).requests.unit_of(request_id)
-    if live_unit is not None:
-        units.add(live_unit)
-    if not units:
+    if not events and await components(request).requests.unit_of(request_id) is None:
         raise ApiError(404, "not_found", f"no request {request_id}")
-    for unit in units:
-        require_unit(actor, unit)
     return json_response({"request": request_id, "messages": messages_of(events)})
 
 

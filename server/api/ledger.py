@@ -48,6 +48,7 @@ from server.ledger import (
     find_requests,
     record_audit,
     request_events,
+    request_unit,
 )
 from server.ledger.records import ACTION_EVENTS
 from server.store.keys import NO_UNIT
@@ -177,12 +178,27 @@ async def ledger_requests(request: Request) -> Response:
 async def ledger_events(request: Request) -> Response:
     actor = authorize(request, "center", "unit")
     page = read_query(request, PageQuery)
+    request_id = request.path_params["request_id"]
+    await require_owner(request, actor, request_id)
     events = await request_events(
-        ledger_of(request), request.path_params["request_id"], limit=page.limit, offset=page.offset
+        ledger_of(request), request_id, limit=page.limit, offset=page.offset
     )
-    for unit in {event["unit"] for event in events}:
-        require_unit(actor, unit)
     return json_response(events)
+
+
+async def require_owner(request: Request, actor: Actor, request_id: str) -> None:
+    """A unit desk reads and acts on the requests its unit holds now: its live state's unit,
+    else the ledger's. A request moved to the unit comes with its whole history (the other
+    unit's steps and notes included: the desk takes the case over); one moved away goes
+    with it. An unknown id is refused like another unit's (403), so that a desk cannot
+    count the other units' requests by trying ids. Other roles pass."""
+    if actor.kind != "unit":
+        return
+    services = components(request)
+    unit = await services.requests.unit_of(request_id)
+    if unit is None and services.ledger is not None:
+        unit = await request_unit(services.ledger, request_id)
+    require_unit(actor, unit)
 
 
 @described(

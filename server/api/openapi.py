@@ -31,10 +31,14 @@ _STATUS_TEXT = {
     204: "No content",
     400: "The body is not JSON (`malformed_json`)",
     401: "No valid credentials (`unauthenticated`)",
-    403: "The caller's role may not do this, or the item is another unit's (`forbidden`)",
+    403: (
+        "The caller's role may not do this, or the item is another unit's (`forbidden`); "
+        "a sign-in from another site's page (`cross_site`)"
+    ),
     404: "No such item (`not_found`)",
     409: "The item is not in a state that allows this, or the name is taken",
     413: "The body is larger than DISPATCH_MAX_BODY_BYTES (`too_large`)",
+    415: "The body is not labelled application/json (`unsupported_media_type`)",
     422: "A field is missing, of the wrong type or out of range (`fields` names it)",
     429: "Too many wrong credentials from this address (`Retry-After`)",
     503: "The live state or the ledger is unreachable: retry (`Retry-After`)",

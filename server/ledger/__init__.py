@@ -20,6 +20,7 @@ from server.ledger.queries import (
     record_audit,
     request_conflicts,
     request_events,
+    request_unit,
 )
 from server.ledger.record_queries import find_actions, find_messages, find_notices
 from server.ledger.streams import GROUP, StreamEntry, ack
@@ -54,5 +55,6 @@ __all__ = [
     "record_audit",
     "request_conflicts",
     "request_events",
+    "request_unit",
     "requests",
 ]

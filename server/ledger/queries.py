@@ -135,6 +135,16 @@ async def request_events(
     return rows
 
 
+async def request_unit(source: AsyncEngine | Ledger, request_id: str) -> str | None:
+    """The unit the ledger's record of a request gives (its last), or None: no such request."""
+    requests = tables.requests
+    async with _engine(source).connect() as conn:
+        unit = (
+            await conn.execute(select(requests.c.unit).where(requests.c.id == request_id))
+        ).scalar_one_or_none()
+    return str(unit) if unit is not None else None
+
+
 async def archived_request(source: AsyncEngine | Ledger, request_id: str) -> dict[str, Any] | None:
     """A request as the ledger recorded it, in the shape of the live request's detail
     (``GET /api/v1/requests/{id}``: fields, ``deadlines``, ``timeline``), with ``archived``
