@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import jsonschema
+import msgspec
 import pytest
 from sqlalchemy import update
 
-from server.api.reports import _only_unit
 from server.city import load_city
 from server.ledger import Ledger, default_database_url, tables
 from server.lifecycle import RequestView, SquadStep, State, transition
@@ -30,7 +30,7 @@ from server.reports.scorecard import facts_of, ledger_events, scorecards
 from server.reports.service import WEEKLY_DRAWER, Reports, UnitName, circular_rows
 from server.store.requests import Actor, event_json
 from tests.helpers import XIGONG, auth, eventually
-from tests.report_month import AS_OF, MONTH, ZONE, T, recorded, the_month
+from tests.report_month import AS_OF, MONTH, ZONE, Recorded, T, recorded, the_month
 
 CITY = load_city()
 EQUAL = Policy(weights=Weights(**{name: 1 for name in Weights.__struct_fields__}))
@@ -641,39 +641,156 @@ async def test_a_not_fixed_callback_reopens_the_request_with_a_notice(apps: Any)
     assert wrong.status_code == 422 and "outcome" in wrong.json()["error"]["fields"]
 
 
-def test_a_desk_reads_the_fortnight_of_its_own_unit_only() -> None:
-    item = fortnight.RepeatItem
-    report = FortnightReport(
-        period="p",
-        start=0,
-        end=1,
-        as_of=1,
-        disputes=[
-            fortnight.OpenDispute("A", "water", "water_outage", "x", 0, 0, "", "/a"),
-            fortnight.OpenDispute("B", "gas", "gas_leak_smell", "x", 0, 0, "", "/b"),
-        ],
-        overdue_units=[
-            fortnight.Overdue("water", 3, 1, 0.3, True),
-            fortnight.Overdue("gas", 3, 2, 0.6, True),
-        ],
-        overdue_categories=[
-            fortnight.Overdue("water_outage", 3, 1, 0.3, True),
-            fortnight.Overdue("gas_leak_smell", 3, 2, 0.6, True),
-        ],
-        repeats=[
-            fortnight.Repeat("water_outage", 0, 0, "", 3, 0, 0, [item("A", "water", 0, "", "/a")]),
-            fortnight.Repeat("gas_leak_smell", 0, 0, "", 3, 0, 0, [item("B", "gas", 0, "", "/b")]),
-        ],
-        notices=[
-            fortnight.OpenNotice("A-accept-2", "A", "water", "accept", 2, 0, "/a"),
-            fortnight.OpenNotice("B-accept-2", "B", "gas", "accept", 2, 0, "/b"),
-        ],
+# ---- a unit desk's fortnight: its own requests only --------------------------------------------
+
+BORDER = (34.70, 112.60)  # where two heating units' districts meet
+
+
+def _shared_heating() -> list[Recorded]:
+    """Heating outages of the two units that share the category (split by district): one
+    repeat location at the border, heating's H1 first, then Yanshi's Y1 (50 m away) and Y2;
+    heating's H2 elsewhere, resolved in time; Yanshi's Y3 elsewhere. The open ones missed
+    their limits (heating: 1 of 2; Yanshi: 3 of 3)."""
+
+    def heating(request_id: str, unit: str, offset: float, north_m: float, **row: Any) -> Recorded:
+        steps = row.pop("steps", [("offered", 1, unit)])
+        return recorded(
+            request_id,
+            unit,
+            T + offset,
+            row.pop("state", "offered"),
+            steps,
+            category="heating_outage",
+            district="yanshi" if unit == "heating_yanshi" else "luolong",
+            address=f"{request_id}'s caller, Border Road",
+            lat=BORDER[0] + north_m / 111_320.0,
+            lon=BORDER[1],
+            **row,
+        )
+
+    on_time = [(kind, at, "heating") for kind, at in (("offered", 1), ("accepted", 100))]
+    on_time += [("arrived", 1000, "heating"), ("resolved", 5000, "heating")]
+    return [
+        heating("H1", "heating", 3600, 0),
+        heating("Y1", "heating_yanshi", 4200, 50),
+        heating("Y2", "heating_yanshi", 4800, 0),
+        heating("H2", "heating", 7200, -20_000, state="resolved", steps=on_time),
+        heating("Y3", "heating_yanshi", 9000, 20_000),
+    ]
+
+
+def _numbers(value: Any) -> set[float]:
+    """Every number in a decoded JSON answer."""
+    if isinstance(value, dict):
+        return set().union(*map(_numbers, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(_numbers, value))
+    return (
+        {float(value)} if isinstance(value, int | float) and not isinstance(value, bool) else set()
     )
-    water = CITY.unit("water")
-    assert water is not None
-    mine = _only_unit(report, "water", set(water.categories))
-    assert [d.id for d in mine.disputes] == ["A"]
-    assert [o.key for o in mine.overdue_units] == ["water"]
-    assert [o.key for o in mine.overdue_categories] == ["water_outage"]
-    assert [r.category for r in mine.repeats] == ["water_outage"]
-    assert [n.id for n in mine.notices] == ["A-accept-2"]
+
+
+def test_a_desk_reads_the_fortnight_of_its_own_unit_only() -> None:
+    requests = _shared_heating()
+    rows = [row for row, _ in requests]
+    disputed = [{**rows[0], "state": "disputed"}, {**rows[1], "state": "disputed"}]
+    notices = [
+        _notice("H1-accept-2", "heating", 1.0, None),
+        _notice("Y1-accept-2", "heating_yanshi", 2.0, None),
+    ]
+
+    def report(unit: str | None) -> FortnightReport:
+        return fortnight.report(
+            period="p",
+            start=T,
+            end=T + 14 * 86_400,
+            as_of=AS_OF,
+            rows=rows,
+            facts=[facts_of(row, ledger_events(events), AS_OF) for row, events in requests],
+            disputed_rows=disputed,
+            disputed_events={},
+            open_items=[("heating", "H1"), ("heating_yanshi", "Y1")],
+            notice_rows=notices,
+            policy=Fortnight(),
+            unit=unit,
+        )
+
+    everything = report(None)
+    [repeat] = everything.repeats
+    assert [i.id for i in repeat.requests] == ["H1", "Y1", "Y2"]
+    assert (repeat.count, repeat.others, repeat.address) == (3, 0, "H1's caller, Border Road")
+    shared = [(o.key, o.requests, o.missed) for o in everything.overdue_categories]
+    assert shared == [("heating_outage", 5, 4)]
+
+    mine = report("heating_yanshi")
+    [repeat] = mine.repeats
+    assert [i.id for i in repeat.requests] == ["Y1", "Y2"]
+    assert (repeat.count, repeat.others) == (3, 1)
+    # the place and times are its own requests', not the cluster's first (heating's H1)
+    assert repeat.address == "Y1's caller, Border Road" and repeat.lat == rows[1]["lat"]
+    assert (repeat.first_at, repeat.last_at) == (T + 4200, T + 4800)
+    assert [(o.key, o.requests, o.missed, o.chronic) for o in mine.overdue_categories] == [
+        ("heating_outage", 3, 3, True)
+    ]
+    assert [(o.key, o.overdue_now) for o in mine.overdue_units] == [("heating_yanshi", ["Y1"])]
+    assert [d.id for d in mine.disputes] == ["Y1"]
+    assert [n.id for n in mine.notices] == ["Y1-accept-2"]
+    encoded = msgspec.json.encode(mine).decode()
+    assert "H1" not in encoded and "H2" not in encoded
+    assert not _numbers(msgspec.to_builtins(mine)) & {T + 3600, T + 7200}
+
+    theirs = report("heating")
+    [repeat] = theirs.repeats
+    assert [i.id for i in repeat.requests] == ["H1"]
+    assert (repeat.count, repeat.others, repeat.first_at) == (3, 2, T + 3600)
+    assert [(o.key, o.requests, o.missed, o.chronic) for o in theirs.overdue_categories] == [
+        ("heating_outage", 2, 1, False)
+    ]
+    assert "Y1" not in msgspec.json.encode(theirs).decode()
+    assert report("water").repeats == []
+
+
+async def test_a_desk_sees_none_of_another_units_requests_in_the_fortnight(apps: Any) -> None:
+    app = await apps.start()
+    await _record(_services(apps).ledger, _shared_heating())
+    path = "/api/v1/reports/fortnight?from=2026-03-02"
+    everything = (await app.get(path, headers=auth("center"))).json()
+    [repeat] = everything["repeats"]
+    assert [i["id"] for i in repeat["requests"]] == ["H1", "Y1", "Y2"]
+    assert [(o["key"], o["requests"], o["missed"]) for o in everything["overdue_categories"]] == [
+        ("heating_outage", 5, 4)
+    ]
+    as_csv = path.replace("fortnight?", "fortnight.csv?")
+    center_csv = _parse_csv((await app.get(as_csv, headers=auth("center"))).text)
+    assert next(r for r in center_csv if r["section"] == "repeat")["id"] == "H1 Y1 Y2"
+
+    cases = (
+        ("heating", ["H1"], ["Y1", "Y2", "Y3"], (2, 1)),
+        ("heating_yanshi", ["Y1", "Y2"], ["H1", "H2"], (3, 3)),
+    )
+    for unit, own, foreign, (requests, missed) in cases:
+        desk = await _desk(app, unit)
+        answer = await app.get(path, headers=desk)
+        assert answer.status_code == 200, answer.text
+        found = answer.json()
+        [repeat] = found["repeats"]
+        assert [i["id"] for i in repeat["requests"]] == own
+        assert (repeat["count"], repeat["others"]) == (3, 3 - len(own))
+        assert [(o["key"], o["requests"], o["missed"]) for o in found["overdue_categories"]] == [
+            ("heating_outage", requests, missed)
+        ]
+        assert [o["key"] for o in found["overdue_units"]] == [unit]
+        exported = await app.get(as_csv, headers=desk)
+        assert exported.status_code == 200
+        rows = _parse_csv(exported.text)
+        repeat_row = next(r for r in rows if r["section"] == "repeat")
+        assert repeat_row["id"].split() == own
+        assert repeat_row["detail"].endswith(f"{3 - len(own)} more of other units")
+        foreign_times = {T + offset for offset in (3600, 4200, 4800, 7200, 9000)} - {
+            i["received_at"] for i in repeat["requests"]
+        }
+        assert not _numbers(found) & foreign_times
+        for ident in foreign:
+            for text in (answer.text, exported.text):
+                assert ident not in text, (unit, ident)
+                assert f"{ident}'s caller" not in text

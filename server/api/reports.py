@@ -496,15 +496,6 @@ async def circular_chart(request: Request) -> Response:
 # ---- the fortnightly report ----------------------------------------------------------------
 
 
-def _only_unit(report: FortnightReport, unit: str, categories: set[str]) -> FortnightReport:
-    report.disputes = [d for d in report.disputes if d.unit == unit]
-    report.overdue_units = [o for o in report.overdue_units if o.key == unit]
-    report.overdue_categories = [o for o in report.overdue_categories if o.key in categories]
-    report.repeats = [r for r in report.repeats if any(i.unit == unit for i in r.requests)]
-    report.notices = [n for n in report.notices if n.unit == unit]
-    return report
-
-
 @described(
     summary="The fortnightly coordination report: disputes, overdue, repeats, notices",
     roles=("center", "unit"),
@@ -516,13 +507,13 @@ def _only_unit(report: FortnightReport, unit: str, categories: set[str]) -> Fort
 async def fortnight(request: Request) -> Response:
     actor = authorize(request, "center", "unit")
     query = read_query(request, FortnightQuery)
+    # A desk's report is computed from its own unit's requests (not filtered afterwards): a
+    # repeat location or a category it shares with another unit shows it none of theirs.
+    unit = actor.unit if actor.kind == "unit" else None
     try:
-        found = await _reports(request).fortnight(query.from_)
+        found = await _reports(request).fortnight(query.from_, unit)
     except periods.PeriodError as exc:
         raise _period_error("from", exc) from None
-    if actor.kind == "unit":
-        info = components(request).city.unit(actor.unit)
-        found = _only_unit(found, actor.unit, set(info.categories) if info else set())
     if _wants_csv(request):
         text = exports.fortnight_csv(found)
         name = f"fortnight-{query.from_}"

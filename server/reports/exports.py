@@ -273,7 +273,8 @@ def fortnight_csv(report: FortnightReport) -> str:
                 "category": r.category,
                 "count": r.count,
                 "at": r.first_at,
-                "detail": f"{r.lat:.5f},{r.lon:.5f} {r.address}".strip(),
+                "detail": f"{r.lat:.5f},{r.lon:.5f} {r.address}".strip()
+                + (f"; {r.others} more of other units" if r.others else ""),
                 "link": r.requests[0].link if r.requests else "",
             }
         )

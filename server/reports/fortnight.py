@@ -11,6 +11,11 @@ is stuck. Pure: the caller reads the ledger and passes plain rows.
 - **Notices still open** at the policy's level or higher (the ledger's ``notices``).
 
 Every item carries ``link``, the API path of the request.
+
+A unit desk's report (``unit``) holds that unit's requests only: its disputes, notices and
+overdue figures (a category's too: a category two units share, split by district, counts
+only the unit's own requests), and in a repeat location its own requests, the other units'
+only counted (``others``): their callers' addresses and their ids are not the desk's to see.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class RepeatItem(msgspec.Struct):
 
 
 class Repeat(msgspec.Struct):
+    """A cluster. Place and times are those of the requests listed; ``count`` is every
+    request of the cluster, ``others`` those of other units left out (a unit desk's)."""
+
     category: str
     lat: float
     lon: float
@@ -72,6 +80,7 @@ class Repeat(msgspec.Struct):
     first_at: float | None
     last_at: float | None
     requests: list[RepeatItem]
+    others: int = 0
 
 
 class OpenNotice(msgspec.Struct):
@@ -158,10 +167,13 @@ def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
-def repeats(rows: Iterable[Mapping[str, Any]], policy: Fortnight) -> list[Repeat]:
+def repeats(
+    rows: Iterable[Mapping[str, Any]], policy: Fortnight, unit: str | None = None
+) -> list[Repeat]:
     """Clusters of ``repeat_min`` or more requests of one category within
     ``repeat_radius_m`` of the cluster's first request; largest first. Rows need ``id``,
-    ``category``, ``lat``, ``lon``, ``received_at`` (``unit``, ``address`` shown)."""
+    ``category``, ``lat``, ``lon``, ``received_at`` (``unit``, ``address`` shown).
+    ``unit``: only the clusters holding a request of it, each showing its requests only."""
     radius = policy.repeat_radius_m
     cell_lat = radius / 111_320.0
     clusters: list[list[Mapping[str, Any]]] = []
@@ -181,7 +193,11 @@ def repeats(rows: Iterable[Mapping[str, Any]], policy: Fortnight) -> list[Repeat
             clusters.append([row])
         else:
             clusters[home].append(row)
-    found = [_repeat(c) for c in clusters if len(c) >= policy.repeat_min]
+    found = []
+    for cluster in clusters:
+        shown = cluster if unit is None else [r for r in cluster if r.get("unit") == unit]
+        if len(cluster) >= policy.repeat_min and shown:
+            found.append(_repeat(shown, len(cluster)))
     return sorted(found, key=lambda r: (-r.count, r.first_at or 0.0))
 
 
@@ -209,15 +225,16 @@ def _nearest(
     return best[1] if best else None
 
 
-def _repeat(cluster: Sequence[Mapping[str, Any]]) -> Repeat:
-    first = cluster[0]
-    times = [float(r["received_at"]) for r in cluster if r.get("received_at") is not None]
+def _repeat(shown: Sequence[Mapping[str, Any]], count: int) -> Repeat:
+    """``shown``: the cluster's requests to list, in order; ``count``: all of them."""
+    first = shown[0]
+    times = [float(r["received_at"]) for r in shown if r.get("received_at") is not None]
     return Repeat(
         category=str(first.get("category") or ""),
         lat=float(first["lat"]),
         lon=float(first["lon"]),
         address=str(first.get("address") or ""),
-        count=len(cluster),
+        count=count,
         first_at=min(times) if times else None,
         last_at=max(times) if times else None,
         requests=[
@@ -228,8 +245,9 @@ def _repeat(cluster: Sequence[Mapping[str, Any]]) -> Repeat:
                 address=str(r.get("address") or ""),
                 link=link(str(r["id"])),
             )
-            for r in cluster
+            for r in shown
         ],
+        others=count - len(shown),
     )
 
 
@@ -266,20 +284,27 @@ def report(
     open_items: Iterable[tuple[str, str]],
     notice_rows: Iterable[Mapping[str, Any]],
     policy: Fortnight,
+    unit: str | None = None,
 ) -> FortnightReport:
     """The report. ``rows`` / ``facts``: the fortnight's requests; ``open_items``: (unit,
-    request id) of each item overdue now."""
+    request id) of each item overdue now; ``unit``: a unit desk's report (see above)."""
+
+    def own(holder: object) -> bool:
+        return unit is None or holder == unit
+
     overdue_now: dict[str, list[str]] = defaultdict(list)
-    for unit, request_id in open_items:
-        overdue_now[unit].append(request_id)
+    for holder, request_id in open_items:
+        if own(holder):
+            overdue_now[holder].append(request_id)
+    facts = [f for f in facts if own(f.unit)]
     return FortnightReport(
         period=period,
         start=start,
         end=end,
         as_of=as_of,
-        disputes=open_disputes(disputed_rows, disputed_events),
+        disputes=[d for d in open_disputes(disputed_rows, disputed_events) if own(d.unit)],
         overdue_units=overdue(facts, "unit", policy, overdue_now),
         overdue_categories=overdue(facts, "category", policy, {}),
-        repeats=repeats(rows, policy),
-        notices=open_notices(notice_rows, policy.notice_level),
+        repeats=repeats(rows, policy, unit),
+        notices=[n for n in open_notices(notice_rows, policy.notice_level) if own(n.unit)],
     )

@@ -291,7 +291,9 @@ class Reports:
 
     # ---- the fortnightly report ----------------------------------------------------------
 
-    async def fortnight(self, first_day: str) -> fortnight.FortnightReport:
+    async def fortnight(self, first_day: str, unit: str | None = None) -> fortnight.FortnightReport:
+        """The report of the fortnight from ``first_day``; ``unit``: a unit desk's, of its
+        own requests only (see :mod:`server.reports.fortnight`)."""
         span = periods.fortnight(first_day, self.zone)
         now = self._clock()
         rows, facts = await store.period_facts(self._engine, span, now, places=True)
@@ -313,6 +315,7 @@ class Reports:
             open_items=late,
             notice_rows=notices,
             policy=self._policy.fortnight,
+            unit=unit,
         )
 
 
@@ -391,4 +394,3 @@ def circular_rows(
         wanted = set(units)
         rows = [r for r in rows if r.unit in wanted]
     return sorted(rows, key=lambda r: (r.rank is None, r.rank or 0, r.unit))
-

@@ -61,3 +61,45 @@ def test_the_evaluation_table_scrolls_in_its_box_not_the_page(pages: Any, lang: 
         assert page_width <= width, f"at {width} px the page is {page_width} px wide"
         if table_width > box_width:  # wider than the page: all of it is there, in its box
             assert box_scrolls, f"at {width} px the table is cut, not scrolled"
+
+
+def a_desks_repeat(route: Any) -> None:
+    """The hub's own answer for the fortnight, with a repeat location as a unit desk sees it:
+    its own two requests listed, two of other units only counted."""
+    answer = route.fetch()
+    report = answer.json()
+    item = {"unit": "water", "received_at": 1_772_400_000.0, "address": "中州路 1号"}
+    report["repeats"] = [
+        {
+            "category": "water_main_burst",
+            "lat": 34.67,
+            "lon": 112.445,
+            "address": "中州路 1号",
+            "count": 4,
+            "first_at": 1_772_400_000.0,
+            "last_at": 1_772_403_600.0,
+            "requests": [
+                {**item, "id": ident, "link": f"/api/v1/requests/{ident}"}
+                for ident in ("20260302-000001", "20260302-000007")
+            ],
+            "others": 2,
+        }
+    ]
+    route.fulfill(response=answer, json=report)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_desks_repeat_location_links_its_own_requests_and_counts_the_others(
+    pages: Any, lang: str
+) -> None:
+    page = pages.signed_in("unit", "/reports/index.html", lang=lang)
+    page.route("**/api/v1/reports/fortnight?*", a_desks_repeat)
+    page.goto("/reports/fortnight.html?from=2026-03-02")
+    cell = page.locator("#repeats tbody tr td").last
+    cell.wait_for()
+    links = cell.locator("a")
+    assert links.all_inner_texts() == ["20260302-000001", "20260302-000007"]
+    assert links.first.get_attribute("href") == "/api/v1/requests/20260302-000001"
+    assert (
+        "另有其他单位 2 件" if lang == "zh" else "and 2 more of other units"
+    ) in cell.inner_text()

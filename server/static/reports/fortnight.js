@@ -11,7 +11,7 @@
       request: "诉求", unit: "单位", category: "类别", district: "区", disputed_at: "提出争议",
       reason: "理由", requests: "诉求量", missed: "超时", share: "超时比例", chronic: "长期超时",
       overdue_now: "当前超时事项", place: "地点", count: "次数", first: "首次", last: "最近",
-      items: "诉求", notice: "通知", kind: "类型", level: "级别", issued: "下发", yes: "是", no: "",
+      items: "诉求", others: "另有其他单位 {n} 件", notice: "通知", kind: "类型", level: "级别", issued: "下发", yes: "是", no: "",
       as_of: "统计截至 ",
     },
     en: {
@@ -21,7 +21,7 @@
       category: "Category", district: "District", disputed_at: "Disputed", reason: "Reason",
       requests: "Requests", missed: "Missed a limit", share: "Share", chronic: "Chronic",
       overdue_now: "Overdue now", place: "Place", count: "Reports", first: "First", last: "Last",
-      items: "Requests", notice: "Notice", kind: "Kind", level: "Level", issued: "Issued", yes: "yes", no: "",
+      items: "Requests", others: "and {n} more of other units", notice: "Notice", kind: "Kind", level: "Level", issued: "Issued", yes: "yes", no: "",
       as_of: "as of ",
     },
   });
@@ -53,7 +53,7 @@
     const overdue = (key, rows) => rows.map((o) => [
       { text: key === "unit" ? R.unitName(names, o.key) : o.key, cls: "text" }, o.requests, o.missed,
       R.rate(o.share), { text: o.chronic ? Page.t("yes") : Page.t("no"), cls: "text" },
-      { node: Page.el("span", null, o.overdue_now.map((id) => [Page.el("a", { href: "/api/v1/requests/" + id }, id), " "])),
+      { node: Page.el("span", null, ...o.overdue_now.flatMap((id) => [Page.el("a", { href: "/api/v1/requests/" + id }, id), " "])),
         cls: "text" }]);
     section("units", ["unit", "requests", "missed", "share", "chronic", "overdue_now"],
       overdue("unit", found.overdue_units), (i) => (found.overdue_units[i].chronic ? "flag" : null));
@@ -63,7 +63,8 @@
       found.repeats.map((r) => [{ text: r.category, cls: "text" },
         { text: (r.address ? r.address + " " : "") + "(" + r.lat.toFixed(5) + ", " + r.lon.toFixed(5) + ")", cls: "text" },
         r.count, { text: R.when(r.first_at), cls: "text" }, { text: R.when(r.last_at), cls: "text" },
-        { node: Page.el("span", null, r.requests.map((i) => [Page.el("a", { href: i.link }, i.id), " "])), cls: "text" }]));
+        { node: Page.el("span", null, ...r.requests.flatMap((i) => [Page.el("a", { href: i.link }, i.id), " "]),
+          r.others ? Page.t("others").replace("{n}", r.others) : null), cls: "text" }]));
     section("notices", ["notice", "unit", "kind", "level", "issued"],
       found.notices.map((n) => [link(n.id, n.link), { text: R.unitName(names, n.unit), cls: "text" },
         { text: n.kind, cls: "text" }, n.level, { text: R.when(n.issued_at), cls: "text" }]));
