@@ -754,3 +754,22 @@ def test_a_reassignment_moves_the_row_to_the_new_unit_and_received_counts_once()
     # One ``received`` only: the move is not a second request under the same id.
     split = attribute(None, [], events)
     assert split.refused == [] and split.newcomers == []
+
+
+async def test_text_with_nul_characters_does_not_stop_the_ledger(
+    redis: Redis, ledger: Ledger
+) -> None:
+    """PostgreSQL's text takes no NUL character: a squad's note with one (the phone protocol
+    lets any text through) must still be recorded, or every later event of the stream would
+    wait behind it for good. The ledger keeps the text without its NULs."""
+    desk = Desk(redis)
+    start = time.time()
+    rid = await desk.receive(at=start)
+    await desk.handle("water", rid, upto="arrive", start=start)
+    await desk.step("water", rid, SquadStep("resolve", f"A-{rid}", note="va\x00lve"), start + 5)
+    assert await ledger.process_once(redis, ["water"]) == 7
+    [row] = await find_requests(ledger, unit="water")
+    assert (row["state"], row["result"]) == ("resolved", "valve")
+    history = await request_events(ledger, rid)
+    assert history[-1]["data"]["note"] in ("valve", "va\x00lve")
+    assert await pending(redis, "water") == 0
