@@ -52,6 +52,9 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(priority="high"), 422, "invalid", "priority"),
         (_with(category="alien_landing"), 422, "unknown_category", "category"),
         (_with(lat=39.9, lon=116.4), 422, "outside_city", "lat"),  # Beijing
+        # PostgreSQL's text takes no NUL: refused at the door, named, not a 500 later
+        (_with(description="pipe\x00burst"), 422, "invalid", "description"),
+        (_with(address="Zhongzhou Road 1\x00"), 422, "invalid", "address"),
     ],
 )
 async def test_bad_request_bodies_are_refused_with_the_field(
@@ -64,6 +67,16 @@ async def test_bad_request_bodies_are_refused_with_the_field(
     # Nothing half-written: no request number was taken, no request stored.
     assert not await app_redis.keys(keys.request_sequence("*"))
     assert not await app_redis.hlen(keys.request_units())
+
+
+async def test_a_backslash_and_u0000_as_text_is_no_nul(app):
+    """The NUL check looks at the decoded text: a description that writes out the six
+    characters of an escape is taken as it is."""
+    body = _with(description="the sign reads \\u0000 backwards")
+    response = await app.post("/api/v1/requests", headers=auth("calltaker"), json=body)
+    assert response.status_code == 201, response.text
+    detail = await app.get(f"/api/v1/requests/{response.json()['id']}", headers=auth("center"))
+    assert detail.json()["description"] == "the sign reads \\u0000 backwards"
 
 
 async def test_http_auth_roles_ids_and_malformed_json(app, app_redis):

@@ -114,11 +114,36 @@ async def read_body(request: Request, kind: Any) -> Any:
     schema."""
     raw = await request.body()
     try:
-        return msgspec.json.decode(raw, type=kind)
+        value = msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
         raise invalid(exc) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+    if b"\\u0000" in raw:  # JSON's only way of writing a NUL: rare, so looked into then
+        field = _nul_field(msgspec.to_builtins(value))
+        if field is not None:
+            reason = "may not contain a NUL character (\\u0000)"
+            raise ApiError(422, "invalid", f"{field} {reason}", fields={field: reason})
+    return value
+
+
+def _nul_field(value: Any, path: str = "") -> str | None:
+    """The first field (``note``, ``items.2.text``) whose text holds a NUL: PostgreSQL's
+    text takes none, and no person writes one."""
+    if isinstance(value, str):
+        return (path or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _nul_field(key, path) if isinstance(key, str) and "\x00" in key else None
+        found = found or _nul_field(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def read_query(request: Request, kind: type[T]) -> T:
