@@ -22,6 +22,11 @@ from tests.helpers import XIGONG, Api, auth, eventually
         ("@SUM(A1:A2)", "'@SUM(A1:A2)"),
         ("\t=1+1", "'\t=1+1"),
         ("\r=1+1", "'\r=1+1"),
+        ("\n=1+1", "'\n=1+1"),
+        ('＝HYPERLINK("http://x","y")', '\'＝HYPERLINK("http://x","y")'),  # full width
+        ("＋1", "'＋1"),
+        ("－1", "'－1"),
+        ("＠SUM(A1)", "'＠SUM(A1)"),
         ("pipe burst = flooding", "pipe burst = flooding"),  # only the first character counts
         ("水管爆裂", "水管爆裂"),
         ("", ""),

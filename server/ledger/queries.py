@@ -33,7 +33,8 @@ Moment = float | datetime | None
 CSV_BOM = "\ufeff"
 # First characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection"):
 # "=HYPERLINK(...)" or "+cmd|' /C calc'!A0" would run when the export is opened.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The full-width forms too: Chinese-locale spreadsheets (WPS, Excel) start a formula with them.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
 
 
 async def find_requests(
@@ -220,8 +221,9 @@ async def export_csv(
 
 def spreadsheet_safe(value: Any) -> Any:
     """``value`` as a spreadsheet shows it and never runs it: text starting with ``=``,
-    ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` (the spreadsheet
-    then shows the text as typed); anything else, numbers included, is returned as is."""
+    ``+``, ``-``, ``@`` (or their full-width forms), a tab or a line break gets a leading
+    ``'`` (the spreadsheet then shows the text as typed); anything else, numbers included,
+    is returned as is."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value

@@ -200,7 +200,7 @@
       const shape = L.polygon(rings, { color: "#5b7da0", weight: 1.5, fillColor: "#f4f7fa", fillOpacity: 0.9,
         interactive: false }).addTo(layers.districts);
       const label = zh() ? d.name_zh : d.name_en.replace(/ District$/, ""); // room on a small map
-      shape.bindTooltip(label, { permanent: true, direction: "center", className: "district-label" });
+      shape.bindTooltip(Page.tip(label), { permanent: true, direction: "center", className: "district-label" });
       bounds.push(shape.getBounds());
     }
     if (bounds.length) {
@@ -569,7 +569,7 @@
       Page.el("span", { class: "where" }, [districtName(d.district), d.address].filter(Boolean).join(" · ")))));
     const icon = L.divIcon({ className: "dup", iconSize: [12, 12], iconAnchor: [6, 6], html: "<i></i>" });
     for (const d of dups) {
-      L.marker([d.lat, d.lon], { icon, keyboard: false }).bindTooltip(d.id).addTo(layers.duplicates);
+      L.marker([d.lat, d.lon], { icon, keyboard: false }).bindTooltip(Page.tip(d.id)).addTo(layers.duplicates);
     }
   }
 

@@ -180,7 +180,7 @@
       }).addTo(layers.districts);
       // "Laocheng District" -> "Laocheng": the urban districts are small on a city-wide view.
       const label = Page.lang === "zh" ? d.name_zh : d.name_en.replace(/ District$/, "");
-      shape.bindTooltip(label, { permanent: true, direction: "center", className: "district-label" });
+      shape.bindTooltip(Page.tip(label), { permanent: true, direction: "center", className: "district-label" });
       view.labels.push(shape.getTooltip());
       all.push(shape.getBounds());
       for (const [lat, lon] of d.depots) {

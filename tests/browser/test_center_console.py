@@ -407,3 +407,24 @@ def test_the_feed_resumes_after_a_drop_and_brings_what_happened_meanwhile(
     page.wait_for_selector("#timeline .t-note:has-text('断线期间添加的备注')", timeout=LIVE_MS)
     assert page.locator("#timeline .t-note").count() == 1  # once, not twice
     pages.shot(page)
+
+
+def test_a_squads_name_on_the_request_map_is_text_not_markup(
+    pages: Any, requests: Requests, phones: Phones
+) -> None:
+    """Leaflet puts a string tooltip in as HTML; a squad's name is set by a person (an
+    admin) and shown to every center operator: a name made of markup must show as text
+    (one that was a meta refresh sent the console to another site)."""
+    name = '<img src="/favicon.ico" id="injected">W<b id="bold">9</b>'
+    squad = phones.connect("water", name, 34.662, 112.452)
+    request_id = requests.create(34.6621, 112.4521, "water_outage", "停水")
+    offer = squad.offer(request_id)
+    squad.accept(offer.assignment)
+    page = _console(pages, "center", "en")
+    page.goto(f"/center.html#{request_id}")
+    page.wait_for_selector("#map .squad-marker:not(.lost)", timeout=LIVE_MS)
+    page.hover("#map .squad-marker:not(.lost)")
+    tip = page.locator(".leaflet-tooltip", has_text="W").last
+    tip.wait_for(timeout=LIVE_MS)
+    assert name in tip.inner_text()
+    assert page.locator("#injected, #bold").count() == 0

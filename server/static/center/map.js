@@ -26,7 +26,7 @@
         const shape = L.polygon(rings, {
           color: "#7d97b3", weight: 1, fillColor: "#e8eef5", fillOpacity: 1, interactive: false,
         }).addTo(this.base);
-        shape.bindTooltip(Center.named(Center.data.districts, d.code), {
+        shape.bindTooltip(Page.tip(Center.named(Center.data.districts, d.code)), {
           permanent: true, direction: "center", className: "district-label" });
         bounds = bounds ? bounds.extend(shape.getBounds()) : L.latLngBounds(shape.getBounds().getSouthWest(), shape.getBounds().getNorthEast());
       }
@@ -54,7 +54,7 @@
           html: "<i></i>" }),
         title: Page.t("scene"), keyboard: false,
       }).addTo(this.layer).bindTooltip(
-        Page.t("scene") + " · " + detail.id, { direction: "top", offset: [0, -10] });
+        Page.tip(Page.t("scene") + " · " + detail.id), { direction: "top", offset: [0, -10] });
       let points = 0;
       const segments = (track && track.segments) || [];
       segments.forEach((segment, index) => {
@@ -66,10 +66,10 @@
           className: current ? "track now" : "track before",
           color: current ? "#1565c0" : "#7b8794", weight: current ? 4 : 3,
           dashArray: current ? null : "6 6", opacity: 0.9,
-        }).addTo(this.layer).bindTooltip(Page.t("squad") + " " + segment.squad, { sticky: true });
+        }).addTo(this.layer).bindTooltip(Page.tip(Page.t("squad") + " " + segment.squad), { sticky: true });
         L.circleMarker(line[0], { radius: 4, color: "#455a64", weight: 2, fillColor: "#fff",
           fillOpacity: 1 }).addTo(this.layer)
-          .bindTooltip(Page.t("squad") + " " + segment.squad + " · " + Page.time(segment.points[0][2]));
+          .bindTooltip(Page.tip(Page.t("squad") + " " + segment.squad + " · " + Page.time(segment.points[0][2])));
         fit.push(...line);
         this.placeSteps(detail.timeline, segment);
       });
@@ -81,8 +81,8 @@
         L.marker([lat, lon], {
           icon: L.divIcon({ className: "squad-marker lost", iconSize: [16, 16], iconAnchor: [8, 8],
             html: "<i></i>" }), keyboard: false,
-        }).addTo(this.layer).bindTooltip(Page.t("squad") + " " + last.squad + " · " +
-          Page.t("last_seen_here") + " " + Page.time(at), { direction: "top", offset: [0, -8] });
+        }).addTo(this.layer).bindTooltip(Page.tip(Page.t("squad") + " " + last.squad + " · " +
+          Page.t("last_seen_here") + " " + Page.time(at)), { direction: "top", offset: [0, -8] });
       }
       if (online) {
         const where = [squadNow.position.lat, squadNow.position.lon];
@@ -90,7 +90,7 @@
           icon: L.divIcon({ className: "squad-marker", iconSize: [16, 16], iconAnchor: [8, 8],
             html: "<i></i>" }), keyboard: false,
         }).addTo(this.layer).bindTooltip(
-          (squadNow.name || squadNow.id) + " · " + Page.time(squadNow.position.fixed_at),
+          Page.tip((squadNow.name || squadNow.id) + " · " + Page.time(squadNow.position.fixed_at)),
           { direction: "top", offset: [0, -8] });
         fit.push(where);
       }
@@ -115,7 +115,7 @@
         if (!best) continue;
         L.circleMarker([best.point[0], best.point[1]], {
           radius: 6, color: "#fff", weight: 2, fillColor: "#ef6c00", fillOpacity: 1,
-        }).addTo(this.layer).bindTooltip(Center.word("ev", event.type) + " · " + Page.time(event.at));
+        }).addTo(this.layer).bindTooltip(Page.tip(Center.word("ev", event.type) + " · " + Page.time(event.at)));
       }
     }
   }

@@ -230,6 +230,12 @@
     return who ? word + " " + who : word;
   };
 
+  /* A map tooltip's content as text: Leaflet puts a string in as HTML, and names (a
+   * squad's, a district's) are set by people. */
+  Page.tip = function (text) {
+    return Page.el("span", {}, String(text));
+  };
+
   Page.el = function (tag, attrs, ...children) {
     const el = document.createElement(tag);
     for (const [name, value] of Object.entries(attrs || {})) {
