@@ -50,6 +50,7 @@ def open_phone(
     *,
     at: tuple[float, float] = XIGONG,
     permissions: tuple[str, ...] = ("geolocation",),
+    zone: str = "Asia/Shanghai",
 ) -> Phone:
     """The phone app in a fresh browser context (its own IndexedDB), standing at ``at``;
     the page is watched for console errors and failed requests (``phone.watch``)."""
@@ -60,7 +61,7 @@ def open_phone(
         is_mobile=True,
         has_touch=True,
         locale="zh-CN" if lang == "zh" else "en-US",
-        timezone_id="Asia/Shanghai",
+        timezone_id=zone,
         geolocation={"latitude": at[0], "longitude": at[1], "accuracy": 8},
         permissions=list(permissions),
     )

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -53,8 +55,8 @@ def phones(
     checked for console errors and failed requests when the test ends."""
     opened: list[Phone] = []
 
-    def open_one(lang: str) -> Phone:
-        phone = open_phone(browser, phone_hub.url, lang, request.node.name)
+    def open_one(lang: str, zone: str = "Asia/Shanghai") -> Phone:
+        phone = open_phone(browser, phone_hub.url, lang, request.node.name, zone=zone)
         opened.append(phone)
         return phone
 
@@ -197,6 +199,25 @@ def test_promise_a_time_and_not_our_jurisdiction_ask_for_a_reason(
     wait_for_state(phone_hub, created["id"], "disputed")
     page.wait_for_selector("article.job", state="detached")
     phone.shot("disputed")
+
+
+def test_deadlines_are_shown_on_the_citys_clock_whatever_the_phones_zone(
+    phones: Callable[..., Phone], phone_hub: LiveHub
+) -> None:
+    """A phone set to another time zone (a traveller's, or a factory default) still shows
+    the deadlines as the center and the caller read them: on the city's clock."""
+    squad = phone_hub.create_squad("water", "Zone")
+    phone = phones("en", zone="America/New_York")
+    sign_in(phone, squad)
+    go_on_duty(phone, phone_hub, squad)
+    created = new_request(phone_hub, "water_outage")
+    card = card_of(phone, created["id"])
+    due = card.locator("dl.deadlines dd").first
+    due.wait_for()
+    at = float(due.get_attribute("data-due") or 0)
+    city = datetime.fromtimestamp(at, ZoneInfo("Asia/Shanghai")).strftime("%H:%M")
+    elsewhere = datetime.fromtimestamp(at, ZoneInfo("America/New_York")).strftime("%H:%M")
+    assert city in due.inner_text() and elsewhere not in due.inner_text()
 
 
 # ---- a dropped socket, and a step tapped while offline -----------------------------------------

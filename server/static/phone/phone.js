@@ -695,12 +695,14 @@
   }
 
   /* A deadline: the time of day, with the date when it is not today. */
+  /* A deadline on the city's clock (the phone may be set to another zone). */
   function when(epochSeconds) {
     const date = new Date(epochSeconds * 1000);
-    const today = date.toDateString() === new Date().toDateString();
+    const day = Page.dateFormat({ year: "numeric", month: "numeric", day: "numeric" });
+    const today = day.format(date) === day.format(new Date());
     const options = { hour: "2-digit", minute: "2-digit", hour12: false };
     if (!today) Object.assign(options, { month: Page.lang === "zh" ? "long" : "short", day: "numeric" });
-    return new Intl.DateTimeFormat(Page.lang === "zh" ? "zh-CN" : "en-GB", options).format(date);
+    return Page.dateFormat(options).format(date);
   }
 
   /* Once a second: countdowns and deadlines, on the hub's clock. */

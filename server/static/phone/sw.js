@@ -5,7 +5,7 @@
 
 importScripts("/phone/store.js");
 
-const CACHE = "phone-v1";
+const CACHE = "phone-v2";
 const SHELL = [
   "/phone/",
   "/phone/phone.css",
@@ -15,6 +15,7 @@ const SHELL = [
   "/phone/manifest.webmanifest",
   "/phone/icon-192.png",
   "/phone/icon-512.png",
+  "/city.js",
   "/common/page.js",
   "/common/fonts.css",
   "/vendor/msgpack/msgpack.min.js",
