@@ -28,7 +28,7 @@ RECOVERY_MARGIN = 1000
 # the recovery of a day's sequence pass it over).
 ASSIST_SEPARATOR = "~"
 
-_REQUEST_ID = re.compile(r"^(\d{8})-(\d{6,})$")
+_REQUEST_ID = re.compile(r"^([0-9]{8})-([0-9]{6,})$")  # ASCII digits: \d takes any script's
 
 
 def local_day(at: float, zone: ZoneInfo) -> str:

@@ -556,6 +556,43 @@ async def test_roles_a_wall_or_a_calltaker_is_refused_and_a_desk_sees_its_own_un
     assert bad.status_code == 422 and "from" in bad.json()["error"]["fields"]
 
 
+async def test_odd_periods_and_check_ids_are_refused_and_nothing_is_recorded(
+    app: httpx.AsyncClient,
+) -> None:
+    """Other scripts' digits and far years are refused with 422 naming the field (they were
+    500s, and a month closed under "٢٠٢٦-١١" broke every later recompute); a spot check id
+    that is no row id is a 404; a refused export is not in the audit."""
+    center = auth("center")
+    audited = len((await app.get("/api/v1/audit", headers=center)).json())
+    for path, field in (
+        ("/api/v1/reports/evaluation?month=%D9%A2%D9%A0%D9%A2%D9%A6-%D9%A1%D9%A1", "month"),
+        ("/api/v1/reports/evaluation.csv?month=%D9%A2%D9%A0%D9%A2%D9%A6-%D9%A1%D9%A1", "month"),
+        ("/api/v1/reports/evaluation?month=9999-12", "month"),
+        ("/api/v1/reports/fortnight?from=9999-12-31", "from"),
+        (
+            "/api/v1/reports/fortnight.csv?from=%D9%A2%D9%A0%D9%A2%D9%A6-%D9%A1%D9%A1-%D9%A0%D9%A1",
+            "from",
+        ),
+        ("/api/v1/reports/spotchecks?week=9999-W52", "week"),
+    ):
+        answer = await app.get(path, headers=center)
+        assert answer.status_code == 422, (path, answer.text)
+        assert field in answer.json()["error"]["fields"], path
+    for month in ("%D9%A2%D9%A0%D9%A2%D9%A6-%D9%A1%D9%A1", "9999-12"):
+        closing = await app.post(f"/api/v1/reports/evaluation/{month}/close", headers=center)
+        assert closing.status_code == 422, closing.text
+    drawn = await app.post("/api/v1/spotchecks/draw?week=9999-W52", headers=center)
+    assert drawn.status_code == 422
+    record = await app.get("/api/v1/units/water/record?recompute=true", headers=center)
+    assert record.status_code == 200 and "٢" not in record.text
+    for check in ("99999999999999999999999", "-1", "abc"):
+        outcome = await app.post(
+            f"/api/v1/spotchecks/{check}/outcome", headers=center, json={"outcome": "satisfied"}
+        )
+        assert outcome.status_code == 404, (check, outcome.text)
+    assert len((await app.get("/api/v1/audit", headers=center)).json()) == audited
+
+
 async def test_csv_by_accept_or_path_and_the_answer_matches_its_schema(
     app: httpx.AsyncClient,
 ) -> None:

@@ -246,11 +246,24 @@ def test_periods_are_local_and_half_open() -> None:
     assert periods.week_of(week.start, ZONE) == "2026-W10" and week.end - week.start == 7 * 86_400
     assert periods.day_of(week.start, ZONE) == "2026-03-02"  # a Monday
     assert periods.fortnight("2026-03-02", ZONE).end == week.start + 14 * 86_400
-    for bad in ("2026-13", "2026-3", "x"):
+    # Other scripts' digits (int() reads them: "٢٠٢٦-١١" was November under a second name)
+    # and years a date cannot reach past (9999-12's next month) are no period.
+    for bad in (
+        "2026-13",
+        "2026-3",
+        "x",
+        "٢٠٢٦-١١",
+        "２０２６-１１",
+        "9999-12",
+        "2101-01",
+        "1969-12",
+    ):
         with pytest.raises(periods.PeriodError):
             periods.month(bad, ZONE)
-    for bad in ("2026-W54", "2026-10"):
+    for bad in ("2026-W54", "2026-10", "٢٠٢٦-W٤٩", "9999-W52"):
         with pytest.raises(periods.PeriodError):
             periods.week(bad, ZONE)
-    with pytest.raises(periods.PeriodError):
-        periods.fortnight("2026-02-30", ZONE)
+    for bad in ("2026-02-30", "٢٠٢٦-١١-٠١", "9999-12-31"):
+        with pytest.raises(periods.PeriodError):
+            periods.fortnight(bad, ZONE)
+    assert periods.month("2100-12", ZONE).end > periods.month("2100-12", ZONE).start

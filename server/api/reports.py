@@ -50,9 +50,9 @@ from server.reports.policy import Policy, load_policy
 from server.reports.service import Circular, Evaluation, Reports, UnitRecord
 from server.store.requests import Actor
 
-Month = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}$")]
-Week = Annotated[str, Meta(pattern=r"^\d{4}-W\d{2}$")]
-Day = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+Month = Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}$")]  # ASCII digits: \d takes any script's
+Week = Annotated[str, Meta(pattern=r"^[0-9]{4}-W[0-9]{2}$")]
+Day = Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
 Lang = Literal["zh", "en"]
 CSV = "text/csv"
 SVG = "image/svg+xml"
@@ -129,18 +129,20 @@ def _period_error(field: str, exc: periods.PeriodError) -> ApiError:
 
 
 async def _csv(request: Request, actor: Actor, name: str, text: str, detail: Any) -> Response:
-    """A CSV answer; the export is recorded (who took which report, when)."""
+    """A CSV answer; the export is recorded (who took which report, when) once the answer
+    is made, so that no export is recorded that nobody received."""
+    response = Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
     await record_audit(
         ledger_of(request),
         actor.label(),
         "report_export",
         {"report": name, "query": detail, "bytes": len(text.encode())},
     )
-    return Response(
-        text,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-    )
+    return response
 
 
 def _svg(text: str) -> Response:
@@ -395,11 +397,13 @@ async def spot_checks_csv(request: Request) -> Response:
 async def spot_check_outcome(request: Request) -> Response:
     actor = authorize(request, "center")
     body = await read_body(request, Outcome)
-    check_id = int(request.path_params["check_id"])
+    text_id = request.path_params["check_id"]
+    # A row id: ASCII digits within SQL's 64-bit integer; anything else names no check.
+    check_id = int(text_id) if text_id.isascii() and text_id.isdigit() else -1
     engine = ledger_of(request).engine
-    found = await store.spot_checks(engine, check_id=check_id)
+    found = await store.spot_checks(engine, check_id=check_id) if 0 < check_id < 2**63 else []
     if not found:
-        raise ApiError(404, "not_found", f"no spot check {check_id}")
+        raise ApiError(404, "not_found", f"no spot check {text_id[:40]}")
     check = found[0]
     now = time.time()
     if not await store.claim_outcome(engine, check_id, body.outcome, body.note, actor.label(), now):
@@ -545,9 +549,7 @@ def report_routes() -> list[Route]:
         Route(f"{prefix}/spotchecks/draw", draw, methods=["POST"]),
         Route(f"{prefix}/spotchecks", spot_checks),
         Route(f"{prefix}/spotchecks.csv", spot_checks_csv),
-        Route(
-            f"{prefix}/spotchecks/{{check_id:int}}/outcome", spot_check_outcome, methods=["POST"]
-        ),
+        Route(f"{prefix}/spotchecks/{{check_id}}/outcome", spot_check_outcome, methods=["POST"]),
         Route(f"{prefix}/reports/spotchecks", circular),
         Route(f"{prefix}/reports/spotchecks.csv", circular_csv),
         Route(f"{prefix}/reports/spotchecks.svg", circular_chart),

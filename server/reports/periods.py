@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
-_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+# ASCII digits only: \d takes any script's, and int() reads them ("٢٠٢٦-١١" would be November
+# under a second name).
+_MONTH = re.compile(r"^([0-9]{4})-([0-9]{2})$")
+_WEEK = re.compile(r"^([0-9]{4})-W([0-9]{2})$")
+_DAY = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$")
 FORTNIGHT_DAYS = 14
+FIRST_YEAR, LAST_YEAR = 1970, 2100  # the years a report may name
 
 
 class PeriodError(ValueError):
@@ -41,8 +44,9 @@ def _midnight(day: date, zone: ZoneInfo) -> float:
 def month(text: str, zone: ZoneInfo) -> Span:
     """The month ``YYYY-MM``; raises PeriodError."""
     match = _MONTH.match(text)
-    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1970:
+    if not match or not 1 <= int(match.group(2)) <= 12:
         raise PeriodError(f"{text!r} is not a month YYYY-MM")
+    _check_year(text, int(match.group(1)))
     first = date(int(match.group(1)), int(match.group(2)), 1)
     return Span(text, _midnight(first, zone), _midnight(_next_month(first), zone))
 
@@ -76,8 +80,9 @@ def months_until(last: str, count: int) -> list[str]:
 def week(text: str, zone: ZoneInfo) -> Span:
     """The ISO week ``YYYY-Www`` (Monday to Sunday); raises PeriodError."""
     match = _WEEK.match(text)
-    if not match or int(match.group(1)) < 1970:
+    if not match:
         raise PeriodError(f"{text!r} is not an ISO week YYYY-Www")
+    _check_year(text, int(match.group(1)))
     try:
         monday = date.fromisocalendar(int(match.group(1)), int(match.group(2)), 1)
     except ValueError:
@@ -100,8 +105,7 @@ def fortnight(text: str, zone: ZoneInfo) -> Span:
         first = date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
     except ValueError:
         raise PeriodError(f"{text!r} is not a day of the calendar") from None
-    if first.year < 1970:
-        raise PeriodError(f"{text!r} is before 1970")
+    _check_year(text, first.year)
     last = first + timedelta(days=FORTNIGHT_DAYS)
     return Span(f"{text}/{FORTNIGHT_DAYS}", _midnight(first, zone), _midnight(last, zone))
 
@@ -109,6 +113,11 @@ def fortnight(text: str, zone: ZoneInfo) -> Span:
 def day_of(at: float, zone: ZoneInfo) -> str:
     """``YYYY-MM-DD`` of the epoch time ``at`` in ``zone``."""
     return datetime.fromtimestamp(at, zone).strftime("%Y-%m-%d")
+
+
+def _check_year(text: str, year: int) -> None:
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise PeriodError(f"{text!r} is not between {FIRST_YEAR} and {LAST_YEAR}")
 
 
 def _next_month(first: date) -> date:
