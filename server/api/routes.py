@@ -143,7 +143,7 @@ async def districts(request: Request) -> Response:
     body=NewUnit,
     answer=Unit,
     status=201,
-    errors=(409,),
+    errors=(409, 422),
 )
 async def create_unit(request: Request) -> Response:
     authorize(request, "admin")
@@ -152,6 +152,10 @@ async def create_unit(request: Request) -> Response:
     city = services.city
     if city.unit(new.code) is not None:
         raise ApiError(409, "exists", f"unit {new.code} exists", {"code": "already taken"})
+    if new.code in {c.route for c in city.categories} | {keys.NO_UNIT}:
+        raise ApiError(422, "invalid", f"{new.code} names a route", {"code": "reserved"})
+    _no_repeats("categories", new.categories)
+    _no_repeats("districts", new.districts)
     for code in new.categories:
         category = city.category(code)
         if category is None or category.route != "linkage":
@@ -166,9 +170,29 @@ async def create_unit(request: Request) -> Response:
             raise ApiError(
                 422, "unknown_district", f"no district {code}", {"districts": f"unknown: {code}"}
             )
+    # One unit a category in a district: a second would take the calls of the first, which
+    # of the two depending on the order the directory happens to list them in.
+    for category in new.categories:
+        for district in new.districts:
+            holder = city.unit_for(category, district)
+            if holder is not None:
+                raise ApiError(
+                    409,
+                    "conflict",
+                    f"{category} in {district} is handled by {holder.code}",
+                    {"categories": f"{category} in {district} is {holder.code}'s"},
+                )
     unit = msgspec.convert(msgspec.structs.asdict(new), Unit)
     await services.directory.add(unit)
     return json_response(msgspec.structs.asdict(unit), 201)
+
+
+def _no_repeats(field: str, codes: list[str]) -> None:
+    repeated = sorted({code for code in codes if codes.count(code) > 1})
+    if repeated:
+        raise ApiError(
+            422, "invalid", f"{field} lists {', '.join(repeated)} twice", {field: "listed twice"}
+        )
 
 
 @described(
@@ -185,6 +209,7 @@ async def create_squad(request: Request) -> Response:
     unit = services.city.unit(new.unit)
     if unit is None:
         raise ApiError(422, "unknown_unit", f"no unit {new.unit}", {"unit": "unknown unit"})
+    _no_repeats("skills", new.skills)
     for skill in new.skills:
         if skill not in unit.categories:
             raise ApiError(
