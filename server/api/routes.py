@@ -172,15 +172,15 @@ async def create_unit(request: Request) -> Response:
             )
     # One unit a category in a district: a second would take the calls of the first, which
     # of the two depending on the order the directory happens to list them in.
-    for category in new.categories:
+    for taken in new.categories:
         for district in new.districts:
-            holder = city.unit_for(category, district)
+            holder = city.unit_for(taken, district)
             if holder is not None:
                 raise ApiError(
                     409,
                     "conflict",
-                    f"{category} in {district} is handled by {holder.code}",
-                    {"categories": f"{category} in {district} is {holder.code}'s"},
+                    f"{taken} in {district} is handled by {holder.code}",
+                    {"categories": f"{taken} in {district} is {holder.code}'s"},
                 )
     unit = msgspec.convert(msgspec.structs.asdict(new), Unit)
     await services.directory.add(unit)
