@@ -443,6 +443,23 @@ async def test_cancel_a_duplicate_names_an_existing_original(hubs: Any) -> None:
     assert again.status_code == 409
     assert again.json()["error"]["state"] == "cancelled"
     assert again.json()["error"]["code"] == "invalid_state"
+    # The original must be a caller's request somebody handles: the caller is told so.
+    third = await api.request(*XIGONG)
+    third_path = f"/api/v1/requests/{third['id']}/cancel"
+    before = await api.get_request(third["id"])
+    for original_id in (twin["id"], f"{original['id']}~gas"):  # cancelled; an assist item
+        refused = await _post(
+            api, third_path, {"reason": "duplicate", "note": "n", "duplicate_of": original_id}
+        )
+        assert refused.status_code == 422, (original_id, refused.text)
+        assert "duplicate_of" in refused.json()["error"]["fields"]
+    assert await api.get_request(third["id"]) == before
+    unknown = await _post(
+        api,
+        "/api/v1/requests/20000101-000009/cancel",
+        {"reason": "duplicate", "note": "n", "duplicate_of": "20000101-000009"},
+    )
+    assert unknown.status_code == 404  # the request itself first
     await api.close()
 
 

@@ -301,14 +301,31 @@ class CenterActions:
         """Cancel an open request: its squad's offer or assignment is revoked (the squad is
         told, its capacity returns), its assist items end."""
         if duplicate_of:
-            if duplicate_of == request_id:
-                message = "a request is not a duplicate of itself"
-                raise CenterError(422, "invalid", message, {"duplicate_of": message})
-            if await self._requests.unit_of(duplicate_of) is None:
-                message = f"no request {duplicate_of}"
-                raise CenterError(422, "unknown_request", message, {"duplicate_of": message})
+            if await self._requests.unit_of(request_id) is None:
+                raise CenterError(404, "not_found", f"no request {request_id}")
+            await self._check_original(request_id, duplicate_of)
         await self._cancel(request_id, reason, note, duplicate_of, actor)
         return await self.describe(request_id, actor)
+
+    async def _check_original(self, request_id: str, duplicate_of: str) -> None:
+        """The request a duplicate is cancelled for must be a caller's request that is, or
+        was, being handled: the caller is told "a duplicate of a request already taken".
+        Not itself, not an assist item (no caller of its own), not one that was cancelled
+        or transferred (nobody handles it)."""
+
+        def refuse(code: str, message: str) -> CenterError:
+            return CenterError(422, code, message, {"duplicate_of": message})
+
+        if duplicate_of == request_id:
+            raise refuse("invalid", "a request is not a duplicate of itself")
+        if ids.is_assist_id(duplicate_of):
+            raise refuse("invalid", f"{duplicate_of} is an assist item, not a caller's request")
+        unit = await self._requests.unit_of(duplicate_of)
+        original = await self._requests.read(unit, duplicate_of) if unit else None
+        if original is None:
+            raise refuse("unknown_request", f"no request {duplicate_of}")
+        if original.state in (State.CANCELLED, State.TRANSFERRED):
+            raise refuse("invalid", f"{duplicate_of} is {original.state}: nobody handles it")
 
     async def _cancel(
         self, request_id: str, reason: str, note: str, duplicate_of: str, actor: Actor
