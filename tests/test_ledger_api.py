@@ -142,6 +142,7 @@ async def test_bad_filter_values_are_a_422_naming_the_field(app: httpx.AsyncClie
         ("requests", {"limit": "100000"}, "limit"),
         ("requests", {"offset": "-1"}, "offset"),
         ("requests", {"colour": "red"}, "colour"),
+        ("requests", {"state": "nosuch"}, "state"),  # no state of the lifecycle: matches nothing
         ("notices", {"kind": "soon"}, "kind"),
         ("notices", {"state": "half"}, "state"),
         ("notices", {"level": "x"}, "level"),
@@ -158,6 +159,10 @@ async def test_bad_filter_values_are_a_422_naming_the_field(app: httpx.AsyncClie
         assert field in response.json()["error"]["fields"], (path, params, response.text)
     audit = await app.get("/api/v1/audit", headers=auth("admin"), params={"offset": "x"})
     assert audit.status_code == 422 and "offset" in audit.json()["error"]["fields"]
+    export = await app.get("/api/v1/ledger/export.csv", headers=CENTER, params={"state": "nosuch"})
+    assert export.status_code == 422 and "state" in export.json()["error"]["fields"]
+    queued = await app.get("/api/v1/ledger/requests", headers=CENTER, params={"state": "queued"})
+    assert queued.status_code == 200
 
 
 async def test_a_request_whose_live_state_left_is_answered_from_the_ledger(apps: Any) -> None:

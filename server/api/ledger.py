@@ -51,6 +51,7 @@ from server.ledger import (
     request_unit,
 )
 from server.ledger.records import ACTION_EVENTS
+from server.lifecycle import State
 from server.store.keys import NO_UNIT
 from server.store.requests import Actor
 
@@ -77,7 +78,7 @@ class LedgerQuery(msgspec.Struct, forbid_unknown_fields=True):
     unit: Code | None = None
     category: Code | None = None
     district: Code | None = None
-    state: Annotated[str, Meta(pattern=r"^[a-z_]+$")] | None = None
+    state: State | None = None  # one of the lifecycle's states (another would match nothing)
     since: EpochSeconds | None = None  # received at or after
     until: EpochSeconds | None = None  # received before
     # Missed that deadline (reached after it, or not reached while it passed): any of them.
