@@ -70,6 +70,20 @@ ActionKind = Literal[
 # Spelt out for the type checker and the OpenAPI document; they must be the server's own.
 assert set(get_args(NoticeKind)) == set(NOTICE_KINDS), NOTICE_KINDS
 assert set(get_args(ActionKind)) == ACTION_EVENTS, ACTION_EVENTS
+StateName = Literal[
+    "received",
+    "transferred",
+    "queued",
+    "offered",
+    "accepted",
+    "en_route",
+    "on_scene",
+    "deferred",
+    "disputed",
+    "resolved",
+    "cancelled",
+]
+assert set(get_args(StateName)) == {s.value for s in State}, list(State)
 
 
 class LedgerQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,7 +92,7 @@ class LedgerQuery(msgspec.Struct, forbid_unknown_fields=True):
     unit: Code | None = None
     category: Code | None = None
     district: Code | None = None
-    state: State | None = None  # one of the lifecycle's states (another would match nothing)
+    state: StateName | None = None  # one of the lifecycle's (another would match nothing)
     since: EpochSeconds | None = None  # received at or after
     until: EpochSeconds | None = None  # received before
     # Missed that deadline (reached after it, or not reached while it passed): any of them.
