@@ -177,6 +177,10 @@ class Intake:
         the same key with a different request raises IdempotencyKeyReused, records nothing.
         """
         arrived = time.perf_counter()
+        if not new.description.strip():
+            raise IntakeError(
+                "invalid", "the description is blank", {"description": "must say what is wrong"}
+            )
         route, district, unit = self.triage(new)  # bad input never takes an id
         category = self._city.category(new.category)
         assert category is not None  # triage checked it

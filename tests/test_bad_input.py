@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import msgspec
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode
 from server.actions import NewRequest
+from server.api.common import error_handlers
 from server.city import load_city
 from server.components import build_components
 from server.settings import Settings
@@ -49,6 +55,7 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(lat="north"), 422, "invalid", "lat"),
         (_with(caller_phone="call me"), 422, "invalid", "caller_phone"),
         (_with(description=""), 422, "invalid", "description"),
+        (_with(description="  \t "), 422, "invalid", "description"),  # says nothing
         (_with(priority="high"), 422, "invalid", "priority"),
         (_with(category="alien_landing"), 422, "unknown_category", "category"),
         (_with(lat=39.9, lon=116.4), 422, "outside_city", "lat"),  # Beijing
@@ -333,3 +340,19 @@ async def test_idempotency_keys_are_each_callers_own(hubs, redis):
     assert made[0].json()["id"] != made[1].json()["id"]
     assert await redis.hlen(keys.request_units()) == 2
     await api.close()
+
+
+async def test_an_unforeseen_fault_is_a_500_in_the_errors_shape_without_a_traceback() -> None:
+    """The hub's error handlers on a route that fails as no handler foresaw: the caller gets
+    the error JSON every answer has, not Starlette's plain text, and no traceback."""
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("secret detail of the fault")
+
+    app = Starlette(routes=[Route("/broken", broken)], exception_handlers=error_handlers())
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+        answer = await client.get("/broken")
+    assert answer.status_code == 500
+    assert answer.json()["error"]["code"] == "internal"
+    assert "secret detail" not in answer.text and "Traceback" not in answer.text

@@ -163,6 +163,8 @@ async def test_bad_filter_values_are_a_422_naming_the_field(app: httpx.AsyncClie
     assert export.status_code == 422 and "state" in export.json()["error"]["fields"]
     queued = await app.get("/api/v1/ledger/requests", headers=CENTER, params={"state": "queued"})
     assert queued.status_code == 200
+    unknown = await app.get("/api/v1/ledger/requests/20000101-000001/events", headers=CENTER)
+    assert unknown.status_code == 404  # not [] as if it had no events yet
 
 
 async def test_a_request_whose_live_state_left_is_answered_from_the_ledger(apps: Any) -> None:

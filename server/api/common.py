@@ -182,5 +182,17 @@ async def _redis_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # The error JSON every answer has; the traceback goes to the log (Starlette raises the
+    # exception again once this is sent), never to the caller.
+    message = "internal error: see the hub's log"
+    return json_response({"error": {"code": "internal", "message": message, "fields": {}}}, 500)
+
+
 def error_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
-    return {ApiError: _api_error, HTTPException: _http_error, RedisError: _redis_error}
+    return {
+        ApiError: _api_error,
+        HTTPException: _http_error,
+        RedisError: _redis_error,
+        Exception: _internal_error,  # an unforeseen fault: a 500, still in the error's shape
+    }

@@ -188,17 +188,28 @@ async def ledger_requests(request: Request) -> Response:
     roles=("center", "unit"),
     query=PageQuery,
     answer=Rows,
-    errors=(403, 422, 503),
+    errors=(403, 404, 422, 503),
 )
 async def ledger_events(request: Request) -> Response:
     actor = authorize(request, "center", "unit")
     page = read_query(request, PageQuery)
     request_id = request.path_params["request_id"]
     await require_owner(request, actor, request_id)
-    events = await request_events(
-        ledger_of(request), request_id, limit=page.limit, offset=page.offset
-    )
+    ledger = ledger_of(request)
+    events = await request_events(ledger, request_id, limit=page.limit, offset=page.offset)
+    if not events and page.offset == 0 and not await _known(request, request_id):
+        raise ApiError(404, "not_found", f"no request {request_id[:64]}")
     return json_response(events)
+
+
+async def _known(request: Request, request_id: str) -> bool:
+    """Whether the live state or the ledger knows the request (one the writer has not
+    recorded yet has no events in the ledger, and is no 404)."""
+    services = components(request)
+    if await services.requests.unit_of(request_id) is not None:
+        return True
+    ledger = services.ledger
+    return ledger is not None and await request_unit(ledger, request_id) is not None
 
 
 async def require_owner(request: Request, actor: Actor, request_id: str) -> None:
