@@ -766,8 +766,12 @@ async def test_text_with_nul_characters_does_not_stop_the_ledger(
     start = time.time()
     rid = await desk.receive(at=start)
     await desk.handle("water", rid, upto="arrive", start=start)
+    # the promise's reason reaches the center's record from the event itself (the actions
+    # table), the resolve note from the request's hash too
+    promise = Deferred(f"A-{rid}", start + 7200, "parts\x00 on order")
+    await desk.step("water", rid, promise, start + 4)
     await desk.step("water", rid, SquadStep("resolve", f"A-{rid}", note="va\x00lve"), start + 5)
-    assert await ledger.process_once(redis, ["water"]) == 7
+    assert await ledger.process_once(redis, ["water"]) == 8
     [row] = await find_requests(ledger, unit="water")
     assert (row["state"], row["result"]) == ("resolved", "valve")
     history = await request_events(ledger, rid)

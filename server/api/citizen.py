@@ -11,11 +11,10 @@ from server.api.answers import Rows
 from server.api.common import (
     ApiError,
     authorize,
-    components,
     json_response,
     ledger_of,
 )
-from server.api.ledger import require_owner
+from server.api.ledger import owner_of, require_owner
 from server.api.openapi import described
 from server.citizen.record import messages_of
 from server.ledger import request_events
@@ -32,7 +31,7 @@ async def request_messages(request: Request) -> Response:
     request_id = request.path_params["request_id"]
     await require_owner(request, actor, request_id)
     events = await request_events(ledger_of(request), request_id)
-    if not events and await components(request).requests.unit_of(request_id) is None:
+    if not events and await owner_of(request, request_id) is None:
         raise ApiError(404, "not_found", f"no request {request_id}")
     return json_response({"request": request_id, "messages": messages_of(events)})
 

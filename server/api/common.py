@@ -139,8 +139,10 @@ def _nul_field(value: Any, path: str = "") -> str | None:
     else:
         return None
     for key, item in items:
-        found = _nul_field(key, path) if isinstance(key, str) and "\x00" in key else None
-        found = found or _nul_field(item, f"{path}.{key}" if path else str(key))
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return where
+        found = _nul_field(item, where)
         if found is not None:
             return found
     return None

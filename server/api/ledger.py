@@ -197,19 +197,9 @@ async def ledger_events(request: Request) -> Response:
     await require_owner(request, actor, request_id)
     ledger = ledger_of(request)
     events = await request_events(ledger, request_id, limit=page.limit, offset=page.offset)
-    if not events and page.offset == 0 and not await _known(request, request_id):
+    if not events and page.offset == 0 and await owner_of(request, request_id) is None:
         raise ApiError(404, "not_found", f"no request {request_id[:64]}")
     return json_response(events)
-
-
-async def _known(request: Request, request_id: str) -> bool:
-    """Whether the live state or the ledger knows the request (one the writer has not
-    recorded yet has no events in the ledger, and is no 404)."""
-    services = components(request)
-    if await services.requests.unit_of(request_id) is not None:
-        return True
-    ledger = services.ledger
-    return ledger is not None and await request_unit(ledger, request_id) is not None
 
 
 async def require_owner(request: Request, actor: Actor, request_id: str) -> None:
@@ -218,13 +208,18 @@ async def require_owner(request: Request, actor: Actor, request_id: str) -> None
     unit's steps and notes included: the desk takes the case over); one moved away goes
     with it. An unknown id is refused like another unit's (403), so that a desk cannot
     count the other units' requests by trying ids. Other roles pass."""
-    if actor.kind != "unit":
-        return
+    if actor.kind == "unit":
+        require_unit(actor, await owner_of(request, request_id))
+
+
+async def owner_of(request: Request, request_id: str) -> str | None:
+    """The unit that holds a request now: its live state's, else the ledger's record's
+    (one whose live state left after the retention window). None: no such request."""
     services = components(request)
     unit = await services.requests.unit_of(request_id)
     if unit is None and services.ledger is not None:
         unit = await request_unit(services.ledger, request_id)
-    require_unit(actor, unit)
+    return unit
 
 
 @described(

@@ -113,6 +113,8 @@ def parse_entry(unit: str, stream_id: str, fields: Mapping[str, str]) -> LedgerE
         return None
     raw = fields.get("e")
     payload = _json_object(raw) if raw is not None else None
+    if payload is not None and raw is not None and "\\u0000" in raw:  # JSON's way of a NUL
+        payload = _without_nul(payload)
     if payload is None:
         data = json.dumps({"unreadable": dict(fields)}, ensure_ascii=False)
         return LedgerEvent(
@@ -305,6 +307,20 @@ def _json_object(raw: str) -> dict[str, Any] | None:
 
 
 _JSON = msgspec.json.Decoder()
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` with NUL characters taken out of its text, however deep. PostgreSQL's text
+    holds none (the whole pass would fail on one, and every later event of the stream wait
+    behind it), and a squad's note or a caller's description may carry one; both ledgers
+    keep the same text. The event's own JSON (``data``) keeps it escaped."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -329,23 +329,22 @@ def _record(
     """The transaction of :meth:`Ledger.write`: fold the requests, insert the events and the
     center's record, keep the refused events as conflicts. Returns the request ids whose
     events were (partly) refused, with how they were split, for the log."""
-    clean = _without_nul if _has_nul(parsed, snapshots) else _as_they_are
     refused, conflicts = (
-        _fold_requests(conn, dialect, by_request, snapshots, clean) if by_request else ([], [])
+        _fold_requests(conn, dialect, by_request, snapshots) if by_request else ([], [])
     )
     refused_keys = {(e.unit, e.stream_id) for e, _ in refused}
     kept = [e for e in parsed if (e.unit, e.stream_id) not in refused_keys]
     if kept:
         conn.execute(
             _insert_ignore(dialect, tables.events),
-            clean([e.row() for e in sorted(kept, key=_event_order)]),
+            [e.row() for e in sorted(kept, key=_event_order)],
         )
         for statement, rows in records.statements(dialect, records.derive(kept)):
-            conn.execute(statement, clean(rows))
+            conn.execute(statement, rows)
     if refused:
         conn.execute(
             _insert_ignore(dialect, tables.conflicts),
-            clean([_conflict_row(e, received_at) for e, received_at in refused]),
+            [_conflict_row(e, received_at) for e, received_at in refused],
         )
     return conflicts
 
@@ -355,7 +354,6 @@ def _fold_requests(
     dialect: str,
     by_request: dict[str, tuple[str, list[LedgerEvent]]],
     snapshots: dict[str, dict[str, str]],
-    clean: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
 ) -> tuple[list[tuple[LedgerEvent, float]], list[tuple[str, Attribution]]]:
     """Lock the rows (creating the missing ones), fold, write them back. Ids in sorted
     order so that two writers on PostgreSQL lock in the same order (no deadlock).
@@ -391,41 +389,12 @@ def _fold_requests(
             conflicts.append((rid, split))
     conn.execute(
         _UPDATE_REQUEST,
-        clean(
-            [
-                {"b_id": row["id"], **{f"b_{name}": row.get(name) for name in _REQUEST_COLUMNS}}
-                for row in folded
-            ]
-        ),
+        [
+            {"b_id": row["id"], **{f"b_{name}": row.get(name) for name in _REQUEST_COLUMNS}}
+            for row in folded
+        ],
     )
     return refused, conflicts
-
-
-def _without_nul(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with NUL characters taken out of their text. PostgreSQL's text holds none
-    (the whole transaction fails on one), and a caller's description or a squad's note may
-    carry one: left in, the events behind it would never be recorded. SQLite would take it;
-    both ledgers keep the same text. (An event's JSON has it escaped, as ``\\u0000``.)"""
-    return [
-        {
-            k: v.replace("\x00", "") if isinstance(v, str) and "\x00" in v else v
-            for k, v in r.items()
-        }
-        for r in rows
-    ]
-
-
-def _as_they_are(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return rows
-
-
-def _has_nul(events: list[LedgerEvent], snapshots: dict[str, dict[str, str]]) -> bool:
-    """Whether any text of the batch may hold a NUL (most batches: no, and their rows are
-    not looked through): an event's JSON escapes it, the only way JSON has of writing it;
-    a request's hash holds it as it is."""
-    return any("\\u0000" in e.data for e in events) or any(
-        "\x00" in value for snapshot in snapshots.values() for value in snapshot.values()
-    )
 
 
 _REQUEST_COLUMNS = [c.name for c in tables.requests.columns if c.name != "id"]
@@ -504,7 +473,8 @@ async def _read_snapshots(
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """Text of a hash field, without NUL characters (see fold._without_nul)."""
+    return (value.decode() if isinstance(value, bytes) else value).replace("\x00", "")
 
 
 def stop_if_cancelled() -> None:
