@@ -6,6 +6,7 @@ Pure: the session runs over a fake transport (a phone's socket), no network, no 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import SimpleNamespace
 
 from dispatch_field import protocol
@@ -27,6 +28,19 @@ class FakeSocket:
         self.sent: list[bytes] = []
         self.closed_with: int | None = None
         self.incoming: asyncio.Queue[bytes] = asyncio.Queue()
+        self.inline: Callable[[bytes], bool] | None = None
+
+    def set_inline(self, handler: Callable[[bytes], bool] | None) -> None:
+        self.inline = handler
+
+    def arrive(self, data: bytes) -> bool:
+        """A frame from the phone, as our uvicorn protocol takes it (server.net): to the
+        inline handler if nothing waits to be received and it takes it (True), else to the
+        reader."""
+        if self.inline is not None and self.incoming.empty() and self.inline(data):
+            return True
+        self.incoming.put_nowait(data)
+        return False
 
     async def receive(self) -> bytes:
         return await self.incoming.get()

@@ -271,7 +271,16 @@ async def test_a_10_mb_body_is_a_413_read_in_bounded_memory(hubs):
 # ---- 4./5. frames: rates, bad frames before and after hello, nesting -----------------------
 
 
-async def test_a_phone_past_its_frame_rate_gets_an_error_then_a_close(hubs):
+@pytest.mark.parametrize(
+    "frame",
+    [
+        protocol.Ack(seq=0),
+        # positions are taken in the socket's read callback (server.net's inline handler)
+        protocol.Pos(lat=XIGONG[0], lon=XIGONG[1], ts=1.0),
+    ],
+    ids=["acks", "positions"],
+)
+async def test_a_phone_past_its_frame_rate_gets_an_error_then_a_close(hubs, frame):
     hub = hubs.start(frame_rate=5, frame_burst=10)
     api = Api(hub)
     squad = await api.squad("water", "chatty")
@@ -279,7 +288,7 @@ async def test_a_phone_past_its_frame_rate_gets_an_error_then_a_close(hubs):
         await ws.send(protocol.encode(protocol.Hello(squad=squad["id"], token=squad["token"])))
         assert isinstance(await _next(ws), protocol.Welcome)
         for _ in range(30):
-            await ws.send(protocol.encode(protocol.Ack(seq=0)))
+            await ws.send(protocol.encode(frame))
         error = await _next(ws)
         assert isinstance(error, protocol.Error) and error.code == "rate_limited"
         assert await _closed_with(ws) == CloseCode.RATE_LIMITED

@@ -80,14 +80,7 @@ class FieldRouter:
         context, session = self._context, self._session
         match frame:
             case protocol.Pos():
-                context.positions.add(
-                    session.unit, session.squad, frame.lat, frame.lon, time.time()
-                )
-                if not self._positioned:  # back on the map: waiting requests may be its
-                    self._positioned = True
-                    context.dispatcher.drain_soon(
-                        session.unit, after_s=self._settings.position_flush_ms / 500
-                    )
+                self.position(frame)
                 if self._geofence.scenes:
                     await self._check_arrival(frame.lat, frame.lon)
             case protocol.Ack():
@@ -106,6 +99,21 @@ class FieldRouter:
                 if not self._command_rate.take(time.monotonic()):
                     raise rate_limited(session, "commands")
                 await self._command(frame)
+
+    @property
+    def positions_inline(self) -> bool:
+        """A position fix needs nothing awaited: no scene to check for an arrival."""
+        return not self._geofence.scenes
+
+    def position(self, frame: protocol.Pos) -> None:
+        """A fix's part that awaits nothing: queued for the position writer."""
+        context, session = self._context, self._session
+        context.positions.add(session.unit, session.squad, frame.lat, frame.lon, time.time())
+        if not self._positioned:  # back on the map: waiting requests may be its
+            self._positioned = True
+            context.dispatcher.drain_soon(
+                session.unit, after_s=self._settings.position_flush_ms / 500
+            )
 
     async def _command(self, command: protocol.Command, actor: Actor | None = None) -> None:
         context, session = self._context, self._session

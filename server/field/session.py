@@ -79,6 +79,7 @@ class FieldSession:
         self.last_heard = time.monotonic()
         self._frame_rate = TokenBucket(settings.frame_rate, settings.frame_burst)
         self._max_frame_bytes = settings.max_frame_bytes
+        self._parked = False  # the reader waits for the next frame, having done the last
 
     # ---- pushing (called by the hub; never blocks) ---------------------------------------
 
@@ -122,6 +123,7 @@ class FieldSession:
         try:
             if self._closing is None:  # closed before it ran: send what is queued, and end
                 await self._greet()
+                self._transport.set_inline(self._inline)
             while self._closing is None:
                 frame = await self._receive()
                 try:
@@ -151,6 +153,7 @@ class FieldSession:
             log.exception("field session of %s failed", self.squad or "?")
             self.close(CloseCode.INTERNAL_ERROR, "internal error: reconnect")
         finally:
+            self._transport.set_inline(None)
             await self._finish(writer)
             # Nothing of this session refers back to it any more: it goes with its last
             # reference, not at the next full garbage collection.
@@ -258,7 +261,11 @@ class FieldSession:
         or, while ``greeting``, end the connection (HELLO_REQUIRED) after their error frame.
         A phone past its frame rate is closed (RATE_LIMITED)."""
         while True:
-            data = await self._transport.receive()
+            self._parked = not greeting
+            try:
+                data = await self._transport.receive()
+            finally:
+                self._parked = False
             self.last_heard = now = monotonic()
             if not self._frame_rate.take(now):
                 raise rate_limited(self, "frames")
@@ -280,6 +287,32 @@ class FieldSession:
             self.push(error)
             if greeting:
                 raise Closed(CloseCode.HELLO_REQUIRED, "the first frame must be a valid hello")
+
+    def _inline(self, data: bytes) -> bool:
+        """A binary frame that arrived while the reader waits for one (the transport's inline
+        handler): a position fix that needs nothing awaited is done here, exactly as the
+        reader would do it (frame rate, decoding, the router), without waking the reader;
+        anything else (``False``) goes to the reader, which decodes it again. Positions are
+        nearly every frame, commands and acks a few a minute."""
+        if not self._parked or self._closing is not None or len(data) > self._max_frame_bytes:
+            return False
+        try:
+            frame = decode_phone(data)
+        except Exception:  # noqa: BLE001 - the reader answers it
+            return False
+        router = self._router
+        if type(frame) is not protocol.Pos or not router.positions_inline:
+            return False
+        now = monotonic()
+        if not self._frame_rate.take(now):
+            return False  # the reader closes the session: the bucket is as empty for it
+        self.last_heard = now
+        try:
+            router.position(frame)
+        except Exception:  # noqa: BLE001 - the reader does it again, and fails as it should
+            return False
+        self._context.metrics.frame_in(frame)
+        return True
 
     # ---- the writer ----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from the server's ASGI ``receive``); tests use their own."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Protocol
 
 from starlette.types import Receive, Send
@@ -12,6 +13,9 @@ from starlette.websockets import WebSocket, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
 from dispatch_field import protocol
+from server.net import INLINE_EXTENSION
+
+Inline = Callable[[bytes], bool]
 
 
 class Disconnected(Exception):
@@ -34,6 +38,12 @@ class Transport(Protocol):
 
     async def close(self, code: int, reason: str) -> None:
         """Send the close frame, if the socket is still open; never raises."""
+        ...
+
+    def set_inline(self, handler: Inline | None) -> None:
+        """Where the server can: hand each binary frame that arrives while none waits to be
+        received to ``handler`` first, as it arrives; one it handles (``True``) is not
+        received. A transport that cannot ignores it (every frame is received)."""
         ...
 
 
@@ -74,6 +84,11 @@ class WebSocketTransport:
             await self._send(message)
         except (ClientDisconnected, OSError):  # OSError: as Starlette's WebSocket.send
             raise Disconnected from None
+
+    def set_inline(self, handler: Inline | None) -> None:
+        extension = self._ws.scope.get("extensions", {}).get(INLINE_EXTENSION)
+        if extension is not None:  # our uvicorn protocol (server.net); not under a test client
+            extension["set"](handler)
 
     async def close(self, code: int, reason: str) -> None:
         if self._ws.application_state == WebSocketState.CONNECTED:
