@@ -185,7 +185,11 @@ def start_profiles(
     hubs: Sequence[HubProc], seconds: float, directory: str
 ) -> list[subprocess.Popen[bytes]]:
     """py-spy record of each hub (collapsed stacks, native frames so waits show as waits).
-    Sampling pauses the hub briefly: a profiled run is slower than a measured one."""
+    Sampling pauses the hub briefly: a profiled run is slower than a measured one, and its
+    samples land in system calls far more often than the time spent there (perf, which
+    stops nothing, put the hub's kernel time at 17 % where py-spy put 35 % of its samples in
+    system calls: docs/benchmarks.md, session 12). Read the Python frames, with a system
+    call's samples counted with its caller."""
     binary = py_spy()
     if binary is None:
         log("--profile: py-spy not found (pip install py-spy); no profile taken")
