@@ -191,7 +191,9 @@ def build_components(
             known=known,
         ),
         center=center,
-        presence=PresenceTracker(redis, squads, requests, dispatcher, settings, hub, availability),
+        presence=PresenceTracker(
+            redis, squads, requests, dispatcher, settings, hub, availability, positions
+        ),
         notices=Notices(redis, scripts, requests, settings, broker.push, metrics),
         availability=availability,
         failed_hellos=AddressBuckets(rate=per_min / 60, burst=max(1.0, per_min)),

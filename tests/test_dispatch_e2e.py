@@ -359,3 +359,26 @@ async def test_a_waiting_request_goes_to_a_squad_as_soon_as_it_is_back_on_the_ma
     assert offer.request.id == created["id"]
     await again.close()
     await api.close()
+
+
+async def test_a_squad_that_leaves_right_after_a_fix_is_not_put_back_on_the_map(hubs):
+    """Its last fix waits for the next flush; the disconnect is recorded first, and a flush
+    after it must not place an offline squad on the map again (found by an attacker's trial:
+    most squads that closed right after a fix stayed on the wall map for good)."""
+    from tests.helpers import auth
+
+    hub = hubs.start(position_flush_ms=400)  # the fix surely still waits at the close
+    api = Api(hub)
+    client = await online_squad(api, hub, *XIGONG)
+    await client.pos(XIGONG[0] + 0.001, XIGONG[1])
+    await client.close()
+
+    async def offline() -> bool:
+        return (await api.get_squad(client.squad))["online"] is False
+
+    await eventually(offline)
+    await asyncio.sleep(1.0)  # past the flush that held the last fix
+    squad = await api.get_squad(client.squad)
+    shown = (await api.http.get("/api/v1/map", headers=auth("wall"))).json()
+    assert squad["position"] is None and shown["squads"] == []
+    await api.close()

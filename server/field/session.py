@@ -294,14 +294,19 @@ class FieldSession:
         reader would do it (frame rate, decoding, the router), without waking the reader;
         anything else (``False``) goes to the reader, which decodes it again. Positions are
         nearly every frame, commands and acks a few a minute."""
-        if not self._parked or self._closing is not None or len(data) > self._max_frame_bytes:
+        router = self._router
+        if (
+            not self._parked
+            or self._closing is not None
+            or not router.positions_inline  # a scene to watch: no fix is done here
+            or len(data) > self._max_frame_bytes
+        ):
             return False
         try:
             frame = decode_phone(data)
         except Exception:  # noqa: BLE001 - the reader answers it
             return False
-        router = self._router
-        if type(frame) is not protocol.Pos or not router.positions_inline:
+        if type(frame) is not protocol.Pos:
             return False
         now = monotonic()
         if not self._frame_rate.take(now):

@@ -35,6 +35,7 @@ from server.hub import Connection, Hub
 from server.settings import Settings
 from server.store import keys, timers
 from server.store.availability import RedisAvailability, is_outage
+from server.store.positions import PositionWriter
 from server.store.requests import Actor, RequestStore, event_json
 from server.store.squads import Presence, SquadStore, hub_member, parse_hub_member
 from server.store.text import text
@@ -69,6 +70,7 @@ class PresenceTracker:
         settings: Settings,
         hub: Hub,
         availability: RedisAvailability,
+        positions: PositionWriter,
     ) -> None:
         self._redis = redis
         self._squads = squads
@@ -78,6 +80,7 @@ class PresenceTracker:
         self._hub = hub
         self._hub_id = hub.id
         self._availability = availability
+        self._positions = positions
         # Set by the drain once this process tells its phones to reconnect elsewhere.
         self.handing_over = False
 
@@ -124,6 +127,10 @@ class PresenceTracker:
             # calls at once; whoever does not come back is recorded offline by the shutdown's
             # reconcile(everyone=True) (or, if this process dies first, by reap_dead_hubs).
             return
+        if not self._hub.holds(squad):  # no newer connection of the squad here
+            # Its last fix may wait for the next flush (position_flush_ms): written after the
+            # disconnect, it would put an offline squad back on the map for good.
+            self._positions.forget(unit, squad)
         member = hub_member(unit, squad, session.conn_id)
         try:
             await self._squads.disconnect(

@@ -60,6 +60,14 @@ class PositionWriter:
         """Queue a fix; it reaches Redis within one flush interval."""
         self._pending[unit][squad_id] = (lon, lat, fixed_at)
 
+    def forget(self, unit: str, squad_id: str) -> None:
+        """Drop the squad's fix not written yet: it is being recorded offline, and a flush
+        after that would put it back on the map (a flush already sent goes first: both use
+        the same connection, in order)."""
+        pending = self._pending.get(unit)
+        if pending is not None:
+            pending.pop(squad_id, None)
+
     async def flush(self) -> int:
         """Write everything queued now, in one round trip; returns the number of fixes
         written. Fixes Redis refuses are dropped (and counted); a lost connection raises, and
