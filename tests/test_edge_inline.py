@@ -10,6 +10,8 @@ client's side is websockets' own sans-I/O client (handshake and masked frames).
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import uvicorn
@@ -48,6 +50,21 @@ class FakeTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self.closed = True
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol: asyncio.BaseProtocol | None = protocol
+
+    def lose(self) -> None:
+        """The peer went away: as uvloop's transport, tell the protocol and let go of it."""
+        protocol, self.protocol = self.protocol, None
+        assert protocol is not None
+        protocol.connection_lost(None)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol
+
+    def is_reading(self) -> bool:
+        return True
 
 
 class App:
@@ -157,3 +174,39 @@ async def test_a_text_message_never_goes_inline():
     server.connection_lost(None)
     app.take.release()
     await _settle()
+
+
+async def test_an_ended_connection_is_freed_without_the_cyclic_garbage_collector():
+    """Upgraded from HTTP, used and lost, a connection's protocols go with their last
+    reference: in a reconnect storm the cyclic collector took a fifth of the hub's CPU."""
+    app = App()
+    limits = EdgeLimits(ConnectionLedger(10, 10), header_timeout_s=5)
+    http_class, _ = edge_protocols(limits)
+    config = uvicorn.Config(app, ws=edge_protocols(limits)[1], ws_ping_interval=None)
+    config.load()
+    gc.collect()
+    gc.disable()
+    try:
+        http = http_class(config=config, server_state=ServerState(), app_state={})
+        transport = FakeTransport()
+        http.connection_made(transport)
+        client = ClientProtocol(parse_uri("ws://hub/ws/field"))
+        client.send_request(client.connect())
+        http.data_received(b"".join(client.data_to_send()))  # the upgrade
+        await asyncio.wait_for(app.ready.wait(), 5)
+        ws = transport.get_protocol()
+        assert ws is not http
+        client.receive_data(b"".join(transport.written))  # the 101
+        client.events_received()
+        ws.data_received(_frames(client, b"in1", b"out2"))
+        app.take.release()
+        await _settle()
+        assert app.handled == [b"in1"] and app.received == [b"out2"]
+        gone = [weakref.ref(http), weakref.ref(ws), weakref.ref(ws.conn)]
+        transport.lose()
+        app.take.release()  # the app reads the disconnect and returns
+        await _settle()
+        del http, ws, transport
+        assert [ref() for ref in gone] == [None, None, None]
+    finally:
+        gc.enable()
