@@ -7,11 +7,18 @@
   concurrent connections, in total and per client address. A connection is counted by its
   transport, which uvicorn hands from the HTTP protocol to the WebSocket protocol on an
   upgrade: counted in the first ``connection_made``, released in the last ``connection_lost``.
+* The WebSocket protocol also hands a binary message to the app's inline handler, in its
+  read callback, when nothing waits before it (the ``dispatch.inline`` ASGI extension: a
+  squad's position fix costs no queue, task wake-up or pause of reading); and an ended
+  connection lets go of what held it in reference cycles (freed by refcounting, not by the
+  cyclic garbage collector).
 * :func:`serve`: runs the app on those protocols, with accept failures (EMFILE) logged.
 
 These subclasses lean on uvicorn's protocol classes (attributes ``transport``, ``client``,
-``loop``, ``handshake_complete`` and the httptools parser callbacks); a uvicorn upgrade must
-keep ``tests/test_hostile.py`` passing.
+``loop``, ``handshake_complete``, ``frames``, ``curr_msg_data_type``, ``queue``,
+``close_sent``, ``scope``, ``parser``, ``conn`` and the httptools parser callbacks); a
+uvicorn or websockets upgrade must keep ``tests/test_hostile.py`` and
+``tests/test_edge_inline.py`` passing.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from the server's ASGI ``receive``); tests use their own."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from typing import Protocol
 
 from starlette.types import Receive, Send
@@ -13,9 +12,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from uvicorn.protocols.utils import ClientDisconnected
 
 from dispatch_field import protocol
-from server.net import INLINE_EXTENSION
-
-Inline = Callable[[bytes], bool]
+from server.net import INLINE_EXTENSION, Inline
 
 
 class Disconnected(Exception):
