@@ -196,9 +196,9 @@ def test_the_independent_node_probe_plays_the_same_workload(tmp_path: Path) -> N
     """``--client node``: the probe (tools/probe/probe.mjs, its own WebSocket, HTTP and
     MessagePack code), its squads and requests shared out over two threads, connects every
     squad, and each request is offered (to a squad of either thread) and walked to its end.
-    Needs Node.js and ``npm ci`` (the ``ws`` package)."""
-    if shutil.which("node") is None or not (ROOT / "node_modules/ws").is_dir():
-        pytest.skip("the Node probe needs node and `npm ci` (node_modules/ws)")
+    Needs Node.js and ``npm ci`` (the ``@msgpack/msgpack`` package)."""
+    if shutil.which("node") is None or not (ROOT / "node_modules/@msgpack/msgpack").is_dir():
+        pytest.skip("the Node probe needs node and `npm ci` (node_modules/@msgpack/msgpack)")
     report = _run_loadtest(tmp_path / "report.json", "--client", "node", "--clients", "2")
     assert report["client"] == "node" and report["workers"] == 2
     assert report["squads_connected"] == SQUADS

@@ -1245,7 +1245,7 @@ async def run_probe(
     client; the hubs' and Redis' CPU is read between its measure-start and measure-end."""
     node = shutil.which("node")
     if node is None:
-        raise RuntimeError("--client node: no node on the PATH (and `npm install` for ws)")
+        raise RuntimeError("--client node: no node on the PATH (and `npm ci` for @msgpack/msgpack)")
     ports = [h.port for h in hubs]
     plan = {
         "host": "127.0.0.1",

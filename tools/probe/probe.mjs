@@ -2,9 +2,9 @@
 //
 //     node tools/probe/probe.mjs plan.json        (started by `python -m tools.loadtest --client node`)
 //
-// It shares no code with the Python load test: its own WebSocket stack (the `ws` package),
-// its own HTTP client (node:http with keep-alive), its own clock (performance.now) and its own
-// arithmetic. It plays the same workload: every squad says hello, goes on duty, sends a
+// It shares no code with the Python load test: its own WebSocket client (below, on node:net),
+// its own HTTP client (below, on node:net too), its own clock (CLOCK_MONOTONIC)
+// and its own arithmetic. It plays the same workload: every squad says hello, goes on duty, sends a
 // position every `pos_interval` s (each squad a random phase), and on an offer acknowledges
 // it and walks accept -> en route -> arrive -> resolve, each step on the previous `ok`;
 // requests are posted open loop at `rate` per second (a request counts from when it was due).
@@ -24,9 +24,9 @@
 // of JSON: its result.
 
 import { readFileSync } from "node:fs";
-import http from "node:http";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
-import WebSocket from "ws";
+import { createHash, randomBytes, randomFillSync } from "node:crypto";
+import net from "node:net";
 import { Decoder, Encoder } from "@msgpack/msgpack";
 
 const plan = isMainThread ? JSON.parse(readFileSync(process.argv[2], "utf8")) : workerData.plan;
@@ -38,13 +38,167 @@ const SUBPROTOCOL = JSON_FRAMES ? "dispatch.v1.json" : "dispatch.v1.msgpack";
 // to 5-7 ms.
 const encoder = new Encoder();
 const decoder = new Decoder();
-const pack = JSON_FRAMES ? (frame) => JSON.stringify(frame) : (frame) => encoder.encode(frame);
+// A packed frame is copied at once into its masked frame: the encoder's own buffer will do.
+const pack = JSON_FRAMES ? (frame) => Buffer.from(JSON.stringify(frame))
+  : (frame) => encoder.encodeSharedRef(frame);
 const unpack = JSON_FRAMES ? (data) => JSON.parse(data.toString()) : (data) => decoder.decode(data);
+const OPCODE = JSON_FRAMES ? 0x1 : 0x2;
 const SLOTS = 100;
 const JITTER = 0.0002;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // Milliseconds on CLOCK_MONOTONIC: the same clock in every thread (performance.now is not).
 const now = () => Number(process.hrtime.bigint() / 1000n) / 1000;
+
+// ---- a lean WebSocket client (RFC 6455): what a squad's phone needs, no more ----
+//
+// Why not the `ws` package (the probe's client until session 13): with 5,000 squads at a
+// position a second it took 24 % of a core against the load test's 13 %, and that extra CPU,
+// on two cores shared with the hub, slowed the hub it measured. Half of its time went to
+// node:net's stream machinery (a new 64 KB buffer and a Readable push for every read) and to
+// its own receiver, itself a Writable stream. Here every read lands in one buffer a thread
+// (node:net's `onread`), frames are parsed in place, and a frame goes out as one masked buffer.
+// Opening handshake, masked frames out (a fresh random key each), unmasked frames in (text,
+// binary, continuation, ping, pong, close); no extension is offered, so none can be agreed.
+
+const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+const MAX_MESSAGE = 1 << 20; // the hub's frames are small: anything bigger is a broken stream
+const READ_BUFFER = Buffer.allocUnsafe(1 << 16); // every socket's reads, one at a time
+const MASKS = Buffer.allocUnsafe(1 << 12); // random masking keys, refilled when used up
+let maskAt = MASKS.length;
+
+class ProtocolError extends Error {} // the hub's bytes break RFC 6455: the link is closed
+
+function maskedFrame(opcode, payload) {
+  const size = payload.length;
+  const head = size < 126 ? 2 : size < 65536 ? 4 : 10;
+  const frame = Buffer.allocUnsafe(head + 4 + size);
+  frame[0] = 0x80 | opcode;
+  if (size < 126) frame[1] = 0x80 | size;
+  else if (size < 65536) { frame[1] = 0x80 | 126; frame.writeUInt16BE(size, 2); }
+  else { frame[1] = 0x80 | 127; frame.writeBigUInt64BE(BigInt(size), 2); }
+  if (maskAt === MASKS.length) { randomFillSync(MASKS); maskAt = 0; }
+  MASKS.copy(frame, head, maskAt, maskAt + 4);
+  maskAt += 4;
+  for (let i = 0; i < size; i++) frame[head + 4 + i] = payload[i] ^ frame[head + (i & 3)];
+  return frame;
+}
+
+class Link {
+  // on.open(), on.message(payload, isText) (payload valid only during the call), on.close(error)
+  constructor(port, path, subprotocol, on) {
+    this.on = on;
+    this.subprotocol = subprotocol;
+    this.key = randomBytes(16).toString("base64");
+    this.open = false;
+    this.closed = false;
+    this.pending = null; // bytes of an incomplete frame (or handshake), copied out of READ_BUFFER
+    this.fragments = null; // [opcode, ...payloads] of a fragmented message
+    this.socket = net.connect({ host: plan.host, port, noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (size) => this.read(size) } });
+    this.socket.on("connect", () => this.socket.write(`GET ${path} HTTP/1.1\r\n`
+      + `Host: ${plan.host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
+      + `Sec-WebSocket-Key: ${this.key}\r\nSec-WebSocket-Version: 13\r\n`
+      + `Sec-WebSocket-Protocol: ${subprotocol}\r\n\r\n`));
+    this.socket.on("error", (error) => this.close(error));
+    this.socket.on("close", () => this.close(new Error("closed")));
+  }
+
+  send(opcode, payload) {
+    if (!this.closed) this.socket.write(maskedFrame(opcode, payload));
+  }
+
+  close(error) {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.destroy();
+    this.on.close(error);
+  }
+
+  read(size) {
+    let bytes = READ_BUFFER.subarray(0, size);
+    if (this.pending) { bytes = Buffer.concat([this.pending, bytes]); this.pending = null; }
+    let at = 0;
+    try {
+      if (!this.open) {
+        const end = bytes.indexOf("\r\n\r\n");
+        if (end < 0) { this.pending = Buffer.from(bytes); return; }
+        this.handshake(bytes.toString("latin1", 0, end));
+        at = end + 4;
+      }
+      while (!this.closed) {
+        const available = bytes.length - at;
+        if (available < 2) break;
+        const first = bytes[at];
+        const second = bytes[at + 1];
+        if (first & 0x70) throw new ProtocolError("reserved bits set: no extension was agreed");
+        if (second & 0x80) throw new ProtocolError("a masked frame from the server");
+        let length = second & 0x7f;
+        let offset = 2;
+        if (length === 126) {
+          if (available < 4) break;
+          length = bytes.readUInt16BE(at + 2);
+          offset = 4;
+        } else if (length === 127) {
+          if (available < 10) break;
+          length = Number(bytes.readBigUInt64BE(at + 2));
+          offset = 10;
+        }
+        if (length > MAX_MESSAGE) throw new ProtocolError(`a frame of ${length} bytes`);
+        if (available < offset + length) break;
+        const payload = bytes.subarray(at + offset, at + offset + length);
+        at += offset + length;
+        this.frame((first & 0x80) !== 0, first & 0x0f, payload);
+      }
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error; // the probe's own bug: stop it
+      this.close(error);
+      return;
+    }
+    if (at < bytes.length && !this.closed) this.pending = Buffer.from(bytes.subarray(at));
+  }
+
+  handshake(head) {
+    const [status, ...lines] = head.split("\r\n");
+    if (status.split(" ")[1] !== "101") throw new ProtocolError(`upgrade refused: ${status}`);
+    const headers = {};
+    for (const line of lines) {
+      const colon = line.indexOf(":");
+      if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    const accept = createHash("sha1").update(this.key + GUID).digest("base64");
+    if (headers["sec-websocket-accept"] !== accept) throw new ProtocolError("wrong Sec-WebSocket-Accept");
+    if (headers["sec-websocket-protocol"] !== this.subprotocol) {
+      throw new ProtocolError(`subprotocol ${headers["sec-websocket-protocol"]} chosen`);
+    }
+    if (headers["sec-websocket-extensions"]) throw new ProtocolError("an extension was agreed");
+    this.open = true;
+    this.on.open();
+  }
+
+  frame(fin, opcode, payload) {
+    if (opcode === 0x9) { this.send(0xa, payload); return; } // ping: pong the same bytes
+    if (opcode === 0xa) return;
+    if (opcode === 0x8) {
+      this.send(0x8, payload.subarray(0, 2)); // echo the code, then end
+      this.close(new Error(`closed by the hub: ${payload.length >= 2 ? payload.readUInt16BE(0) : 1005}`));
+      return;
+    }
+    if (opcode === 0x0) {
+      if (!this.fragments) throw new ProtocolError("a continuation frame without a message");
+      this.fragments.push(Buffer.from(payload));
+      if (!fin) return;
+      const [kind, ...parts] = this.fragments;
+      this.fragments = null;
+      this.on.message(Buffer.concat(parts), kind === 0x1);
+    } else if (opcode === 0x1 || opcode === 0x2) {
+      if (this.fragments) throw new ProtocolError("a new message inside a fragmented one");
+      if (fin) this.on.message(payload, opcode === 0x1);
+      else this.fragments = [opcode, Buffer.from(payload)];
+    } else {
+      throw new ProtocolError(`opcode ${opcode}`);
+    }
+  }
+}
 
 const ackMs = [];
 const stepMs = [];
@@ -64,20 +218,18 @@ class Squad {
 
   connect() {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws://${plan.host}:${this.port}/ws/field`, SUBPROTOCOL,
-        { perMessageDeflate: false });
-      this.ws = ws;
-      ws.on("open", () => this.send({ t: "hello", squad: this.id, token: this.token, last_seq: 0 }));
-      ws.on("message", (data) => {
-        const frame = unpack(data);
-        for (const f of Array.isArray(frame) ? frame : [frame]) this.handle(f, resolve);
+      this.link = new Link(this.port, "/ws/field", SUBPROTOCOL, {
+        open: () => this.send({ t: "hello", squad: this.id, token: this.token, last_seq: 0 }),
+        message: (payload) => {
+          const frame = unpack(payload); // decoded before the read buffer is reused
+          for (const f of Array.isArray(frame) ? frame : [frame]) this.handle(f, resolve);
+        },
+        close: (error) => { this.ready = false; reject(error); },
       });
-      ws.on("error", reject);
-      ws.on("close", () => { this.ready = false; reject(new Error("closed")); });
     });
   }
 
-  send(frame) { this.ws.send(pack(frame)); }
+  send(frame) { this.link.send(OPCODE, pack(frame)); }
 
   command(kind, assignment) {
     const id = `${this.id}-p${++this.count}`;
@@ -161,35 +313,102 @@ async function positions(squads, stop) {
   }
 }
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+// ---- a lean HTTP/1.1 client: keep-alive connections to each hub port, one request at a time
+// on each ----
+//
+// Why not node:http or undici: each took 0.5-0.8 ms of the probe's CPU a request (their
+// request objects, header handling, streams, promise chains, llhttp), several % of a core at
+// 50-100 requests/s, where the load test's client spends a few tens of µs. The hub answers an
+// intake with a Content-Length body (JSON), which is all this reads.
 
-function post(port, body) {
-  return new Promise((resolve) => {
-    const request = http.request({ host: plan.host, port, path: "/api/v1/requests",
-      method: "POST", agent, headers: { "Content-Type": "application/json",
-        Authorization: `Bearer ${plan.token}`, "Content-Length": Buffer.byteLength(body) } },
-      (response) => {
-        const chunks = [];
-        response.on("data", (c) => chunks.push(c));
-        response.on("end", () => resolve([response.statusCode, Buffer.concat(chunks).toString()]));
-      });
-    request.setTimeout(10000, () => { request.destroy(); resolve([0, ""]); });
-    request.on("error", () => resolve([0, ""]));
-    request.end(body);
-  });
+const idleLinks = new Map(); // port -> [HttpLink] ready for a request
+const httpLinks = new Set();
+
+class HttpLink {
+  constructor(port) {
+    this.port = port;
+    this.done = null; // the pending request's resolve
+    this.pending = null; // bytes of an incomplete response, copied out of READ_BUFFER
+    this.timer = null;
+    this.head = `POST /api/v1/requests HTTP/1.1\r\nHost: ${plan.host}:${port}\r\n`
+      + `Authorization: Bearer ${plan.token}\r\nContent-Type: application/json\r\n`;
+    this.socket = net.connect({ host: plan.host, port, noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (size) => this.read(size) } });
+    this.socket.on("error", () => this.fail());
+    this.socket.on("close", () => this.fail());
+    httpLinks.add(this);
+  }
+
+  post(body, done) {
+    this.done = done;
+    this.timer = setTimeout(() => this.fail(), 10000);
+    this.socket.write(`${this.head}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  }
+
+  read(size) {
+    let bytes = READ_BUFFER.subarray(0, size);
+    if (this.pending) { bytes = Buffer.concat([this.pending, bytes]); this.pending = null; }
+    if (!this.done) { this.fail(); return; } // bytes nobody asked for: a broken stream
+    const end = bytes.indexOf("\r\n\r\n");
+    if (end < 0) { this.pending = Buffer.from(bytes); return; }
+    const head = bytes.toString("latin1", 0, end);
+    const length = /\r\ncontent-length:[ \t]*(\d+)/i.exec(head);
+    if (!head.startsWith("HTTP/1.1 ") || !length) { this.fail(); return; }
+    const stop = end + 4 + Number(length[1]);
+    if (bytes.length < stop) { this.pending = Buffer.from(bytes); return; }
+    if (bytes.length > stop) { this.fail(); return; } // more than one response: not ours
+    const done = this.done;
+    this.done = null;
+    clearTimeout(this.timer);
+    if (/\r\nconnection:[ \t]*close/i.test(head)) this.close();
+    else idleLinks.get(this.port).push(this);
+    done([Number(head.slice(9, 12)), bytes.toString("utf8", end + 4, stop)]);
+  }
+
+  fail() {
+    this.close();
+    if (this.done) {
+      clearTimeout(this.timer);
+      const done = this.done;
+      this.done = null;
+      done([0, ""]);
+    }
+  }
+
+  close() {
+    httpLinks.delete(this);
+    const idle = idleLinks.get(this.port);
+    const at = idle.indexOf(this);
+    if (at >= 0) idle.splice(at, 1);
+    this.socket.destroy();
+  }
 }
 
+function post(port, body) {
+  if (!idleLinks.has(port)) idleLinks.set(port, []);
+  const link = idleLinks.get(port).pop() || new HttpLink(port);
+  return new Promise((resolve) => link.post(body, resolve));
+}
+
+// Open loop, as the load test's: one schedule walks the requests in the order they are due
+// and sends each when due, whatever happened to the others (one timer at a time, not one a
+// request).
 async function intakes(requests, start) {
-  const done = requests.map(async ([i, port, category, lat, lon, at]) => {
+  const done = [];
+  for (const [i, port, category, lat, lon, at] of [...requests].sort((a, b) => a[5] - b[5])) {
     const due = start + at * 1000; // the load test's schedule: the same arrivals for both
-    await sleep(Math.max(0, due - now()));
-    const body = JSON.stringify({ caller_phone: `1390${String(i % 1e7).padStart(7, "0")}`,
-      category, description: "probe request", lat, lon });
-    const [status, text] = await post(port, body);
-    const reply = status === 201 ? JSON.parse(text) : {};
-    parentPort.postMessage({ t: "request", due, status, assignment: reply.assignment || "" });
-  });
+    if (due > now()) await sleep(due - now());
+    done.push(intake(i, port, category, lat, lon, due));
+  }
   await Promise.all(done);
+}
+
+async function intake(i, port, category, lat, lon, due) {
+  const body = JSON.stringify({ caller_phone: `1390${String(i % 1e7).padStart(7, "0")}`,
+    category, description: "probe request", lat, lon });
+  const [status, text] = await post(port, body);
+  const reply = status === 201 ? JSON.parse(text) : {};
+  parentPort.postMessage({ t: "request", due, status, assignment: reply.assignment || "" });
 }
 
 function percentile(values, q) {
@@ -220,8 +439,8 @@ async function work() {
     } else if (message.t === "stop") {
       stop.done = true;
       await wheel;
-      for (const squad of squads) squad.ws.terminate();
-      agent.destroy();
+      for (const squad of squads) squad.link.close(new Error("stopped"));
+      for (const link of [...httpLinks]) link.close();
       parentPort.postMessage({ t: "report", ackMs, stepMs, errors, tickLateMs, duplicates });
       parentPort.close();
     }
