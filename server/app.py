@@ -194,6 +194,10 @@ async def _running(settings: Settings, url: str) -> AsyncIterator[Components]:
         await redis.aclose()
 
 
+# A healthy Redis steps a slice aside in milliseconds: past this, the drain goes on without.
+STEP_ASIDE_TIMEOUT_S = 1.0
+
+
 async def drain(app: Starlette, stop_listening: Callable[[], None]) -> None:
     """Before the server stops: say not ready (a load balancer's check notices within
     ``drain_wait_s``), then tell this process's phones to reconnect elsewhere (1012), spread
@@ -202,7 +206,9 @@ async def drain(app: Starlette, stop_listening: Callable[[], None]) -> None:
     hello on another process, so no new offer waits for a phone between hubs. Those phones
     are not recorded offline as they go (they resume elsewhere: see
     ``PresenceTracker.handing_over``). The lifespan's end then hands the timers this process
-    holds on to the others, and records offline whoever is not back elsewhere."""
+    holds on to the others, and records offline whoever is not back elsewhere. Redis away
+    (refused, or no answer within :data:`STEP_ASIDE_TIMEOUT_S`): the slices left are closed
+    without stepping aside, at their time."""
     parts: Components | None = getattr(app.state, "components", None)
     if parts is None:
         stop_listening()
@@ -219,12 +225,19 @@ async def drain(app: Starlette, stop_listening: Callable[[], None]) -> None:
     # do not stretch the spread.
     loop = asyncio.get_running_loop()
     started = loop.time()
+    stepping_aside = True
     for index in range(slices):
         part = sessions[index::slices]
         try:  # no new offer to a phone about to be closed: it is a candidate again on hello
-            await parts.presence.step_aside(part)
+            if stepping_aside:
+                async with asyncio.timeout(STEP_ASIDE_TIMEOUT_S):
+                    await parts.presence.step_aside(part)
         except Exception as exc:  # noqa: BLE001 - Redis down: the phones must move anyway
-            if is_outage(exc):
+            if is_outage(exc):  # (a timeout too)
+                # Redis is away: the other slices go without, at their time. Each would
+                # otherwise spend the client's retries first (seconds), and a restart during
+                # an outage would hold the last phones for minutes.
+                stepping_aside = False
                 parts.availability.failed("step aside", exc)
             else:
                 log.exception("could not take %d squads out of dispatch first", len(part))

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from server.ledger.streams import GROUP as LEDGER_GROUP
 from server.ledger.streams import with_no_unit
@@ -27,17 +27,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# What a job returns on a turn it did not reach Redis (a draining process fires no timer):
+# its success says nothing of Redis. Counted as a success, it made an outage during a restart
+# log "Redis reachable again" and "unreachable" by turns, every timer poll.
+SKIPPED: Final = object()
+
+
 async def _every(
     interval_s: float, name: str, job: Any, availability: RedisAvailability, *, redis: bool = True
 ) -> None:
     """Run ``job()`` every interval; the loop goes on through failures. A Redis outage is
     reported to ``availability`` (one warning for the whole outage); anything else
     is logged with its traceback. ``redis``: the job talks to Redis, so its success says
-    Redis is back."""
+    Redis is back (unless it returns :data:`SKIPPED`)."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await job()
+            answer = await job()
         except Exception as exc:  # noqa: BLE001
             if _cancelling():
                 pass
@@ -46,7 +52,7 @@ async def _every(
             else:
                 log.exception("%s failed", name)
         else:
-            if redis:
+            if redis and answer is not SKIPPED:
                 availability.succeeded()
         if _cancelling():  # the job's client library may have swallowed the cancellation
             raise asyncio.CancelledError
@@ -64,11 +70,11 @@ TIMER_BATCHES_PER_POLL = 20  # a full batch claims again at once: a backlog (tho
 # deadlines falling due together) is worked off now, not one batch per poll
 
 
-async def _fire_due_timers(parts: Components) -> None:
+async def _fire_due_timers(parts: Components) -> object:
     if parts.readiness.draining:
         # A draining process is busy closing its phones and about to go: a timer claimed
         # now could wait for its hand-on at shutdown. The other processes take them.
-        return
+        return SKIPPED
     lease_ms = int(parts.settings.timer_lease_s * 1000)
     for unit in parts.directory.unit_codes():
         for _ in range(TIMER_BATCHES_PER_POLL):
@@ -84,6 +90,7 @@ async def _fire_due_timers(parts: Components) -> None:
             parts.held_timers.finished(unit, members)
             if len(due) < TIMER_BATCH:
                 break
+    return None
 
 
 async def _fire(parts: Components, unit: str, due: list[bytes]) -> None:
@@ -112,6 +119,12 @@ async def _deliver_citizen(parts: Components) -> None:
     requests passed to 110/119/120)."""
     units = with_no_unit(parts.directory.unit_codes())
     await parts.citizen.outbox.deliver_due(parts.sender, units)
+
+
+async def _reconcile(parts: Components) -> object:
+    if parts.presence.handing_over:  # draining: it reads nothing (see its docstring)
+        return SKIPPED
+    return await parts.presence.reconcile()
 
 
 async def _sweep_queues(parts: Components) -> None:
@@ -161,7 +174,7 @@ def background_loops(parts: Components) -> list[Coroutine[Any, Any, None]]:
         ),
         _every(s.hub_beat_s, "hub heartbeat", parts.presence.beat, up),
         _every(s.hub_beat_s * 2, "dead hubs", parts.presence.reap_dead_hubs, up),
-        _every(15.0, "reconcile", parts.presence.reconcile, up),
+        _every(15.0, "reconcile", lambda: _reconcile(parts), up),
         _every(s.citizen_poll_s, "citizen messages", lambda: _deliver_citizen(parts), up),
         _every(s.metrics_sample_s, "metrics", lambda: _sample_metrics(parts), up),
         watch_event_loop(parts.metrics),
@@ -173,6 +186,7 @@ def background_loops(parts: Components) -> list[Coroutine[Any, Any, None]]:
                     "weekly spot checks",
                     lambda: _weekly_spot_checks(parts),
                     up,
+                    redis=False,  # the ledger's database: no news of Redis
                 )
             ]
             if s.spot_check_poll_s

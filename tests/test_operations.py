@@ -397,3 +397,60 @@ async def test_not_ready_while_redis_is_stopped_and_ready_again_after(tmp_path: 
         for hub in hubs.started:
             hub.stop()
         redis.stop()
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
+async def test_a_hub_stopped_while_redis_is_down_sends_its_phones_away_and_ends(
+    tmp_path: Path, outage: str
+) -> None:
+    """A restart during a Redis outage: the drain cannot step the squads aside (Redis is
+    gone: stopped, so connections are refused, or frozen, so nothing answers), but the phones
+    must still be told to move within the spread, and the process must end; the log says once
+    that Redis is unreachable and never that it is back."""
+    redis = EmbeddedRedis(tmp_path / "redis").start()  # its own Redis: this test stops it
+    hubs = Hubs(redis.url, tmp_path)
+    phones: list[FieldClient] = []
+    try:
+        hub = hubs.start(drain_wait_s=1.0, drain_spread_s=2.0)
+        api = Api(hub)
+        try:
+            for i in range(50):  # more phones than the spread's slices (40)
+                created = await api.squad("water", f"squad-{i}")
+                phone = FieldClient([hub.ws], created["id"], created["token"])
+                await phone.start()
+                phones.append(phone)
+        finally:
+            await api.close()
+        async with httpx.AsyncClient(base_url=hub.http, timeout=10) as http:
+            if outage == "stopped":
+                await asyncio.to_thread(redis.stop)
+            else:
+                assert redis.process is not None
+                redis.process.send_signal(signal.SIGSTOP)
+
+            async def unready() -> bool:
+                return (await http.get("/readyz")).status_code == 503
+
+            await eventually(unready, timeout_s=15, interval_s=0.2)
+        hub.process.terminate()
+        # Before the fix each slice's step aside spent the client's retries (about 2.3 s)
+        # on a refused connection: 40 slices, 90 s before the last phone heard.
+        await eventually(
+            lambda: _async(all(p.close_codes for p in phones)), timeout_s=10, interval_s=0.05
+        )
+        assert {p.close_codes[0] for p in phones} == {SERVICE_RESTART}
+        assert (await asyncio.to_thread(hub.process.wait, 20)) in (0, -signal.SIGTERM)
+        assert hub.log_path is not None
+        log = hub.log_path.read_text()
+        assert "draining" in log
+        assert log.count("Redis unreachable") == 1, log
+        assert "reachable again" not in log, log
+    finally:
+        for phone in phones:
+            await phone.close()
+        for started in hubs.started:
+            started.stop()
+        if redis.process is not None and redis.process.poll() is None:
+            redis.process.send_signal(signal.SIGCONT)
+        redis.stop()
