@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from server.store.embedded import EmbeddedRedis, free_port
+from server.store.embedded import EmbeddedRedis, free_port, stop_with_parent
 
 ROLES = ("admin", "calltaker", "center", "wall")
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: ``python -m server`` runs from it
@@ -168,6 +168,7 @@ def spawn_hub(
             stdout=log if log is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=detach,
+            preexec_fn=stop_with_parent,  # never left behind by a killed owner
         )
     hub = HubProc(port, process, log_path, host)
     health = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api/v1/health"
@@ -222,6 +223,7 @@ def spawn_ledger(
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # out of the terminal's process group: stopped by its owner
+        preexec_fn=stop_with_parent,  # and never left behind by a killed owner
     )
 
 

@@ -43,16 +43,27 @@ def redis_server_binary() -> str:
     return found
 
 
+try:  # loaded here, not in a forked child (where a lock another thread held stays held)
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None  # not Linux: stopping the child is its owner's only guarantee
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent() -> None:
+    """In a child before exec (``preexec_fn``): SIGTERM it when the thread that started it
+    ends, even by SIGKILL (``PR_SET_PDEATHSIG``), so that a process started by a hub, the
+    demo or the load test never outlives its owner. SIGTERM lets it shut down as it does
+    when stopped (a hub drains, Redis finishes its AOF)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the process that started it dies, even by
-    SIGKILL, so an embedded Redis never outlives its hub (SIGTERM lets it finish its AOF).
-    Also its umask: the AOF and the log are created readable by this user only."""
+    """In the child before exec: :func:`stop_with_parent`, and its umask: the AOF and the
+    log are created readable by this user only."""
     os.umask(0o077)
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass  # not Linux: stop() is the only guarantee
+    stop_with_parent()
 
 
 def free_port() -> int:
