@@ -222,7 +222,8 @@ def _load_figure(run: SimRun) -> Figure:
     bottom.set_ylabel("now")
     bottom.set_xlabel("simulated hour of day")
     for ax in (top, bottom):
-        ax.legend(loc="upper left", fontsize=8)
+        if run.samples:  # no line, no legend
+            ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
     top.set_title("load over the run")
     figure.tight_layout()

@@ -169,10 +169,9 @@ def summarize(
     one by default), with each unit's names."""
     facts = [o.facts for o in outcomes]
     linkage = [o for o in outcomes if o.facts.linkage]
-    whole = tally_facts(facts, group="*").get("*")
+    whole = tally_facts(facts, group="*")["*"]  # all zeros when nothing was counted
     cards = scorecards(facts, policy or load_policy())
     arrivals = [o.auto_arrival for o in outcomes if o.auto_arrival is not None]
-    limits = whole.limits if whole else {name: {} for name in LIMITS}
     return {
         "requests": len(outcomes),
         "linkage": len(linkage),
@@ -181,11 +180,10 @@ def summarize(
         "open": sum(not o.final for o in outcomes),
         "by_state": dict(sorted(Counter(o.state for o in outcomes).items())),
         "by_category": dict(sorted(Counter(o.facts.category for o in outcomes).items())),
-        "limits": limits,
-        "on_time": whole.on_time if whole else {name: None for name in LIMITS},
+        "limits": whole.limits,
+        "on_time": whole.on_time,
         "times_s": {
-            name: msgspec.to_builtins(whole.times[name]) if whole else {"count": 0}
-            for name in LIMITS
+            name: msgspec.to_builtins(whole.times[name]) for name in LIMITS
         },
         "per_unit": [_unit_row(msgspec.to_builtins(card), city) for card in cards],
         "offers": sum(o.offers for o in outcomes),
@@ -198,10 +196,10 @@ def summarize(
         },
         "arrivals": {"by_geofence": sum(arrivals), "by_command": len(arrivals) - sum(arrivals)},
         "notices": {
-            "total": whole.notices.total if whole else 0,
+            "total": whole.notices.total,
             "by_unit": {card.unit: card.notices.total for card in cards if card.notices.total},
-            "by_kind": whole.notices.by_kind if whole else {},
-            "by_level": whole.notices.by_level if whole else {},
+            "by_kind": whole.notices.by_kind,
+            "by_level": whole.notices.by_level,
         },
         "rulings": dict(
             sorted(Counter(r for o in outcomes for _, r in o.facts.disputes if r != "open").items())

@@ -39,7 +39,8 @@ from simulations.city import SimConfig, Simulation, hub_time_settings, register_
 from simulations.clock import SimClock
 from simulations.movement import Trip, distance_m, kmh_to_mps, offset_m, street_route
 from simulations.people import Behaviour, plan_job
-from simulations.report import collect_and_write, fmt_duration
+from simulations.report import collect_and_write, fmt_duration, write_report
+from simulations.run import SimRun
 from simulations.stats import outcome_of, state_from_timeline, summarize
 from tests.conftest import ROOT, TOKENS
 
@@ -382,6 +383,20 @@ def _once(request: pytest.FixtureRequest) -> None:
     param = request.node.callspec.params.get("redis_base_url")
     if param != "redis6.2-embedded":
         pytest.skip("the simulation runs once, on the embedded Redis")
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # matplotlib: a legend of no line
+def test_a_run_stopped_before_its_first_call_still_writes_its_report(tmp_path: Path) -> None:
+    """Ctrl-C right after the banner: no request made. The report says so (zeros, no
+    times) instead of failing on the empty city-wide figures, as it once did."""
+    run = SimRun(speed=5, rate_per_hour=60, seed=1, start_hour=9.0, started_at=1.0, ended_at=2.0)
+    files = write_report(run, [], CITY, tmp_path / "report", now=2.0)
+    summary = json.loads(files.summary.read_text())["summary"]
+    assert summary["requests"] == 0
+    assert all(sum(counts.values()) == 0 for counts in summary["limits"].values())
+    assert all(times["count"] == 0 for times in summary["times_s"].values())
+    page = files.html.read_text(encoding="utf-8")
+    assert "met 达标" in page and "</html>" in page
 
 
 async def test_short_run_writes_a_complete_and_correct_report(

@@ -480,8 +480,8 @@ def tally_facts(
     """Each unit's figures (no score yet): linkage requests count for the unit holding them
     in the end, events for the unit that held them then. ``spot_checks``: (unit, outcome) of
     each callback recorded. ``group``: add everything up under this one name instead (the
-    whole city's figures)."""
-    tallies: dict[str, _Tally] = {}
+    whole city's figures; that card is there, all zeros, when nothing was counted)."""
+    tallies: dict[str, _Tally] = {} if group is None else {group: _Tally()}
 
     def of(unit: str) -> _Tally:
         key = group if group is not None else unit
