@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -149,7 +150,10 @@ def spawn_hub(
     caller decides the order of shutdown. Raises RuntimeError, with the log, if it exits or
     does not answer in time.
     """
-    port = port or free_port()
+    if port is None:
+        port = free_port()
+    else:
+        _check_port_free(host, port)
     env = dict(
         os.environ,
         REDIS_URL=redis_url,
@@ -178,6 +182,23 @@ def spawn_hub(
         hub.kill()
         raise
     return hub
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise RuntimeError if something listens on ``host:port`` already. Otherwise the new
+    hub fails to bind and exits, but the health check may first get its 200 from whatever
+    holds the port (another demo's hub, left running), and the caller would work with that
+    one. A port in TIME_WAIT after a hub stopped is free (SO_REUSEADDR, as uvicorn binds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(
+                f"port {port} on {host} is taken ({exc.strerror}): another hub still running? "
+                f"`ss -ltnp 'sport = :{port}'` names the process; stop it or choose another port"
+            ) from None
 
 
 def _wait_healthy(hub: HubProc, health_url: str, timeout_s: float) -> None:

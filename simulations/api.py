@@ -72,9 +72,9 @@ class HubApi:
                 raise TimeoutError(f"the hub at {self.base_url} did not become healthy")
             await asyncio.sleep(0.1)
 
-    async def account_exists(self, username: str) -> bool:
+    async def account_usernames(self) -> set[str]:
         accounts: list[dict[str, Any]] = await self._call("GET", "/api/v1/accounts", "admin")
-        return any(a["username"] == username for a in accounts)
+        return {a["username"] for a in accounts}
 
     async def create_account(self, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("POST", "/api/v1/accounts", "admin", body)

@@ -4,13 +4,14 @@
 
 Starts the embedded Redis (data in ``<data-dir>/redis``) and one hub process on the
 simulation's clock, registers the demo squads (``[demo] squads_per_unit_per_district`` of the
-city file, at the depots), creates the wall map's account (username ``wall``, a generated
-password), prints the sign-in URL and that account, and runs the city until Ctrl-C or
-SIGTERM. Then it writes the run's report and stops the hub and Redis.
+city file, at the depots), creates an account for each face (the wall map, the center, a
+call-taker, the water unit's desk: :data:`FACES`, generated passwords), prints the pages and
+usernames, and runs the city until Ctrl-C or SIGTERM. Then it writes the run's report and
+stops the hub and Redis.
 
-Tokens, the wall's password and the squads are kept in ``<data-dir>/demo.json`` (0600, like
-the data directory, 0700): a restart with the same data keeps the wall's sign-in, and the
-squads pick up the jobs they held.
+Tokens, the passwords and the squads are kept in ``<data-dir>/demo.json`` (0600, like the
+data directory, 0700; no password is printed): a restart with the same data keeps the
+sign-ins, and the squads pick up the jobs they held.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import secrets
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,37 +62,81 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def save_state(path: Path, tokens: dict[str, str], seats: list[Seat], wall: dict[str, str]) -> None:
+def save_state(
+    path: Path, tokens: dict[str, str], seats: list[Seat], accounts: list[dict[str, str]]
+) -> None:
     write_private(
         path,
         json.dumps(
-            {"tokens": tokens, "wall": wall, "squads": [asdict(s) for s in seats]},
+            {"tokens": tokens, "accounts": accounts, "squads": [asdict(s) for s in seats]},
             ensure_ascii=False,
             indent=1,
         ),
     )
 
 
-WALL_USERNAME = "wall"
+@dataclass(frozen=True)
+class Face:
+    """A page a person signs in to, and the demo account that opens it."""
+
+    title: str
+    page: str
+    username: str
+    role: str
+    name: str
+    unit: str | None = None
 
 
-async def wall_account(api: HubApi, state: dict[str, Any]) -> dict[str, str]:
-    """The wall map's sign-in: the saved one if the hub's database still has it, else a new
-    account with a generated password."""
-    saved = state.get("wall")
-    if (
-        isinstance(saved, dict)
-        and saved.get("password")
-        and await api.account_exists(saved.get("username", ""))
-    ):
-        return {"username": saved["username"], "password": saved["password"]}
-    username, password = WALL_USERNAME, secrets.token_urlsafe(12)
-    while await api.account_exists(username):  # taken, and its password is not ours
-        username = f"{WALL_USERNAME}-{secrets.token_hex(2)}"
-    await api.create_account(
-        {"username": username, "name": "Wall map (demo)", "role": "wall", "password": password}
-    )
-    return {"username": username, "password": password}
+# One account a face: the wall map, the center's console, the call-takers' intake and one
+# unit's desk (the center console, restricted to its unit).
+FACES = (
+    Face("wall map", "/wall.html", "wall", "wall", "Wall map (demo)"),
+    Face("center", "/center.html", "center", "center", "Supervision center (demo)"),
+    Face("call-taker", "/intake.html", "calltaker", "calltaker", "Call-taker (demo)"),
+    Face("water desk", "/center.html", "water-desk", "unit", "Water desk (demo)", "water"),
+)
+
+
+def _saved_accounts(state: dict[str, Any]) -> list[dict[str, str]]:
+    saved = [a for a in state.get("accounts", []) if isinstance(a, dict)]
+    wall = state.get("wall")  # before the other faces had accounts: the wall's alone
+    if isinstance(wall, dict) and wall.get("username"):
+        saved.append({**wall, "role": "wall"})
+    return saved
+
+
+async def demo_accounts(api: HubApi, state: dict[str, Any]) -> list[dict[str, str]]:
+    """A sign-in for each of :data:`FACES`: the saved one if the hub's database still has
+    it, else a new account with a generated password (another name if the usual one is
+    taken and its password is not ours)."""
+    saved = _saved_accounts(state)
+    taken = await api.account_usernames()
+    accounts = []
+    for face in FACES:
+        kept = next(
+            (
+                a
+                for a in saved
+                if a.get("role") == face.role
+                and a.get("unit") == face.unit
+                and a.get("password")
+                and a.get("username") in taken
+            ),
+            None,
+        )
+        if kept is None:
+            username, password = face.username, secrets.token_urlsafe(12)
+            while username in taken:
+                username = f"{face.username}-{secrets.token_hex(2)}"
+            body = {"username": username, "name": face.name, "role": face.role}
+            await api.create_account(
+                body | {"password": password} | ({"unit": face.unit} if face.unit else {})
+            )
+            taken.add(username)
+            kept = {"username": username, "password": password, "role": face.role}
+        account = {"username": kept["username"], "password": kept["password"], "role": face.role}
+        accounts.append(account | ({"unit": face.unit} if face.unit else {}))
+    return accounts
 
 
 def seats_of(state: dict[str, Any]) -> list[Seat]:
@@ -121,7 +166,7 @@ async def known_seats(api: HubApi, state: dict[str, Any]) -> list[Seat]:
 
 def print_banner(
     hub: HubProc,
-    wall: dict[str, str],
+    accounts: list[dict[str, str]],
     seats: list[Seat],
     city: City,
     speed: float,
@@ -132,8 +177,11 @@ def print_banner(
     lines = [
         f"{city.name_zh} {city.name_en}: simulated city at x{speed:g} "
         f"({len(seats)} squads, offer window {60 / speed:.3g} s real)",
-        f"  wall map      {base}/signin.html?next=%2Fwall.html",
-        f"                sign in as {wall['username']} / {wall['password']}",
+        *(
+            f"  {face.title:<14}{base}{face.page:<14} sign in as {account['username']}"
+            for face, account in zip(FACES, accounts, strict=True)
+        ),
+        f"                (passwords in {state_path}, readable by you only; ?lang=en: English)",
         f"  API           {base}/api/v1/health",
         f"  field socket  ws://{hub.host}:{hub.port}/ws/field",
         f"  Redis         {redis_url}",
@@ -158,11 +206,11 @@ async def run_city(
         state = load_state(state_path)
         seats = await known_seats(api, state)
         resume = bool(seats)
-        wall = await wall_account(api, state)
+        accounts = await demo_accounts(api, state)
         if not seats:
             seats = await register_squads(api, city, city.demo.squads_per_unit_per_district)
-        save_state(state_path, tokens, seats, wall)
-        print_banner(hub, wall, seats, city, args.speed, public_url, state_path)
+        save_state(state_path, tokens, seats, accounts)
+        print_banner(hub, accounts, seats, city, args.speed, public_url, state_path)
         stop = asyncio.Event()
         stop_on_signals(stop)
         simulation = Simulation(api, city, seats, config_from(args), resume=resume)

@@ -182,9 +182,7 @@ def summarize(
         "by_category": dict(sorted(Counter(o.facts.category for o in outcomes).items())),
         "limits": whole.limits,
         "on_time": whole.on_time,
-        "times_s": {
-            name: msgspec.to_builtins(whole.times[name]) for name in LIMITS
-        },
+        "times_s": {name: msgspec.to_builtins(whole.times[name]) for name in LIMITS},
         "per_unit": [_unit_row(msgspec.to_builtins(card), city) for card in cards],
         "offers": sum(o.offers for o in outcomes),
         "non_responses": sum(o.non_responses for o in outcomes),

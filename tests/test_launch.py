@@ -4,17 +4,19 @@ test's driver, the demo, a test run."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from server.launch import ROOT
+from server.launch import ROOT, spawn_hub
 from tests.conftest import TOKENS
 
 OWNER = """
@@ -70,3 +72,27 @@ def test_a_hub_and_a_ledger_writer_stop_when_their_owner_is_killed(
         for pid in children:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_hub_is_not_started_on_a_port_already_taken(tmp_path: Path) -> None:
+    """Another server holds the port and answers the health check (a demo's hub left
+    running): say so and start nothing. The launcher once took that answer for its own
+    hub's, which had exited on "address already in use", and the caller used the other."""
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthy) as other:
+        serving = threading.Thread(target=other.serve_forever, daemon=True)
+        serving.start()
+        port = other.server_address[1]
+        try:
+            with pytest.raises(RuntimeError, match=f"port {port} on 127.0.0.1 is taken"):
+                spawn_hub("redis://127.0.0.1:1/0", TOKENS, tmp_path, port=port)
+        finally:
+            other.shutdown()

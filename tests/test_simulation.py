@@ -16,10 +16,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from server.city import load_city
@@ -497,7 +498,11 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _run_demo(port: int, data_dir: Path, seconds: float) -> str:
+def _run_demo(
+    port: int, data_dir: Path, seconds: float, during: Callable[[], None] | None = None
+) -> str:
+    """Run the README's demo for ``seconds`` (``during`` is called once its state file is
+    written, while it runs), then Ctrl-C; its console output."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -516,7 +521,14 @@ def _run_demo(port: int, data_dir: Path, seconds: float) -> str:
         stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
-    time.sleep(seconds)
+    started = time.monotonic()
+    if during is not None:
+        state = data_dir / "demo.json"
+        while not (state.exists() and "accounts" in state.read_text()):
+            assert process.poll() is None and time.monotonic() - started < 60, "no demo.json"
+            time.sleep(0.1)
+        during()
+    time.sleep(max(0.0, seconds - (time.monotonic() - started)))
     process.send_signal(signal.SIGINT)  # Ctrl-C: the demo shuts everything down itself
     try:
         output, _ = process.communicate(timeout=30)
@@ -584,11 +596,31 @@ async def test_a_stop_does_not_wait_for_calls_planned_for_later() -> None:
 @pytest.mark.system
 def test_demo_serves_a_live_city_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    first = _run_demo(port, tmp_path, 8)
+    signed_in: dict[str, str] = {}
+
+    def sign_in_to_every_face() -> None:
+        accounts = json.loads((tmp_path / "demo.json").read_text())["accounts"]
+        for account in accounts:
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}/api/v1/session",
+                json={"username": account["username"], "password": account["password"]},
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            signed_in[account["username"]] = answer.json()["role"]
+
+    first = _run_demo(port, tmp_path, 8, sign_in_to_every_face)
     state = json.loads((tmp_path / "demo.json").read_text())
-    # The wall signs in (no token in any URL); the secrets file is the user's only.
-    assert "/signin.html?next=%2Fwall.html" in first and "token=" not in first
-    assert f"sign in as {state['wall']['username']} / {state['wall']['password']}" in first
+    # A sign-in for every face, each with its role; the passwords only in the user's file
+    # (never on the console, no token in any URL).
+    assert signed_in == {
+        "wall": "wall",
+        "center": "center",
+        "calltaker": "calltaker",
+        "water-desk": "unit",
+    }
+    assert "/wall.html" in first and "/intake.html" in first and "token=" not in first
+    assert all(a["username"] in first and a["password"] not in first for a in state["accounts"])
     assert (tmp_path / "demo.json").stat().st_mode & 0o777 == 0o600
     online = re.search(r"squads (\d+)/(\d+) online", first)
     assert online and online.group(1) == online.group(2) == str(len(state["squads"]))
