@@ -206,7 +206,7 @@ def _wait_healthy(hub: HubProc, health_url: str, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         if hub.process.poll() is not None:
             raise RuntimeError(
-                f"hub on port {hub.port} exited ({hub.process.returncode}):\n{hub.log()}"
+                f"hub on port {hub.port} exited ({hub.process.returncode}):\n{hub.log_tail(40)}"
             )
         try:
             if httpx.get(health_url, timeout=0.5).status_code == 200:
@@ -214,7 +214,9 @@ def _wait_healthy(hub: HubProc, health_url: str, timeout_s: float) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"hub on port {hub.port} did not answer in {timeout_s}s:\n{hub.log()}")
+    raise RuntimeError(
+        f"hub on port {hub.port} did not answer in {timeout_s}s:\n{hub.log_tail(40)}"
+    )
 
 
 def _env_name(setting: str) -> str:
