@@ -387,6 +387,9 @@ async def test_not_ready_while_redis_is_stopped_and_ready_again_after(tmp_path: 
 
             await eventually(unready, timeout_s=15, interval_s=0.2)
             assert (await http.get("/livez")).status_code == 200  # alive: do not restart it
+            # The health check says "degraded" at once, not after the client's retries (2.3 s)
+            health = await http.get("/api/v1/health", timeout=1.8)
+            assert (health.status_code, health.json()) == (503, {"status": "degraded"})
             redis = await asyncio.to_thread(EmbeddedRedis(redis_dir, port=redis.port).start)
 
             async def ready() -> bool:
