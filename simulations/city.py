@@ -284,6 +284,7 @@ class Simulation:
             sim_t=round(self.clock.now(), 1),
             made=len(self.run_info.requests),
             offered=len(tally.offered_requests),
+            carried=len(tally.carried_over),
             resolved=tally.resolved,
             waiting=waiting,
             open=open_,
@@ -294,9 +295,10 @@ class Simulation:
     def _show(self, sample: Sample, last_print: float) -> float:
         if self.progress is None:
             return last_print
+        carried = f" (+{sample.carried} carried over)" if sample.carried else ""
         text = (
             f"sim {self.clock.label(sample.sim_t)} x{self.config.speed:g} | requests "
-            f"{sample.made} made, {sample.offered} offered, {sample.resolved} resolved, "
+            f"{sample.made} made{carried}, {sample.offered} offered, {sample.resolved} resolved, "
             f"{sample.waiting} waiting, {sample.open} open | squads {sample.squads_online}"
             f"/{len(self.agents)} online, {sample.squads_busy} busy"
         )

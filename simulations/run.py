@@ -30,6 +30,7 @@ class Sample:
     sim_t: float
     made: int
     offered: int
+    carried: int  # held from before a restart: resumed, neither made nor offered in this run
     resolved: int
     waiting: int  # queued at the hub: no squad has it
     open: int

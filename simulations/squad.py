@@ -49,6 +49,8 @@ class Tally:
 
     offers: int = 0
     offered_requests: set[str] = field(default_factory=set)
+    # Jobs held from before this run (a restart of the demo): resumed, not offered in it.
+    carried_over: set[str] = field(default_factory=set)
     accepted: int = 0
     arrived_by_command: int = 0
     resolved: int = 0
@@ -63,6 +65,7 @@ class Tally:
         return {
             "offers": self.offers,
             "offered_requests": len(self.offered_requests),
+            "carried_over": len(self.carried_over),
             "accepted": self.accepted,
             "arrived_by_command": self.arrived_by_command,
             "resolved": self.resolved,
@@ -165,12 +168,17 @@ class SquadAgent:
                 await self.client.pos(*self.where(), acc=round(self.rng.uniform(5, 25), 1))
             await asyncio.sleep(interval)
 
-    def _on_offer(self, assignment: str, request: protocol.RequestInfo, state: str) -> None:
+    def _on_offer(
+        self, assignment: str, request: protocol.RequestInfo, state: str, *, carried: bool = False
+    ) -> None:
         if assignment in self._known:  # replayed after a reconnect
             return
         self._known.add(assignment)
-        self.setup.tally.offers += 1
-        self.setup.tally.offered_requests.add(request.id)
+        if carried:
+            self.setup.tally.carried_over.add(request.id)
+        else:
+            self.setup.tally.offers += 1
+            self.setup.tally.offered_requests.add(request.id)
         self._spawn(self._job(assignment, request, state))
 
     # ---- one job -----------------------------------------------------------------------------
@@ -328,4 +336,4 @@ class SquadAgent:
             lat=detail["lat"],
             lon=detail["lon"],
         )
-        self._on_offer(assignment["id"], request, assignment["state"])
+        self._on_offer(assignment["id"], request, assignment["state"], carried=True)

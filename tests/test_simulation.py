@@ -5,6 +5,7 @@ README's demo command as a process."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dispatch_field.protocol import RequestInfo
 from server.city import load_city
 from server.reports.scorecard import Spread, spread, verdict
 from server.store.embedded import free_port
@@ -42,6 +44,7 @@ from simulations.movement import Trip, distance_m, kmh_to_mps, offset_m, street_
 from simulations.people import Behaviour, plan_job
 from simulations.report import collect_and_write, fmt_duration, write_report
 from simulations.run import SimRun
+from simulations.squad import Seat
 from simulations.stats import outcome_of, state_from_timeline, summarize
 from tests.conftest import ROOT, TOKENS
 
@@ -591,6 +594,48 @@ async def test_a_stop_does_not_wait_for_calls_planned_for_later() -> None:
     done, _ = await asyncio.wait({run}, timeout=3)
     assert done, "the run waited for the calls planned for later"
     assert len(run.result().requests) == api.made
+
+
+class _HeldJob:
+    """What the hub tells a squad resuming after a restart of the demo: the request of a job
+    it already held (a fake transport; the demo test restarts against a real hub)."""
+
+    ws_url = "ws://unused"
+
+    async def get_request(self, request_id: str) -> dict[str, Any]:
+        return {"id": request_id, "category": "water_outage", "lat": 34.67, "lon": 112.44}
+
+    async def live_map(self) -> dict[str, Any]:
+        return {"requests": [], "squads": []}
+
+
+def _info(request_id: str) -> RequestInfo:
+    return RequestInfo(
+        id=request_id, category="water_outage", description="", lat=34.67, lon=112.44
+    )
+
+
+async def test_jobs_held_from_before_a_restart_are_carried_over_not_offered() -> None:
+    """A restarted demo's squads resume the jobs they held. Those requests were neither made
+    nor offered in this run: the progress line once counted them as offered, so "offered"
+    could exceed "made"."""
+    seat = Seat("S-1", "token", "water", "xigong", XIGONG)
+    config = SimConfig(speed=20, rate_per_hour=60, seed=7, start_hour=8.0, center_desk=False)
+    progress = io.StringIO()
+    api = _HeldJob()
+    simulation = Simulation(api, CITY, [seat], config, progress=progress, resume=True)  # type: ignore[arg-type]
+    agent = simulation.agents[0]
+    try:
+        await agent._resume_job({"id": "A-old", "request": "R-old", "state": "accepted"})
+        agent._on_offer("A-new", _info("R-new"), "offered")  # a new job of this run
+        agent._on_offer("A-old", _info("R-old"), "accepted")  # replayed by the hub: known
+        tally = simulation.run_info.tally
+        assert tally.carried_over == {"R-old"} and tally.offered_requests == {"R-new"}
+        assert tally.offers == 1
+        simulation._show(await simulation._sample(), last_print=-math.inf)
+        assert "0 made (+1 carried over), 1 offered" in progress.getvalue()
+    finally:
+        await agent.stop()
 
 
 @pytest.mark.system
