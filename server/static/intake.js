@@ -195,18 +195,22 @@
 
   function drawDistricts(districts) {
     const bounds = [];
+    const labels = [];
     for (const d of districts) {
       const rings = d.boundary.coordinates.map((ring) => ring.map(([lon, lat]) => [lat, lon]));
       const shape = L.polygon(rings, { color: "#5b7da0", weight: 1.5, fillColor: "#f4f7fa", fillOpacity: 0.9,
         interactive: false }).addTo(layers.districts);
       const label = zh() ? d.name_zh : d.name_en.replace(/ District$/, ""); // room on a small map
       shape.bindTooltip(Page.tip(label), { permanent: true, direction: "center", className: "district-label" });
+      labels.push(shape.getTooltip());
       bounds.push(shape.getBounds());
     }
+    const placeLabels = MapLabels.keepApart(map, () => labels); // never covering each other
     if (bounds.length) {
       cityBounds = bounds.reduce((a, b) => a.extend(b));
       map.fitBounds(cityBounds, { padding: [10, 10] });
     }
+    placeLabels();
     map.on("click", (event) => setLocation(event.latlng.lat, event.latlng.lng, ""));
   }
 

@@ -20,8 +20,6 @@
     "#ba68c8", "#a1887f", "#4db6ac", "#7986cb", "#e0e0e0", "#dce775", "#90caf9"];
   const ON_DUTY = 1;
   const BUSY = 2;
-  const LABEL_GAP = 2; // px between two district names
-  const LABEL_SHIFT = 2.5; // the farthest a name moves off its district's centre, in its heights
 
   Page.texts({
     zh: {
@@ -195,57 +193,8 @@
     placeLabels();
   }
 
-  /* The urban districts are small on a city-wide view: their names, each centred on its
-   * district, would cover each other. In the city file's order, a name stays centred if it
-   * covers none placed before it, else moves up or down by the least that clears them (at
-   * most LABEL_SHIFT of its heights), else is hidden until the map is zoomed in. Runs again
-   * at every zoom and once the font has loaded (the names' widths change). */
-  function placeLabels() {
-    const elements = view.labels.map((tooltip) => tooltip.getElement()).filter(Boolean);
-    for (const element of elements) {
-      element.style.marginTop = "";
-      element.classList.remove("crowded");
-    }
-    const boxes = elements.map((element) => element.getBoundingClientRect());
-    const placed = [];
-    boxes.forEach((box, i) => {
-      const shift = clearShift(box, placed, box.height * LABEL_SHIFT);
-      if (shift === null) {
-        elements[i].classList.add("crowded");
-      } else {
-        if (shift) elements[i].style.marginTop = shift + "px";
-        placed.push(shifted(box, shift));
-      }
-    });
-  }
-
-  /* The vertical shift (px, smallest first) that keeps `box` off every box of `placed`, or
-   * null when none within `limit` does. */
-  function clearShift(box, placed, limit) {
-    const candidates = [0];
-    for (const other of placed) {
-      if (other.left < box.right + LABEL_GAP && box.left < other.right + LABEL_GAP) {
-        candidates.push(other.top - LABEL_GAP - box.bottom, other.bottom + LABEL_GAP - box.top);
-      }
-    }
-    candidates.sort((a, b) => Math.abs(a) - Math.abs(b));
-    const fits = (dy) => Math.abs(dy) <= limit && !placed.some((other) => overlap(shifted(box, dy), other));
-    const found = candidates.find(fits);
-    return found === undefined ? null : found;
-  }
-
-  function shifted(box, dy) {
-    return { left: box.left, right: box.right, top: box.top + dy, bottom: box.bottom + dy };
-  }
-
-  function overlap(a, b) {
-    return a.left < b.right + LABEL_GAP && b.left < a.right + LABEL_GAP
-      && a.top < b.bottom + LABEL_GAP && b.top < a.bottom + LABEL_GAP;
-  }
-
-  map.on("zoomend", placeLabels);
-  document.fonts.ready.then(placeLabels);
-  document.fonts.addEventListener("loadingdone", placeLabels);
+  // The district names never cover each other (common/map-labels.js).
+  const placeLabels = MapLabels.keepApart(map, () => view.labels);
 
   /* A wall's browser often changes size after the page loads (full screen, kiosk mode):
    * the whole city again, clear of the panels. */

@@ -129,12 +129,25 @@ LABEL_BOXES = """() => [...document.querySelectorAll('.district-label')]
     return [label.textContent, r.left, r.top, r.right, r.bottom]; })"""
 
 
+# The city-wide maps with district names: the wall, the call-taker's intake and the center's
+# request map (a third of the console's width).
+NAMED_MAPS = [
+    pytest.param("wall", "/wall.html", id="wall"),
+    pytest.param("calltaker", "/intake.html", id="intake"),
+    pytest.param("center", "/center.html", id="center"),
+]
+
+
 @pytest.mark.parametrize("lang", LANGS)
-def test_district_names_do_not_cover_each_other(pages: Any, live_hub: LiveHub, lang: str) -> None:
+@pytest.mark.parametrize(("role", "path"), NAMED_MAPS)
+def test_district_names_do_not_cover_each_other(
+    pages: Any, live_hub: LiveHub, lang: str, role: str, path: str
+) -> None:
     """The urban districts are small on a city-wide view: at a laptop's 1600x900 and a wall's
-    1920x1080, no two names overlap, and all of them still find room."""
+    1920x1080, no two names overlap on any of the maps, and all of them still find room.
+    (The intake's and the center's maps once drew them centred, covering each other.)"""
     districts = len(live_hub.api("GET", "/api/v1/districts"))
-    page = pages.signed_in("wall", "/wall.html", lang=lang, size="wall")
+    page = pages.signed_in(role, path, lang=lang, size="wall")
     for width, height in ((1600, 900), (1920, 1080)):
         page.set_viewport_size({"width": width, "height": height})
         page.wait_for_function(
@@ -146,9 +159,9 @@ def test_district_names_do_not_cover_each_other(pages: Any, live_hub: LiveHub, l
             "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
         )
         boxes = page.evaluate(LABEL_BOXES)
-        assert len(boxes) == districts, (width, boxes)
+        assert len(boxes) == districts, (path, width, boxes)
         for i, (name, left, top, right, bottom) in enumerate(boxes):
             for other, o_left, o_top, o_right, o_bottom in boxes[i + 1 :]:
                 apart = right <= o_left or o_right <= left or bottom <= o_top or o_bottom <= top
-                assert apart, f"{width}x{height}: {name} covers {other}"
+                assert apart, f"{path} {width}x{height}: {name} covers {other}"
     pages.shot(page)

@@ -15,23 +15,29 @@
       this.base = L.layerGroup().addTo(this.map);
       this.layer = L.layerGroup().addTo(this.map);
       this.cityBounds = null;
+      this.labels = [];
+      this.placeLabels = MapLabels.keepApart(this.map, () => this.labels); // never covering each other
     }
 
     /* The districts (GET /api/v1/districts), drawn once. */
     drawDistricts(districts) {
       this.base.clearLayers();
+      this.labels = [];
       let bounds = null;
       for (const d of districts) {
         const rings = d.boundary.coordinates.map((ring) => ring.map(([lon, lat]) => [lat, lon]));
         const shape = L.polygon(rings, {
           color: "#7d97b3", weight: 1, fillColor: "#e8eef5", fillOpacity: 1, interactive: false,
         }).addTo(this.base);
-        shape.bindTooltip(Page.tip(Center.named(Center.data.districts, d.code)), {
-          permanent: true, direction: "center", className: "district-label" });
+        // "Laocheng District" -> "Laocheng": the urban districts are small on a city-wide view.
+        const label = Center.named(Center.data.districts, d.code).replace(/ District$/, "");
+        shape.bindTooltip(Page.tip(label), { permanent: true, direction: "center", className: "district-label" });
+        this.labels.push(shape.getTooltip());
         bounds = bounds ? bounds.extend(shape.getBounds()) : L.latLngBounds(shape.getBounds().getSouthWest(), shape.getBounds().getNorthEast());
       }
       this.cityBounds = bounds;
       this.showCity();
+      this.placeLabels();
     }
 
     showCity() {
