@@ -113,6 +113,7 @@ async def demo_accounts(api: HubApi, state: dict[str, Any]) -> list[dict[str, st
     taken = await api.account_usernames()
     accounts = []
     for face in FACES:
+        unit = {"unit": face.unit} if face.unit else {}
         kept = next(
             (
                 a
@@ -129,13 +130,11 @@ async def demo_accounts(api: HubApi, state: dict[str, Any]) -> list[dict[str, st
             while username in taken:
                 username = f"{face.username}-{secrets.token_hex(2)}"
             body = {"username": username, "name": face.name, "role": face.role}
-            await api.create_account(
-                body | {"password": password} | ({"unit": face.unit} if face.unit else {})
-            )
+            await api.create_account(body | {"password": password} | unit)
             taken.add(username)
-            kept = {"username": username, "password": password, "role": face.role}
+            kept = {"username": username, "password": password}
         account = {"username": kept["username"], "password": kept["password"], "role": face.role}
-        accounts.append(account | ({"unit": face.unit} if face.unit else {}))
+        accounts.append(account | unit)
     return accounts
 
 
