@@ -624,6 +624,20 @@ async def test_a_unit_desk_notes_and_sees_the_disputes_of_its_own_unit_only(hubs
         assert listed.status_code == 200, listed.text
         seen[name] = [d["id"] for d in listed.json()]
     assert seen == {"water": [created["id"]], "gas": []}
+    # Another unit's disputes asked for by name: refused, as on the queue (it once answered
+    # 200 [], so a desk could not tell "none" from "not yours"); the center may filter.
+    asked = await api.http.get("/api/v1/center/disputes?unit=power", headers=water_desk)
+    assert asked.status_code == 403, asked.text
+    mine = await api.http.get("/api/v1/center/disputes?unit=water", headers=water_desk)
+    assert [d["id"] for d in mine.json()] == [created["id"]]
+    center = auth("center")
+    by_unit = {
+        unit: (await api.http.get(f"/api/v1/center/disputes?unit={unit}", headers=center)).json()
+        for unit in ("water", "gas")
+    }
+    assert [d["id"] for d in by_unit["water"]] == [created["id"]] and by_unit["gas"] == []
+    unknown = await api.http.get("/api/v1/center/disputes?unit=nosuch", headers=center)
+    assert unknown.status_code == 422 and "unit" in unknown.text
     ruling = await api.http.post(
         f"/api/v1/requests/{created['id']}/ruling",
         headers=water_desk,

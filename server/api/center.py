@@ -24,6 +24,8 @@ from server.api.common import (
     components,
     json_response,
     read_body,
+    read_query,
+    units_in_view,
 )
 from server.api.ledger import require_owner
 from server.api.openapi import described
@@ -160,16 +162,24 @@ async def reopen(request: Request) -> Response:
     return json_response(done)
 
 
+class DisputesQuery(msgspec.Struct, forbid_unknown_fields=True):
+    unit: Code | None = None
+
+
 @described(
     summary="Disputed requests waiting for a ruling, with the units that could take them",
     roles=("center", "unit"),
+    query=DisputesQuery,
     answer=Rows,
+    errors=(422,),
 )
 async def disputes(request: Request) -> Response:
-    """Disputed requests waiting for a ruling, oldest first (a unit desk: its own unit's)."""
+    """Disputed requests waiting for a ruling, oldest first, of one unit or all (a unit
+    desk: its own unit's; asking for another unit is refused, as on the queue)."""
     actor = authorize(request, "center", "unit")
+    query: DisputesQuery = read_query(request, DisputesQuery)
     services = components(request)
-    units = [actor.unit] if actor.kind == "unit" else services.directory.unit_codes()
+    units = units_in_view(services, actor, query.unit)
     return json_response(await services.center.disputes(units))
 
 

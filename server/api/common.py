@@ -93,6 +93,19 @@ def require_unit(actor: Actor, unit: str | None) -> None:
         raise ApiError(403, "forbidden", f"the desk of unit {actor.unit} sees only that unit")
 
 
+def units_in_view(services: Components, actor: Actor, unit: str | None) -> list[str]:
+    """The units the caller asked for (``unit``, or all) and may see: a unit desk asking for
+    another unit is refused (403), as everywhere; an unknown unit is a 422."""
+    if actor.kind == "unit":
+        require_unit(actor, unit or actor.unit)
+        return [actor.unit]
+    if unit is not None:
+        if services.city.unit(unit) is None:
+            raise ApiError(422, "unknown_unit", f"no unit {unit}", {"unit": "unknown unit"})
+        return [unit]
+    return services.directory.unit_codes()
+
+
 _FIELD_PATH = re.compile(r"at `\$\.([A-Za-z_][\w]*)")
 _MISSING = re.compile(r"(?:missing required field|unknown field) `([^`]+)`")
 

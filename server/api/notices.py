@@ -29,11 +29,10 @@ from server.api.common import (
     json_response,
     read_query,
     require_unit,
+    units_in_view,
 )
 from server.api.openapi import described
-from server.components import Components
 from server.store import keys
-from server.store.requests import Actor
 
 RequestId = Annotated[str, Meta(pattern=r"^[0-9]{8}-[0-9]{6}$")]
 # Items read per unit for the queue: the open set of one unit beyond this is a backlog that a
@@ -53,18 +52,6 @@ class NoticeQuery(msgspec.Struct, forbid_unknown_fields=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
 
 
-def _units(services: Components, actor: Actor, unit: str | None) -> list[str]:
-    """The units the caller asked for and may see."""
-    if actor.kind == "unit":
-        require_unit(actor, unit or actor.unit)
-        return [actor.unit]
-    if unit is not None:
-        if services.city.unit(unit) is None:
-            raise ApiError(422, "unknown_unit", f"no unit {unit}", {"unit": "unknown unit"})
-        return [unit]
-    return services.directory.unit_codes()
-
-
 @described(
     summary="Open items by nearest deadline, overdue first, each with its open notices",
     roles=("center", "unit"),
@@ -78,7 +65,7 @@ async def center_queue(request: Request) -> Response:
     services = components(request)
     now = time.time()
     items: list[tuple[tuple[int, float], dict[str, Any]]] = []
-    for unit in _units(services, actor, query.unit):
+    for unit in units_in_view(services, actor, query.unit):
         records = await services.requests.open_records(unit, QUEUE_SCAN)
         notices = await services.notices.open_by_request(unit, (r.id for r in records))
         for record in records:
@@ -125,7 +112,7 @@ async def notices(request: Request) -> Response:
         found = [n for n in listed if query.state is None or n.state == query.state]
         found = found[-query.limit :]
     else:
-        for unit in _units(services, actor, query.unit):
+        for unit in units_in_view(services, actor, query.unit):
             found += await services.notices.of_unit(unit, query.state, query.limit)
         found.sort(key=lambda n: (n.closed_at or n.issued_at, n.id), reverse=True)
         found = found[: query.limit]
