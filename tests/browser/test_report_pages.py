@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.harness import LANGS
+from tests.browser.harness import LANGS, UNIT_OF_DESK
 
 # A laptop's screen (1366), a small laptop's or a window beside another (1024), a phone's
 # (390): the page never scrolls sideways.
@@ -103,3 +103,35 @@ def test_a_desks_repeat_location_links_its_own_requests_and_counts_the_others(
     assert (
         "另有其他单位 2 件" if lang == "zh" else "and 2 more of other units"
     ) in cell.inner_text()
+
+
+@pytest.mark.parametrize("role", ["center", "unit"])
+def test_a_desk_sees_no_control_it_may_not_use_and_no_other_units_record(
+    pages: Any, role: str
+) -> None:
+    """Closing a month and drawing or recording spot checks are the center's: a unit desk's
+    pages do not offer them (they once did, and answered "not allowed" after a confirm). A
+    desk asking for another unit's record sees the refusal alone: no chart of its own unit
+    beside it, and no other unit in the list."""
+    desk = role == "unit"
+    page = pages.signed_in(role, "/reports/evaluation.html?month=2026-02", lang="en")
+    page.wait_for_function("() => document.getElementById('closed').textContent !== ''")
+    assert page.locator("#close").is_visible() is not desk
+    page.goto("/reports/spotchecks.html")
+    # filled once the session's answer has decided the form
+    page.wait_for_function("() => document.getElementById('checks').childElementCount > 0")
+    assert page.locator("#draw").is_visible() is not desk
+    other = "power" if UNIT_OF_DESK != "power" else "water"
+    if desk:  # the hub's refusal is expected here
+        pages.watch(page).allow(rf"403.*/units/{other}/record|status of 403")
+    page.goto(f"/reports/record.html?unit={other}")
+    if desk:
+        page.get_by_text("not allowed").wait_for()
+        assert page.locator("#trend").is_hidden()
+        assert page.locator("#unit option").all_inner_texts() == [
+            page.locator("#unit option").first.inner_text()
+        ]
+        assert page.eval_on_selector("#unit", "(s) => s.options[0].value") == UNIT_OF_DESK
+    else:
+        page.locator("#trend").wait_for(state="visible")
+        assert page.locator("#unit option").count() > 1

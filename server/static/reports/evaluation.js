@@ -83,7 +83,7 @@
     document.getElementById("closed").textContent = found.closed
       ? Page.t("closed_by") + R.when(found.closed.at) + " · " + found.closed.by
       : Page.t("live") + R.when(found.as_of);
-    document.getElementById("close").hidden = Boolean(found.closed);
+    document.getElementById("close").hidden = Boolean(found.closed) || !acts; // a desk only reads
     document.getElementById("weights").textContent = Object.entries(found.weights)
       .filter(([, weight]) => weight > 0)
       .map(([name, weight]) => (Page.t("weight_names")[name] || name) + " " + weight).join(" · ");
@@ -122,5 +122,6 @@
     show(monthInput.value);
   });
   document.getElementById("close").addEventListener("click", closeMonth);
-  show(R.param("month") || R.lastMonth());
+  let acts = false;
+  R.mayAct().then((may) => { acts = may; show(R.param("month") || R.lastMonth()); });
 })();

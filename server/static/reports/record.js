@@ -45,13 +45,18 @@
     const path = "/api/v1/units/" + encodeURIComponent(unit) + "/record";
     document.getElementById("csv").setAttribute("href", path + ".csv");
     const month = R.param("month") || R.lastMonth();
-    document.getElementById("trend").src = "/api/v1/reports/evaluation.svg?chart=trend&months=12&month=" +
-      encodeURIComponent(month) + "&lang=" + Page.lang;
+    const trend = document.getElementById("trend");
+    trend.hidden = true; // shown with the unit's record only: never beside a refusal
     R.status(Page.t("loading"));
     try {
       render(await Page.api("GET", path + (recompute.checked ? "?recompute=true" : "")));
+      trend.src = "/api/v1/reports/evaluation.svg?chart=trend&months=12&month=" +
+        encodeURIComponent(month) + "&lang=" + Page.lang;
+      trend.hidden = false;
       R.status("");
     } catch (error) {
+      document.getElementById("who").textContent = "";
+      R.fill("months", Page.el("p", { class: "empty" }, Page.t("none")));
       R.fail(error);
     }
   }
@@ -60,7 +65,9 @@
     let session = null;
     try {
       session = await Page.api("GET", "/api/v1/session");
-      const units = await Page.api("GET", "/api/v1/units");
+      // A unit desk sees only its own unit's record: the list offers no other.
+      const units = (await Page.api("GET", "/api/v1/units"))
+        .filter((u) => !session.unit || u.code === session.unit);
       select.replaceChildren(...units.map((u) => Page.el("option", { value: u.code },
         Page.lang === "zh" ? u.name_zh : u.name_en)));
     } catch (error) {

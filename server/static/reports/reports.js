@@ -1,4 +1,5 @@
 /* What the report pages share, on top of common/page.js (loaded before this):
+ *   Reports.mayAct()             a promise: may this person act (the center), or only read
  *   Reports.param(name)           a query-string parameter of this page
  *   Reports.setParams(values)     rewrite the page's query string (no reload)
  *   Reports.rate(share)           "87%" or "–"
@@ -24,6 +25,15 @@
   });
 
   const Reports = {};
+
+  /* Whether the signed-in person may act here (close a month, draw or record spot checks):
+   * the center's, not a unit desk's, which only reads. Asked once per page. */
+  let acting = null;
+  Reports.mayAct = function () {
+    acting = acting || Page.api("GET", "/api/v1/session")
+      .then((me) => me.role === "center" || me.role === "admin", () => false);
+    return acting;
+  };
 
   Reports.param = function (name) {
     return new URLSearchParams(location.search).get(name);

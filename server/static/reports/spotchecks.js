@@ -46,6 +46,7 @@
   }
 
   function outcomeCell(check) {
+    if (!check.outcome && !acts) return { text: Page.t("pending"), cls: "text" }; // a desk only reads
     if (check.outcome) {
       return { text: Page.t(check.outcome) + (check.outcome_by ? " · " + check.outcome_by : ""), cls: "text" };
     }
@@ -133,5 +134,10 @@
     show(weekInput.value);
   });
   document.getElementById("draw").addEventListener("submit", draw);
-  loadNames().then(() => show(R.param("week") || R.lastWeek()));
+  let acts = false;
+  Promise.all([loadNames(), R.mayAct()]).then(([, may]) => {
+    acts = may;
+    document.getElementById("draw").hidden = !may; // the center draws; a desk only reads
+    show(R.param("week") || R.lastWeek());
+  });
 })();
