@@ -235,6 +235,14 @@ def test_a_dispute_is_ruled_in_the_console_and_the_request_moves_to_the_new_unit
     pages.shot(page, "ruling-form-with-the-hubs-field-error")
 
     form.locator("textarea[name=note]").fill("燃气公司管辖，请立即处置")
+    form.locator("select[name=unit]").select_option("")  # no unit chosen: required, too
+    form.locator("button[type=submit]").click()
+    unit_error = form.locator("[data-error-for=unit]")
+    unit_error.wait_for()
+    assert unit_error.inner_text() == ("请检查：必填" if lang == "zh" else "Check: required")
+    assert form.locator(".field.invalid select[name=unit]").count() == 1
+    form.locator("select[name=unit]").select_option("gas")
+    form.locator("select[name=category]").select_option("gas_leak_smell")
     form.locator("button[type=submit]").click()
     moved = gas.offer(request_id)  # the gas squad's phone gets it
     assert moved.request.category == "gas_leak_smell"

@@ -134,7 +134,8 @@
       "submit_ruling", path, (f) => {
         const body = { decision: f.elements.namedItem("decision").value, note: value(f, "note") };
         if (body.decision === "reassign") {
-          body.unit = value(f, "unit");
+          // none chosen: left out, so the hub says "required" (not "wrong format") beside it
+          if (value(f, "unit")) body.unit = value(f, "unit");
           if (value(f, "category")) body.category = value(f, "category");
           const assist = [...f.querySelectorAll("input[name=assist]:checked")].map((i) => i.value);
           if (assist.length) body.assist = assist;
