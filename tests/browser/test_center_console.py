@@ -331,9 +331,11 @@ def test_a_unit_desk_sees_only_its_unit(pages: Any, requests: Requests, lang: st
     queue = page.locator("#pane-queue").inner_text()
     assert gas not in queue
     assert page.locator("#unit-filter-box").is_hidden()  # its own unit, nothing to choose
-    assert ("洛阳市自来水公司" if lang == "zh" else "Luoyang Water Supply Company") in page.locator(
-        "#who"
-    ).inner_text()
+    water_name = "洛阳市自来水公司" if lang == "zh" else "Luoyang Water Supply Company"
+    assert water_name in page.locator("#who").inner_text()
+    # the unit's own desk, not the center's supervision console
+    heading = page.locator("header h1").inner_text()
+    assert water_name in heading and ("督办台" not in heading and "Supervision" not in heading)
     _item(page, "queue", water).click()
     page.wait_for_selector(f"#request-head:has-text('{water}')")
     actions = page.locator("#actions button")

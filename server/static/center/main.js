@@ -467,8 +467,13 @@
     for (const c of categories) Center.data.categories.set(c.code, c);
     for (const d of districts) Center.data.districts.set(d.code, d);
     if (view.me.role === "unit") {
+      const unitName = Center.named(Center.data.units, view.me.unit);
       document.getElementById("who").textContent = (view.me.name || view.me.username) + " · " +
-        Center.named(Center.data.units, view.me.unit) + " " + Page.t("desk_of");
+        unitName + " " + Page.t("desk_of");
+      // the unit's own desk, not the center's supervision console
+      const title = unitName + " · " + Page.t("desk_title");
+      document.querySelector("h1[data-i18n=title]").textContent = title;
+      document.title = title;
     }
     view.map = new Center.RequestMap(document.getElementById("map"));
     view.map.drawDistricts(districts);

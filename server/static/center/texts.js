@@ -18,7 +18,7 @@
     zh: {
       title: "应急联动服务中心 · 督办台", nav: "导航",
       nav_console: "督办台", nav_reports: "统计报表", nav_wall: "调度大屏", nav_ledger: "台账导出",
-      denied: "此页面供应急联动服务中心与各单位值班台使用。", desk_of: "值班台",
+      denied: "此页面供应急联动服务中心与各单位值班台使用。", desk_of: "值班台", desk_title: "值班台",
       tab_queue: "待办队列", tab_disputes: "管辖争议", tab_notices: "督办通知", tab_offline: "离线分队",
       unit: "单位", all_units: "全部单位", open: "未销号", closed: "已销号", goto: "按编号打开",
       pick: "选择一项诉求，查看其全过程、地图和处理操作。",
@@ -70,7 +70,7 @@
       title: "Linkage Service Center · Supervision console", nav: "Navigation",
       nav_console: "Console", nav_reports: "Reports", nav_wall: "Wall map", nav_ledger: "Ledger CSV",
       denied: "This console is for the linkage service center and the units' desks.",
-      desk_of: "desk",
+      desk_of: "desk", desk_title: "Duty desk",
       tab_queue: "Queue", tab_disputes: "Disputes", tab_notices: "Notices", tab_offline: "Offline",
       unit: "Unit", all_units: "All units", open: "Open", closed: "Closed", goto: "Open by number",
       pick: "Pick an item to see its timeline, its map and what can be done.",
