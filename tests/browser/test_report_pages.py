@@ -117,10 +117,12 @@ def test_a_desk_sees_no_control_it_may_not_use_and_no_other_units_record(
     page = pages.signed_in(role, "/reports/evaluation.html?month=2026-02", lang="en")
     page.wait_for_function("() => document.getElementById('closed').textContent !== ''")
     assert page.locator("#close").is_visible() is not desk
+    pages.shot(page, "evaluation")
     page.goto("/reports/spotchecks.html")
     # filled once the session's answer has decided the form
     page.wait_for_function("() => document.getElementById('checks').childElementCount > 0")
     assert page.locator("#draw").is_visible() is not desk
+    pages.shot(page, "spotchecks")
     other = "power" if UNIT_OF_DESK != "power" else "water"
     if desk:  # the hub's refusal is expected here
         pages.watch(page).allow(rf"403.*/units/{other}/record|status of 403")
@@ -135,3 +137,4 @@ def test_a_desk_sees_no_control_it_may_not_use_and_no_other_units_record(
     else:
         page.locator("#trend").wait_for(state="visible")
         assert page.locator("#unit option").count() > 1
+    pages.shot(page, "record-of-another-unit")

@@ -64,7 +64,7 @@
   async function start() {
     let session = null;
     try {
-      session = await Page.api("GET", "/api/v1/session");
+      session = await R.me();
       // A unit desk sees only its own unit's record: the list offers no other.
       const units = (await Page.api("GET", "/api/v1/units"))
         .filter((u) => !session.unit || u.code === session.unit);

@@ -1,4 +1,5 @@
 /* What the report pages share, on top of common/page.js (loaded before this):
+ *   Reports.me()                 a promise of the signed-in person (asked once)
  *   Reports.mayAct()             a promise: may this person act (the center), or only read
  *   Reports.param(name)           a query-string parameter of this page
  *   Reports.setParams(values)     rewrite the page's query string (no reload)
@@ -26,13 +27,17 @@
 
   const Reports = {};
 
-  /* Whether the signed-in person may act here (close a month, draw or record spot checks):
-   * the center's, not a unit desk's, which only reads. Asked once per page. */
-  let acting = null;
+  /* The signed-in person (GET /api/v1/session), asked once per page. */
+  let me = null;
+  Reports.me = function () {
+    me = me || Page.api("GET", "/api/v1/session");
+    return me;
+  };
+
+  /* Whether that person may act here (close a month, draw or record spot checks): the
+   * center's, not a unit desk's, which only reads. */
   Reports.mayAct = function () {
-    acting = acting || Page.api("GET", "/api/v1/session")
-      .then((me) => me.role === "center" || me.role === "admin", () => false);
-    return acting;
+    return Reports.me().then((who) => who.role === "center" || who.role === "admin", () => false);
   };
 
   Reports.param = function (name) {

@@ -46,10 +46,10 @@
   }
 
   function outcomeCell(check) {
-    if (!check.outcome && !acts) return { text: Page.t("pending"), cls: "text" }; // a desk only reads
     if (check.outcome) {
       return { text: Page.t(check.outcome) + (check.outcome_by ? " · " + check.outcome_by : ""), cls: "text" };
     }
+    if (!acts) return { text: Page.t("pending"), cls: "text" }; // a desk only reads
     const select = Page.el("select", { "aria-label": Page.t("outcome") },
       OUTCOMES.map((o) => Page.el("option", { value: o }, Page.t(o))));
     const note = Page.el("input", { type: "text", maxlength: "2000", "aria-label": Page.t("note") });
