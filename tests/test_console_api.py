@@ -121,7 +121,7 @@ async def test_the_track_follows_the_squad_and_a_silent_squad_is_listed_offline(
     hub = hubs.start(track_interval_s=0.05, offline_alert_s=0.5, offline_after_s=0.5)
     api = Api(hub)
     start = (XIGONG[0] + 0.02, XIGONG[1])  # about 2 km north of the scene
-    squad = await online_squad(api, hub, *start)
+    squad = await online_squad(api, hub, *start, name="供水抢修一队")
     created = await api.request(*XIGONG)
     offer = await squad.next_frame(protocol.Offer)
     assert offer.request.id == created["id"]
@@ -144,6 +144,10 @@ async def test_the_track_follows_the_squad_and_a_silent_squad_is_listed_offline(
     _schema("/api/v1/requests/{request_id}/track").validate(body)
     (segment,) = body["segments"]
     assert segment["squad"] == squad.squad and segment["unit"] == "water"
+    assert segment["name"] == "供水抢修一队"  # as people call it; the id is for the record
+    queue = (await api.http.get("/api/v1/center/queue", headers=auth("center"))).json()
+    (item,) = queue["items"]
+    assert (item["squad"], item["squad_name"]) == (squad.squad, "供水抢修一队")
     assert segment["until"] is None  # it holds the request still
     lats = [p[0] for p in segment["points"]]
     assert lats == sorted(lats, reverse=True) and len(lats) >= 3  # heading south, in order
@@ -159,7 +163,7 @@ async def test_the_track_follows_the_squad_and_a_silent_squad_is_listed_offline(
 
     (row,) = await eventually(listed)
     _schema(offline).validate([row])
-    assert row["squad"] == squad.squad and row["unit"] == "water" and row["name"] == "squad"
+    assert row["squad"] == squad.squad and row["unit"] == "water" and row["name"] == "供水抢修一队"
     assert row["requests"] == [
         {"id": created["id"], "state": "en_route", "category": "water_main_burst"}
     ]

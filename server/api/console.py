@@ -56,6 +56,7 @@ class TrackSegment(msgspec.Struct):
 
     squad: str
     unit: str | None  # None: the squad is no longer registered
+    name: str  # "" when it is no longer registered
     since: float
     until: float | None
     points: list[tuple[float, float, float]]  # [lat, lon, at], oldest first
@@ -143,9 +144,12 @@ async def request_track(request: Request) -> Response:
     limit = services.settings.track_points
     answer: list[dict[str, Any]] = []
     squad_units: dict[str, str | None] = {}
-    for index, (squad, since, until) in enumerate(segments):
+    for squad, _, _ in segments:
         if squad not in squad_units:
             squad_units[squad] = await services.squads.unit_of(squad)
+    registered = [(u, squad) for squad, u in squad_units.items() if u is not None]
+    names = dict(zip(registered, await services.squads.names(registered), strict=True))
+    for index, (squad, since, until) in enumerate(segments):
         squad_unit = squad_units[squad]
         points = (
             await track_between(services.redis, squad_unit, squad, since, until, limit)
@@ -157,6 +161,7 @@ async def request_track(request: Request) -> Response:
             {
                 "squad": squad,
                 "unit": squad_unit,
+                "name": names.get((squad_unit, squad), "") if squad_unit else "",
                 "since": since,
                 "until": None if still else until,
                 "points": points,

@@ -1,8 +1,8 @@
 """The supervision queue and the notices, for the center and the unit desks.
 
 - ``GET /api/v1/center/queue?unit=&limit=``: open items ordered by their next unmet deadline,
-  overdue ones first, each with ``overdue``, ``next_deadline`` ``{kind, at}`` and its open
-  notices;
+  overdue ones first, each with ``overdue``, ``next_deadline`` ``{kind, at}``, its holding
+  squad's id and name, and its open notices;
 - ``GET /api/v1/notices?request=&unit=&state=open|closed&limit=``.
 
 A unit desk sees its own unit only (another unit is a 403; no ``unit`` means its own).
@@ -86,7 +86,13 @@ async def center_queue(request: Request) -> Response:
             }
             items.append((deadlines.queue_order(upcoming, now), item))
     items.sort(key=lambda pair: pair[0])
-    return json_response({"at": now, "items": [item for _, item in items[: query.limit]]})
+    shown = [item for _, item in items[: query.limit]]
+    # The squads by name, as their members and the desks call them (the id stays beside it).
+    holders = sorted({(item["unit"], item["squad"]) for item in shown if item["squad"]})
+    names = dict(zip(holders, await services.squads.names(holders), strict=True))
+    for item in shown:
+        item["squad_name"] = names.get((item["unit"], item["squad"])) or None
+    return json_response({"at": now, "items": shown})
 
 
 @described(

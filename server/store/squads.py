@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -119,6 +120,16 @@ class SquadStore:
             if unit is not None:
                 self._units[squad_id] = unit
         return unit
+
+    async def names(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
+        """The names of the squads ``(unit, squad id)``, in one round trip ("" for a squad
+        no longer registered)."""
+        if not pairs:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for unit, squad_id in pairs:
+            pipe.hget(keys.squad(unit, squad_id), "name")
+        return [text(name) for name in await pipe.execute()]
 
     async def authenticate(self, squad_id: str, token: str) -> str | None:
         """The squad's unit if ``token`` is its token, else None (same time either way)."""

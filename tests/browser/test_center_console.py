@@ -314,6 +314,11 @@ def test_notices_and_a_squad_offline_with_work_appear_live(
     row.locator(f"[data-open='{held}']").click()
     page.wait_for_selector(f"#request-head:has-text('{held}')")
     page.wait_for_selector("#timeline .t-squad_offline")
+    # People call the squad by its name; the detail keeps its id beside it for the record.
+    fact = page.locator("#request-facts dd[data-fact=squad]").inner_text()
+    assert "供水抢修三队" in fact and squad.id in fact
+    assert "供水抢修三队" in page.locator("#timeline").inner_text()
+    assert "供水抢修三队" in (_item(page, "queue", held).text_content() or "")
     page.wait_for_function("document.querySelectorAll('#map .squad-marker.lost').length === 1")
     pages.shot(page, "offline-squad-and-its-last-position")
     page.click("#tab-notices")

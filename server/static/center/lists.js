@@ -85,7 +85,7 @@
           el("span", { class: "muted" }, Center.named(Center.data.units, item.unit) + " · " +
             Center.named(Center.data.districts, item.district))),
         el("div", { class: "line3" }, deadlineText(item.next_deadline, now),
-          item.squad ? el("span", { class: "muted" }, Page.t("squad") + " " + item.squad) : null));
+          item.squad ? el("span", { class: "muted" }, Page.t("squad") + " " + Center.squad(item.squad)) : null));
     });
     const focused = list.contains(document.activeElement) ? document.activeElement.dataset.request : null;
     list.replaceChildren(...(rows.length ? rows : [empty("empty_queue")]));
@@ -129,7 +129,7 @@
           el("div", { class: "line1" }, el("b", { class: "rid" }, n.request),
             el("span", { class: "notice-kind" }, Center.word("notice_kinds", n.kind))),
           el("div", { class: "line2 muted" },
-            Center.named(Center.data.units, n.unit) + (n.squad ? " · " + Page.t("squad") + " " + n.squad : "")),
+            Center.named(Center.data.units, n.unit) + (n.squad ? " · " + Page.t("squad") + " " + Center.squad(n.squad) : "")),
           el("div", { class: "line3 muted" },
             Page.t("issued") + " " + Page.time(n.issued_at) + " · " + Page.t("due") + " " + Page.time(n.due_at) +
             (n.closed_at ? " · " + Page.t("closed_by") + " " + Page.time(n.closed_at) + " " +

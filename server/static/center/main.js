@@ -102,6 +102,7 @@
     const data = await Page.api("GET", "/api/v1/center/queue?limit=500" + unitQuery("&"));
     view.skew = data.at - (asked + Date.now() / 1000) / 2;
     view.queue = data.items;
+    Center.learnSquads(data.items.map((item) => [item.squad, item.squad_name]));
     drawQueue();
   }
 
@@ -127,6 +128,7 @@
   async function loadOffline() {
     const squads = await Page.api("GET", "/api/v1/center/offline-squads" + unitQuery("?"));
     view.offlineSquads = new Set(squads.map((s) => s.squad));
+    Center.learnSquads(squads.map((s) => [s.squad, s.name]));
     Center.lists.renderOffline(squads);
   }
 
@@ -190,6 +192,8 @@
     ]);
     if (requestId !== Center.selectedId) return;
     if (track) Center.data.track_interval_s = track.interval_s;
+    if (track) Center.learnSquads(track.segments.map((s) => [s.squad, s.name]));
+    if (squadNow) Center.learnSquads([[squadNow.id, squadNow.name]]);
     view.detail = detail;
     renderDetail(detail);
     // A live update keeps the map where the user put it, unless another squad took over.
@@ -212,6 +216,12 @@
     view.map.showCity();
   }
 
+  /* The holding squad by name, its id beside it for the record. */
+  function squadFact(id) {
+    const name = Center.squad(id);
+    return name === id ? id : el("span", {}, name + " ", el("span", { class: "muted" }, id));
+  }
+
   function renderDetail(d) {
     document.getElementById("detail-empty").hidden = true;
     document.getElementById("request").hidden = false;
@@ -225,7 +235,7 @@
     const facts = [
       ["unit", d.unit ? Center.named(Center.data.units, d.unit) : d.route],
       ["district", Center.named(Center.data.districts, d.district)],
-      ["squad", d.squad || ""],
+      ["squad", d.squad ? squadFact(d.squad) : ""],
       ["caller", d.caller_phone ? el("a", { href: "tel:" + d.caller_phone }, d.caller_phone) : ""],
       ["received_at", Page.time(d.received_at) + " (" + Page.ago(d.received_at) + ")"],
       ["address", d.address || ""],
@@ -318,7 +328,7 @@
 
   function eventDetails(e) {
     const parts = [];
-    if (e.squad && e.by !== "squad:" + e.squad) parts.push(Page.t("squad") + " " + e.squad);
+    if (e.squad && e.by !== "squad:" + e.squad) parts.push(Page.t("squad") + " " + Center.squad(e.squad));
     if (e.notice_kind) parts.push(Center.word("notice_kinds", e.notice_kind) + " · " + Center.level(e.level));
     if (e.from_unit && e.unit) {
       parts.push(Center.named(Center.data.units, e.from_unit) + " → " + Center.named(Center.data.units, e.unit));
@@ -363,7 +373,7 @@
     const by = String(event.by || "");
     if (type === "squad_offline") {
       offlineSoon();
-      toast(Page.t("squad_offline_toast") + " · " + event.squad + " · " + event.request, "offline", event.request);
+      toast(Page.t("squad_offline_toast") + " · " + Center.squad(event.squad) + " · " + event.request, "offline", event.request);
     } else if (by.startsWith("squad:") && view.offlineSquads.has(by.slice(6))) {
       offlineSoon(); // it is back
     } else if (["resolved", "cancelled", "reassigned", "offer_expired"].includes(type) && view.offlineSquads.size) {

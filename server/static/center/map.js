@@ -72,10 +72,10 @@
           className: current ? "track now" : "track before",
           color: current ? "#1565c0" : "#7b8794", weight: current ? 4 : 3,
           dashArray: current ? null : "6 6", opacity: 0.9,
-        }).addTo(this.layer).bindTooltip(Page.tip(Page.t("squad") + " " + segment.squad), { sticky: true });
+        }).addTo(this.layer).bindTooltip(Page.tip(Page.t("squad") + " " + Center.squad(segment.squad)), { sticky: true });
         L.circleMarker(line[0], { radius: 4, color: "#455a64", weight: 2, fillColor: "#fff",
           fillOpacity: 1 }).addTo(this.layer)
-          .bindTooltip(Page.tip(Page.t("squad") + " " + segment.squad + " · " + Page.time(segment.points[0][2])));
+          .bindTooltip(Page.tip(Page.t("squad") + " " + Center.squad(segment.squad) + " · " + Page.time(segment.points[0][2])));
         fit.push(...line);
         this.placeSteps(detail.timeline, segment);
       });
@@ -87,7 +87,7 @@
         L.marker([lat, lon], {
           icon: L.divIcon({ className: "squad-marker lost", iconSize: [16, 16], iconAnchor: [8, 8],
             html: "<i></i>" }), keyboard: false,
-        }).addTo(this.layer).bindTooltip(Page.tip(Page.t("squad") + " " + last.squad + " · " +
+        }).addTo(this.layer).bindTooltip(Page.tip(Page.t("squad") + " " + Center.squad(last.squad) + " · " +
           Page.t("last_seen_here") + " " + Page.time(at)), { direction: "top", offset: [0, -8] });
       }
       if (online) {

@@ -150,11 +150,22 @@
     return Page.lang === "zh" ? n + "级" : "level " + n;
   };
 
-  /* Who did it, as a person reads it: "squad:S12ab" -> "分队 S12ab". */
+  /* The squads' names by id, learnt from every list and track the console reads: people
+   * call a squad by its name, the id is for the record. */
+  Center.squadNames = new Map();
+  Center.learnSquads = function (pairs) {
+    for (const [id, name] of pairs) if (id && name) Center.squadNames.set(id, name);
+  };
+  /* A squad as people call it: its name, or its id while the console has not learnt it. */
+  Center.squad = function (id) {
+    return Center.squadNames.get(id) || id || "";
+  };
+
+  /* Who did it, as a person reads it: "squad:S12ab" -> "分队 water-laocheng-1". */
   Center.actor = function (by) {
     if (!by) return "";
     const [kind, ...rest] = String(by).split(":");
-    const who = rest.join(":");
+    const who = kind === "squad" ? Center.squad(rest.join(":")) : rest.join(":");
     const word = Center.word("actors", kind);
     return who ? word + " " + who : word;
   };
