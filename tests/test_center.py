@@ -569,6 +569,23 @@ async def test_bad_rulings_are_refused_and_change_nothing(hubs: Any) -> None:
         assert refused.status_code == status, (body, refused.text)
         if field:
             assert field in refused.json()["error"]["fields"], (body, refused.text)
+    # A refusal by the city names the codes it is about, for the console to say in names.
+    elsewhere = await _post(api, path, {"decision": "reassign", "unit": "gas", "note": "n"})
+    error = elsewhere.json()["error"]
+    assert error["code"] == "no_jurisdiction"
+    assert error["refused"] == {
+        "unit": "gas",
+        "category": "water_main_burst",
+        "district": disputed["district"],
+        "holder": "water",
+    }
+    same = await _post(
+        api,
+        path,
+        {"decision": "reassign", "unit": "water", "category": "water_main_burst", "note": "n"},
+    )
+    assert same.json()["error"]["code"] == "same_unit"
+    assert same.json()["error"]["refused"] == {"unit": "water"}
     wrong_role = await _post(api, path, {"decision": "uphold", "note": "n"}, role="calltaker")
     assert wrong_role.status_code == 403
     unknown = await _post(

@@ -75,11 +75,13 @@ def _center(request: Request) -> CenterActions:
 
 async def _carried_out(step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     """The center's step, its refusal as the API's error (a wrong state names the current
-    one)."""
+    one; a ruling the city refused names the codes it is about, under ``refused``)."""
     try:
         return await step
     except CenterError as exc:
-        extra = {"state": exc.state.value} if exc.state is not None else {}
+        extra: dict[str, Any] = {"state": exc.state.value} if exc.state is not None else {}
+        if exc.refused:
+            extra["refused"] = exc.refused
         raise ApiError(exc.status, exc.code, exc.message, exc.fields, extra=extra) from None
 
 

@@ -49,6 +49,9 @@ class ErrorDetail(msgspec.Struct):
     code: str
     message: str
     fields: dict[str, str]  # offending field -> reason
+    state: str | None = None  # a 409's current state of the item
+    # a ruling the city refused: the codes it is about (unit, category, district, holder)
+    refused: dict[str, str] | None = None
 
 
 class ErrorBody(msgspec.Struct):

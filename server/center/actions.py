@@ -58,8 +58,9 @@ RETRIES = 8  # compare-and-set attempts against concurrent steps on the same req
 
 
 class CenterError(Exception):
-    """A refused action: HTTP ``status``, ``code``, the offending ``fields``, and for a
-    request in the wrong state its current ``state``."""
+    """A refused action: HTTP ``status``, ``code``, the offending ``fields``, for a
+    request in the wrong state its current ``state``, and for a ruling the city refused the
+    codes it is about (``refused``: unit, category, district, holder)."""
 
     def __init__(
         self,
@@ -68,11 +69,13 @@ class CenterError(Exception):
         message: str,
         fields: dict[str, str] | None = None,
         state: State | None = None,
+        refused: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.fields = fields or {}
         self.state = state
+        self.refused = refused or {}
 
 
 def _not_found(request_id: str) -> CenterError:
@@ -80,7 +83,7 @@ def _not_found(request_id: str) -> CenterError:
 
 
 def _refused(exc: RulingRefused) -> CenterError:
-    return CenterError(422, exc.code, exc.message, {exc.field: exc.message})
+    return CenterError(422, exc.code, exc.message, {exc.field: exc.message}, refused=exc.names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,16 @@ from server.city import City
 
 
 class RulingRefused(Exception):
-    """The city does not allow the order: ``code`` and the offending ``field``."""
+    """The city does not allow the order: ``code`` and the offending ``field``; ``names``:
+    the codes the refusal is about (``unit``, ``category``, ``district``, ``holder``), for a
+    page to say it with the names people use."""
 
-    def __init__(self, code: str, field: str, message: str) -> None:
+    def __init__(
+        self, code: str, field: str, message: str, names: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.code, self.field, self.message = code, field, message
+        self.names = names or {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +63,19 @@ def check_reassignment(
             "no_jurisdiction",
             "unit",
             f"unit {unit} does not handle {wanted} in district {district}{holder}",
+            {
+                "unit": unit,
+                "category": wanted,
+                "district": district,
+                "holder": competent.code if competent else "",
+            },
         )
     if unit == current_unit:
         raise RulingRefused(
-            "same_unit", "unit", f"the request is with {unit} already: uphold the duty instead"
+            "same_unit",
+            "unit",
+            f"the request is with {unit} already: uphold the duty instead",
+            {"unit": unit},
         )
     if len(set(assist)) != len(assist):
         raise RulingRefused("invalid", "assist", "a unit is named twice")
@@ -73,7 +87,10 @@ def check_reassignment(
             raise RulingRefused("invalid", "assist", f"{code} has jurisdiction: it leads")
         if district not in helper.districts:
             raise RulingRefused(
-                "no_jurisdiction", "assist", f"unit {code} does not serve district {district}"
+                "no_jurisdiction",
+                "assist",
+                f"unit {code} does not serve district {district}",
+                {"unit": code, "district": district},
             )
     changed = new_category if new_category and new_category != category else ""
     return Reassignment(unit, changed, tuple(assist))

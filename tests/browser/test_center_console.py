@@ -241,12 +241,21 @@ def test_a_dispute_is_ruled_in_the_console_and_the_request_moves_to_the_new_unit
     unit_error.wait_for()
     assert unit_error.inner_text() == ("请检查：必填" if lang == "zh" else "Check: required")
     assert form.locator(".field.invalid select[name=unit]").count() == 1
+    # The gas company for a water main burst (the category kept): the city refuses, and
+    # the form says so in names, not the hub's codes.
+    gas_name = "洛阳市燃气公司" if lang == "zh" else "Luoyang Gas Company"
+    water_name = "洛阳市自来水公司" if lang == "zh" else "Luoyang Water Supply Company"
     form.locator("select[name=unit]").select_option("gas")
+    form.locator("button[type=submit]").click()
+    form.locator(f"[data-error-for=unit]:has-text('{gas_name}')").wait_for()
+    refused = unit_error.inner_text()
+    assert water_name in refused and "water_main_burst" not in refused, refused
+    assert "(water does)" not in refused and "district xigong" not in refused, refused
+    pages.shot(page, "ruling-refused-by-the-city-in-names")
     form.locator("select[name=category]").select_option("gas_leak_smell")
     form.locator("button[type=submit]").click()
     moved = gas.offer(request_id)  # the gas squad's phone gets it
     assert moved.request.category == "gas_leak_smell"
-    gas_name = "洛阳市燃气公司" if lang == "zh" else "Luoyang Gas Company"
     page.wait_for_selector(f"#request-facts dd[data-fact=unit]:has-text('{gas_name}')")
     page.wait_for_selector("#timeline .t-reassigned")
     page.wait_for_selector(f"#pane-disputes:not(:has([data-request='{request_id}']))")

@@ -27,6 +27,24 @@
     return reason;
   }
 
+  /* A ruling the city refused, said with the names people use (the hub's `refused` names
+   * the codes): "洛阳市燃气公司不负责西工区的供水管道爆裂（由洛阳市自来水公司负责）". */
+  function refusal(error, name) {
+    const codes = error.detail && error.detail.refused;
+    if (!codes || !codes.unit) return null;
+    const names = {
+      unit: Center.named(Center.data.units, codes.unit),
+      holder: Center.named(Center.data.units, codes.holder),
+      district: Center.named(Center.data.districts, codes.district),
+      category: Center.named(Center.data.categories, codes.category),
+    };
+    let key = null;
+    if (error.code === "same_unit") key = "refused_same_unit";
+    else if (error.code === "no_jurisdiction" && name === "assist") key = "refused_district";
+    else if (error.code === "no_jurisdiction") key = codes.holder ? "refused_held" : "refused_nobody";
+    return key && Page.t(key).replace(/\{(\w+)\}/g, (_, word) => names[word] || "");
+  }
+
   function clearErrors(form) {
     for (const spot of form.querySelectorAll(".field-error, .form-error")) spot.textContent = "";
     for (const bad of form.querySelectorAll(".invalid")) bad.classList.remove("invalid");
@@ -44,7 +62,8 @@
         unplaced.push(name + ": " + reason);
         continue;
       }
-      spot.textContent = Page.t("check_field") + (Page.lang === "zh" ? "：" : ": ") + friendly(reason);
+      spot.textContent = refusal(error, name) ||
+        Page.t("check_field") + (Page.lang === "zh" ? "：" : ": ") + friendly(reason);
       spot.title = reason; // the hub's own words
       const box = spot.closest(".field");
       if (box) box.classList.add("invalid");

@@ -43,6 +43,9 @@
       submit_reopen: "重新办理", close_form: "取消", done_ruling: "已裁决", done_cancel: "已撤销",
       done_note: "备注已添加", done_reopen: "已重新办理", check_field: "请检查",
       required: "必填", bad_format: "格式不对", number_hint: "例：20260101-000001",
+      refused_held: "{unit}不负责{district}的{category}（由{holder}负责）",
+      refused_nobody: "{unit}不负责{district}的{category}，也没有其他单位负责",
+      refused_district: "{unit}不服务{district}", refused_same_unit: "诉求已在{unit}：请选择维持原单位",
       wrong_state: "当前状态不允许此操作：", forbidden: "无权执行此操作",
       // one short name per event of the timeline
       ev: {
@@ -100,6 +103,10 @@
       close_form: "Close", done_ruling: "Ruled", done_cancel: "Cancelled", done_note: "Note added",
       done_reopen: "Reopened", check_field: "Check", required: "required",
       bad_format: "wrong format", number_hint: "e.g. 20260101-000001",
+      refused_held: "{unit} does not handle {category} in {district} ({holder} does)",
+      refused_nobody: "{unit} does not handle {category} in {district}, nor does any unit",
+      refused_district: "{unit} does not serve {district}",
+      refused_same_unit: "The request is with {unit} already: uphold instead",
       wrong_state: "Not possible in its current state: ", forbidden: "Not allowed for your role",
       ev: {
         received: "received", queued: "waiting for a squad", transferred: "transferred (110/119/120)",
