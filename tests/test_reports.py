@@ -237,6 +237,38 @@ def test_the_charts_are_svg_with_a_bar_per_unit_and_a_line_per_unit() -> None:
     assert len(list(root.iter(f"{svg}circle"))) == 5
 
 
+def _shown(text: ET.Element) -> str:
+    """What an SVG <text> shows: its own characters, not its tooltip's."""
+    return (text.text or "") + "".join(child.tail or "" for child in text)
+
+
+def test_the_charts_make_room_for_the_units_long_names() -> None:
+    """Every unit's name, in either language, is drawn whole inside the chart: beside its
+    bar (right-aligned, so it must not start left of 0) and in the trend's legend (it must
+    end inside the width); a name beyond any sensible room is shortened, whole in a tooltip."""
+    city = load_city()
+    svg = "{http://www.w3.org/2000/svg}"
+    for names in ([u.name_en for u in city.units], [u.name_zh for u in city.units]):
+        root = ET.fromstring(charts.bars("score", [(name, 50.0) for name in names]))
+        labels = [t for t in root.iter(f"{svg}text") if t.attrib.get("text-anchor") == "end"]
+        assert sorted(_shown(t) for t in labels) == sorted(names)
+        for label in labels:
+            assert float(label.attrib["x"]) - charts.text_width(_shown(label)) >= 0
+        root = ET.fromstring(charts.trend("trend", ["2026-01"], {n: [50.0] for n in names}))
+        width = float(root.attrib["width"])
+        legend = [t for t in root.iter(f"{svg}text") if _shown(t) in names]
+        assert len(legend) == len(names)
+        for label in legend:
+            end = float(label.attrib["x"]) + charts.text_width(_shown(label))
+            assert end <= width, (_shown(label), end, width)
+    endless = "Luoyang " + "Very " * 100 + "Long Name"
+    root = ET.fromstring(charts.bars("score", [(endless, 50.0)]))
+    (label,) = [t for t in root.iter(f"{svg}text") if t.attrib.get("text-anchor") == "end"]
+    shown = _shown(label)
+    assert shown.endswith("…") and charts.text_width(shown) <= charts.LABEL_MAX
+    assert label.find(f"{svg}title").text == endless  # type: ignore[union-attr]
+
+
 # ---- through a real ledger ---------------------------------------------------------------------
 
 

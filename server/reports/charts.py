@@ -11,6 +11,7 @@ chart back; and there is no front-end dependency to vendor, pin and keep up.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
@@ -36,6 +37,40 @@ GRID = "#d0d0d0"
 INK = "#222222"
 
 
+# A label's room: as wide as the widest label needs (units' English names run to 40-odd
+# characters), within these bounds; a label beyond the upper one is shortened with "…" and
+# kept whole in its tooltip.
+LABEL_MIN, LABEL_MAX = 80, 420
+
+
+def text_width(text: str, size: float = 12) -> float:
+    """The width of ``text`` at ``size`` px, estimated without a font at hand: a wide (CJK)
+    character is one em, any other about 0.62 em (Noto Sans's widest common Latin average,
+    so a label is given a little more room than it needs rather than less)."""
+    return sum(size if unicodedata.east_asian_width(c) in "WF" else 0.62 * size for c in text)
+
+
+def fitted(text: str, room: float, size: float = 12) -> str:
+    """``text`` if it fits in ``room`` px, else as much of it as fits, then "…"."""
+    if text_width(text, size) <= room:
+        return text
+    while text and text_width(text + "…", size) > room:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
+def _label_room(labels: Sequence[str]) -> int:
+    widest = max((text_width(label) for label in labels), default=0.0)
+    return int(min(max(widest, LABEL_MIN), LABEL_MAX)) + 1
+
+
+def _label(x: float, y: float, label: str, room: int, anchor: str = "start") -> str:
+    """A label's text at (x, y), shortened to ``room``; when shortened, whole in a tooltip."""
+    shown = fitted(label, room)
+    tip = f"<title>{escape(label)}</title>" if shown != label else ""
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}">{tip}{escape(shown)}</text>'
+
+
 def _svg(width: int, height: int, title: str, body: list[str]) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -58,7 +93,8 @@ def bars(
 ) -> str:
     """A horizontal bar per item (label, value), in the order given; a None value is drawn
     as "–" with no bar. Values are clipped to ``[0, maximum]``."""
-    label_w, bar_w, row_h, top = 220, 420, 22, 30
+    room = _label_room([label for label, _ in items])
+    label_w, bar_w, row_h, top = room + 14, 420, 22, 30
     width, height = label_w + bar_w + 70, top + row_h * max(1, len(items)) + 24
     body = []
     for tick in range(0, 5):
@@ -70,9 +106,7 @@ def bars(
         )
     for i, (label, value) in enumerate(items):
         y = top + i * row_h
-        body.append(
-            f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{escape(label)}</text>'
-        )
+        body.append(_label(label_w - 6, y + 15, label, room, "end"))
         if value is None:
             body.append(f'<text x="{label_w + 4}" y="{y + 15}">–</text>')
             continue
@@ -94,7 +128,8 @@ def trend(
 ) -> str:
     """One line per series (label -> a value per month, None for a month without one: the
     line breaks there), months along the bottom, a legend on the right."""
-    left, plot_w, plot_h, top, legend_w = 40, 520, 240, 30, 200
+    room = _label_room(list(series))
+    left, plot_w, plot_h, top, legend_w = 40, 520, 240, 30, room + 42
     width = left + plot_w + legend_w
     height = top + plot_h + 40
     step = plot_w / max(1, len(months) - 1)
@@ -134,7 +169,7 @@ def trend(
         ly = top + 6 + n * 18
         body.append(
             f'<rect x="{left + plot_w + 16}" y="{ly - 9}" width="12" height="12" fill="{colour}"/>'
-            f'<text x="{left + plot_w + 34}" y="{ly + 1}">{escape(label)}</text>'
+            + _label(left + plot_w + 34, ly + 1, label, room)
         )
     return _svg(width, max(height, top + 18 * len(series) + 20), title, body)
 
