@@ -138,3 +138,33 @@ def test_a_desk_sees_no_control_it_may_not_use_and_no_other_units_record(
         page.locator("#trend").wait_for(state="visible")
         assert page.locator("#unit option").count() > 1
     pages.shot(page, "record-of-another-unit")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_an_empty_past_period_offers_the_current_one(pages: Any, lang: str) -> None:
+    """The pages open on the last closed month and week, which a new deployment (or a fresh
+    demo) has not filled: an empty past period says so and offers the current one so far."""
+    page = pages.signed_in("center", "/reports/evaluation.html?month=2020-01", lang=lang)
+    offer = page.locator("#status #to-current")
+    offer.wait_for()
+    this_month = page.evaluate("() => Reports.thisMonth()")
+    assert this_month in offer.inner_text() and this_month > "2020-01"
+    pages.shot(page, "evaluation")
+    offer.click()
+    page.wait_for_function(
+        "(month) => document.getElementById('period').textContent === month", arg=this_month
+    )
+    assert f"month={this_month}" in page.url
+    assert page.locator("#month").input_value() == this_month
+    assert page.locator("#status #to-current").count() == 0  # the current month: no offer
+
+    page.goto("/reports/spotchecks.html?week=2020-W02")
+    offer.wait_for()
+    this_week = page.evaluate("() => Reports.thisWeek()")
+    assert this_week in offer.inner_text()
+    offer.click()
+    page.wait_for_function(
+        "(week) => document.getElementById('period').textContent === week", arg=this_week
+    )
+    assert page.locator("#week").input_value() == this_week
+    assert page.locator("#status #to-current").count() == 0

@@ -8,6 +8,7 @@
     zh: {
       title: "月度考核通报", month: "月份", close_month: "归档本月（效能档案）", ranking: "各单位得分与排名",
       recomputed: "归档后重新计算（与档案不同，仅供参考）", weights: "评分权重",
+      empty_month: "这个月台账上没有诉求。",
       legend: "及时率 = 按时完成 / 已到期；时间为受理起算的中位数 / 90%分位；通知 = 督办通知单；争议 = 提出 / 维持 / 改派；承诺 = 兑现 / 失约；暗访 = 满意率（联系上的回访）。",
       rank: "排名", unit: "单位", score: "得分", score_change: "得分变化", rank_change: "名次变化",
       requests: "诉求量", resolved: "办结", open: "未结", accept: "接单及时率", arrive: "到场及时率",
@@ -29,6 +30,7 @@
       arrive: "Arrive on time", resolve: "Resolve on time", accept_t: "Accept time", arrive_t: "Arrive time",
       resolve_t: "Resolve time", notices: "Notices", non_responses: "Non-responses", disputes: "Disputes",
       promises: "Promises", spot: "Spot-check pass", closed_by: "Closed: ",
+      empty_month: "The ledger holds no request for this month.",
       live: "Not closed: computed from the ledger as of ", confirm_close: "A closed month's efficiency records never change. Close it?",
       closed_ok: "closed", record: "record",
       weight_names: { accept_on_time: "accept on time", arrive_on_time: "arrive on time",
@@ -99,8 +101,11 @@
     document.getElementById("trend").src = "/api/v1/reports/evaluation.svg" + query + "&chart=trend&months=6" + lang;
     R.status(Page.t("loading"));
     try {
-      render(await Page.api("GET", "/api/v1/reports/evaluation" + query));
-      R.status("");
+      const found = await Page.api("GET", "/api/v1/reports/evaluation" + query);
+      render(found);
+      const empty = found.units.every((card) => !card.requests && !card.resolved && !card.open);
+      if (empty && month < R.thisMonth()) R.offerCurrent(Page.t("empty_month"), R.thisMonth(), show);
+      else R.status("");
     } catch (error) {
       R.fail(error);
     }

@@ -14,15 +14,18 @@
  *   Reports.table(headers, rows)  a <table> (cells: text, or Page.el elements) in a box that
  *                                 scrolls sideways when the table is wider than the page
  *   Reports.lastMonth() / Reports.lastWeek() / Reports.fortnightAgo()  default periods,
- *                                 counted from the city's date today */
+ *                                 counted from the city's date today; Reports.thisMonth() /
+ *                                 Reports.thisWeek() the current ones
+ *   Reports.offerCurrent(text, current, go)  an empty past period: says so on the status
+ *                                 line with a button to the current period */
 (function () {
   "use strict";
 
   Page.texts({
     zh: { print: "打印", csv: "导出 CSV", show: "查看", loading: "加载中…", none: "无",
-      forbidden: "无权查看", back: "报表首页" },
+      forbidden: "无权查看", back: "报表首页", so_far: "查看本期至今：" },
     en: { print: "Print", csv: "Export CSV", show: "Show", loading: "loading…", none: "none",
-      forbidden: "not allowed", back: "Reports" },
+      forbidden: "not allowed", back: "Reports", so_far: "Show the current one so far: " },
   });
 
   const Reports = {};
@@ -93,6 +96,18 @@
     line.classList.toggle("error", Boolean(isError));
   };
 
+  /* The period shown (a closed month or week, the pages' default) has nothing on record, as
+   * in a new deployment or a fresh demo: say so, and offer the current period so far. */
+  Reports.offerCurrent = function (text, current, go) {
+    const line = document.getElementById("status");
+    if (!line) return;
+    const button = Page.el("button", { type: "button", id: "to-current", class: "link" },
+      Page.t("so_far") + current);
+    button.addEventListener("click", () => go(current));
+    line.classList.remove("error");
+    line.replaceChildren(text + " ", button);
+  };
+
   Reports.fail = function (error) {
     const text = error && error.status === 403 ? Page.t("forbidden") : (error && error.message) || Page.t("error");
     Reports.status(text, true);
@@ -137,6 +152,11 @@
     return new Date(Date.UTC(today.year, today.month - 1, today.day + days));
   }
 
+  Reports.thisMonth = function () {
+    const today = Page.today();
+    return today.year + "-" + pad(today.month);
+  };
+
   Reports.lastMonth = function () {
     const today = Page.today();
     const first = new Date(Date.UTC(today.year, today.month - 2, 1));
@@ -151,6 +171,10 @@
     const yearStart = new Date(Date.UTC(day.getUTCFullYear(), 0, 1));
     const week = Math.ceil(((day - yearStart) / 86400000 + 1) / 7);
     return day.getUTCFullYear() + "-W" + pad(week);
+  };
+
+  Reports.thisWeek = function () {
+    return Reports.isoWeek(cityDay(0));
   };
 
   Reports.lastWeek = function () {

@@ -15,6 +15,7 @@
       description: "诉求内容", result: "处理结果", outcome: "回访结果", note: "备注", save: "保存",
       pending: "待回访", drew: "已抽取 ", drew_none: "本周没有可抽取的新诉求", saved: "已保存",
       reopened: "已重新交办并下发督办通知 ", seed_was: "，种子 ",
+      empty_week: "这一周没有抽取暗访样本。",
     },
     en: {
       title: "Weekly spot checks", week: "Week", csv_circular: "Circular CSV", csv_checks: "Callbacks CSV",
@@ -25,6 +26,7 @@
       description: "Request", result: "Result reported", outcome: "Outcome", note: "Note", save: "Save",
       pending: "to call", drew: "drawn: ", drew_none: "nothing new to draw this week", saved: "saved",
       reopened: "reopened, notice issued: ", seed_was: ", seed ",
+      empty_week: "No sample was drawn for this week.",
     },
   });
 
@@ -87,7 +89,9 @@
       ]);
       R.fill("circular", circularTable(found));
       R.fill("checks", checksTable(checks));
-      R.status("");
+      const empty = !checks.length && found.units.every((row) => !row.drawn);
+      if (empty && week < R.thisWeek()) R.offerCurrent(Page.t("empty_week"), R.thisWeek(), show);
+      else R.status("");
     } catch (error) {
       R.fail(error);
     }
