@@ -130,10 +130,20 @@ def test_a_desk_sees_no_control_it_may_not_use_and_no_other_units_record(
     if desk:
         page.get_by_text("not allowed").wait_for()
         assert page.locator("#trend").is_hidden()
-        assert page.locator("#unit option").all_inner_texts() == [
-            page.locator("#unit option").first.inner_text()
-        ]
-        assert page.eval_on_selector("#unit", "(s) => s.options[0].value") == UNIT_OF_DESK
+        # The list offers its own unit alone, and names the unit asked (not a blank), which
+        # cannot be picked.
+        offered = page.locator("#unit option:not([disabled])")
+        assert offered.count() == 1 and offered.first.get_attribute("value") == UNIT_OF_DESK
+        assert page.eval_on_selector("#unit", "(s) => s.value") == other
+        asked = page.eval_on_selector("#unit", "(s) => s.selectedOptions[0].textContent")
+        assert (
+            asked
+            == {
+                "power": "State Grid Luoyang Power Supply Company",
+                "water": "Luoyang Water Supply Company",
+            }[other]
+        )
+        assert page.locator(f"#unit option[value={other}][disabled]").count() == 1
     else:
         page.locator("#trend").wait_for(state="visible")
         assert page.locator("#unit option").count() > 1

@@ -41,6 +41,14 @@
 
   async function show(unit) {
     R.setParams({ unit, recompute: recompute.checked ? "1" : null });
+    select.querySelector("option.asked")?.remove();
+    if (![...select.options].some((o) => o.value === unit)) {
+      // Asked for a unit the list does not offer (another unit's, for a desk): the list
+      // names what was asked, not a blank, beside the hub's answer; it cannot be picked.
+      const known = allUnits.find((u) => u.code === unit);
+      select.append(Page.el("option", { value: unit, class: "asked", disabled: "" },
+        known ? (Page.lang === "zh" ? known.name_zh : known.name_en) : unit));
+    }
     select.value = unit;
     const path = "/api/v1/units/" + encodeURIComponent(unit) + "/record";
     document.getElementById("csv").setAttribute("href", path + ".csv");
@@ -61,13 +69,15 @@
     }
   }
 
+  let allUnits = [];
+
   async function start() {
     let session = null;
     try {
       session = await R.me();
       // A unit desk sees only its own unit's record: the list offers no other.
-      const units = (await Page.api("GET", "/api/v1/units"))
-        .filter((u) => !session.unit || u.code === session.unit);
+      allUnits = await Page.api("GET", "/api/v1/units");
+      const units = allUnits.filter((u) => !session.unit || u.code === session.unit);
       select.replaceChildren(...units.map((u) => Page.el("option", { value: u.code },
         Page.lang === "zh" ? u.name_zh : u.name_en)));
     } catch (error) {
