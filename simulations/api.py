@@ -80,6 +80,13 @@ class HubApi:
         result: dict[str, Any] = await self._call("POST", "/api/v1/accounts", "admin", body)
         return result
 
+    async def add_token(self, username: str, label: str) -> str:
+        """A new API token of ``username`` (shown this once)."""
+        result: dict[str, Any] = await self._call(
+            "POST", f"/api/v1/accounts/{username}/tokens", "admin", {"label": label}
+        )
+        return str(result["token"])
+
     async def create_squad(self, unit: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
             "POST", "/api/v1/squads", "admin", {"unit": unit, "name": name}

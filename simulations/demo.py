@@ -9,6 +9,9 @@ call-taker, the water unit's desk: :data:`FACES`, generated passwords), prints t
 usernames, and runs the city until Ctrl-C or SIGTERM. Then it writes the run's report and
 stops the hub and Redis.
 
+The simulated call-takers and the simulated center desk act through accounts of their own
+(:data:`SIMULATED`), so that a request's timeline names them, not the start-up tokens.
+
 Tokens, the passwords and the squads are kept in ``<data-dir>/demo.json`` (0600, like the
 data directory, 0700; no password is printed): a restart with the same data keeps the
 sign-ins, and the squads pick up the jobs they held.
@@ -63,15 +66,16 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def save_state(
-    path: Path, tokens: dict[str, str], seats: list[Seat], accounts: list[dict[str, str]]
+    path: Path,
+    tokens: dict[str, str],
+    seats: list[Seat],
+    accounts: list[dict[str, str]],
+    simulated: dict[str, dict[str, str]] | None = None,
 ) -> None:
+    state = {"tokens": tokens, "accounts": accounts, "squads": [asdict(s) for s in seats]}
     write_private(
         path,
-        json.dumps(
-            {"tokens": tokens, "accounts": accounts, "squads": [asdict(s) for s in seats]},
-            ensure_ascii=False,
-            indent=1,
-        ),
+        json.dumps(state | {"simulated": simulated or {}}, ensure_ascii=False, indent=1),
     )
 
 
@@ -95,6 +99,36 @@ FACES = (
     Face("call-taker", "/intake.html", "calltaker", "calltaker", "Call-taker (demo)"),
     Face("water desk", "/center.html", "water-desk", "unit", "Water desk (demo)", "water"),
 )
+
+
+# Who the simulation acts as: role -> (username, name). The people trying the demo sign in
+# as FACES; what the simulated city does is recorded under these.
+SIMULATED = {
+    "calltaker": ("sim-calltaker", "Simulated call-takers (demo)"),
+    "center": ("sim-center", "Simulated center desk (demo)"),
+}
+
+
+async def simulated_actors(api: HubApi, state: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """An account and an API token for each of :data:`SIMULATED` (the saved ones while the
+    hub's database still has the account), set as ``api``'s token for that role."""
+    saved = state.get("simulated")
+    saved = saved if isinstance(saved, dict) else {}
+    taken = await api.account_usernames()
+    actors = {}
+    for role, (username, name) in SIMULATED.items():
+        kept = saved.get(role)
+        if not (isinstance(kept, dict) and kept.get("username") in taken and kept.get("token")):
+            chosen = username
+            while chosen in taken:
+                chosen = f"{username}-{secrets.token_hex(2)}"
+            body = {"username": chosen, "name": name, "role": role}
+            await api.create_account(body | {"password": secrets.token_urlsafe(24)})
+            taken.add(chosen)
+            kept = {"username": chosen, "token": await api.add_token(chosen, "demo simulation")}
+        actors[role] = {"username": str(kept["username"]), "token": str(kept["token"])}
+        api.tokens[role] = actors[role]["token"]
+    return actors
 
 
 def _saved_accounts(state: dict[str, Any]) -> list[dict[str, str]]:
@@ -206,9 +240,10 @@ async def run_city(
         seats = await known_seats(api, state)
         resume = bool(seats)
         accounts = await demo_accounts(api, state)
+        simulated = await simulated_actors(api, state)
         if not seats:
             seats = await register_squads(api, city, city.demo.squads_per_unit_per_district)
-        save_state(state_path, tokens, seats, accounts)
+        save_state(state_path, tokens, seats, accounts, simulated)
         print_banner(hub, accounts, seats, city, args.speed, public_url, state_path)
         stop = asyncio.Event()
         stop_on_signals(stop)

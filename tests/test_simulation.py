@@ -642,6 +642,7 @@ async def test_jobs_held_from_before_a_restart_are_carried_over_not_offered() ->
 def test_demo_serves_a_live_city_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     signed_in: dict[str, str] = {}
+    made_by: list[str] = []
 
     def sign_in_to_every_face() -> None:
         accounts = json.loads((tmp_path / "demo.json").read_text())["accounts"]
@@ -653,6 +654,23 @@ def test_demo_serves_a_live_city_and_stops_cleanly(tmp_path: Path) -> None:
             )
             assert answer.status_code == 200, answer.text
             signed_in[account["username"]] = answer.json()["role"]
+        # The simulated call-takers act as an account of their own, which the request's
+        # timeline names (not the start-up token's "bootstrap-calltaker").
+        simulated = json.loads((tmp_path / "demo.json").read_text())["simulated"]
+        center = {"Authorization": f"Bearer {simulated['center']['token']}"}
+        deadline = time.monotonic() + 20
+        items: list[dict[str, Any]] = []
+        while not items and time.monotonic() < deadline:
+            queue = httpx.get(f"http://127.0.0.1:{port}/api/v1/center/queue", headers=center)
+            items = queue.json()["items"]
+            time.sleep(0.2)
+        assert items, "no request made in 20 s"
+        made = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/requests/{items[0]['id']}", headers=center
+        )
+        received = made.json()["timeline"][0]
+        assert received["type"] == "received", received
+        made_by.append(received["by"])
 
     first = _run_demo(port, tmp_path, 8, sign_in_to_every_face)
     state = json.loads((tmp_path / "demo.json").read_text())
@@ -665,6 +683,9 @@ def test_demo_serves_a_live_city_and_stops_cleanly(tmp_path: Path) -> None:
         "water-desk": "unit",
     }
     assert "/wall.html" in first and "/intake.html" in first and "token=" not in first
+    assert made_by == [f"calltaker:{state['simulated']['calltaker']['username']}"]
+    assert state["simulated"]["calltaker"]["username"] == "sim-calltaker"
+    assert state["simulated"]["center"]["token"] not in first
     assert all(a["username"] in first and a["password"] not in first for a in state["accounts"])
     assert (tmp_path / "demo.json").stat().st_mode & 0o777 == 0o600
     online = re.search(r"squads (\d+)/(\d+) online", first)
