@@ -220,6 +220,9 @@ def test_the_phone_app_is_public_and_nothing_else_becomes_so() -> None:
 
     assert not asgi._is_page("/phone/") and not asgi._is_page("/phone/index.html")
     assert asgi._is_page("/phone/../wall.html")  # the static files would resolve the dots
+    # ... as they would these (decoded: "%2e" arrives as "."): each names a gated page
+    for dotted in ("/center.html/.", "/intake.html/./", "/reports/index.html/.", "/phone/./.."):
+        assert asgi._is_page(dotted), dotted
     assert asgi._is_page("/wall.html") and asgi._is_page("/phoney.html")
     assert PageGate is asgi.PageGate
 

@@ -160,14 +160,19 @@ class PageGate:
 
 
 def _is_page(path: str) -> bool:
-    if path == SIGNIN_PAGE or _in_public_folder(path):
+    if path == SIGNIN_PAGE:
+        return False
+    if any(segment in (".", "..") for segment in path.split("/")):
+        # "/center.html/." or "/phone/../wall.html": the static files resolve the dots to
+        # a page, so such a path is gated as the page it may name.
+        return True
+    if _in_public_folder(path):
         return False
     return path.endswith(".html") or path.endswith("/")
 
 
 def _in_public_folder(path: str) -> bool:
-    # "/phone/../wall.html" names a gated page: the static files resolve the dots.
-    return path.startswith(PUBLIC_FOLDERS) and ".." not in path.split("/")
+    return path.startswith(PUBLIC_FOLDERS)
 
 
 async def _redirect_to_signin(scope: Scope, send: Send) -> None:
