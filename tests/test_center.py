@@ -632,6 +632,10 @@ async def test_a_unit_desk_notes_and_sees_the_disputes_of_its_own_unit_only(hubs
     assert own.status_code == 201, own.text
     other = await api.http.post(notes, headers=gas_desk, json={"note": "not yours to note"})
     assert other.status_code == 403
+    for blank in ("   ", "\t\n", "\u0000"):  # a note is words: a blank one is refused
+        refused = await api.http.post(notes, headers=water_desk, json={"note": blank})
+        assert refused.status_code == 422, (blank, refused.text)
+        assert "note" in refused.json()["error"]["fields"], refused.text
     timeline = (await api.get_request(created["id"]))["timeline"]
     assert [e["note"] for e in timeline if e["type"] == "note"] == ["we checked: gas"]
     assert timeline[-1]["by"] == "unit:desk_water"

@@ -194,6 +194,8 @@ def test_schema_accepts_hub_frames(published: dict[str, Any], frame: Any) -> Non
         {"t": "accept", "assignment": "A1", "id": ""},
         {"t": "accept", "assignment": "A1", "id": "c1", "extra": True},
         {"t": "dispute", "assignment": "A1", "id": "c1", "reason": ""},
+        {"t": "dispute", "assignment": "A1", "id": "c1", "reason": "  "},
+        {"t": "dispute", "assignment": "A1", "id": "c1", "reason": "x\u0000"},
         {"t": "teleport"},
         {"squad": "S00001", "token": "t"},
     ],

@@ -169,10 +169,23 @@ def test_garbage_is_a_decode_error(data: bytes | str) -> None:
         {"t": "ack", "seq": -1},
         {"t": "dispute", "assignment": "a", "id": "c", "reason": ""},
         {"t": "resolve", "assignment": "a", "id": "c", "note": "n" * 2001},
+        # a reason is words: not blank (a caller's message once ended in ": "), no NUL
+        {"t": "dispute", "assignment": "a", "id": "c", "reason": " "},
+        {"t": "defer", "assignment": "a", "id": "c", "until": 2e9, "reason": "\t\n "},
+        {"t": "dispute", "assignment": "a", "id": "c", "reason": "\x00"},
+        {"t": "dispute", "assignment": "a", "id": "c", "reason": "not ours\x00"},
+        {"t": "resolve", "assignment": "a", "id": "c", "note": "fixed\x00"},
     ],
 )
 def test_length_and_sign_constraints(frame: dict[str, object]) -> None:
     _decode_error(frame)
+
+
+@pytest.mark.parametrize("reason", ["x", " 燃气泄漏，不归供水公司 ", "line one\nline two"])
+def test_a_reason_in_words_passes(reason: str) -> None:
+    frame = {"t": "dispute", "assignment": "a", "id": "c", "reason": reason}
+    decoded = protocol.decode_phone(json.dumps(frame))
+    assert isinstance(decoded, protocol.Dispute) and decoded.reason == reason
 
 
 # ---- seq stamping ----------------------------------------------------------------------------

@@ -41,8 +41,18 @@ Timestamp = Annotated[
 ]
 Id = Annotated[str, Meta(min_length=1, max_length=64)]
 Seq = Annotated[int, Meta(ge=0)]
-Reason = Annotated[str, Meta(min_length=1, max_length=500)]
-Note = Annotated[str, Meta(max_length=2000)]
+# A reason is words (a caller is told a promise's, the center reads a dispute's): not blank,
+# and no NUL (no person writes one; the ledger's PostgreSQL text takes none).
+Reason = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=500,
+        pattern=r"^(?=[^\x00]*$)\s*\S",
+        description="words: not blank, no NUL",
+    ),
+]
+Note = Annotated[str, Meta(max_length=2000, pattern=r"^[^\x00]*$", description="no NUL")]
 
 
 class _Frame(Struct, tag_field="t", forbid_unknown_fields=True, omit_defaults=True, kw_only=True):

@@ -32,7 +32,8 @@ from server.api.openapi import described
 from server.center.actions import CenterActions, CenterError
 from server.store.requests import Actor
 
-Note = Annotated[str, Meta(min_length=1, max_length=2000)]
+# Words: not blank (a NUL is refused for every body by read_body).
+Note = Annotated[str, Meta(min_length=1, max_length=2000, pattern=r"\S")]
 RequestId = Annotated[str, Meta(min_length=1, max_length=64)]
 
 

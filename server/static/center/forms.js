@@ -22,7 +22,7 @@
 
   /* The hub's reason in the page's language where it is a common one (msgspec's words). */
   function friendly(reason) {
-    if (/length >= 1\b|missing required field/.test(reason)) return Page.t("required");
+    if (/length >= 1\b|missing required field|regex '\\S'/.test(reason)) return Page.t("required");
     if (/matching regex|pattern/.test(reason)) return Page.t("bad_format");
     return reason;
   }
