@@ -124,6 +124,7 @@ SAMPLES: tuple[Any, ...] = (
         ),
         seq=44,
     ),
+    protocol.Arrived(assignment="A3f9c1d7e20b4", at=1767226380.4),
     protocol.Resync(
         reason="outbox_trimmed",
         last_seq=57,

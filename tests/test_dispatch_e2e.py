@@ -139,6 +139,11 @@ async def test_position_inside_arrival_radius_records_arrival(hubs):
 
     detail = await eventually(arrived)
     assert detail["timeline"][-1]["by"] == "system:auto-arrival"
+    # The phone is told, so that it shows the job on scene (it once went on showing it on
+    # the way, with "arrived" as its next step).
+    told = await client.next_frame(protocol.Arrived, timeout_s=5)
+    assert told.assignment == offer.assignment
+    assert told.at == pytest.approx(detail["timeline"][-1]["at"], abs=2.0)
     await client.close()
     await api.close()
 

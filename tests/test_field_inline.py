@@ -150,6 +150,8 @@ async def test_with_a_scene_to_watch_fixes_go_to_the_reader_and_arrival_is_recor
     assert socket.arrive(_pos(*SCENE)) is False
     await _settle()
     assert context.commands == [("Arrive", AUTO_ARRIVAL)]
+    told = msgspec.msgpack.decode(socket.sent[-1])
+    assert (told["t"], told["assignment"]) == ("arrived", "A-1")  # the phone is told
     assert socket.arrive(_pos(*SCENE)) is True  # on scene: no scene left to watch
     await _end(session, run)
 

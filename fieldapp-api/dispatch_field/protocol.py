@@ -208,6 +208,17 @@ class Notice(_Frame, tag="notice"):
     seq: int = 0
 
 
+class Arrived(_Frame, tag="arrived"):
+    """The hub recorded this assignment's arrival itself, at ``at``: the squad's positions
+    came within ``DISPATCH_ARRIVAL_RADIUS_M`` of the scene while it was en route. The phone
+    shows the assignment on scene. Not numbered: it is sent at once on the connection whose
+    positions showed the arrival; a phone that misses it learns it when its own ``arrive`` is
+    refused with ``invalid_transition``."""
+
+    assignment: str
+    at: float
+
+
 class Ok(_Frame, tag="ok"):
     """A command with this ``id`` was applied (or had been applied before: retries are safe)."""
 
@@ -242,7 +253,7 @@ class Resync(_Frame, tag="resync"):
     assignments: list[Assignment]
 
 
-HubFrame = Welcome | Offer | Revoke | Notice | Ok | Error | Resync
+HubFrame = Welcome | Offer | Revoke | Notice | Arrived | Ok | Error | Resync
 NUMBERED: Final = (Offer, Revoke, Notice)
 
 # ---- codecs -------------------------------------------------------------------------------

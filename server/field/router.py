@@ -115,7 +115,9 @@ class FieldRouter:
                 session.unit, after_s=self._settings.position_flush_ms / 500
             )
 
-    async def _command(self, command: protocol.Command, actor: Actor | None = None) -> None:
+    async def _command(self, command: protocol.Command, actor: Actor | None = None) -> bool:
+        """Carry out ``command`` (the phone's, or the hub's own for ``actor``); whether it
+        was applied."""
         context, session = self._context, self._session
         ack = self._ack.take()  # the pending ack rides on the command's own call
         try:
@@ -125,7 +127,7 @@ class FieldRouter:
                 self._note_ack(ack)
             if actor is None:
                 session.push(protocol.Error(code=exc.code, message=exc.message, id=command.id))
-            return
+            return False
         except BaseException:
             if ack:
                 self._note_ack(ack)
@@ -143,6 +145,7 @@ class FieldRouter:
             self._geofence.forget(command.assignment)
         if done.squad_available:
             context.dispatcher.drain_soon(session.unit)
+        return True
 
     # ---- acknowledgements ----------------------------------------------------------------
 
@@ -189,7 +192,8 @@ class FieldRouter:
     async def _check_arrival(self, lat: float, lon: float) -> None:
         for assignment in self._geofence.arrived(lat, lon):
             arrive = protocol.Arrive(assignment=assignment, id=f"auto-arrive-{assignment}")
-            await self._command(arrive, AUTO_ARRIVAL)
+            if await self._command(arrive, AUTO_ARRIVAL):  # the phone shows it on scene
+                self._session.push(protocol.Arrived(assignment=assignment, at=time.time()))
 
 
 def rate_limited(session: Reply, what: str) -> Closed:

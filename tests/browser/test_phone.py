@@ -163,6 +163,40 @@ def test_sign_in_go_on_duty_take_an_offer_through_to_resolved(
     phone.shot("resolved")
 
 
+def test_an_arrival_the_hub_records_from_the_position_shows_on_the_phone(
+    phones: Callable[..., Phone], phone_hub: LiveHub
+) -> None:
+    """On its way, the squad reaches the scene: the hub records the arrival from its
+    position and tells the phone, whose card moves on scene by itself (it once went on
+    showing "on the way", with "arrived" as its next step)."""
+    squad = phone_hub.create_squad("water", "Phone arrival")
+    phone = phones("en")
+    page = phone.page
+    sign_in(phone, squad)
+    go_on_duty(phone, phone_hub, squad)
+    created = new_request(phone_hub, "water_main_burst")  # about 280 m away
+    card = card_of(phone, created["id"])
+    tap_step(card, "accept")
+    wait_for_state(phone_hub, created["id"], "accepted")
+    tap_step(card, "enroute")
+    wait_for_state(phone_hub, created["id"], "en_route")
+    page.wait_for_selector("article.job[data-state=en_route] button[data-step=arrive]")
+    phone.context.set_geolocation(
+        {"latitude": XIGONG[0] + 0.002, "longitude": XIGONG[1] + 0.002, "accuracy": 8}
+    )
+    page.wait_for_selector("article.job[data-state=on_scene]", timeout=30_000)
+    assert page.locator("article.job button[data-step=arrive]").count() == 0
+    assert page.locator("article.job button[data-step=resolve]").count() == 1
+    page.get_by_text(phone.text("auto_arrived")).wait_for()
+    arrived = [
+        e
+        for e in phone_hub.api("GET", f"/api/v1/requests/{created['id']}")["timeline"]
+        if e["type"] == "arrived"
+    ]
+    assert [e["by"] for e in arrived] == ["system:auto-arrival"]  # not the phone's own step
+    phone.shot("arrived-by-position")
+
+
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_promise_a_time_and_not_our_jurisdiction_ask_for_a_reason(
     phones: Callable[..., Phone], phone_hub: LiveHub, lang: str

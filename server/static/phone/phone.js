@@ -44,6 +44,7 @@
       revoked: "派单已收回", revoked_offer_window_passed: "未按时接单，派单已收回",
       revoked_squad_offline: "离线时间过长，派单已转给其他中队",
       done_resolve: "已办结", done_dispute: "已交调度中心协调", done_defer: "已承诺时限",
+      auto_arrived: "已到达现场（按定位自动记录）",
       refused: "未被接受", code_invalid_transition: "当前状态不能做这一步",
       code_unknown_assignment: "这项任务已不属于本中队", code_invalid_time: "时间不合理",
       code_invalid: "内容不合规", code_rate_limited: "操作过快",
@@ -86,6 +87,7 @@
       revoked: "Offer withdrawn", revoked_offer_window_passed: "Not accepted in time: offer withdrawn",
       revoked_squad_offline: "Offline too long: offered to another squad",
       done_resolve: "Resolved", done_dispute: "Handed to the center", done_defer: "Time promised",
+      auto_arrived: "Arrival at the scene recorded (from your position)",
       refused: "refused", code_invalid_transition: "This step does not fit the current state",
       code_unknown_assignment: "This job is no longer the squad's", code_invalid_time: "The time is not plausible",
       code_invalid: "Not accepted as entered", code_rate_limited: "Too fast",
@@ -277,6 +279,8 @@
         return offered(frame);
       case "revoke":
         return revoked(frame);
+      case "arrived":
+        return arrivedByPosition(frame);
       case "notice":
         app.notices.unshift(frame.notice);
         app.notices = app.notices.slice(0, 20);
@@ -310,6 +314,17 @@
     render();
     Alarm.ring(true);
     if (document.hidden) notifyInBackground(frame);
+  }
+
+  /* The hub recorded the arrival itself from the squad's positions: on scene now (a step of
+   * the squad's own on its way stays as it is: its answer settles it). */
+  async function arrivedByPosition(frame) {
+    const job = app.jobs.get(frame.assignment);
+    if (!job || job.sending || !STEPS.arrive.from.includes(job.state)) return;
+    job.state = STEPS.arrive.to;
+    await saveJobs();
+    render();
+    toast(Page.t("auto_arrived"));
   }
 
   async function revoked(frame) {
@@ -477,9 +492,19 @@
     renderFix();
   }
 
+  let trailingFix = null;
+
   function sendFix(force) {
     if (!app.duty || !app.fix || !app.link) return;
-    if (!force && Date.now() - app.sentFixAt < POS_EVERY_MS) return;
+    const wait = app.sentFixAt + POS_EVERY_MS - Date.now();
+    if (!force && wait > 0) {
+      // Held back, not dropped: the latest fix goes when the interval is over (a squad that
+      // stops at the scene right after a fix must not wait for the next refresh).
+      if (trailingFix === null) {
+        trailingFix = setTimeout(() => { trailingFix = null; sendFix(false); }, wait);
+      }
+      return;
+    }
     const acc = Number.isFinite(app.fix.acc) ? Math.round(app.fix.acc * 10) / 10 : null;
     if (app.link.pos(app.fix.lat, app.fix.lon, acc)) app.sentFixAt = Date.now();
   }
