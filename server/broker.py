@@ -36,6 +36,9 @@ _message = msgspec.msgpack.Decoder(tuple[str, int, bytes])
 _encoder = msgspec.msgpack.Encoder()
 
 
+CLOSE = -1  # a message's seq that closes the squad's connection (its body: the close code)
+
+
 def _nobody(squad: str, body: bytes) -> None:
     pass
 
@@ -71,6 +74,17 @@ class Broker:
             else:
                 await self._redis.publish(keys.hub_channel(hub), data)
 
+    async def close_squad(self, squad: str, hub: str, code: int, reason: str) -> None:
+        """Close the squad's connection wherever it is: here, or on the process ``hub``
+        (a message with no frame: ``seq`` -1, the close code in the body)."""
+        self._hub.close_squad(squad, code, reason)  # a hello being checked here, too
+        if hub and hub != self._hub.id:
+            data = _encoder.encode((squad, CLOSE, str(code).encode()))
+            if self._cluster and await self._shard_channels():
+                await self._redis.execute_command("SPUBLISH", keys.hub_channel(hub), data)
+            else:
+                await self._redis.publish(keys.hub_channel(hub), data)
+
     async def _shard_channels(self) -> bool:
         if self._sharded is None:
             self._sharded = await sharded_pubsub(self._redis)
@@ -79,6 +93,9 @@ class Broker:
     def receive(self, data: bytes) -> None:
         """A message published by another process for a squad here."""
         squad, seq, body = _message.decode(data)
+        if seq == CLOSE:
+            self._hub.close_squad(squad, int(body), "closed by another process")
+            return
         self._hub.deliver(squad, seq, body)
 
     async def listen(self) -> None:

@@ -93,6 +93,14 @@ class Hub:
             session.close(CloseCode.HEARTBEAT_TIMEOUT, "silent too long")
         return len(silent)
 
+    def close_squad(self, squad: str, code: int, reason: str) -> bool:
+        """Close the squad's connection here, and any hello of it being checked; whether
+        there was one."""
+        found = [s for s in (self.sessions.get(squad), *self.joining.get(squad, ())) if s]
+        for session in found:
+            session.close(code, reason)
+        return bool(found)
+
     def close_all(self, code: int, reason: str) -> None:
         for session in list(self.sessions.values()):
             session.close(code, reason)

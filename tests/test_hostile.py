@@ -505,3 +505,61 @@ async def test_everything_still_works_for_a_normal_phone(hubs):
     await squad.resolve(offer.assignment, "done")
     await squad.close()
     await api.close()
+
+
+async def test_a_lost_phones_token_is_replaced_and_stops_working_at_once(hubs):
+    """A stolen phone's token could take over its squad for good (a newer connection closes
+    the older one with 4102, terminal for the real phone). The unit's desk replaces it: the
+    connection it holds, on whichever process, is closed with 4100, the old token is refused,
+    the new one works; another unit's desk may not, nor may a call-taker."""
+    a, b = hubs.start(), hubs.start()
+    api = Api(a)
+    squad = await api.squad("water", "lost phone")
+    thief = await connect(b.ws, subprotocols=[protocol.SUBPROTOCOL_MSGPACK])  # on the other
+    await thief.send(protocol.encode(protocol.Hello(squad=squad["id"], token=squad["token"])))
+    assert isinstance(await _next(thief), protocol.Welcome)
+    path = f"/api/v1/squads/{squad['id']}/token"
+    water, gas = await _desk(api, "water"), await _desk(api, "gas")
+    assert (await api.http.post(path, headers=gas)).status_code == 403
+    assert (await api.http.post(path, headers=auth("calltaker"))).status_code == 403
+    unknown = await api.http.post("/api/v1/squads/S0000000000/token", headers=water)
+    assert unknown.status_code == 404
+    replaced = await api.http.post(path, headers=water)
+    assert replaced.status_code == 201, replaced.text
+    body = replaced.json()
+    assert body["id"] == squad["id"] and body["closed"] is True
+    assert body["token"] != squad["token"]
+    assert await _closed_with(thief) == CloseCode.AUTH_FAILED
+    old = protocol.encode(protocol.Hello(squad=squad["id"], token=squad["token"]))
+    new = protocol.encode(protocol.Hello(squad=squad["id"], token=body["token"]))
+    for hub in (a, b):
+        async with connect(hub.ws, subprotocols=[protocol.SUBPROTOCOL_MSGPACK]) as ws:
+            await ws.send(old)
+            assert (await _next(ws)).code == "auth_failed"  # type: ignore[union-attr]
+            assert await _closed_with(ws) == CloseCode.AUTH_FAILED
+    async with connect(b.ws, subprotocols=[protocol.SUBPROTOCOL_MSGPACK]) as ws:
+        await ws.send(new)
+        assert isinstance(await _next(ws), protocol.Welcome)
+    described = (await api.http.get(f"/api/v1/squads/{squad['id']}", headers=water)).json()
+    assert body["token"] not in str(described)
+    await api.close()
+
+
+async def _desk(api: Api, unit: str) -> dict[str, str]:
+    """A unit desk's bearer header."""
+    username = f"desk_{unit}"
+    await api.http.post(
+        "/api/v1/accounts",
+        headers=auth("admin"),
+        json={
+            "username": username,
+            "name": f"{unit} desk",
+            "role": "unit",
+            "unit": unit,
+            "password": "a long enough password",
+        },
+    )
+    issued = await api.http.post(
+        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
+    )
+    return {"Authorization": f"Bearer {issued.json()['token']}"}

@@ -70,6 +70,13 @@ class SquadCreated(msgspec.Struct):
     token: str  # shown this once; stored hashed
 
 
+class SquadToken(msgspec.Struct):
+    id: str
+    unit: str
+    token: str  # shown this once; stored hashed; the squad's former token no longer works
+    closed: bool  # a connection of the squad (on any process) was closed
+
+
 class LiveMap(msgspec.Struct):
     at: float
     squads: list[dict[str, Any]]  # id, unit, lat, lon, on_duty, busy

@@ -7,6 +7,7 @@ Every error is ``{"error": {"code", "message", "fields"}}`` with a precise 4xx s
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Coroutine
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dispatch_field.codes import CloseCode
 from server.accounts.asgi import auth_result
 from server.actions import IntakeError, NewRequest
 from server.api.answers import (
@@ -28,6 +30,7 @@ from server.api.answers import (
     RequestDetail,
     Rows,
     SquadCreated,
+    SquadToken,
 )
 from server.api.common import (
     ApiError,
@@ -45,7 +48,10 @@ from server.api.operations import redis_answers
 from server.city import Category, Unit
 from server.store import keys
 from server.store.requests import IdempotencyKeyReused
+from server.store.text import text
 from server.wallmap.state import read_requests
+
+log = logging.getLogger(__name__)
 
 
 class NewSquad(msgspec.Struct, forbid_unknown_fields=True):
@@ -232,6 +238,35 @@ async def create_squad(request: Request) -> Response:
 
 
 @described(
+    summary="Replace a squad's token (a lost or stolen phone): the old one stops working, "
+    "its connection is closed; the answer carries the new token, once",
+    roles=("admin", "unit"),
+    answer=SquadToken,
+    status=201,
+    errors=(404,),
+)
+async def replace_squad_token(request: Request) -> Response:
+    """A unit desk replaces the tokens of its own unit's squads; the admin any squad's. The
+    squad's live connection, on whichever process, is closed with 4100 (terminal: the phone
+    signs in again with the new token)."""
+    actor = authorize(request, "admin", "unit")
+    services = components(request)
+    squad_id = request.path_params["squad_id"]
+    unit = await services.squads.unit_of(squad_id)
+    if unit is None:
+        raise ApiError(404, "not_found", f"no squad {squad_id}")
+    require_unit(actor, unit)
+    token = await services.squads.replace_token(unit, squad_id, actor.label())
+    hub = text(await services.redis.hget(keys.squad(unit, squad_id), "hub"))
+    online = text(await services.redis.hget(keys.squad(unit, squad_id), "online")) == "1"
+    await services.broker.close_squad(
+        squad_id, hub, CloseCode.AUTH_FAILED, "the squad's token was replaced"
+    )
+    log.info("squad %s: token replaced by %s", squad_id, actor.label())
+    return json_response({"id": squad_id, "unit": unit, "token": token, "closed": online}, 201)
+
+
+@described(
     summary="A squad: online, on duty, position, active assignments",
     roles=("center", "unit"),
     answer=Anything,
@@ -362,6 +397,7 @@ def api_routes() -> list[Route]:
         Route(f"{prefix}/districts", districts),
         Route(f"{prefix}/squads", create_squad, methods=["POST"]),
         Route(f"{prefix}/squads/{{squad_id}}", squad_detail),
+        Route(f"{prefix}/squads/{{squad_id}}/token", replace_squad_token, methods=["POST"]),
         Route(f"{prefix}/requests", create_request, methods=["POST"]),
         Route(f"{prefix}/requests/{{request_id}}", request_detail),
         Route(f"{prefix}/map", live_map),

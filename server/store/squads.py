@@ -121,6 +121,20 @@ class SquadStore:
                 self._units[squad_id] = unit
         return unit
 
+    async def replace_token(self, unit: str, squad_id: str, by: str) -> str:
+        """A new token for the squad (a lost or stolen phone): the old one stops working at
+        once; returns the new one (shown once, stored hashed); ``by`` is recorded."""
+        token = secrets.token_urlsafe(24)
+        await self._redis.hset(
+            keys.squad(unit, squad_id),
+            mapping={
+                "token_hash": token_hash(token),
+                "token_replaced_at": time.time(),
+                "token_replaced_by": by,
+            },
+        )
+        return token
+
     async def names(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
         """The names of the squads ``(unit, squad id)``, in one round trip ("" for a squad
         no longer registered)."""
