@@ -111,6 +111,67 @@ class CommandError(Exception):
         self.code, self.message = code, message
 
 
+# How far the hub's view of a moment may be off in the checks below (rounding, the delay of
+# the position that gave the phone's clock offset).
+WINDOW_TOLERANCE_S = 2.0
+
+
+@dataclass(slots=True)
+class StepWindow:
+    """What the hub knows of a squad's connection, to bound when its steps can have been
+    taken: when the connection began, when the squad's previous one ended (if it was offline
+    until this one), and the phone's clock offset (hub time minus phone time, the least seen
+    in its positions on this connection: None until one came)."""
+
+    connected_at: float
+    offline_since: float | None = None
+    offset: float | None = None
+
+    def saw_position(self, phone_ts: float, now: float) -> None:
+        offset = now - phone_ts
+        if self.offset is None or offset < self.offset:
+            self.offset = offset
+
+
+def check_step_time(
+    at: float,
+    now: float,
+    window: StepWindow,
+    *,
+    delay_max_s: float,
+    skew_s: float,
+    offline_after_s: float,
+) -> str | None:
+    """Why a phone's ``at`` (its clock) cannot be when the step was taken, or None. A step
+    taken while the squad was connected is sent at once: it reaches the hub within
+    ``delay_max_s``. One taken before this connection waited on the phone while it was
+    offline: it is no older than the end of the squad's previous connection (less the time
+    the hub takes to notice a dead one). Without the phone's clock offset, its clock may be
+    off by up to ``skew_s``."""
+    offset, allowance = (
+        (window.offset, WINDOW_TOLERANCE_S)
+        if window.offset is not None
+        else (
+            0.0,
+            skew_s,
+        )
+    )
+    hub_at = at + offset  # the step's moment on the hub's clock
+    if hub_at >= window.connected_at - allowance:
+        late = now - hub_at
+        if late > delay_max_s + allowance:
+            return (
+                f"'at' is {late:.0f} s old, and the squad was connected then: a step taken "
+                f"online reaches the hub within {delay_max_s:g} s"
+            )
+        return None
+    if window.offline_since is not None:
+        earliest = window.offline_since - offline_after_s - allowance
+        if hub_at < earliest:
+            return "'at' is before the squad's last connection ended"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class CommandDone:
     request_id: str
@@ -347,8 +408,11 @@ class SquadActions:
         actor: Actor | None = None,
         *,
         ack: int = 0,
+        window: StepWindow | None = None,
     ) -> CommandDone:
         """Apply a squad's command. Raises CommandError; a retried id is a success.
+        ``window``: the squad's connection, which bounds a new step's ``at``
+        (:func:`check_step_time`).
 
         One round trip when this process knows the request (it made the offer or the last
         step): the step is computed from that record and committed with its version, the
@@ -369,6 +433,18 @@ class SquadActions:
             at = self._event_time(command, record, now)
             try:
                 step = transition(view, event)
+                if window is not None and actor is None and command.at is not None:
+                    s = self._settings
+                    wrong = check_step_time(
+                        command.at,
+                        now,
+                        window,
+                        delay_max_s=s.step_delay_max_s,
+                        skew_s=s.clock_skew_s,
+                        offline_after_s=s.offline_after_s,
+                    )
+                    if wrong is not None:
+                        raise CommandError(ErrorCode.INVALID_TIME, wrong)
             except InvalidTransition as exc:
                 if not fresh:  # what this process knew may be out of date: look again
                     record = None

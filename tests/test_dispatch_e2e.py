@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 from geographiclib.geodesic import Geodesic
@@ -11,7 +12,7 @@ from geographiclib.geodesic import Geodesic
 from dispatch_field import protocol
 from dispatch_field.client import CommandRejected, FieldClient
 from server.store import keys
-from tests.helpers import XIGONG, Api, eventually, online_squad
+from tests.helpers import XIGONG, Api, auth, eventually, online_squad
 
 
 def geodesic_m(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -146,6 +147,55 @@ async def test_position_inside_arrival_radius_records_arrival(hubs):
     assert told.at == pytest.approx(detail["timeline"][-1]["at"], abs=2.0)
     await client.close()
     await api.close()
+
+
+async def test_a_connected_squad_cannot_backdate_its_steps(hubs):
+    """A squad connected all along once dated en route, arrival and resolution to a second
+    after its acceptance, 25 s later, and the scorecard counted them on time. A step taken
+    online reaches the hub at once: one older than ``step_delay_max_s`` is refused (the
+    phone's clock offset read from its positions); a step taken offline, before this
+    connection, may be no older than the end of the squad's last connection."""
+    hub = hubs.start(step_delay_max_s=1.0, clock_skew_s=300.0)
+    api = Api(hub)
+    client = await online_squad(api, hub, XIGONG[0] + 0.05, XIGONG[1])  # far from the scene
+    created = await api.request(*XIGONG)
+    offer = await client.next_frame(protocol.Offer)
+    await client.accept(offer.assignment)
+    accepted = (await api.get_request(created["id"]))["accepted_at"]
+    await asyncio.sleep(4.5)
+    await client.pos(XIGONG[0] + 0.05, XIGONG[1])  # its clock, as the hub reads it
+    early = protocol.Enroute(assignment=offer.assignment, id="e1", at=accepted + 0.5)
+    with pytest.raises(CommandRejected) as refused:
+        await client.command(early)
+    assert refused.value.code == "invalid_time" and "connected" in refused.value.message
+    assert (await api.get_request(created["id"]))["state"] == "accepted"  # nothing recorded
+    await client.enroute(offer.assignment)  # stamped now: fine
+
+    # Offline: a step it took meanwhile counts at its time (the bound on how old it may be
+    # is tested in tests/test_field_core.py).
+    await client.close()
+    await eventually(lambda: _offline(api, client.squad))
+    gone_at = time.time()
+    await asyncio.sleep(1.5)
+    again = FieldClient(hub.ws, client.squad, client.token, reconnect=False)
+    again.last_seq = client.last_seq
+    await again.start()
+    await again.next_frame(protocol.Welcome)
+    await again.pos(XIGONG[0] + 0.05, XIGONG[1])
+    offline = protocol.Arrive(assignment=offer.assignment, id="a2", at=gone_at + 0.5)
+    await again.command(offline)  # in the tunnel: it counts at its time
+    arrived = [
+        e for e in (await api.get_request(created["id"]))["timeline"] if e["type"] == "arrived"
+    ]
+    assert arrived[0]["at"] == pytest.approx(gone_at + 0.5, abs=0.01)
+    await again.close()
+    await api.close()
+
+
+async def _offline(api: Api, squad: str) -> bool:
+    return not (await api.http.get(f"/api/v1/squads/{squad}", headers=auth("center"))).json()[
+        "online"
+    ]
 
 
 async def test_retried_command_is_applied_once(hubs):

@@ -7,6 +7,7 @@ import msgspec
 import pytest
 
 from dispatch_field import protocol
+from server.actions import StepWindow, check_step_time
 from server.field.core import Geofence, PendingAck, Sequencer, Step, decode_error, plan_resume
 
 
@@ -73,3 +74,36 @@ def test_a_frame_that_is_no_map_of_text_keys_is_malformed_saying_so(data: bytes)
         protocol.decode_phone(data)
     error = decode_error(data, failed.value)
     assert (error.code, error.message) == ("malformed", "a frame must be a map with text keys")
+
+
+# ---- when a step can have been taken -----------------------------------------------------
+
+BOUNDS = {"delay_max_s": 30.0, "skew_s": 300.0, "offline_after_s": 45.0}
+
+
+def test_a_step_taken_online_reaches_the_hub_at_once() -> None:
+    now = 10_000.0
+    window = StepWindow(connected_at=now - 600)
+    window.saw_position(now - 5 - 120.0, now - 5)  # the phone's clock is 2 minutes slow
+    assert window.offset == pytest.approx(120.0)
+    assert check_step_time(now - 120 - 10, now, window, **BOUNDS) is None  # 10 s ago
+    late = check_step_time(now - 120 - 60, now, window, **BOUNDS)  # a minute ago, online
+    assert late is not None and "connected" in late
+    # Without a position, the phone's clock may be off by the whole skew.
+    unknown = StepWindow(connected_at=now - 600)
+    assert check_step_time(now - 300, now, unknown, **BOUNDS) is None
+    assert check_step_time(now - 400, now, unknown, **BOUNDS) is not None
+
+
+def test_a_step_taken_offline_is_no_older_than_the_last_connection() -> None:
+    now = 10_000.0
+    window = StepWindow(connected_at=now - 5, offline_since=now - 3600)  # an hour in a tunnel
+    window.saw_position(now - 1, now - 1)
+    assert check_step_time(now - 1800, now, window, **BOUNDS) is None  # in the tunnel
+    assert check_step_time(now - 3600 - 40, now, window, **BOUNDS) is None  # a dying socket
+    before = check_step_time(now - 3600 - 120, now, window, **BOUNDS)  # connected then
+    assert before is not None and "connection ended" in before
+    # Still online elsewhere at the hello, or never seen offline: no bound can be set.
+    unknown = StepWindow(connected_at=now - 5)
+    unknown.saw_position(now - 1, now - 1)
+    assert check_step_time(now - 86_400, now, unknown, **BOUNDS) is None

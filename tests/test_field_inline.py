@@ -68,7 +68,9 @@ class Context:
     async def _read(self, unit: str, request_id: str) -> Any:
         return SimpleNamespace(lat=SCENE[0], lon=SCENE[1])
 
-    async def _apply(self, unit: str, squad: str, command: Any, actor: Any, ack: int) -> Any:
+    async def _apply(
+        self, unit: str, squad: str, command: Any, actor: Any, ack: int, window: Any = None
+    ) -> Any:
         self.commands.append((type(command).__name__, actor))
         await self.go_on.wait()
         return SimpleNamespace(

@@ -80,7 +80,7 @@ async def test_connect_checks_the_token_marks_the_squad_online_and_reads_its_res
     # A squad never connected: nothing numbered, nothing acknowledged, off duty, not
     # available, no frames, no jobs.
     first = await scripts.connect(keys=CONNECT_KEYS, args=_hello("hub-1", "c1"))
-    assert _s(first) == [1, "0", "0", "0", "0", [], []]
+    assert _s(first) == [1, "0", "0", "0", "0", [], [], ""]  # never offline before: ""
     assert _s(await redis.hgetall(SQUAD)) == {
         "token_hash": TOKEN_HASH,
         "online": "1",
@@ -97,7 +97,13 @@ async def test_connect_checks_the_token_marks_the_squad_online_and_reads_its_res
         keys.assignment(UNIT, "A1"),
         mapping={"request": RID, "state": "en_route", "respond_by": "1700"},
     )
+    await redis.hset(SQUAD, "last_seen", "1700.5")
+    # Still online (its old socket not yet closed): when it went offline is not known.
+    taken_over = await scripts.connect(keys=CONNECT_KEYS, args=_hello("hub-1", "c1b"))
+    assert taken_over[7] == b""
+    await redis.hset(SQUAD, mapping={"online": "0", "hub": "", "conn": ""})
     again = await scripts.connect(keys=CONNECT_KEYS, args=_hello("hub-2", "c2", last_seq=5))
+    assert again[7] == b"1700.5"  # offline since its last connection ended
     assert again[:5] == [1, b"9", b"4", b"1", b"2"]
     assert again[5] == [b"%012d" % n + b"\x81body" + bytes([n]) for n in (7, 9)]
     jobs = [again[6][i : i + 4] for i in range(0, len(again[6]), 4)]

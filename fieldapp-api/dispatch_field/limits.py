@@ -35,6 +35,15 @@ class FieldLimits(msgspec.Struct, kw_only=True):
     clock_skew_s: Annotated[
         float, Meta(description="how far in the future a phone's ``at`` may be")
     ] = 300.0
+    step_delay_max_s: Annotated[
+        float,
+        Meta(
+            description="a step taken while connected (``at`` after the connection began) "
+            "must reach the hub within this (with the phone's clock offset, read from its "
+            "positions); a step taken offline may be no older than the end of the squad's "
+            "last connection"
+        ),
+    ] = 30.0
     promise_horizon_s: Annotated[
         float, Meta(description="a defer's until may be at most this far ahead (30 d)")
     ] = 2_592_000.0

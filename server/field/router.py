@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from dispatch_field import protocol
 from dispatch_field.codes import CloseCode, ErrorCode
-from server.actions import CommandError
+from server.actions import CommandError, StepWindow
 from server.field.context import FieldContext
 from server.field.core import Closed, Geofence, PendingAck
 from server.guard import TokenBucket
@@ -60,6 +60,7 @@ class FieldRouter:
         self._ack_flush: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the first ack's (see _note_ack)
         self._geofence = Geofence(settings.arrival_radius_m)
+        self._window: StepWindow | None = None  # set when the squad is greeted
         self._command_rate = TokenBucket(settings.command_rate, settings.command_burst)
 
     def detach(self) -> None:
@@ -72,6 +73,7 @@ class FieldRouter:
     async def joined(self, presence: Presence) -> None:
         """The squad is greeted: track the scenes of its en-route assignments (after a
         reconnect too)."""
+        self._window = StepWindow(time.time(), presence.offline_since)
         for job in presence.jobs:
             if job.get("state") == "en_route":
                 await self._track_scene(job["id"], job["request"])
@@ -108,7 +110,11 @@ class FieldRouter:
     def position(self, frame: protocol.Pos) -> None:
         """A fix's part that awaits nothing: queued for the position writer."""
         context, session = self._context, self._session
-        context.positions.add(session.unit, session.squad, frame.lat, frame.lon, time.time())
+        now = time.time()
+        context.positions.add(session.unit, session.squad, frame.lat, frame.lon, now)
+        window = self._window
+        if window is not None:
+            window.saw_position(frame.ts, now)
         if not self._positioned:  # back on the map: waiting requests may be its
             self._positioned = True
             context.dispatcher.drain_soon(
@@ -121,7 +127,9 @@ class FieldRouter:
         context, session = self._context, self._session
         ack = self._ack.take()  # the pending ack rides on the command's own call
         try:
-            done = await context.actions.apply(session.unit, session.squad, command, actor, ack=ack)
+            done = await context.actions.apply(
+                session.unit, session.squad, command, actor, ack=ack, window=self._window
+            )
         except CommandError as exc:
             if ack:  # perhaps refused before its script ran: recorded later (harmless twice)
                 self._note_ack(ack)

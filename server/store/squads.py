@@ -36,6 +36,9 @@ class Presence:
     frames: tuple[tuple[int, bytes], ...] = ()
     # Its active assignments: id, request, state, respond_by (as :meth:`SquadStore.active_jobs`)
     jobs: tuple[dict[str, str], ...] = ()
+    # When its previous connection ended, if it was offline until this hello (None: it was
+    # still online elsewhere, or the time is unknown): steps it took offline are dated after
+    offline_since: float | None = None
 
 
 def hub_member(unit: str, squad_id: str, conn_id: str) -> str:
@@ -187,7 +190,7 @@ class SquadStore:
         if int(reply[0]) != 1:
             await self._redis.srem(keys.hub_squads(hub_id), member)
             return None
-        _, seq, acked, duty, trimmed, frames, flat = reply
+        _, seq, acked, duty, trimmed, frames, flat, offline_since = reply
         jobs = sorted(
             (_job(text(flat[i]), *flat[i + 1 : i + 4]) for i in range(0, len(flat), 4)),
             key=lambda job: job["id"],
@@ -199,6 +202,7 @@ class SquadStore:
             trimmed=int(trimmed),
             frames=_frames(frames),
             jobs=tuple(jobs),
+            offline_since=float(text(offline_since)) if text(offline_since) else None,
         )
 
     async def disconnect(

@@ -8,12 +8,16 @@
 -- string, so == compares two pointers: its time does not depend on how much matches.
 -- ARGV[5] the last seq the phone saw  ARGV[6] the unit's assignment key prefix (…:as:)
 -- Returns {0} if the squad is unknown or the token is wrong (nothing is written); else
--- {1, seq, acked, duty, trimmed, frames, jobs}: the last numbered frame, the last
--- acknowledged, '1' if on duty, the highest seq dropped from the outbox unacknowledged
+-- {1, seq, acked, duty, trimmed, frames, jobs, offline_since}: the last numbered frame, the
+-- last acknowledged, '1' if on duty, the highest seq dropped from the outbox unacknowledged
 -- (retention); the kept frames numbered above ARGV[5] (outbox members, in order); the
--- active assignments, flat: id, request, state, respond_by ('' where missing) for each.
+-- active assignments, flat: id, request, state, respond_by ('' where missing) for each;
+-- when its last connection ended if it was offline until now ('' if it was still online
+-- elsewhere, or that time is unknown).
 local stored = redis.call('HGET', KEYS[1], 'token_hash')
 if not stored or stored ~= ARGV[4] then return {0} end
+local before = redis.call('HMGET', KEYS[1], 'online', 'last_seen')
+local offline_since = (before[1] ~= '1' and before[2]) or ''
 redis.call('HSET', KEYS[1], 'online', '1', 'hub', ARGV[2], 'conn', ARGV[3])
 redis.call('HDEL', KEYS[1], 'aside')
 local duty = redis.call('HGET', KEYS[1], 'duty') or '0'
@@ -28,4 +32,4 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
 end
 return {1, redis.call('HGET', KEYS[1], 'seq') or '0', redis.call('HGET', KEYS[1], 'acked') or '0',
   duty, redis.call('HGET', KEYS[1], 'trimmed') or '0',
-  redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[5], '+inf'), jobs}
+  redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[5], '+inf'), jobs, offline_since}
