@@ -213,7 +213,9 @@ def test_a_call_goes_through_every_page(
     expect(offer).to_have_attribute("data-state", "accepted")
     expect(offer.locator(".sending")).to_have_count(0, timeout=LIVE_MS)  # the hub said ok
     expect(center.locator("#request-head .s-accepted")).to_be_visible(timeout=LIVE_MS)
-    expect(center.locator("#request-facts dd[data-fact=squad]")).to_have_text(water_squad.id)
+    held_by = center.locator("#request-facts dd[data-fact=squad]")
+    expect(held_by).to_contain_text(water_squad.id)  # its name first, the id beside it
+    expect(held_by).to_contain_text(water_squad.name)
     expect(queued.locator(".state")).to_have_class(re.compile(r"\bs-accepted\b"), timeout=LIVE_MS)
     assert center.evaluate("window.notReloaded") is True
     wall_state(wall, request_id, "accepted")
@@ -253,7 +255,7 @@ def test_a_call_goes_through_every_page(
     expect(moved.locator(".sending")).to_have_count(0, timeout=LIVE_MS)
     expect(center.locator("#request-head .s-accepted")).to_be_visible(timeout=LIVE_MS)
     expect(center.locator("#request-facts dd[data-fact=squad]")).to_have_text(
-        gas_squad.id, timeout=LIVE_MS
+        f"{gas_squad.name} {gas_squad.id}", timeout=LIVE_MS
     )
     center.click("#tab-queue")
     expect(queued.locator(".state")).to_have_class(re.compile(r"\bs-accepted\b"), timeout=LIVE_MS)
