@@ -34,6 +34,13 @@ def default_max_connections(open_files_limit: int, redis_connections: int) -> in
     return max(16, open_files_limit - redis_connections - FIXED_RESERVE_FDS)
 
 
+def says_nothing_more() -> TokenBucket:
+    """The budget of a page's socket after its hello (the center feed, the wall map): a
+    page sends nothing more, so a few stray frames are let pass and a stream of them closes
+    the socket (RATE_LIMITED) instead of costing the hub a decode each."""
+    return TokenBucket(rate=0.2, burst=5)
+
+
 @dataclass(slots=True)
 class TokenBucket:
     """``rate`` tokens per second, holding at most ``burst``; starts full."""

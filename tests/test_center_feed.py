@@ -304,3 +304,17 @@ async def test_a_stalled_client_with_a_small_queue_is_cut_off_during_the_flood(
     received = await asyncio.to_thread(_drained, slow)
     assert b'"marker"' not in received and 0 < received.count(b"test_filler") < FLOOD
     await redis.aclose()
+
+
+async def test_a_feed_client_that_keeps_talking_is_closed(hubs) -> None:
+    """The console says nothing after its hello: a stream of frames closes the socket."""
+    hub = hubs.start()
+    ws = await _open(hub, auth("center"))
+    await _welcome(ws)
+    with contextlib.suppress(websockets.ConnectionClosed):
+        for _ in range(50):
+            await ws.send("garbage")
+    with contextlib.suppress(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == CloseCode.RATE_LIMITED

@@ -4,6 +4,7 @@ second; the day's figures; a ticker without callers' data; who may watch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import datetime
 from typing import Any
@@ -206,3 +207,22 @@ async def test_the_days_figures_over_http(hubs: Hubs) -> None:
     refused = await api.http.get("/api/v1/map/figures", headers={"Authorization": f"Bearer {desk}"})
     assert refused.status_code == 403
     await api.close()
+
+
+async def test_a_wall_that_keeps_talking_is_closed(hubs: Hubs) -> None:
+    """The map says nothing after it connects: a few stray frames pass, a stream of them
+    (once 20,000 frames of 60 KB in 12 s, on a wall's 90-day session) closes the socket."""
+    hub = hubs.start()
+    wall = await connect(_url(hub), additional_headers=auth("wall"), max_size=None)
+    assert (await _next(wall))["t"] == "snapshot"
+    for _ in range(3):  # stray: harmless
+        await wall.send(b"x")
+    await asyncio.sleep(0.3)
+    assert wall.close_code is None
+    with contextlib.suppress(ConnectionClosed):
+        for _ in range(50):
+            await wall.send(b"\x00" * 60_000)
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(wall.recv(), 10)
+    assert wall.close_code == CloseCode.RATE_LIMITED

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -46,6 +47,7 @@ from server.accounts.auth import Authenticator, AuthResult
 from server.accounts.model import Principal
 from server.directory import Directory
 from server.feed.broker import FeedBroker, FeedEntry, entry_frame, stream_ends, stream_position
+from server.guard import says_nothing_more
 from server.ledger.streams import with_no_unit
 from server.settings import Settings
 from server.store import keys
@@ -177,10 +179,13 @@ class FeedSession:
             held, self._held = self._held or [], None
             for entry in held:
                 self._offer(entry)
+            stray = says_nothing_more()
             while self._closing is None:  # the client says nothing more; watch for its close
                 message = await self._ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
+                if not stray.take(time.monotonic()):
+                    raise _Closing(CloseCode.RATE_LIMITED, "the feed takes nothing after hello")
         except _Closing as closing:
             self.close(closing.code, closing.reason)
         except WebSocketDisconnect:

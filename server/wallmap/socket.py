@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dispatch_field.codes import TRY_AGAIN_LATER, CloseCode
 from server.accounts.asgi import authenticate_connection
+from server.guard import says_nothing_more
 from server.wallmap.watch import RESYNC, MapWatcher, Wall, watcher_of
 
 if TYPE_CHECKING:
@@ -77,11 +79,14 @@ async def _send(ws: WebSocket, watcher: MapWatcher, wall: Wall) -> None:
 
 
 async def _listen(ws: WebSocket) -> None:
-    """The wall says nothing; this notices it going away."""
+    """The wall says nothing; this notices it going away (or saying too much)."""
+    stray = says_nothing_more()
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
+        if not stray.take(time.monotonic()):
+            raise _Refused(CloseCode.RATE_LIMITED, "the map takes nothing after hello")
 
 
 async def _recheck(ws: WebSocket, services: Services) -> None:
