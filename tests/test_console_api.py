@@ -148,6 +148,8 @@ async def test_the_track_follows_the_squad_and_a_silent_squad_is_listed_offline(
     queue = (await api.http.get("/api/v1/center/queue", headers=auth("center"))).json()
     (item,) = queue["items"]
     assert (item["squad"], item["squad_name"]) == (squad.squad, "供水抢修一队")
+    detail = await api.get_request(created["id"])  # as the call-taker's detail shows it
+    assert (detail["squad"], detail["squad_name"]) == (squad.squad, "供水抢修一队")
     assert segment["until"] is None  # it holds the request still
     lats = [p[0] for p in segment["points"]]
     assert lats == sorted(lats, reverse=True) and len(lats) >= 3  # heading south, in order

@@ -56,6 +56,7 @@ class RequestDetail(msgspec.Struct, omit_defaults=True):
     arrived_at: float | None = None  # the first arrival on scene
     promised_by: float | None = None
     squad: str = ""
+    squad_name: str | None = None  # the squad's name, beside its id
     assignment: str = ""
     result: str = ""
     archived: bool = False  # true: its live state has left Redis; this is the ledger's record

@@ -348,6 +348,9 @@ async def request_detail(request: Request) -> Response:
         body["offered_at"] = record.offered_s
     body["deadlines"] = {k: body.pop(k, None) for k in ("accept_by", "arrive_by", "resolve_by")}
     body["timeline"] = await services.requests.timeline(unit, request_id)
+    if record.squad and unit != keys.NO_UNIT:  # as people call it, beside its id
+        (name,) = await services.squads.names([(unit, record.squad)])
+        body["squad_name"] = name or None
     return json_response(body)
 
 

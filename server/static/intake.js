@@ -480,9 +480,15 @@
     view.historyTimer = setTimeout(lookUpCaller, HISTORY_DELAY_MS);
   }
 
+  /* The caller's number as typed, without the separators people write ("+86 138-0013-8000",
+   * "(0379) 6321 1234"): the hub takes digits and a leading +. */
+  function callerNumber() {
+    return $("phone").value.replace(/[\s\-().]/g, "");
+  }
+
   async function lookUpCaller() {
     clearTimeout(view.historyTimer);
-    const phone = $("phone").value.trim();
+    const phone = callerNumber();
     const seq = ++view.historySeq;
     if (!LOOKUP_PHONE.test(phone)) {
       $("history").hidden = true;
@@ -588,7 +594,7 @@
 
   function validate() {
     const problems = [];
-    const phone = $("phone").value.trim();
+    const phone = callerNumber();
     if (!PHONE.test(phone)) problems.push(["phone", Page.t("need_phone")]);
     if (!view.chosen.category) problems.push(["category", Page.t("need_category")]);
     if (!$("description").value.trim()) problems.push(["description", Page.t("need_description")]);
@@ -612,7 +618,7 @@
       return;
     }
     const body = {
-      caller_phone: $("phone").value.trim(),
+      caller_phone: callerNumber(),
       category: view.chosen.category,
       description: $("description").value.trim(),
       lat: view.chosen.lat,
@@ -670,8 +676,11 @@
     const fields = { caller_phone: "phone", category: "category", description: "description",
       lat: "address", lon: "address", address: "address" };
     let shown = false;
+    // The hub's reason in the page's language where its code has words here (outside_city,
+    // no_unit), else its own words.
+    const said = Page.t(error.code) !== error.code ? Page.t(error.code) : null;
     for (const [name, reason] of Object.entries(error.fields || {})) {
-      if (fields[name]) { showError(fields[name], reason); shown = true; }
+      if (fields[name]) { showError(fields[name], said || reason); shown = true; }
     }
     if (error.status === 0 || error.status >= 500) {
       box.textContent = Page.t("unsure"); // the same key again: no twin
@@ -795,7 +804,7 @@
       ["detail_address", request.address],
       ["detail_description", request.description],
       ["detail_received", Page.time(request.received_at)],
-      ["detail_squad", request.squad],
+      ["detail_squad", request.squad_name ? request.squad_name + " · " + request.squad : request.squad],
     ];
     $("detail-fields").replaceChildren(...rows.filter((row) => row[1]).flatMap(([key, value]) => [
       Page.el("dt", null, Page.t(key)), Page.el("dd", null, value)]));
