@@ -152,6 +152,11 @@ async def test_bad_filter_values_are_a_422_naming_the_field(app: httpx.AsyncClie
         ("messages", {"outcome": "lost"}, "outcome"),
         ("messages", {"since": "inf"}, "since"),
         ("requests/20261130-000001/events", {"limit": "0"}, "limit"),
+        # an unknown unit is a 422, as on the queue (it once matched nothing: 200 [])
+        ("requests", {"unit": "nope"}, "unit"),
+        ("notices", {"unit": "nope"}, "unit"),
+        ("actions", {"unit": "nope"}, "unit"),
+        ("export.csv", {"unit": "nope"}, "unit"),
     ]
     for path, params, field in cases:
         response = await app.get(f"/api/v1/ledger/{path}", headers=CENTER, params=params)
@@ -165,6 +170,14 @@ async def test_bad_filter_values_are_a_422_naming_the_field(app: httpx.AsyncClie
     assert queued.status_code == 200
     unknown = await app.get("/api/v1/ledger/requests/20000101-000001/events", headers=CENTER)
     assert unknown.status_code == 404  # not [] as if it had no events yet
+    # A caller's huge input is not echoed whole in the error.
+    huge = await app.get("/api/v1/requests/" + "9" * 5000, headers=CENTER)
+    assert huge.status_code == 404 and len(huge.text) < 600, huge.text[:200]
+    for week in ("2026-W54", "2026-W00"):  # the same answer as the circular's
+        answered = await app.get("/api/v1/spotchecks", headers=CENTER, params={"week": week})
+        assert answered.status_code == 422 and "week" in answered.json()["error"]["fields"]
+    nope = await app.get("/api/v1/spotchecks", headers=CENTER, params={"unit": "nope"})
+    assert nope.status_code == 422 and "unit" in nope.json()["error"]["fields"]
 
 
 async def test_a_request_whose_live_state_left_is_answered_from_the_ledger(apps: Any) -> None:

@@ -169,10 +169,20 @@ def read_query(request: Request, kind: type[T]) -> T:
         raise invalid(exc) from None
 
 
+# An error's message is for a person: one that quotes a caller's huge input (a 5,000-digit
+# request number) is cut, not echoed whole.
+MESSAGE_MAX = 300
+
+
+def _said(text: str) -> str:
+    return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    fields = {name: _said(reason) for name, reason in exc.fields.items()}
     response = json_response(
-        {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields, **exc.extra}},
+        {"error": {"code": exc.code, "message": _said(exc.message), "fields": fields, **exc.extra}},
         exc.status,
     )
     response.headers.update(exc.headers)

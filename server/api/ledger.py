@@ -155,9 +155,12 @@ class AuditQuery(msgspec.Struct, forbid_unknown_fields=True):
     offset: Offset = 0
 
 
-def _own_unit(actor: Actor, unit: str | None) -> str | None:
-    """The unit to read: a unit desk's own (naming another is a 403); anyone else's choice."""
+def _own_unit(request: Request, actor: Actor, unit: str | None) -> str | None:
+    """The unit to read: a unit desk's own (naming another is a 403); anyone else's choice
+    (an unknown one is a 422, as everywhere)."""
     if actor.kind != "unit":
+        if unit is not None and unit != NO_UNIT and components(request).city.unit(unit) is None:
+            raise ApiError(422, "unknown_unit", f"no unit {unit}", {"unit": "unknown unit"})
         return unit
     require_unit(actor, unit or actor.unit)
     return actor.unit
@@ -165,7 +168,7 @@ def _own_unit(actor: Actor, unit: str | None) -> str | None:
 
 def _ledger_query(request: Request, actor: Actor) -> dict[str, Any]:
     query = read_query(request, LedgerQuery)
-    query.unit = _own_unit(actor, query.unit)
+    query.unit = _own_unit(request, actor, query.unit)
     return msgspec.structs.asdict(query)
 
 
@@ -263,7 +266,7 @@ async def ledger_notices(request: Request) -> Response:
     query = read_query(request, NoticesQuery)
     rows = await find_notices(
         ledger_of(request),
-        unit=_own_unit(actor, query.unit),
+        unit=_own_unit(request, actor, query.unit),
         request_id=query.request,
         kind=query.kind,
         level=query.level,
@@ -289,7 +292,7 @@ async def ledger_actions(request: Request) -> Response:
     query = read_query(request, ActionsQuery)
     rows = await find_actions(
         ledger_of(request),
-        unit=_own_unit(actor, query.unit),
+        unit=_own_unit(request, actor, query.unit),
         request_id=query.request,
         action=query.action,
         by=query.by,
@@ -313,7 +316,7 @@ async def ledger_messages(request: Request) -> Response:
     query = read_query(request, MessagesQuery)
     rows = await find_messages(
         ledger_of(request),
-        unit=_own_unit(actor, query.unit),
+        unit=_own_unit(request, actor, query.unit),
         request_id=query.request,
         outcome=query.outcome,
         since=query.since,

@@ -40,6 +40,7 @@ from server.api.common import (
     read_body,
     read_query,
     require_unit,
+    units_in_view,
 )
 from server.api.openapi import described
 from server.center.actions import CenterError
@@ -347,10 +348,16 @@ async def draw(request: Request) -> Response:
 
 
 async def _checks(request: Request, actor: Actor, query: SpotCheckQuery) -> list[dict[str, Any]]:
-    unit = query.unit
-    if actor.kind == "unit":
-        require_unit(actor, unit or actor.unit)
-        unit = actor.unit
+    if query.week is not None:  # a week the year has (2026-W54 is none): as the circular
+        try:
+            periods.week(query.week, components(request).city.zone)
+        except periods.PeriodError as exc:
+            raise _period_error("week", exc) from None
+    (unit,) = (
+        units_in_view(components(request), actor, query.unit)
+        if actor.kind == "unit" or query.unit is not None
+        else (None,)
+    )
     return await store.spot_checks(
         ledger_of(request).engine, week=query.week, unit=unit, with_outcome=actor.kind == "unit"
     )
