@@ -525,12 +525,20 @@ def _run_demo(
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
     started = time.monotonic()
-    if during is not None:
-        state = data_dir / "demo.json"
-        while not (state.exists() and "accounts" in state.read_text()):
-            assert process.poll() is None and time.monotonic() - started < 60, "no demo.json"
-            time.sleep(0.1)
-        during()
+    try:
+        if during is not None:
+            state = data_dir / "demo.json"
+            while not (state.exists() and "accounts" in state.read_text()):
+                assert process.poll() is None and time.monotonic() - started < 60, "no demo.json"
+                time.sleep(0.1)
+            during()
+    except BaseException:  # a failed check must not leave the demo (hub, Redis) running
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
     time.sleep(max(0.0, seconds - (time.monotonic() - started)))
     process.send_signal(signal.SIGINT)  # Ctrl-C: the demo shuts everything down itself
     try:
