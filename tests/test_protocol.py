@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import msgspec
 import pytest
@@ -102,11 +103,20 @@ def _decode_error(obj: object) -> list[str]:
         ("lon", -181.0, "$.lon"),
         ("ts", -1.0, "$.ts"),
         ("acc", -0.5, "$.acc"),
+        ("acc", 1e300, "$.acc"),
     ],
 )
 def test_out_of_range_names_the_path(field: str, value: float, path: str) -> None:
     for message in _decode_error({**POS, field: value}):
         assert message.endswith(f"at `{path}`"), message
+
+
+def test_infinite_accuracy_is_refused() -> None:
+    """MessagePack carries infinity and NaN (JSON cannot): neither passes as an accuracy."""
+    for value in (math.inf, math.nan):
+        data = msgspec.msgpack.encode({**POS, "acc": value})
+        with pytest.raises(msgspec.ValidationError, match=r"at `\$\.acc`"):
+            protocol.decode_phone(data)
 
 
 def test_wrong_type_names_the_path() -> None:

@@ -40,6 +40,10 @@ Timestamp = Annotated[
     Meta(ge=0.0, le=MAX_TIMESTAMP, description="seconds since the Unix epoch, before 2100"),
 ]
 Id = Annotated[str, Meta(min_length=1, max_length=64)]
+# A fix's accuracy radius: finite (infinity and NaN never pass), at most half the Earth round.
+Accuracy = Annotated[
+    float, Meta(ge=0.0, le=20_000_000.0, description="metres, the fix's accuracy radius")
+]
 Seq = Annotated[int, Meta(ge=0)]
 # A reason is words (a caller is told a promise's, the center reads a dispute's): not blank,
 # and no NUL (no person writes one; the ledger's PostgreSQL text takes none).
@@ -76,7 +80,7 @@ class Pos(_Frame, tag="pos"):
     lat: Lat
     lon: Lon
     ts: Timestamp
-    acc: Annotated[float, Meta(ge=0.0)] | None = None
+    acc: Accuracy | None = None
 
 
 class Duty(_Frame, tag="duty"):
