@@ -25,6 +25,34 @@ def auth(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
+async def desk_token(http: httpx.AsyncClient, unit: str) -> str:
+    """A new API token of ``unit``'s desk: an account of role ``unit``, made by the admin on
+    the first call for the unit (a later call reuses it)."""
+    username = f"desk_{unit}"
+    created = await http.post(
+        "/api/v1/accounts",
+        headers=auth("admin"),
+        json={
+            "username": username,
+            "name": f"{unit} desk",
+            "role": "unit",
+            "unit": unit,
+            "password": "a long enough password",
+        },
+    )
+    assert created.status_code in (201, 409), created.text
+    token = await http.post(
+        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
+    )
+    assert token.status_code == 201, token.text
+    return str(token.json()["token"])
+
+
+async def desk_auth(http: httpx.AsyncClient, unit: str) -> dict[str, str]:
+    """A unit desk's bearer header (:func:`desk_token`)."""
+    return {"Authorization": f"Bearer {await desk_token(http, unit)}"}
+
+
 async def ends_by_itself(task: asyncio.Task[Any], timeout_s: float = 2.0) -> None:
     """``task`` ends on its own within ``timeout_s`` (its result, or its exception, raised).
     Not ``wait_for``: a field session closed by the hub swallows the cancellation of a

@@ -23,7 +23,7 @@ from server.settings import Settings
 from server.store import keys
 from server.store.requests import Actor, event_json
 from server.store.text import text
-from tests.helpers import XIGONG, Api, auth, eventually, online_squad
+from tests.helpers import XIGONG, Api, auth, desk_auth, eventually, online_squad
 
 CENTER = Actor("center", "li")
 
@@ -597,32 +597,10 @@ async def test_bad_rulings_are_refused_and_change_nothing(hubs: Any) -> None:
     await api.close()
 
 
-async def _desk_token(api: Api, unit: str) -> dict[str, str]:
-    """A unit desk's bearer header (an account of role ``unit`` and a token of it)."""
-    username = f"desk_{unit}"
-    created = await api.http.post(
-        "/api/v1/accounts",
-        headers=auth("admin"),
-        json={
-            "username": username,
-            "name": f"{unit} desk",
-            "role": "unit",
-            "unit": unit,
-            "password": "a long enough password",
-        },
-    )
-    assert created.status_code == 201, created.text
-    token = await api.http.post(
-        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
-    )
-    assert token.status_code == 201, token.text
-    return {"Authorization": f"Bearer {token.json()['token']}"}
-
-
 async def test_a_unit_desk_notes_and_sees_the_disputes_of_its_own_unit_only(hubs: Any) -> None:
     hub = hubs.start()
     api = Api(hub)
-    water_desk, gas_desk = await _desk_token(api, "water"), await _desk_token(api, "gas")
+    water_desk, gas_desk = await desk_auth(api.http, "water"), await desk_auth(api.http, "gas")
     squad = await online_squad(api, hub, *XIGONG)
     created = await api.request(*XIGONG)
     offer = await _offered(squad, created["id"])
@@ -678,7 +656,7 @@ async def test_a_moved_request_is_the_new_units_and_an_unknown_id_tells_a_desk_n
     so that no desk can count the other units' requests by trying ids."""
     hub = hubs.start()
     api = Api(hub)
-    water_desk, gas_desk = await _desk_token(api, "water"), await _desk_token(api, "gas")
+    water_desk, gas_desk = await desk_auth(api.http, "water"), await desk_auth(api.http, "gas")
     squad = await online_squad(api, hub, *XIGONG)
     created = await api.request(*XIGONG)
     request_id = created["id"]

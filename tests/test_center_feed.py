@@ -21,8 +21,7 @@ from dispatch_field.codes import CloseCode
 from server.ledger.streams import with_no_unit
 from server.store import keys
 from tests.conftest import redis_client
-from tests.helpers import XIGONG, Api, auth
-from tests.test_citizen import _desk_token
+from tests.helpers import XIGONG, Api, auth, desk_token
 
 UNITS = ["water", "gas"]
 
@@ -152,7 +151,7 @@ async def test_center_sees_events_live_and_resumes_exactly(hubs, redis_url) -> N
 async def test_a_unit_desk_sees_its_own_unit_only(hubs) -> None:
     hub = hubs.start()
     api = Api(hub)
-    token = await _desk_token(api, "water")
+    token = await desk_token(api.http, "water")
     by_header = await _open(hub, {"Authorization": f"Bearer {token}"})
     by_hello = await _open(hub, token=token)  # no header: the hello's token
     for ws in (by_header, by_hello):

@@ -49,7 +49,7 @@ from server.store import keys
 from server.store.embedded import free_port
 from server.store.scripts import Scripts
 from tests.conftest import skip_on_cluster
-from tests.helpers import XIGONG, Api, auth, counted_client, eventually, online_squad
+from tests.helpers import XIGONG, Api, auth, counted_client, desk_token, eventually, online_squad
 
 TEMPLATES = load_templates()
 CITY = load_city()
@@ -630,32 +630,10 @@ async def test_messages_of_a_request_by_role(hubs) -> None:
     )
     assert missing.status_code == 404
     for unit, status in (("water", 200), ("gas", 403)):
-        token = await _desk_token(api, unit)
+        token = await desk_token(api.http, unit)
         answer = await api.http.get(url, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == status, answer.text
     await api.close()
-
-
-async def _desk_token(api: Api, unit: str) -> str:
-    """A unit desk's API token (an account of role unit)."""
-    username = f"desk-{unit}-{os.urandom(2).hex()}"
-    response = await api.http.post(
-        "/api/v1/accounts",
-        headers=auth("admin"),
-        json={
-            "username": username,
-            "name": username,
-            "role": "unit",
-            "unit": unit,
-            "password": "a-long-password-123",
-        },
-    )
-    assert response.status_code == 201, response.text
-    response = await api.http.post(
-        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["token"])
 
 
 def test_a_webhook_without_url_stops_the_start() -> None:

@@ -14,7 +14,7 @@ from dispatch_field import protocol
 from server.api import openapi
 from server.app import create_app
 from server.settings import load_settings
-from tests.helpers import XIGONG, Api, auth, eventually, online_squad
+from tests.helpers import XIGONG, Api, auth, desk_auth, eventually, online_squad
 
 
 def _schema(path: str) -> jsonschema.Draft202012Validator:
@@ -22,27 +22,6 @@ def _schema(path: str) -> jsonschema.Draft202012Validator:
     content = document["paths"][path]["get"]["responses"]["200"]["content"]
     schema = content["application/json"]["schema"]
     return jsonschema.Draft202012Validator({**schema, "components": document["components"]})
-
-
-async def _desk(http: httpx.AsyncClient, unit: str) -> dict[str, str]:
-    """A unit desk's bearer header."""
-    username = f"desk_{unit}"
-    created = await http.post(
-        "/api/v1/accounts",
-        headers=auth("admin"),
-        json={
-            "username": username,
-            "name": f"{unit} desk",
-            "role": "unit",
-            "unit": unit,
-            "password": "a long enough password",
-        },
-    )
-    assert created.status_code == 201, created.text
-    token = await http.post(
-        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "t"}
-    )
-    return {"Authorization": f"Bearer {token.json()['token']}"}
 
 
 async def _create(http: httpx.AsyncClient, lat: float, lon: float) -> dict[str, Any]:
@@ -102,7 +81,7 @@ async def test_a_unit_desk_sees_tracks_and_offline_squads_of_its_own_unit_only(
     app: httpx.AsyncClient,
 ) -> None:
     created = await _create(app, *XIGONG)
-    water, gas = await _desk(app, "water"), await _desk(app, "gas")
+    water, gas = await desk_auth(app, "water"), await desk_auth(app, "gas")
     track = f"/api/v1/requests/{created['id']}/track"
     assert (await app.get(track, headers=water)).status_code == 200
     assert (await app.get(track, headers=gas)).status_code == 403
@@ -156,7 +135,7 @@ async def test_the_track_follows_the_squad_and_a_silent_squad_is_listed_offline(
     assert lats[-1] == way[-1][0]
 
     await squad.close()
-    water, gas = await _desk(api.http, "water"), await _desk(api.http, "gas")
+    water, gas = await desk_auth(api.http, "water"), await desk_auth(api.http, "gas")
     offline = "/api/v1/center/offline-squads"
 
     async def listed() -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from dispatch_field.codes import CloseCode
 from server.store import keys
 from server.store.positions import PositionWriter
 from tests.conftest import TOKENS
-from tests.helpers import XIGONG, Api, auth, eventually, online_squad
+from tests.helpers import XIGONG, Api, auth, desk_auth, eventually, online_squad
 
 # ---- helpers ----------------------------------------------------------------------------------
 
@@ -507,6 +507,18 @@ async def test_everything_still_works_for_a_normal_phone(hubs):
     await api.close()
 
 
+async def _roster_state(
+    api: Api, desk: dict[str, str], squad_id: str, online: bool | None = None
+) -> tuple[bool, float | None] | None:
+    """(online, last_seen) of a squad in its desk's roster; None while ``online`` is given
+    and the roster says otherwise."""
+    rows = (await api.http.get("/api/v1/squads", headers=desk)).json()
+    [row] = [row for row in rows if row["id"] == squad_id]
+    if online is not None and row["online"] is not online:
+        return None
+    return row["online"], row["last_seen"]
+
+
 async def test_a_lost_phones_token_is_replaced_and_stops_working_at_once(hubs):
     """A stolen phone's token could take over its squad for good (a newer connection closes
     the older one with 4102, terminal for the real phone). The unit's desk replaces it: the
@@ -519,9 +531,10 @@ async def test_a_lost_phones_token_is_replaced_and_stops_working_at_once(hubs):
     await thief.send(protocol.encode(protocol.Hello(squad=squad["id"], token=squad["token"])))
     assert isinstance(await _next(thief), protocol.Welcome)
     path = f"/api/v1/squads/{squad['id']}/token"
-    water, gas = await _desk(api, "water"), await _desk(api, "gas")
+    water, gas = await desk_auth(api.http, "water"), await desk_auth(api.http, "gas")
     assert (await api.http.post(path, headers=gas)).status_code == 403
     assert (await api.http.post(path, headers=auth("calltaker"))).status_code == 403
+    assert await _roster_state(api, water, squad["id"]) == (True, None)
     unknown = await api.http.post("/api/v1/squads/S0000000000/token", headers=water)
     assert unknown.status_code == 404
     replaced = await api.http.post(path, headers=water)
@@ -530,6 +543,8 @@ async def test_a_lost_phones_token_is_replaced_and_stops_working_at_once(hubs):
     assert body["id"] == squad["id"] and body["closed"] is True
     assert body["token"] != squad["token"]
     assert await _closed_with(thief) == CloseCode.AUTH_FAILED
+    online, last_seen = await eventually(lambda: _roster_state(api, water, squad["id"], False))
+    assert not online and last_seen  # the desk's roster shows the phone gone, and since when
     old = protocol.encode(protocol.Hello(squad=squad["id"], token=squad["token"]))
     new = protocol.encode(protocol.Hello(squad=squad["id"], token=body["token"]))
     for hub in (a, b):
@@ -543,23 +558,3 @@ async def test_a_lost_phones_token_is_replaced_and_stops_working_at_once(hubs):
     described = (await api.http.get(f"/api/v1/squads/{squad['id']}", headers=water)).json()
     assert body["token"] not in str(described)
     await api.close()
-
-
-async def _desk(api: Api, unit: str) -> dict[str, str]:
-    """A unit desk's bearer header."""
-    username = f"desk_{unit}"
-    await api.http.post(
-        "/api/v1/accounts",
-        headers=auth("admin"),
-        json={
-            "username": username,
-            "name": f"{unit} desk",
-            "role": "unit",
-            "unit": unit,
-            "password": "a long enough password",
-        },
-    )
-    issued = await api.http.post(
-        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
-    )
-    return {"Authorization": f"Bearer {issued.json()['token']}"}

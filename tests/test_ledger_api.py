@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from server.store import keys
-from tests.helpers import XIGONG, auth, eventually
+from tests.helpers import XIGONG, auth, desk_auth, eventually
 
 CENTER = auth("center")
 
@@ -28,28 +28,6 @@ async def _request(app: httpx.AsyncClient, phone: str) -> str:
     )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
-
-
-async def _desk(app: httpx.AsyncClient, unit: str) -> dict[str, str]:
-    """A unit desk's bearer header."""
-    username = f"desk_{unit}"
-    created = await app.post(
-        "/api/v1/accounts",
-        headers=auth("admin"),
-        json={
-            "username": username,
-            "name": f"{unit} desk",
-            "role": "unit",
-            "unit": unit,
-            "password": "a long enough password",
-        },
-    )
-    assert created.status_code == 201, created.text
-    token = await app.post(
-        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
-    )
-    assert token.status_code == 201, token.text
-    return {"Authorization": f"Bearer {token.json()['token']}"}
 
 
 async def _get(app: httpx.AsyncClient, path: str, headers: dict[str, str], **params: Any) -> Any:
@@ -111,7 +89,7 @@ async def test_filters_lists_and_paging(app: httpx.AsyncClient) -> None:
 
 
 async def test_a_unit_desk_reads_only_its_unit(app: httpx.AsyncClient) -> None:
-    water, gas = await _desk(app, "water"), await _desk(app, "gas")
+    water, gas = await desk_auth(app, "water"), await desk_auth(app, "gas")
     request_id = await _request(app, "13900000009")
     note = await app.post(
         f"/api/v1/requests/{request_id}/notes", headers=CENTER, json={"note": "checked"}
@@ -208,9 +186,9 @@ async def test_a_request_whose_live_state_left_is_answered_from_the_ledger(apps:
     )
     assert [e["type"] for e in archived["timeline"]] == [e["type"] for e in live["timeline"]]
     assert set(archived["deadlines"]) == {"accept_by", "arrive_by", "resolve_by"}
-    gas = await _desk(app, "gas")
+    gas = await desk_auth(app, "gas")
     assert (await app.get(f"/api/v1/requests/{request_id}", headers=gas)).status_code == 403
-    water = await _desk(app, "water")
+    water = await desk_auth(app, "water")
     assert (await app.get(f"/api/v1/requests/{request_id}", headers=water)).status_code == 200
     missing = await app.get("/api/v1/requests/20991231-000001", headers=CENTER)
     assert missing.status_code == 404

@@ -85,5 +85,12 @@ async def test_real_answers_match_the_published_schemas(app: httpx.AsyncClient) 
     _answer_schema(document, "/api/v1/health", "get", 200).validate(health)
     categories = (await app.get("/api/v1/categories", headers=auth("calltaker"))).json()
     _answer_schema(document, "/api/v1/categories", "get", 200).validate(categories)
+    squad = await app.post(
+        "/api/v1/squads", headers=auth("admin"), json={"unit": "water", "name": "W1"}
+    )
+    _answer_schema(document, "/api/v1/squads", "post", 201).validate(squad.json())
+    roster = (await app.get("/api/v1/squads?unit=water", headers=auth("center"))).json()
+    assert roster, "a squad to check the roster's schema against"
+    _answer_schema(document, "/api/v1/squads", "get", 200).validate(roster)
     bad = await app.post("/api/v1/requests", headers=auth("calltaker"), json={"lat": 1})
     _answer_schema(document, "/api/v1/requests", "post", 422).validate(bad.json())

@@ -29,7 +29,7 @@ from server.reports.sampling import Candidate
 from server.reports.scorecard import facts_of, ledger_events, scorecards
 from server.reports.service import WEEKLY_DRAWER, Reports, UnitName, circular_rows
 from server.store.requests import Actor, event_json
-from tests.helpers import XIGONG, auth, eventually
+from tests.helpers import XIGONG, auth, desk_auth, eventually
 from tests.report_month import AS_OF, MONTH, ZONE, Recorded, T, recorded, the_month
 
 CITY = load_city()
@@ -493,26 +493,6 @@ async def test_the_fortnight_from_the_ledger(ledger: Ledger) -> None:
 # ---- the API, in process ----------------------------------------------------------------------
 
 
-async def _desk(app: httpx.AsyncClient, unit: str) -> dict[str, str]:
-    username = f"desk_{unit}"
-    created = await app.post(
-        "/api/v1/accounts",
-        headers=auth("admin"),
-        json={
-            "username": username,
-            "name": f"{unit} desk",
-            "role": "unit",
-            "unit": unit,
-            "password": "a long enough password",
-        },
-    )
-    assert created.status_code == 201, created.text
-    token = await app.post(
-        f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "t"}
-    )
-    return {"Authorization": f"Bearer {token.json()['token']}"}
-
-
 def _services(apps: Any) -> Any:
     return apps.started[-1].app.state.components
 
@@ -572,7 +552,7 @@ async def test_roles_a_wall_or_a_calltaker_is_refused_and_a_desk_sees_its_own_un
         "/api/v1/spotchecks/draw?week=2026-W10",
     ):
         assert (await app.post(path, headers=auth("wall"))).status_code == 403
-    desk = await _desk(app, "water")
+    desk = await desk_auth(app, "water")
     own = await app.get("/api/v1/reports/evaluation?month=2026-03", headers=desk)
     assert own.status_code == 200 and [c["unit"] for c in own.json()["units"]] == ["water"]
     assert (await app.get("/api/v1/units/water/record", headers=desk)).status_code == 200
@@ -660,7 +640,7 @@ async def test_a_not_fixed_callback_reopens_the_request_with_a_notice(apps: Any)
     assert drawn.status_code == 201, drawn.text
     checks = {c["request_id"]: c for c in drawn.json()["checks"]}
     assert set(checks) == {broken, fine}
-    desk = await _desk(app, "water")
+    desk = await desk_auth(app, "water")
     hidden = await app.get(f"/api/v1/spotchecks?week={week}", headers=desk)
     assert hidden.json() == []  # covert until the outcome is recorded
 
@@ -838,7 +818,7 @@ async def test_a_desk_sees_none_of_another_units_requests_in_the_fortnight(apps:
         ("heating_yanshi", ["Y1", "Y2"], ["H1", "H2"], (3, 3)),
     )
     for unit, own, foreign, (requests, missed) in cases:
-        desk = await _desk(app, unit)
+        desk = await desk_auth(app, unit)
         answer = await app.get(path, headers=desk)
         assert answer.status_code == 200, answer.text
         found = answer.json()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import auth
+from tests.helpers import auth, desk_auth
 
 UNIT = {
     "code": "water2",
@@ -50,3 +50,50 @@ async def test_a_squads_skills_are_each_named_once(app: Any) -> None:
         json={"unit": "water", "name": "W", "skills": ["water_outage", "water_outage"]},
     )
     assert answer.status_code == 422 and "skills" in answer.json()["error"]["fields"]
+
+
+async def test_a_units_roster_by_role(app: Any) -> None:
+    """The squads of a unit by name, with what a desk needs to look after them: the admin
+    and the center see any unit's (every unit's without one), a desk its own only; a token
+    replacement shows who did it; a call-taker, the wall and nobody see none."""
+    made = {}
+    for unit, name in (("water", "W2 north"), ("water", "W1 south"), ("gas", "G1")):
+        answer = await app.post(
+            "/api/v1/squads",
+            headers=auth("admin"),
+            json={"unit": unit, "name": name, "capacity": 2, "skills": []},
+        )
+        assert answer.status_code == 201, answer.text
+        made[name] = answer.json()
+    water = await desk_auth(app, "water")
+    roster = await app.get("/api/v1/squads", headers=water)
+    assert roster.status_code == 200, roster.text
+    rows = roster.json()
+    assert [row["name"] for row in rows] == ["W1 south", "W2 north"]  # by name, water only
+    first = rows[0]
+    assert first["id"] == made["W1 south"]["id"] and first["unit"] == "water"
+    assert (first["online"], first["on_duty"], first["active"]) == (False, False, 0)
+    assert (first["capacity"], first["free_capacity"], first["skills"]) == (2, 2, ["*"])
+    assert first["registered_at"] and first["token_replaced_at"] is None
+    assert all("token" not in row and "token_hash" not in row for row in rows)
+
+    replaced = await app.post(f"/api/v1/squads/{first['id']}/token", headers=water)
+    assert replaced.status_code == 201, replaced.text
+    again = (await app.get("/api/v1/squads?unit=water", headers=water)).json()
+    assert again[0]["token_replaced_at"] and again[0]["token_replaced_by"] == "unit:desk_water"
+    assert replaced.json()["token"] not in roster.text + str(again)
+
+    every = (await app.get("/api/v1/squads", headers=auth("admin"))).json()
+    assert {row["name"] for row in every} == {"W1 south", "W2 north", "G1"}
+    gas = (await app.get("/api/v1/squads?unit=gas", headers=auth("center"))).json()
+    assert [row["name"] for row in gas] == ["G1"]
+    for headers, query, status in (
+        (water, "?unit=gas", 403),
+        (auth("center"), "?unit=nowhere", 422),
+        (auth("center"), "?units=water", 422),
+        (auth("calltaker"), "", 403),
+        (auth("wall"), "", 403),
+        ({}, "", 401),
+    ):
+        answer = await app.get(f"/api/v1/squads{query}", headers=headers)
+        assert answer.status_code == status, (query, answer.text)

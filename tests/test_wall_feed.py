@@ -20,8 +20,7 @@ from server.wallmap.figures import local_midnight
 from server.wallmap.state import BUSY, ON_DUTY, MapState, delta
 from server.wallmap.ticker import Ticker, ticker_item
 from tests.conftest import Hubs
-from tests.helpers import XIGONG, Api, auth, online_squad
-from tests.test_citizen import _desk_token
+from tests.helpers import XIGONG, Api, auth, desk_token, online_squad
 
 # ---- pure ---------------------------------------------------------------------------------
 
@@ -184,7 +183,7 @@ async def test_who_may_watch_the_map(hubs: Hubs) -> None:
     api = Api(hub)
     assert await _closed_with(hub, {}) == CloseCode.AUTH_FAILED
     assert await _closed_with(hub, {"Authorization": "Bearer wrong-token-1234"}) == 4100
-    desk = await _desk_token(api, "water")
+    desk = await desk_token(api.http, "water")
     assert await _closed_with(hub, {"Authorization": f"Bearer {desk}"}) == CloseCode.FORBIDDEN
     for role in ("wall", "center", "calltaker", "admin"):
         ws = await connect(_url(hub), additional_headers=auth(role), max_size=None)
@@ -203,7 +202,7 @@ async def test_the_days_figures_over_http(hubs: Hubs) -> None:
     assert body["open"] == 1 and body["dispatched_today"] == 0
     assert body["day"] == datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
     assert (await api.http.get("/api/v1/map/figures")).status_code == 401
-    desk = await _desk_token(api, "water")
+    desk = await desk_token(api.http, "water")
     refused = await api.http.get("/api/v1/map/figures", headers={"Authorization": f"Bearer {desk}"})
     assert refused.status_code == 403
     await api.close()

@@ -78,6 +78,24 @@ class SquadToken(msgspec.Struct):
     closed: bool  # a connection of the squad (on any process) was closed
 
 
+class SquadRow(msgspec.Struct):
+    """A squad of a unit's roster (``GET /api/v1/squads``)."""
+
+    id: str
+    unit: str
+    name: str
+    online: bool
+    on_duty: bool
+    capacity: int
+    free_capacity: int
+    active: int  # assignments it holds (offered or accepted)
+    skills: list[str]  # categories it is offered; ["*"]: every category of its unit
+    last_seen: float | None  # offline: when its connection ended (null: online, or never)
+    registered_at: float | None
+    token_replaced_at: float | None
+    token_replaced_by: str | None  # who replaced its token last ("unit:desk_water")
+
+
 class LiveMap(msgspec.Struct):
     at: float
     squads: list[dict[str, Any]]  # id, unit, lat, lon, on_duty, busy

@@ -353,11 +353,9 @@ async def _checks(request: Request, actor: Actor, query: SpotCheckQuery) -> list
             periods.week(query.week, components(request).city.zone)
         except periods.PeriodError as exc:
             raise _period_error("week", exc) from None
-    (unit,) = (
-        units_in_view(components(request), actor, query.unit)
-        if actor.kind == "unit" or query.unit is not None
-        else (None,)
-    )
+    unit = None  # the center, asking for no unit: every unit's
+    if actor.kind == "unit" or query.unit is not None:
+        [unit] = units_in_view(components(request), actor, query.unit)
     return await store.spot_checks(
         ledger_of(request).engine, week=query.week, unit=unit, with_outcome=actor.kind == "unit"
     )

@@ -30,6 +30,7 @@ from server.api.answers import (
     RequestDetail,
     Rows,
     SquadCreated,
+    SquadRow,
     SquadToken,
 )
 from server.api.common import (
@@ -39,7 +40,9 @@ from server.api.common import (
     components,
     json_response,
     read_body,
+    read_query,
     require_unit,
+    units_in_view,
 )
 from server.api.ledger import archived_detail, ledger_routes
 from server.api.openapi import described
@@ -48,7 +51,6 @@ from server.api.operations import redis_answers
 from server.city import Category, Unit
 from server.store import keys
 from server.store.requests import IdempotencyKeyReused
-from server.store.text import text
 from server.wallmap.state import read_requests
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ class NewSquad(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=100)]
     capacity: Annotated[int, Meta(ge=1, le=20)] | None = None
     skills: list[Code] = []
+
+
+class SquadsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    unit: Code | None = None
 
 
 class NewUnit(msgspec.Struct, forbid_unknown_fields=True):
@@ -238,6 +244,26 @@ async def create_squad(request: Request) -> Response:
 
 
 @described(
+    summary="A unit's squads by name (every unit's without ``unit``): online, on duty, "
+    "capacity, active assignments, last seen, the last token replacement",
+    roles=("admin", "center", "unit"),
+    query=SquadsQuery,
+    answer=list[SquadRow],
+    errors=(422,),
+)
+async def squads_roster(request: Request) -> Response:
+    """What a unit desk needs to look after its squads (and the admin to register them): a
+    desk sees its own unit only."""
+    actor = authorize(request, "admin", "center", "unit")
+    query = read_query(request, SquadsQuery)
+    services = components(request)
+    rows: list[dict[str, Any]] = []
+    for unit in units_in_view(services, actor, query.unit):
+        rows += await services.squads.roster(unit)
+    return json_response(rows)
+
+
+@described(
     summary="Replace a squad's token (a lost or stolen phone): the old one stops working, "
     "its connection is closed; the answer carries the new token, once",
     roles=("admin", "unit"),
@@ -256,14 +282,14 @@ async def replace_squad_token(request: Request) -> Response:
     if unit is None:
         raise ApiError(404, "not_found", f"no squad {squad_id}")
     require_unit(actor, unit)
-    token = await services.squads.replace_token(unit, squad_id, actor.label())
-    hub = text(await services.redis.hget(keys.squad(unit, squad_id), "hub"))
-    online = text(await services.redis.hget(keys.squad(unit, squad_id), "online")) == "1"
+    replaced = await services.squads.replace_token(unit, squad_id, actor.label())
     await services.broker.close_squad(
-        squad_id, hub, CloseCode.AUTH_FAILED, "the squad's token was replaced"
+        squad_id, replaced.hub, CloseCode.AUTH_FAILED, "the squad's token was replaced"
     )
     log.info("squad %s: token replaced by %s", squad_id, actor.label())
-    return json_response({"id": squad_id, "unit": unit, "token": token, "closed": online}, 201)
+    return json_response(
+        {"id": squad_id, "unit": unit, "token": replaced.token, "closed": replaced.online}, 201
+    )
 
 
 @described(
@@ -398,6 +424,7 @@ def api_routes() -> list[Route]:
         Route(f"{prefix}/units", units, methods=["GET"]),
         Route(f"{prefix}/units", create_unit, methods=["POST"]),
         Route(f"{prefix}/districts", districts),
+        Route(f"{prefix}/squads", squads_roster, methods=["GET"]),
         Route(f"{prefix}/squads", create_squad, methods=["POST"]),
         Route(f"{prefix}/squads/{{squad_id}}", squad_detail),
         Route(f"{prefix}/squads/{{squad_id}}/token", replace_squad_token, methods=["POST"]),

@@ -41,6 +41,32 @@ class Presence:
     offline_since: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReplacedToken:
+    """A squad's new token, and where its connection was when the old one stopped."""
+
+    token: str  # shown once, stored hashed
+    hub: str  # the hub process that holds (or last held) its connection, "" if none
+    online: bool
+
+
+_ROSTER_FIELDS = (
+    "name",
+    "online",
+    "duty",
+    "capacity",
+    "last_seen",
+    "created",
+    "token_replaced_at",
+    "token_replaced_by",
+)
+
+
+def _seconds(value: str) -> float | None:
+    """A time kept as text in a squad's hash (empty: never)."""
+    return float(value) if value else None
+
+
 def hub_member(unit: str, squad_id: str, conn_id: str) -> str:
     """The member of a hub process's set (``keys.hub_squads``) for one connection."""
     return f"{unit}/{squad_id}/{conn_id}"
@@ -124,19 +150,25 @@ class SquadStore:
                 self._units[squad_id] = unit
         return unit
 
-    async def replace_token(self, unit: str, squad_id: str, by: str) -> str:
+    async def replace_token(self, unit: str, squad_id: str, by: str) -> ReplacedToken:
         """A new token for the squad (a lost or stolen phone): the old one stops working at
-        once; returns the new one (shown once, stored hashed); ``by`` is recorded."""
+        once. Returns the new one (shown once, stored hashed) with the hub process holding
+        the squad and whether it is online, read in the same round trip; ``by`` is
+        recorded."""
         token = secrets.token_urlsafe(24)
-        await self._redis.hset(
-            keys.squad(unit, squad_id),
+        key = keys.squad(unit, squad_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(
+            key,
             mapping={
                 "token_hash": token_hash(token),
                 "token_replaced_at": time.time(),
                 "token_replaced_by": by,
             },
         )
-        return token
+        pipe.hmget(key, ["hub", "online"])
+        _, (hub, online) = await pipe.execute()
+        return ReplacedToken(token, text(hub), text(online) == "1")
 
     async def names(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
         """The names of the squads ``(unit, squad id)``, in one round trip ("" for a squad
@@ -338,6 +370,51 @@ class SquadStore:
             pipe.hmget(keys.assignment(unit, assignment_id), ["request", "state", "respond_by"])
         rows = await pipe.execute()
         return [_job(aid, *row) for aid, row in zip(sorted(assignment_ids), rows, strict=True)]
+
+    async def roster(self, unit: str) -> list[dict[str, Any]]:
+        """Every squad registered to the unit, by name: online, on duty, capacity and what
+        of it is free, active assignments, skills, when it was last seen (offline), and who
+        last replaced its token and when. Two round trips whatever the unit's size."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.free(unit))
+        pipe.hgetall(keys.skills(unit))
+        free, skills = await pipe.execute()
+        squad_ids = sorted(text(k) for k in skills)
+        pipe = self._redis.pipeline(transaction=False)
+        for squad_id in squad_ids:
+            pipe.hmget(keys.squad(unit, squad_id), _ROSTER_FIELDS)
+            pipe.scard(keys.jobs(unit, squad_id))
+        answers = await pipe.execute()
+        free_by_id = {text(k): int(v) for k, v in free.items()}
+        skills_by_id = {text(k): text(v) for k, v in skills.items()}
+        rows = []
+        for i, squad_id in enumerate(squad_ids):
+            fields = dict(zip(_ROSTER_FIELDS, map(text, answers[2 * i]), strict=True))
+            if not fields["name"] and not fields["capacity"]:
+                continue  # no record (a squad is never removed: nothing to show)
+            skill_text = skills_by_id.get(squad_id, "*")
+            online = fields["online"] == "1"
+            rows.append(
+                {
+                    "id": squad_id,
+                    "unit": unit,
+                    "name": fields["name"],
+                    "online": online,
+                    "on_duty": fields["duty"] == "1",
+                    "capacity": int(fields["capacity"] or 1),
+                    "free_capacity": free_by_id.get(squad_id, 0),
+                    "active": int(answers[2 * i + 1]),
+                    "skills": (
+                        ["*"] if skill_text == "*" else [x for x in skill_text.split(",") if x]
+                    ),
+                    "last_seen": None if online else _seconds(fields["last_seen"]),
+                    "registered_at": _seconds(fields["created"]),
+                    "token_replaced_at": _seconds(fields["token_replaced_at"]),
+                    "token_replaced_by": fields["token_replaced_by"] or None,
+                }
+            )
+        rows.sort(key=lambda row: (row["name"], row["id"]))
+        return rows
 
     async def describe(self, unit: str, squad_id: str) -> dict[str, Any] | None:
         """The squad as the center sees it: state, position, active assignments."""
