@@ -9,6 +9,7 @@
     { href: "intake.html", roles: ["calltaker", "admin"], key: "intake" },
     { href: "wall.html", roles: ["wall", "center", "admin"], key: "wall" },
     { href: "reports/index.html", roles: ["center", "unit", "admin"], key: "reports" },
+    { href: "squads.html", roles: ["unit", "center", "admin"], key: "squads" },
     { href: "api/v1/health", roles: ["admin", "center"], key: "health" },
   ];
 
@@ -19,6 +20,7 @@
       intake: "受理台", intake_about: "接听来电、登记诉求：号码、类别、描述、地点，提交前预览去向与重复。",
       wall: "调度大屏", wall_about: "全屏实时地图：各区边界、分队位置、未结诉求与超时提醒。",
       reports: "报表", reports_about: "月度考核与效能档案、每周暗访通报、领导小组半月协调报告。",
+      squads: "分队管理", squads_about: "各单位分队：在线、在岗、在办、最后在线时间；手机丢失时更换令牌；登记新分队（管理员）。",
       health: "服务状态", health_about: "调度中心服务与 Redis 是否正常。",
       none: "此账号没有可打开的页面。", roles: { admin: "管理员", calltaker: "接线员",
         center: "监督中心", unit: "单位值班台", wall: "大屏" },
@@ -29,6 +31,7 @@
       intake: "Intake console", intake_about: "Record a caller's request: number, category, description, place; see where it goes and possible duplicates before sending.",
       wall: "Wall map", wall_about: "Full-screen live map: districts, squads, open requests and what is late.",
       reports: "Reports", reports_about: "Monthly evaluation and efficiency records, weekly spot checks, the fortnightly coordination report.",
+      squads: "Squads", squads_about: "Each unit's squads: online, on duty, working, last seen; a new token for a lost phone; registering a squad (admin).",
       health: "Health", health_about: "Whether the hub and its Redis answer.",
       none: "This account has no pages to open.", roles: { admin: "admin", calltaker: "call-taker",
         center: "supervision center", unit: "unit desk", wall: "wall display" },

@@ -10,6 +10,7 @@
   Center.NAV = [
     { key: "nav_console", href: "/center.html", current: true },
     { key: "nav_reports", href: "/reports/" },
+    { key: "nav_squads", href: "/squads.html" },
     { key: "nav_wall", href: "/wall.html", roles: ["center", "admin"] },
     { key: "nav_ledger", href: "/api/v1/ledger/export.csv", download: true },
   ];
@@ -17,7 +18,7 @@
   Page.texts({
     zh: {
       title: "应急联动服务中心 · 督办台", nav: "导航",
-      nav_console: "督办台", nav_reports: "统计报表", nav_wall: "调度大屏", nav_ledger: "台账导出",
+      nav_console: "督办台", nav_reports: "统计报表", nav_squads: "分队管理", nav_wall: "调度大屏", nav_ledger: "台账导出",
       denied: "此页面供应急联动服务中心与各单位值班台使用。", desk_of: "值班台", desk_title: "值班台",
       tab_queue: "待办队列", tab_disputes: "管辖争议", tab_notices: "督办通知", tab_offline: "离线分队",
       unit: "单位", all_units: "全部单位", open: "未销号", closed: "已销号", goto: "按编号打开",
@@ -71,7 +72,7 @@
     },
     en: {
       title: "Linkage Service Center · Supervision console", nav: "Navigation",
-      nav_console: "Console", nav_reports: "Reports", nav_wall: "Wall map", nav_ledger: "Ledger CSV",
+      nav_console: "Console", nav_reports: "Reports", nav_squads: "Squads", nav_wall: "Wall map", nav_ledger: "Ledger CSV",
       denied: "This console is for the linkage service center and the units' desks.",
       desk_of: "desk", desk_title: "Duty desk",
       tab_queue: "Queue", tab_disputes: "Disputes", tab_notices: "Notices", tab_offline: "Offline",
