@@ -97,3 +97,13 @@ async def test_a_units_roster_by_role(app: Any) -> None:
     ):
         answer = await app.get(f"/api/v1/squads{query}", headers=headers)
         assert answer.status_code == status, (query, answer.text)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "crew\x00one", "x" * 101])
+async def test_a_squad_needs_a_name_people_can_read(app: Any, name: str) -> None:
+    answer = await app.post(
+        "/api/v1/squads", headers=auth("admin"), json={"unit": "water", "name": name}
+    )
+    assert answer.status_code == 422, answer.text
+    assert "name" in answer.json()["error"]["fields"]
+    assert (await app.get("/api/v1/squads?unit=water", headers=auth("admin"))).json() == []

@@ -56,9 +56,15 @@ from server.wallmap.state import read_requests
 log = logging.getLogger(__name__)
 
 
+# A name people read (on the console, the wall, a squad's phone): words, not blank, no NUL.
+Name = Annotated[
+    str, Meta(min_length=1, max_length=100, pattern=r"^(?=[^\x00]*$)\s*\S", description="words")
+]
+
+
 class NewSquad(msgspec.Struct, forbid_unknown_fields=True):
     unit: Code
-    name: Annotated[str, Meta(min_length=1, max_length=100)]
+    name: Name
     capacity: Annotated[int, Meta(ge=1, le=20)] | None = None
     skills: list[Code] = []
 
