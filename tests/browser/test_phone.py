@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -252,6 +252,39 @@ def test_deadlines_are_shown_on_the_citys_clock_whatever_the_phones_zone(
     city = datetime.fromtimestamp(at, ZoneInfo("Asia/Shanghai")).strftime("%H:%M")
     elsewhere = datetime.fromtimestamp(at, ZoneInfo("America/New_York")).strftime("%H:%M")
     assert city in due.inner_text() and elsewhere not in due.inner_text()
+
+
+def test_a_promise_is_typed_on_the_citys_clock_whatever_the_phones_zone(
+    phones: Callable[..., Phone], phone_hub: LiveHub
+) -> None:
+    """The deadlines are shown on the city's clock, so the promised time is typed on it too:
+    a phone set to New York promising "tomorrow 9:00" promises 9:00 of Luoyang's next day,
+    not 9:00 in New York (the squad would otherwise promise a time 13 hours off)."""
+    city = ZoneInfo("Asia/Shanghai")
+    squad = phone_hub.create_squad("water", "Zone promise")
+    phone = phones("en", zone="America/New_York")
+    page = phone.page
+    sign_in(phone, squad)
+    go_on_duty(phone, phone_hub, squad)
+    created = new_request(phone_hub, "water_outage")
+    card = card_of(phone, created["id"])
+    tap_step(card, "accept")
+    wait_for_state(phone_hub, created["id"], "accepted")
+    tap_step(card, "defer")
+    page.wait_for_selector("#sheet:not([hidden])")
+    page.click(".preset[data-hours='4']")
+    shown = datetime.strptime(page.input_value("#sheet-until-input"), "%Y-%m-%dT%H:%M")
+    in_four_hours = datetime.now(city).replace(tzinfo=None) + timedelta(hours=4)
+    assert abs(shown - in_four_hours) < timedelta(minutes=2), shown  # the city's wall time
+    page.click(".preset[data-hours='tomorrow']")
+    page.fill("#sheet-text", "a spare part must come from the depot")
+    page.click("#sheet-submit")
+    wait_for_state(phone_hub, created["id"], "deferred")
+    promised = phone_hub.api("GET", f"/api/v1/requests/{created['id']}")["deadlines"]["resolve_by"]
+    tomorrow = datetime.now(city).date() + timedelta(days=1)
+    assert datetime.fromtimestamp(promised, city) == datetime(
+        tomorrow.year, tomorrow.month, tomorrow.day, 9, 0, tzinfo=city
+    )
 
 
 # ---- a dropped socket, and a step tapped while offline -----------------------------------------

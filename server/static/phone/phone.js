@@ -399,22 +399,49 @@
     $("sheet").hidden = true;
   }
 
+  /* The promise's time is typed and shown on the city's clock, as the deadlines are, even
+   * on a phone set to another zone (Page.zone: the city's, from /city.js). */
+  const pad = (n) => String(n).padStart(2, "0");
+
+  function cityParts(date) {
+    const parts = new Intl.DateTimeFormat("en-GB", { timeZone: Page.zone, year: "numeric", month: "2-digit",
+      day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).formatToParts(date);
+    const part = (type) => Number(parts.find((p) => p.type === type).value);
+    return { year: part("year"), month: part("month"), day: part("day"), hour: part("hour"), minute: part("minute") };
+  }
+
+  /* The input's value ("2026-12-04T09:00") for a city wall time given as a UTC date's fields. */
+  function inputValue(wall) {
+    return `${wall.getUTCFullYear()}-${pad(wall.getUTCMonth() + 1)}-${pad(wall.getUTCDate())}`
+      + `T${pad(wall.getUTCHours())}:${pad(wall.getUTCMinutes())}`;
+  }
+
   function localInput(date) {
-    const pad = (n) => String(n).padStart(2, "0");
-    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+    const p = cityParts(date);
+    return inputValue(new Date(Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute)));
+  }
+
+  /* The moment (ms) the input's value names, read on the city's clock; NaN if none. */
+  function fromCityInput(value) {
+    const m = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)/.exec(value || "");
+    if (!m) return NaN;
+    const wall = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]));
+    let moment = wall; // then corrected by the zone's offset there (twice: across a change)
+    for (let i = 0; i < 2; i++) {
+      const p = cityParts(new Date(moment));
+      moment += wall - Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute);
+    }
+    return moment;
   }
 
   function preset(event) {
     const hours = event.currentTarget.dataset.hours;
-    let date;
-    if (hours === "tomorrow") {
-      date = new Date();
-      date.setDate(date.getDate() + 1);
-      date.setHours(9, 0, 0, 0);
+    if (hours === "tomorrow") { // 9:00 of the city's next day
+      const p = cityParts(new Date());
+      $("sheet-until-input").value = inputValue(new Date(Date.UTC(p.year, p.month - 1, p.day + 1, 9, 0)));
     } else {
-      date = new Date(Date.now() + Number(hours) * 3600e3);
+      $("sheet-until-input").value = localInput(new Date(Date.now() + Number(hours) * 3600e3));
     }
-    $("sheet-until-input").value = localInput(date);
   }
 
   function submitSheet(event) {
@@ -433,7 +460,7 @@
     } else if (name === "dispute") {
       step(job, "dispute", { reason: text });
     } else {
-      const chosen = new Date($("sheet-until-input").value).getTime();
+      const chosen = fromCityInput($("sheet-until-input").value);
       // the phone's clock, moved onto the hub's: `until` is compared with the hub's time
       const until = chosen / 1000 + app.link.offsetS;
       if (!Number.isFinite(until) || until <= app.link.now() + 60) {
