@@ -28,8 +28,8 @@
       capacity_default: (n) => `默认 ${n}`,
       skills: "可派类别（不选：本单位全部类别）", register_submit: "登记",
       name_required: "请填写分队名称。", capacity_range: "同时可办为 1 到 20 件。",
-      loaded: (time) => `更新于 ${time}`,
-      roles: { admin: "管理员", center: "监督中心", unit: "单位值班台" },
+      loaded: (time) => `更新于 ${time}`, denied: "此页面供各单位值班台、监督中心和管理员使用。",
+      roles: { admin: "管理员", center: "监督中心", unit: "单位值班台", calltaker: "接线员", wall: "大屏" },
     },
     en: {
       home: "Home", title: "Squads", unit: "Unit", find: "Find", find_hint: "squad name or id",
@@ -53,7 +53,9 @@
       skills: "Offered (none ticked: every category of the unit)", register_submit: "Register",
       name_required: "Give the squad a name.", capacity_range: "Jobs at once: 1 to 20.",
       loaded: (time) => `updated ${time}`,
-      roles: { admin: "admin", center: "supervision center", unit: "unit desk" },
+      denied: "This page is for the units' desks, the supervision center and the admin.",
+      roles: { admin: "admin", center: "supervision center", unit: "unit desk", calltaker: "call-taker",
+        wall: "wall display" },
     },
   });
 
@@ -226,10 +228,15 @@
     document.title = Page.t("title");
     $("lang").addEventListener("click", Page.switchLanguage);
     $("signout").addEventListener("click", Page.signOut);
-    const [me, units, categories] = await Promise.all([Page.api("GET", "/api/v1/session"),
-      Page.api("GET", "/api/v1/units"), Page.api("GET", "/api/v1/categories")]);
+    const me = await Page.api("GET", "/api/v1/session");
     state.me = me;
     $("who").textContent = (me.name || me.username) + " · " + ((Page.t("roles") || {})[me.role] || me.role);
+    if (!["admin", "center", "unit"].includes(me.role)) { // nothing here it may read
+      for (const id of ["roster", "find", "unit"]) $(id).closest(".table-box, label").hidden = true;
+      return status(Page.t("denied"), true);
+    }
+    const [units, categories] = await Promise.all([Page.api("GET", "/api/v1/units"),
+      Page.api("GET", "/api/v1/categories")]);
     for (const category of categories) state.categories.set(category.code, category);
     state.units = me.role === "unit" ? units.filter((u) => u.code === me.unit) : units;
     const select = $("unit");

@@ -101,3 +101,13 @@ def test_the_center_reads_every_units_squads_and_changes_none(
     page.fill("#find", "no squad is called this")
     assert page.locator("#roster td.empty").is_visible()
     pages.shot(page, "center")
+
+
+@pytest.mark.parametrize("role", ["calltaker", "wall"])
+def test_a_role_without_squads_is_told_so_and_nothing_is_asked(pages: Any, role: str) -> None:
+    """A call-taker or the wall may open the page (signed in), but it asks the hub for
+    nothing they may not read (a 403 would fail the page's watch) and says whose page it is."""
+    page = pages.signed_in(role, "/squads.html", lang="en", size="phone")
+    page.wait_for_function("() => document.getElementById('status').textContent !== ''")
+    assert "desks" in page.locator("#status").inner_text()
+    assert page.locator("#roster").is_hidden() and page.locator("#register").is_hidden()
