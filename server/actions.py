@@ -111,17 +111,17 @@ class CommandError(Exception):
         self.code, self.message = code, message
 
 
-# How far the hub's view of a moment may be off in the checks below (rounding, the delay of
+# How far the hub's view of a moment may be off in the bounds below (rounding, the delay of
 # the position that gave the phone's clock offset).
 WINDOW_TOLERANCE_S = 2.0
 
 
 @dataclass(slots=True)
 class StepWindow:
-    """What the hub knows of a squad's connection, to bound when its steps can have been
-    taken: when the connection began, when the squad's previous one ended (if it was offline
-    until this one), and the phone's clock offset (hub time minus phone time, the least seen
-    in its positions on this connection: None until one came)."""
+    """What the hub knows of a squad's connection, to place its steps in time: when the
+    connection began, when the squad's previous one ended (if it was offline until this one),
+    and the phone's clock offset (hub time minus phone time, the least seen in its positions
+    on this connection: None until one came)."""
 
     connected_at: float
     offline_since: float | None = None
@@ -133,7 +133,7 @@ class StepWindow:
             self.offset = offset
 
 
-def check_step_time(
+def step_time(
     at: float,
     now: float,
     window: StepWindow,
@@ -141,35 +141,25 @@ def check_step_time(
     delay_max_s: float,
     skew_s: float,
     offline_after_s: float,
-) -> str | None:
-    """Why a phone's ``at`` (its clock) cannot be when the step was taken, or None. A step
-    taken while the squad was connected is sent at once: it reaches the hub within
-    ``delay_max_s``. One taken before this connection waited on the phone while it was
-    offline: it is no older than the end of the squad's previous connection (less the time
-    the hub takes to notice a dead one). Without the phone's clock offset, its clock may be
-    off by up to ``skew_s``."""
-    offset, allowance = (
-        (window.offset, WINDOW_TOLERANCE_S)
-        if window.offset is not None
-        else (
-            0.0,
-            skew_s,
-        )
-    )
-    hub_at = at + offset  # the step's moment on the hub's clock
-    if hub_at >= window.connected_at - allowance:
-        late = now - hub_at
-        if late > delay_max_s + allowance:
-            return (
-                f"'at' is {late:.0f} s old, and the squad was connected then: a step taken "
-                f"online reaches the hub within {delay_max_s:g} s"
-            )
-        return None
-    if window.offline_since is not None:
-        earliest = window.offline_since - offline_after_s - allowance
-        if hub_at < earliest:
-            return "'at' is before the squad's last connection ended"
-    return None
+) -> float:
+    """When a step the phone dated ``at`` (its clock) counts, on the hub's clock: ``at``
+    moved by the phone's clock offset (read from its positions, believed within
+    ``skew_s``), if the hub can vouch that the step can have been taken then; else ``now``,
+    when the hub learnt of it.
+
+    What the hub can vouch for: a step taken on this connection is sent at once, so it is at
+    most ``delay_max_s`` old. In a connection's first ``delay_max_s`` it may also be a step
+    the phone held while offline, taken after its previous connection was last heard from:
+    no earlier than that connection's end (or, if it was still open at the hello, than the
+    hello) less ``offline_after_s``, the time the hub takes to notice a silent phone. So no
+    clock a phone claims, in its positions or its steps, dates a step earlier than that."""
+    offset = 0.0 if window.offset is None else max(-skew_s, min(skew_s, window.offset))
+    hub_at = min(at + offset, now)
+    earliest = now - delay_max_s - WINDOW_TOLERANCE_S
+    if now - window.connected_at <= delay_max_s + WINDOW_TOLERANCE_S:
+        ended = window.connected_at if window.offline_since is None else window.offline_since
+        earliest = min(earliest, ended - offline_after_s - WINDOW_TOLERANCE_S)
+    return hub_at if hub_at >= earliest else now
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,8 +401,8 @@ class SquadActions:
         window: StepWindow | None = None,
     ) -> CommandDone:
         """Apply a squad's command. Raises CommandError; a retried id is a success.
-        ``window``: the squad's connection, which bounds a new step's ``at``
-        (:func:`check_step_time`).
+        ``window``: the squad's connection, which places a phone's ``at`` on the hub's clock
+        within what the hub can vouch for (:func:`step_time`).
 
         One round trip when this process knows the request (it made the offer or the last
         step): the step is computed from that record and committed with its version, the
@@ -430,21 +420,9 @@ class SquadActions:
                 record = await self._read_owned(unit, squad, assignment)
                 fresh = True
             request_id, view = record.id, record.view()
-            at = self._event_time(command, record, now)
+            at = self._event_time(command, record, now, window if actor is None else None)
             try:
                 step = transition(view, event)
-                if window is not None and actor is None and command.at is not None:
-                    s = self._settings
-                    wrong = check_step_time(
-                        command.at,
-                        now,
-                        window,
-                        delay_max_s=s.step_delay_max_s,
-                        skew_s=s.clock_skew_s,
-                        offline_after_s=s.offline_after_s,
-                    )
-                    if wrong is not None:
-                        raise CommandError(ErrorCode.INVALID_TIME, wrong)
             except InvalidTransition as exc:
                 if not fresh:  # what this process knew may be out of date: look again
                     record = None
@@ -541,13 +519,31 @@ class SquadActions:
             raise _not_owned(assignment)
         return text(request_id)
 
-    def _event_time(self, command: protocol.Command, record: RequestRecord, now: float) -> float:
+    def _event_time(
+        self,
+        command: protocol.Command,
+        record: RequestRecord,
+        now: float,
+        window: StepWindow | None = None,
+    ) -> float:
         """When the step happened. A phone's ``at`` counts (an arrival recorded in a tunnel
         counts at its real time) within bounds: not in the future beyond the allowed clock
-        skew, not before the request was received. ``until`` of a promise must be later."""
+        skew, not before the request was received; with the squad's connection
+        (``window``), on the hub's clock and only as early as the hub can vouch for
+        (:func:`step_time`). ``until`` of a promise must be later."""
+        settings = self._settings
         at = now if command.at is None else command.at
-        if not math.isfinite(at) or at > now + self._settings.clock_skew_s:
+        if not math.isfinite(at) or at > now + settings.clock_skew_s:
             raise CommandError(ErrorCode.INVALID_TIME, "'at' is in the future")
+        if window is not None and command.at is not None:
+            at = step_time(
+                at,
+                now,
+                window,
+                delay_max_s=settings.step_delay_max_s,
+                skew_s=settings.clock_skew_s,
+                offline_after_s=settings.offline_after_s,
+            )
         at = min(at, now)
         if at < record.received_at:
             raise CommandError(ErrorCode.INVALID_TIME, "'at' is before the request was received")

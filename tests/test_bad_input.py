@@ -217,7 +217,7 @@ async def test_bad_frames_get_errors_and_the_session_goes_on(hubs):
     for bad, code in [
         (protocol.Resolve(assignment=offer.assignment, id="r1"), "invalid_transition"),
         (protocol.Accept(assignment=offer.assignment, id="a1", at=now + 3600), "invalid_time"),
-        (protocol.Accept(assignment=offer.assignment, id="a2", at=now - 86400), "invalid_time"),
+        # (dated a day back, it would count when the hub received it: test_dispatch_e2e.py)
     ]:
         with pytest.raises(CommandRejected) as refused:
             await holder.command(bad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import Any
 
 import pytest
 from geographiclib.geodesic import Geodesic
@@ -151,10 +152,13 @@ async def test_position_inside_arrival_radius_records_arrival(hubs):
 
 async def test_a_connected_squad_cannot_backdate_its_steps(hubs):
     """A squad connected all along once dated en route, arrival and resolution to a second
-    after its acceptance, 25 s later, and the scorecard counted them on time. A step taken
-    online reaches the hub at once: one older than ``step_delay_max_s`` is refused (the
-    phone's clock offset read from its positions); a step taken offline, before this
-    connection, may be no older than the end of the squad's last connection."""
+    after its acceptance, 25 s later, and the scorecard counted them on time; later it made
+    the hub read its clock as an hour slow with positions dated an hour back, and dated its
+    arrival to its acceptance again. A phone's ``at`` counts on the hub's clock (its offset
+    read from its positions, believed within ``clock_skew_s``) only as far back as the hub
+    can vouch for: a step taken online is sent at once, within ``step_delay_max_s``; one
+    taken offline, before this connection, after the squad's last connection ended. A step
+    dated earlier counts when the hub received it."""
     hub = hubs.start(step_delay_max_s=1.0, clock_skew_s=300.0)
     api = Api(hub)
     client = await online_squad(api, hub, XIGONG[0] + 0.05, XIGONG[1])  # far from the scene
@@ -164,15 +168,33 @@ async def test_a_connected_squad_cannot_backdate_its_steps(hubs):
     accepted = (await api.get_request(created["id"]))["accepted_at"]
     await asyncio.sleep(4.5)
     await client.pos(XIGONG[0] + 0.05, XIGONG[1])  # its clock, as the hub reads it
-    early = protocol.Enroute(assignment=offer.assignment, id="e1", at=accepted + 0.5)
-    with pytest.raises(CommandRejected) as refused:
-        await client.command(early)
-    assert refused.value.code == "invalid_time" and "connected" in refused.value.message
-    assert (await api.get_request(created["id"]))["state"] == "accepted"  # nothing recorded
-    await client.enroute(offer.assignment)  # stamped now: fine
+    sent = time.time()
+    await client.command(protocol.Enroute(assignment=offer.assignment, id="e1", at=accepted + 0.5))
+    en_route = _step_at(await api.get_request(created["id"]), "en_route")
+    assert en_route >= sent - 0.01  # when it came, not the second after the acceptance
+    # Positions dated an hour back: the phone's clock "an hour slow".
+    for _ in range(3):
+        await client.send(protocol.Pos(lat=XIGONG[0] + 0.05, lon=XIGONG[1], ts=time.time() - 3600))
+    await asyncio.sleep(0.3)
+    sent = time.time()
+    await client.command(protocol.Arrive(assignment=offer.assignment, id="r1", at=accepted + 1))
+    arrived = _step_at(await api.get_request(created["id"]), "arrived")
+    assert arrived >= sent - 2.5  # at most the 1 s delay and the tolerance back: not 5 s
+    assert (await api.get_request(created["id"]))["state"] == "on_scene"
+    await api.close()
+    await client.close()
 
-    # Offline: a step it took meanwhile counts at its time (the bound on how old it may be
-    # is tested in tests/test_field_core.py).
+
+async def test_a_step_held_offline_counts_at_its_time(hubs):
+    """A step the phone took while offline (in a tunnel) counts at its time, on the hub's
+    clock; how old it may be is tested in tests/test_field_core.py."""
+    hub = hubs.start(step_delay_max_s=1.0, clock_skew_s=300.0)
+    api = Api(hub)
+    client = await online_squad(api, hub, XIGONG[0] + 0.05, XIGONG[1])  # far from the scene
+    created = await api.request(*XIGONG)
+    offer = await client.next_frame(protocol.Offer)
+    await client.accept(offer.assignment)
+    await client.enroute(offer.assignment)
     await client.close()
     await eventually(lambda: _offline(api, client.squad))
     gone_at = time.time()
@@ -190,6 +212,10 @@ async def test_a_connected_squad_cannot_backdate_its_steps(hubs):
     assert arrived[0]["at"] == pytest.approx(gone_at + 0.5, abs=0.01)
     await again.close()
     await api.close()
+
+
+def _step_at(detail: dict[str, Any], kind: str) -> float:
+    return float(next(e["at"] for e in detail["timeline"] if e["type"] == kind))
 
 
 async def _offline(api: Api, squad: str) -> bool:

@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from dispatch_field import protocol
-from server.actions import StepWindow, check_step_time
+from server.actions import StepWindow, step_time
 from server.field.core import Geofence, PendingAck, Sequencer, Step, decode_error, plan_resume
 
 
@@ -81,29 +81,54 @@ def test_a_frame_that_is_no_map_of_text_keys_is_malformed_saying_so(data: bytes)
 BOUNDS = {"delay_max_s": 30.0, "skew_s": 300.0, "offline_after_s": 45.0}
 
 
-def test_a_step_taken_online_reaches_the_hub_at_once() -> None:
+def test_a_step_taken_online_counts_on_the_hubs_clock_if_at_most_the_delay_old() -> None:
     now = 10_000.0
     window = StepWindow(connected_at=now - 600)
     window.saw_position(now - 5 - 120.0, now - 5)  # the phone's clock is 2 minutes slow
     assert window.offset == pytest.approx(120.0)
-    assert check_step_time(now - 120 - 10, now, window, **BOUNDS) is None  # 10 s ago
-    late = check_step_time(now - 120 - 60, now, window, **BOUNDS)  # a minute ago, online
-    assert late is not None and "connected" in late
-    # Without a position, the phone's clock may be off by the whole skew.
+    ten_s_ago = step_time(now - 120 - 10, now, window, **BOUNDS)
+    assert ten_s_ago == pytest.approx(now - 10)  # on the hub's clock
+    # A minute ago, connected all along: it would have been sent then. It counts now.
+    assert step_time(now - 120 - 60, now, window, **BOUNDS) == now
+    # Without a position the phone's clock is taken as the hub's, with the same bound.
     unknown = StepWindow(connected_at=now - 600)
-    assert check_step_time(now - 300, now, unknown, **BOUNDS) is None
-    assert check_step_time(now - 400, now, unknown, **BOUNDS) is not None
+    assert step_time(now - 20, now, unknown, **BOUNDS) == pytest.approx(now - 20)
+    assert step_time(now - 300, now, unknown, **BOUNDS) == now
 
 
-def test_a_step_taken_offline_is_no_older_than_the_last_connection() -> None:
+def test_no_clock_a_phone_claims_in_its_positions_backdates_a_step() -> None:
+    """An attacker's trial: positions dated an hour back made the hub read the phone's clock
+    as an hour slow, and an arrival dated to just after the acceptance, 195 s before, passed
+    as taken online a moment ago, and was recorded at its (raw) date."""
+    now = 10_000.0
+    accepted = now - 195
+    for claimed in (-3600.0, 3600.0):  # an hour slow, an hour fast
+        window = StepWindow(connected_at=now - 600)
+        window.saw_position(now - 3 + claimed, now - 3)
+        at = step_time(accepted + 2, now, window, **BOUNDS)
+        assert at >= now - BOUNDS["delay_max_s"] - 2, claimed  # never the date it claimed
+
+
+def test_a_step_held_offline_counts_no_earlier_than_the_last_connection() -> None:
     now = 10_000.0
     window = StepWindow(connected_at=now - 5, offline_since=now - 3600)  # an hour in a tunnel
     window.saw_position(now - 1, now - 1)
-    assert check_step_time(now - 1800, now, window, **BOUNDS) is None  # in the tunnel
-    assert check_step_time(now - 3600 - 40, now, window, **BOUNDS) is None  # a dying socket
-    before = check_step_time(now - 3600 - 120, now, window, **BOUNDS)  # connected then
-    assert before is not None and "connection ended" in before
-    # Still online elsewhere at the hello, or never seen offline: no bound can be set.
-    unknown = StepWindow(connected_at=now - 5)
-    unknown.saw_position(now - 1, now - 1)
-    assert check_step_time(now - 86_400, now, unknown, **BOUNDS) is None
+    assert step_time(now - 1800, now, window, **BOUNDS) == pytest.approx(now - 1800)  # tunnel
+    dying = step_time(now - 3600 - 40, now, window, **BOUNDS)  # on a socket not yet noticed
+    assert dying == pytest.approx(now - 3600 - 40)
+    assert step_time(now - 3600 - 120, now, window, **BOUNDS) == now  # it was connected then
+    # Held steps come right after the hello: a minute into the connection, the same date is
+    # a step taken online long ago, and counts when it came.
+    later = StepWindow(connected_at=now - 60, offline_since=now - 3600)
+    assert step_time(now - 1800, now, later, **BOUNDS) == now
+
+
+def test_a_second_connection_is_no_way_around_the_bound() -> None:
+    """An attacker's trial: with its first socket still open, a squad said hello again and
+    dated a step 343 s back; the hub knew no end of a previous connection, so set no bound.
+    A connection still open at the hello was heard from within ``offline_after_s``."""
+    now = 10_000.0
+    window = StepWindow(connected_at=now - 1)  # the old one still online: no offline_since
+    window.saw_position(now - 1, now - 1)
+    assert step_time(now - 343, now, window, **BOUNDS) == now
+    assert step_time(now - 30, now, window, **BOUNDS) == pytest.approx(now - 30)

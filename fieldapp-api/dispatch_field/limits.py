@@ -38,10 +38,10 @@ class FieldLimits(msgspec.Struct, kw_only=True):
     step_delay_max_s: Annotated[
         float,
         Meta(
-            description="a step taken while connected (``at`` after the connection began) "
-            "must reach the hub within this (with the phone's clock offset, read from its "
-            "positions); a step taken offline may be no older than the end of the squad's "
-            "last connection"
+            description="a step's ``at`` counts (on the hub's clock, by the phone's offset "
+            "read from its positions) if at most this old, or, early in a connection, a step "
+            "queued offline, no older than the end of the squad's last connection; an earlier "
+            "``at`` counts when the hub received the step"
         ),
     ] = 30.0
     promise_horizon_s: Annotated[
