@@ -70,6 +70,7 @@ async def test_a_phone_that_never_acked_gets_the_frame_again(hubs):
     await eventually(lambda: _acked(api, created["id"], offer.seq))
     await again.close()
     third = FieldClient(hub.ws, created["id"], created["token"], reconnect=False)
+    third.last_seq = again.last_seq  # the same phone, which kept what it saw
     await third.start()  # acknowledged now: nothing is sent again
     await asyncio.sleep(0.3)
     assert [type(f) for f in list(third.frames._queue)] == [protocol.Welcome]  # type: ignore[attr-defined]
@@ -102,6 +103,34 @@ async def test_a_gap_beyond_retention_gets_a_resync_with_the_current_work(hubs):
     assert states[first["id"]] == "accepted"
     assert back.last_seq >= resync.last_seq
     await back.close()
+    await api.close()
+
+
+async def test_a_new_phone_in_place_of_a_lost_one_is_sent_the_work_its_squad_holds(hubs):
+    """A new user's trial: the squad's lost phone had acknowledged its offer (gone from the
+    outbox), so its new phone, saying hello with last_seq 0, was told of no work, and the
+    squad could not go on with the request it held. It gets a resync with its work."""
+    hub = hubs.start()
+    api = Api(hub)
+    lost = await online_squad(api, hub, *XIGONG)
+    created = await api.request(*XIGONG)
+    offer = await lost.next_frame(protocol.Offer)
+    await lost.accept(offer.assignment)
+    await eventually(lambda: _acked(api, lost.squad, offer.seq))
+    await lost.close()
+    new_phone = FieldClient(hub.ws, lost.squad, lost.token, reconnect=False)  # last_seq 0
+    await new_phone.start()
+    resync = await new_phone.next_frame(protocol.Resync)
+    assert resync.reason == "phone_behind" and resync.last_seq >= offer.seq
+    [held] = resync.assignments
+    assert (held.assignment, held.state, held.request.id) == (
+        offer.assignment,
+        "accepted",
+        created["id"],
+    )
+    await new_phone.enroute(offer.assignment)  # and it goes on with it
+    assert (await api.get_request(created["id"]))["state"] == "en_route"
+    await new_phone.close()
     await api.close()
 
 

@@ -12,20 +12,25 @@ from server.field.core import Geofence, PendingAck, Sequencer, Step, decode_erro
 
 
 @pytest.mark.parametrize(
-    ("last_seq", "seq", "trimmed", "sent", "resync"),
+    ("last_seq", "seq", "trimmed", "acked", "sent", "resync"),
     [
-        (0, 0, 0, 0, None),  # a new phone, nothing sent yet
-        (5, 9, 3, 5, None),  # within the outbox: frames 6..9 are replayed
-        (9, 9, 3, 9, None),  # saw everything
-        (3, 9, 3, 3, None),  # exactly at the trimmed edge: 4..9 are all there
-        (2, 9, 3, 9, "outbox_trimmed"),  # 3 was dropped unacknowledged: resync
-        (12, 9, 3, 9, "hub_behind"),  # the phone saw more than Redis holds: resync
+        (0, 0, 0, 0, 0, None),  # a new squad's phone, nothing sent yet
+        (5, 9, 3, 3, 5, None),  # within the outbox: frames 6..9 are replayed
+        (9, 9, 3, 9, 9, None),  # saw everything
+        (3, 9, 3, 3, 3, None),  # exactly at the trimmed edge: 4..9 are all there
+        (5, 9, 0, 5, 5, None),  # acknowledged all it saw: 6..9 are replayed
+        (2, 9, 3, 0, 9, "outbox_trimmed"),  # 3 was dropped unacknowledged: resync
+        (12, 9, 3, 9, 9, "hub_behind"),  # the phone saw more than Redis holds: resync
+        # A new phone for a squad whose lost one acknowledged its offers (gone from the
+        # outbox): it would be told nothing of the work it holds. Resync.
+        (0, 7, 0, 7, 7, "phone_behind"),
+        (4, 9, 0, 7, 9, "phone_behind"),
     ],
 )
 def test_resume_replays_exactly_or_says_why_it_cannot(
-    last_seq: int, seq: int, trimmed: int, sent: int, resync: str | None
+    last_seq: int, seq: int, trimmed: int, acked: int, sent: int, resync: str | None
 ) -> None:
-    plan = plan_resume(last_seq, seq, trimmed)
+    plan = plan_resume(last_seq, seq, trimmed, acked)
     assert (plan.sent_seq, plan.resync) == (sent, resync)
 
 

@@ -247,8 +247,10 @@ class Assignment(Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class Resync(_Frame, tag="resync"):
-    """The gap since the phone's ``last_seq`` cannot be replayed (frames were dropped from the
-    outbox before they were acknowledged, or the hub lost data). ``assignments`` is the
+    """The gap since the phone's ``last_seq`` cannot be replayed (``reason``:
+    ``outbox_trimmed``, frames were dropped from the outbox before they were acknowledged;
+    ``phone_behind``, the phone saw less than the squad acknowledged, a new phone or one
+    whose storage was cleared; ``hub_behind``, the hub lost data). ``assignments`` is the
     squad's complete current work: the phone replaces its own list with it and continues from
     ``last_seq``. Numbered frames after ``last_seq`` follow as usual."""
 

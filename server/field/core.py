@@ -38,14 +38,21 @@ class ResumePlan:
     resync: str | None = None
 
 
-def plan_resume(last_seq: int, seq: int, trimmed: int) -> ResumePlan:
+def plan_resume(last_seq: int, seq: int, trimmed: int, acked: int = 0) -> ResumePlan:
     """A phone that saw frames up to ``last_seq`` reconnects; the outbox holds frames
-    ``trimmed + 1 .. seq``. Within that range, resume exactly. Otherwise the gap cannot be
-    replayed: frames after ``last_seq`` were dropped unacknowledged (retention), or the phone
-    is ahead of the hub (Redis lost data); say so, and resync from ``seq``."""
-    if trimmed <= last_seq <= seq:
-        return ResumePlan(last_seq)
-    return ResumePlan(seq, "outbox_trimmed" if last_seq < trimmed else "hub_behind")
+    ``trimmed + 1 .. seq``, and the squad acknowledged frames up to ``acked`` (an
+    acknowledged frame leaves the outbox). Within that range, resume exactly. Otherwise the
+    gap cannot be replayed: frames after ``last_seq`` were dropped unacknowledged
+    (retention); the phone says it saw less than the squad acknowledged (a new phone in
+    place of a lost one, or its storage cleared: the frames it acknowledged are gone); or the
+    phone is ahead of the hub (Redis lost data). Say so, and resync from ``seq``."""
+    if last_seq > seq:
+        return ResumePlan(seq, "hub_behind")
+    if last_seq < trimmed:
+        return ResumePlan(seq, "outbox_trimmed")
+    if last_seq < acked:
+        return ResumePlan(seq, "phone_behind")
+    return ResumePlan(last_seq)
 
 
 class Step(enum.Enum):

@@ -196,7 +196,7 @@ class FieldSession:
         welcome = protocol.Welcome(
             squad=frame.squad, last_seq=presence.seq, server_time=round(time.time(), 3)
         )
-        plan = plan_resume(frame.last_seq, presence.seq, presence.trimmed)
+        plan = plan_resume(frame.last_seq, presence.seq, presence.trimmed, presence.acked)
         self._sequencer.sent = plan.sent_seq
         self.push(welcome)
         if plan.resync is not None:
