@@ -178,6 +178,23 @@ def test_the_console_loads_cleanly_in_both_languages(pages: Any, lang: str) -> N
     pages.shot(page)
 
 
+@pytest.mark.parametrize("width", [1440, 1100])
+def test_the_header_fits_a_desks_screen(pages: Any, width: int) -> None:
+    """A new user's trial: at 1440 px the water desk's English header (its name, the links,
+    the clock) ran off the screen, the sign-out button with it."""
+    page = _console(pages, "unit", "en")
+    page.set_viewport_size({"width": width, "height": 900})
+    page.wait_for_timeout(100)
+    for element in ("signout", "nav"):
+        right = page.evaluate(f"document.getElementById('{element}').getBoundingClientRect().right")
+        assert right <= width, (element, right)
+    links = page.locator("#nav a")
+    for i in range(links.count()):  # every link of the bar in view, none scrolled away
+        box = links.nth(i).bounding_box()
+        assert box is not None and box["x"] + box["width"] <= width, links.nth(i).inner_text()
+    pages.shot(page)
+
+
 def test_a_role_that_may_not_watch_is_told_so_and_nothing_is_asked(pages: Any) -> None:
     page = pages.signed_in("calltaker", "/center.html", lang="zh", size="wall")
     page.wait_for_selector("#denied:visible")
