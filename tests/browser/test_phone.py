@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests.browser.harness import LiveHub, start_live_hub
+from tests.browser.harness import LiveHub, Squad, start_live_hub
 from tests.browser.phone_app import (
     XIGONG,
     Phone,
@@ -233,6 +233,33 @@ def test_promise_a_time_and_not_our_jurisdiction_ask_for_a_reason(
     wait_for_state(phone_hub, created["id"], "disputed")
     page.wait_for_selector("article.job", state="detached")
     phone.shot("disputed")
+
+
+def test_a_new_phone_for_a_lost_one_signs_in_and_shows_the_work_the_squad_holds(
+    phones: Callable[..., Phone], phone_hub: LiveHub
+) -> None:
+    """A new user's trial of a lost phone: the desk replaced the squad's token, the squad
+    signed in on a new phone (its id typed in capitals, as a phone's keyboard offers) and
+    saw no job, though it held one. It sees the job, and goes on with it."""
+    squad = phone_hub.create_squad("water", "Lost phone")
+    lost = phones("en")
+    sign_in(lost, squad)
+    go_on_duty(lost, phone_hub, squad)
+    created = new_request(phone_hub, "water_outage")
+    tap_step(card_of(lost, created["id"]), "accept")
+    wait_for_state(phone_hub, created["id"], "accepted")
+    replaced = phone_hub.api("POST", f"/api/v1/squads/{squad.id}/token", expect=201)
+    lost.page.wait_for_selector("#signin-message:not([hidden])")  # signed out, and told why
+    assert "unit desk" in lost.page.locator("#signin-message").inner_text()
+
+    new = phones("en")
+    capitals = Squad(squad.id.upper(), squad.unit, squad.name, replaced["token"])
+    sign_in(new, capitals)
+    card = card_of(new, created["id"])
+    assert card.get_attribute("data-state") == "accepted"
+    new.shot("held-job")
+    tap_step(card, "enroute")
+    wait_for_state(phone_hub, created["id"], "en_route")
 
 
 def test_deadlines_are_shown_on_the_citys_clock_whatever_the_phones_zone(

@@ -12,12 +12,12 @@
       app: "中队终端", signin_title: "中队登录",
       signin_hint: "输入中队编号和口令。只需一次，口令只保存在本机。",
       squad_id: "中队编号", token: "口令", signin: "登录", signing_in: "正在验证…",
-      bad_credentials: "中队编号或口令不对", need_network: "无法连接调度中心，请检查网络后重试",
+      bad_credentials: "中队编号或口令不对（口令更换过？请向本单位值班台要新口令）", need_network: "无法连接调度中心，请检查网络后重试",
       too_many: "尝试次数过多，请稍后再试",
       duty_off: "开始值班", duty_on: "值班中 · 点击结束值班",
       confirm_off_duty: "结束值班？结束后不再接收派单。",
       state_live: "已连接", state_connecting: "连接中…", state_offline: "已断开",
-      state_stopped: "已停止", stopped_auth: "口令已失效，请重新登录",
+      state_stopped: "已停止", stopped_auth: "口令已失效：请向本单位值班台要新口令，重新登录",
       stopped_replaced: "本中队已在另一台手机上登录", stopped_other: "连接被拒绝",
       fix_waiting: "正在定位…", fix_ok: "已定位 ±{acc} 米", fix_none: "无法定位：请打开定位权限",
       fix_off: "未值班，不上报位置",
@@ -55,12 +55,12 @@
       app: "Squad", signin_title: "Squad sign-in",
       signin_hint: "Enter the squad ID and token once; the token stays on this phone.",
       squad_id: "Squad ID", token: "Token", signin: "Sign in", signing_in: "Checking…",
-      bad_credentials: "Wrong squad ID or token", need_network: "Cannot reach the hub: check the network and retry",
+      bad_credentials: "Wrong squad ID or token (was it replaced? ask your unit desk for the new one)", need_network: "Cannot reach the hub: check the network and retry",
       too_many: "Too many attempts: wait a little",
       duty_off: "Go on duty", duty_on: "On duty · tap to go off duty",
       confirm_off_duty: "Go off duty? No more offers will come.",
       state_live: "Connected", state_connecting: "Connecting…", state_offline: "Offline",
-      state_stopped: "Stopped", stopped_auth: "Token no longer valid: sign in again",
+      state_stopped: "Stopped", stopped_auth: "Token no longer valid: ask your unit desk for the new one and sign in again",
       stopped_replaced: "This squad signed in on another phone", stopped_other: "Connection refused",
       fix_waiting: "Locating…", fix_ok: "Located ±{acc} m", fix_none: "No location: allow location access",
       fix_off: "Off duty: no position sent",
@@ -152,9 +152,16 @@
 
   // ---- sign-in ---------------------------------------------------------------------------
 
+  /* The id as typed: the hub's ids are "S" and ten lowercase hex digits, which a phone's
+   * keyboard may well capitalise ("SC583C724FA"); any other id is kept as it is. */
+  function squadId(typed) {
+    const id = typed.trim();
+    return /^s[0-9a-f]{10}$/i.test(id) ? "S" + id.slice(1).toLowerCase() : id;
+  }
+
   async function signIn(event) {
     event.preventDefault();
-    const creds = { squad: $("signin-squad").value.trim(), token: $("signin-token").value.trim() };
+    const creds = { squad: squadId($("signin-squad").value), token: $("signin-token").value.trim() };
     const message = $("signin-message");
     message.hidden = true;
     if (!creds.squad || !creds.token) {
