@@ -243,6 +243,7 @@ async def _token(http: httpx.AsyncClient, username: str) -> str:
         f"/api/v1/accounts/{username}/tokens", headers=auth("admin"), json={"label": "test"}
     )
     assert response.status_code == 201, response.text
+    assert response.headers["cache-control"] == "no-store"  # shown once: kept by no cache
     return str(response.json()["token"])
 
 

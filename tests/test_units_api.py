@@ -99,7 +99,25 @@ async def test_a_units_roster_by_role(app: Any) -> None:
         assert answer.status_code == status, (query, answer.text)
 
 
-@pytest.mark.parametrize("name", ["", "   ", "crew\x00one", "x" * 101])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "   ",
+        "crew\x00one",
+        "x" * 101,
+        # an attacker's trial: a right-to-left override turned the name, and the id beside
+        # it, around on the squads page; zero-width and blank letters made an empty row
+        "\u202eevil-1 ahtnas",
+        "\u200b",
+        "\u200b\u200c\ufeff",
+        "\u3164",
+        "\u2800\u2800",
+        "crew\x1b[31m",
+        "a" + "\u0301" * 20,
+        "---",
+    ],
+)
 async def test_a_squad_needs_a_name_people_can_read(app: Any, name: str) -> None:
     answer = await app.post(
         "/api/v1/squads", headers=auth("admin"), json={"unit": "water", "name": name}
@@ -107,3 +125,17 @@ async def test_a_squad_needs_a_name_people_can_read(app: Any, name: str) -> None
     assert answer.status_code == 422, answer.text
     assert "name" in answer.json()["error"]["fields"]
     assert (await app.get("/api/v1/squads?unit=water", headers=auth("admin"))).json() == []
+
+
+async def test_a_token_answer_is_kept_by_no_cache(app: Any) -> None:
+    """A token is shown once: no cache or proxy on the way may keep a copy."""
+    first = await app.post(
+        "/api/v1/squads", headers=auth("admin"), json={"unit": "water", "name": "Laocheng 1"}
+    )
+    assert first.status_code == 201 and first.headers["cache-control"] == "no-store"
+    replaced = await app.post(f"/api/v1/squads/{first.json()['id']}/token", headers=auth("admin"))
+    assert replaced.headers["cache-control"] == "no-store"
+    vietnamese = await app.post(
+        "/api/v1/squads", headers=auth("admin"), json={"unit": "water", "name": "Đội Hồ Tây"}
+    )
+    assert vietnamese.status_code == 201, vietnamese.text  # marks on letters are fine

@@ -99,7 +99,9 @@ async def add_token(request: Request) -> Response:
     username = await _existing(request)
     token_id, secret = await _auth(request).store.add_token(username, new.label, actor.label())
     return json_response(
-        {"id": token_id, "username": username, "label": new.label, "token": secret}, 201
+        {"id": token_id, "username": username, "label": new.label, "token": secret},
+        201,
+        secret=True,
     )
 
 

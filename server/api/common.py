@@ -48,8 +48,16 @@ class ApiError(Exception):
         self.extra = extra or {}
 
 
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
+def json_response(data: Any, status: int = 200, *, secret: bool = False) -> Response:
+    """``data`` as JSON; ``secret``: it carries a credential shown once (a token): no cache
+    or proxy keeps a copy (``Cache-Control: no-store``)."""
+    headers = {"cache-control": "no-store"} if secret else None
+    return Response(
+        msgspec.json.encode(data),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def components(request: Request) -> Components:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -60,6 +61,30 @@ log = logging.getLogger(__name__)
 Name = Annotated[
     str, Meta(min_length=1, max_length=100, pattern=r"^(?=[^\x00]*$)\s*\S", description="words")
 ]
+
+
+# Characters a name may not hold: controls, format characters (the bidirectional overrides
+# that turn the text, and the id beside it, around; zero-width ones), private or lone
+# surrogate code points, line and paragraph separators; and the blanks that count as letters.
+_UNSEEN = frozenset({"Cc", "Cf", "Co", "Cs", "Zl", "Zp"})
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_MARKS_IN_A_ROW = 3  # combining marks on one letter (Vietnamese uses two)
+
+
+def unreadable(name: str) -> str | None:
+    """Why people could not read ``name`` as the squad's, or None: a character one cannot
+    see or that turns the text around, no letter or digit, a pile of combining marks."""
+    marks = 0
+    for char in name:
+        category = unicodedata.category(char)
+        if category in _UNSEEN or char in _BLANKS:
+            return f"holds an invisible or control character (U+{ord(char):04X})"
+        marks = marks + 1 if category.startswith("M") else 0
+        if marks > _MARKS_IN_A_ROW:
+            return "too many combining marks on one character"
+    if not any(unicodedata.category(c)[0] in "LN" and c not in _BLANKS for c in name):
+        return "needs a letter or a digit"
+    return None
 
 
 class NewSquad(msgspec.Struct, forbid_unknown_fields=True):
@@ -225,6 +250,10 @@ async def create_squad(request: Request) -> Response:
     unit = services.city.unit(new.unit)
     if unit is None:
         raise ApiError(422, "unknown_unit", f"no unit {new.unit}", {"unit": "unknown unit"})
+    name = unicodedata.normalize("NFC", new.name).strip()
+    wrong = unreadable(name)
+    if wrong is not None:
+        raise ApiError(422, "invalid", f"name: {wrong}", {"name": wrong})
     _no_repeats("skills", new.skills)
     for skill in new.skills:
         if skill not in unit.categories:
@@ -235,17 +264,18 @@ async def create_squad(request: Request) -> Response:
                 {"skills": f"not a category of unit {unit.code}: {skill}"},
             )
     capacity = new.capacity or unit.squad_capacity or services.settings.squad_capacity
-    squad_id, token = await services.squads.create(unit.code, new.name, capacity, new.skills)
+    squad_id, token = await services.squads.create(unit.code, name, capacity, new.skills)
     return json_response(
         {
             "id": squad_id,
             "unit": unit.code,
-            "name": new.name,
+            "name": name,
             "capacity": capacity,
             "skills": new.skills or ["*"],
             "token": token,
         },
         201,
+        secret=True,
     )
 
 
@@ -294,7 +324,9 @@ async def replace_squad_token(request: Request) -> Response:
     )
     log.info("squad %s: token replaced by %s", squad_id, actor.label())
     return json_response(
-        {"id": squad_id, "unit": unit, "token": replaced.token, "closed": replaced.online}, 201
+        {"id": squad_id, "unit": unit, "token": replaced.token, "closed": replaced.online},
+        201,
+        secret=True,
     )
 
 
