@@ -39,14 +39,18 @@ def test_a_desk_replaces_a_lost_phones_token(pages: Any, live_hub: LiveHub, lang
     assert units == {UNIT_OF_DESK}
     assert ("离线" if lang == "zh" else "offline") in row.inner_text()
 
-    row.locator("button").click()  # asks first
+    row.locator("button").click()  # asks first, naming the squad
     assert page.locator("#secret").is_hidden()
     assert _field_me(live_hub, lost.id, lost.token) == 200
-    row.locator("button.danger").click()
+    ask = page.locator(f"#roster tr[data-confirm='{lost.id}']")
+    assert lost.name in ask.inner_text() and lost.id in ask.inner_text()
+    ask.locator("button.danger").click()
     page.locator("#secret").wait_for()
-    token = page.locator("#secret-token").inner_text()
-    assert token and token != lost.token
-    assert lost.id in page.locator("#secret-note").inner_text()
+    shown = page.locator("#secret-token").inner_text()  # in groups of four, to read out
+    token = shown.replace(" ", "")
+    assert token and token != lost.token and shown.count(" ") == (len(token) - 1) // 4
+    assert page.locator("#secret-squad").inner_text() == lost.id
+    assert page.locator("#secret-url").inner_text() == f"{live_hub.url}/phone/"
     assert _field_me(live_hub, lost.id, lost.token) == 401  # the old one stopped at once
     assert _field_me(live_hub, lost.id, token) == 200
     assert token not in page.url and token not in urlsplit(page.url).query
@@ -74,7 +78,7 @@ def test_the_admin_registers_a_squad_with_its_categories(pages: Any, live_hub: L
     first_skill.check()
     page.click("#register button[type=submit]")
     page.locator("#secret").wait_for()
-    token = page.locator("#secret-token").inner_text()
+    token = page.locator("#secret-token").inner_text().replace(" ", "")
     roster = live_hub.call("center", "GET", "/api/v1/squads?unit=gas").json()
     [made] = [r for r in roster if r["name"] == "Gas night crew"]
     assert (made["capacity"], made["skills"]) == (3, [skill])
@@ -83,6 +87,8 @@ def test_the_admin_registers_a_squad_with_its_categories(pages: Any, live_hub: L
     row.wait_for()
     category = next(c for c in live_hub.api("GET", "/api/v1/categories") if c["code"] == skill)
     assert category["name_en"] in row.inner_text() and "0 / 3" in row.inner_text()
+    assert "fresh" in (row.get_attribute("class") or "")  # marked as just registered
+    assert "Luoyang Gas" in page.locator("#register-title").inner_text()  # the unit it is in
     assert page.locator("#new-name").input_value() == ""  # the form is ready for the next
     pages.shot(page, "registered")
 

@@ -161,7 +161,7 @@
 
   async function signIn(event) {
     event.preventDefault();
-    const creds = { squad: squadId($("signin-squad").value), token: $("signin-token").value.trim() };
+    const creds = { squad: squadId($("signin-squad").value), token: $("signin-token").value.replace(/\s+/g, "") };
     const message = $("signin-message");
     message.hidden = true;
     if (!creds.squad || !creds.token) {
