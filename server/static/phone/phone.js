@@ -36,7 +36,7 @@
       resolve_title: "办结", resolve_note: "处理结果（可不填）",
       defer_title: "承诺时限", defer_reason: "原因（必填）",
       dispute_title: "非本单位职责", dispute_reason: "原因（必填）",
-      until: "承诺在此之前办结", plus_1h: "1 小时后", plus_4h: "4 小时后", tomorrow: "明天 9:00",
+      until: "承诺在此之前办结", plus_1h: "1 小时后", plus_4h: "4 小时后", tomorrow: "明早 9:00", city_time: "城市时间", hours_short: "小时", later: "后",
       cancel: "取消", submit: "提交", reason_needed: "请填写原因", until_needed: "请选择一个将来的时间",
       notices: "督办通知", notice_accept: "接单超时", notice_arrive: "到达超时",
       notice_resolve: "办结超时", notice_promise: "承诺时限已过", notice_waiting: "等待超时",
@@ -79,7 +79,7 @@
       resolve_title: "Resolved", resolve_note: "Result (optional)",
       defer_title: "Promise a time", defer_reason: "Reason (required)",
       dispute_title: "Not our jurisdiction", dispute_reason: "Reason (required)",
-      until: "Done by", plus_1h: "In 1 hour", plus_4h: "In 4 hours", tomorrow: "Tomorrow 9:00",
+      until: "Done by", plus_1h: "In 1 hour", plus_4h: "In 4 hours", tomorrow: "9:00 next morning", city_time: "city time", hours_short: "h",
       cancel: "Cancel", submit: "Submit", reason_needed: "Give a reason", until_needed: "Choose a time in the future",
       notices: "Supervision notices", notice_accept: "Accept overdue", notice_arrive: "Arrival overdue",
       notice_resolve: "Resolution overdue", notice_promise: "Promise passed", notice_waiting: "Waiting too long",
@@ -296,10 +296,15 @@
         renderNotices();
         return;
       case "resync":
+        const had = new Map(app.jobs);
         app.jobs.clear();
         for (const item of frame.assignments) {
+          const before = had.get(item.assignment);
+          const arrived = item.state === "on_scene" ? true
+            : ["offered", "accepted", "en_route"].includes(item.state) ? false
+              : before ? before.arrived : undefined; // promised: arrived or not, if this phone knew
           app.jobs.set(item.assignment, { assignment: item.assignment, state: item.state,
-            request: item.request, respond_by: item.respond_by || 0, sending: null });
+            request: item.request, respond_by: item.respond_by || 0, sending: null, arrived });
         }
         await saveJobs();
         render();
@@ -315,8 +320,8 @@
   async function offered(frame) {
     const known = app.jobs.get(frame.assignment);
     app.jobs.set(frame.assignment, { assignment: frame.assignment, state: "offered",
-      request: frame.request, respond_by: frame.respond_by, sending: null,
-      ...(known && known.state !== "offered" ? { state: known.state } : {}) });
+      request: frame.request, respond_by: frame.respond_by, sending: null, arrived: false,
+      ...(known && known.state !== "offered" ? { state: known.state, arrived: known.arrived } : {}) });
     await saveJobs();
     render();
     Alarm.ring(true);
@@ -329,6 +334,7 @@
     const job = app.jobs.get(frame.assignment);
     if (!job || job.sending || !STEPS.arrive.from.includes(job.state)) return;
     job.state = STEPS.arrive.to;
+    job.arrived = true;
     await saveJobs();
     render();
     toast(Page.t("auto_arrived"));
@@ -372,6 +378,7 @@
     const id = app.link.command(name, job.assignment, fields || {});
     job.sending = { id, step: name, prev: job.state };
     job.state = STEPS[name].to;
+    if (name === "arrive") job.arrived = true;
     if (name === "defer") job.request = { ...job.request, resolve_by: fields.until };
     saveJobs();
     render();
@@ -396,6 +403,7 @@
     $("sheet-text").maxLength = name === "resolve" ? 2000 : 500;
     $("sheet-until").hidden = name !== "defer";
     $("sheet-until-input").value = name === "defer" ? localInput(new Date(Date.now() + 4 * 3600e3)) : "";
+    if (name === "defer") untilHint();
     $("sheet-message").hidden = true;
     $("sheet").hidden = false;
     $("sheet-text").focus();
@@ -443,12 +451,30 @@
 
   function preset(event) {
     const hours = event.currentTarget.dataset.hours;
-    if (hours === "tomorrow") { // 9:00 of the city's next day
+    if (hours === "tomorrow") { // the city's next 9:00: this morning's if it is not yet 9
       const p = cityParts(new Date());
-      $("sheet-until-input").value = inputValue(new Date(Date.UTC(p.year, p.month - 1, p.day + 1, 9, 0)));
+      const day = p.hour < 9 ? p.day : p.day + 1;
+      $("sheet-until-input").value = inputValue(new Date(Date.UTC(p.year, p.month - 1, day, 9, 0)));
     } else {
       $("sheet-until-input").value = localInput(new Date(Date.now() + Number(hours) * 3600e3));
     }
+    untilHint();
+  }
+
+  /* Under the promised time: which clock it is on (the city's, with its UTC offset), and how
+   * far ahead it is ("in 3 h 20 min"), so a phone set to another zone misleads nobody. */
+  function untilHint() {
+    const at = fromCityInput($("sheet-until-input").value);
+    const zone = new Intl.DateTimeFormat("en", { timeZone: Page.zone, timeZoneName: "shortOffset" })
+      .formatToParts(new Date()).find((p) => p.type === "timeZoneName");
+    let text = Page.t("city_time") + (zone ? ` (${zone.value})` : "");
+    if (Number.isFinite(at) && at > Date.now()) {
+      const minutes = Math.round((at - Date.now()) / 60000);
+      const span = (minutes >= 60 ? `${Math.floor(minutes / 60)} ${Page.t("hours_short")} ` : "")
+        + `${minutes % 60} ${Page.t("min")}`;
+      text += " · " + (Page.lang === "zh" ? span + Page.t("later") : "in " + span);
+    }
+    $("sheet-until-hint").textContent = text;
   }
 
   function submitSheet(event) {
@@ -688,12 +714,16 @@
   function card(job) {
     const r = job.request;
     const el = Page.el;
-    const next = NEXT[job.state];
+    // A promise made before arriving leaves the arrival still to make, and its limit running
+    // (a job the phone was sent whole, after a resync, may have arrived: not known here).
+    const toArrive = ["offered", "accepted", "en_route"].includes(job.state)
+      || (job.state === "deferred" && job.arrived === false);
+    const next = job.state === "deferred" && toArrive ? "arrive" : NEXT[job.state];
     const others = Object.keys(STEPS).filter((name) => name !== next
       && STEPS[name].from.includes(job.state) && name !== "resolve");
     const deadlines = [
       ["accept_by", r.accept_by, job.state === "offered"],
-      ["arrive_by", r.arrive_by, ["offered", "accepted", "en_route"].includes(job.state)],
+      ["arrive_by", r.arrive_by, toArrive],
       [job.state === "deferred" ? "promised_by" : "resolve_by", r.resolve_by, true],
     ].filter(([, at, shown]) => at && shown);
     return el("article", { class: "job", dataset: { assignment: job.assignment, state: job.state } },
@@ -812,6 +842,7 @@
     $("sheet-cancel").addEventListener("click", closeSheet);
     $("sheet-text").addEventListener("input", () => { $("sheet-message").hidden = true; });
     for (const button of document.querySelectorAll(".preset")) button.addEventListener("click", preset);
+    $("sheet-until-input").addEventListener("input", untilHint);
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden && app.link) app.link.reconnectNow();
     });
