@@ -45,8 +45,13 @@
     document.getElementById("signout").addEventListener("click", Page.signOut);
     const me = await Page.api("GET", "/api/v1/session");
     const role = Page.t("roles")[me.role] || me.role;
+    let unit = me.unit || "";
+    if (unit) { // its name, not its code
+      const found = (await Page.api("GET", "/api/v1/units")).find((u) => u.code === me.unit);
+      if (found) unit = Page.lang === "zh" ? found.name_zh : found.name_en;
+    }
     document.getElementById("who").textContent = (me.name || me.username) + " · " + role
-      + (me.unit ? " · " + me.unit : "");
+      + (unit ? " · " + unit : "");
     const mine = PAGES.filter((page) => page.roles.includes(me.role));
     const cards = document.getElementById("cards");
     cards.replaceChildren(...mine.map((page) => Page.el("a", { class: "card", href: page.href },

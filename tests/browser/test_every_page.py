@@ -133,3 +133,14 @@ def test_the_language_asked_on_the_sign_in_page_carries_on(
     assert query["lang"] == ["en"]
     if lands_on is None:  # the page's own parameters are kept; its language is the one asked
         assert query["month"] == ["2026-02"]
+
+
+def test_the_front_page_names_a_desks_unit_and_links_its_pages(pages: Any) -> None:
+    """The water desk is shown its unit's name (it read "unit desk · water"), and the pages
+    it may open: the console, the reports, its squads."""
+    page = pages.signed_in("unit", "/", lang="zh", size="phone")
+    page.wait_for_function("() => document.getElementById('who').textContent.includes('自来水')")
+    assert "water" not in page.locator("#who").inner_text()
+    links = page.locator("#cards a")
+    hrefs = {links.nth(i).get_attribute("href") for i in range(links.count())}
+    assert hrefs == {"center.html", "reports/index.html", "squads.html"}, hrefs

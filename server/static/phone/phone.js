@@ -722,7 +722,9 @@
     const others = Object.keys(STEPS).filter((name) => name !== next
       && STEPS[name].from.includes(job.state) && name !== "resolve");
     const deadlines = [
-      ["accept_by", r.accept_by, job.state === "offered"],
+      // offered: the countdown says when the offer passes on; the unit's accept limit only
+      // if it comes first (two accept times side by side read as a contradiction)
+      ["accept_by", r.accept_by, job.state === "offered" && r.accept_by < (job.respond_by || Infinity)],
       ["arrive_by", r.arrive_by, toArrive],
       [job.state === "deferred" ? "promised_by" : "resolve_by", r.resolve_by, true],
     ].filter(([, at, shown]) => at && shown);
