@@ -25,6 +25,7 @@ import json
 import logging
 import secrets
 import subprocess
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -282,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     private_dir(data_dir)
     state_path = data_dir / "demo.json"
     tokens = load_state(state_path).get("tokens") or new_tokens()
+    if os.environ.get("DISPATCH_TOKENS"):  # the hub's log would say it used them
+        print(
+            f"demo: DISPATCH_TOKENS is not used: the demo's own tokens are in {state_path}",
+            file=sys.stderr,
+        )
     # Redis and the hub are kept out of the terminal's Ctrl-C (detach) so that the demo
     # decides the order of shutdown: squads first, then the report (which still needs the hub
     # and Redis), then the hub, then Redis.
