@@ -23,9 +23,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import subprocess
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
