@@ -150,6 +150,18 @@ async def test_position_inside_arrival_radius_records_arrival(hubs):
     await api.close()
 
 
+async def _accepted_far_from_the_scene(hubs: Any) -> tuple[Any, Api, FieldClient, Any, Any]:
+    """A hub that credits a step's ``at`` at most 1 s back, and a request accepted by a
+    squad too far away for the hub to record its arrival itself."""
+    hub = hubs.start(step_delay_max_s=1.0, clock_skew_s=300.0)
+    api = Api(hub)
+    client = await online_squad(api, hub, XIGONG[0] + 0.05, XIGONG[1])
+    created = await api.request(*XIGONG)
+    offer = await client.next_frame(protocol.Offer)
+    await client.accept(offer.assignment)
+    return hub, api, client, created, offer
+
+
 async def test_a_connected_squad_cannot_backdate_its_steps(hubs):
     """A squad connected all along once dated en route, arrival and resolution to a second
     after its acceptance, 25 s later, and the scorecard counted them on time; later it made
@@ -159,12 +171,7 @@ async def test_a_connected_squad_cannot_backdate_its_steps(hubs):
     can vouch for: a step taken online is sent at once, within ``step_delay_max_s``; one
     taken offline, before this connection, after the squad's last connection ended. A step
     dated earlier counts when the hub received it."""
-    hub = hubs.start(step_delay_max_s=1.0, clock_skew_s=300.0)
-    api = Api(hub)
-    client = await online_squad(api, hub, XIGONG[0] + 0.05, XIGONG[1])  # far from the scene
-    created = await api.request(*XIGONG)
-    offer = await client.next_frame(protocol.Offer)
-    await client.accept(offer.assignment)
+    _, api, client, created, offer = await _accepted_far_from_the_scene(hubs)
     accepted = (await api.get_request(created["id"]))["accepted_at"]
     await asyncio.sleep(4.5)
     await client.pos(XIGONG[0] + 0.05, XIGONG[1])  # its clock, as the hub reads it
@@ -188,12 +195,7 @@ async def test_a_connected_squad_cannot_backdate_its_steps(hubs):
 async def test_a_step_held_offline_counts_at_its_time(hubs):
     """A step the phone took while offline (in a tunnel) counts at its time, on the hub's
     clock; how old it may be is tested in tests/test_field_core.py."""
-    hub = hubs.start(step_delay_max_s=1.0, clock_skew_s=300.0)
-    api = Api(hub)
-    client = await online_squad(api, hub, XIGONG[0] + 0.05, XIGONG[1])  # far from the scene
-    created = await api.request(*XIGONG)
-    offer = await client.next_frame(protocol.Offer)
-    await client.accept(offer.assignment)
+    hub, api, client, created, offer = await _accepted_far_from_the_scene(hubs)
     await client.enroute(offer.assignment)
     await client.close()
     await eventually(lambda: _offline(api, client.squad))
@@ -206,10 +208,8 @@ async def test_a_step_held_offline_counts_at_its_time(hubs):
     await again.pos(XIGONG[0] + 0.05, XIGONG[1])
     offline = protocol.Arrive(assignment=offer.assignment, id="a2", at=gone_at + 0.5)
     await again.command(offline)  # in the tunnel: it counts at its time
-    arrived = [
-        e for e in (await api.get_request(created["id"]))["timeline"] if e["type"] == "arrived"
-    ]
-    assert arrived[0]["at"] == pytest.approx(gone_at + 0.5, abs=0.01)
+    arrived = _step_at(await api.get_request(created["id"]), "arrived")
+    assert arrived == pytest.approx(gone_at + 0.5, abs=0.01)
     await again.close()
     await api.close()
 

@@ -62,6 +62,12 @@ _ROSTER_FIELDS = (
 )
 
 
+def _skills(stored: str) -> list[str]:
+    """The categories a squad is offered, as kept in its unit's skills hash (",a,b," or
+    "*": every category of its unit, said ["*"])."""
+    return ["*"] if stored == "*" else [s for s in stored.split(",") if s]
+
+
 def _seconds(value: str) -> float | None:
     """A time kept as text in a squad's hash (empty: never)."""
     return float(value) if value else None
@@ -379,7 +385,7 @@ class SquadStore:
         pipe.hgetall(keys.free(unit))
         pipe.hgetall(keys.skills(unit))
         free, skills = await pipe.execute()
-        squad_ids = sorted(text(k) for k in skills)
+        squad_ids = [text(k) for k in skills]
         pipe = self._redis.pipeline(transaction=False)
         for squad_id in squad_ids:
             pipe.hmget(keys.squad(unit, squad_id), _ROSTER_FIELDS)
@@ -392,7 +398,6 @@ class SquadStore:
             fields = dict(zip(_ROSTER_FIELDS, map(text, answers[2 * i]), strict=True))
             if not fields["name"] and not fields["capacity"]:
                 continue  # no record (a squad is never removed: nothing to show)
-            skill_text = skills_by_id.get(squad_id, "*")
             online = fields["online"] == "1"
             rows.append(
                 {
@@ -404,9 +409,7 @@ class SquadStore:
                     "capacity": int(fields["capacity"] or 1),
                     "free_capacity": free_by_id.get(squad_id, 0),
                     "active": int(answers[2 * i + 1]),
-                    "skills": (
-                        ["*"] if skill_text == "*" else [x for x in skill_text.split(",") if x]
-                    ),
+                    "skills": _skills(skills_by_id[squad_id]),
                     "last_seen": None if online else _seconds(fields["last_seen"]),
                     "registered_at": _seconds(fields["created"]),
                     "token_replaced_at": _seconds(fields["token_replaced_at"]),
@@ -430,7 +433,6 @@ class SquadStore:
             return None
         record = {text(k): text(v) for k, v in raw.items()}
         assignments = await self._jobs(unit, [text(j) for j in jobs])
-        skills_text = text(skills)
         return {
             "id": squad_id,
             "unit": unit,
@@ -439,7 +441,7 @@ class SquadStore:
             "on_duty": record.get("duty") == "1",
             "capacity": int(record.get("capacity", "1")),
             "free_capacity": int(text(free) or 0),
-            "skills": [s for s in skills_text.split(",") if s] if skills_text != "*" else ["*"],
+            "skills": _skills(text(skills)),
             "position": (
                 {"lat": float(where[1]), "lon": float(where[0]), "fixed_at": float(fix_time)}
                 if where is not None and fix_time is not None
